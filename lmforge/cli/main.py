@@ -1,0 +1,31 @@
+"""The `lmforge` command: registers the sub-commands and turns user errors into one line and exit code 2."""
+
+import sys
+
+import typer
+
+from lmforge.cli import convert_cmd, generate_cmd, info_cmd, tokenizer_cmd
+from lmforge.common.errors import LmforgeError
+
+app = typer.Typer(
+    name="lmforge",
+    help="lmforge: clean data, train tokenizers, build, train, align, run and serve language models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("info")(info_cmd.info)
+app.command("convert")(convert_cmd.convert)
+app.command("generate")(generate_cmd.generate)
+app.add_typer(tokenizer_cmd.app, name="tokenizer")
+
+
+def main() -> None:
+    try:
+        app()
+    except LmforgeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

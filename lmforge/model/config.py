@@ -1,0 +1,118 @@
+"""ModelConfig: every architectural switch of the dense decoder as one frozen, validated dataclass.
+
+A config is data, not code: it loads from and saves to JSON, named presets live in `presets.py`, and the
+`family` field records which Hugging Face architecture (Llama, Qwen2, Qwen3) the weights follow.
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmforge.common.errors import ConfigError
+
+FAMILIES = ("llama", "qwen2", "qwen3")
+NORMS = ("rmsnorm", "layernorm")
+MLPS = ("swiglu", "gelu")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 32000
+    dim: int = 512  # hidden size d_model
+    n_layers: int = 8
+    n_heads: int = 8
+    n_kv_heads: int | None = None  # None = n_heads (multi-head); 1 = multi-query; else grouped-query
+    head_dim: int | None = None  # None = dim // n_heads
+    ffn_dim: int = 1376  # hidden size of the MLP
+    max_seq_len: int = 2048
+    family: str = "llama"  # HF architecture the weights follow: llama | qwen2 | qwen3
+    norm: str = "rmsnorm"  # rmsnorm | layernorm
+    norm_eps: float = 1e-5
+    mlp: str = "swiglu"  # swiglu | gelu
+    mlp_bias: bool = False
+    rope_theta: float = 10000.0
+    qkv_bias: bool = False  # Qwen2 puts biases on q/k/v projections
+    o_bias: bool = False
+    qk_norm: bool = False  # Qwen3 normalises each head's q and k with RMSNorm before RoPE
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+
+    def __post_init__(self):
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        if self.family not in FAMILIES:
+            raise ConfigError(f"ModelConfig.family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
+        if self.norm not in NORMS:
+            raise ConfigError(f"ModelConfig.norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.mlp not in MLPS:
+            raise ConfigError(f"ModelConfig.mlp must be one of {', '.join(MLPS)}, got {self.mlp!r}")
+        if self.n_kv_heads is not None and (self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads):
+            raise ConfigError(
+                f"ModelConfig.n_kv_heads={self.n_kv_heads} must be a positive divisor of n_heads={self.n_heads}"
+            )
+        if self.head_dim is None and self.dim % self.n_heads:
+            raise ConfigError(
+                f"ModelConfig.dim={self.dim} is not divisible by n_heads={self.n_heads}; set head_dim explicitly"
+            )
+        if self.resolved_head_dim % 2:
+            raise ConfigError(f"ModelConfig head_dim={self.resolved_head_dim} must be even for RoPE")
+        if self.rope_theta <= 0 or self.norm_eps <= 0 or self.init_std <= 0:
+            raise ConfigError("ModelConfig.rope_theta, norm_eps and init_std must be positive")
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.vocab_size:
+                raise ConfigError(f"ModelConfig.{name}={value} is outside the vocabulary [0, {self.vocab_size})")
+
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.dim // self.n_heads
+
+    @property
+    def resolved_kv_heads(self) -> int:
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    def replace(self, **changes) -> "ModelConfig":
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ConfigError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"model config not found: {path}") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"model config {path} is not valid JSON: {err}") from None
+
+    def num_params(self) -> int:
+        """Parameter count from the shapes alone (embeddings counted once when tied)."""
+        d, hd, kv = self.dim, self.resolved_head_dim, self.resolved_kv_heads
+        attn = d * self.n_heads * hd * 2 + d * kv * hd * 2
+        attn += (self.n_heads + 2 * kv) * hd * self.qkv_bias + d * self.o_bias + 2 * hd * self.qk_norm
+        n_mats = 3 if self.mlp == "swiglu" else 2
+        mlp = n_mats * d * self.ffn_dim + self.mlp_bias * (self.ffn_dim * (n_mats - 1) + d)
+        norm = d if self.norm == "rmsnorm" else 2 * d
+        embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+        return self.n_layers * (attn + mlp + 2 * norm) + norm + embed

@@ -1,0 +1,290 @@
+"""Import a GGUF file (llama.cpp's format) as a Hugging Face-style checkpoint: config dict, HF-named state dict.
+
+Tensors are dequantized with `gguf.quants` and llama.cpp's RoPE row permutation of Llama Q/K is undone, exactly
+as transformers' GGUF loader does, so the HF adapter is lmforge's one loading path for both formats.
+"""
+
+import logging
+import os
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, ReaderField, ReaderTensor
+from gguf.quants import dequantize
+from tokenizers import Tokenizer
+
+from lmforge.common.errors import LmforgeError
+from lmforge.model.gguf_tokenizer import build_tokenizer
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_ARCHITECTURES: tuple[str, ...] = ("llama", "qwen2", "qwen3")
+SUPPORTED_QUANT_TYPES: tuple[str, ...] = (
+    "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
+)  # fmt: skip
+
+# llama.cpp's converter permutes Q/K rows of Llama-arch models for its interleaved RoPE; Qwen files are not.
+_PERMUTED_ARCHITECTURES = ("llama",)
+_GLOBAL_NAMES = {
+    "token_embd": "model.embed_tokens",
+    "output_norm": "model.norm",
+    "output": "lm_head",
+}
+_LAYER_NAMES = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_ROPE_HEADS = {"q_proj": "num_attention_heads", "k_proj": "num_key_value_heads"}
+_LAYER_TENSOR = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
+_HF_CLASSES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+# Precomputed Llama-3 RoPE frequency factors; transformers drops them too (see hf_config["rope_scaling"]).
+_IGNORED_TENSORS = ("rope_freqs.weight",)
+
+
+@dataclass
+class GGUFCheckpoint:
+    """A GGUF file in Hugging Face form: what `config.json`, `model.safetensors` and `tokenizer.json` would hold."""
+
+    architecture: str
+    hf_config: dict
+    state_dict: dict[str, torch.Tensor]
+    tokenizer: Tokenizer
+    tokenizer_config: dict
+    quant_types: dict[str, int]
+    metadata: dict
+
+
+def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFCheckpoint:
+    """Read, check and dequantize a GGUF file into a `GGUFCheckpoint` with tensors of `dtype`."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise LmforgeError(f"dtype must be a floating torch dtype (float32, bfloat16, float16); got {dtype!r}")
+    reader = _open(Path(path))
+    fields = {name: field_value(field) for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+    architecture = fields.get("general.architecture")
+    if architecture not in SUPPORTED_ARCHITECTURES:
+        raise LmforgeError(
+            f"unsupported GGUF architecture {architecture!r} in {path}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    tensors = {tensor.name: tensor for tensor in reader.tensors}
+    hf_config = gguf_hf_config(architecture, fields, tensors)
+    names = _hf_names(tensors, hf_config)
+    for name, tensor in tensors.items():
+        if tensor.tensor_type.name not in SUPPORTED_QUANT_TYPES:
+            raise LmforgeError(
+                f"tensor {name!r} uses GGML type {tensor.tensor_type.name}, which lmforge cannot dequantize; "
+                f"supported: {', '.join(SUPPORTED_QUANT_TYPES)}"
+            )
+    _check_shapes(tensors, names, hf_config)
+
+    def load(gguf_name: str) -> torch.Tensor:
+        weight, hf_name = _dequantize(tensors[gguf_name]), names[gguf_name]
+        if architecture in _PERMUTED_ARCHITECTURES and hf_name.split(".")[-2] in ("q_proj", "k_proj"):
+            weight = unpermute_rope_rows(weight, hf_config[_ROPE_HEADS[hf_name.split(".")[-2]]])
+        return weight.to(dtype)
+
+    # gguf's numpy dequantizers release the GIL for most of their work: one thread per core halves the wait.
+    with ThreadPoolExecutor(max_workers=_usable_cpus()) as pool:
+        state_dict = dict(zip(names.values(), pool.map(load, names), strict=True))
+    tokenizer, tokenizer_config = build_tokenizer(fields)
+    return GGUFCheckpoint(
+        architecture=architecture,
+        hf_config=hf_config,
+        state_dict=state_dict,
+        tokenizer=tokenizer,
+        tokenizer_config=tokenizer_config,
+        quant_types=dict(Counter(tensor.tensor_type.name for tensor in reader.tensors)),
+        metadata={name.removeprefix("general."): v for name, v in fields.items() if name.startswith("general.")},
+    )
+
+
+def _usable_cpus() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux: honours taskset / container CPU limits
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+def _open(path: Path) -> GGUFReader:
+    if not path.exists():
+        raise LmforgeError(f"GGUF file not found: {path}")
+    if not path.is_file():
+        raise LmforgeError(f"GGUF path is not a file: {path}")
+    with path.open("rb") as handle:
+        magic = handle.read(4)
+    if magic != b"GGUF":
+        raise LmforgeError(f"{path} is not a GGUF file (it starts with {magic!r}, a GGUF file with b'GGUF')")
+    try:
+        return GGUFReader(path)  # memory-mapped: tensor bytes are read only when dequantized
+    except (ValueError, IndexError, KeyError, OSError) as error:
+        raise LmforgeError(f"{path} is a damaged or unsupported GGUF file: {error}") from error
+
+
+def field_value(field: ReaderField) -> Any:
+    """A metadata field as a plain Python value; float32 scalars are given their shortest decimal form."""
+    value = field.contents()
+    if field.types and field.types[0] == GGUFValueType.FLOAT32:
+        return float(str(np.float32(value)))  # 1e-05, not 9.999999747378752e-06
+    return value
+
+
+def gguf_hf_config(architecture: str, fields: dict, tensors: dict[str, ReaderTensor]) -> dict:
+    """The transformers `config.json` dict that llama.cpp's `{arch}.*` keys describe."""
+
+    def get(key: str, required: bool = True) -> Any:
+        value = fields.get(f"{architecture}.{key}")
+        if isinstance(value, list):  # per-layer values: lmforge models use one value for every layer
+            if len(set(value)) != 1:
+                raise LmforgeError(f"{architecture}.{key} varies per layer ({value}); lmforge needs one value")
+            value = value[0]
+        if value is None and required:
+            raise LmforgeError(f"GGUF metadata lacks {architecture}.{key}, which a {architecture} model needs")
+        return value
+
+    hidden, heads = get("embedding_length"), get("attention.head_count")
+    head_dim = get("attention.key_length", False) or get("rope.dimension_count", False) or hidden // heads
+    vocab_size = get("vocab_size", False) or len(fields.get("tokenizer.ggml.tokens") or [])
+    if not vocab_size:
+        raise LmforgeError(
+            f"GGUF metadata gives no vocabulary size ({architecture}.vocab_size or tokenizer.ggml.tokens)"
+        )
+    config = {
+        "model_type": architecture,
+        "architectures": [_HF_CLASSES[architecture]],
+        "vocab_size": vocab_size,
+        "hidden_size": hidden,
+        "intermediate_size": get("feed_forward_length"),
+        "num_hidden_layers": get("block_count"),
+        "num_attention_heads": heads,
+        "num_key_value_heads": get("attention.head_count_kv", False) or heads,
+        "head_dim": head_dim,
+        "hidden_act": "silu",
+        "rms_norm_eps": get("attention.layer_norm_rms_epsilon"),
+        "rope_theta": get("rope.freq_base", False) or 10000.0,
+        "max_position_embeddings": get("context_length"),
+        "tie_word_embeddings": "output.weight" not in tensors,
+        "attention_bias": "blk.0.attn_q.bias" in tensors,
+        "bos_token_id": fields.get("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": fields.get("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": fields.get("tokenizer.ggml.padding_token_id"),
+    }
+    rope_type, factor = get("rope.scaling.type", False), get("rope.scaling.factor", False)
+    if rope_type is None and get("rope.scale_linear", False):  # older files
+        rope_type, factor = "linear", get("rope.scale_linear")
+    if rope_type not in (None, "none"):
+        config["rope_scaling"] = {"rope_type": rope_type, "factor": factor}
+        if original := get("rope.scaling.original_context_length", False):
+            config["rope_scaling"]["original_max_position_embeddings"] = original
+    if "rope_freqs.weight" in tensors:
+        logger.warning(
+            "rope_freqs.weight (Llama-3 RoPE frequency factors) is not imported, as in transformers' GGUF loader: "
+            "the model runs with unscaled RoPE frequencies"
+        )
+    return config
+
+
+def _hf_names(tensors: dict[str, ReaderTensor], config: dict) -> dict[str, str]:
+    """GGUF tensor name -> transformers state-dict name, for every tensor the model uses."""
+    names = {}
+    for name in tensors:
+        stem, _, suffix = name.rpartition(".")
+        match = _LAYER_TENSOR.fullmatch(name)
+        if stem in _GLOBAL_NAMES and suffix == "weight":
+            names[name] = f"{_GLOBAL_NAMES[stem]}.weight"
+        elif match and match[2] in _LAYER_NAMES and int(match[1]) < config["num_hidden_layers"]:
+            names[name] = f"model.layers.{match[1]}.{_LAYER_NAMES[match[2]]}.{match[3]}"
+        elif name not in _IGNORED_TENSORS:
+            raise LmforgeError(
+                f"unexpected tensor {name!r} in a {config['model_type']} GGUF with "
+                f"{config['num_hidden_layers']} layers; lmforge knows: token_embd, output_norm, output, "
+                f"blk.N.{{{', '.join(_LAYER_NAMES)}}}"
+            )
+    return names
+
+
+def expected_shapes(config: dict) -> tuple[dict[str, tuple[int, ...]], set[str]]:
+    """(shape of every tensor a model of `config` may have, names it must have), in torch [out, in] order."""
+    hidden, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    q_rows = config["num_attention_heads"] * config["head_dim"]
+    kv_rows = config["num_key_value_heads"] * config["head_dim"]
+    shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,),
+              "lm_head.weight": (vocab, hidden)}  # fmt: skip
+    required = {"model.embed_tokens.weight", "model.norm.weight"}
+    for layer in range(config["num_hidden_layers"]):
+        prefix = f"model.layers.{layer}."
+        layer_shapes = {
+            "input_layernorm.weight": (hidden,),
+            "self_attn.q_proj.weight": (q_rows, hidden),
+            "self_attn.k_proj.weight": (kv_rows, hidden),
+            "self_attn.v_proj.weight": (kv_rows, hidden),
+            "self_attn.o_proj.weight": (hidden, q_rows),
+            "post_attention_layernorm.weight": (hidden,),
+            "mlp.gate_proj.weight": (inter, hidden),
+            "mlp.up_proj.weight": (inter, hidden),
+            "mlp.down_proj.weight": (hidden, inter),
+        }
+        required |= {prefix + name for name in layer_shapes}
+        optional = {"self_attn.q_proj.bias": (q_rows,), "self_attn.k_proj.bias": (kv_rows,),
+                    "self_attn.v_proj.bias": (kv_rows,), "self_attn.o_proj.bias": (hidden,)}  # fmt: skip
+        norms = {"self_attn.q_norm.weight": (config["head_dim"],), "self_attn.k_norm.weight": (config["head_dim"],)}
+        if config["model_type"] == "qwen3":
+            required |= {prefix + name for name in norms}
+        shapes.update({prefix + name: shape for name, shape in (layer_shapes | optional | norms).items()})
+    if not config["tie_word_embeddings"]:
+        required.add("lm_head.weight")
+    return shapes, required
+
+
+def gguf_name(hf_name: str) -> str:
+    """The llama.cpp name of a transformers state-dict name (the inverse of the import mapping)."""
+    stem, _, suffix = hf_name.rpartition(".")
+    for gguf_stem, hf_stem in _GLOBAL_NAMES.items():
+        if stem == hf_stem:
+            return f"{gguf_stem}.{suffix}"
+    _, _, layer, rest = stem.split(".", 3)
+    leaf = {hf: gguf for gguf, hf in _LAYER_NAMES.items()}[rest]
+    return f"blk.{layer}.{leaf}.{suffix}"
+
+
+def _check_shapes(tensors: dict[str, ReaderTensor], names: dict[str, str], config: dict) -> None:
+    shapes, required = expected_shapes(config)
+    missing = sorted(required - set(names.values()))
+    if missing:
+        raise LmforgeError(
+            f"GGUF file lacks {len(missing)} tensor(s) a {config['model_type']} model needs, "
+            f"e.g. {gguf_name(missing[0])!r} ({missing[0]})"
+        )
+    for name, hf_name in names.items():
+        got = tuple(int(dim) for dim in reversed(tensors[name].shape))
+        if got != shapes[hf_name]:
+            raise LmforgeError(
+                f"tensor {name!r} ({hf_name}) has shape {list(got)} but the metadata implies {list(shapes[hf_name])}"
+            )
+
+
+def _dequantize(tensor: ReaderTensor) -> torch.Tensor:
+    """One tensor as float32 in torch order: GGUF lists dimensions innermost first, torch outermost first."""
+    shape = tuple(int(dim) for dim in reversed(tensor.shape))
+    if tensor.tensor_type == GGMLQuantizationType.F32:
+        values = np.array(tensor.data, dtype=np.float32)  # a copy: the memory map is read-only
+    else:
+        values = dequantize(tensor.data, tensor.tensor_type)
+    return torch.from_numpy(values.reshape(shape))
+
+
+def unpermute_rope_rows(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """Undo llama.cpp's `permute` of Q/K rows (per head: halves interleaved pairwise for its RoPE kernel)."""
+    half = weight.shape[0] // heads // 2
+    return weight.reshape(heads, half, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape).contiguous()

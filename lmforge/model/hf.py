@@ -1,0 +1,162 @@
+"""Hugging Face adapter: config.json <-> ModelConfig and HF tensor names <-> lmforge names.
+
+Kept outside the model classes (as torchtitan does) so the model stays plain. Covers transformers'
+LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM (and Mistral-style Llama checkpoints).
+"""
+
+import re
+
+import torch
+
+from lmforge.common.errors import LmforgeError
+from lmforge.model.config import ModelConfig
+
+HF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+_MODEL_TYPE_TO_FAMILY = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+
+# (HF pattern, lmforge pattern); {i} is the layer index.
+_NAME_MAP = [
+    ("model.embed_tokens.weight", "embed.weight"),
+    ("model.norm.weight", "norm.weight"),
+    ("lm_head.weight", "lm_head.weight"),
+    ("model.layers.{i}.input_layernorm.weight", "layers.{i}.attn_norm.weight"),
+    ("model.layers.{i}.post_attention_layernorm.weight", "layers.{i}.mlp_norm.weight"),
+    ("model.layers.{i}.self_attn.q_norm.weight", "layers.{i}.attn.q_norm.weight"),
+    ("model.layers.{i}.self_attn.k_norm.weight", "layers.{i}.attn.k_norm.weight"),
+]
+for _proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+    for _kind in ("weight", "bias"):
+        _NAME_MAP.append((f"model.layers.{{i}}.self_attn.{_proj}.{_kind}", f"layers.{{i}}.attn.{_proj}.{_kind}"))
+for _proj in ("gate_proj", "up_proj", "down_proj"):
+    for _kind in ("weight", "bias"):
+        _NAME_MAP.append((f"model.layers.{{i}}.mlp.{_proj}.{_kind}", f"layers.{{i}}.mlp.{_proj}.{_kind}"))
+
+
+def _compile(pattern: str) -> re.Pattern:
+    return re.compile("^" + re.escape(pattern).replace(r"\{i\}", r"(\d+)") + "$")
+
+
+_HF_TO_OURS = [(_compile(hf), ours) for hf, ours in _NAME_MAP]
+_OURS_TO_HF = [(_compile(ours), hf) for hf, ours in _NAME_MAP]
+
+
+def _rename(name: str, table) -> str | None:
+    for pattern, target in table:
+        match = pattern.match(name)
+        if match:
+            return target.replace("{i}", match.group(1)) if match.groups() else target
+    return None
+
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    """ModelConfig from a transformers config.json dict; unsupported features are named, not ignored."""
+    model_type = hf.get("model_type")
+    if model_type not in _MODEL_TYPE_TO_FAMILY:
+        raise LmforgeError(f"unsupported model_type {model_type!r}; supported: {', '.join(_MODEL_TYPE_TO_FAMILY)}")
+    family = _MODEL_TYPE_TO_FAMILY[model_type]
+    act = hf.get("hidden_act", "silu")
+    if act != "silu":
+        raise LmforgeError(f"unsupported hidden_act {act!r} for {model_type}; supported: silu (SwiGLU)")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", None):
+        raise LmforgeError(f"unsupported RoPE scaling {rope_type!r}; supported now: default")
+    if hf.get("use_sliding_window") or (family == "llama" and hf.get("sliding_window")):
+        raise LmforgeError("sliding-window attention checkpoints are not supported yet")
+    attention_bias = bool(hf.get("attention_bias", False))
+    n_heads = hf["num_attention_heads"]
+    return ModelConfig(
+        family=family,
+        vocab_size=hf["vocab_size"],
+        dim=hf["hidden_size"],
+        n_layers=hf["num_hidden_layers"],
+        n_heads=n_heads,
+        n_kv_heads=hf.get("num_key_value_heads") or n_heads,
+        head_dim=hf.get("head_dim") or hf["hidden_size"] // n_heads,
+        ffn_dim=hf["intermediate_size"],
+        max_seq_len=hf.get("max_position_embeddings", 2048),
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+        qkv_bias=True if family == "qwen2" else attention_bias,
+        o_bias=False if family == "qwen2" else attention_bias,
+        mlp_bias=bool(hf.get("mlp_bias", False)),
+        qk_norm=family == "qwen3",
+        tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        bos_token_id=_single_id(hf.get("bos_token_id")),
+        eos_token_id=_single_id(hf.get("eos_token_id")),
+        pad_token_id=_single_id(hf.get("pad_token_id")),
+    )
+
+
+def _single_id(value) -> int | None:
+    return value[0] if isinstance(value, list) and value else value if isinstance(value, int) else None
+
+
+def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
+    """A config.json dict that transformers' Llama/Qwen2/Qwen3 classes read back."""
+    if cfg.norm != "rmsnorm" or cfg.mlp != "swiglu":
+        raise LmforgeError(f"cannot export norm={cfg.norm!r} mlp={cfg.mlp!r} as {cfg.family}: "
+                           "Hugging Face Llama/Qwen need rmsnorm + swiglu")
+    if cfg.family == "qwen2" and (not cfg.qkv_bias or cfg.o_bias):
+        raise LmforgeError("qwen2 export needs qkv_bias=True and o_bias=False (Qwen2's fixed layout)")
+    if cfg.family in ("llama", "qwen3") and cfg.qkv_bias != cfg.o_bias:
+        raise LmforgeError(f"{cfg.family} export needs qkv_bias == o_bias (one attention_bias flag)")
+    if cfg.qk_norm != (cfg.family == "qwen3"):
+        raise LmforgeError("qk_norm is exported only as family qwen3 (and qwen3 requires it)")
+    hf = {
+        "architectures": [HF_ARCHITECTURES[cfg.family]],
+        "model_type": cfg.family,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.dim,
+        "intermediate_size": cfg.ffn_dim,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.resolved_kv_heads,
+        "head_dim": cfg.resolved_head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "attention_bias": cfg.o_bias if cfg.family != "qwen2" else True,
+        "mlp_bias": cfg.mlp_bias,
+        "bos_token_id": cfg.bos_token_id,
+        "eos_token_id": cfg.eos_token_id,
+        "pad_token_id": cfg.pad_token_id,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        "use_cache": True,
+    }
+    if cfg.family == "qwen2":
+        hf.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.n_layers)
+    return hf
+
+
+def state_dict_from_hf(hf_state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Rename HF tensors to lmforge names; a tied checkpoint's lm_head is the embedding."""
+    state = {}
+    for name, tensor in hf_state.items():
+        if name.endswith("rotary_emb.inv_freq"):
+            continue  # old checkpoints store the RoPE buffer; we recompute it
+        ours = _rename(name, _HF_TO_OURS)
+        if ours is None:
+            raise LmforgeError(f"unexpected tensor {name!r} in a {cfg.family} checkpoint")
+        state[ours] = tensor
+    if cfg.tie_embeddings:
+        state.pop("lm_head.weight", None)
+        if "embed.weight" in state:
+            state["lm_head.weight"] = state["embed.weight"]
+    return state
+
+
+def state_dict_to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Rename lmforge tensors to HF names; a tied lm_head is not written (transformers re-ties it)."""
+    out = {}
+    for name, tensor in state.items():
+        if cfg.tie_embeddings and name == "lm_head.weight":
+            continue
+        hf_name = _rename(name, _OURS_TO_HF)
+        if hf_name is None:
+            raise LmforgeError(f"tensor {name!r} has no Hugging Face {cfg.family} equivalent")
+        out[hf_name] = tensor
+    return out

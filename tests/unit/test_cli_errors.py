@@ -91,3 +91,23 @@ def test_unsupported_model_type(tmp_path):
     config["model_type"] = "mamba"
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert_user_error(run_cli("convert", str(tmp_path), "--out", str(tmp_path / "o")), "mamba", "llama")
+
+
+def test_unsupported_gguf_architecture_and_quant_type(tmp_path):
+    import gguf
+    import numpy as np
+
+    from tests.unit.test_gguf_import import tiny_model, write_gguf
+
+    writer = gguf.GGUFWriter(str(tmp_path / "mamba.gguf"), "mamba")
+    writer.add_block_count(1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert_user_error(run_cli("convert", str(tmp_path / "mamba.gguf"), "--out", str(tmp_path / "o")),
+                      "'mamba'", "llama")
+    blocks = np.zeros((265, 66), dtype=np.uint8)  # IQ2_XXS blocks: a quant type we do not read
+    write_gguf(tmp_path / "iq.gguf", tiny_model(), extra={"output.weight": (blocks, gguf.GGMLQuantizationType.IQ2_XXS)})
+    assert_user_error(run_cli("convert", str(tmp_path / "iq.gguf"), "--out", str(tmp_path / "o")),
+                      "IQ2_XXS", "output.weight")

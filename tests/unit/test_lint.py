@@ -19,7 +19,7 @@ def _tool(name: str) -> str:
 
 
 def test_ruff_clean():
-    result = subprocess.run([_tool("ruff"), "check", "lmforge", "tests", "benchmarks"], cwd=ROOT,
+    result = subprocess.run([_tool("ruff"), "check", "."], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 

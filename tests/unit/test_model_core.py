@@ -71,6 +71,23 @@ def test_kv_cache_decode_equals_full_forward(preset, n_kv_heads):
     assert (torch.cat(chunks, dim=1) - full).abs().max() < 1e-5
 
 
+def test_gpt2_style_variant_layernorm_gelu():
+    """LayerNorm + GELU MLP (GPT-2 style): cache-consistent, and its MLP is the closed-form tanh-GELU MLP."""
+    model = Transformer(get_preset("tiny-llama", norm="layernorm", mlp="gelu", mlp_bias=True)).eval()
+    assert isinstance(model.layers[0].attn_norm, torch.nn.LayerNorm)
+    mlp, x = model.layers[0].mlp, torch.randn(3, 64)
+    h = mlp.up_proj(x)
+    gelu = 0.5 * h * (1 + torch.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
+    assert torch.allclose(mlp(x), mlp.down_proj(gelu), atol=1e-5)
+    ids = torch.randint(0, 256, (1, 9))
+    with torch.no_grad():
+        full = model(ids)
+        cache = model.new_kv_cache(1, max_len=9)
+        stepwise = torch.cat([model(ids[:, :4], kv_cache=cache)] + [model(ids[:, t:t + 1], kv_cache=cache)
+                                                                     for t in range(4, 9)], dim=1)
+    assert (stepwise - full).abs().max() < 1e-5
+
+
 def test_left_padding_does_not_change_a_sequence():
     model = Transformer(get_preset("tiny-llama")).eval()
     ids = torch.randint(0, 256, (1, 8))

@@ -1,0 +1,153 @@
+"""`lmforge data ...`: run a data-cleaning pipeline described in TOML, or write a sample corpus to try it on.
+
+Thin commands: they load configs, call `lmforge.data`, and show a progress bar and a summary table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lmforge.data.pack import PackConfig, pack_documents
+from lmforge.data.pipeline import PipelineRunner
+from lmforge.data.pipeline_config import load_pipeline
+from lmforge.data.readers import ReaderConfig, ReadStats, read_documents
+from lmforge.data.sample_corpus import SampleConfig, write_sample
+from lmforge.data.steps import STEP_TYPES
+
+app = typer.Typer(
+    help="Clean text corpora (URL, language, Gopher/C4/FineWeb quality filters, PII, exact and MinHash "
+    "dedup), pack them into token shards, and generate a sample corpus with ground truth.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _summary_table(stats: dict) -> Table:
+    table = Table(title="data pipeline", show_lines=False)
+    for column in ("step", "docs in", "docs out", "kept", "MB out", "top removal reasons"):
+        table.add_column(column, justify="left" if column in ("step", "top removal reasons") else "right")
+    for s in stats["steps"]:
+        kept = s["docs_out"] / s["docs_in"] if s["docs_in"] else 1.0
+        reasons = ", ".join(f"{r.split(':', 1)[-1]} {n}" for r, n in list(s["removed"].items())[:3])
+        table.add_row(s["name"], str(s["docs_in"]), str(s["docs_out"]), f"{kept:.1%}",
+                      f"{s['bytes_out'] / 1e6:.2f}", reasons)
+    return table
+
+
+@app.command("run")
+def run(
+    pipeline: Path = typer.Argument(..., help="Pipeline TOML file with its input, output and steps tables.",
+                                    show_default=False),
+    out: Path | None = typer.Option(None, "--out", "-o",
+                                    help="Output directory; overrides the output dir of the pipeline file."),
+    keep_removed: bool | None = typer.Option(
+        None, "--keep-removed/--no-keep-removed",
+        help="Also write removed documents with their reason (overrides keep_removed of the pipeline file).",
+        show_default=False),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no table; print the report path."),
+) -> None:
+    """Run a pipeline: finished shards are skipped on re-runs; writes data/, stats.json and report.md."""
+    config = load_pipeline(pipeline)
+    if out is not None:
+        config = dataclasses.replace(config, output_dir=str(out))
+    if keep_removed is not None:
+        config = dataclasses.replace(config, keep_removed=keep_removed)
+    console = Console(stderr=True, quiet=quiet)
+    skipped = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, disable=quiet) as progress:
+        tasks: dict[str, int] = {}
+
+        def on_shard(label: str, done: int, total: int, skip: bool) -> None:
+            nonlocal skipped
+            skipped += skip
+            if label not in tasks:
+                tasks[label] = progress.add_task(label[:70], total=total)
+            progress.update(tasks[label], completed=done)
+
+        stats = PipelineRunner(config, progress=on_shard).run()
+    if not quiet:
+        Console().print(_summary_table(stats))
+        read = stats["read"]
+        print(f"read {read['records']} documents from {read['files']} files "
+              f"(skipped {read['malformed_json']} malformed, {read['undecodable']} undecodable, "
+              f"{read['missing_text']} without text); kept {stats['output']['docs']}; "
+              f"{skipped} finished shards reused")
+    print(f"report: {Path(config.output_dir) / 'report.md'}")
+
+
+@app.command("sample")
+def sample(
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write corpus/, ground_truth.jsonl, "
+                             "summary.json and an example pipeline.toml.", show_default=False),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed writes the same bytes."),
+    good: int = typer.Option(300, "--good", help="Good English prose documents."),
+    per_language: int = typer.Option(15, "--per-language", help="Documents in each of French, German, "
+                                     "Spanish and Chinese."),
+    spam: int = typer.Option(60, "--spam", help="Spam and boilerplate pages (keyword stuffing, link farms, "
+                             "lorem ipsum, cookie walls, hashtags, code)."),
+    blocked_urls: int = typer.Option(10, "--blocked-urls", help="Good prose served from blocklisted domains."),
+    exact_duplicates: int = typer.Option(30, "--exact-duplicates", help="Planted exact copies (modulo case and "
+                                         "whitespace) of good documents."),
+    near_duplicates: int = typer.Option(40, "--near-duplicates", help="Planted near copies of good documents."),
+    pii: int = typer.Option(30, "--pii", help="Good documents given an e-mail, a phone number and an IP address."),
+    shards: int = typer.Option(2, "--shards", help="Corpus files (even: .jsonl, odd: .jsonl.zst)."),
+    min_jaccard: float = typer.Option(0.8, "--min-jaccard", help="Lowest word-5-gram Jaccard of a near copy."),
+    max_jaccard: float = typer.Option(0.97, "--max-jaccard", help="Highest word-5-gram Jaccard of a near copy."),
+) -> None:
+    """Write a deterministic sample web corpus with ground truth (and a pipeline.toml to clean it)."""
+    config = SampleConfig(seed=seed, good=good, per_language=per_language, spam=spam, blocked_urls=blocked_urls,
+                          exact_duplicates=exact_duplicates, near_duplicates=near_duplicates, pii=pii,
+                          shards=shards, min_jaccard=min_jaccard, max_jaccard=max_jaccard)
+    summary = write_sample(out, config)
+    kinds = ", ".join(f"{k} {n}" for k, n in summary["kinds"].items())
+    print(f"wrote {summary['documents']} documents to {out / 'corpus'} ({kinds})")
+    print(f"ground truth: {out / 'ground_truth.jsonl'}; try: lmforge data run {out / 'pipeline.toml'}")
+
+
+@app.command("pack")
+def pack(
+    tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Hugging Face tokenizer directory "
+                                   "(tokenizer.json with an eos_token).", show_default=False),
+    input: list[str] = typer.Option(..., "--input", "-i", help="Input files, directories or globs "
+                                    "(.txt, .jsonl[.gz|.zst], .parquet); repeatable.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the shards and index.json.",
+                             show_default=False),
+    seq_len: int = typer.Option(..., "--seq-len", help="Tokens per training sequence.", show_default=False),
+    val_fraction: float = typer.Option(0.01, "--val-fraction", help="Share of documents for validation."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the train/validation split."),
+    shard_rows: int = typer.Option(8192, "--shard-rows", help="Sequences per shard file."),
+    text_field: str = typer.Option("text", "--text-field", help="JSON/parquet field holding the text."),
+    no_eos: bool = typer.Option(False, "--no-eos", help="Do not append the EOS token after each document."),
+) -> None:
+    """Tokenize documents and pack them into fixed-length memory-mapped shards (train and val)."""
+    from lmforge.tokenizer import Tokenizer
+
+    config = PackConfig(seq_len=seq_len, val_fraction=val_fraction, seed=seed, shard_rows=shard_rows,
+                        append_eos=not no_eos)
+    tok = Tokenizer.from_dir(tokenizer)
+    stats = ReadStats()
+    docs = read_documents(list(input), ReaderConfig(text_field=text_field), stats)
+    index = pack_documents(docs, tok, out, config)
+    for name, split in index["splits"].items():
+        print(f"{name}: {split['documents']} documents, {split['tokens']} tokens, {split['rows']} sequences "
+              f"of {seq_len} in {len(split['shards'])} shards ({split['dropped_tokens']} tail tokens dropped)")
+    print(f"read {stats.records} documents (skipped {stats.malformed_json} malformed, {stats.undecodable} "
+          f"undecodable, {stats.missing_text} without text); index: {out / 'index.json'} ({index['dtype']})")
+
+
+@app.command("steps")
+def steps() -> None:
+    """List the pipeline step types and their parameters with defaults."""
+    for name, step_type in STEP_TYPES.items():
+        fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(step_type.config)
+                           if f.default is not dataclasses.MISSING)
+        kind = "global" if step_type.is_global else "per-document"
+        print(f"{name} ({kind}): {fields}")

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import numpy as np
 from datasketch import MinHash, MinHashLSH
 
+from lmforge.common.timing import best_time
 from lmforge.data.minhash import TOKEN_RE, MinHashConfig, MinHashDeduper, UnionFind
 from lmforge.data.sample_corpus import SampleConfig, generate
 
@@ -54,14 +54,6 @@ def quality(roots: np.ndarray, truth: list[dict]) -> tuple[float, float]:
     clean = [i for i, t in enumerate(truth) if i not in involved and t["kind"] in ("good", "foreign")]
     return recall, float(np.mean([sizes[roots[i]] > 1 for i in clean]))
 
-
-def best_time(fn, repeat: int) -> tuple[float, np.ndarray]:
-    best, result = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def main() -> None:

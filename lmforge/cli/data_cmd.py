@@ -52,9 +52,18 @@ def run(
         help="Also write removed documents with their reason (overrides keep_removed of the pipeline file).",
         show_default=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no table; print the report path."),
+    engine: str | None = typer.Option(None, "--engine", help="'local' (one process, resumable) or 'ray' (Ray Data, "
+                                      "same output); overrides [run] engine of the pipeline file.", show_default=False),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join ('auto', HOST:6379); "
+                                           "implies --engine ray. Default: [run] ray_address, else a local Ray.",
+                                           show_default=False),
 ) -> None:
     """Run a pipeline: finished shards are skipped on re-runs; writes data/, stats.json and report.md."""
     config = load_pipeline(pipeline)
+    if ray_address is not None:
+        config = dataclasses.replace(config, ray_address=ray_address, engine=engine or "ray")
+    elif engine is not None:
+        config = dataclasses.replace(config, engine=engine)
     if out is not None:
         config = dataclasses.replace(config, output_dir=str(out))
     if keep_removed is not None:
@@ -72,7 +81,12 @@ def run(
                 tasks[label] = progress.add_task(label[:70], total=total)
             progress.update(tasks[label], completed=done)
 
-        stats = PipelineRunner(config, progress=on_shard).run()
+        if config.engine == "ray":
+            from lmforge.data.ray_runner import RayPipelineRunner
+
+            stats = RayPipelineRunner(config, progress=on_shard).run()
+        else:
+            stats = PipelineRunner(config, progress=on_shard).run()
     if not quiet:
         Console().print(_summary_table(stats))
         read = stats["read"]

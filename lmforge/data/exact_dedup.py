@@ -41,13 +41,17 @@ class ExactDedup:
     def digest(self, text: str) -> bytes:
         return hashlib.blake2b(self.normalize(text).encode("utf-8"), digest_size=16).digest()
 
+    @property
+    def reason(self) -> str:
+        return f"{self.name}:duplicate"
+
     def find_removals(self, texts: Iterable[str]) -> dict[int, str]:
         seen: set[bytes] = set()
         removals: dict[int, str] = {}
         for index, text in enumerate(texts):
             key = self.digest(text)
             if key in seen:
-                removals[index] = f"{self.name}:duplicate"
+                removals[index] = self.reason
             else:
                 seen.add(key)
         return removals

@@ -158,33 +158,54 @@ class MinHashDeduper:
         block = sig[:, band * rows : (band + 1) * rows].astype(np.uint64)
         return _mix64((block * self._band_mult).sum(axis=1, dtype=np.uint64) + np.uint64(band))
 
-    def clusters(self, sig: np.ndarray, empty: np.ndarray | None = None) -> np.ndarray:
-        """Root (smallest index) of each document's near-duplicate cluster; `empty` rows never match."""
-        n = len(sig)
+    def band_pairs(self, sig: np.ndarray, band: int, index: np.ndarray | None = None) -> np.ndarray:
+        """Candidate pairs (i, j), shape (m, 2), of the documents `index` (default: all) that share the key of
+        `band`: every document whose key equals its predecessor's pairs with the first document of that run.
+        With min_similarity > 0 only pairs whose signatures agree that much are kept. Bands are independent,
+        so a cluster can bucket them on different workers (`lmforge.data.ray_dedup`)."""
+        index = np.arange(len(sig)) if index is None else index
+        keys = self.band_keys(sig[index], band)
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
+        same = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+        if len(same) == 0:
+            return np.zeros((0, 2), dtype=np.int64)
+        run_start = np.maximum.accumulate(np.where(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]],
+                                                   np.arange(len(keys)), 0))
+        pairs = np.stack([index[order[run_start[same + 1]]], index[order[same + 1]]], axis=1).astype(np.int64)
+        if self.config.min_similarity > 0:
+            agree = (sig[pairs[:, 0]] == sig[pairs[:, 1]]).mean(axis=1)
+            pairs = pairs[agree >= self.config.min_similarity]
+        return pairs
+
+    @staticmethod
+    def roots_from_pairs(n: int, pair_blocks: Iterable[np.ndarray]) -> np.ndarray:
+        """Union-find over candidate pairs: the root (smallest index) of each document's cluster."""
         uf = UnionFind(n)
-        valid = np.ones(n, dtype=bool) if empty is None else ~empty
-        index = np.flatnonzero(valid)
-        threshold = self.config.min_similarity
-        for band in range(self.config.bands):
-            keys = self.band_keys(sig[index], band)
-            order = np.argsort(keys, kind="stable")
-            sorted_keys = keys[order]
-            same = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
-            if len(same) == 0:
-                continue
-            # every document whose key equals its predecessor's joins the first document of that run
-            run_start = np.maximum.accumulate(np.where(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]],
-                                                       np.arange(len(keys)), 0))
-            for pos in same + 1:
-                i, j = int(index[order[run_start[pos]]]), int(index[order[pos]])
-                if threshold > 0 and np.mean(sig[i] == sig[j]) < threshold:
-                    continue
+        for pairs in pair_blocks:
+            for i, j in pairs.tolist():
                 uf.union(i, j)
         return np.array([uf.find(i) for i in range(n)], dtype=np.int64)
 
+    def clusters(self, sig: np.ndarray, empty: np.ndarray | None = None) -> np.ndarray:
+        """Root (smallest index) of each document's near-duplicate cluster; `empty` rows never match."""
+        index = np.arange(len(sig)) if empty is None else np.flatnonzero(~empty)
+        blocks = (self.band_pairs(sig, band, index) for band in range(self.config.bands))
+        return self.roots_from_pairs(len(sig), blocks)
+
+    @staticmethod
+    def empty_rows(sig: np.ndarray) -> np.ndarray:
+        """Documents with no shingle at all (their signature is all max values): they never match."""
+        return (sig == np.iinfo(np.uint32).max).all(axis=1)
+
+    @property
+    def reason(self) -> str:
+        return f"{self.name}:near_duplicate"
+
+    def removals_from_roots(self, roots: np.ndarray) -> dict[int, str]:
+        """{index: reason} for every document that is not the root (first member) of its cluster."""
+        return {int(i): self.reason for i in np.flatnonzero(roots != np.arange(len(roots)))}
+
     def find_removals(self, texts: Iterable[str]) -> dict[int, str]:
         sig = self.signatures(texts)
-        empty = (sig == np.iinfo(np.uint32).max).all(axis=1)
-        roots = self.clusters(sig, empty)
-        dup = np.flatnonzero(roots != np.arange(len(roots)))
-        return {int(i): f"{self.name}:near_duplicate" for i in dup}
+        return self.removals_from_roots(self.clusters(sig, self.empty_rows(sig)))

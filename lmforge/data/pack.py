@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -99,6 +99,16 @@ def is_validation(doc_id: str, ordinal: int, seed: int, fraction: float) -> bool
     return int.from_bytes(digest, "little") / 2**64 < fraction
 
 
+def _batch_encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
+    """Token ids of a batch of texts, no special tokens. With a `tokenizers` backend, `encode_batch_fast`
+    (same ids, no character offsets: about a quarter faster) runs on all cores of the Rust thread pool
+    unless TOKENIZERS_PARALLELISM=false."""
+    backend = getattr(tokenizer, "backend", None)
+    if backend is not None and hasattr(backend, "encode_batch_fast"):
+        return lambda texts: [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+    return lambda texts: tokenizer.encode_batch(texts, add_special_tokens=False)
+
+
 def pack_documents(docs: Iterable[Document], tokenizer, out_dir: str | Path, config: PackConfig) -> dict:
     """Encode, split and pack `docs` into out_dir (shards + index.json); returns the index."""
     eos_id = tokenizer.token_to_id(tokenizer.eos_token) if tokenizer.eos_token else None
@@ -112,9 +122,11 @@ def pack_documents(docs: Iterable[Document], tokenizer, out_dir: str | Path, con
     batch: list[Document] = []
     ordinal = 0
 
+    encode = _batch_encoder(tokenizer)
+
     def flush() -> None:
         nonlocal ordinal
-        encoded = tokenizer.encode_batch([d.text for d in batch], add_special_tokens=False)
+        encoded = encode([d.text for d in batch])
         for doc, ids in zip(batch, encoded, strict=True):
             if config.append_eos:
                 ids = [*ids, eos_id]

@@ -52,6 +52,29 @@ def _nbytes(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
+def apply_stage(stage: Stage, doc: Document, reason: str | None, global_stats: StepStats | None,
+                step_stats: list[StepStats]) -> Document | Drop:
+    """One document through one stage: the global step's verdict (`reason`; None keeps it), then each
+    per-document step in order, counting documents and bytes into the stats. The local and the Ray
+    runners both call it, so their statistics agree."""
+    result: Document | Drop = doc
+    size = _nbytes(doc.text)
+    if global_stats is not None:
+        global_stats.record(size, size if reason is None else None, reason)
+        if reason is not None:
+            return Drop(reason)
+    for step, st in zip(stage.steps, step_stats, strict=True):
+        before = result.text
+        result = step.apply(result)
+        if isinstance(result, Drop):
+            st.record(size, None, result.reason)
+            return result
+        new_size = _nbytes(result.text)
+        st.record(size, new_size, modified=result.text != before)
+        size = new_size
+    return result
+
+
 class PipelineRunner:
     """`run()` processes every stage and returns the merged statistics (also written as stats.json)."""
 
@@ -113,7 +136,8 @@ class PipelineRunner:
             data = json.loads(cache.read_text())
             if notes_cache.is_file():
                 notes = json.loads(notes_cache.read_text())
-                self._notes[stage.index] = {int(s): {int(r): m for r, m in rows.items()} for s, rows in notes.items()}
+                self._notes[stage.index] = {int(s): {int(r): m for r, m in rows.items()}
+                                            for s, rows in notes.items()}
             return {int(s): {int(r): why for r, why in rows.items()} for s, rows in data.items()}, False
         owners: list[tuple[int, int]] = []
 
@@ -135,6 +159,9 @@ class PipelineRunner:
                 notes.setdefault(s, {})[row] = values
             self._notes[stage.index] = notes
             notes_cache.write_text(json.dumps(notes))
+        else:  # a stage that used to hold an annotating step must not reuse its metadata
+            self._notes.pop(stage.index, None)
+            notes_cache.unlink(missing_ok=True)
         tmp = cache.with_name(cache.name + ".tmp")
         tmp.write_text(json.dumps({s: rows for s, rows in removals.items()}))
         tmp.replace(cache)
@@ -178,31 +205,14 @@ class PipelineRunner:
                 notes = self._notes.get(stage.index, {}).get(shard, {})
                 for row, doc in enumerate(self._read(stage, path, read_stats)):
                     doc.meta.update(notes.get(row, {}))
-                    result: Document | Drop = doc
-                    size = _nbytes(doc.text)
-                    if global_stats is not None:
-                        reason = removals.get(row)
-                        global_stats.record(size, size if reason is None else None, reason)
-                        if reason is not None:
-                            result = Drop(reason)
-                    for step, st in zip(stage.steps, step_stats, strict=True):
-                        if isinstance(result, Drop):
-                            break
-                        before = result.text
-                        result = step.apply(result)
-                        if isinstance(result, Drop):
-                            st.record(size, None, result.reason)
-                        else:
-                            new_size = _nbytes(result.text)
-                            st.record(size, new_size, modified=result.text != before)
-                            size = new_size
+                    result = apply_stage(stage, doc, removals.get(row), global_stats, step_stats)
                     if isinstance(result, Drop):
                         if removed is not None:
                             removed.write({**doc.to_record(text_field), "removed_reason": result.reason})
                         continue
                     writer.write(result.to_record(text_field))
                     written += 1
-                    written_bytes += size
+                    written_bytes += _nbytes(result.text)
         finally:
             if removed is not None:
                 removed.close()

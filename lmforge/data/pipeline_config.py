@@ -3,6 +3,7 @@
     [input]   paths = ["raw/*.jsonl.zst"], text_field = "text"
     [output]  dir = "clean", format = "jsonl", compression = "zstd", keep_removed = true
     [[steps]] type = "gopher_quality", min_words = 50
+    [run]     engine = "ray", ray_address = "auto"      (optional; the default engine is "local")
 Relative paths are resolved against the directory of the TOML file.
 """
 
@@ -19,6 +20,8 @@ from lmforge.data.steps import make_config
 from lmforge.data.validate import one_of
 from lmforge.data.writers import OUTPUT_COMPRESSIONS, OUTPUT_FORMATS
 
+ENGINES = ("local", "ray")
+
 
 @dataclass(frozen=True)
 class PipelineConfig:
@@ -26,6 +29,8 @@ class PipelineConfig:
     output_format: 'jsonl' or 'parquet'. compression: for JSONL ('none', 'gzip', 'zstd').
     keep_removed: also write removed documents with their reason under output_dir/removed.
     steps: the step tables, in order (validated on construction).
+    engine: 'local' (one process, resumable) or 'ray' (Ray Data, same output). ray_address: the Ray cluster
+    to join ('auto', 'HOST:6379', 'ray://HOST:10001'); None starts a local Ray instance.
     """
 
     inputs: tuple[str, ...]
@@ -35,6 +40,8 @@ class PipelineConfig:
     compression: str = "none"
     keep_removed: bool = False
     steps: tuple[dict[str, Any], ...] = ()
+    engine: str = "local"
+    ray_address: str | None = None
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -43,6 +50,9 @@ class PipelineConfig:
             raise ConfigError("the pipeline needs an output directory ([output] dir = ...)")
         one_of("output_format", self.output_format, OUTPUT_FORMATS)
         one_of("compression", self.compression, OUTPUT_COMPRESSIONS)
+        one_of("engine", self.engine, ENGINES)
+        if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
+            raise ConfigError(f"ray_address={self.ray_address!r} must be a non-empty string such as 'auto'")
         names = []
         for i, table in enumerate(self.steps):
             if not isinstance(table, dict) or "type" not in table:
@@ -67,11 +77,12 @@ def _section(data: dict, name: str, allowed: set[str]) -> dict:
 
 def parse_pipeline(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
     """A PipelineConfig from parsed TOML, paths resolved against `base_dir`."""
-    unknown = sorted(set(data) - {"input", "output", "steps"})
+    unknown = sorted(set(data) - {"input", "output", "steps", "run"})
     if unknown:
-        raise ConfigError(f"unknown pipeline section {unknown[0]!r}; allowed: input, output, steps")
+        raise ConfigError(f"unknown pipeline section {unknown[0]!r}; allowed: input, output, steps, run")
     inp = _section(data, "input", {"paths", "text_field", "id_field", "txt_unit", "parquet_batch"})
     out = _section(data, "output", {"dir", "format", "compression", "keep_removed"})
+    run = _section(data, "run", {"engine", "ray_address"})
     paths = inp.get("paths", [])
     if isinstance(paths, str):
         paths = [paths]
@@ -88,6 +99,8 @@ def parse_pipeline(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
         compression=out.get("compression", "none"),
         keep_removed=bool(out.get("keep_removed", False)),
         steps=tuple(steps),
+        engine=run.get("engine", "local"),
+        ray_address=run.get("ray_address"),
     )
 
 

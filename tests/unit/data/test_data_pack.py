@@ -124,3 +124,23 @@ def test_cli_pack(tmp_path, texts, tokenizer):
     assert result.exit_code == 0, result.output
     assert "skipped 1 malformed" in result.output and (tmp_path / "p" / "index.json").is_file()
     assert len(PackedLoader(tmp_path / "p", batch_size=2)) > 0
+
+
+def test_pack_output_is_the_same_through_the_plain_encode_batch(tmp_path, texts, tokenizer):
+    """Any object with encode_batch packs identically to the fast `tokenizers` path."""
+    tok, _ = tokenizer
+
+    class Plain:  # no `.backend`: pack falls back to encode_batch
+        eos_token = tok.eos_token
+        token_to_id = staticmethod(tok.token_to_id)
+        encode_batch = staticmethod(tok.encode_batch)
+
+        def __len__(self):
+            return len(tok)
+
+    docs = [Document(f"d{i}", t) for i, t in enumerate(texts)]
+    config = PackConfig(seq_len=32, val_fraction=0.2, shard_rows=50)
+    pack_documents(docs, tok, tmp_path / "fast", config)
+    pack_documents(docs, Plain(), tmp_path / "plain", config)
+    for name in sorted(p.name for p in (tmp_path / "fast").iterdir()):
+        assert (tmp_path / "fast" / name).read_bytes() == (tmp_path / "plain" / name).read_bytes(), name

@@ -2,6 +2,7 @@
 them, threshold and percentile cuts, the pipeline records the score; and on the real SmolLM2, prose scores
 lower than shuffled words and keyboard noise."""
 
+import dataclasses
 import json
 import math
 import random
@@ -132,6 +133,10 @@ def test_pipeline_records_the_score_and_cuts_the_worst(tmp_path, tiny, texts):
     PipelineRunner(config).run()
     again = list(read_documents(str(tmp_path / "out" / "data")))
     assert [(d.id, d.meta["perplexity"]) for d in again] == [(d.id, d.meta["perplexity"]) for d in kept]
+    dedup = dataclasses.replace(config, steps=({"type": "normalize"}, {"type": "exact_dedup"}))
+    for _ in range(2):  # the stage's cached scores are not reused by the step that replaced the scorer
+        PipelineRunner(dedup).run()
+        assert not any("perplexity" in d.meta for d in read_documents(str(tmp_path / "out" / "data")))
 
 
 def _gibberish(rng: random.Random) -> tuple[str, str]:

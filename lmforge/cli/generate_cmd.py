@@ -13,7 +13,8 @@ def generate(
     system: str = typer.Option(None, "--system", help="System prompt for --chat (default: the template's own)."),
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Embedded model name, HF directory or .gguf."),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", "-n", min=1, help="Most tokens to generate."),
-    temperature: float = typer.Option(0.7, "--temperature", "-t", min=0.0, help="0 = greedy; higher = more random."),
+    temperature: float = typer.Option(0.2, "--temperature", "-t", min=0.0,
+                                      help="0 = greedy; higher = more random (0.2 suits small chat models)."),
     seed: int = typer.Option(None, "--seed", help="Seed for sampling (reproducible output)."),
     dtype: str = typer.Option("float32", help="Compute dtype: float32 or bfloat16."),
 ) -> None:

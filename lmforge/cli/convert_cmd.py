@@ -1,5 +1,11 @@
-"""`lmforge convert`: turn a GGUF file or a Hugging Face directory into a Hugging Face directory."""
+"""`lmforge convert`: turn a GGUF file or a Hugging Face directory into a Hugging Face directory.
 
+The output is written to a temporary sibling directory and renamed into place at the end, so a failed or
+interrupted conversion never leaves a half-written model behind.
+"""
+
+import shutil
+import tempfile
 from pathlib import Path
 
 import typer
@@ -19,7 +25,15 @@ def convert(
         raise LmforgeError(f"output {out} already exists and is not an empty directory")
     torch_dtype = resolve_dtype(dtype)
     lm = load(src, dtype=torch_dtype)
-    lm.save(out, dtype=torch_dtype)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        lm.save(staging, dtype=torch_dtype)
+        if out.exists():
+            out.rmdir()  # checked empty above
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     cfg = lm.config
     print(f"wrote {out}: {cfg.family}, {cfg.num_params() / 1e6:.1f}M parameters, {cfg.n_layers} layers, "
           f"vocab {cfg.vocab_size}, {dtype}{'' if lm.tokenizer else ' (no tokenizer in source)'}")

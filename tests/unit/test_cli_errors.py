@@ -111,3 +111,15 @@ def test_unsupported_gguf_architecture_and_quant_type(tmp_path):
     write_gguf(tmp_path / "iq.gguf", tiny_model(), extra={"output.weight": (blocks, gguf.GGMLQuantizationType.IQ2_XXS)})
     assert_user_error(run_cli("convert", str(tmp_path / "iq.gguf"), "--out", str(tmp_path / "o")),
                       "IQ2_XXS", "output.weight")
+
+
+def test_convert_writes_atomically(tmp_path):
+    ref = tiny_hf_model("qwen3", True)
+    ref.save_pretrained(tmp_path / "src")
+    result = run_cli("convert", str(tmp_path / "src"), "--out", str(tmp_path / "dst"), "--dtype", "bfloat16")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dst", "src"]  # no staging directory left behind
+    assert json.loads((tmp_path / "dst" / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    failed = run_cli("convert", str(tmp_path / "src"), "--out", str(tmp_path / "bad"), "--dtype", "int3")
+    assert_user_error(failed, "int3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dst", "src"]

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, ReaderField, ReaderTensor
 from gguf.quants import dequantize
 from tokenizers import Tokenizer
 
 from lmforge.common.errors import LmforgeError
+from lmforge.model.gguf_file import GGUFFile, GGUFTensor
 from lmforge.model.gguf_tokenizer import build_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -74,7 +73,7 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFCheck
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise LmforgeError(f"dtype must be a floating torch dtype (float32, bfloat16, float16); got {dtype!r}")
     reader = _open(Path(path))
-    fields = {name: field_value(field) for name, field in reader.fields.items() if not name.startswith("GGUF.")}
+    fields = reader.fields
     architecture = fields.get("general.architecture")
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise LmforgeError(
@@ -117,7 +116,7 @@ def _usable_cpus() -> int:
     return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
-def _open(path: Path) -> GGUFReader:
+def _open(path: Path) -> GGUFFile:
     if not path.exists():
         raise LmforgeError(f"GGUF file not found: {path}")
     if not path.is_file():
@@ -126,21 +125,10 @@ def _open(path: Path) -> GGUFReader:
         magic = handle.read(4)
     if magic != b"GGUF":
         raise LmforgeError(f"{path} is not a GGUF file (it starts with {magic!r}, a GGUF file with b'GGUF')")
-    try:
-        return GGUFReader(path)  # memory-mapped: tensor bytes are read only when dequantized
-    except (ValueError, IndexError, KeyError, OSError) as error:
-        raise LmforgeError(f"{path} is a damaged or unsupported GGUF file: {error}") from error
+    return GGUFFile(path)  # memory-mapped: tensor bytes are read only when dequantized
 
 
-def field_value(field: ReaderField) -> Any:
-    """A metadata field as a plain Python value; float32 scalars are given their shortest decimal form."""
-    value = field.contents()
-    if field.types and field.types[0] == GGUFValueType.FLOAT32:
-        return float(str(np.float32(value)))  # 1e-05, not 9.999999747378752e-06
-    return value
-
-
-def gguf_hf_config(architecture: str, fields: dict, tensors: dict[str, ReaderTensor]) -> dict:
+def gguf_hf_config(architecture: str, fields: dict, tensors: dict[str, GGUFTensor]) -> dict:
     """The transformers `config.json` dict that llama.cpp's `{arch}.*` keys describe."""
 
     def get(key: str, required: bool = True) -> Any:
@@ -195,7 +183,7 @@ def gguf_hf_config(architecture: str, fields: dict, tensors: dict[str, ReaderTen
     return config
 
 
-def _hf_names(tensors: dict[str, ReaderTensor], config: dict) -> dict[str, str]:
+def _hf_names(tensors: dict[str, GGUFTensor], config: dict) -> dict[str, str]:
     """GGUF tensor name -> transformers state-dict name, for every tensor the model uses."""
     names = {}
     for name in tensors:
@@ -258,7 +246,7 @@ def gguf_name(hf_name: str) -> str:
     return f"blk.{layer}.{leaf}.{suffix}"
 
 
-def _check_shapes(tensors: dict[str, ReaderTensor], names: dict[str, str], config: dict) -> None:
+def _check_shapes(tensors: dict[str, GGUFTensor], names: dict[str, str], config: dict) -> None:
     shapes, required = expected_shapes(config)
     missing = sorted(required - set(names.values()))
     if missing:
@@ -274,13 +262,12 @@ def _check_shapes(tensors: dict[str, ReaderTensor], names: dict[str, str], confi
             )
 
 
-def _dequantize(tensor: ReaderTensor) -> torch.Tensor:
+def _dequantize(tensor: GGUFTensor) -> torch.Tensor:
     """One tensor as float32 in torch order: GGUF lists dimensions innermost first, torch outermost first."""
     shape = tuple(int(dim) for dim in reversed(tensor.shape))
-    if tensor.tensor_type == GGMLQuantizationType.F32:
-        values = np.array(tensor.data, dtype=np.float32)  # a copy: the memory map is read-only
-    else:
-        values = dequantize(tensor.data, tensor.tensor_type)
+    values = dequantize(tensor.data, tensor.tensor_type)
+    if not values.flags.writeable:  # F32 is a view of the read-only memory map
+        values = values.copy()
     return torch.from_numpy(values.reshape(shape))
 
 

@@ -36,6 +36,10 @@ class GGUFFile:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if not self.path.exists():
+            raise LmforgeError(f"GGUF file not found: {self.path}")
+        if not self.path.is_file():
+            raise LmforgeError(f"GGUF path is not a file: {self.path}")
         self._pos = 0
         try:
             with self.path.open("rb") as handle:
@@ -74,8 +78,9 @@ class GGUFFile:
         return float(str(np.float32(value))) if kind == _FLOAT32 else value  # 1e-05, not 9.99999974e-06
 
     def _read_header(self) -> None:
-        if self._map[:4] != b"GGUF":
-            raise ValueError(f"it starts with {self._map[:4]!r}, not b'GGUF'")
+        magic = self._map[:4]
+        if magic != b"GGUF":
+            raise LmforgeError(f"{self.path} is not a GGUF file (it starts with {magic!r}, a GGUF file with b'GGUF')")
         self._pos = 4
         version = self._take("<I")
         if version not in (2, 3):

@@ -72,7 +72,7 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFCheck
     """Read, check and dequantize a GGUF file into a `GGUFCheckpoint` with tensors of `dtype`."""
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise LmforgeError(f"dtype must be a floating torch dtype (float32, bfloat16, float16); got {dtype!r}")
-    reader = _open(Path(path))
+    reader = GGUFFile(path)  # memory-mapped: tensor bytes are read only when dequantized
     fields = reader.fields
     architecture = fields.get("general.architecture")
     if architecture not in SUPPORTED_ARCHITECTURES:
@@ -116,16 +116,6 @@ def _usable_cpus() -> int:
     return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
-def _open(path: Path) -> GGUFFile:
-    if not path.exists():
-        raise LmforgeError(f"GGUF file not found: {path}")
-    if not path.is_file():
-        raise LmforgeError(f"GGUF path is not a file: {path}")
-    with path.open("rb") as handle:
-        magic = handle.read(4)
-    if magic != b"GGUF":
-        raise LmforgeError(f"{path} is not a GGUF file (it starts with {magic!r}, a GGUF file with b'GGUF')")
-    return GGUFFile(path)  # memory-mapped: tensor bytes are read only when dequantized
 
 
 def gguf_hf_config(architecture: str, fields: dict, tensors: dict[str, GGUFTensor]) -> dict:

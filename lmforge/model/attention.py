@@ -10,7 +10,7 @@ from torch import nn
 
 from lmforge.model.config import ModelConfig
 from lmforge.model.kv_cache import KVCache
-from lmforge.model.norms import RMSNorm
+from lmforge.model.norms import make_norm
 from lmforge.model.rope import apply_rope
 
 
@@ -23,11 +23,15 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.dim, self.n_kv_heads * self.head_dim, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(cfg.dim, self.n_kv_heads * self.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.dim, bias=cfg.o_bias)
-        self.q_norm = RMSNorm(self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
-        self.k_norm = RMSNorm(self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        qk_norm = "gemma_rmsnorm" if cfg.norm == "gemma_rmsnorm" else "rmsnorm"
+        self.q_norm = make_norm(qk_norm, self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = make_norm(qk_norm, self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        # None = SDPA's 1/sqrt(head_dim); Gemma scales by query_pre_attn_scalar^-0.5 instead.
+        self.scale = cfg.query_pre_attn_scalar ** -0.5 if cfg.query_pre_attn_scalar else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                is_causal: bool, kv_cache: KVCache | None = None) -> torch.Tensor:
+                is_causal: bool, kv_cache: KVCache | None = None, q_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """cos/sin None: no RoPE (absolute or no positions); q_scale [B, 1, T, 1]: LogN factors for the queries."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
         k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
@@ -35,10 +39,13 @@ class Attention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cos is not None:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if q_scale is not None:
+            q = q * q_scale.to(q.dtype)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=self.n_kv_heads != self.n_heads
+            q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale, enable_gqa=self.n_kv_heads != self.n_heads
         )
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

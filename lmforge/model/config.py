@@ -11,9 +11,11 @@ from pathlib import Path
 
 from lmforge.common.errors import ConfigError
 
-FAMILIES = ("llama", "qwen2", "qwen3")
-NORMS = ("rmsnorm", "layernorm")
-MLPS = ("swiglu", "gelu")
+FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma3", "bert")
+NORMS = ("rmsnorm", "layernorm", "gemma_rmsnorm")  # gemma_rmsnorm: RMSNorm scaled by (1 + w)
+MLPS = ("swiglu", "gelu", "geglu", "relu", "gelu_erf")  # gelu/geglu use the tanh approximation; gelu_erf: exact
+NORM_POSITIONS = ("pre", "post", "sandwich")
+LAYER_TYPES = ("full", "sliding")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,21 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
+    # Positions, long context and architecture variants (see rope_scaling.py, positions.py, attention_mask.py).
+    rope_scaling: dict | None = None  # HF-style {"rope_type": linear|ntk|dynamic|yarn|llama3, "factor": ...}
+    rope_local_theta: float | None = None  # RoPE base of sliding-window layers (Gemma3); None = rope_theta
+    pos_embedding: str = "rope"  # rope | sinusoidal | learned | none
+    logn_train_len: int | None = None  # Qwen logn-attn: queries scaled by log_L(position) beyond L tokens
+    sliding_window: int | None = None  # a query sees this many keys (itself included); None = full attention
+    layer_types: tuple[str, ...] | None = None  # per layer "full" | "sliding"; None = all sliding if window set
+    norm_position: str = "pre"  # pre | post (BERT) | sandwich (Gemma: extra norms on attn/MLP outputs)
+    embed_scale: bool = False  # multiply token embeddings by sqrt(dim) (Gemma)
+    embed_norm: bool = False  # normalise the summed embeddings (BERT)
+    type_vocab_size: int = 0  # token type (segment) embeddings (BERT: 2)
+    causal: bool = True  # False: bidirectional encoder attention
+    mlm_head: bool = False  # BERT masked-LM head: dense + activation + LayerNorm, decoder with bias
+    query_pre_attn_scalar: float | None = None  # attention scale scalar^-0.5 (Gemma); None = head_dim^-0.5
+    final_logit_softcap: float | None = None  # logits = c * tanh(logits / c) (Gemma)
 
     def __post_init__(self):
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len"):
@@ -68,6 +85,9 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:
                 raise ConfigError(f"ModelConfig.{name}={value} is outside the vocabulary [0, {self.vocab_size})")
+        from lmforge.model.config_checks import check_architecture_fields  # the variant switches above
+
+        check_architecture_fields(self)
 
     @property
     def resolved_head_dim(self) -> int:
@@ -113,6 +133,8 @@ class ModelConfig:
         attn += (self.n_heads + 2 * kv) * hd * self.qkv_bias + d * self.o_bias + 2 * hd * self.qk_norm
         n_mats = 3 if self.mlp == "swiglu" else 2
         mlp = n_mats * d * self.ffn_dim + self.mlp_bias * (self.ffn_dim * (n_mats - 1) + d)
-        norm = d if self.norm == "rmsnorm" else 2 * d
+        norm = 2 * d if self.norm == "layernorm" else d
         embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
-        return self.n_layers * (attn + mlp + 2 * norm) + norm + embed
+        from lmforge.model.config_checks import variant_params
+
+        return self.n_layers * (attn + mlp + 2 * norm) + norm + embed + variant_params(self)

@@ -1,4 +1,4 @@
-"""Normalisation layers: RMSNorm (Zhang & Sennrich, 2019) and LayerNorm (Ba et al., 2016).
+"""Normalisation layers: RMSNorm (Zhang & Sennrich, 2019), Gemma's (1 + w) RMSNorm and LayerNorm (Ba et al., 2016).
 
 RMSNorm computes in float32 and casts back before the weight, exactly as Llama/Qwen reference code does,
 so bf16 models match their reference implementations bit for bit in the normalisation.
@@ -26,9 +26,23 @@ class RMSNorm(nn.Module):
         nn.init.ones_(self.weight)
 
 
+class GemmaRMSNorm(RMSNorm):
+    """RMSNorm with weight stored as an offset from 1 (initialised to 0), multiplied in float32 as Gemma does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (h * (1.0 + self.weight.float())).type_as(x)
+
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.weight)
+
+
 def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
     if kind == "rmsnorm":
         return RMSNorm(dim, eps)
+    if kind == "gemma_rmsnorm":
+        return GemmaRMSNorm(dim, eps)
     if kind == "layernorm":
         return nn.LayerNorm(dim, eps=eps)
-    raise ConfigError(f"unknown norm {kind!r}; valid: rmsnorm, layernorm")
+    raise ConfigError(f"unknown norm {kind!r}; valid: rmsnorm, layernorm, gemma_rmsnorm")

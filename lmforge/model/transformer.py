@@ -1,6 +1,7 @@
-"""The dense decoder-only Transformer (GPT-2 / Llama / Qwen family), readable top to bottom.
+"""The dense Transformer (GPT-2 / Llama / Qwen / Mistral / Gemma decoders, BERT encoders), readable top to bottom.
 
-token ids -> embedding -> n_layers x [x + attn(norm(x)); x + mlp(norm(x))] -> norm -> lm_head -> logits.
+token ids -> embedding -> n_layers x [x + attn(norm(x)); x + mlp(norm(x))] -> norm -> lm_head -> logits
+(post-norm, sandwich norms, absolute positions and sliding windows are config switches; see layer_inputs.py).
 The model knows nothing of devices, optimisers, checkpoint formats or parallelism: those adapters live outside.
 """
 
@@ -11,51 +12,43 @@ from torch import nn
 
 from lmforge.common.errors import LmforgeError
 from lmforge.model.attention import Attention
+from lmforge.model.attention_mask import build_attention_mask  # noqa: F401  (moved; kept importable from here)
 from lmforge.model.config import ModelConfig
+from lmforge.model.encoder import InputExtras, MLMTransform
 from lmforge.model.kv_cache import KVCache
+from lmforge.model.layer_inputs import layer_inputs, needs_input_extras
 from lmforge.model.mlp import make_mlp
 from lmforge.model.norms import make_norm
-from lmforge.model.rope import rope_cos_sin, rope_inv_freq
 
 
 class Block(nn.Module):
-    """One pre-norm residual block: attention then MLP, each added back to the residual stream."""
+    """One residual block: attention then MLP, each added back to the residual stream.
+
+    norm_position "pre" (GPT-2/Llama): x + f(norm(x)); "post" (BERT): norm(x + f(x)); "sandwich" (Gemma):
+    x + post_norm(f(norm(x))).
+    """
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
+        self.norm_position = cfg.norm_position
         self.attn_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
         self.attn = Attention(cfg, layer_idx)
         self.mlp_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
         self.mlp = make_mlp(cfg)
+        if cfg.norm_position == "sandwich":
+            self.attn_post_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
+            self.mlp_post_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
 
-    def forward(self, x, cos, sin, mask, is_causal, kv_cache=None):
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache)
+    def forward(self, x, cos, sin, mask, is_causal, kv_cache=None, q_scale=None):
+        if self.norm_position == "post":
+            x = self.attn_norm(x + self.attn(x, cos, sin, mask, is_causal, kv_cache, q_scale))
+            return self.mlp_norm(x + self.mlp(x))
+        h = self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache, q_scale)
+        if self.norm_position == "sandwich":
+            x = x + self.attn_post_norm(h)
+            return x + self.mlp_post_norm(self.mlp(self.mlp_norm(x)))
+        x = x + h
         return x + self.mlp(self.mlp_norm(x))
-
-
-def build_attention_mask(attention_mask: torch.Tensor | None, start: int, T: int, device):
-    """(bool mask [B or 1, 1, T, S] or None, is_causal) for queries at positions [start, start+T).
-
-    attention_mask is the Hugging Face-style key mask [B, S] (1 = real token, 0 = padding) covering the cached
-    and the new tokens. Without padding we let SDPA use its causal fast path; a padded query row that would see
-    no key at all is allowed to see itself, so padding never produces NaNs.
-    """
-    S = start + T
-    if attention_mask is not None and attention_mask.shape[-1] != S:
-        raise LmforgeError(f"attention_mask covers {attention_mask.shape[-1]} positions, expected {S} "
-                           f"({start} cached + {T} new)")
-    padded = attention_mask is not None and not bool(attention_mask.all())
-    if not padded and (start == 0 or T == 1):
-        return None, start == 0 and T > 1
-    key_pos = torch.arange(S, device=device)
-    query_pos = torch.arange(start, S, device=device)
-    allowed = key_pos[None, :] <= query_pos[:, None]  # [T, S] causal
-    if padded:
-        allowed = allowed[None] & attention_mask[:, None, :].bool()  # [B, T, S]
-        allowed = allowed | (key_pos[None, :] == query_pos[:, None])[None]
-    else:
-        allowed = allowed[None]
-    return allowed[:, None], False
 
 
 class Transformer(nn.Module):
@@ -63,9 +56,14 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.dim)
+        if needs_input_extras(cfg):
+            self.extras = InputExtras(cfg)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
-        self.norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        # Post-norm blocks end normalised already: BERT has no final norm.
+        self.norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cfg.norm_position != "post" else nn.Identity()
+        if cfg.mlm_head:
+            self.head_transform = MLMTransform(cfg)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=cfg.mlm_head)
         self.tie_weights()
         self.init_weights()
 
@@ -95,13 +93,28 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, kv_cache: KVCache | None = None,
-                last_only: bool = False) -> torch.Tensor:
+                last_only: bool = False, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Float logits [B, T, V] (or [B, 1, V] with last_only) for token ids [B, T].
 
         attention_mask: [B, S] key mask over cached + new tokens (1 = token, 0 = padding); when given and
         positions is not, positions count only real tokens, so left padding does not shift them.
         kv_cache: new keys/values are appended to it and it advances by T.
         """
+        x = self.hidden_states(input_ids, attention_mask, positions, kv_cache, token_type_ids)
+        if last_only:
+            x = x[:, -1:]
+        if self.config.mlm_head:
+            x = self.head_transform(x)
+        logits = self.lm_head(x).float()
+        if self.config.final_logit_softcap is not None:
+            cap = self.config.final_logit_softcap
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      positions: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                      token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The final hidden states [B, T, dim] (after the final norm): what the LM head reads, what embeddings pool."""
         if input_ids.dim() != 2:
             raise LmforgeError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
@@ -113,16 +126,12 @@ class Transformer(nn.Module):
                 positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:start + T]
             else:
                 positions = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
-        mask, is_causal = build_attention_mask(attention_mask, start, T, input_ids.device)
         x = self.embed(input_ids)
-        # Frequencies are recomputed in float32 each call (a few dozen numbers): no buffer to lose precision
-        # when the model is cast to bf16, nothing to re-create after building on the meta device.
-        inv_freq = rope_inv_freq(self.config.resolved_head_dim, self.config.rope_theta).to(x.device)
-        cos, sin = rope_cos_sin(positions, inv_freq, x.dtype)
-        for layer in self.layers:
-            x = layer(x, cos, sin, mask, is_causal, kv_cache)
+        if hasattr(self, "extras"):
+            x = self.extras(x, positions, token_type_ids)
+        per_layer = layer_inputs(self.config, attention_mask, positions, start, T, x.dtype)
+        for layer, (cos, sin, mask, is_causal, q_scale) in zip(self.layers, per_layer, strict=True):
+            x = layer(x, cos, sin, mask, is_causal, kv_cache, q_scale)
         if kv_cache is not None:
             kv_cache.advance(T)
-        if last_only:
-            x = x[:, -1:]
-        return self.lm_head(self.norm(x)).float()
+        return self.norm(x)

@@ -1,0 +1,155 @@
+"""RoPE scaling for long context: position interpolation, NTK-aware, dynamic NTK, YaRN and Llama-3 frequencies.
+
+Each scheme rewrites the rotation speeds (inv_freq) and may add an attention temperature that multiplies cos/sin.
+References: Chen et al. 2023 (position interpolation), bloc97 2023 (NTK-aware), Peng et al. 2023 ("YaRN"),
+Meta 2024 (Llama 3.1). The formulas follow transformers' `ROPE_INIT_FUNCTIONS`, tested equal.
+"""
+
+import math
+
+import torch
+
+from lmforge.common.errors import ConfigError
+from lmforge.model.rope import rope_inv_freq
+
+# rope_type -> (required keys, optional keys) of the HF-style rope_scaling dict.
+ROPE_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "default": ((), ()),
+    "linear": (("factor",), ()),
+    "ntk": (("factor",), ()),  # static NTK-aware: base * factor^(d/(d-2)); no transformers equivalent
+    "dynamic": (("factor",), ()),
+    "yarn": (("factor",), ("original_max_position_embeddings", "attention_factor", "beta_fast", "beta_slow",
+                           "mscale", "mscale_all_dim", "truncate")),
+    "llama3": (("factor", "low_freq_factor", "high_freq_factor"), ("original_max_position_embeddings",)),
+    "freq_factors": (("factors",), ()),  # llama.cpp's per-channel divisors (GGUF rope_freqs tensor)
+}
+
+
+def validate_rope_scaling(scaling: dict | None, head_dim: int) -> None:
+    """Raise ConfigError naming the bad key of a rope_scaling dict (None means plain RoPE)."""
+    if scaling is None:
+        return
+    if not isinstance(scaling, dict):
+        raise ConfigError(f"ModelConfig.rope_scaling must be a dict or None, got {scaling!r}")
+    rope_type = scaling.get("rope_type")
+    if rope_type not in ROPE_TYPES:
+        raise ConfigError(f"ModelConfig.rope_scaling['rope_type'] must be one of {', '.join(ROPE_TYPES)}, "
+                          f"got {rope_type!r}")
+    required, optional = ROPE_TYPES[rope_type]
+    missing = [k for k in required if scaling.get(k) is None]
+    unknown = sorted(set(scaling) - set(required) - set(optional) - {"rope_type"})
+    if missing or unknown:
+        raise ConfigError(f"ModelConfig.rope_scaling for {rope_type!r} needs {list(required)} and may have "
+                          f"{list(optional)}; missing {missing}, unknown {unknown}")
+    if rope_type == "freq_factors":
+        if len(scaling["factors"]) != head_dim // 2 or min(scaling["factors"]) <= 0:
+            raise ConfigError(f"ModelConfig.rope_scaling['factors'] must hold head_dim/2 = {head_dim // 2} "
+                              "positive numbers")
+    elif "factor" in required and not scaling["factor"] > 0:
+        raise ConfigError(f"ModelConfig.rope_scaling['factor'] must be positive, got {scaling['factor']!r}")
+    if rope_type == "llama3" and not scaling["high_freq_factor"] > scaling["low_freq_factor"] > 0:
+        raise ConfigError("ModelConfig.rope_scaling needs high_freq_factor > low_freq_factor > 0 for llama3")
+
+
+def scaled_inv_freq(head_dim: int, theta: float, scaling: dict | None, max_seq_len: int,
+                    seq_len: int | None = None) -> tuple[torch.Tensor, float]:
+    """(inv_freq [head_dim/2] in float32, attention factor multiplying cos and sin).
+
+    max_seq_len: the model's context (transformers' max_position_embeddings); seq_len: the current length,
+    only used by dynamic NTK (frequencies then change with the length seen, as in transformers).
+    """
+    rope_type = (scaling or {}).get("rope_type", "default")
+    if rope_type == "default":
+        return rope_inv_freq(head_dim, theta), 1.0
+    if rope_type == "linear":
+        return rope_inv_freq(head_dim, theta) / scaling["factor"], 1.0
+    if rope_type == "ntk":
+        return rope_inv_freq(head_dim, ntk_base(theta, scaling["factor"], head_dim)), 1.0
+    if rope_type == "dynamic":
+        return dynamic_ntk_inv_freq(head_dim, theta, scaling["factor"], max_seq_len, seq_len), 1.0
+    if rope_type == "yarn":
+        return yarn_inv_freq(head_dim, theta, scaling, max_seq_len)
+    if rope_type == "llama3":
+        original = scaling.get("original_max_position_embeddings") or max_seq_len
+        return llama3_inv_freq(head_dim, theta, scaling["factor"], scaling["low_freq_factor"],
+                               scaling["high_freq_factor"], original), 1.0
+    if rope_type == "freq_factors":
+        return rope_inv_freq(head_dim, theta) / torch.tensor(scaling["factors"], dtype=torch.float32), 1.0
+    raise ConfigError(f"unknown rope_type {rope_type!r}")
+
+
+def ntk_base(theta: float, alpha: float, head_dim: int) -> float:
+    """NTK-aware base change: stretch low frequencies by ~alpha while high frequencies barely move."""
+    return theta * alpha ** (head_dim / (head_dim - 2))
+
+
+def dynamic_ntk_inv_freq(head_dim: int, theta: float, factor: float, max_seq_len: int,
+                         seq_len: int | None) -> torch.Tensor:
+    """Dynamic NTK: no change up to max_seq_len, then alpha = factor * seq_len / max_seq_len - (factor - 1)."""
+    seq_len = max(seq_len or max_seq_len, max_seq_len)
+    return rope_inv_freq(head_dim, ntk_base(theta, factor * seq_len / max_seq_len - (factor - 1), head_dim))
+
+
+def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+    """YaRN's attention temperature: 0.1 * mscale * ln(scale) + 1 (1 for scale <= 1)."""
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def yarn_inv_freq(head_dim: int, theta: float, scaling: dict, max_seq_len: int) -> tuple[torch.Tensor, float]:
+    """YaRN ("NTK-by-parts"): interpolate slow channels by `factor`, keep fast ones, ramp linearly between."""
+    factor = scaling["factor"]
+    original = scaling.get("original_max_position_embeddings") or max_seq_len
+    attention_factor = scaling.get("attention_factor")
+    if attention_factor is None:
+        mscale, mscale_all_dim = scaling.get("mscale"), scaling.get("mscale_all_dim")
+        if mscale and mscale_all_dim:  # DeepSeek's variant
+            attention_factor = yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all_dim)
+        else:
+            attention_factor = yarn_mscale(factor)
+    beta_fast, beta_slow = scaling.get("beta_fast") or 32, scaling.get("beta_slow") or 1
+
+    def correction_dim(rotations: float) -> float:  # the channel that turns `rotations` times over `original`
+        return head_dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = correction_dim(beta_fast), correction_dim(beta_slow)
+    if scaling.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    if low == high:
+        high += 0.001
+    ramp = ((torch.arange(head_dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+    pos_freqs = theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
+    extrapolation = 1 - ramp  # 1: keep the channel's frequency; 0: interpolate it by `factor`
+    inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolation) + (1.0 / pos_freqs) * extrapolation
+    return inv_freq, float(attention_factor)
+
+
+def llama3_inv_freq(head_dim: int, theta: float, factor: float, low_freq_factor: float, high_freq_factor: float,
+                    original: int) -> torch.Tensor:
+    """Llama 3.1: wavelengths beyond original/low_freq_factor are divided by factor, below original/high_freq_factor
+    kept, and smoothly blended in between."""
+    inv_freq = rope_inv_freq(head_dim, theta)
+    wavelen = 2 * math.pi / inv_freq
+    low_freq_wavelen, high_freq_wavelen = original / low_freq_factor, original / high_freq_factor
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    smooth = (original / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    is_medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
+
+
+def llama3_from_freq_factors(factors: list[float], head_dim: int, theta: float, original: int = 8192,
+                             rtol: float = 1e-4) -> dict | None:
+    """The llama3 rope_scaling dict that reproduces llama.cpp's per-channel factors, or None if none does.
+
+    GGUF files of Llama 3.1+ store only the divisors inv_freq / scaled_inv_freq, not the parameters; Meta's
+    released models all use low_freq_factor 1, high_freq_factor 4 and original context 8192.
+    """
+    target = torch.tensor(factors, dtype=torch.float32)
+    factor = float(target.max())
+    for low, high in ((1.0, 4.0),):
+        scaled = llama3_inv_freq(head_dim, theta, factor, low, high, original)
+        if torch.allclose(rope_inv_freq(head_dim, theta) / scaled, target, rtol=rtol):
+            return {"rope_type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": high,
+                    "original_max_position_embeddings": original}
+    return None

@@ -1,7 +1,8 @@
 """Hugging Face adapter: config.json <-> ModelConfig and HF tensor names <-> lmforge names.
 
 Kept outside the model classes (as torchtitan does) so the model stays plain. Covers transformers'
-LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM (and Mistral-style Llama checkpoints).
+LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM; Gemma3ForCausalLM and BertForMaskedLM
+go through their own adapters (hf_gemma.py, hf_bert.py) via `_OTHER_FAMILIES`.
 """
 
 import re
@@ -10,9 +11,21 @@ import torch
 
 from lmforge.common.errors import LmforgeError
 from lmforge.model.config import ModelConfig
+from lmforge.model.hf_bert import NAMES as BERT_NAMES
+from lmforge.model.hf_bert import bert_config_from_hf, bert_config_to_hf
+from lmforge.model.hf_gemma import NAMES as GEMMA3_NAMES
+from lmforge.model.hf_gemma import gemma3_config_from_hf, gemma3_config_to_hf
+from lmforge.model.rope_scaling import rope_parameters_to_hf, rope_scaling_from_hf
 
-HF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
-_MODEL_TYPE_TO_FAMILY = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
+HF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
+                    "mistral": "MistralForCausalLM"}
+_MODEL_TYPE_TO_FAMILY = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3"}
+# family -> (model_type, config reader, config writer, name table) for architectures with their own adapter
+_OTHER_FAMILIES = {
+    "gemma3": ("gemma3_text", gemma3_config_from_hf, gemma3_config_to_hf, GEMMA3_NAMES),
+    "bert": ("bert", bert_config_from_hf, bert_config_to_hf, BERT_NAMES),
+}
+_OTHER_MODEL_TYPES = {model_type: family for family, (model_type, *_) in _OTHER_FAMILIES.items()}
 
 # (HF pattern, lmforge pattern); {i} is the layer index.
 _NAME_MAP = [
@@ -51,18 +64,19 @@ def _rename(name: str, table) -> str | None:
 def config_from_hf(hf: dict) -> ModelConfig:
     """ModelConfig from a transformers config.json dict; unsupported features are named, not ignored."""
     model_type = hf.get("model_type")
+    if model_type in _OTHER_MODEL_TYPES:
+        return _OTHER_FAMILIES[_OTHER_MODEL_TYPES[model_type]][1](hf)
     if model_type not in _MODEL_TYPE_TO_FAMILY:
-        raise LmforgeError(f"unsupported model_type {model_type!r}; supported: {', '.join(_MODEL_TYPE_TO_FAMILY)}")
+        supported = [*_MODEL_TYPE_TO_FAMILY, *_OTHER_MODEL_TYPES]
+        raise LmforgeError(f"unsupported model_type {model_type!r}; supported: {', '.join(supported)}")
     family = _MODEL_TYPE_TO_FAMILY[model_type]
     act = hf.get("hidden_act", "silu")
     if act != "silu":
         raise LmforgeError(f"unsupported hidden_act {act!r} for {model_type}; supported: silu (SwiGLU)")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type not in ("default", None):
-        raise LmforgeError(f"unsupported RoPE scaling {rope_type!r}; supported now: default")
     if hf.get("use_sliding_window") or (family == "llama" and hf.get("sliding_window")):
-        raise LmforgeError("sliding-window attention checkpoints are not supported yet")
+        raise LmforgeError("sliding-window attention is supported for Mistral and Gemma3, not for this "
+                           f"{model_type} checkpoint")
     attention_bias = bool(hf.get("attention_bias", False))
     n_heads = hf["num_attention_heads"]
     return ModelConfig(
@@ -77,6 +91,8 @@ def config_from_hf(hf: dict) -> ModelConfig:
         max_seq_len=hf.get("max_position_embeddings", 2048),
         norm_eps=hf.get("rms_norm_eps", 1e-6),
         rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+        rope_scaling=rope_scaling_from_hf(rope, hf.get("max_position_embeddings", 2048)),
+        sliding_window=hf.get("sliding_window") if family == "mistral" else None,
         qkv_bias=True if family == "qwen2" else attention_bias,
         o_bias=False if family == "qwen2" else attention_bias,
         mlp_bias=bool(hf.get("mlp_bias", False)),
@@ -93,7 +109,17 @@ def _single_id(value) -> int | None:
 
 
 def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
-    """A config.json dict that transformers' Llama/Qwen2/Qwen3 classes read back."""
+    """A config.json dict that transformers' Llama/Qwen2/Qwen3/Mistral (Gemma3, Bert) classes read back."""
+    if cfg.family in _OTHER_FAMILIES:
+        return _OTHER_FAMILIES[cfg.family][2](cfg, dtype)
+    if cfg.layer_types is not None or (cfg.sliding_window is not None and cfg.family != "mistral"):
+        raise LmforgeError("sliding-window layers are exported only as family mistral (every layer) or gemma3")
+    variants = dict(pos_embedding="rope", norm_position="pre", embed_scale=False, embed_norm=False, causal=True,
+                    mlm_head=False, type_vocab_size=0, logn_train_len=None, rope_local_theta=None,
+                    query_pre_attn_scalar=None, final_logit_softcap=None)
+    changed = {k: getattr(cfg, k) for k, v in variants.items() if getattr(cfg, k) != v}
+    if changed:
+        raise LmforgeError(f"cannot export {changed} as {cfg.family}: Hugging Face {cfg.family} has no such switch")
     if cfg.norm != "rmsnorm" or cfg.mlp != "swiglu":
         raise LmforgeError(f"cannot export norm={cfg.norm!r} mlp={cfg.mlp!r} as {cfg.family}: "
                            "Hugging Face Llama/Qwen need rmsnorm + swiglu")
@@ -117,7 +143,7 @@ def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
         "max_position_embeddings": cfg.max_seq_len,
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "rope_parameters": rope_parameters_to_hf(cfg.rope_scaling, cfg.rope_theta),
         "tie_word_embeddings": cfg.tie_embeddings,
         "attention_bias": cfg.o_bias if cfg.family != "qwen2" else True,
         "mlp_bias": cfg.mlp_bias,
@@ -129,12 +155,16 @@ def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
     }
     if cfg.family == "qwen2":
         hf.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.n_layers)
+    if cfg.family == "mistral":
+        hf.update(sliding_window=cfg.sliding_window)
     return hf
 
 
 def state_dict_from_hf(hf_state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Rename HF tensors to lmforge names; a tied checkpoint's lm_head is the embedding."""
     state = {}
+    if cfg.family in _OTHER_FAMILIES:
+        state, hf_state = _OTHER_FAMILIES[cfg.family][3].from_hf(hf_state, cfg.family), {}
     for name, tensor in hf_state.items():
         if name.endswith("rotary_emb.inv_freq"):
             continue  # old checkpoints store the RoPE buffer; we recompute it
@@ -151,6 +181,10 @@ def state_dict_from_hf(hf_state: dict[str, torch.Tensor], cfg: ModelConfig) -> d
 
 def state_dict_to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Rename lmforge tensors to HF names; a tied lm_head is not written (transformers re-ties it)."""
+    if cfg.family in _OTHER_FAMILIES:
+        tied = cfg.tie_embeddings
+        return _OTHER_FAMILIES[cfg.family][3].to_hf_state(
+            {k: v for k, v in state.items() if not (tied and k == "lm_head.weight")}, cfg.family)
     out = {}
     for name, tensor in state.items():
         if cfg.tie_embeddings and name == "lm_head.weight":

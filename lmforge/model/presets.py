@@ -11,6 +11,12 @@ FAMILY_DEFAULTS: dict[str, dict] = {
     "llama": dict(family="llama", qkv_bias=False, qk_norm=False, norm="rmsnorm", mlp="swiglu"),
     "qwen2": dict(family="qwen2", qkv_bias=True, qk_norm=False, norm="rmsnorm", mlp="swiglu", rope_theta=1e6),
     "qwen3": dict(family="qwen3", qkv_bias=False, qk_norm=True, norm="rmsnorm", mlp="swiglu", rope_theta=1e6),
+    "mistral": dict(family="mistral", qkv_bias=False, qk_norm=False, norm="rmsnorm", mlp="swiglu", sliding_window=4096),
+    "gemma3": dict(family="gemma3", qk_norm=True, norm="gemma_rmsnorm", mlp="geglu", norm_position="sandwich",
+                   embed_scale=True, rope_theta=1e6, rope_local_theta=1e4, sliding_window=512, norm_eps=1e-6),
+    "bert": dict(family="bert", norm="layernorm", norm_eps=1e-12, mlp="gelu_erf", mlp_bias=True, qkv_bias=True,
+                 o_bias=True, pos_embedding="learned", type_vocab_size=2, embed_norm=True, norm_position="post",
+                 causal=False, mlm_head=True),
 }
 
 _TINY = dict(vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=256)
@@ -20,6 +26,10 @@ PRESETS: dict[str, dict] = {
     "tiny-llama": dict(**FAMILY_DEFAULTS["llama"], **_TINY),
     "tiny-qwen2": dict(**FAMILY_DEFAULTS["qwen2"], **_TINY),
     "tiny-qwen3": dict(**FAMILY_DEFAULTS["qwen3"], **_TINY, head_dim=32),
+    "tiny-mistral": dict(**{**FAMILY_DEFAULTS["mistral"], "sliding_window": 16}, **_TINY),
+    "tiny-gemma3": dict(**{**FAMILY_DEFAULTS["gemma3"], "sliding_window": 16}, **{**_TINY, "n_layers": 6},
+                        head_dim=32, query_pre_attn_scalar=32, layer_types=("sliding",) * 5 + ("full",)),
+    "tiny-bert": dict(**FAMILY_DEFAULTS["bert"], **{**_TINY, "n_kv_heads": 4}),
     # SmolLM2-135M(-Instruct): the embedded real model (llama architecture, GQA 9/3, tied embeddings).
     "smollm2-135m": dict(
         **FAMILY_DEFAULTS["llama"], vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3,
@@ -59,4 +69,8 @@ def family_config(family: str, **fields) -> ModelConfig:
     """A ModelConfig with the family's switches set, then `fields` on top (e.g. sizes)."""
     if family not in FAMILIES:
         raise ConfigError(f"unknown family {family!r}; valid families: {', '.join(FAMILIES)}")
+    if family == "gemma3" and "layer_types" not in fields:  # Gemma 3: 5 local layers per global one
+        from lmforge.model.config_checks import local_global_pattern
+
+        fields = {**fields, "layer_types": local_global_pattern(fields.get("n_layers", ModelConfig.n_layers))}
     return ModelConfig(**{**FAMILY_DEFAULTS[family], **fields})

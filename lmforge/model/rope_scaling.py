@@ -153,3 +153,44 @@ def llama3_from_freq_factors(factors: list[float], head_dim: int, theta: float, 
             return {"rope_type": "llama3", "factor": factor, "low_freq_factor": low, "high_freq_factor": high,
                     "original_max_position_embeddings": original}
     return None
+
+
+_HF_ONLY_KEYS = ("rope_theta", "type", "rope_type")
+
+
+def rope_scaling_from_hf(params: dict | None, max_position_embeddings: int) -> dict | None:
+    """Our rope_scaling from a transformers `rope_parameters` / legacy `rope_scaling` dict (None for plain RoPE)."""
+    from lmforge.common.errors import LmforgeError
+
+    params = dict(params or {})
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if params.get("partial_rotary_factor", 1.0) != 1.0:
+        raise LmforgeError(f"partial rotary embeddings (partial_rotary_factor={params['partial_rotary_factor']}) "
+                           "are not supported")
+    params.pop("partial_rotary_factor", None)
+    if rope_type in (None, "default"):
+        return None
+    if rope_type not in ROPE_TYPES or rope_type in ("ntk", "freq_factors"):
+        supported = [t for t in ROPE_TYPES if t not in ("ntk", "freq_factors")]
+        raise LmforgeError(f"unsupported RoPE scaling {rope_type!r}; supported: {', '.join(supported)}")
+    scaling = {"rope_type": rope_type, **{k: v for k, v in params.items() if k not in _HF_ONLY_KEYS}}
+    if rope_type in ("yarn", "llama3"):  # transformers defaults the original length to max_position_embeddings
+        scaling.setdefault("original_max_position_embeddings", max_position_embeddings)
+    if rope_type == "yarn" and scaling.get("factor") is None:
+        scaling["factor"] = max_position_embeddings / scaling["original_max_position_embeddings"]
+    try:
+        validate_rope_scaling(scaling, head_dim=2)
+    except ConfigError as err:
+        raise LmforgeError(f"cannot read this checkpoint's RoPE parameters: {err}") from None
+    return scaling
+
+
+def rope_parameters_to_hf(scaling: dict | None, theta: float) -> dict:
+    """transformers' `rope_parameters` dict for our rope_scaling and base."""
+    from lmforge.common.errors import LmforgeError
+
+    if scaling is None:
+        return {"rope_type": "default", "rope_theta": theta}
+    if scaling["rope_type"] in ("ntk", "freq_factors"):
+        raise LmforgeError(f"RoPE scaling {scaling['rope_type']!r} has no transformers equivalent; cannot export")
+    return {**scaling, "rope_theta": theta}

@@ -4,6 +4,7 @@ Accepts the embedded model's name ("smollm2-135m": SmolLM2-135M-Instruct from th
 a Hugging Face directory, or a `.gguf` file. Nothing is downloaded.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from lmforge.model.config import ModelConfig
 from lmforge.model.hf import config_from_hf
 from lmforge.model.hf_dir import build_model, load_hf_model, save_hf_model
 from lmforge.model.presets import preset_names
+from lmforge.model.sentence_embedding import embed_token_ids
 from lmforge.model.transformer import Transformer
 from lmforge.tokenizer import Tokenizer
 
@@ -45,8 +47,23 @@ class LM:
             ids += [self.tokenizer.eos_token_id, self.tokenizer.token_to_id("<|im_end|>")]
         return sorted({i for i in ids if i is not None})
 
+    def embed(self, texts: Sequence[str] | Sequence[Sequence[int]], batch_size: int = 32,
+              normalize: bool = True) -> torch.Tensor:
+        """[N, d] sentence embeddings: mean of the final hidden states over real tokens, L2-normalised.
+
+        texts are strings (tokenized here) or lists of token ids.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if texts and isinstance(texts[0], str):
+            if self.tokenizer is None:
+                raise LmforgeError(f"{self.source} has no tokenizer; pass token ids to embed()")
+            texts = self.tokenizer.encode_batch(list(texts))
+        pad = self.config.pad_token_id if self.config.pad_token_id is not None else 0
+        return embed_token_ids(self.model, texts, pad_id=pad, batch_size=batch_size, normalize=normalize)
+
     def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
-        """Write a Hugging Face directory that transformers loads (LlamaForCausalLM / Qwen2 / Qwen3)."""
+        """Write a Hugging Face directory that transformers loads (Llama / Qwen2 / Qwen3 / Mistral / Gemma3 / Bert)."""
         save_hf_model(self.model, directory, self.generation_config, dtype=dtype)
         if self.tokenizer is not None:
             self.tokenizer.save(directory)

@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 from lmforge.common.errors import LmforgeError
 from lmforge.model.gguf_file import GGUFFile, GGUFTensor
 from lmforge.model.gguf_tokenizer import build_tokenizer
+from lmforge.model.rope_scaling import llama3_from_freq_factors
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ _LAYER_NAMES = {
 _ROPE_HEADS = {"q_proj": "num_attention_heads", "k_proj": "num_key_value_heads"}
 _LAYER_TENSOR = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 _HF_CLASSES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
-# Precomputed Llama-3 RoPE frequency factors; transformers drops them too (see hf_config["rope_scaling"]).
+# Precomputed Llama-3 RoPE frequency factors: read into hf_config["rope_scaling"], not a weight.
 _IGNORED_TENSORS = ("rope_freqs.weight",)
 
 
@@ -166,11 +167,22 @@ def gguf_hf_config(architecture: str, fields: dict, tensors: dict[str, GGUFTenso
         if original := get("rope.scaling.original_context_length", False):
             config["rope_scaling"]["original_max_position_embeddings"] = original
     if "rope_freqs.weight" in tensors:
-        logger.warning(
-            "rope_freqs.weight (Llama-3 RoPE frequency factors) is not imported, as in transformers' GGUF loader: "
-            "the model runs with unscaled RoPE frequencies"
-        )
+        config["rope_scaling"] = rope_scaling_from_freq_factors(
+            _dequantize(tensors["rope_freqs.weight"]).reshape(-1).tolist(), head_dim, config["rope_theta"],
+            get("rope.scaling.original_context_length", False) or 8192)
     return config
+
+
+def rope_scaling_from_freq_factors(factors: list[float], head_dim: int, theta: float, original: int) -> dict:
+    """Llama 3.1+ GGUFs store RoPE frequency divisors (rope_freqs), not the parameters: name them as llama3
+    scaling when they match it (then the model exports to transformers too), else apply them as they are."""
+    if len(factors) != head_dim // 2:
+        raise LmforgeError(f"rope_freqs.weight has {len(factors)} values, expected head_dim/2 = {head_dim // 2}")
+    llama3 = llama3_from_freq_factors(factors, head_dim, theta, original)
+    if llama3 is None:
+        logger.warning("rope_freqs.weight does not match Llama-3 scaling; applying its %d factors directly "
+                       "(the model will not export to transformers)", len(factors))
+    return llama3 or {"rope_type": "freq_factors", "factors": factors}
 
 
 def _hf_names(tensors: dict[str, GGUFTensor], config: dict) -> dict[str, str]:

@@ -170,8 +170,8 @@ def rope_scaling_from_hf(params: dict | None, max_position_embeddings: int) -> d
     params.pop("partial_rotary_factor", None)
     if rope_type in (None, "default"):
         return None
-    if rope_type not in ROPE_TYPES or rope_type in ("ntk", "freq_factors"):
-        supported = [t for t in ROPE_TYPES if t not in ("ntk", "freq_factors")]
+    if rope_type not in ROPE_TYPES or rope_type == "ntk":  # freq_factors: from GGUF files (gguf_import.py)
+        supported = [t for t in ROPE_TYPES if t != "ntk"]
         raise LmforgeError(f"unsupported RoPE scaling {rope_type!r}; supported: {', '.join(supported)}")
     scaling = {"rope_type": rope_type, **{k: v for k, v in params.items() if k not in _HF_ONLY_KEYS}}
     if rope_type in ("yarn", "llama3"):  # transformers defaults the original length to max_position_embeddings
@@ -179,7 +179,7 @@ def rope_scaling_from_hf(params: dict | None, max_position_embeddings: int) -> d
     if rope_type == "yarn" and scaling.get("factor") is None:
         scaling["factor"] = max_position_embeddings / scaling["original_max_position_embeddings"]
     try:
-        validate_rope_scaling(scaling, head_dim=2)
+        validate_rope_scaling(scaling, head_dim=2 * len(scaling.get("factors", [0])))
     except ConfigError as err:
         raise LmforgeError(f"cannot read this checkpoint's RoPE parameters: {err}") from None
     return scaling

@@ -109,7 +109,7 @@ def encode(data: np.ndarray, qtype: str, rng) -> tuple[np.ndarray, Q | None]:
     return raw.reshape(rows, -1), Q[qtype]
 
 
-def write_gguf(path, model, qtype="F32", vocab=None, arch="llama", extra=None) -> dict:
+def write_gguf(path, model, qtype="F32", vocab=None, arch="llama", extra=None, metadata=None) -> dict:
     """Write `model` as llama.cpp would; returns {gguf name: (stored array, ggml type or None)}."""
     cfg, vocab, rng = model.config, vocab or byte_level_vocab(), np.random.default_rng(0)
     writer = gguf.GGUFWriter(str(path), arch)
@@ -126,6 +126,8 @@ def write_gguf(path, model, qtype="F32", vocab=None, arch="llama", extra=None) -
                        ("chat_template", "{% for m in messages %}{{ m['content'] }}{% endfor %}")]:  # fmt: skip
         if value is not None and value != []:
             getattr(writer, f"add_{key}")(value)
+    for key, value in (metadata or {}).items():
+        writer.add_uint32(key, value)
     stored = {}
     for hf_name, tensor in model.state_dict().items():
         if hf_name == "lm_head.weight" and cfg.tie_word_embeddings:
@@ -330,3 +332,41 @@ def test_unsupported_tokenizer_is_named_with_the_supported_list(tmp_path, change
 def test_non_float_dtype_is_refused(tmp_path):
     with pytest.raises(LmforgeError, match="floating.*torch.int8"):
         read_gguf(tmp_path / "m.gguf", dtype=torch.int8)
+
+
+@pytest.mark.parametrize("llama3", [True, False])
+def test_llama31_rope_freqs_are_applied(tmp_path, llama3):
+    """A Llama-3.1 GGUF's rope_freqs tensor scales RoPE as transformers' llama3 scaling does (else is applied raw)."""
+    import transformers
+
+    from lmforge.model.loader import load
+    from lmforge.model.rope import rope_inv_freq
+    from lmforge.model.rope_scaling import scaled_inv_freq
+
+    # original context 64 with theta 500: channels fall in all three bands (kept, blended, divided by 8)
+    params = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 64}
+    config = transformers.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      rope_parameters={**params, "rope_theta": 500.0}, tie_word_embeddings=True)
+    ref = transformers.LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    factors = (rope_inv_freq(16, 500.0) / scaled_inv_freq(16, 500.0, params, 256)[0]).numpy()
+    assert factors.min() == 1.0 and factors.max() == pytest.approx(8.0) and ((factors > 1.01) & (factors < 7)).any()
+    if not llama3:
+        factors = factors * np.linspace(1.0, 1.5, 8, dtype=np.float32)
+    write_gguf(tmp_path / "m.gguf", ref, extra={"rope_freqs.weight": (factors.astype(np.float32), None)},
+               metadata={"llama.rope.scaling.original_context_length": 64})
+    lm = load(tmp_path / "m.gguf")
+    assert lm.config.rope_scaling["rope_type"] == ("llama3" if llama3 else "freq_factors")
+    ids = torch.randint(0, 300, (1, 40))
+    ones = torch.ones_like(ids)
+    with torch.no_grad():
+        ours = lm.model(ids)
+        if not llama3:  # transformers cannot express raw divisors: put them on its inv_freq buffer
+            ref.model.rotary_emb.inv_freq.copy_(rope_inv_freq(16, 500.0) / torch.from_numpy(factors))
+        assert (ours - ref(ids, attention_mask=ones).logits).abs().max() <= 1e-4
+        ref.model.rotary_emb.inv_freq.copy_(rope_inv_freq(16, 500.0))  # what ignoring rope_freqs would give
+        assert (ours - ref(ids, attention_mask=ones).logits).abs().max() > 1e-3

@@ -36,5 +36,7 @@ def resize_token_embeddings(model: nn.Module, new_vocab_size: int) -> None:
         model.lm_head.weight = model.embed.weight
     else:
         model.lm_head.weight = nn.Parameter(_resized(model.lm_head.weight, new_vocab_size))
+    if model.lm_head.bias is not None:  # BERT's decoder bias: new tokens start at the mean bias
+        model.lm_head.bias = nn.Parameter(_resized(model.lm_head.bias[:, None], new_vocab_size)[:, 0])
     model.lm_head.out_features = new_vocab_size
     model.config = cfg.replace(vocab_size=new_vocab_size)

@@ -167,3 +167,16 @@ def test_decoder_sentence_embeddings_ignore_padding():
     torch.testing.assert_close(batched, alone, rtol=0, atol=1e-5)
     with pytest.raises(LmforgeError, match="at least one"):
         embed_token_ids(model, [[]])
+
+
+def test_resize_grows_the_mlm_decoder_bias():
+    from lmforge.model import resize_token_embeddings
+
+    model = Transformer(get_preset("tiny-bert"))
+    with torch.no_grad():
+        model.lm_head.bias.normal_()
+    old = model.lm_head.bias.detach().clone()
+    resize_token_embeddings(model, 300)
+    assert model.lm_head.bias.shape == (300,) and torch.equal(model.lm_head.bias[:256], old)
+    torch.testing.assert_close(model.lm_head.bias[256:], old.mean().expand(44))
+    assert model(torch.randint(0, 300, (1, 5))).shape == (1, 5, 300)

@@ -10,6 +10,14 @@ import torch
 
 from lmforge.common.errors import LmforgeError
 from lmforge.model.config import ModelConfig
+from lmforge.model.hf_deepseek import NAME_MAP as _SPARSE_NAME_MAP
+from lmforge.model.hf_deepseek import (
+    SPARSE_ARCHITECTURES,
+    sparse_config_from_hf,
+    sparse_config_to_hf,
+    stack_experts,
+    unstack_experts,
+)
 
 HF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 _MODEL_TYPE_TO_FAMILY = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
@@ -30,6 +38,7 @@ for _proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
 for _proj in ("gate_proj", "up_proj", "down_proj"):
     for _kind in ("weight", "bias"):
         _NAME_MAP.append((f"model.layers.{{i}}.mlp.{_proj}.{_kind}", f"layers.{{i}}.mlp.{_proj}.{_kind}"))
+_NAME_MAP += _SPARSE_NAME_MAP  # MLA, router, shared and stacked experts (hf_deepseek.py)
 
 
 def _compile(pattern: str) -> re.Pattern:
@@ -51,6 +60,8 @@ def _rename(name: str, table) -> str | None:
 def config_from_hf(hf: dict) -> ModelConfig:
     """ModelConfig from a transformers config.json dict; unsupported features are named, not ignored."""
     model_type = hf.get("model_type")
+    if model_type in SPARSE_ARCHITECTURES:
+        return sparse_config_from_hf(hf)
     if model_type not in _MODEL_TYPE_TO_FAMILY:
         raise LmforgeError(f"unsupported model_type {model_type!r}; supported: {', '.join(_MODEL_TYPE_TO_FAMILY)}")
     family = _MODEL_TYPE_TO_FAMILY[model_type]
@@ -94,6 +105,8 @@ def _single_id(value) -> int | None:
 
 def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
     """A config.json dict that transformers' Llama/Qwen2/Qwen3 classes read back."""
+    if cfg.family in SPARSE_ARCHITECTURES:
+        return sparse_config_to_hf(cfg, dtype)
     if cfg.norm != "rmsnorm" or cfg.mlp != "swiglu":
         raise LmforgeError(f"cannot export norm={cfg.norm!r} mlp={cfg.mlp!r} as {cfg.family}: "
                            "Hugging Face Llama/Qwen need rmsnorm + swiglu")
@@ -135,7 +148,7 @@ def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
 def state_dict_from_hf(hf_state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Rename HF tensors to lmforge names; a tied checkpoint's lm_head is the embedding."""
     state = {}
-    for name, tensor in hf_state.items():
+    for name, tensor in stack_experts(hf_state, cfg).items():
         if name.endswith("rotary_emb.inv_freq"):
             continue  # old checkpoints store the RoPE buffer; we recompute it
         ours = _rename(name, _HF_TO_OURS)
@@ -159,4 +172,4 @@ def state_dict_to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
         if hf_name is None:
             raise LmforgeError(f"tensor {name!r} has no Hugging Face {cfg.family} equivalent")
         out[hf_name] = tensor
-    return out
+    return unstack_experts(out)

@@ -13,7 +13,9 @@ from lmforge.common.errors import LmforgeError
 from lmforge.model.attention import Attention
 from lmforge.model.config import ModelConfig
 from lmforge.model.kv_cache import KVCache
-from lmforge.model.mlp import make_mlp
+from lmforge.model.mla import MLAttention
+from lmforge.model.mla_cache import MLACache
+from lmforge.model.moe import make_ffn, moe_aux_loss
 from lmforge.model.norms import make_norm
 from lmforge.model.rope import rope_cos_sin, rope_inv_freq
 
@@ -24,9 +26,9 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
         self.attn_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-        self.attn = Attention(cfg, layer_idx)
+        self.attn = MLAttention(cfg, layer_idx) if cfg.attention == "mla" else Attention(cfg, layer_idx)
         self.mlp_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-        self.mlp = make_mlp(cfg)
+        self.mlp = make_ffn(cfg, layer_idx)  # dense MLP, or MoE on the layers the config routes
 
     def forward(self, x, cos, sin, mask, is_causal, kv_cache=None):
         x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache)
@@ -88,8 +90,16 @@ class Transformer(nn.Module):
             elif hasattr(module, "reset_parameters") and not list(module.children()):
                 module.reset_parameters()
 
+    def aux_loss(self) -> torch.Tensor:
+        """The MoE load-balancing loss of the last forward (0 for dense models or aux_loss_coef=0)."""
+        return moe_aux_loss(self)
+
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         cfg = self.config
+        if cfg.attention == "mla":
+            return MLACache(cfg.n_layers, batch_size, max_len or cfg.max_seq_len, cfg.kv_lora_rank,
+                            cfg.qk_rope_head_dim, dtype=dtype or self.embed.weight.dtype,
+                            device=self.embed.weight.device)
         return KVCache(cfg.n_layers, batch_size, max_len or cfg.max_seq_len, cfg.resolved_kv_heads,
                        cfg.resolved_head_dim, dtype=dtype or self.embed.weight.dtype, device=self.embed.weight.device)
 
@@ -117,7 +127,7 @@ class Transformer(nn.Module):
         x = self.embed(input_ids)
         # Frequencies are recomputed in float32 each call (a few dozen numbers): no buffer to lose precision
         # when the model is cast to bf16, nothing to re-create after building on the meta device.
-        inv_freq = rope_inv_freq(self.config.resolved_head_dim, self.config.rope_theta).to(x.device)
+        inv_freq = rope_inv_freq(self.config.rope_dim, self.config.rope_theta).to(x.device)
         cos, sin = rope_cos_sin(positions, inv_freq, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, is_causal, kv_cache)

@@ -65,16 +65,17 @@ class Experts(nn.Module):
             nn.init.normal_(p, std=self.init_std)
 
     def forward(self, x_sorted: torch.Tensor, counts: list[int]) -> torch.Tensor:
-        """x_sorted [N*k, D] grouped by expert (counts[e] rows for expert e, in order) -> outputs [N*k, D]."""
-        out = torch.empty_like(x_sorted)
-        start = 0
-        for e, n in enumerate(counts):
+        """x_sorted [N*k, D] grouped by expert (counts[e] rows for expert e, in order) -> outputs [N*k, D].
+
+        unbind splits each stacked weight once (indexing w[e] per expert would allocate a full-size gradient per
+        expert in backward); outputs are concatenated rather than written into a buffer, for the same reason.
+        """
+        outs = []
+        weights = zip(self.gate_proj.unbind(0), self.up_proj.unbind(0), self.down_proj.unbind(0), strict=True)
+        for xs, (w_gate, w_up, w_down), n in zip(x_sorted.split(counts), weights, counts, strict=True):
             if n:
-                xs = x_sorted[start:start + n]
-                h = F.silu(xs @ self.gate_proj[e].T) * (xs @ self.up_proj[e].T)
-                out[start:start + n] = h @ self.down_proj[e].T
-                start += n
-        return out
+                outs.append((F.silu(xs @ w_gate.T) * (xs @ w_up.T)) @ w_down.T)
+        return torch.cat(outs) if outs else x_sorted.new_zeros(x_sorted.shape)
 
 
 class MoE(nn.Module):

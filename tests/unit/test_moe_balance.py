@@ -1,5 +1,6 @@
 """Auxiliary-loss-free load balancing (DeepSeek-V3): bias updates make expert loads more even on skewed data."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -41,6 +42,7 @@ def _train(gamma: float | None, steps: int = 200) -> float:
     return float(load.max() / load.mean())
 
 
+@pytest.mark.slow  # a few hundred optimizer steps (~10 s on a busy 2-core machine)
 def test_bias_updates_even_out_expert_load():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matmuls: one thread is ~10x faster than two on a busy 2-core machine

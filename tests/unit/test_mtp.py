@@ -1,5 +1,6 @@
 """Multi-token prediction: offsets by closed form and causality, the loss learns a sequence rule, drafts match it."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -51,6 +52,7 @@ def _progressions(n: int, T: int, vocab: int, gen: torch.Generator) -> torch.Ten
     return (start + stride * torch.arange(T)) % vocab
 
 
+@pytest.mark.slow  # a few hundred optimizer steps (~10 s on a busy 2-core machine)
 def test_mtp_loss_learns_and_drafts_follow_the_rule():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

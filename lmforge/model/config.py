@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.common.errors import ConfigError
+from lmforge.model.sparse_config import attention_params, check_sparse_fields, ffn_params
 
-FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma3", "bert")
+FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma3", "bert", "deepseek_v3", "qwen3_moe")
 NORMS = ("rmsnorm", "layernorm", "gemma_rmsnorm")  # gemma_rmsnorm: RMSNorm scaled by (1 + w)
 MLPS = ("swiglu", "gelu", "geglu", "relu", "gelu_erf")  # gelu/geglu use the tanh approximation; gelu_erf: exact
 NORM_POSITIONS = ("pre", "post", "sandwich")
@@ -57,8 +58,37 @@ class ModelConfig:
     mlm_head: bool = False  # BERT masked-LM head: dense + activation + LayerNorm, decoder with bias
     query_pre_attn_scalar: float | None = None  # attention scale scalar^-0.5 (Gemma); None = head_dim^-0.5
     final_logit_softcap: float | None = None  # logits = c * tanh(logits / c) (Gemma)
+    # Multi-head latent attention (DeepSeek-V2/V3, mla.py); the fields below it apply only to attention="mla".
+    attention: str = "gqa"  # gqa (multi-head, grouped- and multi-query) | mla
+    q_lora_rank: int | None = None  # None = plain q_proj; else q is compressed to this rank first
+    kv_lora_rank: int = 512  # width of the cached latent c_kv
+    qk_nope_head_dim: int = 128
+    qk_rope_head_dim: int = 64  # the decoupled RoPE key, shared by all heads
+    v_head_dim: int = 128
+    rope_interleave: bool = False  # DeepSeek checkpoints store RoPE channels as interleaved pairs (x0,x1),(x2,x3)
+    mla_mode: str = "auto"  # naive (decompress K/V) | absorbed (attend to the latent) | auto (absorbed to decode)
+    # Mixture of experts (DeepSeekMoE / Qwen3-MoE, moe.py); n_routed_experts=0 keeps every MLP dense.
+    n_routed_experts: int = 0
+    n_experts_per_tok: int = 2  # top-k
+    moe_ffn_dim: int | None = None  # hidden size of one routed expert; None = ffn_dim
+    n_shared_experts: int = 0  # always-on experts (DeepSeekMoE), each of moe_ffn_dim
+    router: str = "softmax"  # softmax (DeepSeek-V2, Qwen3-MoE) | sigmoid (DeepSeek-V3)
+    norm_topk_prob: bool = True  # renormalise the top-k gate weights to sum to 1
+    routed_scaling_factor: float = 1.0
+    n_group: int = 1  # group-limited routing: experts in n_group groups, tokens may use topk_group of them
+    topk_group: int = 1
+    router_score_bias: bool = False  # DeepSeek-V3 e_score_correction_bias: selection-only, aux-loss-free balance
+    first_k_dense_replace: int = 0  # the first k layers keep a dense MLP of ffn_dim
+    moe_layer_step: int = 1  # Qwen decoder_sparse_step: layer i is MoE when (i + 1) % step == 0
+    mlp_only_layers: tuple[int, ...] = ()
+    aux_loss_coef: float = 0.0  # Switch/DeepSeek load-balancing loss weight (0 = not computed)
+    # Multi-token prediction (DeepSeek-V3, mtp.py): modules beside the model, not inside it.
+    n_mtp_modules: int = 0
+    mtp_loss_weight: float = 0.3
 
     def __post_init__(self):
+        object.__setattr__(self, "mlp_only_layers", tuple(self.mlp_only_layers))
+        check_sparse_fields(self)
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -126,15 +156,26 @@ class ModelConfig:
         except json.JSONDecodeError as err:
             raise ConfigError(f"model config {path} is not valid JSON: {err}") from None
 
-    def num_params(self) -> int:
-        """Parameter count from the shapes alone (embeddings counted once when tied)."""
+    @property
+    def rope_dim(self) -> int:
+        """Channels RoPE rotates: the head dim, or MLA's decoupled RoPE part."""
+        return self.qk_rope_head_dim if self.attention == "mla" else self.resolved_head_dim
+
+    def num_params(self, active: bool = False) -> int:
+        """Parameter count from the shapes alone (embeddings counted once when tied; MTP modules not counted).
+
+        active=True counts what one token uses: the top-k routed experts of each MoE layer, not all of them.
+        """
         d, hd, kv = self.dim, self.resolved_head_dim, self.resolved_kv_heads
         attn = d * self.n_heads * hd * 2 + d * kv * hd * 2
         attn += (self.n_heads + 2 * kv) * hd * self.qkv_bias + d * self.o_bias + 2 * hd * self.qk_norm
-        n_mats = 3 if self.mlp == "swiglu" else 2
+        if self.attention == "mla":
+            attn = attention_params(self)
+        n_mats = 3 if self.mlp in ("swiglu", "geglu") else 2  # gated MLPs have three matrices
         mlp = n_mats * d * self.ffn_dim + self.mlp_bias * (self.ffn_dim * (n_mats - 1) + d)
         norm = 2 * d if self.norm == "layernorm" else d
         embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
         from lmforge.model.config_checks import variant_params
 
-        return self.n_layers * (attn + mlp + 2 * norm) + norm + embed + variant_params(self)
+        ffn = sum(ffn_params(self, i, mlp, active) for i in range(self.n_layers))
+        return self.n_layers * (attn + 2 * norm) + ffn + norm + embed + variant_params(self)

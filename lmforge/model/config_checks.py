@@ -71,6 +71,4 @@ def variant_params(cfg) -> int:
     extra += cfg.type_vocab_size * d
     if cfg.mlm_head:
         extra += d * d + d + norm + cfg.vocab_size  # transform dense + its norm + decoder bias
-    if cfg.mlp == "geglu":  # gated like SwiGLU; config.num_params counts it as a two-matrix MLP
-        extra += cfg.n_layers * (d * cfg.ffn_dim + cfg.mlp_bias * cfg.ffn_dim)
     return extra

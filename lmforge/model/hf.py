@@ -2,7 +2,8 @@
 
 Kept outside the model classes (as torchtitan does) so the model stays plain. Covers transformers'
 LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM; Gemma3ForCausalLM and BertForMaskedLM
-go through their own adapters (hf_gemma.py, hf_bert.py) via `_OTHER_FAMILIES`.
+go through their own adapters (hf_gemma.py, hf_bert.py) via `_OTHER_FAMILIES`; DeepseekV3ForCausalLM and
+Qwen3MoeForCausalLM through hf_deepseek.py.
 """
 
 import re
@@ -13,6 +14,14 @@ from lmforge.common.errors import LmforgeError
 from lmforge.model.config import ModelConfig
 from lmforge.model.hf_bert import NAMES as BERT_NAMES
 from lmforge.model.hf_bert import bert_config_from_hf, bert_config_to_hf
+from lmforge.model.hf_deepseek import NAME_MAP as _SPARSE_NAME_MAP
+from lmforge.model.hf_deepseek import (
+    SPARSE_ARCHITECTURES,
+    sparse_config_from_hf,
+    sparse_config_to_hf,
+    stack_experts,
+    unstack_experts,
+)
 from lmforge.model.hf_gemma import NAMES as GEMMA3_NAMES
 from lmforge.model.hf_gemma import gemma3_config_from_hf, gemma3_config_to_hf
 from lmforge.model.rope_scaling import rope_parameters_to_hf, rope_scaling_from_hf
@@ -43,6 +52,7 @@ for _proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
 for _proj in ("gate_proj", "up_proj", "down_proj"):
     for _kind in ("weight", "bias"):
         _NAME_MAP.append((f"model.layers.{{i}}.mlp.{_proj}.{_kind}", f"layers.{{i}}.mlp.{_proj}.{_kind}"))
+_NAME_MAP += _SPARSE_NAME_MAP  # MLA, router, shared and stacked experts (hf_deepseek.py)
 
 
 def _compile(pattern: str) -> re.Pattern:
@@ -64,6 +74,8 @@ def _rename(name: str, table) -> str | None:
 def config_from_hf(hf: dict) -> ModelConfig:
     """ModelConfig from a transformers config.json dict; unsupported features are named, not ignored."""
     model_type = hf.get("model_type")
+    if model_type in SPARSE_ARCHITECTURES:
+        return sparse_config_from_hf(hf)
     if model_type in _OTHER_MODEL_TYPES:
         return _OTHER_FAMILIES[_OTHER_MODEL_TYPES[model_type]][1](hf)
     if model_type not in _MODEL_TYPE_TO_FAMILY:
@@ -109,7 +121,9 @@ def _single_id(value) -> int | None:
 
 
 def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
-    """A config.json dict that transformers' Llama/Qwen2/Qwen3/Mistral (Gemma3, Bert) classes read back."""
+    """A config.json dict that transformers' classes for this family read back."""
+    if cfg.family in SPARSE_ARCHITECTURES:
+        return sparse_config_to_hf(cfg, dtype)
     if cfg.family in _OTHER_FAMILIES:
         return _OTHER_FAMILIES[cfg.family][2](cfg, dtype)
     if cfg.layer_types is not None or (cfg.sliding_window is not None and cfg.family != "mistral"):
@@ -165,7 +179,7 @@ def state_dict_from_hf(hf_state: dict[str, torch.Tensor], cfg: ModelConfig) -> d
     state = {}
     if cfg.family in _OTHER_FAMILIES:
         state, hf_state = _OTHER_FAMILIES[cfg.family][3].from_hf(hf_state, cfg.family), {}
-    for name, tensor in hf_state.items():
+    for name, tensor in stack_experts(hf_state, cfg).items():
         if name.endswith("rotary_emb.inv_freq"):
             continue  # old checkpoints store the RoPE buffer; we recompute it
         ours = _rename(name, _HF_TO_OURS)
@@ -193,4 +207,4 @@ def state_dict_to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
         if hf_name is None:
             raise LmforgeError(f"tensor {name!r} has no Hugging Face {cfg.family} equivalent")
         out[hf_name] = tensor
-    return out
+    return unstack_experts(out)

@@ -24,12 +24,12 @@ def rope_tables(cfg: ModelConfig, positions: torch.Tensor, dtype: torch.dtype, l
     sliding layers: rope_local_theta, unscaled). Frequencies are recomputed in float32 each call (a few dozen
     numbers): no buffer to lose precision in bf16, nothing to re-create after building on the meta device."""
     if local:
-        inv_freq, attention_factor = scaled_inv_freq(cfg.resolved_head_dim, cfg.rope_local_theta, None,
+        inv_freq, attention_factor = scaled_inv_freq(cfg.rope_dim, cfg.rope_local_theta, None,
                                                      cfg.max_seq_len)
     else:
         dynamic = (cfg.rope_scaling or {}).get("rope_type") == "dynamic"
         seq_len = int(positions.max()) + 1 if dynamic and positions.numel() else None
-        inv_freq, attention_factor = scaled_inv_freq(cfg.resolved_head_dim, cfg.rope_theta, cfg.rope_scaling,
+        inv_freq, attention_factor = scaled_inv_freq(cfg.rope_dim, cfg.rope_theta, cfg.rope_scaling,
                                                      cfg.max_seq_len, seq_len)
     cos, sin = rope_cos_sin(positions, inv_freq.to(positions.device), dtype)
     if attention_factor != 1.0:  # YaRN's temperature, folded into cos and sin as transformers does

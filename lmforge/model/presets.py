@@ -1,4 +1,4 @@
-"""Named model presets and the llama / qwen2 / qwen3 family switch.
+"""Named model presets and the family switch (llama / qwen2 / qwen3, sparse: deepseek_v3 / qwen3_moe).
 
 A family sets the switches that distinguish those architectures (Qwen2: q/k/v biases; Qwen3: per-head QK RMSNorm);
 presets are concrete sizes, from tiny test models to the real SmolLM2-135M and common open models.
@@ -17,6 +17,11 @@ FAMILY_DEFAULTS: dict[str, dict] = {
     "bert": dict(family="bert", norm="layernorm", norm_eps=1e-12, mlp="gelu_erf", mlp_bias=True, qkv_bias=True,
                  o_bias=True, pos_embedding="learned", type_vocab_size=2, embed_norm=True, norm_position="post",
                  causal=False, mlm_head=True),
+    # Sparse families (hf_deepseek.py): MLA + DeepSeekMoE with a sigmoid router; Qwen3 attention + softmax MoE.
+    "deepseek_v3": dict(family="deepseek_v3", attention="mla", router="sigmoid", router_score_bias=True,
+                        norm_topk_prob=True, qkv_bias=False, qk_norm=False, norm="rmsnorm", mlp="swiglu"),
+    "qwen3_moe": dict(family="qwen3_moe", qkv_bias=False, qk_norm=True, norm="rmsnorm", mlp="swiglu", rope_theta=1e6,
+                      router="softmax", norm_topk_prob=True),
 }
 
 _TINY = dict(vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=256)
@@ -30,6 +35,16 @@ PRESETS: dict[str, dict] = {
     "tiny-gemma3": dict(**{**FAMILY_DEFAULTS["gemma3"], "sliding_window": 16}, **{**_TINY, "n_layers": 6},
                         head_dim=32, query_pre_attn_scalar=32, layer_types=("sliding",) * 5 + ("full",)),
     "tiny-bert": dict(**FAMILY_DEFAULTS["bert"], **{**_TINY, "n_kv_heads": 4}),
+    # Tiny sparse models: a Qwen3-MoE-style 8-expert top-2 model, and DeepSeek-V3 in miniature (MLA, shared
+    # expert, sigmoid router with group-limited routing and correction bias, a dense first layer, one MTP module).
+    "tiny-moe": dict(**FAMILY_DEFAULTS["qwen3_moe"], **_TINY, head_dim=32, n_routed_experts=8, n_experts_per_tok=2,
+                     moe_ffn_dim=64),
+    "tiny-deepseek-v3": dict(
+        **FAMILY_DEFAULTS["deepseek_v3"], **{**_TINY, "n_layers": 3, "n_kv_heads": None}, head_dim=8,
+        q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
+        n_routed_experts=8, n_experts_per_tok=2, moe_ffn_dim=32, n_shared_experts=1, n_group=4, topk_group=2,
+        routed_scaling_factor=2.5, first_k_dense_replace=1, n_mtp_modules=1,
+    ),
     # SmolLM2-135M(-Instruct): the embedded real model (llama architecture, GQA 9/3, tied embeddings).
     "smollm2-135m": dict(
         **FAMILY_DEFAULTS["llama"], vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3,
@@ -50,6 +65,20 @@ PRESETS: dict[str, dict] = {
     "qwen3-0.6b": dict(
         **FAMILY_DEFAULTS["qwen3"], vocab_size=151936, dim=1024, n_layers=28, n_heads=16, n_kv_heads=8,
         head_dim=128, ffn_dim=3072, max_seq_len=40960, norm_eps=1e-6,
+    ),
+    # Full-size sparse configs (never instantiated here; for parameter counts and planning). DeepSeek-V3's real
+    # context needs YaRN (factor 40 over 4096); this config keeps plain RoPE until rope scaling lands.
+    "deepseek-v3": dict(
+        **FAMILY_DEFAULTS["deepseek_v3"], vocab_size=129280, dim=7168, n_layers=61, n_heads=128, head_dim=64,
+        ffn_dim=18432, max_seq_len=163840, norm_eps=1e-6, q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,
+        qk_rope_head_dim=64, v_head_dim=128, rope_interleave=True, n_routed_experts=256, n_experts_per_tok=8,
+        moe_ffn_dim=2048, n_shared_experts=1, n_group=8, topk_group=4, routed_scaling_factor=2.5,
+        first_k_dense_replace=3, n_mtp_modules=1, tie_embeddings=False, bos_token_id=0, eos_token_id=1,
+    ),
+    "qwen3-30b-a3b": dict(
+        **FAMILY_DEFAULTS["qwen3_moe"], vocab_size=151936, dim=2048, n_layers=48, n_heads=32, n_kv_heads=4,
+        head_dim=128, ffn_dim=6144, max_seq_len=40960, norm_eps=1e-6, n_routed_experts=128, n_experts_per_tok=8,
+        moe_ffn_dim=768, tie_embeddings=False,
     ),
 }
 

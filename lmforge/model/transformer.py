@@ -17,7 +17,9 @@ from lmforge.model.config import ModelConfig
 from lmforge.model.encoder import InputExtras, MLMTransform
 from lmforge.model.kv_cache import KVCache
 from lmforge.model.layer_inputs import layer_inputs, needs_input_extras
-from lmforge.model.mlp import make_mlp
+from lmforge.model.mla import MLAttention
+from lmforge.model.mla_cache import MLACache
+from lmforge.model.moe import make_ffn, moe_aux_loss
 from lmforge.model.norms import make_norm
 
 
@@ -32,9 +34,9 @@ class Block(nn.Module):
         super().__init__()
         self.norm_position = cfg.norm_position
         self.attn_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-        self.attn = Attention(cfg, layer_idx)
+        self.attn = MLAttention(cfg, layer_idx) if cfg.attention == "mla" else Attention(cfg, layer_idx)
         self.mlp_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-        self.mlp = make_mlp(cfg)
+        self.mlp = make_ffn(cfg, layer_idx)  # dense MLP, or MoE on the layers the config routes
         if cfg.norm_position == "sandwich":
             self.attn_post_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
             self.mlp_post_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
@@ -86,8 +88,16 @@ class Transformer(nn.Module):
             elif hasattr(module, "reset_parameters") and not list(module.children()):
                 module.reset_parameters()
 
+    def aux_loss(self) -> torch.Tensor:
+        """The MoE load-balancing loss of the last forward (0 for dense models or aux_loss_coef=0)."""
+        return moe_aux_loss(self)
+
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         cfg = self.config
+        if cfg.attention == "mla":
+            return MLACache(cfg.n_layers, batch_size, max_len or cfg.max_seq_len, cfg.kv_lora_rank,
+                            cfg.qk_rope_head_dim, dtype=dtype or self.embed.weight.dtype,
+                            device=self.embed.weight.device)
         return KVCache(cfg.n_layers, batch_size, max_len or cfg.max_seq_len, cfg.resolved_kv_heads,
                        cfg.resolved_head_dim, dtype=dtype or self.embed.weight.dtype, device=self.embed.weight.device)
 

@@ -165,6 +165,8 @@ class Sampler:
 
 def check_finite(logits: torch.Tensor) -> None:
     """Raise NonFiniteLogitsError naming the rows with a NaN or +inf, or no finite logit at all."""
+    if bool(torch.isfinite(logits).all()):  # the usual case: one pass, one sync
+        return
     broken = torch.isnan(logits).any(dim=-1) | torch.isposinf(logits).any(dim=-1) | torch.isneginf(logits).all(dim=-1)
     if bool(broken.any()):
         raise NonFiniteLogitsError(broken.nonzero()[:, 0].tolist())

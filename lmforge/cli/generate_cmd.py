@@ -1,9 +1,13 @@
-"""`lmforge generate`: complete a prompt or answer one chat message, streaming tokens to stdout."""
+"""`lmforge generate`: complete a prompt or answer one chat message, streaming tokens to stdout (or --json)."""
 
+import dataclasses
+import json
 import sys
+import time
 
 import typer
 
+from lmforge.cli import sampling_options as opt
 from lmforge.common.errors import LmforgeError
 
 
@@ -11,21 +15,45 @@ def generate(
     prompt: str = typer.Argument(None, help="Raw text to continue (omit when using --chat)."),
     chat: str = typer.Option(None, "--chat", help="A user message, wrapped in the model's chat template."),
     system: str = typer.Option(None, "--system", help="System prompt for --chat (default: the template's own)."),
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Embedded model name, HF directory or .gguf."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", "-n", min=1, help="Most tokens to generate."),
-    temperature: float = typer.Option(0.2, "--temperature", "-t", min=0.0,
-                                      help="0 = greedy; higher = more random (0.2 suits small chat models)."),
-    seed: int = typer.Option(None, "--seed", help="Seed for sampling (reproducible output)."),
-    dtype: str = typer.Option("float32", help="Compute dtype: float32 or bfloat16."),
+    model: str = opt.MODEL,
+    max_new_tokens: int = opt.MAX_NEW,
+    temperature: float = opt.TEMPERATURE,
+    top_k: int = opt.TOP_K,
+    top_p: float = opt.TOP_P,
+    min_p: float = opt.MIN_P,
+    repetition_penalty: float = opt.REPETITION,
+    presence_penalty: float = opt.PRESENCE,
+    frequency_penalty: float = opt.FREQUENCY,
+    stop: list[str] = typer.Option(None, "--stop", help="Stop when the text contains this (repeatable); "
+                                                        "the stop text is not printed."),
+    logprobs: int = typer.Option(None, "--logprobs", help="With --json: each token's log-probability and its N "
+                                                          "most likely alternatives (0-20), from the raw model."),
+    num_beams: int = typer.Option(1, "--num-beams", help="Beam search with this many beams (deterministic; "
+                                                         "no streaming, no sampling flags)."),
+    length_penalty: float = typer.Option(1.0, "--length-penalty", help="Beam search: score = logprob sum / "
+                                                                       "length^P (>0 favours longer answers)."),
+    seed: int = opt.SEED,
+    truncate: bool = typer.Option(False, "--truncate", help="Keep the last tokens of a prompt too long for the "
+                                                            "context instead of failing."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (text, token counts, timings, "
+                                                       "finish_reason) instead of streaming."),
+    dtype: str = opt.DTYPE,
 ) -> None:
-    """Generate text with a KV cache; stops at the model's end-of-turn / end-of-text token."""
-    from lmforge.engine.generate import generate_stream
+    """Generate text with a KV cache; stops at the model's end-of-turn / end-of-text token or a --stop string."""
     from lmforge.model.loader import load
 
     if (prompt is None) == (chat is None):
         raise LmforgeError("give either a PROMPT argument or --chat MESSAGE (exactly one)")
     if system is not None and chat is None:
         raise LmforgeError("--system only applies with --chat")
+    if logprobs is not None and not as_json:
+        raise LmforgeError("--logprobs needs --json (the log-probabilities are part of the JSON output)")
+    if num_beams < 1:
+        raise LmforgeError(f"--num-beams must be >= 1, got {num_beams}")
+    params = opt.sampling_params(
+        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
+        max_new_tokens=max_new_tokens, stop=tuple(stop or ()), logprobs=logprobs, truncate=truncate)
     lm = load(model, dtype=dtype)
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer (tokenizer.json); cannot encode text")
@@ -36,17 +64,64 @@ def generate(
         ids = lm.tokenizer.encode(text, add_special_tokens=False)
     else:
         ids = lm.tokenizer.encode(prompt)
-    stops = lm.stop_token_ids()
-    generated: list[int] = []
-    printed = ""
-    for (token,) in generate_stream(lm.model, [ids], max_new_tokens=max_new_tokens, temperature=temperature,
-                                    stop_token_ids=stops, seed=seed, pad_id=lm.config.pad_token_id or 0):
-        if token in stops:
-            break
-        generated.append(token)
-        text = lm.tokenizer.decode(generated, skip_special_tokens=False)
-        if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-            sys.stdout.write(text[len(printed):])
+    params = dataclasses.replace(params, stop_token_ids=lm.stop_token_ids())
+    if num_beams > 1:
+        result = run_beams(lm, ids, params, num_beams, length_penalty, temperature)
+        if not as_json:
+            print(result["text"])
+    else:
+        result = run_stream(lm, ids, params, echo=not as_json)
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+
+
+def run_stream(lm, ids: list[int], params, echo: bool) -> dict:
+    """Stream one answer; the JSON summary (text, counts, timings, finish_reason, logprobs)."""
+    from lmforge.engine.generate import generate_stream
+
+    start = time.perf_counter()
+    first = None
+    text, tokens, finish, logprobs = "", [], None, []
+    for (event,) in generate_stream(lm.model, [ids], params, tokenizer=lm.tokenizer,
+                                    pad_id=lm.config.pad_token_id or 0):
+        first = first or time.perf_counter()
+        tokens.append(event.token)
+        text += event.text
+        finish = event.finish_reason
+        if echo and event.text:
+            sys.stdout.write(event.text)
             sys.stdout.flush()
-            printed = text
-    sys.stdout.write(lm.tokenizer.decode(generated)[len(printed):] + "\n")
+        if event.logprob is not None:
+            logprobs.append({"token": lm.tokenizer.decode([event.token]), "id": event.token, "logprob": event.logprob,
+                             "top_logprobs": [{"token": lm.tokenizer.decode([i]), "id": i, "logprob": lp}
+                                              for i, lp in event.top_logprobs]})
+    end = time.perf_counter()
+    if echo:
+        sys.stdout.write("\n")
+    out = {"text": text, "prompt_tokens": len(ids), "completion_tokens": len(tokens), "finish_reason": finish,
+           "prefill_s": round(first - start, 4),
+           "decode_tok_s": round((len(tokens) - 1) / (end - first), 2) if len(tokens) > 1 else None,
+           "total_s": round(end - start, 4)}
+    if params.logprobs is not None:
+        out["logprobs"] = logprobs
+    return out
+
+
+def run_beams(lm, ids: list[int], params, num_beams: int, length_penalty: float, temperature) -> dict:
+    """Beam search (no streaming: the best beam is only known at the end)."""
+    from lmforge.engine.beam_search import BeamSearchParams, beam_search
+
+    sampling = (temperature not in (None, 0), params.top_k, params.top_p < 1, params.min_p, params.uses_history,
+                params.stop, params.logprobs is not None)
+    if any(sampling):
+        raise LmforgeError("--num-beams searches deterministically: it cannot be combined with --temperature, "
+                           "--top-k/--top-p/--min-p, penalties, --stop or --logprobs")
+    start = time.perf_counter()
+    best = beam_search(lm.model, ids, BeamSearchParams(
+        num_beams=num_beams, max_new_tokens=params.max_new_tokens, length_penalty=length_penalty,
+        stop_token_ids=params.stop_token_ids, truncate=params.truncate))[0]
+    end = time.perf_counter()
+    answer = [t for t in best.tokens if t not in params.stop_token_ids]
+    text = lm.tokenizer.decode(answer, skip_special_tokens=True)
+    return {"text": text, "prompt_tokens": len(ids), "completion_tokens": len(best.tokens),
+            "finish_reason": best.finish_reason, "score": best.score, "total_s": round(end - start, 4)}

@@ -40,3 +40,8 @@ class KVCache:
 
     def reset(self) -> None:
         self.length = 0
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows `index` [B'] of the batch, in that order (beam search: each beam continues a parent)."""
+        self.k = self.k.index_select(1, index)
+        self.v = self.v.index_select(1, index)

@@ -1,0 +1,146 @@
+"""`lmforge chat`: an interactive chat in the terminal, streaming each answer, keeping the conversation.
+
+Commands: /reset, /system TEXT, /save FILE, /help, /exit. Ctrl-C stops the current answer (the part already
+written stays in the history); Ctrl-D (end of input) or /exit leaves.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from lmforge.cli import sampling_options as opt
+from lmforge.common.errors import LmforgeError
+
+HELP = """commands:
+  /reset          forget the conversation (keeps the system prompt)
+  /system TEXT    set the system prompt (and start over)
+  /save FILE      write the conversation as JSON messages
+  /help           this text
+  /exit           leave (Ctrl-D works too); Ctrl-C stops an answer"""
+
+
+class ChatSession:
+    """The conversation (messages) and how to answer the next user turn."""
+
+    def __init__(self, lm, params, system: str | None = None, write=None):
+        self.lm, self.params, self.system = lm, params, system
+        self.write = write or _stdout
+        self.messages: list[dict] = []
+        self.reset()
+
+    def reset(self) -> None:
+        self.messages = [{"role": "system", "content": self.system}] if self.system else []
+
+    def prompt_ids(self) -> list[int]:
+        text = self.lm.tokenizer.apply_chat_template(self.messages, add_generation_prompt=True)
+        return self.lm.tokenizer.encode(text, add_special_tokens=False)
+
+    def answer(self, user: str) -> str:
+        """Stream the answer to `user`; a Ctrl-C keeps what was written so far and returns."""
+        from lmforge.engine.generate import generate_stream
+
+        self.messages.append({"role": "user", "content": user})
+        reply = ""
+        try:
+            for (event,) in generate_stream(self.lm.model, [self.prompt_ids()], self.params,
+                                            tokenizer=self.lm.tokenizer, pad_id=self.lm.config.pad_token_id or 0):
+                reply += event.text
+                self.write(event.text)
+        except KeyboardInterrupt:
+            self.write(" [stopped]")
+        except LmforgeError:
+            self.messages.pop()  # the turn did not happen (e.g. the conversation outgrew the context)
+            raise
+        self.write("\n")
+        self.messages.append({"role": "assistant", "content": reply})
+        return reply
+
+    def command(self, line: str) -> bool:
+        """Run a /command; False when it asks to leave."""
+        name, _, arg = line.partition(" ")
+        arg = arg.strip()
+        if name in ("/exit", "/quit"):
+            return False
+        if name == "/reset":
+            self.reset()
+            self.write("(conversation cleared)\n")
+        elif name == "/system":
+            if not arg:
+                raise LmforgeError("usage: /system TEXT")
+            self.system = arg
+            self.reset()
+            self.write("(system prompt set; conversation cleared)\n")
+        elif name == "/save":
+            if not arg:
+                raise LmforgeError("usage: /save FILE")
+            try:
+                Path(arg).expanduser().write_text(json.dumps(self.messages, ensure_ascii=False, indent=2) + "\n")
+            except OSError as err:
+                raise LmforgeError(f"cannot write {arg}: {err.strerror}") from None
+            self.write(f"(saved {len(self.messages)} messages to {arg})\n")
+        elif name == "/help":
+            self.write(HELP + "\n")
+        else:
+            raise LmforgeError(f"unknown command {name}; type /help")
+        return True
+
+
+def _stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def repl(session: ChatSession, read=input) -> None:
+    """Read lines until EOF or /exit; errors in one turn are reported and the chat goes on."""
+    while True:
+        try:
+            line = read(">>> ").strip()
+        except EOFError:
+            session.write("\n")
+            return
+        except KeyboardInterrupt:
+            session.write("\n(use /exit or Ctrl-D to leave)\n")
+            continue
+        if not line:
+            continue
+        try:
+            if line.startswith("/"):
+                if not session.command(line):
+                    return
+            else:
+                session.answer(line)
+        except LmforgeError as err:
+            session.write(f"error: {err}\n")
+
+
+def chat(
+    model: str = opt.MODEL,
+    system: str = typer.Option(None, "--system", help="System prompt (default: the chat template's own)."),
+    max_new_tokens: int = opt.MAX_NEW,
+    temperature: float = opt.TEMPERATURE,
+    top_k: int = opt.TOP_K,
+    top_p: float = opt.TOP_P,
+    min_p: float = opt.MIN_P,
+    repetition_penalty: float = opt.REPETITION,
+    presence_penalty: float = opt.PRESENCE,
+    frequency_penalty: float = opt.FREQUENCY,
+    seed: int = opt.SEED,
+    dtype: str = opt.DTYPE,
+) -> None:
+    """Chat with a model in the terminal (type /help for commands)."""
+    import dataclasses
+
+    from lmforge.model.loader import load
+
+    params = opt.sampling_params(
+        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
+        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
+        max_new_tokens=max_new_tokens)
+    lm = load(model, dtype=dtype)
+    if lm.tokenizer is None or lm.tokenizer.chat_template is None:
+        raise LmforgeError(f"{model} has no tokenizer with a chat template; use `lmforge generate` for raw text")
+    session = ChatSession(lm, dataclasses.replace(params, stop_token_ids=lm.stop_token_ids()), system)
+    session.write(f"chatting with {model} — /help for commands, Ctrl-D to leave\n")
+    repl(session)

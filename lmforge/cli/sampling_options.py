@@ -1,0 +1,33 @@
+"""The sampling flags shared by `lmforge generate` and `lmforge chat`, and their mapping to SamplingParams."""
+
+import typer
+
+from lmforge.engine.sampling_params import SamplingParams
+
+TEMPERATURE = typer.Option(None, "--temperature", "-t", help="0 = greedy; higher = more random [default: 0.2, "
+                                                             "SmolLM2's recommendation for small chat models].")
+TOP_K = typer.Option(0, "--top-k", help="Sample among the K most likely tokens only (0 = off).")
+TOP_P = typer.Option(1.0, "--top-p", help="Nucleus sampling: the smallest set of tokens reaching probability P "
+                                          "(1 = off).")
+MIN_P = typer.Option(0.0, "--min-p", help="Drop tokens less likely than MIN_P x the most likely one (0 = off).")
+REPETITION = typer.Option(1.0, "--repetition-penalty", help="Divide the logits of tokens already seen in the prompt "
+                                                            "or answer (>1 repeats less; 1 = off).")
+PRESENCE = typer.Option(0.0, "--presence-penalty", help="OpenAI presence penalty in [-2, 2]: minus this for every "
+                                                        "token already generated.")
+FREQUENCY = typer.Option(0.0, "--frequency-penalty", help="OpenAI frequency penalty in [-2, 2]: minus this times "
+                                                          "each token's count so far.")
+SEED = typer.Option(None, "--seed", help="Seed for sampling (reproducible output).")
+MAX_NEW = typer.Option(256, "--max-new-tokens", "-n", help="Most tokens to generate per answer.")
+MODEL = typer.Option("smollm2-135m", "--model", "-m", help="Embedded model name, HF directory or .gguf.")
+DTYPE = typer.Option("float32", help="Compute dtype: float32 or bfloat16.")
+DEFAULT_TEMPERATURE = 0.2
+
+
+def sampling_params(*, temperature: float | None, top_k: int, top_p: float, min_p: float, repetition_penalty: float,
+                    presence_penalty: float, frequency_penalty: float, seed: int | None, max_new_tokens: int,
+                    **more) -> SamplingParams:
+    """SamplingParams from the flags (invalid values raise ConfigError naming the field)."""
+    return SamplingParams(
+        temperature=DEFAULT_TEMPERATURE if temperature is None else temperature, top_k=top_k, top_p=top_p,
+        min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+        frequency_penalty=frequency_penalty, seed=seed, max_new_tokens=max_new_tokens, **more)

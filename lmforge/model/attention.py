@@ -36,9 +36,12 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_idx, k, v)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=self.n_kv_heads != self.n_heads
-        )
+        if getattr(kv_cache, "paged", False):  # the serving engine's paged cache does the attention itself
+            y = kv_cache.attend(self.layer_idx, q, k, v)
+        else:
+            if kv_cache is not None:
+                k, v = kv_cache.update(self.layer_idx, k, v)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=self.n_kv_heads != self.n_heads
+            )
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

@@ -95,25 +95,30 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, kv_cache: KVCache | None = None,
-                last_only: bool = False) -> torch.Tensor:
+                last_only: bool = False, logit_indices: torch.Tensor | None = None) -> torch.Tensor:
         """Float logits [B, T, V] (or [B, 1, V] with last_only) for token ids [B, T].
 
         attention_mask: [B, S] key mask over cached + new tokens (1 = token, 0 = padding); when given and
         positions is not, positions count only real tokens, so left padding does not shift them.
-        kv_cache: new keys/values are appended to it and it advances by T.
+        kv_cache: new keys/values are appended to it and it advances by T. A paged cache (the serving engine's)
+        takes packed tokens [1, N] of several sequences with explicit positions and does the attention itself.
+        logit_indices: compute logits only at these positions of T (e.g. each packed sequence's last token).
         """
         if input_ids.dim() != 2:
             raise LmforgeError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
-        start = kv_cache.length if kv_cache is not None else 0
-        if kv_cache is not None:
+        paged = getattr(kv_cache, "paged", False)
+        if paged and positions is None:
+            raise LmforgeError("a paged KV cache needs explicit positions")
+        start = kv_cache.length if kv_cache is not None and not paged else 0
+        if kv_cache is not None and not paged:
             kv_cache.check_room(T)
         if positions is None:
             if attention_mask is not None:
                 positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:start + T]
             else:
                 positions = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
-        mask, is_causal = build_attention_mask(attention_mask, start, T, input_ids.device)
+        mask, is_causal = (None, False) if paged else build_attention_mask(attention_mask, start, T, input_ids.device)
         x = self.embed(input_ids)
         # Frequencies are recomputed in float32 each call (a few dozen numbers): no buffer to lose precision
         # when the model is cast to bf16, nothing to re-create after building on the meta device.
@@ -121,8 +126,10 @@ class Transformer(nn.Module):
         cos, sin = rope_cos_sin(positions, inv_freq, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, is_causal, kv_cache)
-        if kv_cache is not None:
+        if kv_cache is not None and not paged:
             kv_cache.advance(T)
         if last_only:
             x = x[:, -1:]
+        elif logit_indices is not None:
+            x = x[:, logit_indices]
         return self.lm_head(self.norm(x)).float()

@@ -1,25 +1,37 @@
-"""Minimal autoregressive generation with a KV cache: greedy and temperature sampling.
+"""Autoregressive generation with a KV cache for a batch of prompts, each with its own SamplingParams.
 
 Written as small pure steps in the gpt-fast style — `prefill` the prompt, then `decode_one_token` in a loop,
-`sample` picking each next token. Prompts of different lengths are left-padded and masked, so a batch decodes
-together; each sequence stops at its own stop token. The full engine (paged cache, scheduler) builds on this.
+the Sampler picking each next token. Prompts of different lengths are left-padded and masked, so a batch decodes
+together; each sequence stops at its own stop token, stop string or length. The paged engine builds on this.
 """
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.engine.sampling import Sampler, TokenHistory, make_generators
+from lmforge.engine.sampling_params import SamplingParams
+from lmforge.engine.stop import TextStream
+
+
+@dataclass
+class StepOutput:
+    """One new token of one sequence."""
+
+    token: int
+    text: str = ""  # new text safe to show (only with a tokenizer; held back while it may start a stop string)
+    logprob: float | None = None  # raw log-probability of `token` (when SamplingParams.logprobs is set)
+    top_logprobs: list[tuple[int, float]] | None = None  # the N most likely (id, logprob) at this step
+    finish_reason: str | None = None  # "stop" (stop token or string), "length", or None while running
 
 
 def sample(logits: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Next token ids [B] from last-position logits [B, V]: argmax at temperature 0, else softmax(logits / T)."""
-    if temperature < 0:
-        raise LmforgeError(f"temperature must be >= 0, got {temperature}")
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+    from lmforge.engine.sampling import sample as sample_with_params
+
+    return sample_with_params(logits, SamplingParams(temperature=temperature), generator)
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,46 +57,117 @@ def decode_one_token(model, token: torch.Tensor, mask: torch.Tensor, cache) -> t
     return model(token[:, None], attention_mask=mask, kv_cache=cache)[:, -1]
 
 
-@torch.inference_mode()
-def generate_stream(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 128, temperature: float = 0.0,
-                    stop_token_ids: Sequence[int] = (), seed: int | None = None,
-                    pad_id: int = 0) -> Iterator[list[int | None]]:
-    """Yield, at each step, the new token of every sequence (None for one that has already stopped).
+def fit_prompt(prompt: Sequence[int], params: SamplingParams, context: int, row: int = 0) -> list[int]:
+    """The prompt, or its last tokens when `truncate` is set and prompt + max_new_tokens would overflow."""
+    room = context - params.max_new_tokens
+    if len(prompt) <= room:
+        return list(prompt)
+    if params.truncate and room >= 1:
+        return list(prompt[len(prompt) - room:])
+    hint = (f"pass truncate=True (--truncate) to keep its last {room} tokens" if room >= 1
+            else "lower max_new_tokens")
+    raise LmforgeError(f"prompt {row} has {len(prompt)} tokens; with max_new_tokens {params.max_new_tokens} that "
+                       f"exceeds the model's context of {context} tokens; shorten the prompt or {hint}")
 
-    A sequence stops after emitting a stop token (which is yielded) or after max_new_tokens.
+
+def resolve_params(n: int, params: SamplingParams | Sequence[SamplingParams] | None,
+                   legacy: dict) -> list[SamplingParams]:
+    """One SamplingParams per prompt; the keyword shortcuts (max_new_tokens=..., temperature=...) build one."""
+    legacy = {k: v for k, v in legacy.items() if v is not None}
+    if params is not None and legacy:
+        raise LmforgeError(f"give either params or the keywords {sorted(legacy)}, not both")
+    if params is None:
+        params = SamplingParams(**legacy)
+    if isinstance(params, SamplingParams):
+        return [params] * n
+    params = list(params)
+    if len(params) != n or not all(isinstance(p, SamplingParams) for p in params):
+        raise LmforgeError(f"params must be one SamplingParams or a list of {n} (one per prompt)")
+    return params
+
+
+@torch.inference_mode()
+def generate_stream(model, prompts: Sequence[Sequence[int]],
+                    params: SamplingParams | Sequence[SamplingParams] | None = None, *, tokenizer=None,
+                    pad_id: int = 0, max_new_tokens: int | None = None, temperature: float | None = None,
+                    stop_token_ids: Sequence[int] | None = None,
+                    seed: int | None = None) -> Iterator[list[StepOutput | None]]:
+    """Yield, at each step, a StepOutput for every sequence (None for one that has already finished).
+
+    A sequence finishes after emitting one of its stop_token_ids (which is yielded), when its text (decoded with
+    `tokenizer`, needed for stop strings) contains a stop string, or after its max_new_tokens.
     """
-    if max_new_tokens < 0:
-        raise LmforgeError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    legacy = dict(max_new_tokens=max_new_tokens, temperature=temperature, stop_token_ids=stop_token_ids, seed=seed)
+    rows = resolve_params(len(prompts), params, legacy)
+    if tokenizer is None and any(p.stop for p in rows):
+        raise LmforgeError("stop strings need a tokenizer to decode the output (pass tokenizer=...)")
+    context = model.config.max_seq_len
+    prompts = [fit_prompt(p, sp, context, i) for i, (p, sp) in enumerate(zip(prompts, rows, strict=True))]
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_id)
     ids, mask = ids.to(device), mask.to(device)
-    max_len = ids.shape[1] + max_new_tokens
-    if max_len > model.config.max_seq_len:
-        raise LmforgeError(f"prompt ({ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
-                           f"model's context of {model.config.max_seq_len} tokens")
-    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    stops = torch.tensor(sorted(set(stop_token_ids)), dtype=torch.long, device=device)
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
-    if max_new_tokens == 0:
-        return
-    cache = model.new_kv_cache(len(prompts), max_len=max_len)
+    B = len(prompts)
+    longest = max(p.max_new_tokens for p in rows)
+    cache = model.new_kv_cache(B, max_len=ids.shape[1] + longest)
     logits = prefill(model, ids, mask, cache)
-    for step in range(max_new_tokens):
-        token = sample(logits, temperature, generator)
-        token = torch.where(done, torch.full_like(token, pad_id), token)
-        yield [None if d else t for t, d in zip(token.tolist(), done.tolist(), strict=True)]
-        done |= torch.isin(token, stops)
-        if bool(done.all()) or step == max_new_tokens - 1:
+    sampler = Sampler(rows, logits.shape[-1], device)
+    generators = make_generators(rows, device)
+    history = TokenHistory.from_tokens(prompts, logits.shape[-1], device) if sampler.needs_history else None
+    streams = [TextStream(tokenizer, p, sp.stop) if tokenizer is not None else None
+               for p, sp in zip(prompts, rows, strict=True)]
+    stop_sets = [set(p.stop_token_ids) for p in rows]
+    limits = [p.max_new_tokens for p in rows]
+    done = [False] * B
+    for step in range(longest):
+        out = sampler(logits, history, generators)
+        tokens = out.tokens.tolist()
+        logprobs = out.logprobs.tolist() if out.logprobs is not None else None
+        top = (out.top_ids.tolist(), out.top_logprobs.tolist()) if out.top_ids is not None else None
+        events: list[StepOutput | None] = []
+        for row, token in enumerate(tokens):
+            if done[row]:
+                events.append(None)
+                continue
+            event = StepOutput(token)
+            stopped_by_token = token in stop_sets[row]
+            if streams[row] is not None and not stopped_by_token:
+                event.text, stopped_by_text = streams[row].push(token)
+            else:
+                stopped_by_text = False
+            if stopped_by_token or stopped_by_text:
+                event.finish_reason = "stop"
+            elif step + 1 >= limits[row]:
+                event.finish_reason = "length"
+            if event.finish_reason is not None:
+                done[row] = True
+                if streams[row] is not None:
+                    event.text += streams[row].finish()
+            n = rows[row].logprobs
+            if n is not None:
+                event.logprob = logprobs[row]
+                event.top_logprobs = list(zip(top[0][row][:n], top[1][row][:n], strict=True))
+            events.append(event)
+        yield events
+        if all(done):
             return
-        mask = torch.cat([mask, (~done).long()[:, None]], dim=1)
+        active = torch.tensor([not d for d in done], device=device)
+        token = torch.where(active, out.tokens, torch.full_like(out.tokens, pad_id))
+        if history is not None:
+            history.append(token, active)
+        mask = torch.cat([mask, active.long()[:, None]], dim=1)
         logits = decode_one_token(model, token, mask, cache)
 
 
-def generate(model, prompts: Sequence[Sequence[int]], **kwargs) -> list[list[int]]:
-    """The generated token ids of each prompt (stop token included when one was produced)."""
+def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams] | None = None,
+             **kwargs) -> list[list[int]]:
+    """The generated token ids of each prompt (stop token included when one was produced).
+
+    kwargs: those of generate_stream (tokenizer, pad_id, and the shortcuts max_new_tokens, temperature,
+    stop_token_ids, seed).
+    """
     out: list[list[int]] = [[] for _ in prompts]
-    for step in generate_stream(model, prompts, **kwargs):
-        for row, token in enumerate(step):
-            if token is not None:
-                out[row].append(token)
+    for step in generate_stream(model, prompts, params, **kwargs):
+        for row, event in enumerate(step):
+            if event is not None:
+                out[row].append(event.token)
     return out

@@ -31,6 +31,8 @@ class Sequence:
     num_hashed_blocks: int = 0  # leading full blocks registered in the prefix cache
     finish_reason: str | None = None  # "stop" | "length" | "abort"
     arrival: int = 0  # admission order, kept across preemption so a preempted request goes back first
+    state: Any = None  # the engine's RequestState (text so far, stop rules)
+    generator: Any = None  # the request's seeded torch.Generator, if it asked for a seed
 
     def __post_init__(self):
         if not self.prompt_ids:

@@ -9,6 +9,7 @@ import hmac
 import json
 import time
 import uuid
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -82,16 +83,14 @@ async def _merge(streams):
 
 def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body_bytes: int = 4 * 2**20) -> FastAPI:
     """`served` turns a validated request into (prompt ids, [SamplingParams per choice]) and decodes tokens."""
-    app = FastAPI(title="lmforge", docs_url=None, redoc_url=None)
-    metrics: Metrics = engine.metrics
-
-    @app.on_event("startup")
-    async def _start():
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
         engine.start()
-
-    @app.on_event("shutdown")
-    async def _stop():
+        yield
         engine.stop()
+
+    app = FastAPI(title="lmforge", docs_url=None, redoc_url=None, lifespan=lifespan)
+    metrics: Metrics = engine.metrics
 
     @app.middleware("http")
     async def guard(request: Request, call_next):

@@ -9,6 +9,7 @@ import torch
 from lmforge.engine.block_manager import BlockManager
 from lmforge.engine.generate import generate
 from lmforge.engine.llm import LLM, EngineConfig
+from lmforge.engine.sampling_params import SamplingParams
 from lmforge.engine.sequence import Sequence
 from lmforge.model import Transformer, get_preset
 
@@ -29,7 +30,7 @@ def reference(model, prompts, max_new):
 
 
 def run_llm(llm, prompts, max_new):
-    ids = [llm.add_request(p, m) for p, m in zip(prompts, max_new, strict=True)]
+    ids = [llm.add_request(p, SamplingParams(max_new_tokens=m)) for p, m in zip(prompts, max_new, strict=True)]
     outs = {}
     while llm.has_unfinished():
         for out in llm.step():
@@ -81,7 +82,7 @@ def test_preemption_with_a_tiny_cache_completes_every_request(model):
 
 def test_abort_frees_blocks(model):
     llm = LLM(model, config=EngineConfig(block_size=4, num_blocks=64))
-    ids = [llm.add_request(p, 30) for p in mixed_prompts(4, seed=9)]
+    ids = [llm.add_request(p, SamplingParams(max_new_tokens=30)) for p in mixed_prompts(4, seed=9)]
     llm.step()
     llm.step()
     for i in ids[:2]:
@@ -93,8 +94,8 @@ def test_abort_frees_blocks(model):
 
 def test_request_larger_than_the_cache_fails_alone(model):
     llm = LLM(model, config=EngineConfig(block_size=4, num_blocks=8))
-    big = llm.add_request(list(range(1, 60)), 4)
-    small = llm.add_request([1, 2, 3], 4)
+    big = llm.add_request(list(range(1, 60)), SamplingParams(max_new_tokens=4))
+    small = llm.add_request([1, 2, 3], SamplingParams(max_new_tokens=4))
     outs = {}
     while llm.has_unfinished():
         for out in llm.step():

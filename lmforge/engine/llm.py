@@ -1,0 +1,175 @@
+"""The `LLM` facade over the serving engine: requests in, tokens out, with continuous batching and a paged cache.
+
+`generate(prompts, ...)` runs a list of prompts to completion; the step-wise API (`add_request`, `step`, `abort`)
+is what the HTTP server drives. Each step schedules sequences (scheduler), runs the model once over all their new
+tokens (runner), samples one token for each sequence that reached its end, and retires finished sequences.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+
+from lmforge.common.errors import LmforgeError
+from lmforge.engine.block_manager import BlockManager
+from lmforge.engine.generate import fit_prompt
+from lmforge.engine.request_state import RequestState
+from lmforge.engine.runner import ModelRunner, kv_bytes_per_token
+from lmforge.engine.sampling import NonFiniteLogitsError, Sampler, TokenHistory, check_finite
+from lmforge.engine.sampling_params import SamplingParams
+from lmforge.engine.scheduler import Scheduler
+from lmforge.engine.sequence import Sequence, Status
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    block_size: int = 16
+    num_blocks: int | None = None  # None: as many as kv_cache_gb holds
+    kv_cache_gb: float = 1.0
+    max_num_seqs: int = 32
+    max_num_batched_tokens: int = 2048
+    enable_prefix_caching: bool = True
+    chunked_prefill: bool = False
+
+    def __post_init__(self):
+        if self.block_size < 1 or (self.num_blocks is not None and self.num_blocks < 1):
+            raise LmforgeError("EngineConfig.block_size and num_blocks must be >= 1")
+        if self.kv_cache_gb <= 0 or self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
+            raise LmforgeError("EngineConfig.kv_cache_gb, max_num_seqs and max_num_batched_tokens must be positive")
+
+
+@dataclass
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]  # the most likely (token id, logprob) at this step
+
+
+@dataclass
+class RequestOutput:
+    request_id: int
+    prompt_ids: list[int]
+    new_token_ids: list[int] = field(default_factory=list)  # tokens produced by the last step
+    output_ids: list[int] = field(default_factory=list)  # all tokens so far
+    text_delta: str = ""  # new text safe to show (with a tokenizer; stop strings held back and cut)
+    text: str = ""  # all text released so far
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # for new_token_ids, when asked for
+    finished: bool = False
+    finish_reason: str | None = None  # "stop" | "length" | "abort" | "error"
+    error: str | None = None
+
+
+class LLM:
+    def __init__(self, model, tokenizer=None, config: EngineConfig | None = None):
+        cfg = model.config
+        if cfg.attention != "gqa" or not cfg.causal or cfg.sliding_window is not None:
+            raise LmforgeError("the serving engine supports causal full-attention models (MHA/GQA/MQA); this model "
+                               f"has attention={cfg.attention!r}, causal={cfg.causal}, "
+                               f"sliding_window={cfg.sliding_window} (use lmforge.engine.generate instead)")
+        self.model, self.tokenizer = model, tokenizer
+        self.config = config = config or EngineConfig()
+        num_blocks = config.num_blocks or max(1, int(config.kv_cache_gb * 2**30 / kv_bytes_per_token(model)
+                                                     / config.block_size))
+        self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, config.max_num_batched_tokens,
+                                   config.chunked_prefill)
+        self.runner = ModelRunner(model, num_blocks, config.block_size)
+        self.device = model.embed.weight.device
+        self.requests: dict[int, Sequence] = {}
+
+    # -- step-wise API -----------------------------------------------------------------------------------------
+    def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None) -> int:
+        """Queue a request; its id is what `step` outputs and `abort` refer to."""
+        params = params or SamplingParams()
+        prompt_ids = fit_prompt(prompt_ids, params, self.model.config.max_seq_len)
+        vocab = self.model.config.vocab_size
+        if not all(0 <= t < vocab for t in prompt_ids):
+            raise LmforgeError(f"prompt token ids must be in [0, {vocab})")
+        seq = Sequence(list(prompt_ids), params=params, max_new_tokens=params.max_new_tokens)
+        seq.state = RequestState(params, seq.prompt_ids, self.tokenizer)
+        seq.generator = torch.Generator(device=self.device).manual_seed(params.seed) if params.seed is not None \
+            else None
+        self.requests[seq.seq_id] = seq
+        self.scheduler.add(seq)
+        return seq.seq_id
+
+    def abort(self, request_id: int) -> None:
+        seq = self.requests.pop(request_id, None)
+        if seq is not None:
+            self.scheduler.finish(seq, "abort")
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work()
+
+    def step(self) -> list[RequestOutput]:
+        """Run one model step; outputs of the requests that produced a token or finished in it."""
+        batch, failed = self.scheduler.schedule()
+        outputs = [self._output(seq, error=f"the request needs more KV cache blocks than exist "
+                                             f"({self.block_manager.num_blocks})") for seq in failed]
+        if not batch:
+            return outputs
+        logits = self.runner.run(batch, self.block_manager.pending_copies)
+        self.block_manager.pending_copies = []
+        sampling = [item.seq for item in batch if item.samples]
+        sampled, errors = self._sample(sampling, logits)
+        self.scheduler.postprocess(batch, {seq.seq_id: token for seq, (token, _, _) in sampled.items()})
+        for seq in sampling:
+            if seq in errors:
+                self.scheduler.finish(seq, "error")
+                outputs.append(self._output(seq, error=errors[seq]))
+                continue
+            token, logprob, top = sampled[seq]
+            event = seq.state.push(token, logprob, top)
+            if event.finish_reason is not None:
+                self.scheduler.finish(seq, event.finish_reason)
+            lps = [TokenLogprob(token, event.logprob, event.top_logprobs)] if event.logprob is not None else []
+            outputs.append(self._output(seq, [token], event.text, lps))
+        return outputs
+
+    def _sample(self, seqs: list[Sequence], logits: torch.Tensor):
+        """{seq: (token, logprob, top)} for the rows that sampled, {seq: error} for rows with broken logits."""
+        errors: dict[Sequence, str] = {}
+        try:
+            check_finite(logits)
+        except NonFiniteLogitsError as err:
+            keep = [row for row in range(len(seqs)) if row not in err.rows]
+            errors = {seqs[row]: "the model produced NaN or infinite logits for this request" for row in err.rows}
+            seqs, logits = [seqs[row] for row in keep], logits[keep]
+        if not seqs:
+            return {}, errors
+        sampler = Sampler([s.params for s in seqs], logits.shape[-1], self.device)
+        history = None
+        if sampler.needs_history:
+            history = TokenHistory.from_tokens([s.prompt_ids for s in seqs], logits.shape[-1], self.device,
+                                               generated=[s.output_ids for s in seqs])
+        out = sampler(logits, history, [s.generator for s in seqs])
+        tokens = out.tokens.tolist()
+        logprobs = out.logprobs.tolist() if out.logprobs is not None else [None] * len(seqs)
+        tops = ([list(zip(i, v, strict=True)) for i, v in zip(out.top_ids.tolist(), out.top_logprobs.tolist(),
+                                                               strict=True)]
+                if out.top_ids is not None else [None] * len(seqs))
+        return {s: (t, lp, top) for s, t, lp, top in zip(seqs, tokens, logprobs, tops, strict=True)}, errors
+
+    def _output(self, seq: Sequence, new: list[int] = (), text: str = "", logprobs=(),
+                error: str | None = None) -> RequestOutput:
+        if seq.status is Status.FINISHED:
+            self.requests.pop(seq.seq_id, None)
+        stream = seq.state.stream if seq.state is not None else None
+        return RequestOutput(seq.seq_id, seq.prompt_ids, list(new), list(seq.output_ids), text,
+                             stream.text if stream is not None else "", list(logprobs), seq.is_finished,
+                             seq.finish_reason, error)
+
+    # -- offline API -------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, prompts: list[list[int]],
+                 params: SamplingParams | list[SamplingParams] | None = None) -> list[RequestOutput]:
+        """Run every prompt to completion; final outputs in prompt order (text with a tokenizer)."""
+        params = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
+        if len(params) != len(prompts):
+            raise LmforgeError(f"got {len(params)} SamplingParams for {len(prompts)} prompts")
+        ids = [self.add_request(p, sp) for p, sp in zip(prompts, params, strict=True)]
+        done: dict[int, RequestOutput] = {}
+        while self.has_unfinished():
+            for out in self.step():
+                if out.finished:
+                    done[out.request_id] = out
+        return [done[i] for i in ids]

@@ -1,0 +1,40 @@
+"""One request's progress after each sampled token: its text so far, and whether a stop token, a stop string or
+its token limit ends it. Shared by `generate_stream` and the serving engine, so both stop the same way.
+"""
+
+from collections.abc import Sequence
+
+from lmforge.engine.generate import StepOutput
+from lmforge.engine.sampling_params import SamplingParams
+from lmforge.engine.stop import TextStream
+
+
+class RequestState:
+    def __init__(self, params: SamplingParams, prompt: Sequence[int], tokenizer=None):
+        self.params = params
+        self.stream = TextStream(tokenizer, prompt, params.stop) if tokenizer is not None else None
+        self.stop_ids = frozenset(params.stop_token_ids)
+        self.num_generated = 0
+        self.finished = False
+
+    def push(self, token: int, logprob: float | None = None,
+             top: list[tuple[int, float]] | None = None) -> StepOutput:
+        """Record a sampled token; the event says what text it releases and whether the request is over."""
+        event = StepOutput(token)
+        self.num_generated += 1
+        stopped_by_token = token in self.stop_ids
+        stopped_by_text = False
+        if self.stream is not None and not stopped_by_token:
+            event.text, stopped_by_text = self.stream.push(token)
+        if stopped_by_token or stopped_by_text:
+            event.finish_reason = "stop"
+        elif self.num_generated >= self.params.max_new_tokens:
+            event.finish_reason = "length"
+        if event.finish_reason is not None:
+            self.finished = True
+            if self.stream is not None:
+                event.text += self.stream.finish()
+        if self.params.logprobs is not None:
+            event.logprob = logprob
+            event.top_logprobs = (top or [])[:self.params.logprobs]
+        return event

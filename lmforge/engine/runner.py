@@ -1,0 +1,44 @@
+"""One model step over a scheduled batch: pack the new tokens of every sequence, run the model on the paged cache,
+return the logits of the sequences that reached their last token (nano-vllm's `ModelRunner`, minus the globals).
+"""
+
+import torch
+
+from lmforge.engine.paged_cache import PagedKVCache
+from lmforge.engine.scheduler import ScheduledSeq
+
+
+def kv_bytes_per_token(model) -> int:
+    cfg = model.config
+    itemsize = model.embed.weight.element_size()
+    return 2 * cfg.n_layers * cfg.resolved_kv_heads * cfg.resolved_head_dim * itemsize
+
+
+class ModelRunner:
+    def __init__(self, model, num_blocks: int, block_size: int):
+        cfg = model.config
+        weight = model.embed.weight
+        self.model = model
+        self.cache = PagedKVCache(cfg.n_layers, num_blocks, block_size, cfg.resolved_kv_heads, cfg.resolved_head_dim,
+                                  dtype=weight.dtype, device=weight.device)
+        self.device = weight.device
+        self.num_computed_tokens = 0  # tokens run through the model (prefill + decode), for statistics
+
+    @torch.inference_mode()
+    def run(self, batch: list[ScheduledSeq], copies: list[tuple[int, int]]) -> torch.Tensor:
+        """Float logits [number of sampling sequences, V], in batch order of the sequences that sample."""
+        self.cache.copy_blocks(copies)
+        ids, positions, last = [], [], []
+        offset = 0
+        for item in batch:
+            ids.extend(item.seq.token_ids[item.start:item.start + item.num_tokens])
+            positions.extend(range(item.start, item.start + item.num_tokens))
+            offset += item.num_tokens
+            if item.samples:
+                last.append(offset - 1)
+        self.cache.prepare([(item.seq.block_table, item.start, item.num_tokens) for item in batch])
+        self.num_computed_tokens += offset
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        pos = torch.tensor([positions], dtype=torch.long, device=self.device)
+        index = torch.tensor(last, dtype=torch.long, device=self.device)
+        return self.model(input_ids, positions=pos, kv_cache=self.cache, logit_indices=index)[0]

@@ -1,0 +1,136 @@
+"""Drive the engine from asyncio: one background thread steps the `LLM`; each request reads its outputs from an
+asyncio queue. Model steps are blocking compute, so they never run on the event loop; the thread owns the engine
+and receives additions and aborts as commands, which keeps the engine single-threaded.
+"""
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator
+
+from lmforge.server.metrics import Metrics
+from lmforge.server.protocol import OpenAIError
+
+log = logging.getLogger("lmforge.server")
+
+
+class AsyncEngine:
+    def __init__(self, llm, max_pending: int = 256, metrics: Metrics | None = None):
+        self.llm = llm
+        self.max_pending = max_pending
+        self.metrics = metrics or Metrics()
+        self.commands: queue.Queue = queue.Queue()
+        self.wake = threading.Event()
+        self.streams: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}  # handle -> consumer
+        self.handle_to_request: dict[int, int] = {}
+        self.request_to_handle: dict[int, int] = {}
+        self.handles = itertools.count()
+        self.stopped = False
+        self.thread = threading.Thread(target=self._loop, name="lmforge-engine", daemon=True)
+        m = self.metrics
+        m.gauge("queue_length", lambda: len(llm.scheduler.waiting), "requests waiting for admission")
+        m.gauge("running_requests", lambda: len(llm.scheduler.running), "requests being decoded")
+        m.gauge("kv_blocks_total", lambda: llm.block_manager.num_blocks, "KV cache blocks")
+        m.gauge("kv_blocks_in_use", lambda: llm.block_manager.num_blocks - llm.block_manager.num_free,
+                "KV cache blocks held by requests")
+        m.gauge("preemptions_total", lambda: llm.scheduler.num_preemptions, "sequences preempted for recompute")
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.wake.set()
+        self.thread.join(timeout=10)
+
+    @property
+    def num_pending(self) -> int:
+        return len(self.streams)
+
+    async def generate(self, prompt_ids: list[int], params) -> AsyncIterator:
+        """Yield the request's RequestOutputs as the engine produces them; abort it if the consumer goes away."""
+        if self.num_pending >= self.max_pending:
+            raise OpenAIError(429, f"the server is at capacity ({self.max_pending} requests); retry later",
+                              type_="rate_limit_error", code="rate_limit_exceeded")
+        handle = next(self.handles)
+        outputs: asyncio.Queue = asyncio.Queue()
+        self.streams[handle] = (asyncio.get_running_loop(), outputs)
+        self.commands.put(("add", handle, prompt_ids, params))
+        self.wake.set()
+        finished = False
+        try:
+            while True:
+                out = await outputs.get()
+                if isinstance(out, Exception):
+                    raise out
+                finished = out.finished
+                yield out
+                if finished:
+                    return
+        finally:
+            self.streams.pop(handle, None)
+            if not finished:
+                self.commands.put(("abort", handle))
+                self.wake.set()
+
+    # -- the engine thread -------------------------------------------------------------------------------------
+    def _deliver(self, handle: int, item) -> None:
+        consumer = self.streams.get(handle)
+        if consumer is not None:
+            loop, outputs = consumer
+            loop.call_soon_threadsafe(outputs.put_nowait, item)
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                command = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            if command[0] == "add":
+                _, handle, prompt_ids, params = command
+                if handle not in self.streams:  # the client left before we started
+                    continue
+                try:
+                    request_id = self.llm.add_request(prompt_ids, params)
+                except Exception as err:  # noqa: BLE001 - a bad request fails alone
+                    self._deliver(handle, OpenAIError(400, str(err)))
+                    continue
+                self.handle_to_request[handle] = request_id
+                self.request_to_handle[request_id] = handle
+            else:
+                request_id = self.handle_to_request.pop(command[1], None)
+                if request_id is not None:
+                    self.request_to_handle.pop(request_id, None)
+                    self.llm.abort(request_id)
+                    self.metrics.inc("aborted_requests_total", help="requests aborted (client disconnects)")
+
+    def _loop(self) -> None:
+        while not self.stopped:
+            self._run_commands()
+            if not self.llm.has_unfinished():
+                self.wake.wait(timeout=0.5)
+                self.wake.clear()
+                continue
+            try:
+                start = time.perf_counter()
+                outputs = self.llm.step()
+                self.metrics.observe("step_seconds", time.perf_counter() - start, "duration of one engine step")
+            except Exception as err:  # noqa: BLE001 - an engine bug must not hang every client
+                log.exception("engine step failed")
+                for request_id, handle in list(self.request_to_handle.items()):
+                    self.llm.abort(request_id)
+                    self._deliver(handle, OpenAIError(500, f"engine error: {err}", type_="server_error"))
+                self.request_to_handle.clear()
+                self.handle_to_request.clear()
+                continue
+            for out in outputs:
+                handle = self.request_to_handle.get(out.request_id)
+                if handle is None:
+                    continue
+                if out.finished:
+                    self.request_to_handle.pop(out.request_id, None)
+                    self.handle_to_request.pop(handle, None)
+                self._deliver(handle, out)

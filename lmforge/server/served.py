@@ -1,0 +1,77 @@
+"""What the server knows about its model: name, tokenizer, chat template, stop tokens, context length.
+
+`prepare` turns a validated OpenAI request into prompt token ids and one SamplingParams per choice, rejecting
+prompts that do not fit the context with OpenAI's `context_length_exceeded` error.
+"""
+
+import time
+from functools import lru_cache
+
+from lmforge.common.errors import LmforgeError
+from lmforge.engine.sampling_params import SamplingParams
+from lmforge.server.protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
+
+
+class ServedModel:
+    def __init__(self, name: str, tokenizer, stop_token_ids: list[int], context_len: int,
+                 default_max_tokens: int = 1024):
+        self.name = name
+        self.tokenizer = tokenizer
+        self.stop_token_ids = list(stop_token_ids)
+        self.context_len = context_len
+        self.default_max_tokens = default_max_tokens
+        self.created = int(time.time())
+        self.token_text = lru_cache(maxsize=65536)(lambda token: tokenizer.decode([token], skip_special_tokens=False))
+
+    def _encode_chat(self, body: ChatCompletionRequest) -> list[int]:
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in body.messages]
+        try:
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        except LmforgeError as err:
+            raise OpenAIError(400, f"cannot render the chat template: {err}", param="messages") from None
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def _encode_prompts(self, body: CompletionRequest) -> list[list[int]]:
+        prompt = body.prompt
+        if isinstance(prompt, str):
+            return [self.tokenizer.encode(prompt)]
+        if all(isinstance(p, int) for p in prompt):
+            return [self._checked_ids(prompt)]
+        return [self.tokenizer.encode(p) if isinstance(p, str) else self._checked_ids(p) for p in prompt]
+
+    def _checked_ids(self, ids: list[int]) -> list[int]:
+        vocab = self.tokenizer.vocab_size
+        bad = [i for i in ids if not 0 <= i < vocab]
+        if bad:
+            raise OpenAIError(400, f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})", param="prompt")
+        return list(ids)
+
+    def prepare(self, body, kind: str) -> list[tuple[list[int], list[SamplingParams]]]:
+        prompts = [self._encode_chat(body)] if kind == "chat" else self._encode_prompts(body)
+        jobs = []
+        for ids in prompts:
+            room = self.context_len - len(ids)
+            if room < 1:
+                raise OpenAIError(400, f"the prompt has {len(ids)} tokens; this model's context is "
+                                       f"{self.context_len} tokens", param="messages" if kind == "chat" else "prompt",
+                                  code="context_length_exceeded")
+            asked = (body.max_completion_tokens or body.max_tokens) if kind == "chat" else body.max_tokens
+            if asked is not None and asked > room:
+                raise OpenAIError(400, f"max_tokens={asked} plus the prompt's {len(ids)} tokens exceeds the "
+                                       f"context of {self.context_len} tokens", param="max_tokens",
+                                  code="context_length_exceeded")
+            max_new = asked or min(room, self.default_max_tokens)
+            chat_logprobs = (body.top_logprobs or 0) if kind == "chat" and body.logprobs else None
+            logprobs = chat_logprobs if kind == "chat" else body.logprobs
+            try:
+                params = [SamplingParams(
+                    max_new_tokens=max_new, temperature=1.0 if body.temperature is None else body.temperature,
+                    top_p=1.0 if body.top_p is None else body.top_p, presence_penalty=body.presence_penalty,
+                    frequency_penalty=body.frequency_penalty, logit_bias=body.logit_bias,
+                    seed=None if body.seed is None else body.seed + i, stop=body.stop or (),
+                    stop_token_ids=self.stop_token_ids, logprobs=logprobs) for i in range(body.n)]
+            except LmforgeError as err:
+                raise OpenAIError(400, str(err)) from None
+            jobs.append((ids, params))
+        return jobs

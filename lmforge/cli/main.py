@@ -4,7 +4,7 @@ import sys
 
 import typer
 
-from lmforge.cli import chat_cmd, convert_cmd, data_cmd, generate_cmd, info_cmd, tokenizer_cmd
+from lmforge.cli import chat_cmd, convert_cmd, data_cmd, generate_cmd, info_cmd, serve_cmd, tokenizer_cmd
 from lmforge.common.errors import LmforgeError
 
 app = typer.Typer(
@@ -18,6 +18,7 @@ app.command("info")(info_cmd.info)
 app.command("convert")(convert_cmd.convert)
 app.command("generate")(generate_cmd.generate)
 app.command("chat")(chat_cmd.chat)
+app.command("serve")(serve_cmd.serve)
 app.add_typer(tokenizer_cmd.app, name="tokenizer")
 app.add_typer(data_cmd.app, name="data")
 

@@ -6,25 +6,13 @@ together; each sequence stops at its own stop token, stop string or length. The 
 """
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.engine.request_state import RequestState, StepOutput
 from lmforge.engine.sampling import Sampler, TokenHistory, make_generators
 from lmforge.engine.sampling_params import SamplingParams
-from lmforge.engine.stop import TextStream
-
-
-@dataclass
-class StepOutput:
-    """One new token of one sequence."""
-
-    token: int
-    text: str = ""  # new text safe to show (only with a tokenizer; held back while it may start a stop string)
-    logprob: float | None = None  # raw log-probability of `token` (when SamplingParams.logprobs is set)
-    top_logprobs: list[tuple[int, float]] | None = None  # the N most likely (id, logprob) at this step
-    finish_reason: str | None = None  # "stop" (stop token or string), "length", or None while running
 
 
 def sample(logits: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -113,40 +101,20 @@ def generate_stream(model, prompts: Sequence[Sequence[int]],
     sampler = Sampler(rows, logits.shape[-1], device)
     generators = make_generators(rows, device)
     history = TokenHistory.from_tokens(prompts, logits.shape[-1], device) if sampler.needs_history else None
-    streams = [TextStream(tokenizer, p, sp.stop) if tokenizer is not None else None
-               for p, sp in zip(prompts, rows, strict=True)]
-    stop_sets = [set(p.stop_token_ids) for p in rows]
-    limits = [p.max_new_tokens for p in rows]
-    done = [False] * B
-    for step in range(longest):
+    states = [RequestState(sp, p, tokenizer) for p, sp in zip(prompts, rows, strict=True)]
+    for _ in range(longest):
         out = sampler(logits, history, generators)
         tokens = out.tokens.tolist()
-        logprobs = out.logprobs.tolist() if out.logprobs is not None else None
-        top = (out.top_ids.tolist(), out.top_logprobs.tolist()) if out.top_ids is not None else None
+        logprobs = out.logprobs.tolist() if out.logprobs is not None else [None] * B
+        tops = (out.top_ids.tolist(), out.top_logprobs.tolist()) if out.top_ids is not None else None
         events: list[StepOutput | None] = []
-        for row, token in enumerate(tokens):
-            if done[row]:
+        for row, (token, state) in enumerate(zip(tokens, states, strict=True)):
+            if state.finished:
                 events.append(None)
                 continue
-            event = StepOutput(token)
-            stopped_by_token = token in stop_sets[row]
-            if streams[row] is not None and not stopped_by_token:
-                event.text, stopped_by_text = streams[row].push(token)
-            else:
-                stopped_by_text = False
-            if stopped_by_token or stopped_by_text:
-                event.finish_reason = "stop"
-            elif step + 1 >= limits[row]:
-                event.finish_reason = "length"
-            if event.finish_reason is not None:
-                done[row] = True
-                if streams[row] is not None:
-                    event.text += streams[row].finish()
-            n = rows[row].logprobs
-            if n is not None:
-                event.logprob = logprobs[row]
-                event.top_logprobs = list(zip(top[0][row][:n], top[1][row][:n], strict=True))
-            events.append(event)
+            top = list(zip(tops[0][row], tops[1][row], strict=True)) if tops is not None else None
+            events.append(state.push(token, logprobs[row], top))
+        done = [state.finished for state in states]
         yield events
         if all(done):
             return

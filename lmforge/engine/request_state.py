@@ -3,10 +3,21 @@ its token limit ends it. Shared by `generate_stream` and the serving engine, so 
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from lmforge.engine.generate import StepOutput
 from lmforge.engine.sampling_params import SamplingParams
 from lmforge.engine.stop import TextStream
+
+
+@dataclass
+class StepOutput:
+    """One new token of one sequence."""
+
+    token: int
+    text: str = ""  # new text safe to show (only with a tokenizer; held back while it may start a stop string)
+    logprob: float | None = None  # raw log-probability of `token` (when SamplingParams.logprobs is set)
+    top_logprobs: list[tuple[int, float]] | None = None  # the N most likely (id, logprob) at this step
+    finish_reason: str | None = None  # "stop" (stop token or string), "length", or None while running
 
 
 class RequestState:

@@ -61,10 +61,10 @@ class RequestOutput:
 class LLM:
     def __init__(self, model, tokenizer=None, config: EngineConfig | None = None):
         cfg = model.config
-        if cfg.attention != "gqa" or not cfg.causal or cfg.sliding_window is not None:
-            raise LmforgeError("the serving engine supports causal full-attention models (MHA/GQA/MQA); this model "
-                               f"has attention={cfg.attention!r}, causal={cfg.causal}, "
-                               f"sliding_window={cfg.sliding_window} (use lmforge.engine.generate instead)")
+        if not cfg.causal or cfg.sliding_window is not None:
+            raise LmforgeError("the serving engine supports causal full-attention models (MHA/GQA/MQA/MLA); this "
+                               f"model has causal={cfg.causal}, sliding_window={cfg.sliding_window} "
+                               "(use lmforge.engine.generate instead)")
         self.model, self.tokenizer = model, tokenizer
         self.config = config = config or EngineConfig()
         num_blocks = config.num_blocks or max(1, int(config.kv_cache_gb * 2**30 / kv_bytes_per_token(model)

@@ -2,16 +2,25 @@
 return the logits of the sequences that reached their last token (nano-vllm's `ModelRunner`, minus the globals).
 """
 
+import math
+
 import torch
 
 from lmforge.engine.paged_cache import PagedKVCache
 from lmforge.engine.scheduler import ScheduledSeq
 
 
+def cache_entry_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """What one token stores per layer: keys and values, or MLA's latent and shared RoPE key."""
+    if cfg.attention == "mla":
+        return {"latent": (cfg.kv_lora_rank,), "k_rope": (cfg.qk_rope_head_dim,)}
+    return {"k": (cfg.resolved_kv_heads, cfg.resolved_head_dim), "v": (cfg.resolved_kv_heads, cfg.resolved_head_dim)}
+
+
 def kv_bytes_per_token(model) -> int:
     cfg = model.config
-    itemsize = model.embed.weight.element_size()
-    return 2 * cfg.n_layers * cfg.resolved_kv_heads * cfg.resolved_head_dim * itemsize
+    numbers = sum(math.prod(shape) for shape in cache_entry_shapes(cfg).values())
+    return cfg.n_layers * numbers * model.embed.weight.element_size()
 
 
 class ModelRunner:
@@ -19,8 +28,8 @@ class ModelRunner:
         cfg = model.config
         weight = model.embed.weight
         self.model = model
-        self.cache = PagedKVCache(cfg.n_layers, num_blocks, block_size, cfg.resolved_kv_heads, cfg.resolved_head_dim,
-                                  dtype=weight.dtype, device=weight.device)
+        self.cache = PagedKVCache(cfg.n_layers, num_blocks, block_size, cache_entry_shapes(cfg), dtype=weight.dtype,
+                                  device=weight.device)
         self.device = weight.device
         self.num_computed_tokens = 0  # tokens run through the model (prefill + decode), for statistics
 

@@ -61,6 +61,11 @@ class MLAttention(nn.Module):
             q_rope, k_rope = deinterleave(q_rope), deinterleave(k_rope)
         q_rope = apply_rope(q_rope, cos, sin)
         k_rope = apply_rope(k_rope[:, None], cos, sin)[:, 0]  # [B, T, rope]: one RoPE key for every head
+        if getattr(kv_cache, "paged", False):  # the serving engine's paged cache (latent pages)
+            decode = self.attend_naive if self.mode == "naive" else self.attend_absorbed
+            prefill = self.attend_absorbed if self.mode == "absorbed" else self.attend_naive
+            y = kv_cache.attend_latent(self.layer_idx, q_nope, q_rope, latent, k_rope, decode, prefill)
+            return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.v_dim))
         if kv_cache is not None:
             latent, k_rope = kv_cache.update(self.layer_idx, latent, k_rope)
         absorbed = self.mode == "absorbed" or (self.mode == "auto" and kv_cache is not None and T == 1)

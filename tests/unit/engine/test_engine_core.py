@@ -47,6 +47,20 @@ def test_continuous_batching_equals_single_sequence_greedy(model):
     assert llm.block_manager.num_free == 256
 
 
+@pytest.mark.parametrize("preset", ["tiny-qwen3", "tiny-moe", "tiny-deepseek-v3"])
+def test_other_architectures_batch_like_single_sequences(preset):
+    """Qwen3 (QK-norm), a routed MoE, and DeepSeek-V3 in miniature (MLA: the pages hold only the latent)."""
+    torch.manual_seed(0)
+    model = Transformer(get_preset(preset)).eval()
+    prompts = mixed_prompts(6, seed=11)
+    llm = LLM(model, config=EngineConfig(block_size=4, num_blocks=256, max_num_seqs=4, max_num_batched_tokens=64))
+    assert run_llm(llm, prompts, [9] * 6) == reference(model, prompts, [9] * 6)
+    if preset == "tiny-deepseek-v3":
+        cfg = model.config
+        assert set(llm.runner.cache.pools) == {"latent", "k_rope"}
+        assert llm.runner.cache.pools["latent"].shape[-1] == cfg.kv_lora_rank
+
+
 def test_chunked_prefill_equals_single_sequence(model):
     prompts = mixed_prompts(6, seed=3)
     llm = LLM(model, config=EngineConfig(block_size=4, num_blocks=512, max_num_batched_tokens=20,

@@ -28,24 +28,24 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (None: torch's default)
     device: str = "auto"  # auto | cpu | cuda
     # model
-    preset: str = "pretrain-8m"  # a model preset name (lmforge info lists them); vocab comes from the tokenizer
+    preset: str = "pretrain-2m"  # a model preset name (lmforge info lists them); vocab comes from the tokenizer
     model_config: str | None = None  # a ModelConfig JSON file, instead of the preset
     # data: the embedded synthetic corpus unless data_dir points at packed shards (lmforge data pack)
     data_dir: str | None = None
     tokenizer_dir: str | None = None  # needed with data_dir; else a byte-BPE is trained and cached in out/
     corpus_documents: int = 40_000
     corpus_seed: int = 0
-    vocab_size: int = 4096  # of the byte-level BPE trained on the embedded corpus
-    seq_len: int = 256
+    vocab_size: int = 2048  # of the byte-level BPE trained on the embedded corpus
+    seq_len: int = 128
     val_fraction: float = 0.01
     # optimisation
     batch_size: int = 16  # sequences per micro-batch (per rank)
     grad_accum: int = 1  # micro-batches per optimizer step
-    max_steps: int = 1000
+    max_steps: int = 300
     lr: float = 3e-3
     min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio
     schedule: str = "cosine"  # cosine | wsd | constant (all after linear warmup)
-    warmup_steps: int = 100
+    warmup_steps: int = 30
     decay_fraction: float = 0.2  # WSD: share of the steps spent in the final linear decay
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -57,13 +57,13 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     max_nonfinite: int = 5  # abort after this many non-finite steps in a row (each is skipped)
     # evaluation, logging, checkpoints
-    eval_every: int = 100
-    eval_batches: int = 20
-    sample_every: int = 250
+    eval_every: int = 50
+    eval_batches: int = 10
+    sample_every: int = 100
     sample_tokens: int = 48
     sample_prompts: tuple[str, ...] = ("Once upon a time", "Q: What is 7 + 5?\nA:", "def add_3(x):")
-    log_every: int = 10
-    checkpoint_every: int = 250
+    log_every: int = 5
+    checkpoint_every: int = 100
     keep_checkpoints: int = 2
     progress: bool = True  # a progress bar with ETA (rich)
     tensorboard: bool = False  # also write TensorBoard scalars (needs the `tensorboard` package)

@@ -22,8 +22,8 @@ PRESETS: dict[str, dict] = {
     "tiny-qwen3": dict(**FAMILY_DEFAULTS["qwen3"], **_TINY, head_dim=32),
     # SmolLM2-135M(-Instruct): the embedded real model (llama architecture, GQA 9/3, tied embeddings).
     # The default model of `lmforge pretrain` (vocab_size is replaced by the trained tokenizer's).
-    "pretrain-2m": dict(**FAMILY_DEFAULTS["llama"], vocab_size=2048, dim=192, n_layers=4, n_heads=6, n_kv_heads=2,
-                        ffn_dim=512, max_seq_len=1024),
+    "pretrain-1m": dict(**FAMILY_DEFAULTS["llama"], vocab_size=2048, dim=128, n_layers=4, n_heads=4, n_kv_heads=2,
+                        ffn_dim=384, max_seq_len=1024),
     "smollm2-135m": dict(
         **FAMILY_DEFAULTS["llama"], vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3,
         ffn_dim=1536, max_seq_len=8192, rope_theta=100000.0, bos_token_id=1, eos_token_id=2, pad_token_id=2,

@@ -15,7 +15,7 @@ from pathlib import Path
 from lmforge.common.errors import ConfigError
 
 SCHEDULES = ("cosine", "wsd", "constant")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -28,7 +28,7 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads (None: torch's default)
     device: str = "auto"  # auto | cpu | cuda
     # model
-    preset: str = "pretrain-2m"  # a model preset name (lmforge info lists them); vocab comes from the tokenizer
+    preset: str = "pretrain-1m"  # a model preset name (lmforge info lists them); vocab comes from the tokenizer
     model_config: str | None = None  # a ModelConfig JSON file, instead of the preset
     # data: the embedded synthetic corpus unless data_dir points at packed shards (lmforge data pack)
     data_dir: str | None = None
@@ -52,7 +52,9 @@ class TrainConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping (the norm is still logged)
-    precision: str = "fp32"  # fp32 | bf16 (autocast, CPU or GPU) | fp16 (autocast + loss scaling, GPU only)
+    # fp32 | bf16 (autocast, CPU or GPU) | fp16 (autocast + loss scaling, GPU only) | auto: bf16 where the
+    # hardware has it (CUDA with bf16, or a CPU with AMX / AVX512-BF16), else fp32
+    precision: str = "auto"
     activation_checkpointing: bool = False  # recompute each block in backward (torch.utils.checkpoint)
     compile: bool = False  # torch.compile the model
     max_nonfinite: int = 5  # abort after this many non-finite steps in a row (each is skipped)

@@ -50,9 +50,10 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
     val = PackedLoader(data_dir, "val", cfg.batch_size, shuffle=False)
     cfg.save(run_dir / "train_config.json")
     mcfg.save(run_dir / "model_config.json")
-    log(f"model: {mcfg.num_params() / 1e6:.2f}M parameters ({cfg.model_config or cfg.preset}), vocab "
-        f"{mcfg.vocab_size}; {cfg.max_steps} steps x {cfg.batch_size * cfg.grad_accum} x {cfg.seq_len} tokens")
     trainer = Trainer(cfg, model, train, val, run_dir=run_dir, tokenizer=tokenizer, log=log, is_main=rank == 0)
+    log(f"model: {mcfg.num_params() / 1e6:.2f}M parameters ({cfg.model_config or cfg.preset}), vocab "
+        f"{mcfg.vocab_size}, {trainer.precision}; {cfg.max_steps} steps x {cfg.batch_size * cfg.grad_accum} x "
+        f"{cfg.seq_len} tokens")
     summary = trainer.fit()
     summary.update(params=mcfg.num_params(), unigram_entropy=data_stats["unigram_entropy"],
                    data=data_stats, preset=cfg.model_config or cfg.preset)

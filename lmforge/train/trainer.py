@@ -41,6 +41,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' when the device computes it natively, else 'fp32'; other names unchanged."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if _cpu_has_bf16() else "fp32"
+
+
 class Trainer:
     """Trains `model` (any module mapping ids [B, T] to logits [B, T, V]) on loaders that yield numpy
     (inputs, targets) and expose state_dict / load_state_dict (lmforge.data.loader.PackedLoader)."""
@@ -51,7 +68,8 @@ class Trainer:
                  is_main: bool = True) -> None:
         self.cfg, self.log, self.is_main = cfg, log, is_main
         self.device = resolve_device(cfg.device)
-        if cfg.precision == "fp16" and self.device.type != "cuda":
+        self.precision = resolve_precision(cfg.precision, self.device)
+        if self.precision == "fp16" and self.device.type != "cuda":
             raise LmforgeError("precision='fp16' (with loss scaling) needs a CUDA device; use 'bf16' on CPU")
         if len(train_loader) == 0:
             raise LmforgeError("the training data holds less than one batch; lower batch_size or add data")
@@ -61,7 +79,7 @@ class Trainer:
         self.forward_model = torch.compile(self.model) if cfg.compile else self.model
         self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                          betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-        self.scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.train_loader, self.val_loader, self.tokenizer = train_loader, val_loader, tokenizer
         self.extra_losses, self.token_count_reduce = extra_losses, token_count_reduce
         self.run_dir = Path(run_dir or cfg.out)
@@ -76,9 +94,9 @@ class Trainer:
     # ---- precision and data ----
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.cfg.precision == "fp32":
+        if self.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.cfg.precision])
+        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:
@@ -164,7 +182,7 @@ class Trainer:
         elif self.metrics is not None:
             self.metrics.truncate_after(0)
         peak = (cfg.peak_tflops * 1e12 if cfg.peak_tflops
-                else measure_peak_flops(self.device, _DTYPES[cfg.precision]))
+                else measure_peak_flops(self.device, _DTYPES[self.precision]))
         batches = self._batches()
         self.model.train()
         status, window_tokens, window_start = "finished", 0, time.perf_counter()

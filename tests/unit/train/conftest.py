@@ -28,5 +28,5 @@ def tiny_train_config(tmp_path, **overrides) -> TrainConfig:
     base = dict(out=str(tmp_path / "run"), batch_size=4, grad_accum=2, max_steps=8, lr=3e-3, warmup_steps=2,
                 eval_every=4, eval_batches=2, sample_every=1000, sample_tokens=4, log_every=1,
                 checkpoint_every=2, keep_checkpoints=2, progress=False, peak_tflops=1.0, device="cpu",
-                export_hf=False)
+                export_hf=False, precision="fp32")
     return TrainConfig(**{**base, **overrides})

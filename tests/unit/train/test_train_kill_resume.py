@@ -22,7 +22,7 @@ def _command(out, data, tok, *extra):
             "--grad-accum", "2", "--checkpoint-every", "2", "--eval-every", "6", "--threads", "1",
             "--no-progress", "--device", "cpu", "--set", "log_every=1", "--set", "sample_every=1000",
             "--set", "sample_tokens=2", "--set", "peak_tflops=1.0", "--set", "export_hf=false",
-            "--set", "warmup_steps=2", *extra]
+            "--set", "warmup_steps=2", "--precision", "fp32", *extra]
 
 
 def _env():

@@ -3,11 +3,10 @@ unequal numbers of valid tokens give exactly the gradient of one full batch, and
 
 import torch
 import torch.nn.functional as F
+from conftest import tiny_model_config
 
 from lmforge.model import Transformer
 from lmforge.train.step import IGNORE_INDEX, accumulate_gradients
-
-from conftest import tiny_model_config
 
 
 def _grads(model):

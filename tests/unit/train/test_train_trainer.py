@@ -6,6 +6,7 @@ import signal
 
 import pytest
 import torch
+from conftest import tiny_model_config, tiny_train_config
 
 from lmforge.common.errors import LmforgeError
 from lmforge.data.corpus import unigram_entropy
@@ -14,8 +15,6 @@ from lmforge.model import Transformer
 from lmforge.train.corpus_data import split_tokens
 from lmforge.train.metrics import read_metrics
 from lmforge.train.trainer import Trainer
-
-from conftest import tiny_model_config, tiny_train_config
 
 
 def _trainer(cfg, packed, model=None, **kw):

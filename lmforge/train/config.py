@@ -41,11 +41,11 @@ class TrainConfig:
     # optimisation
     batch_size: int = 16  # sequences per micro-batch (per rank)
     grad_accum: int = 1  # micro-batches per optimizer step
-    max_steps: int = 300
+    max_steps: int = 200
     lr: float = 3e-3
     min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio
     schedule: str = "cosine"  # cosine | wsd | constant (all after linear warmup)
-    warmup_steps: int = 30
+    warmup_steps: int = 20
     decay_fraction: float = 0.2  # WSD: share of the steps spent in the final linear decay
     weight_decay: float = 0.1
     beta1: float = 0.9

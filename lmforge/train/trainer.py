@@ -20,7 +20,7 @@ from torch import nn
 from lmforge.common.errors import LmforgeError
 from lmforge.train import state as st
 from lmforge.train.activation_checkpoint import apply_activation_checkpointing
-from lmforge.train.checkpoint import latest_valid_checkpoint, save_checkpoint
+from lmforge.train.checkpoint import latest_valid_checkpoint, list_checkpoints, save_checkpoint
 from lmforge.train.config import TrainConfig
 from lmforge.train.metrics import MetricsLogger, flops_per_token, measure_peak_flops, memory_bytes
 from lmforge.train.optim import build_optimizer
@@ -179,8 +179,13 @@ class Trainer:
         cfg = self.cfg
         if cfg.resume:
             self.resume()
-        elif self.metrics is not None:
-            self.metrics.truncate_after(0)
+        else:
+            if list_checkpoints(self.ckpt_dir):
+                raise LmforgeError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run "
+                                   f"or choose another --out")
+            if self.metrics is not None:
+                self.metrics.truncate_after(0)
+        self._truncate_samples()
         peak = (cfg.peak_tflops * 1e12 if cfg.peak_tflops
                 else measure_peak_flops(self.device, _DTYPES[self.precision]))
         batches = self._batches()
@@ -249,6 +254,14 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if self.metrics is not None:
             self.metrics.log(record)
+
+    def _truncate_samples(self) -> None:
+        """Drop sample records of steps a resumed run will redo (all of them on a fresh start)."""
+        path = self.run_dir / "samples.jsonl"
+        if self.is_main and path.is_file():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= self.step]
+            path.write_text("".join(line + "\n" for line in kept))
 
     def _write_samples(self, samples: list[dict]) -> None:
         if samples:

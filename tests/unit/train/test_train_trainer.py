@@ -121,3 +121,10 @@ def test_training_beats_the_unigram_baseline(tmp_path, packed):
     first = read_metrics(tmp_path / "run" / "metrics.jsonl")[0]["loss"]
     assert first > baseline  # a random model starts above it (about ln V)
     assert summary["val_loss"] < baseline - 0.3, (summary["val_loss"], baseline)
+
+
+def test_fresh_start_over_existing_checkpoints_is_refused(tmp_path, packed):
+    cfg = tiny_train_config(tmp_path, max_steps=2, eval_every=100)
+    _trainer(cfg, packed).fit()
+    with pytest.raises(LmforgeError, match="--resume"):
+        _trainer(cfg, packed).fit()

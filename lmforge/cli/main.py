@@ -4,7 +4,7 @@ import sys
 
 import typer
 
-from lmforge.cli import chat_cmd, convert_cmd, data_cmd, generate_cmd, info_cmd, serve_cmd, tokenizer_cmd
+from lmforge.cli import chat_cmd, convert_cmd, data_cmd, generate_cmd, info_cmd, pretrain_cmd, serve_cmd, tokenizer_cmd
 from lmforge.common.errors import LmforgeError
 
 app = typer.Typer(
@@ -21,6 +21,8 @@ app.command("chat")(chat_cmd.chat)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(tokenizer_cmd.app, name="tokenizer")
 app.add_typer(data_cmd.app, name="data")
+app.command("pretrain")(pretrain_cmd.pretrain_command)
+app.command("report")(pretrain_cmd.report_command)
 
 
 def main() -> None:

@@ -46,6 +46,9 @@ PRESETS: dict[str, dict] = {
         routed_scaling_factor=2.5, first_k_dense_replace=1, n_mtp_modules=1,
     ),
     # SmolLM2-135M(-Instruct): the embedded real model (llama architecture, GQA 9/3, tied embeddings).
+    # The default model of `lmforge pretrain` (vocab_size is replaced by the trained tokenizer's).
+    "pretrain-1m": dict(**FAMILY_DEFAULTS["llama"], vocab_size=2048, dim=128, n_layers=4, n_heads=4, n_kv_heads=2,
+                        ffn_dim=384, max_seq_len=1024),
     "smollm2-135m": dict(
         **FAMILY_DEFAULTS["llama"], vocab_size=49152, dim=576, n_layers=30, n_heads=9, n_kv_heads=3,
         ffn_dim=1536, max_seq_len=8192, rope_theta=100000.0, bos_token_id=1, eos_token_id=2, pad_token_id=2,

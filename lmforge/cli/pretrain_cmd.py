@@ -1,0 +1,61 @@
+"""`lmforge pretrain`: train a model from scratch (by default a small preset on the embedded synthetic corpus)
+and `lmforge report RUN_DIR`: the markdown report of a run. Thin: flags map to TrainConfig fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lmforge.train.config import TrainConfig, parse_assignment
+from lmforge.train.pretrain import pretrain
+from lmforge.train.report import write_report
+
+
+def pretrain_command(
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML of TrainConfig fields; flags win."),
+    out: str | None = typer.Option(None, "--out", "-o", help="Run directory (checkpoints, metrics, report)."),
+    resume: bool | None = typer.Option(None, "--resume/--no-resume", help="Continue from the newest valid checkpoint."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps in total."),
+    preset: str | None = typer.Option(None, "--preset", help="Model preset (vocab size comes from the tokenizer)."),
+    model_config: str | None = typer.Option(None, "--model-config", help="ModelConfig JSON instead of --preset."),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="Packed shards (lmforge data pack) instead of the "
+                                        "embedded corpus; needs --tokenizer."),
+    tokenizer_dir: str | None = typer.Option(None, "--tokenizer", help="Tokenizer the shards were packed with."),
+    corpus_documents: int | None = typer.Option(None, "--corpus-documents", help="Documents of the embedded corpus."),
+    vocab_size: int | None = typer.Option(None, "--vocab-size", help="Byte-BPE vocabulary trained on the corpus."),
+    seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per training sequence."),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Sequences per micro-batch."),
+    grad_accum: int | None = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+    schedule: str | None = typer.Option(None, "--schedule", help="cosine | wsd | constant (after linear warmup)."),
+    warmup_steps: int | None = typer.Option(None, "--warmup-steps", help="Linear warmup steps."),
+    precision: str | None = typer.Option(None, "--precision", help="fp32 | bf16 | fp16 (GPU only, loss scaling)."),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the weights and the data order."),
+    activation_checkpointing: bool | None = typer.Option(
+        None, "--activation-checkpointing/--no-activation-checkpointing", help="Recompute blocks in backward."),
+    compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
+    eval_every: int | None = typer.Option(None, "--eval-every", help="Validate every N steps."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show a progress bar with ETA."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Any other TrainConfig field: --set FIELD=VALUE "
+                                          "(repeatable; VALUE in TOML syntax)."),
+) -> None:
+    """Pretrain a language model; by default a small model on the embedded synthetic corpus (minutes on a CPU)."""
+    flags = {k: v for k, v in locals().items() if k not in ("config", "set_") and v is not None}
+    flags.update(parse_assignment(s) for s in (set_ or []))
+    cfg = TrainConfig.from_toml(config, **flags) if config else TrainConfig.from_dict(flags)
+    summary = pretrain(cfg, log=typer.echo)
+    val = summary["val_loss"]
+    typer.echo(f"{summary['status']}: {summary['step']} steps, {summary['tokens']:,} tokens in "
+               f"{summary['elapsed_s']:.0f} s; validation loss "
+               f"{'-' if val is None else f'{val:.3f}'} vs unigram baseline {summary['unigram_entropy']:.3f} "
+               f"nats/token -> {cfg.out}/report.md")
+
+
+def report_command(run_dir: Path = typer.Argument(..., help="A pretraining run directory.")) -> None:
+    """Write RUN_DIR/report.md (summary, loss / lr / throughput plots, samples)."""
+    typer.echo(f"wrote {write_report(run_dir)}")

@@ -1,0 +1,84 @@
+"""One optimizer step with gradient accumulation: the loss is the sum of token losses over ALL micro-batches
+divided by the global count of target tokens (not a mean of per-micro-batch means, which would weight short
+micro-batches more), then clipping, a finite check, and the update, skipped when anything is non-finite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = -100
+
+# extra_losses(model) -> a scalar added to each micro-batch's loss (MoE load-balancing, MTP, ...), averaged
+# over the micro-batches. token_count_reduce(n) -> the global count (a distributed wrapper all-reduces it).
+ExtraLosses = Callable[[nn.Module], torch.Tensor]
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum of next-token cross-entropies over the positions whose label is not IGNORE_INDEX."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def count_targets(micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    return int(sum((y != IGNORE_INDEX).sum().item() for _, y in micro_batches))
+
+
+def accumulate_gradients(model: nn.Module, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
+                         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                         scale: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
+                         extra_losses: ExtraLosses | None = None,
+                         token_count_reduce: Callable[[int], int] = lambda n: n) -> tuple[float, int]:
+    """Backward over every micro-batch; returns (mean token loss of the step, global target tokens)."""
+    total = max(token_count_reduce(count_targets(micro_batches)), 1)
+    loss_sum = 0.0
+    for x, y in micro_batches:
+        with autocast():
+            logits = model(x)
+            loss_part = token_loss_sum(logits, y)
+            loss = loss_part / total
+            if extra_losses is not None:
+                loss = loss + extra_losses(model) / len(micro_batches)
+        scale(loss).backward()
+        loss_sum += float(loss_part.detach())
+    return loss_sum / total, total
+
+
+@dataclass
+class StepResult:
+    loss: float
+    grad_norm: float
+    tokens: int
+    skipped: bool  # True when the loss or the gradients were non-finite: no update happened
+
+
+def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: float, tokens: int,
+                   grad_clip: float, scaler: torch.amp.GradScaler | None = None) -> StepResult:
+    """Clip, check finiteness, update (or skip), and zero the gradients.
+
+    With fp16 loss scaling an inf gradient is the scaler's normal overflow signal: it skips the update and
+    lowers the scale itself; only a non-finite loss counts as a fault then.
+    """
+    params = [p for p in model.parameters() if p.grad is not None]
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+    grad_norm = float(norm)
+    bad = not math.isfinite(loss) or (scaler is None and not math.isfinite(grad_norm))
+    if scaler is not None:
+        if bad:
+            scaler.update()  # records nothing new; the step is skipped below
+        else:
+            scaler.step(optimizer)
+            scaler.update()
+    elif not bad:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(loss=loss, grad_norm=grad_norm, tokens=tokens, skipped=bad)

@@ -1,0 +1,269 @@
+"""The pretraining loop (nanoGPT / torchtitan shape): warmup + decay LR, gradient accumulation normalised by
+the global token count, clipping, mixed precision, non-finite step skipping, periodic validation, samples and
+atomic checkpoints with an exact resume, and a clean stop on SIGINT/SIGTERM.
+
+Parallelism is applied from outside: hand the Trainer rank-split loaders and, later, a wrapped model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lmforge.common.errors import LmforgeError
+from lmforge.train import state as st
+from lmforge.train.activation_checkpoint import apply_activation_checkpointing
+from lmforge.train.checkpoint import latest_valid_checkpoint, list_checkpoints, save_checkpoint
+from lmforge.train.config import TrainConfig
+from lmforge.train.metrics import MetricsLogger, flops_per_token, measure_peak_flops, memory_bytes
+from lmforge.train.optim import build_optimizer
+from lmforge.train.progress import TrainProgress
+from lmforge.train.sample import greedy_continue
+from lmforge.train.schedule import lr_at
+from lmforge.train.signals import StopRequest
+from lmforge.train.step import ExtraLosses, accumulate_gradients, optimizer_step, token_loss_sum
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise LmforgeError("device='cuda' but no CUDA device is available; use device='cpu' or 'auto'")
+    return torch.device(name)
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' when the device computes it natively, else 'fp32'; other names unchanged."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if _cpu_has_bf16() else "fp32"
+
+
+class Trainer:
+    """Trains `model` (any module mapping ids [B, T] to logits [B, T, V]) on loaders that yield numpy
+    (inputs, targets) and expose state_dict / load_state_dict (lmforge.data.loader.PackedLoader)."""
+
+    def __init__(self, cfg: TrainConfig, model: nn.Module, train_loader, val_loader=None, *,
+                 run_dir: str | Path | None = None, tokenizer=None, extra_losses: ExtraLosses | None = None,
+                 token_count_reduce: Callable[[int], int] = lambda n: n, log: Callable[[str], None] = print,
+                 is_main: bool = True) -> None:
+        self.cfg, self.log, self.is_main = cfg, log, is_main
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        if self.precision == "fp16" and self.device.type != "cuda":
+            raise LmforgeError("precision='fp16' (with loss scaling) needs a CUDA device; use 'bf16' on CPU")
+        if len(train_loader) == 0:
+            raise LmforgeError("the training data holds less than one batch; lower batch_size or add data")
+        self.model = model.to(self.device)
+        if cfg.activation_checkpointing:
+            apply_activation_checkpointing(self.model)
+        self.forward_model = torch.compile(self.model) if cfg.compile else self.model
+        self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                         betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.train_loader, self.val_loader, self.tokenizer = train_loader, val_loader, tokenizer
+        self.extra_losses, self.token_count_reduce = extra_losses, token_count_reduce
+        self.run_dir = Path(run_dir or cfg.out)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.step = self.tokens_seen = self.nonfinite_in_row = self.nonfinite_total = 0
+        self.elapsed = 0.0
+        self.last_val: float | None = None
+        self.flops_per_token = (flops_per_token(model.config, train_loader.seq_len)
+                                if hasattr(model, "config") else None)
+        self.metrics = MetricsLogger(self.run_dir, cfg.tensorboard, log) if is_main else None
+
+    # ---- precision and data ----
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            for x, y in self.train_loader:
+                yield torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+
+    # ---- checkpoints ----
+
+    def save(self) -> Path:
+        opt_tensors, opt_meta = st.optimizer_to_tensors(self.optimizer)
+        rng_tensors, rng_meta = st.rng_state()
+        state = {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed,
+                 "nonfinite_in_row": self.nonfinite_in_row, "nonfinite_total": self.nonfinite_total,
+                 "last_val": self.last_val, "loader": self.train_loader.state_dict(), "optimizer": opt_meta,
+                 "rng": rng_meta, "scaler": self.scaler.state_dict() if self.scaler else None,
+                 "config": self.cfg.to_dict()}
+        tensors = {"model": st.model_tensors(self.model), "optimizer": opt_tensors, "rng": rng_tensors}
+        return save_checkpoint(self.ckpt_dir, self.step, tensors, state, keep=self.cfg.keep_checkpoints)
+
+    def resume(self) -> bool:
+        """Restore the newest valid checkpoint; False (and a message) when there is none."""
+        ckpt = latest_valid_checkpoint(self.ckpt_dir, log=self.log)
+        if ckpt is None:
+            self.log(f"no valid checkpoint in {self.ckpt_dir}; starting from step 0")
+            return False
+        s = ckpt.state
+        st.load_model_tensors(self.model, ckpt.tensors["model"])
+        st.optimizer_from_tensors(self.optimizer, ckpt.tensors["optimizer"], s["optimizer"])
+        self.train_loader.load_state_dict(s["loader"])
+        if self.scaler is not None and s.get("scaler"):
+            self.scaler.load_state_dict(s["scaler"])
+        st.set_rng_state(ckpt.tensors["rng"], s["rng"])
+        self.step, self.tokens_seen, self.elapsed = s["step"], s["tokens_seen"], s["elapsed_s"]
+        self.nonfinite_in_row, self.nonfinite_total = s["nonfinite_in_row"], s["nonfinite_total"]
+        self.last_val = s["last_val"]
+        if self.metrics is not None:
+            self.metrics.truncate_after(self.step)
+        self.log(f"resumed from {ckpt.path} (step {self.step}, {self.tokens_seen:,} tokens)")
+        return True
+
+    # ---- evaluation ----
+
+    @torch.no_grad()
+    def evaluate(self) -> float | None:
+        """Mean token loss over the first eval_batches batches of the validation split (same batches each time)."""
+        if self.val_loader is None or len(self.val_loader) == 0:
+            return None
+        saved = self.val_loader.state_dict()
+        self.val_loader.load_state_dict({**saved, "epoch": 0, "position": 0})
+        self.model.eval()
+        loss_sum, count = 0.0, 0
+        for i, (x, y) in enumerate(self.val_loader):
+            x, y = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+            with self.autocast():
+                loss_sum += float(token_loss_sum(self.forward_model(x), y))
+            count += int((y != -100).sum())
+            if i + 1 >= self.cfg.eval_batches:
+                break
+        self.val_loader.load_state_dict(saved)
+        self.model.train()
+        return loss_sum / max(count, 1)
+
+    def samples(self) -> list[dict]:
+        if self.tokenizer is None or not self.cfg.sample_prompts:
+            return []
+        self.model.eval()
+        eos = self.tokenizer.token_to_id(self.tokenizer.eos_token) if self.tokenizer.eos_token else None
+        out = []
+        for prompt in self.cfg.sample_prompts:
+            with self.autocast():
+                new = greedy_continue(self.model, self.tokenizer.encode(prompt, add_special_tokens=False),
+                                      self.cfg.sample_tokens, self.train_loader.seq_len, eos)
+            out.append({"step": self.step, "prompt": prompt, "text": self.tokenizer.decode(new)})
+        self.model.train()
+        return out
+
+    # ---- the loop ----
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        if cfg.resume:
+            self.resume()
+        else:
+            if list_checkpoints(self.ckpt_dir):
+                raise LmforgeError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run "
+                                   f"or choose another --out")
+            if self.metrics is not None:
+                self.metrics.truncate_after(0)
+        self._truncate_samples()
+        peak = (cfg.peak_tflops * 1e12 if cfg.peak_tflops
+                else measure_peak_flops(self.device, _DTYPES[self.precision]))
+        batches = self._batches()
+        self.model.train()
+        status, window_tokens, window_start = "finished", 0, time.perf_counter()
+        with StopRequest() as stop, TrainProgress(cfg.max_steps, self.step, cfg.progress and self.is_main) as bar:
+            while self.step < cfg.max_steps:
+                t0 = time.perf_counter()
+                lr = lr_at(self.step, peak=cfg.lr, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps,
+                           schedule=cfg.schedule, min_ratio=cfg.min_lr_ratio, decay_fraction=cfg.decay_fraction)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                micro = [next(batches) for _ in range(cfg.grad_accum)]
+                loss, tokens = accumulate_gradients(
+                    self.forward_model, micro, autocast=self.autocast,
+                    scale=self.scaler.scale if self.scaler else (lambda x: x),
+                    extra_losses=self.extra_losses, token_count_reduce=self.token_count_reduce)
+                result = optimizer_step(self.model, self.optimizer, loss, tokens, cfg.grad_clip, self.scaler)
+                self.step += 1
+                self.tokens_seen += tokens
+                window_tokens += tokens
+                self.elapsed += time.perf_counter() - t0
+                self._count_nonfinite(result)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    now = time.perf_counter()
+                    tok_s = window_tokens / max(now - window_start, 1e-9)
+                    window_tokens, window_start = 0, now
+                    self._log({"kind": "train", "step": self.step, "loss": result.loss, "lr": lr,
+                               "grad_norm": result.grad_norm, "skipped": result.skipped, "tokens": self.tokens_seen,
+                               "tokens_per_s": tok_s, "mfu": (self.flops_per_token or 0) * tok_s / peak,
+                               "memory_mb": memory_bytes(self.device) / 2**20, "elapsed_s": self.elapsed})
+                if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+                    self.last_val = self.evaluate()
+                    if self.last_val is not None:
+                        self._log({"kind": "val", "step": self.step, "val_loss": self.last_val,
+                                   "val_ppl": math.exp(min(self.last_val, 50))})
+                if self.is_main and (self.step % cfg.sample_every == 0 or self.step == cfg.max_steps):
+                    self._write_samples(self.samples())
+                bar.update(self.step, result.loss, self.last_val)
+                due = stop or self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps
+                if due and self.is_main:
+                    self.save()
+                if stop:
+                    status = "interrupted"
+                    self.log(f"stopped by signal {stop.signal} at step {self.step}; checkpoint saved, "
+                             f"resume with --resume")
+                    break
+        if self.metrics is not None:
+            self.metrics.close()
+        return {"status": status, "step": self.step, "tokens": self.tokens_seen, "elapsed_s": self.elapsed,
+                "val_loss": self.last_val, "nonfinite_steps": self.nonfinite_total}
+
+    def _count_nonfinite(self, result) -> None:
+        if not result.skipped:
+            self.nonfinite_in_row = 0
+            return
+        self.nonfinite_in_row += 1
+        self.nonfinite_total += 1
+        self.log(f"step {self.step}: non-finite loss or gradients (loss={result.loss}, grad norm="
+                 f"{result.grad_norm}); update skipped ({self.nonfinite_in_row} in a row)")
+        if self.nonfinite_in_row >= self.cfg.max_nonfinite:
+            raise LmforgeError(f"{self.nonfinite_in_row} non-finite steps in a row (max_nonfinite="
+                               f"{self.cfg.max_nonfinite}) at step {self.step}: training diverged; lower lr, "
+                               f"check the data, or resume from an earlier checkpoint in {self.ckpt_dir}")
+
+    def _log(self, record: dict) -> None:
+        if self.metrics is not None:
+            self.metrics.log(record)
+
+    def _truncate_samples(self) -> None:
+        """Drop sample records of steps a resumed run will redo (all of them on a fresh start)."""
+        path = self.run_dir / "samples.jsonl"
+        if self.is_main and path.is_file():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= self.step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def _write_samples(self, samples: list[dict]) -> None:
+        if samples:
+            with (self.run_dir / "samples.jsonl").open("a") as handle:
+                handle.writelines(json.dumps(s) + "\n" for s in samples)

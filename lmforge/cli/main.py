@@ -4,7 +4,7 @@ import sys
 
 import typer
 
-from lmforge.cli import chat_cmd, convert_cmd, data_cmd, generate_cmd, info_cmd, serve_cmd, tokenizer_cmd
+from lmforge.cli import calc_cmd, chat_cmd, convert_cmd, data_cmd, generate_cmd, info_cmd, serve_cmd, tokenizer_cmd
 from lmforge.common.errors import LmforgeError
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app.command("convert")(convert_cmd.convert)
 app.command("generate")(generate_cmd.generate)
 app.command("chat")(chat_cmd.chat)
 app.command("serve")(serve_cmd.serve)
+app.command("calc")(calc_cmd.calc)
 app.add_typer(tokenizer_cmd.app, name="tokenizer")
 app.add_typer(data_cmd.app, name="data")
 

@@ -166,3 +166,6 @@ def test_cli_json_and_unknown_preset():
     assert len(bad.stderr.strip().splitlines()) == 1 and "gpt-17" in bad.stderr
     table = run_cli("calc", "--preset", "tiny-moe", "--seq-len", "128")
     assert table.returncode == 0 and "routed_experts" in table.stdout and "MLA" in table.stdout
+    bad_dtype = run_cli("calc", "--preset", "tiny-llama", "--dtype", "fp8")
+    assert bad_dtype.returncode == 2 and "dtype" in bad_dtype.stderr and "Traceback" not in bad_dtype.stderr
+    assert "--zero-stage" in run_cli("calc", "--help").stdout

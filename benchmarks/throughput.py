@@ -7,6 +7,7 @@ FLOP/s against the matmul peak measured in this run. Usage: python benchmarks/th
 import argparse
 import json
 import random
+import tempfile
 import time
 
 import torch
@@ -81,7 +82,10 @@ def main() -> None:
         lm = load("smollm2-135m", dtype=dtype)
         requests = make_requests(args.requests, lm.config.vocab_size)
         generated = sum(m for _, m in requests)
-        hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).eval()
+        # The baseline reads the same weights as a plain safetensors directory (its usual dense path).
+        with tempfile.TemporaryDirectory() as tmp:
+            lm.save(tmp)
+            hf = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype).eval()
         hf.generation_config.eos_token_id = None
         run_ours(lm, requests[:4])  # warm-up
         t_ours = run_ours(lm, requests)

@@ -4,7 +4,17 @@ import sys
 
 import typer
 
-from lmforge.cli import chat_cmd, convert_cmd, data_cmd, generate_cmd, info_cmd, pretrain_cmd, serve_cmd, tokenizer_cmd
+from lmforge.cli import (  # one per line, so parallel branches add commands without conflicts
+    calc_cmd,
+    chat_cmd,
+    convert_cmd,
+    data_cmd,
+    generate_cmd,
+    info_cmd,
+    pretrain_cmd,
+    serve_cmd,
+    tokenizer_cmd,
+)
 from lmforge.common.errors import LmforgeError
 
 app = typer.Typer(
@@ -19,6 +29,7 @@ app.command("convert")(convert_cmd.convert)
 app.command("generate")(generate_cmd.generate)
 app.command("chat")(chat_cmd.chat)
 app.command("serve")(serve_cmd.serve)
+app.command("calc")(calc_cmd.calc)
 app.add_typer(tokenizer_cmd.app, name="tokenizer")
 app.add_typer(data_cmd.app, name="data")
 app.command("pretrain")(pretrain_cmd.pretrain_command)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.common.errors import ConfigError
-from lmforge.model.sparse_config import attention_params, check_sparse_fields, ffn_params
+from lmforge.model.param_count import count_params
+from lmforge.model.sparse_config import check_sparse_fields
 
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma3", "bert", "deepseek_v3", "qwen3_moe")
 NORMS = ("rmsnorm", "layernorm", "gemma_rmsnorm")  # gemma_rmsnorm: RMSNorm scaled by (1 + w)
@@ -166,16 +167,4 @@ class ModelConfig:
 
         active=True counts what one token uses: the top-k routed experts of each MoE layer, not all of them.
         """
-        d, hd, kv = self.dim, self.resolved_head_dim, self.resolved_kv_heads
-        attn = d * self.n_heads * hd * 2 + d * kv * hd * 2
-        attn += (self.n_heads + 2 * kv) * hd * self.qkv_bias + d * self.o_bias + 2 * hd * self.qk_norm
-        if self.attention == "mla":
-            attn = attention_params(self)
-        n_mats = 3 if self.mlp in ("swiglu", "geglu") else 2  # gated MLPs have three matrices
-        mlp = n_mats * d * self.ffn_dim + self.mlp_bias * (self.ffn_dim * (n_mats - 1) + d)
-        norm = 2 * d if self.norm == "layernorm" else d
-        embed = self.vocab_size * d * (1 if self.tie_embeddings else 2)
-        from lmforge.model.config_checks import variant_params
-
-        ffn = sum(ffn_params(self, i, mlp, active) for i in range(self.n_layers))
-        return self.n_layers * (attn + 2 * norm) + ffn + norm + embed + variant_params(self)
+        return count_params(self, active)  # by component: lmforge.model.param_count.param_breakdown

@@ -54,21 +54,3 @@ def local_global_pattern(n_layers: int, local: int = 5, global_: int = 1) -> tup
     period = local + global_
     return tuple("sliding" if i % period < local else "full" for i in range(n_layers))
 
-
-def variant_params(cfg) -> int:
-    """Parameters the variant switches add to (or remove from) the plain pre-norm decoder count."""
-    d = cfg.dim
-    norm = 2 * d if cfg.norm == "layernorm" else d
-    extra = 0
-    if cfg.norm_position == "sandwich":
-        extra += cfg.n_layers * 2 * norm
-    if cfg.norm_position == "post":
-        extra -= norm  # no final norm: the last block already ends with one
-    if cfg.embed_norm:
-        extra += norm
-    if cfg.pos_embedding == "learned":
-        extra += cfg.max_seq_len * d
-    extra += cfg.type_vocab_size * d
-    if cfg.mlm_head:
-        extra += d * d + d + norm + cfg.vocab_size  # transform dense + its norm + decoder bias
-    return extra

@@ -61,6 +61,10 @@ PRESETS: dict[str, dict] = {
         **FAMILY_DEFAULTS["llama"], vocab_size=128256, dim=2048, n_layers=16, n_heads=32, n_kv_heads=8,
         ffn_dim=8192, max_seq_len=131072, rope_theta=500000.0,
     ),
+    "llama-3-8b": dict(
+        **FAMILY_DEFAULTS["llama"], vocab_size=128256, dim=4096, n_layers=32, n_heads=32, n_kv_heads=8,
+        ffn_dim=14336, max_seq_len=8192, rope_theta=500000.0, tie_embeddings=False,
+    ),
     "qwen2.5-0.5b": dict(
         **FAMILY_DEFAULTS["qwen2"], vocab_size=151936, dim=896, n_layers=24, n_heads=14, n_kv_heads=2,
         ffn_dim=4864, max_seq_len=32768, norm_eps=1e-6,

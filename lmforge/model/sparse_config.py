@@ -1,7 +1,7 @@
-"""Validation and parameter counts for the DeepSeek-style switches of ModelConfig: MLA, MoE and MTP.
+"""Validation and the MoE layer pattern of the DeepSeek-style switches of ModelConfig: MLA, MoE and MTP.
 
 Kept beside config.py so the dense config stays short: `check_sparse_fields` runs in ModelConfig.__post_init__,
-`attention_params` / `ffn_params` are the per-layer shape arithmetic behind ModelConfig.num_params.
+`is_moe_layer` says which layers route; the parameter arithmetic lives in param_count.py.
 """
 
 from lmforge.common.errors import ConfigError
@@ -63,25 +63,3 @@ def is_moe_layer(cfg, layer_idx: int) -> bool:
     return (cfg.n_routed_experts > 0 and layer_idx >= cfg.first_k_dense_replace
             and layer_idx not in cfg.mlp_only_layers and (layer_idx + 1) % cfg.moe_layer_step == 0)
 
-
-def attention_params(cfg) -> int:
-    """Weights of one MLA block (projections, biases, the two latent RMSNorms)."""
-    d, h = cfg.dim, cfg.n_heads
-    qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
-    if cfg.q_lora_rank is None:
-        q = d * h * qk
-    else:
-        q = d * cfg.q_lora_rank + cfg.q_lora_rank * cfg.qkv_bias + cfg.q_lora_rank + cfg.q_lora_rank * h * qk
-    kv_a = d * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) + (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * cfg.qkv_bias
-    kv_b = cfg.kv_lora_rank + cfg.kv_lora_rank * h * (cfg.qk_nope_head_dim + cfg.v_head_dim)
-    return q + kv_a + kv_b + h * cfg.v_head_dim * d + d * cfg.o_bias
-
-
-def ffn_params(cfg, layer_idx: int, dense_mlp: int, active: bool) -> int:
-    """Weights of layer `layer_idx`'s feed-forward part: the dense MLP, or router + experts (all or the top-k)."""
-    if not is_moe_layer(cfg, layer_idx):
-        return dense_mlp
-    expert = 3 * cfg.dim * (cfg.moe_ffn_dim or cfg.ffn_dim)
-    routed = cfg.n_experts_per_tok if active else cfg.n_routed_experts
-    router = cfg.dim * cfg.n_routed_experts + cfg.n_routed_experts * cfg.router_score_bias
-    return router + expert * (routed + cfg.n_shared_experts)

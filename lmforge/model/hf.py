@@ -6,7 +6,6 @@ go through their own adapters (hf_gemma.py, hf_bert.py) via `_OTHER_FAMILIES`; D
 Qwen3MoeForCausalLM through hf_deepseek.py.
 """
 
-import re
 
 import torch
 
@@ -24,6 +23,7 @@ from lmforge.model.hf_deepseek import (
 )
 from lmforge.model.hf_gemma import NAMES as GEMMA3_NAMES
 from lmforge.model.hf_gemma import gemma3_config_from_hf, gemma3_config_to_hf
+from lmforge.model.hf_names import compile_pattern, rename
 from lmforge.model.rope_scaling import rope_parameters_to_hf, rope_scaling_from_hf
 
 HF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
@@ -55,20 +55,8 @@ for _proj in ("gate_proj", "up_proj", "down_proj"):
 _NAME_MAP += _SPARSE_NAME_MAP  # MLA, router, shared and stacked experts (hf_deepseek.py)
 
 
-def _compile(pattern: str) -> re.Pattern:
-    return re.compile("^" + re.escape(pattern).replace(r"\{i\}", r"(\d+)") + "$")
-
-
-_HF_TO_OURS = [(_compile(hf), ours) for hf, ours in _NAME_MAP]
-_OURS_TO_HF = [(_compile(ours), hf) for hf, ours in _NAME_MAP]
-
-
-def _rename(name: str, table) -> str | None:
-    for pattern, target in table:
-        match = pattern.match(name)
-        if match:
-            return target.replace("{i}", match.group(1)) if match.groups() else target
-    return None
+_HF_TO_OURS = [(compile_pattern(hf), ours) for hf, ours in _NAME_MAP]
+_OURS_TO_HF = [(compile_pattern(ours), hf) for hf, ours in _NAME_MAP]
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
@@ -182,7 +170,7 @@ def state_dict_from_hf(hf_state: dict[str, torch.Tensor], cfg: ModelConfig) -> d
     for name, tensor in stack_experts(hf_state, cfg).items():
         if name.endswith("rotary_emb.inv_freq"):
             continue  # old checkpoints store the RoPE buffer; we recompute it
-        ours = _rename(name, _HF_TO_OURS)
+        ours = rename(name, _HF_TO_OURS)
         if ours is None:
             raise LmforgeError(f"unexpected tensor {name!r} in a {cfg.family} checkpoint")
         state[ours] = tensor
@@ -203,7 +191,7 @@ def state_dict_to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
     for name, tensor in state.items():
         if cfg.tie_embeddings and name == "lm_head.weight":
             continue
-        hf_name = _rename(name, _OURS_TO_HF)
+        hf_name = rename(name, _OURS_TO_HF)
         if hf_name is None:
             raise LmforgeError(f"tensor {name!r} has no Hugging Face {cfg.family} equivalent")
         out[hf_name] = tensor

@@ -130,10 +130,12 @@ def test_prompt_lookup_on_smollm2_speeds_up_greedy():
     import lmforge
 
     lm = lmforge.load("smollm2-135m")
-    text = ("def add(a, b):\n    return a + b\n\ndef sub(a, b):\n    return a - b\n\n"
-            "Rewrite the functions above with type hints:\n")
-    ids = lm.tokenizer.encode(text)
-    params = SamplingParams(temperature=0, max_new_tokens=64)
+    code = "def area(r):\n    pi = 3.14159\n    return pi * r * r\n\ndef perimeter(r):\n    pi = 3.14159\n" \
+           "    retrun 2 * pi * r"
+    chat = [{"role": "user", "content": "Fix the typo in this code and print the whole corrected code:\n" + code}]
+    ids = lm.tokenizer.encode(lm.tokenizer.apply_chat_template(chat, add_generation_prompt=True),
+                              add_special_tokens=False)
+    params = SamplingParams(temperature=0, max_new_tokens=64, stop_token_ids=tuple(lm.stop_token_ids()))
     start = time.perf_counter()
     plain = generate(lm.model, [ids], params)[0]
     plain_s = time.perf_counter() - start
@@ -143,4 +145,4 @@ def test_prompt_lookup_on_smollm2_speeds_up_greedy():
     assert out.tokens == plain
     print(f"\nprompt lookup on SmolLM2: {out.summary()}, plain {plain_s:.2f}s, speculative {spec_s:.2f}s, "
           f"speedup {plain_s / spec_s:.2f}x")
-    assert out.tokens_per_forward > 1.0
+    assert out.tokens_per_forward > 1.5  # code copied from the prompt: most drafts pass

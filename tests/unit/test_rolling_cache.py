@@ -10,6 +10,15 @@ from lmforge.model.rolling_cache import RollingKVCache, all_layers_sliding
 from lmforge.model.transformer import Transformer
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: thread hand-offs cost more than the maths (and the CI machine is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def mistral():
     torch.manual_seed(0)

@@ -7,6 +7,7 @@ import time
 
 import typer
 
+from lmforge.cli import generate_extras as extra
 from lmforge.cli import sampling_options as opt
 from lmforge.common.errors import LmforgeError
 
@@ -38,6 +39,12 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (text, token counts, timings, "
                                                        "finish_reason) instead of streaming."),
     dtype: str = opt.DTYPE,
+    draft: str = extra.DRAFT,
+    num_draft: int = extra.NUM_DRAFT,
+    rope_scaling: str = extra.ROPE_SCALING,
+    rope_factor: float = extra.ROPE_FACTOR,
+    original_max_len: int = extra.ORIGINAL_MAX_LEN,
+    max_context: int = extra.MAX_CONTEXT,
 ) -> None:
     """Generate text with a KV cache; stops at the model's end-of-turn / end-of-text token or a --stop string."""
     from lmforge.model.loader import load
@@ -55,6 +62,7 @@ def generate(
         presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
         max_new_tokens=max_new_tokens, stop=tuple(stop or ()), logprobs=logprobs, truncate=truncate)
     lm = load(model, dtype=dtype)
+    extra.apply_context_options(lm, rope_scaling, rope_factor, original_max_len, max_context)
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer (tokenizer.json); cannot encode text")
     if chat is not None:
@@ -65,7 +73,11 @@ def generate(
     else:
         ids = lm.tokenizer.encode(prompt)
     params = dataclasses.replace(params, stop_token_ids=lm.stop_token_ids())
-    if num_beams > 1:
+    if draft is not None:
+        if num_beams > 1:
+            raise LmforgeError("--draft (speculative decoding) cannot be combined with --num-beams")
+        result = extra.run_speculative(lm, ids, params, draft, num_draft, dtype, echo=not as_json)
+    elif num_beams > 1:
         result = run_beams(lm, ids, params, num_beams, length_penalty, temperature)
         if not as_json:
             print(result["text"])

@@ -13,6 +13,7 @@ from lmforge.common.errors import LmforgeError
 from lmforge.engine.request_state import RequestState, StepOutput
 from lmforge.engine.sampling import Sampler, TokenHistory, make_generators
 from lmforge.engine.sampling_params import SamplingParams
+from lmforge.model.rolling_cache import RollingKVCache, all_layers_sliding
 
 
 def sample(logits: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -37,11 +38,15 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
 
 def prefill(model, ids: torch.Tensor, mask: torch.Tensor, cache) -> torch.Tensor:
     """Run the whole prompt once, filling the cache; logits of the last position [B, V]."""
+    if isinstance(cache, RollingKVCache):  # no padding; positions come from the cache
+        return model(ids, positions=cache.positions(ids.shape[1]), kv_cache=cache, last_only=True)[:, -1]
     return model(ids, attention_mask=mask, kv_cache=cache, last_only=True)[:, -1]
 
 
 def decode_one_token(model, token: torch.Tensor, mask: torch.Tensor, cache) -> torch.Tensor:
     """Feed one token per sequence [B] at the next position; logits [B, V]."""
+    if isinstance(cache, RollingKVCache):
+        return model(token[:, None], positions=cache.positions(1), kv_cache=cache)[:, -1]
     return model(token[:, None], attention_mask=mask, kv_cache=cache)[:, -1]
 
 
@@ -96,7 +101,10 @@ def generate_stream(model, prompts: Sequence[Sequence[int]],
     ids, mask = ids.to(device), mask.to(device)
     B = len(prompts)
     longest = max(p.max_new_tokens for p in rows)
-    cache = model.new_kv_cache(B, max_len=ids.shape[1] + longest)
+    if all_layers_sliding(model.config) and bool(mask.all()):  # Mistral: memory bounded by the window
+        cache = RollingKVCache.for_model(model, B)
+    else:
+        cache = model.new_kv_cache(B, max_len=ids.shape[1] + longest)
     logits = prefill(model, ids, mask, cache)
     sampler = Sampler(rows, logits.shape[-1], device)
     generators = make_generators(rows, device)

@@ -41,6 +41,12 @@ class KVCache:
     def reset(self) -> None:
         self.length = 0
 
+    def truncate(self, length: int) -> None:
+        """Forget every position from `length` on (speculative decoding rolls back rejected draft tokens)."""
+        if not 0 <= length <= self.length:
+            raise LmforgeError(f"cannot truncate a KV cache of length {self.length} to {length}")
+        self.length = length
+
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows `index` [B'] of the batch, in that order (beam search: each beam continues a parent)."""
         self.k = self.k.index_select(1, index)

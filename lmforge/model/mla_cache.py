@@ -39,3 +39,9 @@ class MLACache:
 
     def reset(self) -> None:
         self.length = 0
+
+    def truncate(self, length: int) -> None:
+        """Forget every position from `length` on (speculative decoding's rollback)."""
+        if not 0 <= length <= self.length:
+            raise LmforgeError(f"cannot truncate an MLA cache of length {self.length} to {length}")
+        self.length = length

@@ -1,0 +1,148 @@
+"""Speculative decoding: greedy output equals plain greedy; the sampling rule preserves the target distribution."""
+
+import time
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from lmforge.engine.generate import generate
+from lmforge.engine.sampling_params import SamplingParams
+from lmforge.engine.speculative import NgramDraft, accept_reject, speculative_generate
+from lmforge.model.presets import get_preset
+from lmforge.model.transformer import Transformer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: thread hand-offs cost more than the maths (and the CI machine is shared)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(seed: int, **overrides) -> Transformer:
+    torch.manual_seed(seed)
+    return Transformer(get_preset("tiny-llama", **overrides)).eval()
+
+
+def test_greedy_with_draft_model_equals_plain_greedy():
+    target, draft = tiny(0), tiny(1, n_layers=1, dim=32, n_heads=2, n_kv_heads=1, ffn_dim=64)
+    prompt = [5, 17, 99, 3, 42, 7]
+    params = SamplingParams(temperature=0, max_new_tokens=40)
+    expected = generate(target, [prompt], params)[0]
+    for k in (1, 3, 5):
+        out = speculative_generate(target, prompt, draft, params, num_draft=k)
+        assert out.tokens == expected
+        assert out.proposed > 0 and 0 <= out.accepted <= out.proposed
+
+
+def test_greedy_draft_equal_to_target_accepts_everything():
+    target = tiny(0)
+    out = speculative_generate(target, [1, 2, 3], target, SamplingParams(temperature=0, max_new_tokens=21),
+                               num_draft=4)
+    assert out.acceptance_rate == 1.0
+    assert out.target_forwards == 5  # 4 rounds of 4 drafts + 1 bonus, then one round of 1 token
+    assert out.tokens == generate(target, [[1, 2, 3]], SamplingParams(temperature=0, max_new_tokens=21))[0]
+
+
+def test_greedy_prompt_lookup_equals_plain_greedy():
+    target = tiny(2)
+    prompt = [9, 8, 7, 6, 5, 9, 8, 7, 6, 5, 9, 8]
+    params = SamplingParams(temperature=0, max_new_tokens=30)
+    out = speculative_generate(target, prompt, "ngram", params, num_draft=4)
+    assert out.tokens == generate(target, [prompt], params)[0]
+    assert out.proposed > 0
+
+
+def test_prompt_lookup_finds_last_continuation():
+    ngram = NgramDraft(max_ngram=2, vocab_size=10)
+    assert ngram.lookup([1, 2, 3, 4, 1, 2, 5, 6, 1, 2], 3) == [5, 6, 1]  # last occurrence of (1, 2)
+    assert ngram.lookup([7, 3, 8, 3], 2) == [8, 3]  # falls back to the 1-gram (3)
+    assert ngram.lookup([1, 2, 3], 2) == []
+
+
+def test_stop_token_ends_generation():
+    target = tiny(0)
+    params = SamplingParams(temperature=0, max_new_tokens=20)
+    plain = generate(target, [[1, 2, 3]], params)[0]
+    stop = plain[4]
+    out = speculative_generate(target, [1, 2, 3], target, SamplingParams(temperature=0, max_new_tokens=20,
+                                                                         stop_token_ids=(stop,)), num_draft=3)
+    assert out.tokens == plain[:plain.index(stop) + 1] and out.finish_reason == "stop"
+
+
+def first_token_counts(rule, p: torch.Tensor, q: torch.Tensor, runs: int) -> torch.Tensor:
+    """How often each token comes out first when the draft proposes x ~ q and `rule` decides."""
+    g = torch.Generator().manual_seed(0)
+    counts = torch.zeros(p.shape[-1])
+    pp = torch.stack([p, p])  # p at the draft position and at the bonus position
+    for _ in range(runs):
+        x = torch.multinomial(q, 1, generator=g)
+        n, nxt = rule(pp, q[None], x, False, g)
+        counts[int(x) if n == 1 else nxt] += 1
+    return counts
+
+
+def always_accept(p, q, draft, greedy, generator):
+    return draft.shape[0], int(torch.multinomial(p[-1], 1, generator=generator))
+
+
+def test_acceptance_rule_preserves_target_distribution_chi_square():
+    torch.manual_seed(3)
+    V, runs = 8, 8000
+    p = torch.softmax(torch.randn(V) * 1.5, -1)
+    q = torch.softmax(torch.randn(V) * 1.5, -1)
+    counts = first_token_counts(accept_reject, p, q, runs)
+    assert chisquare(counts.numpy(), (p * runs).numpy()).pvalue > 0.01
+    wrong = first_token_counts(always_accept, p, q, runs)  # the same test must catch a broken rule
+    assert chisquare(wrong.numpy(), (p * runs).numpy()).pvalue < 1e-6
+
+
+def test_sampled_two_tokens_follow_target_distribution():
+    """End to end on a toy model (8 tokens): the first two sampled tokens ~ p(t1) p(t2 | t1)."""
+    target = tiny(4, vocab_size=8, dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64)
+    draft = tiny(5, vocab_size=8, dim=16, n_layers=1, n_heads=1, n_kv_heads=1, ffn_dim=32)
+    prompt = [1, 2]
+    with torch.no_grad():
+        p1 = torch.softmax(target(torch.tensor([prompt]))[0, -1] / 0.1, -1)
+        seqs = torch.tensor([prompt + [a] for a in range(8)])
+        p2 = torch.softmax(target(seqs)[:, -1] / 0.1, -1)
+    expected = (p1[:, None] * p2).flatten()  # [64] joint over (t1, t2)
+    runs = 1200
+    counts = torch.zeros(64)
+    for seed in range(runs):
+        out = speculative_generate(target, prompt, draft, SamplingParams(temperature=0.1, max_new_tokens=2,
+                                                                         seed=seed), num_draft=2)
+        counts[out.tokens[0] * 8 + out.tokens[1]] += 1
+    keep = expected * runs >= 5  # chi-square needs expected counts >= 5; pool the rare cells
+    pooled = [counts[~keep].sum()[None]] if (~keep).any() else []
+    obs = torch.cat([counts[keep], *pooled]).double()
+    exp = torch.cat([expected[keep], *([expected[~keep].sum()[None]] if pooled else [])]).double() * runs
+    exp = exp * obs.sum() / exp.sum()  # float32 rounding of the softmax
+    assert chisquare(obs.numpy(), exp.numpy()).pvalue > 0.01
+    assert counts[~keep].sum() <= 5 + 3 * float(expected[~keep].sum() * runs)
+
+
+@pytest.mark.slow
+def test_prompt_lookup_on_smollm2_speeds_up_greedy():
+    import lmforge
+
+    lm = lmforge.load("smollm2-135m")
+    code = "def area(r):\n    pi = 3.14159\n    return pi * r * r\n\ndef perimeter(r):\n    pi = 3.14159\n" \
+           "    retrun 2 * pi * r"
+    chat = [{"role": "user", "content": "Fix the typo in this code and print the whole corrected code:\n" + code}]
+    ids = lm.tokenizer.encode(lm.tokenizer.apply_chat_template(chat, add_generation_prompt=True),
+                              add_special_tokens=False)
+    params = SamplingParams(temperature=0, max_new_tokens=64, stop_token_ids=tuple(lm.stop_token_ids()))
+    start = time.perf_counter()
+    plain = generate(lm.model, [ids], params)[0]
+    plain_s = time.perf_counter() - start
+    start = time.perf_counter()
+    out = speculative_generate(lm.model, ids, "ngram", params, num_draft=4)
+    spec_s = time.perf_counter() - start
+    assert out.tokens == plain
+    print(f"\nprompt lookup on SmolLM2: {out.summary()}, plain {plain_s:.2f}s, speculative {spec_s:.2f}s, "
+          f"speedup {plain_s / spec_s:.2f}x")
+    assert out.tokens_per_forward > 1.5  # code copied from the prompt: most drafts pass

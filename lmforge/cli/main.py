@@ -4,7 +4,17 @@ import sys
 
 import typer
 
-from lmforge.cli import chat_cmd, convert_cmd, data_cmd, generate_cmd, info_cmd, pretrain_cmd, serve_cmd, tokenizer_cmd
+from lmforge.cli import (
+    chat_cmd,
+    convert_cmd,
+    data_cmd,
+    generate_cmd,
+    info_cmd,
+    pretrain_cmd,
+    scaling_cmd,
+    serve_cmd,
+    tokenizer_cmd,
+)
 from lmforge.common.errors import LmforgeError
 
 app = typer.Typer(
@@ -23,6 +33,7 @@ app.add_typer(tokenizer_cmd.app, name="tokenizer")
 app.add_typer(data_cmd.app, name="data")
 app.command("pretrain")(pretrain_cmd.pretrain_command)
 app.command("report")(pretrain_cmd.report_command)
+app.command("scaling")(scaling_cmd.scaling_command)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from lmforge.cli import (
     chat_cmd,
     convert_cmd,
     data_cmd,
+    distill_cmd,
     generate_cmd,
     info_cmd,
     pretrain_cmd,
@@ -34,6 +35,7 @@ app.add_typer(data_cmd.app, name="data")
 app.command("pretrain")(pretrain_cmd.pretrain_command)
 app.command("report")(pretrain_cmd.report_command)
 app.command("scaling")(scaling_cmd.scaling_command)
+app.command("distill")(distill_cmd.distill_command)
 
 
 def main() -> None:

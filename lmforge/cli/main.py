@@ -9,9 +9,11 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     chat_cmd,
     convert_cmd,
     data_cmd,
+    distill_cmd,
     generate_cmd,
     info_cmd,
     pretrain_cmd,
+    scaling_cmd,
     serve_cmd,
     tokenizer_cmd,
 )
@@ -34,6 +36,8 @@ app.add_typer(tokenizer_cmd.app, name="tokenizer")
 app.add_typer(data_cmd.app, name="data")
 app.command("pretrain")(pretrain_cmd.pretrain_command)
 app.command("report")(pretrain_cmd.report_command)
+app.command("scaling")(scaling_cmd.scaling_command)
+app.command("distill")(distill_cmd.distill_command)
 
 
 def main() -> None:

@@ -19,6 +19,8 @@ IGNORE_INDEX = -100
 # extra_losses(model) -> a scalar added to each micro-batch's loss (MoE load-balancing, MTP, ...), averaged
 # over the micro-batches. token_count_reduce(n) -> the global count (a distributed wrapper all-reduces it).
 ExtraLosses = Callable[[nn.Module], torch.Tensor]
+# loss_fn(logits, inputs, labels) -> the SUM of per-token losses (default: token_loss_sum), e.g. distillation.
+TokenLossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -35,14 +37,15 @@ def accumulate_gradients(model: nn.Module, micro_batches: Sequence[tuple[torch.T
                          autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                          scale: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
                          extra_losses: ExtraLosses | None = None,
-                         token_count_reduce: Callable[[int], int] = lambda n: n) -> tuple[float, int]:
+                         token_count_reduce: Callable[[int], int] = lambda n: n,
+                         loss_fn: TokenLossFn | None = None) -> tuple[float, int]:
     """Backward over every micro-batch; returns (mean token loss of the step, global target tokens)."""
     total = max(token_count_reduce(count_targets(micro_batches)), 1)
     loss_sum = 0.0
     for x, y in micro_batches:
         with autocast():
             logits = model(x)
-            loss_part = token_loss_sum(logits, y)
+            loss_part = token_loss_sum(logits, y) if loss_fn is None else loss_fn(logits, x, y)
             loss = loss_part / total
             if extra_losses is not None:
                 loss = loss + extra_losses(model) / len(micro_batches)

@@ -28,7 +28,7 @@ from lmforge.train.progress import TrainProgress
 from lmforge.train.sample import greedy_continue
 from lmforge.train.schedule import lr_at
 from lmforge.train.signals import StopRequest
-from lmforge.train.step import ExtraLosses, accumulate_gradients, optimizer_step, token_loss_sum
+from lmforge.train.step import ExtraLosses, TokenLossFn, accumulate_gradients, optimizer_step, token_loss_sum
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -65,7 +65,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, model: nn.Module, train_loader, val_loader=None, *,
                  run_dir: str | Path | None = None, tokenizer=None, extra_losses: ExtraLosses | None = None,
                  token_count_reduce: Callable[[int], int] = lambda n: n, log: Callable[[str], None] = print,
-                 is_main: bool = True) -> None:
+                 is_main: bool = True, loss_fn: TokenLossFn | None = None) -> None:
         self.cfg, self.log, self.is_main = cfg, log, is_main
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
@@ -82,6 +82,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.train_loader, self.val_loader, self.tokenizer = train_loader, val_loader, tokenizer
         self.extra_losses, self.token_count_reduce = extra_losses, token_count_reduce
+        self.loss_fn = loss_fn  # the training loss (sum over tokens); None: cross-entropy. Validation stays CE.
         self.run_dir = Path(run_dir or cfg.out)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.step = self.tokens_seen = self.nonfinite_in_row = self.nonfinite_total = 0
@@ -202,7 +203,7 @@ class Trainer:
                 loss, tokens = accumulate_gradients(
                     self.forward_model, micro, autocast=self.autocast,
                     scale=self.scaler.scale if self.scaler else (lambda x: x),
-                    extra_losses=self.extra_losses, token_count_reduce=self.token_count_reduce)
+                    extra_losses=self.extra_losses, token_count_reduce=self.token_count_reduce, loss_fn=self.loss_fn)
                 result = optimizer_step(self.model, self.optimizer, loss, tokens, cfg.grad_clip, self.scaler)
                 self.step += 1
                 self.tokens_seen += tokens

@@ -83,8 +83,10 @@ class Parallel:
             for block in model.layers:
                 fully_shard(block)
             fully_shard(model)
-            model.set_gradient_divide_factor(1.0)  # sum, as for DDP above
-            model.set_force_sum_reduction_for_comms(True)  # plain SUM (gloo has no PREMUL_SUM)
+            for module in model.modules():  # each fully_shard group reduces its own gradients
+                if isinstance(module, FSDPModule):
+                    module.set_gradient_divide_factor(1.0)  # sum, as for DDP above
+                    module.set_force_sum_reduction_for_comms(True)  # plain SUM (gloo has no PREMUL_SUM)
             return model, model
         return model, model
 

@@ -4,6 +4,7 @@ and `lmforge report RUN_DIR`: the markdown report of a run. Thin: flags map to T
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -34,6 +35,8 @@ def pretrain_command(
     precision: str | None = typer.Option(None, "--precision", help="fp32 | bf16 | fp16 (GPU only, loss scaling)."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
+    parallel: str | None = typer.Option(None, "--parallel", help="none | ddp | fsdp (FSDP2); launch with torchrun "
+                                        "--nproc_per_node N -m lmforge pretrain ... (batch size is per rank)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the weights and the data order."),
     activation_checkpointing: bool | None = typer.Option(
         None, "--activation-checkpointing/--no-activation-checkpointing", help="Recompute blocks in backward."),
@@ -49,6 +52,8 @@ def pretrain_command(
     flags.update(parse_assignment(s) for s in (set_ or []))
     cfg = TrainConfig.from_toml(config, **flags) if config else TrainConfig.from_dict(flags)
     summary = pretrain(cfg, log=typer.echo)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
+        return
     val = summary["val_loss"]
     typer.echo(f"{summary['status']}: {summary['step']} steps, {summary['tokens']:,} tokens in "
                f"{summary['elapsed_s']:.0f} s; validation loss "

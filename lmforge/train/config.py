@@ -17,6 +17,7 @@ from lmforge.common.errors import ConfigError
 SCHEDULES = ("cosine", "wsd", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
+PARALLEL = ("none", "ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard scalars (needs the `tensorboard` package)
     peak_tflops: float | None = None  # for MFU; None measures a matmul peak at start
     export_hf: bool = True  # write out/hf (config.json, model.safetensors, tokenizer) at the end
+    # data parallelism under torchrun: none | ddp (replicated weights) | fsdp (FSDP2, sharded weights and state)
+    parallel: str = "none"
 
     def __post_init__(self) -> None:
         positive = ("corpus_documents", "vocab_size", "seq_len", "batch_size", "grad_accum", "max_steps",
@@ -84,7 +87,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"TrainConfig.{name} must be an integer >= 0, got {value!r}")
-        for name, allowed in (("schedule", SCHEDULES), ("precision", PRECISIONS), ("device", DEVICES)):
+        for name, allowed in (("schedule", SCHEDULES), ("precision", PRECISIONS), ("device", DEVICES),
+                               ("parallel", PARALLEL)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}")
         if not self.lr > 0:

@@ -5,7 +5,6 @@ from a preset, the Trainer, then the Hugging Face export, plots and the markdown
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
@@ -17,9 +16,11 @@ from lmforge.model import ModelConfig, Transformer, get_preset
 from lmforge.model.hf_dir import save_hf_model
 from lmforge.train.config import TrainConfig
 from lmforge.train.corpus_data import prepare_data
+from lmforge.train.distributed import Parallel
 from lmforge.train.plots import write_plots
 from lmforge.train.report import write_report
-from lmforge.train.trainer import Trainer
+from lmforge.train.state import load_model_tensors, model_tensors_from
+from lmforge.train.trainer import Trainer, resolve_device
 
 
 def model_config(cfg: TrainConfig, tokenizer) -> ModelConfig:
@@ -40,23 +41,37 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    parallel = Parallel(cfg.parallel, resolve_device(cfg.device))
+    rank, world = parallel.rank, parallel.world_size
+    if rank != 0:
+        log = _quiet
     seed_everything(cfg.seed)
-    data_dir, tokenizer, data_stats = prepare_data(cfg, run_dir, log)
+    if rank == 0:  # rank 0 builds (or finds) the cached corpus and tokenizer; the others wait, then read them
+        data_dir, tokenizer, data_stats = prepare_data(cfg, run_dir, log)
+    parallel.barrier()
+    if rank != 0:
+        data_dir, tokenizer, data_stats = prepare_data(cfg, run_dir, log)
     mcfg = model_config(cfg, tokenizer)
     seed_everything(cfg.seed)  # the initial weights do not depend on whether the data was cached
     model = Transformer(mcfg)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     train = PackedLoader(data_dir, "train", cfg.batch_size, rank=rank, world_size=world, seed=cfg.seed)
     val = PackedLoader(data_dir, "val", cfg.batch_size, shuffle=False)
-    cfg.save(run_dir / "train_config.json")
-    mcfg.save(run_dir / "model_config.json")
-    trainer = Trainer(cfg, model, train, val, run_dir=run_dir, tokenizer=tokenizer, log=log, is_main=rank == 0)
+    if rank == 0:
+        cfg.save(run_dir / "train_config.json")
+        mcfg.save(run_dir / "model_config.json")
+    trainer = Trainer(cfg, model, train, val, run_dir=run_dir, tokenizer=tokenizer, log=log, is_main=rank == 0,
+                      parallel=parallel)
     log(f"model: {mcfg.num_params() / 1e6:.2f}M parameters ({cfg.model_config or cfg.preset}), vocab "
         f"{mcfg.vocab_size}, {trainer.precision}; {cfg.max_steps} steps x {cfg.batch_size * cfg.grad_accum} x "
         f"{cfg.seq_len} tokens")
     summary = trainer.fit()
     summary.update(params=mcfg.num_params(), unigram_entropy=data_stats["unigram_entropy"],
                    data=data_stats, preset=cfg.model_config or cfg.preset)
+    if parallel.mode == "fsdp" and summary["status"] == "finished" and cfg.export_hf:
+        full = parallel.model_state(model)  # collective: every rank takes part, rank 0 keeps a plain copy
+        if rank == 0:
+            model = Transformer(mcfg)
+            load_model_tensors(model, model_tensors_from(model, full))
     if rank == 0:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if summary["status"] == "finished" and cfg.export_hf:
@@ -64,4 +79,9 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
             tokenizer.save(run_dir / "hf")
         write_plots(run_dir)
         write_report(run_dir)
+    parallel.close()
     return summary
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0: silent (rank 0 speaks for the run)."""

@@ -15,13 +15,31 @@ from lmforge.common.errors import LmforgeError
 
 def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """The state dict with each shared storage (tied embeddings) stored under its first name only."""
+    return model_tensors_from(model, model.state_dict())
+
+
+def model_tensors_from(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` (model's state dict, possibly gathered from shards) without the aliases of tied parameters."""
+    aliases = _tied_aliases(model)
+    if aliases:
+        return {k: v for k, v in state.items() if k not in aliases}
     out, seen = {}, set()
-    for name, tensor in model.state_dict().items():
+    for name, tensor in state.items():
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
         if key not in seen:
             seen.add(key)
             out[name] = tensor
     return out
+
+
+def _tied_aliases(model: nn.Module) -> set[str]:
+    """Parameter names that repeat an earlier parameter object (a tied lm_head)."""
+    seen, aliases = set(), set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            aliases.add(name)
+        seen.add(id(p))
+    return aliases
 
 
 def load_model_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
@@ -32,8 +50,10 @@ def load_model_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> No
         raise LmforgeError(f"checkpoint does not fit the model: missing {real_missing}, unexpected {unexpected}")
 
 
-def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = optimizer.state_dict()
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer, sd: dict | None = None
+                         ) -> tuple[dict[str, torch.Tensor], dict]:
+    """`sd` (default optimizer.state_dict(); a distributed run passes its full, unsharded one) as tensors + JSON."""
+    sd = optimizer.state_dict() if sd is None else sd
     tensors, scalars = {}, {}
     for idx, st in sd["state"].items():
         for key, value in st.items():
@@ -44,13 +64,15 @@ def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, to
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict,
+                           load=None) -> None:
+    """Rebuild the state dict and load it with `load(sd)` (default optimizer.load_state_dict)."""
     state: dict[int, dict] = {}
     for flat, value in [*tensors.items(), *meta["scalars"].items()]:
         idx, key = flat.split(".", 1)
         state.setdefault(int(idx), {})[key] = value
     groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    (load or optimizer.load_state_dict)({"state": state, "param_groups": groups})
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict]:

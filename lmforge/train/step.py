@@ -38,20 +38,29 @@ def accumulate_gradients(model: nn.Module, micro_batches: Sequence[tuple[torch.T
                          scale: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
                          extra_losses: ExtraLosses | None = None,
                          token_count_reduce: Callable[[int], int] = lambda n: n,
-                         loss_fn: TokenLossFn | None = None) -> tuple[float, int]:
-    """Backward over every micro-batch; returns (mean token loss of the step, global target tokens)."""
+                         loss_fn: TokenLossFn | None = None,
+                         loss_sum_reduce: Callable[[float], float] = lambda s: s,
+                         no_sync: Callable[[bool], contextlib.AbstractContextManager] = lambda last: (
+                             contextlib.nullcontext()),
+                         ) -> tuple[float, int]:
+    """Backward over every micro-batch; returns (mean token loss of the step, global target tokens).
+
+    loss_fn(logits, x, y) replaces the token cross-entropy sum (distillation). Distributed: token_count_reduce
+    and loss_sum_reduce sum over the ranks, and no_sync(is_last_micro_batch) holds the gradient all-reduce until
+    the last backward (DDP)."""
     total = max(token_count_reduce(count_targets(micro_batches)), 1)
     loss_sum = 0.0
-    for x, y in micro_batches:
-        with autocast():
-            logits = model(x)
-            loss_part = token_loss_sum(logits, y) if loss_fn is None else loss_fn(logits, x, y)
-            loss = loss_part / total
-            if extra_losses is not None:
-                loss = loss + extra_losses(model) / len(micro_batches)
-        scale(loss).backward()
+    for i, (x, y) in enumerate(micro_batches):
+        with no_sync(i == len(micro_batches) - 1):
+            with autocast():
+                logits = model(x)
+                loss_part = token_loss_sum(logits, y) if loss_fn is None else loss_fn(logits, x, y)
+                loss = loss_part / total
+                if extra_losses is not None:
+                    loss = loss + extra_losses(model) / len(micro_batches)
+            scale(loss).backward()
         loss_sum += float(loss_part.detach())
-    return loss_sum / total, total
+    return loss_sum_reduce(loss_sum) / total, total
 
 
 @dataclass
@@ -73,7 +82,7 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: flo
     if scaler is not None:
         scaler.unscale_(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
-    grad_norm = float(norm)
+    grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor under FSDP2
     bad = not math.isfinite(loss) or (scaler is None and not math.isfinite(grad_norm))
     if scaler is not None:
         if bad:

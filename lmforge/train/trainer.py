@@ -2,7 +2,7 @@
 the global token count, clipping, mixed precision, non-finite step skipping, periodic validation, samples and
 atomic checkpoints with an exact resume, and a clean stop on SIGINT/SIGTERM.
 
-Parallelism is applied from outside: hand the Trainer rank-split loaders and, later, a wrapped model.
+Parallelism is applied from outside: hand the Trainer rank-split loaders and a `Parallel` plan (distributed.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from lmforge.train import state as st
 from lmforge.train.activation_checkpoint import apply_activation_checkpointing
 from lmforge.train.checkpoint import latest_valid_checkpoint, list_checkpoints, save_checkpoint
 from lmforge.train.config import TrainConfig
+from lmforge.train.distributed import Parallel
 from lmforge.train.metrics import MetricsLogger, flops_per_token, measure_peak_flops, memory_bytes
 from lmforge.train.optim import build_optimizer
 from lmforge.train.progress import TrainProgress
@@ -65,24 +66,29 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, model: nn.Module, train_loader, val_loader=None, *,
                  run_dir: str | Path | None = None, tokenizer=None, extra_losses: ExtraLosses | None = None,
                  token_count_reduce: Callable[[int], int] = lambda n: n, log: Callable[[str], None] = print,
-                 is_main: bool = True, loss_fn: TokenLossFn | None = None) -> None:
-        self.cfg, self.log, self.is_main = cfg, log, is_main
-        self.device = resolve_device(cfg.device)
+                 is_main: bool = True, loss_fn: TokenLossFn | None = None,
+                 parallel: Parallel | None = None) -> None:
+        self.cfg, self.log = cfg, log
+        self.parallel = parallel or Parallel("none", resolve_device(cfg.device))
+        self.is_main = is_main and self.parallel.is_main
+        self.device = self.parallel.device
         self.precision = resolve_precision(cfg.precision, self.device)
         if self.precision == "fp16" and self.device.type != "cuda":
             raise LmforgeError("precision='fp16' (with loss scaling) needs a CUDA device; use 'bf16' on CPU")
         if len(train_loader) == 0:
             raise LmforgeError("the training data holds less than one batch; lower batch_size or add data")
-        self.model = model.to(self.device)
         if cfg.activation_checkpointing:
-            apply_activation_checkpointing(self.model)
-        self.forward_model = torch.compile(self.model) if cfg.compile else self.model
+            apply_activation_checkpointing(model)
+        self.model, wrapped = self.parallel.wrap(model)  # DDP wraps; FSDP2 shards in place (before the optimizer)
+        self.forward_model = torch.compile(wrapped) if cfg.compile else wrapped
         self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                          betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.train_loader, self.val_loader, self.tokenizer = train_loader, val_loader, tokenizer
         self.extra_losses, self.token_count_reduce = extra_losses, token_count_reduce
         self.loss_fn = loss_fn  # the training loss (sum over tokens); None: cross-entropy. Validation stays CE.
+        if self.parallel.distributed:
+            self.token_count_reduce = lambda n: int(self.parallel.sum(token_count_reduce(n)))
         self.run_dir = Path(run_dir or cfg.out)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.step = self.tokens_seen = self.nonfinite_in_row = self.nonfinite_total = 0
@@ -106,15 +112,22 @@ class Trainer:
 
     # ---- checkpoints ----
 
-    def save(self) -> Path:
-        opt_tensors, opt_meta = st.optimizer_to_tensors(self.optimizer)
+    def save(self) -> Path | None:
+        """Call on every rank (gathering FSDP shards is collective); rank 0 writes. The loader cursor and RNG
+        saved are rank 0's: every rank is at the same cursor, and the RNG streams start from the same seed."""
+        p = self.parallel
+        optimizer_state, model_state = p.optimizer_state(self.model, self.optimizer), p.model_state(self.model)
+        if not self.is_main:  # (under FSDP the gathered full state exists on rank 0 only)
+            return None
+        opt_tensors, opt_meta = st.optimizer_to_tensors(self.optimizer, optimizer_state)
+        model_tensors = st.model_tensors_from(self.model, model_state)
         rng_tensors, rng_meta = st.rng_state()
         state = {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed,
                  "nonfinite_in_row": self.nonfinite_in_row, "nonfinite_total": self.nonfinite_total,
                  "last_val": self.last_val, "loader": self.train_loader.state_dict(), "optimizer": opt_meta,
                  "rng": rng_meta, "scaler": self.scaler.state_dict() if self.scaler else None,
                  "config": self.cfg.to_dict()}
-        tensors = {"model": st.model_tensors(self.model), "optimizer": opt_tensors, "rng": rng_tensors}
+        tensors = {"model": model_tensors, "optimizer": opt_tensors, "rng": rng_tensors}
         return save_checkpoint(self.ckpt_dir, self.step, tensors, state, keep=self.cfg.keep_checkpoints)
 
     def resume(self) -> bool:
@@ -124,9 +137,14 @@ class Trainer:
             self.log(f"no valid checkpoint in {self.ckpt_dir}; starting from step 0")
             return False
         s = ckpt.state
-        st.load_model_tensors(self.model, ckpt.tensors["model"])
-        st.optimizer_from_tensors(self.optimizer, ckpt.tensors["optimizer"], s["optimizer"])
-        self.train_loader.load_state_dict(s["loader"])
+        p = self.parallel
+        if p.mode == "fsdp":
+            p.load_model_state(self.model, ckpt.tensors["model"])
+        else:
+            st.load_model_tensors(self.model, ckpt.tensors["model"])
+        st.optimizer_from_tensors(self.optimizer, ckpt.tensors["optimizer"], s["optimizer"],
+                                  load=lambda sd: p.load_optimizer_state(self.model, self.optimizer, sd))
+        self.train_loader.load_state_dict({**s["loader"], "rank": self.train_loader.rank})
         if self.scaler is not None and s.get("scaler"):
             self.scaler.load_state_dict(s["scaler"])
         st.set_rng_state(ckpt.tensors["rng"], s["rng"])
@@ -203,7 +221,9 @@ class Trainer:
                 loss, tokens = accumulate_gradients(
                     self.forward_model, micro, autocast=self.autocast,
                     scale=self.scaler.scale if self.scaler else (lambda x: x),
-                    extra_losses=self.extra_losses, token_count_reduce=self.token_count_reduce, loss_fn=self.loss_fn)
+                    extra_losses=self.extra_losses, token_count_reduce=self.token_count_reduce, loss_fn=self.loss_fn,
+                    loss_sum_reduce=self.parallel.sum,
+                    no_sync=lambda last: self.parallel.no_sync(self.forward_model, last))
                 result = optimizer_step(self.model, self.optimizer, loss, tokens, cfg.grad_clip, self.scaler)
                 self.step += 1
                 self.tokens_seen += tokens
@@ -223,16 +243,18 @@ class Trainer:
                     if self.last_val is not None:
                         self._log({"kind": "val", "step": self.step, "val_loss": self.last_val,
                                    "val_ppl": math.exp(min(self.last_val, 50))})
-                if self.is_main and (self.step % cfg.sample_every == 0 or self.step == cfg.max_steps):
-                    self._write_samples(self.samples())
+                if self.step % cfg.sample_every == 0 or self.step == cfg.max_steps:
+                    samples = self.samples() if self.is_main or self.parallel.mode == "fsdp" else []
+                    if self.is_main:
+                        self._write_samples(samples)
                 bar.update(self.step, result.loss, self.last_val)
-                due = stop or self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps
-                if due and self.is_main:
+                stopping = self.parallel.any(bool(stop))  # every rank stops at the same step
+                if stopping or self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
                     self.save()
-                if stop:
+                if stopping:
                     status = "interrupted"
-                    self.log(f"stopped by signal {stop.signal} at step {self.step}; checkpoint saved, "
-                             f"resume with --resume")
+                    self.log(f"stopped by signal {stop.signal or '(on another rank)'} at step {self.step}; "
+                             f"checkpoint saved, resume with --resume")
                     break
         if self.metrics is not None:
             self.metrics.close()

@@ -1,0 +1,100 @@
+"""Training throughput: lmforge's Transformer vs transformers' LlamaForCausalLM built from the same config
+(random weights, offline), the same train step (forward, summed token cross-entropy, backward, AdamW), batch,
+sequence length and precision, alternated in one process, best of --repeat. Also lmforge's MFU against a matmul
+peak measured in the same run and dtype. Prints one JSON line. Usage: python benchmarks/train_throughput.py
+"""
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+
+import torch
+
+from lmforge.model import Transformer, get_preset
+from lmforge.model.hf import config_to_hf
+from lmforge.train.metrics import flops_per_token, measure_peak_flops
+from lmforge.train.optim import build_optimizer
+from lmforge.train.step import accumulate_gradients, optimizer_step
+
+
+def train_steps(forward, params_model, batch, steps, autocast) -> float:
+    """Seconds per step of `steps` optimizer steps (after the caller's warmup)."""
+    opt = build_optimizer(params_model, lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
+    for _ in range(steps + 1):  # the first step allocates AdamW state and warms the allocator
+        if _ == 1:
+            if batch[0].is_cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        loss, tokens = accumulate_gradients(forward, [batch], autocast=autocast)
+        optimizer_step(params_model, opt, loss, tokens, grad_clip=1.0)
+    if batch[0].is_cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--kv-heads", type=int, default=4)
+    parser.add_argument("--ffn", type=int, default=768)
+    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per repetition")
+    parser.add_argument("--repeat", type=int, default=3, help="alternated repetitions (best is reported)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--profile", action="store_true", help="print lmforge's top ops (torch.profiler) to stderr")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    device = torch.device(args.device)
+    cfg = get_preset("tiny-llama", dim=args.dim, n_layers=args.layers, n_heads=args.heads, n_kv_heads=args.kv_heads,
+                     ffn_dim=args.ffn, vocab_size=args.vocab, max_seq_len=args.seq)
+    torch.manual_seed(0)
+    ours = Transformer(cfg).to(device)
+    hf_cfg = LlamaConfig.from_dict(config_to_hf(cfg))
+    hf_cfg._attn_implementation = "sdpa"
+    theirs = LlamaForCausalLM(hf_cfg).to(device)
+    x = torch.randint(0, args.vocab, (args.batch, args.seq), device=device)
+    batch = (x, torch.roll(x, -1, dims=1))
+    mask = torch.ones_like(x)
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+
+    def autocast():
+        return (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16"
+                else contextlib.nullcontext())
+
+    def hf_forward(ids):
+        return theirs(input_ids=ids, attention_mask=mask).logits
+
+    runs = {"lmforge": (ours, ours), "transformers": (hf_forward, theirs)}
+    best = {name: float("inf") for name in runs}
+    for _ in range(args.repeat):
+        for name, (forward, module) in runs.items():
+            best[name] = min(best[name], train_steps(forward, module, batch, args.steps, autocast))
+    if args.profile:
+        with torch.profiler.profile() as prof:
+            train_steps(ours, ours, batch, 1, autocast)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
+    tokens = args.batch * args.seq
+    peak = measure_peak_flops(device, dtype, size=2048 if device.type == "cpu" else 8192, reps=4)
+    ours_tps, theirs_tps = tokens / best["lmforge"], tokens / best["transformers"]
+    print(json.dumps({
+        "device": str(device), "precision": args.precision + (" autocast" if args.precision == "bf16" else ""),
+        "params_m": round(cfg.num_params() / 1e6, 2), "batch": args.batch, "seq": args.seq,
+        "ours_tok_per_s": round(ours_tps, 1), "baseline_tok_per_s": round(theirs_tps, 1),
+        "ratio": round(ours_tps / theirs_tps, 3),
+        "ours_mfu": round(flops_per_token(cfg, args.seq) * ours_tps / peak, 4),
+        "matmul_peak_tflops": round(peak / 1e12, 3)}))
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,7 @@ import sys
 
 import typer
 
+import lmforge.cli.eval_cmd as eval_cmd
 from lmforge.cli import chat_cmd, convert_cmd, data_cmd, generate_cmd, info_cmd, pretrain_cmd, serve_cmd, tokenizer_cmd
 from lmforge.common.errors import LmforgeError
 
@@ -23,6 +24,7 @@ app.add_typer(tokenizer_cmd.app, name="tokenizer")
 app.add_typer(data_cmd.app, name="data")
 app.command("pretrain")(pretrain_cmd.pretrain_command)
 app.command("report")(pretrain_cmd.report_command)
+app.add_typer(eval_cmd.app, name="eval")
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """`pretrain(cfg)`: the whole run behind `lmforge pretrain` — data (embedded corpus or packed shards), a model
-from a preset, the Trainer, then the Hugging Face export, plots and the markdown report in the run directory.
+from a preset (or, with init_from, a loaded model to continue: continued.py), the Trainer, then the Hugging Face
+export, plots and the markdown report in the run directory.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from lmforge.data.loader import PackedLoader
 from lmforge.model import ModelConfig, Transformer, get_preset
 from lmforge.model.hf_dir import save_hf_model
 from lmforge.train.config import TrainConfig
+from lmforge.train.continued import load_init, prepare_init_data
 from lmforge.train.corpus_data import prepare_data
 from lmforge.train.plots import write_plots
 from lmforge.train.report import write_report
@@ -41,26 +43,35 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    data_dir, tokenizer, data_stats = prepare_data(cfg, run_dir, log)
-    mcfg = model_config(cfg, tokenizer)
-    seed_everything(cfg.seed)  # the initial weights do not depend on whether the data was cached
-    model = Transformer(mcfg)
+    generation = None
+    if cfg.init_from:  # continued pretraining: the model's own weights and (expanded) tokenizer
+        lm = load_init(cfg, log)
+        model, tokenizer, mcfg, generation = lm.model, lm.tokenizer, lm.config, lm.generation_config
+        data_dir, data_stats = prepare_init_data(cfg, run_dir, tokenizer, log)
+    else:
+        data_dir, tokenizer, data_stats = prepare_data(cfg, run_dir, log)
+        mcfg = model_config(cfg, tokenizer)
+        seed_everything(cfg.seed)  # the initial weights do not depend on whether the data was cached
+        model = Transformer(mcfg)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     train = PackedLoader(data_dir, "train", cfg.batch_size, rank=rank, world_size=world, seed=cfg.seed)
     val = PackedLoader(data_dir, "val", cfg.batch_size, shuffle=False)
     cfg.save(run_dir / "train_config.json")
     mcfg.save(run_dir / "model_config.json")
     trainer = Trainer(cfg, model, train, val, run_dir=run_dir, tokenizer=tokenizer, log=log, is_main=rank == 0)
-    log(f"model: {mcfg.num_params() / 1e6:.2f}M parameters ({cfg.model_config or cfg.preset}), vocab "
+    log(f"model: {mcfg.num_params() / 1e6:.2f}M parameters ({cfg.init_from or cfg.model_config or cfg.preset}), vocab "
         f"{mcfg.vocab_size}, {trainer.precision}; {cfg.max_steps} steps x {cfg.batch_size * cfg.grad_accum} x "
         f"{cfg.seq_len} tokens")
+    initial_val = trainer.evaluate() if cfg.init_from and not cfg.resume else None
     summary = trainer.fit()
+    if initial_val is not None:
+        summary["initial_val_loss"] = initial_val
     summary.update(params=mcfg.num_params(), unigram_entropy=data_stats["unigram_entropy"],
-                   data=data_stats, preset=cfg.model_config or cfg.preset)
+                   data=data_stats, preset=cfg.init_from or cfg.model_config or cfg.preset)
     if rank == 0:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if summary["status"] == "finished" and cfg.export_hf:
-            save_hf_model(model, run_dir / "hf")
+            save_hf_model(model, run_dir / "hf", generation)
             tokenizer.save(run_dir / "hf")
         write_plots(run_dir)
         write_report(run_dir)

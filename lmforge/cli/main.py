@@ -10,6 +10,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     convert_cmd,
     data_cmd,
     distill_cmd,
+    eval_cmd,
     generate_cmd,
     info_cmd,
     pretrain_cmd,
@@ -38,6 +39,7 @@ app.command("pretrain")(pretrain_cmd.pretrain_command)
 app.command("report")(pretrain_cmd.report_command)
 app.command("scaling")(scaling_cmd.scaling_command)
 app.command("distill")(distill_cmd.distill_command)
+app.add_typer(eval_cmd.app, name="eval")
 
 
 def main() -> None:

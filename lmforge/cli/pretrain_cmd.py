@@ -44,6 +44,12 @@ def pretrain_command(
     eval_every: int | None = typer.Option(None, "--eval-every", help="Validate every N steps."),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show a progress bar with ETA."),
+    init_from: str | None = typer.Option(None, "--init", help="Continue pretraining this model (embedded name, HF "
+                                         "directory or .gguf): its weights and tokenizer replace --preset."),
+    add_tokens: str | None = typer.Option(None, "--add-tokens", help="With --init: file of new tokens (one a line); "
+                                          "their embeddings start at the mean of their old sub-tokens."),
+    train_text: str | None = typer.Option(None, "--train-text", help="With --init: UTF-8 text file to train on "
+                                          "(documents split at blank lines) instead of the embedded corpus."),
     set_: list[str] | None = typer.Option(None, "--set", help="Any other TrainConfig field: --set FIELD=VALUE "
                                           "(repeatable; VALUE in TOML syntax)."),
 ) -> None:

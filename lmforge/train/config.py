@@ -74,6 +74,10 @@ class TrainConfig:
     export_hf: bool = True  # write out/hf (config.json, model.safetensors, tokenizer) at the end
     # data parallelism under torchrun: none | ddp (replicated weights) | fsdp (FSDP2, sharded weights and state)
     parallel: str = "none"
+    # continued pretraining: start from a model's weights and tokenizer (instead of preset / model_config)
+    init_from: str | None = None  # embedded model name, Hugging Face directory or .gguf file
+    add_tokens: str | None = None  # with init_from: file of new tokens, one a line (embeddings: sub-token mean)
+    train_text: str | None = None  # with init_from: UTF-8 text (documents split at blank lines) instead of the corpus
 
     def __post_init__(self) -> None:
         positive = ("corpus_documents", "vocab_size", "seq_len", "batch_size", "grad_accum", "max_steps",
@@ -106,6 +110,9 @@ class TrainConfig:
             raise ConfigError(f"TrainConfig.peak_tflops must be > 0 or unset, got {self.peak_tflops!r}")
         if self.data_dir is not None and self.tokenizer_dir is None:
             raise ConfigError("TrainConfig.data_dir needs tokenizer_dir (the tokenizer the shards were packed with)")
+        for name in ("add_tokens", "train_text"):
+            if getattr(self, name) is not None and self.init_from is None:
+                raise ConfigError(f"TrainConfig.{name} needs init_from (the model whose tokenizer it extends/uses)")
         if isinstance(self.sample_prompts, list):
             object.__setattr__(self, "sample_prompts", tuple(self.sample_prompts))
 

@@ -1,5 +1,6 @@
 """`pretrain(cfg)`: the whole run behind `lmforge pretrain` — data (embedded corpus or packed shards), a model
-from a preset, the Trainer, then the Hugging Face export, plots and the markdown report in the run directory.
+from a preset (or, with init_from, a loaded model to continue: continued.py), the Trainer, then the Hugging Face
+export, plots and the markdown report in the run directory.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from lmforge.data.loader import PackedLoader
 from lmforge.model import ModelConfig, Transformer, get_preset
 from lmforge.model.hf_dir import save_hf_model
 from lmforge.train.config import TrainConfig
+from lmforge.train.continued import load_init, prepare_init_data
 from lmforge.train.corpus_data import prepare_data
 from lmforge.train.distributed import Parallel
 from lmforge.train.plots import write_plots
@@ -36,6 +38,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _setup(cfg: TrainConfig, run_dir: Path, log):
+    """(model, tokenizer, model config, generation config, data dir, data stats): a new model on the prepared corpus,
+    or, for continued pretraining, the init model's own weights and (expanded) tokenizer on its text."""
+    if cfg.init_from:
+        lm = load_init(cfg, log)
+        data_dir, data_stats = prepare_init_data(cfg, run_dir, lm.tokenizer, log)
+        return lm.model, lm.tokenizer, lm.config, lm.generation_config, data_dir, data_stats
+    data_dir, tokenizer, data_stats = prepare_data(cfg, run_dir, log)
+    mcfg = model_config(cfg, tokenizer)
+    seed_everything(cfg.seed)  # the initial weights do not depend on whether the data was cached
+    return Transformer(mcfg), tokenizer, mcfg, None, data_dir, data_stats
+
+
 def pretrain(cfg: TrainConfig, log=print) -> dict:
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -47,13 +62,10 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
         log = _quiet
     seed_everything(cfg.seed)
     if rank == 0:  # rank 0 builds (or finds) the cached corpus and tokenizer; the others wait, then read them
-        data_dir, tokenizer, data_stats = prepare_data(cfg, run_dir, log)
+        model, tokenizer, mcfg, generation, data_dir, data_stats = _setup(cfg, run_dir, log)
     parallel.barrier()
     if rank != 0:
-        data_dir, tokenizer, data_stats = prepare_data(cfg, run_dir, log)
-    mcfg = model_config(cfg, tokenizer)
-    seed_everything(cfg.seed)  # the initial weights do not depend on whether the data was cached
-    model = Transformer(mcfg)
+        model, tokenizer, mcfg, generation, data_dir, data_stats = _setup(cfg, run_dir, log)
     train = PackedLoader(data_dir, "train", cfg.batch_size, rank=rank, world_size=world, seed=cfg.seed)
     val = PackedLoader(data_dir, "val", cfg.batch_size, shuffle=False)
     if rank == 0:
@@ -61,12 +73,15 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
         mcfg.save(run_dir / "model_config.json")
     trainer = Trainer(cfg, model, train, val, run_dir=run_dir, tokenizer=tokenizer, log=log, is_main=rank == 0,
                       parallel=parallel)
-    log(f"model: {mcfg.num_params() / 1e6:.2f}M parameters ({cfg.model_config or cfg.preset}), vocab "
+    log(f"model: {mcfg.num_params() / 1e6:.2f}M parameters ({cfg.init_from or cfg.model_config or cfg.preset}), vocab "
         f"{mcfg.vocab_size}, {trainer.precision}; {cfg.max_steps} steps x {cfg.batch_size * cfg.grad_accum} x "
         f"{cfg.seq_len} tokens")
+    initial_val = trainer.evaluate() if cfg.init_from and not cfg.resume else None
     summary = trainer.fit()
+    if initial_val is not None:
+        summary["initial_val_loss"] = initial_val
     summary.update(params=mcfg.num_params(), unigram_entropy=data_stats["unigram_entropy"],
-                   data=data_stats, preset=cfg.model_config or cfg.preset)
+                   data=data_stats, preset=cfg.init_from or cfg.model_config or cfg.preset)
     if parallel.mode == "fsdp" and summary["status"] == "finished" and cfg.export_hf:
         full = parallel.model_state(model)  # collective: every rank takes part, rank 0 keeps a plain copy
         if rank == 0:
@@ -75,7 +90,7 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
     if rank == 0:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if summary["status"] == "finished" and cfg.export_hf:
-            save_hf_model(model, run_dir / "hf")
+            save_hf_model(model, run_dir / "hf", generation)
             tokenizer.save(run_dir / "hf")
         write_plots(run_dir)
         write_report(run_dir)

@@ -15,6 +15,7 @@ from lmforge.model.config import ModelConfig
 from lmforge.model.hf import config_from_hf
 from lmforge.model.hf_dir import build_model, load_hf_model, save_hf_model
 from lmforge.model.presets import preset_names
+from lmforge.model.quant_io import is_quantized_dir, load_quantized, save_quantized
 from lmforge.model.transformer import Transformer
 from lmforge.tokenizer import Tokenizer
 
@@ -47,7 +48,10 @@ class LM:
 
     def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
         """Write a Hugging Face directory that transformers loads (LlamaForCausalLM / Qwen2 / Qwen3)."""
-        save_hf_model(self.model, directory, self.generation_config, dtype=dtype)
+        if getattr(self.model, "quant_config", None) is not None:
+            save_quantized(self.model, directory, self.generation_config)  # int8/int4: our own layout
+        else:
+            save_hf_model(self.model, directory, self.generation_config, dtype=dtype)
         if self.tokenizer is not None:
             self.tokenizer.save(directory)
 
@@ -99,6 +103,9 @@ def load(name_or_path: str | Path = "smollm2-135m", dtype: str | torch.dtype = "
         if path.suffix.lower() != ".gguf":
             raise LmforgeError(f"{path} is a single file; expected a .gguf file or a Hugging Face directory")
         return load_gguf(path, torch_dtype)
-    model, generation = load_hf_model(path, torch_dtype)
+    if is_quantized_dir(path):
+        model, generation = load_quantized(path, torch_dtype)
+    else:
+        model, generation = load_hf_model(path, torch_dtype)
     tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
     return LM(model=model, tokenizer=tokenizer, source=str(path), generation_config=generation)

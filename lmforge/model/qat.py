@@ -12,15 +12,14 @@ from torch import nn
 
 from lmforge.common.errors import LmforgeError
 from lmforge.model.quant import (
-    GROUP_SIZES,
-    Int4Linear,
-    Int8Linear,
     QuantConfig,
+    check_group_size,
     dequantize_int4,
     dequantize_int8,
     quantizable_linears,
     quantize_int4,
     quantize_int8,
+    quantized_linear,
     set_submodule,
 )
 
@@ -61,16 +60,13 @@ class FakeQuantLinear(nn.Linear):
         return super().extra_repr() + f", fake_quant=int{self.bits}{group}"
 
 
-def enable_qat(model: nn.Module, bits: int = 8, group_size: int = 32, skip: tuple[str, ...] = ()) -> nn.Module:
+def enable_qat(model: nn.Module, bits: int = 8, group_size: int = 32, skip: tuple[str, ...] = (),
+               head_bits: int = 8) -> nn.Module:
     """Swap every nn.Linear (but the `skip` fnmatch patterns) for a FakeQuantLinear sharing its parameters."""
-    cfg = QuantConfig(bits=bits, group_size=group_size, skip=tuple(skip))
-    linears = quantizable_linears(model, cfg.skip)
-    for name, linear in linears:  # fail before changing anything
-        if bits == 4 and linear.in_features % group_size:
-            raise LmforgeError(f"int4 group_size {group_size} does not divide in_features {linear.in_features} of "
-                               f"{name}; use one of {[g for g in GROUP_SIZES if linear.in_features % g == 0]}")
-    for name, linear in linears:
-        set_submodule(model, name, FakeQuantLinear.from_linear(linear, bits, group_size))
+    cfg = QuantConfig(bits=bits, group_size=group_size, skip=tuple(skip), head_bits=head_bits)
+    check_group_size(model, cfg)
+    for name, linear in quantizable_linears(model, cfg.skip):
+        set_submodule(model, name, FakeQuantLinear.from_linear(linear, cfg.bits_for(name), group_size))
     model.qat_config = cfg
     return model
 
@@ -85,7 +81,7 @@ def convert_qat(model: nn.Module) -> nn.Module:
         if isinstance(module, FakeQuantLinear):
             plain = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None, device="meta")
             plain.weight, plain.bias = module.weight, module.bias
-            real = Int8Linear.from_linear(plain) if cfg.bits == 8 else Int4Linear.from_linear(plain, cfg.group_size)
+            real = quantized_linear(plain, module.bits, module.group_size)
             set_submodule(model, name, real.to(module.weight.device))
     del model.qat_config
     model.quant_config = cfg

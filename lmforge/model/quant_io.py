@@ -61,7 +61,7 @@ def load_quantized(directory: str | Path, dtype: torch.dtype = torch.float32) ->
         model = Transformer(cfg)
     head_quantized = any(name == "lm_head" for name, _ in quantizable_linears(model, quant.skip))
     for name, linear in quantizable_linears(model, quant.skip):
-        set_submodule(model, name, empty_quantized_linear(linear, quant))
+        set_submodule(model, name, empty_quantized_linear(linear, quant, name))
     state = load_weights_file(directory / "model.safetensors")
     tied = cfg.tie_embeddings and not head_quantized
     if tied:

@@ -4,7 +4,7 @@ import sys
 
 import typer
 
-from lmforge.cli import convert_cmd, data_cmd, generate_cmd, info_cmd, quantize_cmd, tokenizer_cmd
+from lmforge.cli import bench_cmd, convert_cmd, data_cmd, generate_cmd, info_cmd, quantize_cmd, tokenizer_cmd
 from lmforge.common.errors import LmforgeError
 
 app = typer.Typer(
@@ -20,6 +20,7 @@ app.command("generate")(generate_cmd.generate)
 app.command("quantize")(quantize_cmd.quantize)
 app.add_typer(tokenizer_cmd.app, name="tokenizer")
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(bench_cmd.app, name="bench")
 
 
 def main() -> None:

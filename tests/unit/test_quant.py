@@ -89,6 +89,8 @@ def test_quantized_model_stays_close_and_reloads_identically(tmp_path, bits):
         quantize_model(model, bits=bits, group_size=32)
         out = model(ids)
     assert isinstance(model.layers[0].attn.q_proj, Int8Linear if bits == 8 else Int4Linear)
+    assert isinstance(model.lm_head, Int8Linear)  # head_bits defaults to 8, whatever the body's width
+    assert model.lm_head.weight is not model.embed.weight and model.embed.weight.is_floating_point()
     cos = torch.nn.functional.cosine_similarity(out.flatten(), ref.flatten(), dim=0)
     assert cos > (0.999 if bits == 8 else 0.98)
     save_quantized(model, tmp_path)

@@ -9,6 +9,7 @@ Prints one JSON line. Usage: python benchmarks/decode.py [--tokens 128] [--repea
 import argparse
 import gc
 import json
+import sys
 
 import torch
 
@@ -60,11 +61,13 @@ def main() -> None:
         pad_id = lm.tokenizer.pad_token_id
         bound[name] = bandwidth * 1e9 / bytes_read_per_token(lm.model)
         ours[name], outputs[name] = decode_tokens_per_s(lm.model, prompt, args.tokens, args.repeat)
+        print(f"lmforge {name}: {ours[name]:.1f} tok/s (bound {bound[name]:.1f})", file=sys.stderr, flush=True)
         del lm
         gc.collect()
     hf, hf_out = {}, {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         hf[name], hf_out[name] = hf_tokens_per_s(path, dtype, prompt, args.tokens, args.repeat, pad_id)
+        print(f"transformers {name}: {hf[name]:.1f} tok/s", file=sys.stderr, flush=True)
         gc.collect()
     print(json.dumps({
         "benchmark": "greedy_decode", "model": "smollm2-135m (GGUF Q4_1 dequantized)", "batch": 1,

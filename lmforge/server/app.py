@@ -74,9 +74,10 @@ async def _merge(streams):
                 raise err
             else:
                 yield index, item
-    finally:
+    finally:  # the consumer is done or gone: stop the pumps (their streams abort their requests), then close
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for stream in streams:
             await stream.aclose()
 

@@ -94,6 +94,7 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
             tokenizer.save(run_dir / "hf")
         write_plots(run_dir)
         write_report(run_dir)
+    parallel.barrier()  # no rank tears the process group down while another still uses it (gloo would abort)
     parallel.close()
     return summary
 

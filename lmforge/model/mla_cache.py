@@ -6,26 +6,21 @@ the point of MLA. Same interface as KVCache (length, check_room, update, advance
 
 import torch
 
-from lmforge.common.errors import LmforgeError
+from lmforge.model.kv_cache import CachePositions
 
 
-class MLACache:
+class MLACache(CachePositions):
+    kind = "MLA cache"
+
     def __init__(self, n_layers: int, batch_size: int, max_len: int, kv_lora_rank: int, rope_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
         self.latent = torch.zeros((n_layers, batch_size, max_len, kv_lora_rank), dtype=dtype, device=device)
         self.k_rope = torch.zeros((n_layers, batch_size, max_len, rope_dim), dtype=dtype, device=device)
-        self.max_len = max_len
-        self.length = 0
+        super().__init__(max_len)
 
     @property
     def batch_size(self) -> int:
         return self.latent.shape[1]
-
-    def check_room(self, n_new: int) -> None:
-        if self.length + n_new > self.max_len:
-            raise LmforgeError(
-                f"MLA cache full: {self.length} cached + {n_new} new tokens exceed its max_len {self.max_len}"
-            )
 
     def update(self, layer: int, latent: torch.Tensor, k_rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write latent [B, T, r] and k_rope [B, T, d_rope] after the cached positions; return all so far."""
@@ -33,15 +28,3 @@ class MLACache:
         self.latent[layer, :, self.length:end] = latent
         self.k_rope[layer, :, self.length:end] = k_rope
         return self.latent[layer, :, :end], self.k_rope[layer, :, :end]
-
-    def advance(self, n: int) -> None:
-        self.length += n
-
-    def reset(self) -> None:
-        self.length = 0
-
-    def truncate(self, length: int) -> None:
-        """Forget every position from `length` on (speculative decoding's rollback)."""
-        if not 0 <= length <= self.length:
-            raise LmforgeError(f"cannot truncate an MLA cache of length {self.length} to {length}")
-        self.length = length

@@ -23,7 +23,7 @@ from lmforge.model.hf_deepseek import (
 )
 from lmforge.model.hf_gemma import NAMES as GEMMA3_NAMES
 from lmforge.model.hf_gemma import gemma3_config_from_hf, gemma3_config_to_hf
-from lmforge.model.hf_names import compile_pattern, rename
+from lmforge.model.hf_names import compile_pattern, hf_shape_fields, rename
 from lmforge.model.rope_scaling import rope_parameters_to_hf, rope_scaling_from_hf
 
 HF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",
@@ -134,15 +134,10 @@ def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
     hf = {
         "architectures": [HF_ARCHITECTURES[cfg.family]],
         "model_type": cfg.family,
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.dim,
-        "intermediate_size": cfg.ffn_dim,
-        "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads,
+        **hf_shape_fields(cfg),
         "num_key_value_heads": cfg.resolved_kv_heads,
         "head_dim": cfg.resolved_head_dim,
         "hidden_act": "silu",
-        "max_position_embeddings": cfg.max_seq_len,
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,
         "rope_parameters": rope_parameters_to_hf(cfg.rope_scaling, cfg.rope_theta),

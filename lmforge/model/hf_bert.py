@@ -8,7 +8,7 @@ import torch
 
 from lmforge.common.errors import LmforgeError
 from lmforge.model.config import ModelConfig
-from lmforge.model.hf_names import NameTable
+from lmforge.model.hf_names import NameTable, hf_shape_fields
 
 _ACTS = {"gelu": "gelu_erf", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu"}
 
@@ -84,13 +84,8 @@ def bert_config_to_hf(cfg: ModelConfig, dtype: torch.dtype) -> dict:
     return {
         "architectures": ["BertForMaskedLM"],
         "model_type": "bert",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.dim,
-        "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads,
-        "intermediate_size": cfg.ffn_dim,
+        **hf_shape_fields(cfg),
         "hidden_act": back[cfg.mlp],
-        "max_position_embeddings": cfg.max_seq_len,
         "type_vocab_size": cfg.type_vocab_size,
         "layer_norm_eps": cfg.norm_eps,
         "position_embedding_type": "absolute",

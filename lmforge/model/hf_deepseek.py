@@ -11,6 +11,7 @@ import torch
 
 from lmforge.common.errors import LmforgeError
 from lmforge.model.config import ModelConfig
+from lmforge.model.hf_names import hf_shape_fields
 
 SPARSE_ARCHITECTURES = {"deepseek_v3": "DeepseekV3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}
 _PROJS = ("gate_proj", "up_proj", "down_proj")
@@ -97,10 +98,8 @@ def sparse_config_to_hf(cfg: ModelConfig, dtype: torch.dtype) -> dict:
     if cfg.norm != "rmsnorm" or cfg.mlp != "swiglu" or cfg.qkv_bias != cfg.o_bias or cfg.n_routed_experts == 0:
         raise LmforgeError(f"{cfg.family} export needs rmsnorm, swiglu, one attention bias flag and routed experts")
     hf = {
-        "architectures": [SPARSE_ARCHITECTURES[cfg.family]], "model_type": cfg.family,
-        "vocab_size": cfg.vocab_size, "hidden_size": cfg.dim, "intermediate_size": cfg.ffn_dim,
-        "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads, "hidden_act": "silu",
-        "max_position_embeddings": cfg.max_seq_len, "rms_norm_eps": cfg.norm_eps,
+        "architectures": [SPARSE_ARCHITECTURES[cfg.family]], "model_type": cfg.family, **hf_shape_fields(cfg),
+        "hidden_act": "silu", "rms_norm_eps": cfg.norm_eps,
         "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta}, "rope_theta": cfg.rope_theta,
         "tie_word_embeddings": cfg.tie_embeddings, "attention_bias": cfg.o_bias,
         "num_experts_per_tok": cfg.n_experts_per_tok, "moe_intermediate_size": cfg.moe_ffn_dim or cfg.ffn_dim,

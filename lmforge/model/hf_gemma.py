@@ -9,7 +9,7 @@ import torch
 
 from lmforge.common.errors import LmforgeError
 from lmforge.model.config import ModelConfig
-from lmforge.model.hf_names import NameTable
+from lmforge.model.hf_names import NameTable, hf_shape_fields
 from lmforge.model.rope_scaling import rope_parameters_to_hf, rope_scaling_from_hf
 
 _LAYER_TYPES = {"sliding_attention": "sliding", "full_attention": "full"}
@@ -103,15 +103,10 @@ def gemma3_config_to_hf(cfg: ModelConfig, dtype: torch.dtype) -> dict:
     return {
         "architectures": ["Gemma3ForCausalLM"],
         "model_type": "gemma3_text",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.dim,
-        "intermediate_size": cfg.ffn_dim,
-        "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads,
+        **hf_shape_fields(cfg),
         "num_key_value_heads": cfg.resolved_kv_heads,
         "head_dim": cfg.resolved_head_dim,
         "hidden_activation": "gelu_pytorch_tanh",
-        "max_position_embeddings": cfg.max_seq_len,
         "rms_norm_eps": cfg.norm_eps,
         "rope_parameters": {
             "full_attention": rope_parameters_to_hf(cfg.rope_scaling, cfg.rope_theta),

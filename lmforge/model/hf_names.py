@@ -10,6 +10,13 @@ import torch
 from lmforge.common.errors import LmforgeError
 
 
+def hf_shape_fields(cfg) -> dict:
+    """The config.json sizes every transformers decoder/encoder config names the same way."""
+    return {"vocab_size": cfg.vocab_size, "hidden_size": cfg.dim, "intermediate_size": cfg.ffn_dim,
+            "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
+            "max_position_embeddings": cfg.max_seq_len}
+
+
 def compile_pattern(pattern: str) -> re.Pattern:
     return re.compile("^" + re.escape(pattern).replace(r"\{i\}", r"(\d+)") + "$")
 

@@ -58,6 +58,11 @@ class TrainConfig:
     precision: str = "auto"
     activation_checkpointing: bool = False  # recompute each block in backward (torch.utils.checkpoint)
     compile: bool = False  # torch.compile the model
+    # objectives beside next-token loss (objectives.py), switched on by the model config: the MoE balance loss
+    # (ModelConfig.aux_loss_coef), MTP (n_mtp_modules), masked LM (encoder presets) and, for routers with a
+    # correction bias (DeepSeek-V3), the aux-loss-free update bias_e += rate * sign(mean load - load_e)
+    router_bias_rate: float = 1e-3
+    mlm_probability: float = 0.15  # share of tokens that become masked-LM targets (encoders)
     max_nonfinite: int = 5  # abort after this many non-finite steps in a row (each is skipped)
     # evaluation, logging, checkpoints
     eval_every: int = 50
@@ -100,6 +105,10 @@ class TrainConfig:
         for name in ("min_lr_ratio", "decay_fraction", "beta1", "beta2"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"TrainConfig.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if self.router_bias_rate < 0:
+            raise ConfigError(f"TrainConfig.router_bias_rate must be >= 0, got {self.router_bias_rate!r}")
+        if not 0 < self.mlm_probability < 1:
+            raise ConfigError(f"TrainConfig.mlm_probability must be in (0, 1), got {self.mlm_probability!r}")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"TrainConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.weight_decay < 0 or self.grad_clip < 0 or self.eps <= 0:

@@ -15,10 +15,12 @@ from lmforge.common.errors import LmforgeError
 from lmforge.data.corpus import CorpusConfig, corpus_documents, document_text, unigram_entropy
 from lmforge.data.pack import INDEX_FILE, PackConfig, pack_documents
 from lmforge.tokenizer import Tokenizer, train_tokenizer
+from lmforge.tokenizer.train import DEFAULT_SPECIAL_TOKENS
 from lmforge.train.config import TrainConfig
 
 TOKENIZER_DOCS = 20_000  # documents the BPE is trained on (the corpus repeats its grammar; more adds nothing)
 STATS_FILE = "corpus.json"
+MASK_TOKEN = "[MASK]"  # added to the BPE's special tokens for encoder (masked-LM) presets
 _BASELINE_TOKENS = 50_000_000  # the unigram baseline is measured on at most this many training tokens
 
 
@@ -35,13 +37,15 @@ def split_tokens(data_dir: Path, split: str, limit: int = _BASELINE_TOKENS) -> n
     return np.concatenate(parts)[:limit] if parts else np.zeros(0, dtype=np.int64)
 
 
-def corpus_key(cfg: TrainConfig) -> dict:
-    return {"documents": cfg.corpus_documents, "seed": cfg.corpus_seed, "vocab_size": cfg.vocab_size,
-            "seq_len": cfg.seq_len, "val_fraction": cfg.val_fraction}
+def corpus_key(cfg: TrainConfig, encoder: bool = False) -> dict:
+    key = {"documents": cfg.corpus_documents, "seed": cfg.corpus_seed, "vocab_size": cfg.vocab_size,
+           "seq_len": cfg.seq_len, "val_fraction": cfg.val_fraction}
+    return {**key, "mask_token": MASK_TOKEN} if encoder else key
 
 
-def prepare_data(cfg: TrainConfig, run_dir: Path, log=print) -> tuple[Path, Tokenizer, dict]:
-    """(packed data directory, tokenizer, stats with the unigram baseline) for a run."""
+def prepare_data(cfg: TrainConfig, run_dir: Path, log=print, encoder: bool = False) -> tuple[Path, Tokenizer, dict]:
+    """(packed data directory, tokenizer, stats with the unigram baseline) for a run. encoder: the tokenizer also
+    gets a [MASK] token, for the masked-LM objective."""
     if cfg.data_dir is not None:
         data_dir, tokenizer = Path(cfg.data_dir), Tokenizer.from_dir(cfg.tokenizer_dir)
         if not (data_dir / INDEX_FILE).is_file():
@@ -52,13 +56,14 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, log=print) -> tuple[Path, Toke
     data_dir, tok_dir, stats_path = run_dir / "data", run_dir / "tokenizer", run_dir / "data" / STATS_FILE
     if stats_path.is_file() and (tok_dir / "tokenizer.json").is_file():
         stats = json.loads(stats_path.read_text())
-        if stats.get("key") == corpus_key(cfg):
+        if stats.get("key") == corpus_key(cfg, encoder):
             return data_dir, Tokenizer.from_dir(tok_dir), stats
         log("corpus settings changed; regenerating the data")
     corpus = CorpusConfig(documents=cfg.corpus_documents, seed=cfg.corpus_seed)
     t0 = time.perf_counter()
     texts = (document_text(corpus.seed, i)[1] for i in range(min(TOKENIZER_DOCS, corpus.documents)))
-    tokenizer = train_tokenizer(texts, type="byte-bpe", vocab_size=cfg.vocab_size)
+    special = [*DEFAULT_SPECIAL_TOKENS["byte-bpe"], *([MASK_TOKEN] if encoder else [])]
+    tokenizer = train_tokenizer(texts, type="byte-bpe", vocab_size=cfg.vocab_size, special_tokens=special)
     tokenizer.save(tok_dir)
     t1 = time.perf_counter()
     nbytes = 0
@@ -73,7 +78,7 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, log=print) -> tuple[Path, Toke
                            PackConfig(seq_len=cfg.seq_len, val_fraction=cfg.val_fraction, seed=cfg.corpus_seed))
     t2 = time.perf_counter()
     tokens = split_tokens(data_dir, "train")
-    stats = {"key": corpus_key(cfg), "bytes": nbytes, "train_tokens": index["splits"]["train"]["tokens"],
+    stats = {"key": corpus_key(cfg, encoder), "bytes": nbytes, "train_tokens": index["splits"]["train"]["tokens"],
              "val_tokens": index["splits"]["val"]["tokens"], "bytes_per_token": nbytes / max(
                  index["splits"]["train"]["tokens"] + index["splits"]["val"]["tokens"], 1),
              "unigram_entropy": unigram_entropy(tokens, len(tokenizer)),

@@ -19,14 +19,20 @@ from lmforge.train.config import TrainConfig
 from lmforge.train.continued import load_init, prepare_init_data
 from lmforge.train.corpus_data import prepare_data
 from lmforge.train.distributed import Parallel
+from lmforge.train.objectives import build_objective
 from lmforge.train.plots import write_plots
+from lmforge.train.precision import resolve_device
 from lmforge.train.report import write_report
 from lmforge.train.state import load_model_tensors, model_tensors_from
-from lmforge.train.trainer import Trainer, resolve_device
+from lmforge.train.trainer import Trainer
+
+
+def base_model_config(cfg: TrainConfig) -> ModelConfig:
+    return ModelConfig.load(cfg.model_config) if cfg.model_config else get_preset(cfg.preset)
 
 
 def model_config(cfg: TrainConfig, tokenizer) -> ModelConfig:
-    base = ModelConfig.load(cfg.model_config) if cfg.model_config else get_preset(cfg.preset)
+    base = base_model_config(cfg)
     eos = tokenizer.token_to_id(tokenizer.eos_token) if tokenizer.eos_token else None
     return base.replace(vocab_size=len(tokenizer), max_seq_len=max(base.max_seq_len, cfg.seq_len),
                         eos_token_id=eos, bos_token_id=None, pad_token_id=eos)
@@ -45,7 +51,7 @@ def _setup(cfg: TrainConfig, run_dir: Path, log):
         lm = load_init(cfg, log)
         data_dir, data_stats = prepare_init_data(cfg, run_dir, lm.tokenizer, log)
         return lm.model, lm.tokenizer, lm.config, lm.generation_config, data_dir, data_stats
-    data_dir, tokenizer, data_stats = prepare_data(cfg, run_dir, log)
+    data_dir, tokenizer, data_stats = prepare_data(cfg, run_dir, log, encoder=not base_model_config(cfg).causal)
     mcfg = model_config(cfg, tokenizer)
     seed_everything(cfg.seed)  # the initial weights do not depend on whether the data was cached
     return Transformer(mcfg), tokenizer, mcfg, None, data_dir, data_stats
@@ -71,11 +77,13 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
     if rank == 0:
         cfg.save(run_dir / "train_config.json")
         mcfg.save(run_dir / "model_config.json")
-    trainer = Trainer(cfg, model, train, val, run_dir=run_dir, tokenizer=tokenizer, log=log, is_main=rank == 0,
-                      parallel=parallel)
+    train_module, objective = build_objective(model, tokenizer, router_bias_rate=cfg.router_bias_rate, seed=cfg.seed,
+                                              mlm_probability=cfg.mlm_probability)
+    trainer = Trainer(cfg, train_module, train, val, run_dir=run_dir, tokenizer=tokenizer, log=log, is_main=rank == 0,
+                      parallel=parallel, objective=objective)
     log(f"model: {mcfg.num_params() / 1e6:.2f}M parameters ({cfg.init_from or cfg.model_config or cfg.preset}), vocab "
         f"{mcfg.vocab_size}, {trainer.precision}; {cfg.max_steps} steps x {cfg.batch_size * cfg.grad_accum} x "
-        f"{cfg.seq_len} tokens")
+        f"{cfg.seq_len} tokens; objective: {', '.join(objective.names)}")
     initial_val = trainer.evaluate() if cfg.init_from and not cfg.resume else None
     summary = trainer.fit()
     if initial_val is not None:
@@ -83,8 +91,10 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
     summary.update(params=mcfg.num_params(), unigram_entropy=data_stats["unigram_entropy"],
                    data=data_stats, preset=cfg.init_from or cfg.model_config or cfg.preset)
     if parallel.mode == "fsdp" and summary["status"] == "finished" and cfg.export_hf:
-        full = parallel.model_state(model)  # collective: every rank takes part, rank 0 keeps a plain copy
+        full = parallel.model_state(train_module)  # collective: every rank takes part, rank 0 keeps a plain copy
         if rank == 0:
+            if train_module is not model:  # the MTP wrapper: export the main model (MTP modules stay in checkpoints)
+                full = {k.removeprefix("model."): v for k, v in full.items() if k.startswith("model.")}
             model = Transformer(mcfg)
             load_model_tensors(model, model_tensors_from(model, full))
     if rank == 0:

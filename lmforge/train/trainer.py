@@ -24,39 +24,14 @@ from lmforge.train.checkpoint import latest_valid_checkpoint, list_checkpoints, 
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import Parallel
 from lmforge.train.metrics import MetricsLogger, flops_per_token, measure_peak_flops, memory_bytes
+from lmforge.train.objectives import Objective
 from lmforge.train.optim import build_optimizer
+from lmforge.train.precision import DTYPES, resolve_device, resolve_precision
 from lmforge.train.progress import TrainProgress
 from lmforge.train.sample import greedy_continue
 from lmforge.train.schedule import lr_at
 from lmforge.train.signals import StopRequest
 from lmforge.train.step import ExtraLosses, TokenLossFn, accumulate_gradients, optimizer_step, token_loss_sum
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LmforgeError("device='cuda' but no CUDA device is available; use device='cpu' or 'auto'")
-    return torch.device(name)
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """'auto' -> 'bf16' when the device computes it natively, else 'fp32'; other names unchanged."""
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if _cpu_has_bf16() else "fp32"
 
 
 class Trainer:
@@ -67,8 +42,9 @@ class Trainer:
                  run_dir: str | Path | None = None, tokenizer=None, extra_losses: ExtraLosses | None = None,
                  token_count_reduce: Callable[[int], int] = lambda n: n, log: Callable[[str], None] = print,
                  is_main: bool = True, loss_fn: TokenLossFn | None = None,
-                 parallel: Parallel | None = None) -> None:
+                 parallel: Parallel | None = None, objective: Objective | None = None) -> None:
         self.cfg, self.log = cfg, log
+        self.objective = objective or Objective()  # MoE balance / MTP losses, router-bias updates, MLM masking
         self.parallel = parallel or Parallel("none", resolve_device(cfg.device))
         self.is_main = is_main and self.parallel.is_main
         self.device = self.parallel.device
@@ -85,7 +61,8 @@ class Trainer:
                                          betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.train_loader, self.val_loader, self.tokenizer = train_loader, val_loader, tokenizer
-        self.extra_losses, self.token_count_reduce = extra_losses, token_count_reduce
+        self.extra_losses = extra_losses or self.objective.extra_losses
+        self.token_count_reduce = token_count_reduce
         self.loss_fn = loss_fn  # the training loss (sum over tokens); None: cross-entropy. Validation stays CE.
         if self.parallel.distributed:
             self.token_count_reduce = lambda n: int(self.parallel.sum(token_count_reduce(n)))
@@ -103,12 +80,16 @@ class Trainer:
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+        return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:
             for x, y in self.train_loader:
                 yield torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+
+    def _prepare(self, batch: tuple[torch.Tensor, torch.Tensor], index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objective's view of a batch (MLM: masked inputs and labels), seeded by the batch's index."""
+        return batch if self.objective.corrupt is None else self.objective.corrupt(*batch, index)
 
     # ---- checkpoints ----
 
@@ -168,7 +149,8 @@ class Trainer:
         self.model.eval()
         loss_sum, count = 0.0, 0
         for i, (x, y) in enumerate(self.val_loader):
-            x, y = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+            x, y = self._prepare((torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)),
+                                 -1 - i)  # the same masks at every evaluation, never those of a training batch
             with self.autocast():
                 loss_sum += float(token_loss_sum(self.forward_model(x), y))
             count += int((y != -100).sum())
@@ -179,7 +161,7 @@ class Trainer:
         return loss_sum / max(count, 1)
 
     def samples(self) -> list[dict]:
-        if self.tokenizer is None or not self.cfg.sample_prompts:
+        if self.tokenizer is None or not self.cfg.sample_prompts or not self.objective.causal:
             return []
         self.model.eval()
         eos = self.tokenizer.token_to_id(self.tokenizer.eos_token) if self.tokenizer.eos_token else None
@@ -206,7 +188,7 @@ class Trainer:
                 self.metrics.truncate_after(0)
         self._truncate_samples()
         peak = (cfg.peak_tflops * 1e12 if cfg.peak_tflops
-                else measure_peak_flops(self.device, _DTYPES[self.precision]))
+                else measure_peak_flops(self.device, DTYPES[self.precision]))
         batches = self._batches()
         self.model.train()
         status, window_tokens, window_start = "finished", 0, time.perf_counter()
@@ -217,7 +199,7 @@ class Trainer:
                            schedule=cfg.schedule, min_ratio=cfg.min_lr_ratio, decay_fraction=cfg.decay_fraction)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                micro = [next(batches) for _ in range(cfg.grad_accum)]
+                micro = [self._prepare(next(batches), self.step * cfg.grad_accum + i) for i in range(cfg.grad_accum)]
                 loss, tokens = accumulate_gradients(
                     self.forward_model, micro, autocast=self.autocast,
                     scale=self.scaler.scale if self.scaler else (lambda x: x),
@@ -225,6 +207,8 @@ class Trainer:
                     loss_sum_reduce=self.parallel.sum,
                     no_sync=lambda last: self.parallel.no_sync(self.forward_model, last))
                 result = optimizer_step(self.model, self.optimizer, loss, tokens, cfg.grad_clip, self.scaler)
+                if self.objective.after_step is not None and not result.skipped:
+                    self.objective.after_step()
                 self.step += 1
                 self.tokens_seen += tokens
                 window_tokens += tokens
@@ -237,7 +221,8 @@ class Trainer:
                     self._log({"kind": "train", "step": self.step, "loss": result.loss, "lr": lr,
                                "grad_norm": result.grad_norm, "skipped": result.skipped, "tokens": self.tokens_seen,
                                "tokens_per_s": tok_s, "mfu": (self.flops_per_token or 0) * tok_s / peak,
-                               "memory_mb": memory_bytes(self.device) / 2**20, "elapsed_s": self.elapsed})
+                               "memory_mb": memory_bytes(self.device) / 2**20, "elapsed_s": self.elapsed,
+                               **self.objective.stats()})
                 if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
                     self.last_val = self.evaluate()
                     if self.last_val is not None:

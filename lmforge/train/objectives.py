@@ -1,0 +1,110 @@
+"""Training objectives beside next-token cross-entropy, chosen from the model config: the MoE load-balancing loss
+(Switch Transformer; DeepSeek-V2's expert-level balance loss), DeepSeek-V3's auxiliary-loss-free router-bias
+update, DeepSeek-V3 multi-token prediction (MTP), and BERT's masked-LM objective for encoder presets.
+The model stays plain: the Trainer calls these hooks around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lmforge.common.errors import LmforgeError
+from lmforge.data.mlm import mask_tokens
+from lmforge.model.moe import moe_aux_loss, moe_layers, update_router_bias
+from lmforge.model.mtp import MultiTokenPrediction, forward_with_hidden, mtp_loss
+
+MASK_TOKENS = ("[MASK]", "<mask>", "<|mask|>")  # the spellings a tokenizer's mask token goes by
+
+
+@dataclass
+class Objective:
+    """What the Trainer adds to plain next-token prediction. Every hook is optional."""
+
+    names: list[str] = field(default_factory=lambda: ["next-token"])
+    extra_losses: Callable[[nn.Module], torch.Tensor] | None = None  # added to each micro-batch's loss
+    after_step: Callable[[], None] | None = None  # after each optimizer update (router-bias balancing)
+    # (inputs, targets, seed) -> (inputs, labels): MLM corruption; seeded so a resumed run draws the same masks
+    corrupt: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None
+    stats: Callable[[], dict] = dict  # extra figures for the train log (aux / MTP loss, expert load)
+    causal: bool = True  # False: an encoder, which has no greedy samples to show
+
+
+class MTPTrainingModel(nn.Module):
+    """The main model and its MTP modules as one module (so the optimizer, checkpoints and DDP see both). forward
+    returns the main logits and keeps the MTP loss of that forward for the objective to add."""
+
+    def __init__(self, model: nn.Module, mtp: MultiTokenPrediction):
+        super().__init__()
+        self.model, self.mtp, self.config = model, mtp, model.config
+        self.last_mtp_loss: torch.Tensor | None = None
+
+    def forward(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
+        logits, hidden = forward_with_hidden(self.model, input_ids, **kwargs)
+        self.last_mtp_loss = mtp_loss(self.model, self.mtp, input_ids, hidden) if self.training else None
+        return logits
+
+
+def find_mask_token(tokenizer) -> int:
+    for token in MASK_TOKENS:
+        token_id = tokenizer.token_to_id(token) if tokenizer is not None else None
+        if token_id is not None:
+            return token_id
+    raise LmforgeError(f"a masked-LM (encoder) model needs a mask token in its tokenizer, one of {MASK_TOKENS}; "
+                       f"train the tokenizer with it (lmforge pretrain adds [MASK] for encoder presets)")
+
+
+def _mixed_seed(seed: int, index: int) -> int:
+    return (seed * 1_000_003 + index) % (2**63 - 1)
+
+
+def build_objective(model: nn.Module, tokenizer=None, *, router_bias_rate: float = 1e-3, seed: int = 0,
+                    mlm_probability: float = 0.15) -> tuple[nn.Module, Objective]:
+    """(the module to train, its Objective) for `model` (an lmforge Transformer). With MTP modules in the config
+    the module to train wraps the model; export `.model` from it."""
+    cfg = model.config
+    objective = Objective()
+    losses: list[Callable[[], torch.Tensor]] = []
+    train_module = model
+    if cfg.n_mtp_modules > 0:
+        train_module = MTPTrainingModel(model, MultiTokenPrediction(cfg))
+        wrapper = train_module
+        losses.append(lambda: wrapper.last_mtp_loss)
+        objective.names.append(f"MTP ({cfg.n_mtp_modules} module(s), weight {cfg.mtp_loss_weight})")
+    layers = moe_layers(train_module)  # the MTP modules' MoE layers included
+    if layers and cfg.aux_loss_coef > 0:
+        losses.append(lambda: moe_aux_loss(train_module))
+        objective.names.append(f"MoE balance loss (coef {cfg.aux_loss_coef})")
+    if layers and cfg.router_score_bias and router_bias_rate > 0:
+        objective.after_step = lambda: update_router_bias(train_module, router_bias_rate)
+        objective.names.append(f"aux-loss-free router bias (rate {router_bias_rate})")
+    if losses:
+        objective.extra_losses = lambda _module: sum(loss() for loss in losses)
+        objective.stats = lambda: _loss_stats(train_module, layers)
+    if not cfg.causal:
+        if not cfg.mlm_head:
+            raise LmforgeError("a non-causal model trains with the masked-LM objective and needs mlm_head=True")
+        mask_id, vocab = find_mask_token(tokenizer), cfg.vocab_size
+
+        def corrupt(x: torch.Tensor, _y: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+            generator = torch.Generator(device=x.device).manual_seed(_mixed_seed(seed, index))
+            return mask_tokens(x, mask_id, vocab, mlm_probability, generator=generator)
+
+        objective.corrupt, objective.causal = corrupt, False
+        objective.names = [f"masked LM ({mlm_probability:.0%} of tokens)"]
+    return train_module, objective
+
+
+def _loss_stats(train_module: nn.Module, layers) -> dict:
+    out = {}
+    if isinstance(train_module, MTPTrainingModel) and train_module.last_mtp_loss is not None:
+        out["mtp_loss"] = float(train_module.last_mtp_loss.detach())
+    if layers and any(m.aux_loss is not None for m in layers):
+        out["moe_aux_loss"] = float(moe_aux_loss(train_module).detach())
+    counts = [m.expert_counts.float() for m in layers if getattr(m, "expert_counts", None) is not None]
+    if counts:  # max / mean expert load of the last forward, worst layer: 1.0 is perfectly balanced
+        out["expert_load_max_over_mean"] = max(float(c.max() / c.mean().clamp(min=1e-9)) for c in counts)
+    return out

@@ -2,3 +2,19 @@
 P-tuning v2 prefixes and bottleneck adapters, applied to an lmforge model from outside, with PEFT-format I/O.
 Both the trainers and the engine may use them, so this layer sits below both.
 """
+
+from lmforge.peft.lora import (
+    LoraConfig,
+    LoraLinear,
+    apply_lora,
+    lora_disabled,
+    lora_layers,
+    lora_state_dict,
+    merge_lora,
+    unload_lora,
+    unmerge_lora,
+)
+from lmforge.peft.peft_io import load_adapter, read_adapter_config, save_adapter
+
+__all__ = ["LoraConfig", "LoraLinear", "apply_lora", "load_adapter", "lora_disabled", "lora_layers",
+           "lora_state_dict", "merge_lora", "read_adapter_config", "save_adapter", "unload_lora", "unmerge_lora"]

@@ -14,6 +14,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     eval_cmd,
     generate_cmd,
     info_cmd,
+    lora_cmd,
     pretrain_cmd,
     quantize_cmd,
     scaling_cmd,
@@ -44,6 +45,7 @@ app.command("report")(pretrain_cmd.report_command)
 app.command("scaling")(scaling_cmd.scaling_command)
 app.command("distill")(distill_cmd.distill_command)
 app.add_typer(eval_cmd.app, name="eval")
+app.add_typer(lora_cmd.app, name="lora")
 
 
 def main() -> None:

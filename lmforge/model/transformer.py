@@ -104,7 +104,8 @@ class Transformer(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, kv_cache: KVCache | None = None,
                 last_only: bool = False, token_type_ids: torch.Tensor | None = None,
-                logit_indices: torch.Tensor | None = None) -> torch.Tensor:
+                logit_indices: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """Float logits [B, T, V] (or [B, 1, V] with last_only) for token ids [B, T].
 
         attention_mask: [B, S] key mask over cached + new tokens (1 = token, 0 = padding); when given and
@@ -113,7 +114,7 @@ class Transformer(nn.Module):
         takes packed tokens [1, N] of several sequences with explicit positions and does the attention itself.
         logit_indices: compute logits only at these positions of T (e.g. each packed sequence's last token).
         """
-        x = self.hidden_states(input_ids, attention_mask, positions, kv_cache, token_type_ids)
+        x = self.hidden_states(input_ids, attention_mask, positions, kv_cache, token_type_ids, inputs_embeds)
         if last_only:
             x = x[:, -1:]
         elif logit_indices is not None:
@@ -128,8 +129,11 @@ class Transformer(nn.Module):
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                       positions: torch.Tensor | None = None, kv_cache: KVCache | None = None,
-                      token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+                      token_type_ids: torch.Tensor | None = None,
+                      inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
         """The final hidden states [B, T, dim] (after the final norm): what the LM head reads, what embeddings pool."""
+        if inputs_embeds is not None:  # [B, T, dim] instead of ids (prompt tuning, lmforge.peft)
+            input_ids = inputs_embeds[..., 0]  # only its shape and device are read below
         if input_ids.dim() != 2:
             raise LmforgeError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
@@ -144,7 +148,7 @@ class Transformer(nn.Module):
                 positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:start + T]
             else:
                 positions = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
-        x = self.embed(input_ids)
+        x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
         if hasattr(self, "extras"):
             x = self.extras(x, positions, token_type_ids)
         per_layer = layer_inputs(self.config, attention_mask, positions, start, T, x.dtype)

@@ -46,10 +46,9 @@ def _arithmetic(rng: random.Random) -> tuple[str, str, str]:
 
 
 def _uppercase(rng: random.Random) -> tuple[str, str, str]:
-    name, animal, color = rng.choice(GIRLS + BOYS), rng.choice(ANIMALS), rng.choice(COLORS)
-    article = "an" if color[0] in "aeiou" else "a"
-    answer = f"{name} has {article} {color} {animal}."
-    return f"Answer in capital letters: what does {name} have?", answer.upper(), answer
+    name, thing, color = rng.choice(GIRLS + BOYS), rng.choice(ANIMALS + OBJECTS), rng.choice(COLORS)
+    return (f"Answer in capital letters. What color is the {thing} of {name}? (It is {color}.)", color.upper() + ".",
+            color.capitalize() + ".")
 
 
 def _one_word(rng: random.Random) -> tuple[str, str, str]:

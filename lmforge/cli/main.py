@@ -11,11 +11,13 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     convert_cmd,
     data_cmd,
     distill_cmd,
+    dpo_cmd,
     eval_cmd,
     generate_cmd,
     info_cmd,
     pretrain_cmd,
     quantize_cmd,
+    rm_cmd,
     scaling_cmd,
     serve_cmd,
     tokenizer_cmd,
@@ -44,6 +46,8 @@ app.command("report")(pretrain_cmd.report_command)
 app.command("scaling")(scaling_cmd.scaling_command)
 app.command("distill")(distill_cmd.distill_command)
 app.add_typer(eval_cmd.app, name="eval")
+app.command("rm")(rm_cmd.rm_command)
+app.command("dpo")(dpo_cmd.dpo_command)
 
 
 def main() -> None:

@@ -11,12 +11,14 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     convert_cmd,
     data_cmd,
     distill_cmd,
+    dpo_cmd,
     eval_cmd,
     generate_cmd,
     info_cmd,
     lora_cmd,
     pretrain_cmd,
     quantize_cmd,
+    rm_cmd,
     scaling_cmd,
     serve_cmd,
     tokenizer_cmd,
@@ -46,6 +48,8 @@ app.command("scaling")(scaling_cmd.scaling_command)
 app.command("distill")(distill_cmd.distill_command)
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(lora_cmd.app, name="lora")
+app.command("rm")(rm_cmd.rm_command)
+app.command("dpo")(dpo_cmd.dpo_command)
 
 
 def main() -> None:

@@ -1,0 +1,176 @@
+"""`train_dpo(DPOConfig)`: the run behind `lmforge dpo` — preference optimisation of a loaded LM with DPO, IPO,
+conservative DPO, SimPO or ORPO (preference_losses.py). The reference is the policy as loaded; its sequence
+log-probabilities are computed ONCE, before training, for every train and held-out pair (so no second model is
+kept). Held-out win rate: the share of pairs whose chosen answer gets a higher sequence log-prob than the rejected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from lmforge.common.errors import ConfigError
+from lmforge.data.validate import in_range, one_of
+from lmforge.model.loader import load
+from lmforge.train.optim import build_optimizer
+from lmforge.train.post.pairs import EncodedPair, collate_pairs, sequence_logprobs
+from lmforge.train.post.preference_data import batch_order, load_preference_data, set_lr
+from lmforge.train.post.preference_losses import LOSSES, NEEDS_REFERENCE, preference_loss
+from lmforge.train.post.run_log import RunLog
+from lmforge.train.step import optimizer_step
+
+DEFAULT_BETA = {"dpo": 0.1, "cdpo": 0.1, "ipo": 0.1, "simpo": 2.0, "orpo": 0.1}
+
+
+@dataclass(frozen=True)
+class DPOConfig:
+    """loss: dpo | ipo | cdpo | simpo | orpo. beta: DPO/cDPO temperature, IPO's tau, SimPO's reward scale (None:
+    0.1, SimPO 2.0; unused by ORPO). label_smoothing: cDPO's flip probability. gamma: SimPO's target margin.
+    orpo_lambda: weight of ORPO's odds-ratio term. data: a JSONL of pairs (None: the embedded preference task)."""
+
+    model: str
+    out: str = "runs/dpo"
+    loss: str = "dpo"
+    beta: float | None = None
+    label_smoothing: float = 0.1
+    gamma: float = 1.0
+    orpo_lambda: float = 0.1
+    data: str | None = None
+    train_pairs: int = 2000
+    heldout_pairs: int = 400
+    task_seed: int = 0
+    max_len: int = 256
+    max_steps: int = 150
+    batch_size: int = 16
+    lr: float = 3e-4
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    eval_every: int = 25
+    seed: int = 0
+    threads: int | None = None
+    export_hf: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ConfigError("model must name a model (an HF directory, a .gguf file or smollm2-135m)")
+        one_of("loss", self.loss, LOSSES)
+        if self.beta is not None:
+            in_range("beta", self.beta, 1e-9)
+        in_range("label_smoothing", self.label_smoothing, 0, 0.5)
+        in_range("gamma", self.gamma)
+        in_range("orpo_lambda", self.orpo_lambda, 0)
+        for name in ("train_pairs", "heldout_pairs", "max_steps", "batch_size", "eval_every"):
+            in_range(name, getattr(self, name), 1)
+        in_range("max_len", self.max_len, 8)
+        in_range("lr", self.lr, 0)
+        in_range("warmup_steps", self.warmup_steps, 0)
+        in_range("weight_decay", self.weight_decay, 0)
+        in_range("grad_clip", self.grad_clip, 0)
+        if self.threads is not None:
+            in_range("threads", self.threads, 1)
+
+    @property
+    def beta_value(self) -> float:
+        return self.beta if self.beta is not None else DEFAULT_BETA[self.loss]
+
+
+def completion_lengths(pairs: Sequence[EncodedPair]) -> tuple[torch.Tensor, torch.Tensor]:
+    chosen = torch.tensor([float(len(p.chosen.ids) - p.chosen.start) for p in pairs])
+    rejected = torch.tensor([float(len(p.rejected.ids) - p.rejected.start) for p in pairs])
+    return chosen, rejected
+
+
+@torch.no_grad()
+def pair_logprobs(model, pairs: Sequence[EncodedPair], batch_size: int = 64,
+                  pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """([N] chosen, [N] rejected) summed completion log-probs, without gradients (the reference's, or an eval)."""
+    was_training = model.training
+    model.eval()
+    chosen, rejected = [], []
+    for i in range(0, len(pairs), batch_size):
+        part = pairs[i:i + batch_size]
+        logp, _ = sequence_logprobs(model, collate_pairs(part, pad_id))
+        chosen.append(logp[:len(part)])
+        rejected.append(logp[len(part):])
+    model.train(was_training)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def win_figures(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
+                beta: float, kinds: Sequence[str] | None = None) -> dict[str, float]:
+    """win_rate: share with log pi(y_w) > log pi(y_l); margin: mean implicit reward margin beta * h against the
+    reference; win_rate_<kind> per kind."""
+    wins = (chosen > rejected).float()
+    h = (chosen - ref_chosen) - (rejected - ref_rejected)
+    out = {"win_rate": float(wins.mean()), "margin": float(beta * h.mean())}
+    for kind in sorted(set(kinds or ())):
+        out[f"win_rate_{kind}"] = float(wins[[k == kind for k in kinds]].mean())
+    return out
+
+
+def train_dpo(cfg: DPOConfig, log=print) -> dict:
+    """Optimise the policy on the train pairs; held-out win rate of the reference (before) and policy (after)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    run_dir, beta = Path(cfg.out), cfg.beta_value
+    lm = load(cfg.model)
+    policy = lm.model
+    train, heldout, train_enc, held_enc = load_preference_data(lm.tokenizer, cfg.data, cfg.train_pairs,
+                                                               cfg.heldout_pairs, cfg.task_seed, cfg.max_len)
+    pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
+    kinds = [p.kind for p in heldout]
+    started = time.time()
+    ref_held = pair_logprobs(policy, held_enc, pad_id=pad_id)  # the reference, computed once
+    ref_train = pair_logprobs(policy, train_enc, pad_id=pad_id) if cfg.loss in NEEDS_REFERENCE else None
+    ref_seconds = time.time() - started
+    train_len = completion_lengths(train_enc)
+    before = win_figures(*ref_held, *ref_held, beta, kinds)
+    log(f"{cfg.loss} (beta {beta}) on {cfg.model} ({lm.config.num_params() / 1e6:.2f}M): {len(train)} train / "
+        f"{len(heldout)} held-out pairs; reference log-probs precomputed in {ref_seconds:.1f} s; held-out win rate "
+        f"of the reference {before['win_rate']:.3f}")
+    runlog = RunLog(run_dir, log=lambda message: None)
+    runlog.log({"step": 0, "heldout_win_rate": before["win_rate"], "heldout_margin": 0.0})
+    optimizer = build_optimizer(policy, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), eps=1e-8)
+    policy.train()
+    batches, skipped, start = batch_order(len(train_enc), cfg.batch_size, cfg.seed), 0, time.time()
+    for step in range(cfg.max_steps):
+        lr = set_lr(optimizer, step, cfg.lr, cfg.max_steps, cfg.warmup_steps)
+        idx = next(batches)
+        logp, _ = sequence_logprobs(policy, collate_pairs([train_enc[i] for i in idx], pad_id))
+        n = len(idx)
+        refs = (ref_train[0][idx], ref_train[1][idx]) if ref_train is not None else (None, None)
+        out = preference_loss(cfg.loss, logp[:n], logp[n:], *refs, train_len[0][idx], train_len[1][idx],
+                              beta=beta, label_smoothing=cfg.label_smoothing, gamma=cfg.gamma, lam=cfg.orpo_lambda)
+        out.loss.backward()
+        result = optimizer_step(policy, optimizer, float(out.loss.detach()), n, cfg.grad_clip)
+        skipped += result.skipped
+        record = {"step": step + 1, **out.stats(), "lr": lr, "grad_norm": result.grad_norm}
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps:
+            held = win_figures(*pair_logprobs(policy, held_enc, pad_id=pad_id), *ref_held, beta)
+            record.update(heldout_win_rate=held["win_rate"], heldout_margin=held["margin"])
+            log(f"step {step + 1}/{cfg.max_steps} loss {result.loss:.4f} held-out win rate {held['win_rate']:.3f} "
+                f"margin {held['margin']:.3f}")
+        runlog.log(record)
+    after = win_figures(*pair_logprobs(policy, held_enc, pad_id=pad_id), *ref_held, beta, kinds)
+    elapsed = time.time() - start
+    if cfg.export_hf:
+        lm.save(run_dir / "hf")
+    summary = {"config": asdict(cfg), "beta": beta, "train_pairs": len(train), "heldout_pairs": len(heldout),
+               "win_rate_reference": before["win_rate"], "win_rate_policy": after["win_rate"],
+               "heldout_margin": after["margin"], "steps": cfg.max_steps, "skipped_steps": skipped,
+               "reference_seconds": ref_seconds, "elapsed_s": elapsed,
+               "per_kind_reference": {k: v for k, v in before.items() if k.startswith("win_rate_")},
+               "per_kind_policy": {k: v for k, v in after.items() if k.startswith("win_rate_")}}
+    runlog.finish(f"Preference optimisation ({cfg.loss})", summary,
+                  {"held-out win rate (chosen over rejected)": (before["win_rate"], after["win_rate"]),
+                   "held-out implicit reward margin": (before["margin"], after["margin"])})
+    log(f"held-out win rate {before['win_rate']:.3f} (reference) -> {after['win_rate']:.3f} ({cfg.loss}) in "
+        f"{elapsed:.0f} s; implicit reward margin {after['margin']:.3f}" + (f"; policy -> {run_dir / 'hf'}"
+                                                                            if cfg.export_hf else ""))
+    return summary

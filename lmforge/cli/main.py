@@ -13,9 +13,12 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     distill_cmd,
     eval_cmd,
     generate_cmd,
+    grpo_cmd,
     info_cmd,
+    ppo_cmd,
     pretrain_cmd,
     quantize_cmd,
+    rs_cmd,
     scaling_cmd,
     serve_cmd,
     tokenizer_cmd,
@@ -44,6 +47,9 @@ app.command("report")(pretrain_cmd.report_command)
 app.command("scaling")(scaling_cmd.scaling_command)
 app.command("distill")(distill_cmd.distill_command)
 app.add_typer(eval_cmd.app, name="eval")
+app.command("ppo")(ppo_cmd.ppo_command)
+app.command("grpo")(grpo_cmd.grpo_command)
+app.command("rs")(rs_cmd.rs_command)
 
 
 def main() -> None:

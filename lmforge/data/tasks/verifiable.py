@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from lmforge.common.errors import ConfigError
 
 KINDS = ("add", "sub", "mul", "mixed")
-STOP_MARKERS = ("<|endoftext|>", "<|im_end|>", "\n")  # where an answer ends
+END_MARKERS = ("<|endoftext|>", "<|im_end|>")  # the model's end-of-text / end-of-turn tokens, decoded
+STOP_MARKERS = (*END_MARKERS, "\n")  # where an answer ends
 _NUMBER = re.compile(r"-?\d+")
 
 
@@ -86,14 +87,15 @@ def first_number(text: str) -> int | None:
 
 
 def follows_format(completion: str) -> bool:
-    """The answer is one number and the completion stopped (a stop marker came) right after it."""
+    """The answer is one number and the model ended its text (an end-of-text token) right after it."""
     answer = answer_text(completion)
-    return len(answer) < len(completion) and re.fullmatch(r"\s*-?\d+\s*", answer) is not None
+    ended = any(completion[len(answer):].startswith(m) for m in END_MARKERS)
+    return ended and re.fullmatch(r"\s*-?\d+\s*", answer) is not None
 
 
 def reward(record: dict, completion: str, shaping: bool = False) -> float:
     """1 when the first number of the answer equals the record's answer, else 0. With shaping, partial credit:
-    0.6 * exact + 0.2 * closeness (1 - |error| / 10, floored at 0) + 0.2 * format (one number, then stop)."""
+    0.6 * exact + 0.2 * closeness (1 - |error| / 10, floored at 0) + 0.2 * format (one number, then end of text)."""
     got = first_number(answer_text(completion))
     exact = float(got is not None and got == record["answer"])
     if not shaping:

@@ -38,7 +38,7 @@ MAX_OPERAND = typer.Option(9, "--max-operand", help="Task operands are drawn fro
 SHAPING = typer.Option(True, "--shaping/--no-shaping", help="Partial credit (0.6 exact + 0.2 closeness + 0.2 "
                        "format) instead of 0/1 exact match.")
 TASK_SEED = typer.Option(0, "--task-seed", help="Seed of the task's prompt generator.")
-EVAL_PROMPTS = typer.Option(64, "--eval-prompts", help="Held-out prompts in each evaluation.")
+EVAL_PROMPTS = typer.Option(64, "--eval-prompts", help="Most distinct held-out problems in each evaluation.")
 EVAL_EVERY = typer.Option(20, "--eval-every", help="Steps between held-out evaluations (0: before and after only).")
 EXPORT = typer.Option(True, "--export-hf/--no-export-hf", help="Write the trained policy to OUT/hf.")
 THREADS = typer.Option(None, "--threads", help="torch CPU threads.")

@@ -186,3 +186,10 @@ def test_configs_reject_bad_values():
         GRPOConfig(loss_agg="mean")
     with pytest.raises(ConfigError, match="overlong_buffer"):
         GRPOConfig(max_new_tokens=4, overlong_buffer=4)
+
+
+def test_distinct_heldout_records():
+    task = VerifiableTask(max_operand=9)
+    held = task.distinct_records(1000, "heldout")
+    assert len(held) == task.n_problems("heldout") == len({r["question"] for r in held})
+    assert len({r["answer"] for r in held}) >= 8  # spread over the answers, not one residue class

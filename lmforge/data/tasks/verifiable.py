@@ -55,6 +55,18 @@ class VerifiableTask:
     def records(self, n: int, split: str = "train", start: int = 0) -> list[dict]:
         return [self.record(start + i, split) for i in range(n)]
 
+    def distinct_records(self, n: int, split: str = "heldout") -> list[dict]:
+        """Up to n different problems of a split (each once), in index order: an evaluation set without repeats."""
+        out, seen = [], set()
+        for index in range(64 * n):
+            record = self.record(index, split)
+            if record["question"] not in seen:
+                seen.add(record["question"])
+                out.append(record)
+                if len(out) == n:
+                    break
+        return out
+
     def reward(self, record: dict, completion: str) -> float:
         return reward(record, completion, shaping=self.shaping)
 
@@ -67,8 +79,9 @@ class VerifiableTask:
 
 
 def is_heldout(a: int, op: str, b: int, mod: int) -> bool:
-    """A stable (process-independent) hash of the problem decides its split."""
-    return (a * 131 + b * 31 + "+-*".index(op) * 7 + 3) % mod == 0
+    """A stable (process-independent: string seeds go through SHA-512) hash of the problem decides its split, so
+    the held-out problems are spread over all answers rather than one residue class."""
+    return random.Random(f"heldout:{a}{op}{b}").randrange(mod) == 0
 
 
 def answer_text(completion: str) -> str:

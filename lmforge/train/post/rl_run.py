@@ -28,7 +28,7 @@ class RunConfig:
     """What surrounds the algorithm: where to write, the embedded task, how often and on how much to evaluate."""
 
     out: str = "runs/rl"
-    eval_prompts: int = 64
+    eval_prompts: int = 64  # at most this many distinct held-out problems (fewer when the split is smaller)
     eval_every: int = 20  # steps between held-out evaluations (0: only before and after)
     export_hf: bool = True
     threads: int | None = None
@@ -81,14 +81,23 @@ def run_rl(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: V
     reward_fn: defaults to the task's verifiable reward (pass a reward model's scorer instead);
     reference: defaults to a frozen copy of the initial policy (pass an adapters-disabled one with LoRA).
     The held-out figures always use the task's own verifiable reward."""
+    threads = torch.get_num_threads()
     if run.threads:
         torch.set_num_threads(run.threads)
+    try:
+        return _run(cfg, run, lm, generate_fn, task, reward_fn, reference, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: VerifiableTask,
+         reward_fn: RewardFn | None, reference: ReferenceFn | None, log) -> dict:
     name = algo_name(cfg)
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
     task_reward = reward_from_checker(task.reward)
     reward_fn = reward_fn or task_reward
     reference = reference or reference_from_model(copy.deepcopy(lm.model))
-    held = task.records(run.eval_prompts, "heldout")
+    held = task.distinct_records(run.eval_prompts, "heldout")
     max_new = cfg.max_new_tokens
     extra = {"exact": reward_from_checker(lambda r, c: reward(r, c, shaping=False)),
              "format": reward_from_checker(lambda r, c: float(follows_format(c)))}

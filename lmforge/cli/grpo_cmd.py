@@ -13,7 +13,7 @@ from lmforge.train.post.grpo import GRPOConfig
 def grpo_command(
     model: str = common.MODEL,
     out: str | None = common.OUT,
-    steps: int = typer.Option(100, "--steps", help="Rollout + update rounds."),
+    steps: int = typer.Option(40, "--steps", help="Rollout + update rounds."),
     prompts_per_step: int = typer.Option(8, "--prompts-per-step", help="Prompts (groups) per step."),
     group_size: int = typer.Option(8, "--group-size", "-G", help="Completions sampled per prompt."),
     iterations: int = typer.Option(1, "--iterations", help="Updates per rollout (mu); > 1 makes clipping bite."),
@@ -21,7 +21,7 @@ def grpo_command(
     lr: float = typer.Option(1e-4, "--lr", help="Learning rate."),
     max_new_tokens: int = typer.Option(6, "--max-new-tokens", help="Most tokens per completion."),
     temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature of the rollouts."),
-    beta: float = typer.Option(0.1, "--beta", help="Weight of the k3 KL to the reference (0: no reference)."),
+    beta: float = typer.Option(0.3, "--beta", help="Weight of the k3 KL to the reference (0: no reference)."),
     eps_low: float = typer.Option(0.2, "--eps-low", help="Ratio clipped below at 1 - eps_low."),
     eps_high: float = typer.Option(0.2, "--eps-high", help="Ratio clipped above at 1 + eps_high (DAPO "
                                    "clip-higher: > eps_low, e.g. 0.28)."),

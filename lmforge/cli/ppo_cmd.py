@@ -13,7 +13,7 @@ from lmforge.train.post.ppo import PPOConfig
 def ppo_command(
     model: str = common.MODEL,
     out: str | None = common.OUT,
-    steps: int = typer.Option(100, "--steps", help="Rollout + update rounds."),
+    steps: int = typer.Option(40, "--steps", help="Rollout + update rounds."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Prompts (completions) per rollout."),
     minibatch_size: int = typer.Option(16, "--minibatch-size", help="Completions per gradient step."),
     ppo_epochs: int = typer.Option(2, "--ppo-epochs", help="Passes over each rollout."),
@@ -27,7 +27,7 @@ def ppo_command(
     value_clip: float = typer.Option(0.2, "--value-clip", help="Value prediction clipping."),
     vf_coef: float = typer.Option(0.5, "--vf-coef", help="Weight of the value loss."),
     entropy_coef: float = typer.Option(0.0, "--entropy-coef", help="Weight of the entropy bonus."),
-    beta: float = typer.Option(0.05, "--beta", help="Per-token KL penalty coefficient (initial, if adaptive)."),
+    beta: float = typer.Option(0.2, "--beta", help="Per-token KL penalty coefficient (initial, if adaptive)."),
     adaptive_kl: bool = typer.Option(False, "--adaptive-kl/--fixed-kl", help="Ziegler et al. controller for beta."),
     target_kl: float = typer.Option(1.0, "--target-kl", help="Target KL (nats/sequence) of the controller."),
     kl_horizon: int = typer.Option(1000, "--kl-horizon", help="Horizon of the controller."),

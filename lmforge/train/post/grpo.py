@@ -21,15 +21,15 @@ LOSS_AGGREGATIONS = ("sequence", "token", "constant")
 
 @dataclass(frozen=True)
 class GRPOConfig:
-    steps: int = 100
+    steps: int = 40
     prompts_per_step: int = 8
     group_size: int = 8  # G completions per prompt
     iterations: int = 1  # updates per rollout (mu); > 1 makes the ratio and its clipping matter
     minibatch_size: int = 64  # completions per gradient step
-    lr: float = 3e-4
-    max_new_tokens: int = 8
+    lr: float = 1e-4
+    max_new_tokens: int = 6
     temperature: float = 1.0
-    beta: float = 0.04  # k3 KL penalty to the reference (0: no reference pass at all)
+    beta: float = 0.3  # k3 KL penalty to the reference (0: no reference pass at all)
     eps_low: float = 0.2  # ratio clipped to [1 - eps_low, 1 + eps_high]; DAPO's clip-higher: eps_high > eps_low
     eps_high: float = 0.2
     advantage: str = "grpo"  # grpo | drgrpo | rloo | remax

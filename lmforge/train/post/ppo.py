@@ -21,13 +21,13 @@ from lmforge.train.post.value_head import ScalarHead, last_token_index
 
 @dataclass(frozen=True)
 class PPOConfig:
-    steps: int = 100  # rollout + update rounds
+    steps: int = 40  # rollout + update rounds
     batch_size: int = 32  # prompts (= completions) per rollout
     minibatch_size: int = 16
     ppo_epochs: int = 2  # passes over each rollout
-    lr: float = 3e-4
+    lr: float = 5e-5
     critic_lr: float | None = None  # None: the same as lr
-    max_new_tokens: int = 8
+    max_new_tokens: int = 6
     temperature: float = 1.0
     gamma: float = 1.0
     lam: float = 0.95
@@ -35,7 +35,7 @@ class PPOConfig:
     value_clip: float = 0.2  # value prediction clipping around the rollout's values
     vf_coef: float = 0.5
     entropy_coef: float = 0.0
-    beta: float = 0.05  # KL penalty coefficient (initial value when adaptive)
+    beta: float = 0.2  # KL penalty coefficient (initial value when adaptive)
     adaptive_kl: bool = False  # Ziegler et al. controller towards target_kl
     target_kl: float = 1.0  # nats per sequence
     kl_horizon: int = 1000

@@ -16,14 +16,14 @@ from lmforge.train.step import IGNORE_INDEX, token_loss_sum
 
 @dataclass(frozen=True)
 class RSConfig:
-    rounds: int = 4  # sample-then-train rounds
+    rounds: int = 6  # sample-then-train rounds
     prompts_per_round: int = 64
-    n: int = 8  # samples per prompt (best of N)
-    min_reward: float = 0.5  # a prompt's best must reach this to be kept
+    n: int = 16  # samples per prompt (best of N)
+    min_reward: float = 0.8  # a prompt's best must reach this to be kept
     sft_epochs: int = 2  # passes over the kept completions per round
     batch_size: int = 16
-    lr: float = 3e-4
-    max_new_tokens: int = 8
+    lr: float = 5e-5
+    max_new_tokens: int = 6
     temperature: float = 1.0
     grad_clip: float = 1.0
     seed: int = 0

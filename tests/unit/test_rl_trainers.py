@@ -95,3 +95,18 @@ def test_best_of_n_keeps_each_prompts_best_and_sft_masks_the_prompt():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = [sft_step(model, optimizer, [[5, 6, 7]], [[1, 2]], pad_id=0) for _ in range(10)]
     assert losses[-1] < losses[0] * 0.5  # the supervised completion becomes likely
+
+
+def test_reward_from_a_scalar_head_scores_the_last_token_of_prompt_plus_completion():
+    from lmforge.train.post.rollout import reward_from_scalar_head
+    from lmforge.train.post.value_head import ScalarHead
+
+    head = ScalarHead(policy()).eval()
+    tok = ByteTokenizer()
+    reward_fn = reward_from_scalar_head(head, tok, pad_id=0, batch_size=2)
+    records, texts = [{"prompt": "ab"}, {"prompt": "abcd"}, {"prompt": "x"}], ["c", "efg", "yz"]
+    got = reward_fn(records, texts)
+    for i, (r, t) in enumerate(zip(records, texts, strict=True)):
+        ids = torch.tensor([tok.encode(r["prompt"] + t)])
+        alone = head(ids)[0, -1].detach()  # one unpadded sequence: its last position
+        assert float(got[i]) == pytest.approx(float(alone), abs=1e-5)

@@ -46,6 +46,24 @@ def reward_from_checker(check: Callable[[dict, str], float]) -> RewardFn:
     return reward_fn
 
 
+def reward_from_scalar_head(reward_model: torch.nn.Module, tokenizer, pad_id: int,
+                            batch_size: int = 32) -> RewardFn:
+    """A RewardFn from a reward model (a ScalarHead): the score at the last token of prompt + completion, the text
+    re-encoded with the reward model's own tokenizer (it need not share the policy's)."""
+    reward_model.eval()
+
+    @torch.no_grad()
+    def reward_fn(records: Sequence[dict], completions: Sequence[str]) -> torch.Tensor:
+        prompts = [tokenizer.encode(r["prompt"], add_special_tokens=False) for r in records]
+        answers = [tokenizer.encode(c, add_special_tokens=False) or [pad_id] for c in completions]
+        scores = []
+        for start in range(0, len(prompts), batch_size):
+            ids, attention, _ = pack(prompts[start:start + batch_size], answers[start:start + batch_size], pad_id)
+            scores.append(reward_model.last_token_scores(ids, attention).float())
+        return torch.cat(scores)
+    return reward_fn
+
+
 @dataclass
 class Rollout:
     """One batch of sampled completions. ids/attention_mask [B, T] (prompt then completion, right-padded);

@@ -14,11 +14,16 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     dpo_cmd,
     eval_cmd,
     generate_cmd,
+    grpo_cmd,
     info_cmd,
     lora_cmd,
     pretrain_cmd,
     quantize_cmd,
     rm_cmd,
+    ppo_cmd,
+    pretrain_cmd,
+    quantize_cmd,
+    rs_cmd,
     scaling_cmd,
     serve_cmd,
     tokenizer_cmd,
@@ -50,6 +55,9 @@ app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(lora_cmd.app, name="lora")
 app.command("rm")(rm_cmd.rm_command)
 app.command("dpo")(dpo_cmd.dpo_command)
+app.command("ppo")(ppo_cmd.ppo_command)
+app.command("grpo")(grpo_cmd.grpo_command)
+app.command("rs")(rs_cmd.rs_command)
 
 
 def main() -> None:

@@ -1,0 +1,64 @@
+"""What the RL commands (ppo, grpo, rs) share: the engine-backed generate function handed to the training code
+(train never imports the engine), the embedded verifiable task, and the before/after evaluation and export.
+"""
+
+from __future__ import annotations
+
+import torch
+import typer
+
+from lmforge.engine.generate import generate
+from lmforge.engine.sampling_params import SamplingParams
+from lmforge.train.post.rollout import GenerateFn, RolloutParams
+
+
+def engine_generate_fn(model: torch.nn.Module, stop_token_ids: list[int], pad_id: int) -> GenerateFn:
+    """A GenerateFn on lmforge.engine.generate: row i of a call samples with seed + i, so the G samples of a
+    group differ while the whole rollout stays reproducible."""
+    def generate_fn(prompts: list[list[int]], params: RolloutParams) -> list[list[int]]:
+        rows = [SamplingParams(max_new_tokens=params.max_new_tokens, temperature=params.temperature,
+                               top_p=params.top_p, seed=None if params.seed is None else params.seed + i,
+                               stop_token_ids=tuple(stop_token_ids))
+                for i in range(len(prompts))]
+        was_training = model.training
+        model.eval()
+        try:
+            return generate(model, prompts, rows, pad_id=pad_id)
+        finally:
+            model.train(was_training)
+    return generate_fn
+
+
+# flags shared by `lmforge ppo`, `lmforge grpo` and `lmforge rs` (the model, the task and the run around it)
+MODEL = typer.Option(..., "--model", "-m", help="Policy to train: an HF directory (e.g. a run's hf/), a .gguf, "
+                     "or smollm2-135m.")
+OUT = typer.Option(None, "--out", "-o", help="Run directory (metrics.jsonl, PNG curves, report.md, hf/).")
+TASK = typer.Option("add", "--task", help="Verifiable task: add | sub | mul | mixed arithmetic.")
+MAX_OPERAND = typer.Option(9, "--max-operand", help="Task operands are drawn from [0, MAX_OPERAND].")
+SHAPING = typer.Option(True, "--shaping/--no-shaping", help="Partial credit (0.6 exact + 0.2 closeness + 0.2 "
+                       "format) instead of 0/1 exact match.")
+TASK_SEED = typer.Option(0, "--task-seed", help="Seed of the task's prompt generator.")
+EVAL_PROMPTS = typer.Option(64, "--eval-prompts", help="Most distinct held-out problems in each evaluation.")
+EVAL_EVERY = typer.Option(20, "--eval-every", help="Steps between held-out evaluations (0: before and after only).")
+EXPORT = typer.Option(True, "--export-hf/--no-export-hf", help="Write the trained policy to OUT/hf.")
+THREADS = typer.Option(None, "--threads", help="torch CPU threads.")
+DTYPE = typer.Option("float32", "--dtype", help="Training dtype: float32 (recommended) or bfloat16.")
+
+
+def run_command(cfg, *, model: str, out: str | None, task: str, max_operand: int, shaping: bool, task_seed: int,
+                eval_prompts: int, eval_every: int, export_hf: bool, threads: int | None, dtype: str) -> dict:
+    """Load the policy, build the engine's generate function, and run the algorithm of cfg on the task."""
+    from lmforge.common.errors import LmforgeError
+    from lmforge.data.tasks.verifiable import VerifiableTask
+    from lmforge.model.loader import load
+    from lmforge.train.post.rl_run import RunConfig, algo_name, run_rl
+
+    run = RunConfig(out=out or f"runs/{algo_name(cfg)}", eval_prompts=eval_prompts, eval_every=eval_every,
+                    export_hf=export_hf, threads=threads)
+    verifiable = VerifiableTask(kind=task, max_operand=max_operand, seed=task_seed, shaping=shaping)
+    lm = load(model, dtype=dtype)
+    if lm.tokenizer is None:
+        raise LmforgeError(f"{model} has no tokenizer; RL needs one to decode completions for the reward")
+    pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
+    generate_fn = engine_generate_fn(lm.model, lm.stop_token_ids(), pad_id)
+    return run_rl(cfg, run, lm, generate_fn, verifiable, log=typer.echo)

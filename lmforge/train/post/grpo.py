@@ -1,0 +1,205 @@
+"""GRPO (Shao et al., 2024, DeepSeekMath): G completions per prompt, the group's rewards as the baseline (no
+critic), a clipped per-token ratio objective and a k3 KL penalty to the reference. Options from its successors:
+DAPO (Yu et al., 2025: clip-higher, dynamic sampling, token-level loss, soft overlong penalty), Dr. GRPO (Liu et
+al., 2025: no std or length normalisation), and the RLOO / ReMax baselines.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lmforge.common.errors import ConfigError
+from lmforge.train.post.advantages import GROUP_ADVANTAGES, group_advantages, same_reward_groups
+from lmforge.train.post.kl import k3
+from lmforge.train.post.logprobs import entropy_from_logits, gather_logprobs, masked_mean
+from lmforge.train.post.rollout import GenerateFn, ReferenceFn, RewardFn, Rollout, RolloutParams, pack, sample_rollout
+
+LOSS_AGGREGATIONS = ("sequence", "token", "constant")
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    steps: int = 40
+    prompts_per_step: int = 8
+    group_size: int = 8  # G completions per prompt
+    iterations: int = 1  # updates per rollout (mu); > 1 makes the ratio and its clipping matter
+    minibatch_size: int = 64  # completions per gradient step
+    lr: float = 1e-4
+    max_new_tokens: int = 6
+    temperature: float = 1.0
+    beta: float = 0.3  # k3 KL penalty to the reference (0: no reference pass at all)
+    eps_low: float = 0.2  # ratio clipped to [1 - eps_low, 1 + eps_high]; DAPO's clip-higher: eps_high > eps_low
+    eps_high: float = 0.2
+    advantage: str = "grpo"  # grpo | drgrpo | rloo | remax
+    loss_agg: str = "sequence"  # sequence: mean per sequence then over sequences (GRPO); token: over all tokens
+    # (DAPO); constant: sum over tokens / max_new_tokens, then mean (Dr. GRPO)
+    dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal, resample to refill
+    resample_rounds: int = 3  # extra rollout rounds dynamic sampling may use to refill a step
+    overlong_buffer: int = 0  # DAPO soft overlong penalty over the last this-many tokens before max_new_tokens
+    overlong_penalty: float = 1.0  # the penalty at max_new_tokens
+    grad_clip: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("steps", "prompts_per_step", "group_size", "iterations", "minibatch_size", "max_new_tokens",
+                     "resample_rounds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.advantage not in GROUP_ADVANTAGES:
+            raise ConfigError(f"advantage must be one of {', '.join(GROUP_ADVANTAGES)}, got {self.advantage!r}")
+        if self.loss_agg not in LOSS_AGGREGATIONS:
+            raise ConfigError(f"loss_agg must be one of {', '.join(LOSS_AGGREGATIONS)}, got {self.loss_agg!r}")
+        if self.group_size < 2 and self.advantage != "remax":
+            raise ConfigError(f"group_size must be >= 2 for the {self.advantage} baseline, got {self.group_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        for name in ("beta", "eps_low", "eps_high", "grad_clip", "temperature", "overlong_penalty"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.eps_low >= 1:
+            raise ConfigError(f"eps_low must be < 1, got {self.eps_low!r}")
+        if not 0 <= self.overlong_buffer < self.max_new_tokens:
+            raise ConfigError(f"overlong_buffer must be in [0, max_new_tokens), got {self.overlong_buffer!r}")
+
+
+def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int, penalty: float = 1.0) -> torch.Tensor:
+    """DAPO's soft overlong punishment: 0 up to max_len - buffer, then falling linearly to -penalty at max_len."""
+    if buffer <= 0:
+        return torch.zeros_like(lengths, dtype=torch.float32)
+    over = (lengths.float() - (max_len - buffer)).clamp(min=0) / buffer
+    return -penalty * over.clamp(max=1.0)
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: str, max_new_tokens: int) -> torch.Tensor:
+    """Reduce a [B, T] per-token loss to a scalar: per-sequence mean then mean (GRPO), mean over all tokens of the
+    batch (DAPO), or per-sequence sum / max_new_tokens then mean (Dr. GRPO: no length bias)."""
+    if how == "sequence":
+        return masked_mean(per_token, mask, dim=-1).mean()
+    if how == "token":
+        return masked_mean(per_token, mask, dim=None)
+    return ((per_token * mask).sum(-1) / max_new_tokens).mean()
+
+
+def grpo_token_loss(logp, old_logp, ref_logp, advantages, eps_low: float, eps_high: float,
+                    beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token loss -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A) + beta k3(pi, ref), and where it clipped."""
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages[:, None]
+    unclipped, clipped = ratio * adv, ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv
+    loss = -torch.minimum(unclipped, clipped)
+    if beta > 0:
+        loss = loss + beta * k3(logp, ref_logp)
+    return loss, (clipped < unclipped).float()
+
+
+class GRPOTrainer:
+    def __init__(self, cfg: GRPOConfig, policy: torch.nn.Module, reference: ReferenceFn | None, reward_fn: RewardFn,
+                 generate_fn: GenerateFn, tokenizer, pad_id: int):
+        if cfg.beta > 0 and reference is None:
+            raise ConfigError("beta > 0 needs a reference policy (or set beta to 0)")
+        self.cfg, self.policy, self.reference = cfg, policy, reference
+        self.reward_fn, self.generate_fn, self.tokenizer, self.pad_id = reward_fn, generate_fn, tokenizer, pad_id
+        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+
+    @torch.no_grad()
+    def sample_groups(self, records: list[dict], seed: int) -> tuple[Rollout, torch.Tensor]:
+        """G completions per record (consecutive rows) and their advantages."""
+        cfg = self.cfg
+        self.policy.eval()
+        repeated = [r for r in records for _ in range(cfg.group_size)]
+        batch = sample_rollout(repeated, self.tokenizer, self.generate_fn,
+                               RolloutParams(cfg.max_new_tokens, cfg.temperature, seed=seed), self.reward_fn,
+                               self.pad_id)
+        rewards = batch.rewards + overlong_penalty(batch.lengths(), cfg.max_new_tokens, cfg.overlong_buffer,
+                                                   cfg.overlong_penalty)
+        baseline = None
+        if cfg.advantage == "remax":  # the greedy completion's reward is each prompt's baseline
+            greedy = sample_rollout(records, self.tokenizer, self.generate_fn,
+                                    RolloutParams(cfg.max_new_tokens, 0.0), self.reward_fn, self.pad_id)
+            baseline = greedy.rewards + overlong_penalty(greedy.lengths(), cfg.max_new_tokens, cfg.overlong_buffer,
+                                                         cfg.overlong_penalty)
+        return batch, group_advantages(rewards, cfg.group_size, cfg.advantage, baseline)
+
+    def collect(self, records_for_round, step: int) -> tuple[Rollout, torch.Tensor, dict[str, float]]:
+        """A step's groups; with dynamic sampling, all-same-reward groups are dropped and fresh prompts
+        (records_for_round(round)) refill the step for up to resample_rounds extra rounds."""
+        cfg = self.cfg
+        kept: list[tuple[Rollout, torch.Tensor]] = []
+        n_groups, n_seen, first_reward = 0, 0, None
+        for round_ in range(1 + (cfg.resample_rounds if cfg.dynamic_sampling else 0)):
+            records = records_for_round(round_)
+            batch, adv = self.sample_groups(records, seed=cfg.seed * 1_000_003 + step * 10_007 + round_ * 101)
+            first_reward = float(batch.rewards.mean()) if first_reward is None else first_reward
+            n_seen += len(records)
+            if cfg.dynamic_sampling:
+                keep_group = ~same_reward_groups(batch.rewards, cfg.group_size)
+                rows = torch.nonzero(keep_group.repeat_interleave(cfg.group_size)).flatten()
+                take = min(int(keep_group.sum()), cfg.prompts_per_step - n_groups) * cfg.group_size
+                rows = rows[:take]
+                if len(rows):
+                    kept.append((batch.select(rows), adv[rows]))
+                n_groups += len(rows) // cfg.group_size
+                if n_groups >= cfg.prompts_per_step:
+                    break
+            else:
+                kept.append((batch, adv))
+                n_groups = len(records)
+        info = {"reward": first_reward, "groups_kept": n_groups / max(n_seen, 1)}
+        if not kept:
+            return None, None, info
+        return _concat([b for b, _ in kept], self.pad_id), torch.cat([a for _, a in kept]), info
+
+    def update(self, batch: Rollout, advantages: torch.Tensor, step: int) -> dict[str, float]:
+        cfg = self.cfg
+        with torch.no_grad():
+            old_logp = gather_logprobs(self.policy(batch.ids, attention_mask=batch.attention_mask)[:, :-1],
+                                       batch.ids[:, 1:])
+            ref_logp = self.reference(batch.ids, batch.attention_mask) if cfg.beta > 0 else old_logp
+        self.policy.train()
+        generator = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+        sums = {"loss": 0.0, "kl_k3": 0.0, "entropy": 0.0, "clip_frac": 0.0}
+        n = 0
+        for _ in range(cfg.iterations):
+            order = torch.randperm(len(batch), generator=generator)
+            for start in range(0, len(batch), cfg.minibatch_size):
+                rows = order[start:start + cfg.minibatch_size]
+                ids, mask = batch.ids[rows], batch.mask[rows]
+                logits = self.policy(ids, attention_mask=batch.attention_mask[rows])[:, :-1]
+                logp = gather_logprobs(logits, ids[:, 1:])
+                per_token, clipped = grpo_token_loss(logp, old_logp[rows], ref_logp[rows], advantages[rows],
+                                                     cfg.eps_low, cfg.eps_high, cfg.beta)
+                loss = aggregate(per_token, mask, cfg.loss_agg, cfg.max_new_tokens)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(),
+                                               cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                self.optimizer.step()
+                with torch.no_grad():
+                    sums["kl_k3"] += float(masked_mean(k3(logp, ref_logp[rows]), mask, dim=None))
+                    sums["entropy"] += float(masked_mean(entropy_from_logits(logits), mask, dim=None))
+                    sums["clip_frac"] += float(masked_mean(clipped, mask, dim=None))
+                sums["loss"] += float(loss.detach())
+                n += 1
+        return {k: v / n for k, v in sums.items()}
+
+    def step(self, records_for_round, step: int) -> dict[str, float]:
+        """records_for_round(round) -> the prompts of a rollout round (round 0 always; more with dynamic sampling)."""
+        batch, advantages, info = self.collect(records_for_round, step)
+        if batch is None:  # every group had the same reward: nothing to learn from this step
+            return {**info, "skipped": 1.0}
+        metrics = self.update(batch, advantages, step)
+        metrics.update(info, length=float(batch.lengths().mean()))
+        return metrics
+
+
+def _concat(parts: list[Rollout], pad_id: int) -> Rollout:
+    if len(parts) == 1:
+        return parts[0]
+    prompts = [p for b in parts for p in b.prompt_ids]
+    completions = [c for b in parts for c in b.completion_ids]
+    ids, attention, mask = pack(prompts, completions, pad_id)
+    return Rollout([r for b in parts for r in b.records], prompts, completions, [t for b in parts for t in b.texts],
+                   torch.cat([b.rewards for b in parts]), ids, attention, mask)

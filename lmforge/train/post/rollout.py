@@ -1,0 +1,145 @@
+"""Rollouts for RL post-training without the engine: a `GenerateFn` (prompt ids -> completion ids, built by the
+CLI or a test from lmforge.engine) samples completions; they are scored by a `RewardFn` (a verifiable checker or
+a reward model) and packed right-padded into one [B, T] batch with the completion mask that losses are taken on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lmforge.common.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RolloutParams:
+    """How completions are sampled. seed: row i of a call uses seed + i (None: not reproducible)."""
+
+    max_new_tokens: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self):
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be an integer >= 1, got {self.max_new_tokens!r}")
+        if not 0.0 <= self.temperature <= 100.0:
+            raise ConfigError(f"temperature must be in [0, 100] (0 = greedy), got {self.temperature!r}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p!r}")
+
+
+# generate(prompts, params) -> one list of completion ids per prompt (the stop token included when produced)
+GenerateFn = Callable[[list[list[int]], RolloutParams], list[list[int]]]
+# reward(records, completion_texts) -> [B] float rewards; records are dicts with at least "prompt" (its text)
+RewardFn = Callable[[Sequence[dict], Sequence[str]], torch.Tensor]
+# reference(ids, attention_mask) -> [B, T-1] token log-probs under the frozen reference policy
+ReferenceFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def reward_from_checker(check: Callable[[dict, str], float]) -> RewardFn:
+    """A RewardFn from a per-sample checker `check(record, completion_text) -> float` (a verifiable reward)."""
+    def reward_fn(records: Sequence[dict], completions: Sequence[str]) -> torch.Tensor:
+        return torch.tensor([float(check(r, c)) for r, c in zip(records, completions, strict=True)])
+    return reward_fn
+
+
+def reward_from_scalar_head(reward_model: torch.nn.Module, tokenizer, pad_id: int,
+                            batch_size: int = 32) -> RewardFn:
+    """A RewardFn from a reward model (a ScalarHead): the score at the last token of prompt + completion, the text
+    re-encoded with the reward model's own tokenizer (it need not share the policy's)."""
+    reward_model.eval()
+
+    @torch.no_grad()
+    def reward_fn(records: Sequence[dict], completions: Sequence[str]) -> torch.Tensor:
+        prompts = [tokenizer.encode(r["prompt"], add_special_tokens=False) for r in records]
+        answers = [tokenizer.encode(c, add_special_tokens=False) or [pad_id] for c in completions]
+        scores = []
+        for start in range(0, len(prompts), batch_size):
+            ids, attention, _ = pack(prompts[start:start + batch_size], answers[start:start + batch_size], pad_id)
+            scores.append(reward_model.last_token_scores(ids, attention).float())
+        return torch.cat(scores)
+    return reward_fn
+
+
+@dataclass
+class Rollout:
+    """One batch of sampled completions. ids/attention_mask [B, T] (prompt then completion, right-padded);
+    mask [B, T-1]: 1 where token_logprobs scores a completion token."""
+
+    records: list[dict]
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    texts: list[str]
+    rewards: torch.Tensor
+    ids: torch.Tensor
+    attention_mask: torch.Tensor
+    mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def lengths(self) -> torch.Tensor:
+        return torch.tensor([len(c) for c in self.completion_ids], dtype=torch.float32)
+
+    def select(self, rows: torch.Tensor | list[int]) -> Rollout:
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        pick = rows.tolist()
+        return Rollout([self.records[i] for i in pick], [self.prompt_ids[i] for i in pick],
+                       [self.completion_ids[i] for i in pick], [self.texts[i] for i in pick], self.rewards[rows],
+                       self.ids[rows], self.attention_mask[rows], self.mask[rows])
+
+
+def pack(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+         pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids [B, T], attention_mask [B, T], completion target mask [B, T-1]) of prompt + completion, right-padded."""
+    width = max(len(p) + len(c) for p, c in zip(prompts, completions, strict=True))
+    B = len(prompts)
+    ids = torch.full((B, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((B, width), dtype=torch.long)
+    scored = torch.zeros((B, width), dtype=torch.float32)
+    for row, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        ids[row, :len(p) + len(c)] = torch.tensor(list(p) + list(c), dtype=torch.long)
+        attention[row, :len(p) + len(c)] = 1
+        scored[row, len(p):len(p) + len(c)] = 1.0
+    return ids, attention, scored[:, 1:]
+
+
+def sample_rollout(records: Sequence[dict], tokenizer, generate_fn: GenerateFn, params: RolloutParams,
+                   reward_fn: RewardFn, pad_id: int) -> Rollout:
+    """Generate one completion per record, decode (special tokens kept: the checker sees the stop), score, pack."""
+    prompts = [tokenizer.encode(r["prompt"], add_special_tokens=False) for r in records]
+    completions = [list(c) for c in generate_fn(prompts, params)]
+    if len(completions) != len(prompts):
+        raise ValueError(f"generate_fn returned {len(completions)} completions for {len(prompts)} prompts")
+    completions = [c if c else [pad_id] for c in completions]  # an empty completion still needs a scored token
+    texts = [tokenizer.decode(c, skip_special_tokens=False) for c in completions]
+    rewards = torch.as_tensor(reward_fn(list(records), texts), dtype=torch.float32).reshape(-1)
+    ids, attention, mask = pack(prompts, completions, pad_id)
+    return Rollout(list(records), prompts, completions, texts, rewards, ids, attention, mask)
+
+
+def reference_from_model(reference: torch.nn.Module) -> ReferenceFn:
+    """The reference policy as a frozen model (a copy of the initial actor)."""
+    from lmforge.train.post.logprobs import token_logprobs
+
+    reference.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def ref(ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return token_logprobs(reference, ids, attention_mask)
+    return ref
+
+
+def reference_adapters_disabled(actor: torch.nn.Module, disable_adapters) -> ReferenceFn:
+    """Memory saver for a LoRA actor: the reference is the actor's own base with its adapters switched off.
+    disable_adapters: a context-manager factory, e.g. peft's `model.disable_adapter` (the PEFT layer's hook)."""
+    from lmforge.train.post.logprobs import token_logprobs
+
+    @torch.no_grad()
+    def ref(ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with disable_adapters():
+            return token_logprobs(actor, ids, attention_mask)
+    return ref

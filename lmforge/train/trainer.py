@@ -107,8 +107,8 @@ class Trainer:
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:
-            for x, y in self.train_loader:
-                yield torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+            for batch in self.train_loader:  # (x, y), or (x, y, segment_ids) for packed documents (SFT)
+                yield tuple(torch.from_numpy(a).to(self.device) for a in batch)
 
     # ---- checkpoints ----
 
@@ -167,10 +167,11 @@ class Trainer:
         self.val_loader.load_state_dict({**saved, "epoch": 0, "position": 0})
         self.model.eval()
         loss_sum, count = 0.0, 0
-        for i, (x, y) in enumerate(self.val_loader):
-            x, y = torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+        for i, batch in enumerate(self.val_loader):
+            x, y, *seg = (torch.from_numpy(a).to(self.device) for a in batch)
             with self.autocast():
-                loss_sum += float(token_loss_sum(self.forward_model(x), y))
+                logits = self.forward_model(x, segment_ids=seg[0]) if seg else self.forward_model(x)
+                loss_sum += float(token_loss_sum(logits, y))
             count += int((y != -100).sum())
             if i + 1 >= self.cfg.eval_batches:
                 break

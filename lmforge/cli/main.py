@@ -18,6 +18,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     quantize_cmd,
     scaling_cmd,
     serve_cmd,
+    sft_cmd,
     tokenizer_cmd,
 )
 from lmforge.common.errors import LmforgeError
@@ -44,6 +45,7 @@ app.command("report")(pretrain_cmd.report_command)
 app.command("scaling")(scaling_cmd.scaling_command)
 app.command("distill")(distill_cmd.distill_command)
 app.add_typer(eval_cmd.app, name="eval")
+app.command("sft")(sft_cmd.sft_command)
 
 
 def main() -> None:

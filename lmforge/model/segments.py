@@ -38,5 +38,5 @@ def build_segment_mask(segment_ids: torch.Tensor, causal: bool = True, window: i
     if causal:
         allowed = allowed & (rel >= 0)[None]
     if window is not None:
-        allowed = allowed & (((rel < window) if causal else (rel.abs() < window)))[None]
+        allowed = allowed & ((rel < window) if causal else (rel.abs() < window))[None]
     return allowed[:, None]

@@ -72,11 +72,11 @@ def sft(cfg: SFTConfig, log=print) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
+    train_convs, eval_convs, kinds = conversations(cfg)  # data mistakes surface before the model loads
     lm = load(cfg.model)
     tokenizer, model = _chat_tokenizer(lm, cfg.model), lm.model
     if model.config.max_seq_len < cfg.seq_len:
         raise LmforgeError(f"seq_len={cfg.seq_len} exceeds the model's context of {model.config.max_seq_len}")
-    train_convs, eval_convs, kinds = conversations(cfg)
     train_examples, train_stats = tokenize_all(tokenizer, train_convs, cfg)
     val_examples, _ = tokenize_all(tokenizer, eval_convs, cfg)
     if not train_examples:
@@ -141,9 +141,9 @@ def write_report(run_dir: Path, summary: dict, plots: list[Path]) -> Path:
                   for k in kinds]
     lines += ["", "Answers after SFT (first held-out conversations):", "",
               "| question | reference | output | ok |", "| --- | --- | --- | --- |"]
-    cell = lambda s: str(s).replace("|", "\\|").replace("\n", " ")[:80]  # noqa: E731
-    lines += [f"| {cell(s['question'])} | {cell(s['reference'])} | {cell(s['output'])} | {'yes' if s['correct'] else 'no'} |"
-              for s in summary["samples_after"]]
+    for s in summary["samples_after"]:
+        cells = [str(s[k]).replace("|", "\\|").replace("\n", " ")[:80] for k in ("question", "reference", "output")]
+        lines.append("| " + " | ".join(cells) + f" | {'yes' if s['correct'] else 'no'} |")
     lines += [""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))

@@ -25,7 +25,7 @@ def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 def test_sft_raises_held_out_exact_match(tmp_path):
     out = tmp_path / "sft"
     result = run_cli("sft", "--model", str(pretrained_tiny_dir()), "--out", str(out), "--max-steps", "300",
-                     "--batch-size", "8", "--lr", "3e-3", "--seq-len", "128", "--eval-examples", "100",
+                     "--batch-size", "16", "--lr", "3e-3", "--seq-len", "128", "--eval-examples", "100",
                      "--threads", "1", "--device", "cpu", "--precision", "fp32", "--no-progress")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())

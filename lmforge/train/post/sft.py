@@ -133,7 +133,7 @@ def write_report(run_dir: Path, summary: dict, plots: list[Path]) -> Path:
     lines = [f"# Supervised fine-tuning of {summary['model']}", "",
              f"Data: {summary['data']}; {summary['train_data']['kept']} training conversations, "
              f"{summary['eval_examples']} held out. {summary['step']} steps, {summary['tokens']:,} target tokens, "
-             f"{summary['elapsed_s']:.0f} s; final held-out loss {summary['val_loss']}.", "",
+             f"{summary['elapsed_s']:.0f} s; final held-out loss {summary['val_loss'] or float('nan'):.3f}.", "",
              "| held-out exact match | before | after |", "| --- | --- | --- |",
              f"| **all** | {summary['exact_match_before']:.3f} | {summary['exact_match_after']:.3f} |"]
     if kinds != ["all"]:

@@ -19,7 +19,8 @@ def _pack(lengths, vocab, pad_to, gen):
     return docs, ids[None], seg[None]
 
 
-@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-mistral", "tiny-qwen3", "tiny-gemma3", "tiny-bert"])
+@pytest.mark.parametrize("preset", ["tiny-llama", "tiny-mistral", "tiny-qwen3", "tiny-gemma3", "tiny-bert", "tiny-moe",
+                                    "tiny-deepseek-v3"])
 def test_packed_logits_equal_separate_forwards(preset):
     torch.manual_seed(0)
     model = Transformer(get_preset(preset, max_seq_len=64)).eval()

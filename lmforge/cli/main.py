@@ -24,6 +24,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     rs_cmd,
     scaling_cmd,
     serve_cmd,
+    sft_cmd,
     tokenizer_cmd,
 )
 from lmforge.common.errors import LmforgeError
@@ -56,6 +57,7 @@ app.command("dpo")(dpo_cmd.dpo_command)
 app.command("ppo")(ppo_cmd.ppo_command)
 app.command("grpo")(grpo_cmd.grpo_command)
 app.command("rs")(rs_cmd.rs_command)
+app.command("sft")(sft_cmd.sft_command)
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from lmforge.model.config_checks import layer_window
 from lmforge.model.positions import logn_scale
 from lmforge.model.rope import rope_cos_sin
 from lmforge.model.rope_scaling import scaled_inv_freq
+from lmforge.model.segments import build_segment_mask
 
 
 def needs_input_extras(cfg: ModelConfig) -> bool:
@@ -38,8 +39,9 @@ def rope_tables(cfg: ModelConfig, positions: torch.Tensor, dtype: torch.dtype, l
 
 
 def layer_inputs(cfg: ModelConfig, attention_mask: torch.Tensor | None, positions: torch.Tensor, start: int,
-                 T: int, dtype: torch.dtype) -> list[tuple]:
-    """One (cos, sin, mask, is_causal, q_scale) tuple per layer (shared objects for layers of the same kind)."""
+                 T: int, dtype: torch.dtype, segment_ids: torch.Tensor | None = None) -> list[tuple]:
+    """One (cos, sin, mask, is_causal, q_scale) tuple per layer (shared objects for layers of the same kind).
+    segment_ids [B, T] (packed documents) replaces the causal/window mask by its block-diagonal version."""
     device = positions.device
     q_scale = None
     if cfg.logn_train_len is not None:
@@ -57,7 +59,9 @@ def layer_inputs(cfg: ModelConfig, attention_mask: torch.Tensor | None, position
                 cos, sin = rope_tables(cfg, positions, dtype, local)
             else:  # same RoPE as a kind already built
                 cos, sin = next(v[:2] for k, v in built.items() if k[1] == local)
-            if cfg.causal and window is None:
+            if segment_ids is not None:
+                mask, is_causal = build_segment_mask(segment_ids, cfg.causal, window), False
+            elif cfg.causal and window is None:
                 mask, is_causal = build_attention_mask(attention_mask, start, T, device)
             else:
                 mask, is_causal = build_window_mask(attention_mask, start, T, device, cfg.causal, window), False

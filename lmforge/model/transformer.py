@@ -21,6 +21,7 @@ from lmforge.model.mla import MLAttention
 from lmforge.model.mla_cache import MLACache
 from lmforge.model.moe import make_ffn, moe_aux_loss
 from lmforge.model.norms import make_norm
+from lmforge.model.segments import check_segment_ids, segment_positions
 
 
 class Block(nn.Module):
@@ -104,8 +105,8 @@ class Transformer(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, kv_cache: KVCache | None = None,
                 last_only: bool = False, token_type_ids: torch.Tensor | None = None,
-                logit_indices: torch.Tensor | None = None,
-                inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                logit_indices: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+                segment_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Float logits [B, T, V] (or [B, 1, V] with last_only) for token ids [B, T].
 
         attention_mask: [B, S] key mask over cached + new tokens (1 = token, 0 = padding); when given and
@@ -113,8 +114,11 @@ class Transformer(nn.Module):
         kv_cache: new keys/values are appended to it and it advances by T. A paged cache (the serving engine's)
         takes packed tokens [1, N] of several sequences with explicit positions and does the attention itself.
         logit_indices: compute logits only at these positions of T (e.g. each packed sequence's last token).
+        segment_ids: [B, T] documents packed in a row (contiguous runs of one id): attention stays inside each one
+        and positions restart at each (segments.py); training only, not with a KV cache.
         """
-        x = self.hidden_states(input_ids, attention_mask, positions, kv_cache, token_type_ids, inputs_embeds)
+        x = self.hidden_states(input_ids, attention_mask, positions, kv_cache, token_type_ids,
+                               inputs_embeds=inputs_embeds, segment_ids=segment_ids)
         if last_only:
             x = x[:, -1:]
         elif logit_indices is not None:
@@ -130,7 +134,8 @@ class Transformer(nn.Module):
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                       positions: torch.Tensor | None = None, kv_cache: KVCache | None = None,
                       token_type_ids: torch.Tensor | None = None,
-                      inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                      inputs_embeds: torch.Tensor | None = None,
+                      segment_ids: torch.Tensor | None = None) -> torch.Tensor:
         """The final hidden states [B, T, dim] (after the final norm): what the LM head reads, what embeddings pool."""
         if inputs_embeds is not None:  # [B, T, dim] instead of ids (prompt tuning, lmforge.peft)
             input_ids = inputs_embeds[..., 0]  # only its shape and device are read below
@@ -143,6 +148,9 @@ class Transformer(nn.Module):
         start = kv_cache.length if kv_cache is not None and not paged else 0
         if kv_cache is not None and not paged:
             kv_cache.check_room(T)
+        if segment_ids is not None:
+            check_segment_ids(segment_ids, input_ids, attention_mask, kv_cache)
+            positions = segment_positions(segment_ids) if positions is None else positions
         if positions is None:
             if attention_mask is not None:
                 positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:start + T]
@@ -151,7 +159,7 @@ class Transformer(nn.Module):
         x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
         if hasattr(self, "extras"):
             x = self.extras(x, positions, token_type_ids)
-        per_layer = layer_inputs(self.config, attention_mask, positions, start, T, x.dtype)
+        per_layer = layer_inputs(self.config, attention_mask, positions, start, T, x.dtype, segment_ids)
         for layer, (cos, sin, mask, is_causal, q_scale) in zip(self.layers, per_layer, strict=True):
             x = layer(x, cos, sin, mask, is_causal, kv_cache, q_scale)
         if kv_cache is not None and not paged:

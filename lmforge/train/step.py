@@ -30,7 +30,7 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def count_targets(micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> int:
-    return int(sum((y != IGNORE_INDEX).sum().item() for _, y in micro_batches))
+    return int(sum((batch[1] != IGNORE_INDEX).sum().item() for batch in micro_batches))
 
 
 def accumulate_gradients(model: nn.Module, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *,
@@ -50,10 +50,10 @@ def accumulate_gradients(model: nn.Module, micro_batches: Sequence[tuple[torch.T
     the last backward (DDP)."""
     total = max(token_count_reduce(count_targets(micro_batches)), 1)
     loss_sum = 0.0
-    for i, (x, y) in enumerate(micro_batches):
+    for i, (x, y, *seg) in enumerate(micro_batches):  # a third item: segment ids of packed documents (SFT)
         with no_sync(i == len(micro_batches) - 1):
             with autocast():
-                logits = model(x)
+                logits = model(x, segment_ids=seg[0]) if seg else model(x)
                 loss_part = token_loss_sum(logits, y) if loss_fn is None else loss_fn(logits, x, y)
                 loss = loss_part / total
                 if extra_losses is not None:

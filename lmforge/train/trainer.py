@@ -82,14 +82,17 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
 
-    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
         while True:
-            for x, y in self.train_loader:
-                yield torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)
+            for batch in self.train_loader:  # (x, y), or (x, y, segment_ids) for packed documents (SFT)
+                yield tuple(torch.from_numpy(a).to(self.device) for a in batch)
 
-    def _prepare(self, batch: tuple[torch.Tensor, torch.Tensor], index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _prepare(self, batch: tuple[torch.Tensor, ...], index: int) -> tuple[torch.Tensor, ...]:
         """The objective's view of a batch (MLM: masked inputs and labels), seeded by the batch's index."""
-        return batch if self.objective.corrupt is None else self.objective.corrupt(*batch, index)
+        if self.objective.corrupt is None:
+            return batch
+        x, y, *rest = batch
+        return (*self.objective.corrupt(x, y, index), *rest)
 
     # ---- checkpoints ----
 
@@ -148,11 +151,12 @@ class Trainer:
         self.val_loader.load_state_dict({**saved, "epoch": 0, "position": 0})
         self.model.eval()
         loss_sum, count = 0.0, 0
-        for i, (x, y) in enumerate(self.val_loader):
-            x, y = self._prepare((torch.from_numpy(x).to(self.device), torch.from_numpy(y).to(self.device)),
-                                 -1 - i)  # the same masks at every evaluation, never those of a training batch
+        for i, batch in enumerate(self.val_loader):
+            x, y, *seg = (torch.from_numpy(a).to(self.device) for a in batch)
+            x, y = self._prepare((x, y), -1 - i)  # the same masks at every evaluation, never a training batch's
             with self.autocast():
-                loss_sum += float(token_loss_sum(self.forward_model(x), y))
+                logits = self.forward_model(x, segment_ids=seg[0]) if seg else self.forward_model(x)
+                loss_sum += float(token_loss_sum(logits, y))
             count += int((y != -100).sum())
             if i + 1 >= self.cfg.eval_batches:
                 break

@@ -34,6 +34,14 @@ def sft_command(
                                           "drop: skip it."),
     neftune_alpha: float | None = typer.Option(None, "--neftune-alpha", help="NEFTune embedding noise (e.g. 5); "
                                                "0 disables it."),
+    lora_r: int | None = typer.Option(None, "--lora-r", help="LoRA rank; 0 (default) fine-tunes every weight. The "
+                                      "adapter is saved in PEFT format in out/adapter, the merged model in out/hf."),
+    lora_alpha: float | None = typer.Option(None, "--lora-alpha", help="LoRA scale numerator (update = alpha/r BA)."),
+    lora_dropout: float | None = typer.Option(None, "--lora-dropout", help="Dropout on the LoRA input."),
+    lora_targets: list[str] | None = typer.Option(None, "--lora-target", help="Module name to adapt (repeatable; "
+                                                  "default q_proj k_proj v_proj o_proj; all-linear for every one)."),
+    base_bits: int | None = typer.Option(None, "--base-bits", help="QLoRA-style: quantize the frozen base to 8 or 4 "
+                                         "bits (int4 group 32) before adding LoRA; only out/adapter is written."),
     train_examples: int | None = typer.Option(None, "--train-examples", help="Embedded task: training "
                                               "conversations."),
     task_seed: int | None = typer.Option(None, "--task-seed", help="Embedded task: generator seed."),
@@ -50,10 +58,12 @@ def sft_command(
 ) -> None:
     """Supervised fine-tuning (loss on assistant tokens only); prints held-out exact match before and after."""
     flags = {k: v for k, v in locals().items() if k != "config" and v is not None}
-    if "data" in flags:
-        flags["data"] = tuple(flags["data"])
+    for name in ("data", "lora_targets"):
+        if name in flags:
+            flags[name] = tuple(flags[name])
     cfg = SFTConfig.from_toml(config, **flags) if config else SFTConfig.from_dict(flags)
     s = sft(cfg, log=typer.echo)
     typer.echo(f"{s['status']}: {s['step']} steps in {s['elapsed_s']:.0f} s; held-out exact match "
                f"{s['exact_match_before']:.3f} -> {s['exact_match_after']:.3f}; report {Path(cfg.out) / 'report.md'}"
-               + (f"; model {s['hf']}" if s.get("hf") else ""))
+               + (f"; model {s['hf']}" if s.get("hf") else "")
+               + (f"; adapter {s['adapter']}" if s.get("adapter") else ""))

@@ -15,6 +15,9 @@ import torch
 from lmforge.common.errors import LmforgeError
 from lmforge.data.tasks.instructions import held_out_prompts, instruction_split, prompt_key
 from lmforge.model.loader import load
+from lmforge.model.quant import quantize_model
+from lmforge.peft.lora import LoraConfig, apply_lora, unload_lora
+from lmforge.peft.peft_io import save_adapter
 from lmforge.tokenizer.chat_template import CHATML_TEMPLATE
 from lmforge.train.metrics import MetricsLogger, read_metrics
 from lmforge.train.post.exact_match import exact_match
@@ -77,6 +80,7 @@ def sft(cfg: SFTConfig, log=print) -> dict:
     tokenizer, model = _chat_tokenizer(lm, cfg.model), lm.model
     if model.config.max_seq_len < cfg.seq_len:
         raise LmforgeError(f"seq_len={cfg.seq_len} exceeds the model's context of {model.config.max_seq_len}")
+    lora = _apply_lora(model, cfg, log)
     train_examples, train_stats = tokenize_all(tokenizer, train_convs, cfg)
     val_examples, _ = tokenize_all(tokenizer, eval_convs, cfg)
     if not train_examples:
@@ -110,10 +114,29 @@ def sft(cfg: SFTConfig, log=print) -> dict:
     _log_exact_match(run_dir, before, after, summary["step"])
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     write_report(run_dir, summary, write_curves(run_dir))
+    if summary["status"] == "finished" and lora is not None:
+        summary["adapter"] = str(save_adapter(model, lora, run_dir / "adapter", base_model_name=cfg.model))
+        if cfg.base_bits:  # a quantized base cannot hold W + BA: the adapter is the result (apply it to the base)
+            return summary
+        unload_lora(model, merge=True)  # the hf export is the merged model
     if summary["status"] == "finished" and cfg.export_hf:
         lm.save(run_dir / "hf")
         summary["hf"] = str(run_dir / "hf")
     return summary
+
+
+def _apply_lora(model, cfg: SFTConfig, log) -> LoraConfig | None:
+    """LoRA (Hu et al., 2021) on the loaded model, over an int8/int4 frozen base when base_bits is set."""
+    if not cfg.lora_r:
+        return None
+    if cfg.base_bits:
+        quantize_model(model, bits=cfg.base_bits, group_size=32, skip=("lm_head",))
+    lora = LoraConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.lora_targets)
+    apply_lora(model, lora)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log(f"LoRA r={lora.r} alpha={lora.alpha} on {', '.join(lora.target_modules)}"
+        f"{f' over an int{cfg.base_bits} base' if cfg.base_bits else ''}: {trainable:,} trainable parameters")
+    return lora
 
 
 def _log_exact_match(run_dir: Path, before: dict, after: dict, step: int) -> None:

@@ -38,6 +38,13 @@ class SFTConfig:
     warmup_steps: int = 10
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    # parameter-efficient: LoRA (lora_r > 0) trains only low-rank updates of lora_targets; base_bits 8 or 4 first
+    # quantizes the frozen base to int8 / int4 (QLoRA-style). 0 / 0: full fine-tuning of every weight.
+    lora_r: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")  # module names, or ("all-linear",)
+    base_bits: int = 0  # 0 (float base) | 8 | 4 (group 32); needs lora_r > 0
     # data handling
     pack: bool = True  # several conversations per row, attention kept inside each (segment ids)
     truncation: str = "right"  # right: keep a long conversation's first seq_len + 1 tokens | drop: skip it
@@ -81,6 +88,15 @@ class SFTConfig:
             raise ConfigError("SFTConfig.weight_decay and grad_clip must be >= 0")
         if self.neftune_alpha < 0:
             raise ConfigError(f"SFTConfig.neftune_alpha must be >= 0 (0 disables NEFTune), got {self.neftune_alpha!r}")
+        if isinstance(self.lora_targets, str | list):
+            targets = (self.lora_targets,) if isinstance(self.lora_targets, str) else tuple(self.lora_targets)
+            object.__setattr__(self, "lora_targets", targets)
+        if isinstance(self.lora_r, bool) or not isinstance(self.lora_r, int) or self.lora_r < 0:
+            raise ConfigError(f"SFTConfig.lora_r must be an integer >= 0 (0: full fine-tuning), got {self.lora_r!r}")
+        if self.base_bits not in (0, 8, 4):
+            raise ConfigError(f"SFTConfig.base_bits must be 0, 8 or 4, got {self.base_bits!r}")
+        if self.base_bits and not self.lora_r:
+            raise ConfigError("SFTConfig.base_bits quantizes a frozen base for LoRA: set lora_r > 0 as well")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"SFTConfig.threads must be >= 1 or unset, got {self.threads!r}")
 

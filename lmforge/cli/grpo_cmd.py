@@ -39,6 +39,7 @@ def grpo_command(
     task: str = common.TASK, max_operand: int = common.MAX_OPERAND, shaping: bool = common.SHAPING,
     task_seed: int = common.TASK_SEED, eval_prompts: int = common.EVAL_PROMPTS, eval_every: int = common.EVAL_EVERY,
     export_hf: bool = common.EXPORT, threads: int | None = common.THREADS, dtype: str = common.DTYPE,
+    reward_model: str | None = common.REWARD_MODEL, lora_r: int = common.LORA_R,
 ) -> None:
     """GRPO family (group baselines, no critic) on a verifiable-reward task; prints before/after figures."""
     cfg = GRPOConfig(steps=steps, prompts_per_step=prompts_per_step, group_size=group_size, iterations=iterations,
@@ -49,4 +50,4 @@ def grpo_command(
                      seed=seed)
     common.run_command(cfg, model=model, out=out, task=task, max_operand=max_operand, shaping=shaping,
                        task_seed=task_seed, eval_prompts=eval_prompts, eval_every=eval_every, export_hf=export_hf,
-                       threads=threads, dtype=dtype)
+                       threads=threads, dtype=dtype, reward_model=reward_model, lora_r=lora_r)

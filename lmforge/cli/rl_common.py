@@ -43,10 +43,16 @@ EVAL_EVERY = typer.Option(20, "--eval-every", help="Steps between held-out evalu
 EXPORT = typer.Option(True, "--export-hf/--no-export-hf", help="Write the trained policy to OUT/hf.")
 THREADS = typer.Option(None, "--threads", help="torch CPU threads.")
 DTYPE = typer.Option("float32", "--dtype", help="Training dtype: float32 (recommended) or bfloat16.")
+REWARD_MODEL = typer.Option(None, "--reward-model", help="Train on a reward model's score (an `lmforge rm` run's "
+                            "reward_model/ directory) instead of the verifiable reward; held-out figures still "
+                            "use the verifiable reward.")
+LORA_R = typer.Option(0, "--lora-r", help="LoRA rank for the policy (q, k, v, o projections); 0 trains every "
+                      "weight. With LoRA the reference is the base with the adapters switched off (no copy).")
 
 
 def run_command(cfg, *, model: str, out: str | None, task: str, max_operand: int, shaping: bool, task_seed: int,
-                eval_prompts: int, eval_every: int, export_hf: bool, threads: int | None, dtype: str) -> dict:
+                eval_prompts: int, eval_every: int, export_hf: bool, threads: int | None, dtype: str,
+                reward_model: str | None = None, lora_r: int = 0) -> dict:
     """Load the policy, build the engine's generate function, and run the algorithm of cfg on the task."""
     from lmforge.common.errors import LmforgeError
     from lmforge.data.tasks.verifiable import VerifiableTask
@@ -60,5 +66,19 @@ def run_command(cfg, *, model: str, out: str | None, task: str, max_operand: int
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer; RL needs one to decode completions for the reward")
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
+    reward_fn = reference = None
+    if reward_model:
+        from lmforge.train.post.reward_model import load_reward_model
+
+        scorer = load_reward_model(reward_model)
+
+        def reward_fn(records, texts):  # the reward model scores the prompt text + the completion
+            return scorer.score([r["prompt"] for r in records], list(texts))
+    if lora_r:
+        from lmforge.peft.lora import LoraConfig, apply_lora, lora_disabled
+        from lmforge.train.post.rollout import reference_adapters_disabled
+
+        apply_lora(lm.model, LoraConfig(r=lora_r, alpha=2.0 * lora_r))
+        reference = reference_adapters_disabled(lm.model, lambda: lora_disabled(lm.model))
     generate_fn = engine_generate_fn(lm.model, lm.stop_token_ids(), pad_id)
-    return run_rl(cfg, run, lm, generate_fn, verifiable, log=typer.echo)
+    return run_rl(cfg, run, lm, generate_fn, verifiable, reward_fn=reward_fn, reference=reference, log=typer.echo)

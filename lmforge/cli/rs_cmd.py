@@ -27,6 +27,7 @@ def rs_command(
     task: str = common.TASK, max_operand: int = common.MAX_OPERAND, shaping: bool = common.SHAPING,
     task_seed: int = common.TASK_SEED, eval_prompts: int = common.EVAL_PROMPTS, eval_every: int = common.EVAL_EVERY,
     export_hf: bool = common.EXPORT, threads: int | None = common.THREADS, dtype: str = common.DTYPE,
+    reward_model: str | None = common.REWARD_MODEL, lora_r: int = common.LORA_R,
 ) -> None:
     """Rejection sampling fine-tuning on a verifiable-reward task; prints before/after figures."""
     cfg = RSConfig(rounds=rounds, prompts_per_round=prompts_per_round, n=n, min_reward=min_reward,
@@ -34,4 +35,4 @@ def rs_command(
                    temperature=temperature, grad_clip=grad_clip, seed=seed)
     common.run_command(cfg, model=model, out=out, task=task, max_operand=max_operand, shaping=shaping,
                        task_seed=task_seed, eval_prompts=eval_prompts, eval_every=eval_every, export_hf=export_hf,
-                       threads=threads, dtype=dtype)
+                       threads=threads, dtype=dtype, reward_model=reward_model, lora_r=lora_r)

@@ -15,6 +15,8 @@ import torch
 
 from lmforge.common.errors import ConfigError
 from lmforge.data.tasks.verifiable import VerifiableTask, follows_format, reward
+from lmforge.peft.lora import unload_lora
+from lmforge.peft.peft_io import save_adapter
 from lmforge.train.post.grpo import GRPOConfig, GRPOTrainer
 from lmforge.train.post.policy_eval import evaluate_policy
 from lmforge.train.post.ppo import PPOConfig, PPOTrainer
@@ -133,6 +135,9 @@ def _run(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: Ver
                         "exact match (greedy)": (before["exact_greedy"], after["exact_greedy"]),
                         "format: one number then stop (greedy)": (before["format_greedy"], after["format_greedy"]),
                         "KL(policy || reference), nats/sequence": (before["kl"], after["kl"])})
+    if getattr(lm.model, "lora_config", None) is not None:  # the adapter, then the merged policy
+        save_adapter(lm.model, lm.model.lora_config, Path(run.out) / "adapter")
+        unload_lora(lm.model, merge=True)
     if run.export_hf:
         lm.save(Path(run.out) / "hf")
     log(f"{name}: after {total} steps: held-out reward {before['reward_greedy']:.3f} -> {after['reward_greedy']:.3f}"

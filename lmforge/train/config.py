@@ -6,12 +6,10 @@ next to the run's checkpoints so a resumed run can check it is the same run.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 
+from lmforge.common.config_io import ConfigIO, check_fields
 from lmforge.common.errors import ConfigError
 
 SCHEDULES = ("cosine", "wsd", "constant")
@@ -21,7 +19,7 @@ PARALLEL = ("none", "ddp", "fsdp")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigIO):
     # run
     out: str = "runs/pretrain"  # run directory: checkpoints, metrics.jsonl, plots, report, hf export
     seed: int = 0
@@ -125,49 +123,13 @@ class TrainConfig:
         if isinstance(self.sample_prompts, list):
             object.__setattr__(self, "sample_prompts", tuple(self.sample_prompts))
 
-    def replace(self, **changes) -> TrainConfig:
-        _check_fields(changes)
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        _check_fields(data)
-        return cls(**data)
-
-    @classmethod
-    def from_toml(cls, path: str | Path, **overrides) -> TrainConfig:
-        """Fields from a TOML file (top-level keys, or keys inside any [table]), then `overrides` on top."""
-        try:
-            raw = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"train config not found: {path}") from None
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path} is not valid TOML: {err}") from None
-        flat: dict = {}
-        for key, value in raw.items():
-            flat.update(value if isinstance(value, dict) else {key: value})
-        return cls.from_dict({**flat, **overrides})
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-
-def _check_fields(data: dict) -> None:
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown TrainConfig field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-
 
 def parse_assignment(text: str) -> tuple[str, object]:
     """`FIELD=VALUE` from the command line, VALUE parsed as a TOML value (bare words are strings)."""
     if "=" not in text:
         raise ConfigError(f"--set expects FIELD=VALUE, got {text!r}")
     key, value = (s.strip() for s in text.split("=", 1))
-    _check_fields({key: None})
+    check_fields(TrainConfig, {key: None})
     try:
         return key, tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:

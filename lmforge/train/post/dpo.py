@@ -13,12 +13,11 @@ from pathlib import Path
 
 import torch
 
-from lmforge.common.errors import ConfigError
 from lmforge.data.validate import in_range, one_of
 from lmforge.model.loader import load
 from lmforge.train.optim import build_optimizer
 from lmforge.train.post.pairs import EncodedPair, collate_pairs, sequence_logprobs
-from lmforge.train.post.preference_data import batch_order, load_preference_data, set_lr
+from lmforge.train.post.preference_data import batch_order, check_pair_run, load_preference_data, set_lr
 from lmforge.train.post.preference_losses import LOSSES, NEEDS_REFERENCE, preference_loss
 from lmforge.train.post.run_log import RunLog
 from lmforge.train.step import optimizer_step
@@ -56,23 +55,13 @@ class DPOConfig:
     export_hf: bool = True
 
     def __post_init__(self) -> None:
-        if not self.model:
-            raise ConfigError("model must name a model (an HF directory, a .gguf file or smollm2-135m)")
+        check_pair_run(self)
         one_of("loss", self.loss, LOSSES)
         if self.beta is not None:
             in_range("beta", self.beta, 1e-9)
         in_range("label_smoothing", self.label_smoothing, 0, 0.5)
         in_range("gamma", self.gamma)
         in_range("orpo_lambda", self.orpo_lambda, 0)
-        for name in ("train_pairs", "heldout_pairs", "max_steps", "batch_size", "eval_every"):
-            in_range(name, getattr(self, name), 1)
-        in_range("max_len", self.max_len, 8)
-        in_range("lr", self.lr, 0)
-        in_range("warmup_steps", self.warmup_steps, 0)
-        in_range("weight_decay", self.weight_decay, 0)
-        in_range("grad_clip", self.grad_clip, 0)
-        if self.threads is not None:
-            in_range("threads", self.threads, 1)
 
     @property
     def beta_value(self) -> float:

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import torch
 
-from lmforge.common.errors import ConfigError
-from lmforge.data.validate import in_range
 from lmforge.model.loader import load
 from lmforge.train.optim import build_optimizer
-from lmforge.train.post.preference_data import batch_order, load_preference_data, set_lr
+from lmforge.train.post.preference_data import batch_order, check_pair_run, load_preference_data, set_lr
 from lmforge.train.post.reward_model import bradley_terry_loss, pair_scores, pairwise_accuracy, save_reward_model
 from lmforge.train.post.run_log import RunLog
 from lmforge.train.post.value_head import ScalarHead
@@ -45,17 +43,7 @@ class RewardConfig:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        if not self.model:
-            raise ConfigError("model must name a model (an HF directory, a .gguf file or smollm2-135m)")
-        for name in ("train_pairs", "heldout_pairs", "max_steps", "batch_size", "eval_every"):
-            in_range(name, getattr(self, name), 1)
-        in_range("max_len", self.max_len, 8)
-        in_range("lr", self.lr, 0)
-        in_range("warmup_steps", self.warmup_steps, 0)
-        in_range("weight_decay", self.weight_decay, 0)
-        in_range("grad_clip", self.grad_clip, 0)
-        if self.threads is not None:
-            in_range("threads", self.threads, 1)
+        check_pair_run(self)
 
 
 def train_reward_model(cfg: RewardConfig, log=print) -> dict:

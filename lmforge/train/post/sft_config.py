@@ -4,12 +4,9 @@ loadable from TOML; the optimisation fields map onto the pretraining TrainConfig
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 
+from lmforge.common.config_io import ConfigIO
 from lmforge.common.errors import ConfigError
 from lmforge.train.config import DEVICES, PRECISIONS, SCHEDULES, TrainConfig
 from lmforge.train.post.sft_data import FORMATS
@@ -17,7 +14,7 @@ from lmforge.train.post.sft_mask import TRUNCATIONS
 
 
 @dataclass(frozen=True)
-class SFTConfig:
+class SFTConfig(ConfigIO):
     model: str = ""  # the model to fine-tune: a run's hf/ dir, a Hugging Face dir, a .gguf, or an embedded name
     data: tuple[str, ...] = ()  # chat data files; empty: the embedded instruction task (lmforge.data.tasks)
     format: str = "auto"  # auto | messages | alpaca | sharegpt (auto: detected per file)
@@ -108,38 +105,3 @@ class SFTConfig:
         return TrainConfig(**{k: getattr(self, k) for k in shared}, eval_batches=10**6, sample_prompts=(),
                            sample_every=self.max_steps, export_hf=False)
 
-    def replace(self, **changes) -> SFTConfig:
-        _check_fields(changes)
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SFTConfig:
-        _check_fields(data)
-        return cls(**data)
-
-    @classmethod
-    def from_toml(cls, path: str | Path, **overrides) -> SFTConfig:
-        """Fields from a TOML file (top-level keys, or keys inside any [table]), then `overrides` on top."""
-        try:
-            raw = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"sft config not found: {path}") from None
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{path} is not valid TOML: {err}") from None
-        flat: dict = {}
-        for key, value in raw.items():
-            flat.update(value if isinstance(value, dict) else {key: value})
-        return cls.from_dict({**flat, **overrides})
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-
-def _check_fields(data: dict) -> None:
-    known = {f.name for f in dataclasses.fields(SFTConfig)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown SFTConfig field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")

@@ -42,6 +42,11 @@ class MTPTrainingModel(nn.Module):
         self.model, self.mtp, self.config = model, mtp, model.config
         self.last_mtp_loss: torch.Tensor | None = None
 
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The main model's blocks: what FSDP shards and activation checkpointing wraps, one by one."""
+        return self.model.layers
+
     def forward(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
         logits, hidden = forward_with_hidden(self.model, input_ids, **kwargs)
         self.last_mtp_loss = mtp_loss(self.model, self.mtp, input_ids, hidden) if self.training else None

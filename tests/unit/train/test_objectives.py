@@ -13,6 +13,7 @@ from lmforge.data.mlm import IGNORE_INDEX
 from lmforge.model import Transformer, get_preset
 from lmforge.model.moe import moe_aux_loss, moe_layers
 from lmforge.model.mtp import forward_with_hidden, mtp_loss
+from lmforge.train.activation_checkpoint import apply_activation_checkpointing
 from lmforge.train.config import TrainConfig
 from lmforge.train.objectives import MTPTrainingModel, build_objective
 from lmforge.train.pretrain import pretrain
@@ -56,6 +57,10 @@ def test_mtp_objective_equals_mtp_loss_and_trains_the_mtp_modules():
     torch.testing.assert_close(objective.extra_losses(wrapper), expected)
     grads = _grads(wrapper, objective.extra_losses(wrapper))
     assert any(n.startswith("mtp.") for n in grads) and any(n.startswith("model.layers") for n in grads)
+    # FSDP and activation checkpointing reach the blocks through .layers, without a second copy in the state
+    assert wrapper.layers is model.layers and not any(k.startswith("layers.") for k in wrapper.state_dict())
+    assert apply_activation_checkpointing(wrapper) == model.config.n_layers
+    torch.testing.assert_close(wrapper(x), logits)
 
 
 @pytest.fixture(scope="module")

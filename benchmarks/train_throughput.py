@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models (the same for each)")
     parser.add_argument("--profile", action="store_true", help="print lmforge's top ops (torch.profiler) to stderr")
     args = parser.parse_args()
     if args.threads:
@@ -76,6 +77,10 @@ def main() -> None:
         return theirs(input_ids=ids, attention_mask=mask).logits
 
     runs = {"lmforge": (ours, ours), "transformers": (hf_forward, theirs)}
+    if args.compile:  # each library's model compiled the same way; the first (timed-out) step pays the compile
+        compiled_ours, compiled_theirs = torch.compile(ours), torch.compile(theirs)
+        runs = {"lmforge": (compiled_ours, ours),
+                "transformers": (lambda ids: compiled_theirs(input_ids=ids, attention_mask=mask).logits, theirs)}
     best = {name: float("inf") for name in runs}
     for _ in range(args.repeat):
         for name, (forward, module) in runs.items():
@@ -89,6 +94,7 @@ def main() -> None:
     ours_tps, theirs_tps = tokens / best["lmforge"], tokens / best["transformers"]
     print(json.dumps({
         "device": str(device), "precision": args.precision + (" autocast" if args.precision == "bf16" else ""),
+        "compiled": args.compile,
         "params_m": round(cfg.num_params() / 1e6, 2), "batch": args.batch, "seq": args.seq,
         "ours_tok_per_s": round(ours_tps, 1), "baseline_tok_per_s": round(theirs_tps, 1),
         "ratio": round(ours_tps / theirs_tps, 3),

@@ -88,6 +88,7 @@ def build_objective(model: nn.Module, tokenizer=None, *, router_bias_rate: float
         objective.names.append(f"aux-loss-free router bias (rate {router_bias_rate})")
     if losses:
         objective.extra_losses = lambda _module: sum(loss() for loss in losses)
+    if layers or train_module is not model:
         objective.stats = lambda: _loss_stats(train_module, layers)
     if not cfg.causal:
         if not cfg.mlm_head:

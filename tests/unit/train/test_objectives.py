@@ -129,6 +129,7 @@ def test_router_bias_update_balances_load_during_training():
             opt.zero_grad()
             if objective.after_step:
                 objective.after_step()
+        assert "expert_load_max_over_mean" in objective.stats()  # logged even with no auxiliary loss
         counts = torch.stack([m.expert_counts.float() for m in moe_layers(model)])
         return float((counts.max(1).values / counts.mean(1)).max())
 

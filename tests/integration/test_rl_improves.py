@@ -12,6 +12,7 @@ from lmforge.train.post.grpo import GRPOConfig
 from lmforge.train.post.ppo import PPOConfig
 from lmforge.train.post.rejection_sampling import RSConfig
 from lmforge.train.post.rl_run import RunConfig, run_rl
+from tests.cli_util import run_cli
 from tests.pretrained_tiny import pretrained_tiny_dir
 
 pytestmark = pytest.mark.slow
@@ -62,21 +63,17 @@ def test_rejection_sampling_raises_verifiable_reward(tmp_path):
 
 def test_cli_commands_write_the_run_and_reject_bad_flags(tmp_path):
     import json
-    import subprocess
-    import sys
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "lmforge", *args], capture_output=True, text=True, timeout=300)
 
     model = str(pretrained_tiny_dir())
     for name, extra in (("grpo", ["--steps", "2", "--advantage", "rloo", "--dynamic-sampling"]),
                         ("ppo", ["--steps", "2", "--shared-backbone", "--adaptive-kl"]), ("rs", ["--rounds", "1"])):
         out = tmp_path / name
-        result = cli(name, "--model", model, "--out", str(out), "--threads", "1", "--eval-prompts", "8", *extra)
+        result = run_cli(name, "--model", model, "--out", str(out), "--threads", "1", "--eval-prompts", "8", *extra,
+                         timeout=300)
         assert result.returncode == 0, result.stderr
         summary = json.loads((out / "summary.json").read_text())
         assert summary["algorithm"] == name and "after_kl" in summary
         assert (out / "metrics.jsonl").is_file() and (out / "report.md").is_file()
         assert (out / "hf" / "config.json").is_file() and list(out.glob("*.png"))
-    bad = cli("grpo", "--model", model, "--out", str(tmp_path / "bad"), "--loss-agg", "mean")
+    bad = run_cli("grpo", "--model", model, "--out", str(tmp_path / "bad"), "--loss-agg", "mean", timeout=300)
     assert bad.returncode == 2 and "loss_agg" in bad.stderr and "Traceback" not in bad.stderr

@@ -9,16 +9,11 @@ tasks are learnable at this size, arithmetic partly, copying invented facts bare
 """
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from tests.cli_util import run_cli
 from tests.pretrained_tiny import pretrained_tiny_dir
-
-
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lmforge", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.slow
@@ -26,7 +21,7 @@ def test_sft_raises_held_out_exact_match(tmp_path):
     out = tmp_path / "sft"
     result = run_cli("sft", "--model", str(pretrained_tiny_dir()), "--out", str(out), "--max-steps", "300",
                      "--batch-size", "16", "--lr", "3e-3", "--seq-len", "128", "--eval-examples", "100",
-                     "--threads", "1", "--device", "cpu", "--precision", "fp32", "--no-progress")
+                     "--threads", "1", "--device", "cpu", "--precision", "fp32", "--no-progress", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     before, after = summary["exact_match_before"], summary["exact_match_after"]

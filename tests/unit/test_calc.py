@@ -2,8 +2,6 @@
 closed forms written out here, torch's FlopCounterMode, real KV-cache tensors and the ZeRO / Korthikanti formulas."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,6 +12,7 @@ from lmforge.model.calc import calc_report, flops_per_token, kv_bytes_per_token,
 from lmforge.model.calc_memory import layer_activation_bytes, zero_model_states
 from lmforge.model.presets import family_config, get_preset, preset_names
 from lmforge.model.transformer import Transformer
+from tests.cli_util import run_cli
 
 TINY = [name for name in preset_names() if name.startswith("tiny-")]
 
@@ -152,8 +151,6 @@ def test_activations_reduce_to_korthikanti_formula():
     assert acts["flash"]["checkpointing"] < acts["flash"]["no_checkpointing"] < acts["eager"]["no_checkpointing"]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lmforge", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_cli_json_and_unknown_preset():

@@ -2,28 +2,14 @@
 
 import json
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from lmforge.common.errors import LmforgeError
 from lmforge.model.loader import load
+from tests.cli_util import assert_user_error, run_cli
 from tests.hf_models import tiny_hf_model
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lmforge", *args], capture_output=True, text=True, timeout=120)
-
-
-def assert_user_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for needle in needles:
-        assert needle in lines[0]
 
 
 def test_missing_path(tmp_path):

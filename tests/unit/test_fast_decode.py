@@ -1,8 +1,6 @@
 """The fast single-sequence path decodes exactly what the batched, masked generate() decodes; the CLI works."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -13,6 +11,7 @@ from lmforge.engine.fast_decode import decode
 from lmforge.engine.generate import generate
 from lmforge.model import Transformer, get_preset
 from lmforge.model.quant import quantize_model
+from tests.cli_util import run_cli
 from tests.hf_models import tiny_hf_model
 
 
@@ -48,19 +47,19 @@ def test_bytes_read_per_token_counts_codes_not_floats():
     assert linear_params + cfg.vocab_size * cfg.dim <= int8_bytes < float_bytes / 3
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lmforge", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_quantize_cli(tmp_path):
     for args in (["quantize", "--help"], ["bench", "decode", "--help"]):
-        assert run_cli(*args).returncode == 0, args
+        assert run_cli(*args, timeout=300).returncode == 0, args
     tiny_hf_model("llama", tie=True).save_pretrained(tmp_path / "hf")
-    bad = run_cli("quantize", str(tmp_path / "hf"), "--bits", "3", "--out", str(tmp_path / "q3"))
+    bad = run_cli("quantize", str(tmp_path / "hf"), "--bits", "3", "--out", str(tmp_path / "q3"), timeout=300)
     assert bad.returncode == 2 and "bits" in bad.stderr and "Traceback" not in bad.stderr
-    bad = run_cli("quantize", str(tmp_path / "hf"), "--bits", "4", "--group-size", "128", "--out", str(tmp_path / "q"))
+    bad = run_cli("quantize", str(tmp_path / "hf"), "--bits", "4", "--group-size", "128", "--out", str(tmp_path / "q"),
+                  timeout=300)
     assert bad.returncode == 2 and "group_size 128" in bad.stderr
-    ok = run_cli("quantize", str(tmp_path / "hf"), "--bits", "4", "--group-size", "32", "--out", str(tmp_path / "q4"))
+    ok = run_cli("quantize", str(tmp_path / "hf"), "--bits", "4", "--group-size", "32", "--out", str(tmp_path / "q4"),
+                 timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert json.loads((tmp_path / "q4" / "quantization_config.json").read_text())["bits"] == 4
     from lmforge.model.loader import load

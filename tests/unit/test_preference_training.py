@@ -3,8 +3,6 @@ commands on a tiny random model (seconds): properties and round trips, not figur
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -23,6 +21,7 @@ from lmforge.train.post.pairs import collate, encode_completion, encode_pairs, s
 from lmforge.train.post.reward_model import load_reward_model, pair_scores, save_reward_model
 from lmforge.train.post.reward_train import RewardConfig
 from lmforge.train.post.value_head import ScalarHead
+from tests.cli_util import run_cli
 from tests.tiny_lm import tiny_lm
 
 
@@ -123,8 +122,6 @@ def test_pair_scores_are_batch_independent():
     assert torch.allclose(c[:1], c0, atol=1e-5) and torch.allclose(r[:1], r0, atol=1e-5)
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "lmforge", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +135,11 @@ def tiny_dir(tmp_path_factory):
 def test_rm_and_dpo_commands_write_their_runs(tiny_dir, tmp_path):
     common = ["--model", str(tiny_dir), "--max-steps", "2", "--train-pairs", "8", "--heldout-pairs", "8",
               "--batch-size", "4", "--eval-every", "1", "--threads", "1"]
-    rm = run_cli("rm", *common, "--out", str(tmp_path / "rm"))
+    rm = run_cli("rm", *common, "--out", str(tmp_path / "rm"), timeout=300)
     assert rm.returncode == 0, rm.stderr
     assert "held-out pairwise accuracy" in rm.stdout
     assert load_reward_model(tmp_path / "rm" / "reward_model").score(["hi"], ["hello"]).shape == (1,)
-    dpo = run_cli("dpo", *common, "--loss", "simpo", "--out", str(tmp_path / "dpo"))
+    dpo = run_cli("dpo", *common, "--loss", "simpo", "--out", str(tmp_path / "dpo"), timeout=300)
     assert dpo.returncode == 0, dpo.stderr
     for name in ("metrics.jsonl", "summary.json", "report.md", "loss.png", "heldout_win_rate.png", "hf/config.json"):
         assert (tmp_path / "dpo" / name).is_file(), name
@@ -162,6 +159,6 @@ def test_config_errors_name_the_field(make, needle):
 
 
 def test_user_errors_exit_2(tiny_dir):
-    result = run_cli("rm", "--model", str(tiny_dir), "--data", "missing.jsonl", "--max-steps", "1")
+    result = run_cli("rm", "--model", str(tiny_dir), "--data", "missing.jsonl", "--max-steps", "1", timeout=300)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "missing.jsonl" in result.stderr and "Traceback" not in result.stderr

@@ -17,6 +17,7 @@ from lmforge import load
 from lmforge.common.paths import embedded_model_path
 from lmforge.common.timing import best_time
 from lmforge.engine.decode_bench import PROMPT, bytes_read_per_token, decode_tokens_per_s, read_bandwidth_gb_s
+from lmforge.model.packed_linear import pack_linears
 from lmforge.model.quant import quantize_model
 
 VARIANTS = {  # name -> (float dtype, bits or None)
@@ -57,6 +58,7 @@ def main() -> None:
         lm = load("smollm2-135m", dtype=dtype)
         if bits is not None:
             quantize_model(lm.model, bits=bits, group_size=32)
+        pack_linears(lm.model)  # bf16: packed once for oneDNN, as lmforge generate/chat/serve do (fp32 untouched)
         prompt = lm.tokenizer.encode(PROMPT)
         pad_id = lm.tokenizer.pad_token_id
         bound[name] = bandwidth * 1e9 / bytes_read_per_token(lm.model)

@@ -24,6 +24,7 @@ def decode(
 
     from lmforge.engine.decode_bench import PROMPT, bytes_read_per_token, decode_tokens_per_s, read_bandwidth_gb_s
     from lmforge.model.loader import load
+    from lmforge.model.packed_linear import pack_linears
     from lmforge.model.quant import quantize_model
 
     lm = load(model, dtype=dtype)
@@ -33,6 +34,7 @@ def decode(
         if getattr(lm.model, "quant_config", None) is not None:
             raise LmforgeError(f"{model} is already quantized; drop --bits")
         quantize_model(lm.model, bits=bits, group_size=group_size)
+    pack_linears(lm.model)  # what generate/chat/serve run: bf16 linears packed once for oneDNN
     prompt = lm.tokenizer.encode(PROMPT)
     if len(prompt) + tokens + 8 > lm.config.max_seq_len:
         raise LmforgeError(f"--tokens {tokens} exceeds the model's context of {lm.config.max_seq_len}")

@@ -133,12 +133,14 @@ def chat(
     import dataclasses
 
     from lmforge.model.loader import load
+    from lmforge.model.packed_linear import pack_linears
 
     params = opt.sampling_params(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
         presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
         max_new_tokens=max_new_tokens)
     lm = load(model, dtype=dtype)
+    pack_linears(lm.model)  # bf16 on CPU: weights packed once for oneDNN (inference only)
     if lm.tokenizer is None or lm.tokenizer.chat_template is None:
         raise LmforgeError(f"{model} has no tokenizer with a chat template; use `lmforge generate` for raw text")
     session = ChatSession(lm, dataclasses.replace(params, stop_token_ids=lm.stop_token_ids()), system)

@@ -48,6 +48,7 @@ def generate(
 ) -> None:
     """Generate text with a KV cache; stops at the model's end-of-turn / end-of-text token or a --stop string."""
     from lmforge.model.loader import load
+    from lmforge.model.packed_linear import pack_linears
 
     if (prompt is None) == (chat is None):
         raise LmforgeError("give either a PROMPT argument or --chat MESSAGE (exactly one)")
@@ -62,6 +63,7 @@ def generate(
         presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
         max_new_tokens=max_new_tokens, stop=tuple(stop or ()), logprobs=logprobs, truncate=truncate)
     lm = load(model, dtype=dtype)
+    pack_linears(lm.model)  # bf16 on CPU: weights packed once for oneDNN (inference only)
     extra.apply_context_options(lm, rope_scaling, rope_factor, original_max_len, max_context)
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer (tokenizer.json); cannot encode text")

@@ -29,11 +29,13 @@ def serve(
 
     from lmforge.engine.llm import LLM, EngineConfig
     from lmforge.model.loader import load
+    from lmforge.model.packed_linear import pack_linears
     from lmforge.server.app import create_app
     from lmforge.server.async_engine import AsyncEngine
     from lmforge.server.served import ServedModel
 
     lm = load(model, dtype=dtype)
+    pack_linears(lm.model)  # bf16 on CPU: weights packed once for oneDNN (inference only)
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer (tokenizer.json); the server needs one")
     config = EngineConfig(block_size=block_size, kv_cache_gb=kv_cache_gb, max_num_seqs=max_num_seqs,

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lmforge.engine.fast_decode import decode
+from lmforge.model.packed_linear import PackedLinear
 from lmforge.model.quant import Int4Linear, Int8Linear
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
@@ -39,6 +40,9 @@ def bytes_read_per_token(model: nn.Module) -> int:
             tensors = [module.packed, module.scales_and_zeros, module.bias]
         elif isinstance(module, Int8Linear):
             tensors = [module.weight, module.scales, module.bias]
+        elif isinstance(module, PackedLinear):
+            total += module.weight_bytes()
+            continue
         elif isinstance(module, nn.Embedding) or list(module.children()):
             continue
         else:  # float linears and norms

@@ -55,20 +55,30 @@ class PagedKVCache:
         for block_table, start, n in items:
             key_slots = self._slots_of(block_table, start + n)
             slots.append(key_slots[start:])
-            (decode_rows if n == 1 else chunks).append(_Chunk(offset, start, n, key_slots))
+            if n == 1:
+                decode_rows.append((offset, start, block_table))
+            else:
+                chunks.append(_Chunk(offset, start, n, key_slots))
             offset += n
         self._slots = torch.cat(slots).to(device)
         self._chunks = [_Chunk(c.offset, c.start, c.num_tokens, c.key_slots.to(device)) for c in chunks]
         self._decode = None
-        if decode_rows:
-            width = max(c.start + 1 for c in decode_rows)
-            gather = torch.zeros(len(decode_rows), width, dtype=torch.long)
-            mask = torch.zeros(len(decode_rows), width, dtype=torch.bool)
-            for row, c in enumerate(decode_rows):
-                gather[row, :c.start + 1] = c.key_slots
-                mask[row, :c.start + 1] = True
-            index = torch.tensor([c.offset for c in decode_rows], dtype=torch.long)
-            self._decode = (index.to(device), gather.to(device), mask[:, None, None, :].to(device))
+        if decode_rows:  # gathered by whole blocks: one contiguous copy per block, not one per token
+            bs = self.block_size
+            n_blocks = max(start // bs + 1 for _, start, _ in decode_rows)
+            blocks = torch.zeros(len(decode_rows), n_blocks, dtype=torch.long)
+            mask = torch.zeros(len(decode_rows), n_blocks * bs, dtype=torch.bool)
+            for row, (_, start, block_table) in enumerate(decode_rows):
+                used = start // bs + 1
+                blocks[row, :used] = torch.tensor(block_table[:used], dtype=torch.long)
+                mask[row, :start + 1] = True
+            index = torch.tensor([offset for offset, _, _ in decode_rows], dtype=torch.long)
+            self._decode = (index.to(device), blocks.flatten().to(device), mask[:, None, None, :].to(device))
+
+    def _gather_blocks(self, pool: torch.Tensor, blocks: torch.Tensor, rows: int) -> torch.Tensor:
+        """The entries of whole blocks [rows * n_blocks] of one layer's pool -> [rows, n_blocks * block_size, ...]."""
+        by_block = pool.view(-1, self.block_size, *pool.shape[1:])
+        return by_block.index_select(0, blocks).view(rows, -1, *pool.shape[1:])
 
     def _write(self, layer: int, **entries: torch.Tensor) -> None:
         for name, value in entries.items():  # value [N, ...] in packed order
@@ -89,9 +99,9 @@ class PagedKVCache:
         gqa = q.shape[1] != k.shape[1]
         out = torch.empty_like(q)
         if self._decode is not None:
-            index, gather, mask = self._decode
+            index, blocks, mask = self._decode
             qd = q[0, :, index].unsqueeze(2).transpose(0, 1)  # [Bd, H, 1, D]
-            kd, vd = k_pool[gather].transpose(1, 2), v_pool[gather].transpose(1, 2)  # [Bd, H_kv, S, D]
+            kd, vd = (self._gather_blocks(pool, blocks, len(index)).transpose(1, 2) for pool in (k_pool, v_pool))
             yd = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=mask, scale=scale, enable_gqa=gqa)
             out[0, :, index] = yd.squeeze(2).transpose(0, 1)
         for c in self._chunks:
@@ -112,9 +122,10 @@ class PagedKVCache:
         lat_pool, rope_pool = self.pools["latent"][layer], self.pools["k_rope"][layer]
         pieces: list[tuple[torch.Tensor, torch.Tensor]] = []  # (packed indices, output [H, n, v])
         if self._decode is not None:
-            index, gather, mask = self._decode
+            index, blocks, mask = self._decode
             qn, qr = (t[0, :, index].unsqueeze(2).transpose(0, 1) for t in (q_nope, q_rope))  # [Bd, H, 1, ·]
-            yd = decode_fn(qn, qr, lat_pool[gather], rope_pool[gather], mask, False)  # [Bd, H, 1, v]
+            latent, k_rope = (self._gather_blocks(pool, blocks, len(index)) for pool in (lat_pool, rope_pool))
+            yd = decode_fn(qn, qr, latent, k_rope, mask, False)  # [Bd, H, 1, v]
             pieces.append((index, yd.squeeze(2).transpose(0, 1)))
         for c in self._chunks:
             sl = slice(c.offset, c.offset + c.num_tokens)

@@ -1,0 +1,72 @@
+"""bf16 linears packed once for oneDNN give the same numbers as F.linear and leave every decoding path unchanged."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.engine.decode_bench import bytes_read_per_token
+from lmforge.engine.fast_decode import decode
+from lmforge.engine.llm import LLM, EngineConfig
+from lmforge.engine.sampling_params import SamplingParams
+from lmforge.model import Transformer, get_preset
+from lmforge.model.packed_linear import PackedLinear, pack_linears, packing_available
+
+pytestmark = pytest.mark.skipif(not packing_available(), reason="this torch build cannot pack bf16 linears")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("shape", [(1, 48), (5, 48), (2, 3, 48), (0, 48)])
+def test_packed_linear_equals_f_linear(bias, shape):
+    torch.manual_seed(0)
+    linear = nn.Linear(48, 80, bias=bias).to(torch.bfloat16)
+    x = torch.randn(*shape).to(torch.bfloat16)
+    packed = PackedLinear(linear)
+    with torch.inference_mode():
+        out = packed(x)
+        assert out.shape == (*shape[:-1], 80)
+        assert torch.equal(out, F.linear(x, linear.weight, linear.bias))
+        exact = F.linear(x.float(), linear.weight.float(), None if linear.bias is None else linear.bias.float())
+        assert torch.allclose(out.float(), exact, atol=0.05, rtol=0.02)  # bf16 output rounding
+
+
+def tiny_model(dtype):
+    torch.manual_seed(0)
+    return Transformer(get_preset("tiny-llama").replace(max_seq_len=256)).to(dtype).eval()
+
+
+def test_pack_linears_keeps_logits_and_greedy_tokens():
+    model = tiny_model(torch.bfloat16)
+    ids = torch.randint(1, 256, (2, 21))
+    prompt = ids[0].tolist()
+    with torch.inference_mode():
+        before = model(ids)
+    tokens_before = decode(model, prompt, max_new_tokens=24)
+    bytes_before = bytes_read_per_token(model)
+    n = pack_linears(model)
+    cfg = model.config
+    assert n == 7 * cfg.n_layers + 1  # q, k, v, o, gate, up, down per layer and the lm_head (tied or not)
+    assert sum(isinstance(m, PackedLinear) for m in model.modules()) == n
+    assert not any(type(m) is nn.Linear for m in model.modules())
+    with torch.inference_mode():
+        assert torch.equal(model(ids), before)
+    assert decode(model, prompt, max_new_tokens=24) == tokens_before
+    assert bytes_read_per_token(model) == bytes_before
+
+
+def test_packed_model_in_the_paged_engine_matches_single_sequence_decoding():
+    model = tiny_model(torch.bfloat16)
+    prompts = [[(7 * i + j) % 250 + 1 for j in range(5 + 9 * i)] for i in range(5)]
+    reference = [decode(model, p, max_new_tokens=12) for p in prompts]
+    pack_linears(model)
+    outs = LLM(model, None, EngineConfig(num_blocks=64, block_size=4)).generate(
+        prompts, [SamplingParams(max_new_tokens=12)] * len(prompts))
+    assert [o.output_ids for o in outs] == reference
+
+
+def test_fp32_models_are_left_alone():
+    model = tiny_model(torch.float32)
+    assert pack_linears(model) == 0
+    assert not any(isinstance(m, PackedLinear) for m in model.modules())
+    with pytest.raises(Exception, match="only bf16 CPU linears"):
+        PackedLinear(nn.Linear(4, 4))

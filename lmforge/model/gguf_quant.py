@@ -106,7 +106,8 @@ def quantize_from_gguf_blocks(model: Transformer, blocks: dict[str, GGUFBlocks],
     return quantize_model(model, bits=4, group_size=GGUF_GROUP, skip=cfg.skip, head_bits=cfg.head_bits)
 
 
-def read_gguf_int4(path: str | Path, cfg: QuantConfig, dtype: torch.dtype = torch.float32) -> tuple[Transformer, GGUFCheckpoint]:
+def read_gguf_int4(path: str | Path, cfg: QuantConfig,
+                   dtype: torch.dtype = torch.float32) -> tuple[Transformer, GGUFCheckpoint]:
     """(int4 model, checkpoint) from a GGUF file: Q4_0 / Q4_1 linear layers straight from their blocks (never
     dequantized), everything else dequantized to `dtype` and quantized as `quantize_model` does (`cfg`)."""
     ckpt = read_gguf(path, keep_blocks=keep_q4_projections)

@@ -73,7 +73,8 @@ def test_direct_mapping_is_no_worse_than_requantizing(models):
     print(f"\n|dw| vs the file's weights: direct mean {err_direct[0]:.3e} max {err_direct[1]:.3e}; "
           f"re-quantized mean {err_requant[0]:.3e} max {err_requant[1]:.3e}")
     print(f"held-out perplexity over {ids.shape[1]} tokens: fp32 {base:.3f}; direct {ppl_direct:.3f} "
-          f"({100 * (ppl_direct / base - 1):+.2f}%); re-quantized {ppl_requant:.3f} ({100 * (ppl_requant / base - 1):+.2f}%)")
+          f"({100 * (ppl_direct / base - 1):+.2f}%); re-quantized {ppl_requant:.3f} "
+          f"({100 * (ppl_requant / base - 1):+.2f}%)")
     assert err_direct[0] <= err_requant[0]
     assert ppl_direct <= ppl_requant * 1.005
     assert ppl_direct / base - 1 <= 0.10

@@ -58,7 +58,8 @@ def test_int4_linear_holds_the_files_codes_and_scales(qtype, heads):
     if heads:  # the module holds Q/K rows un-permuted: llama.cpp's permutation must give the file's rows back
         assert not np.array_equal(got_codes, codes)
         got_codes, got_w = llamacpp_permute(got_codes, heads), llamacpp_permute(got_w, heads)
-    assert isinstance(module, Int4Linear) and module.group_size == 32 and module.scales_and_zeros.dtype == torch.bfloat16
+    assert isinstance(module, Int4Linear) and module.group_size == 32
+    assert module.scales_and_zeros.dtype == torch.bfloat16
     np.testing.assert_array_equal(got_codes, codes)
     err = np.abs(got_w - w)
     assert (err <= bf16_bound(codes, d, m)).all(), err.max()
@@ -131,3 +132,20 @@ def test_load_gguf_int4_maps_every_projection(tmp_path, qtype):
 def test_gguf_int4_needs_a_gguf_file(tmp_path):
     with pytest.raises(LmforgeError, match="needs a .gguf file"):
         load(tmp_path, gguf_int4=True)
+
+
+def test_quantize_cli_from_gguf_blocks(tmp_path):
+    from tests.cli_util import assert_user_error, run_cli
+
+    write_gguf(tmp_path / "m.gguf", tiny_model("llama"), "Q4_1")
+    src = str(tmp_path / "m.gguf")
+    result = run_cli("quantize", src, "--bits", "4", "--from-gguf-blocks", "-o", str(tmp_path / "q"))
+    assert result.returncode == 0, result.stderr
+    assert "Q4 layers from the GGUF blocks" in result.stdout
+    saved, direct = load(tmp_path / "q"), load(tmp_path / "m.gguf", gguf_int4=True)
+    for (name, a), (_, b) in zip(saved.model.named_modules(), direct.model.named_modules(), strict=True):
+        if isinstance(b, Int4Linear):
+            assert isinstance(a, Int4Linear) and torch.equal(a.weight, b.weight), name
+            assert torch.equal(a.scales_and_zeros, b.scales_and_zeros), name
+    assert_user_error(run_cli("quantize", src, "--bits", "8", "--from-gguf-blocks", "-o", str(tmp_path / "q8")),
+                      "--from-gguf-blocks needs", "--bits 8")

@@ -54,13 +54,15 @@ def q4_codes(tensor: GGUFTensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return codes, d, m
 
 
-def q4_to_int4_linear(blocks: GGUFBlocks) -> Int4Linear:
-    """An `Int4Linear` (group 32, no bias) holding the file's codes, s = bf16(d), z = bf16(m + 8d)."""
+def q4_to_int4_linear(blocks: GGUFBlocks, bias: torch.Tensor | None = None) -> Int4Linear:
+    """An `Int4Linear` (group 32) holding the file's codes, s = bf16(d), z = bf16(m + 8d), and `bias` (float)."""
     codes, d, m = q4_codes(blocks.tensor)
     if blocks.rope_heads:  # the same row permutation for codes, scales and minimums
         codes, d, m = (unpermute_rope_rows(t, blocks.rope_heads) for t in (codes, d, m))
     N, K = codes.shape
-    module = Int4Linear(K, N, GGUF_GROUP)
+    module = Int4Linear(K, N, GGUF_GROUP, bias=bias is not None)
+    if bias is not None:
+        module.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
     module.weight.copy_(pack_nibbles(codes))
     module.scales_and_zeros.copy_(to_kernel_scales_and_zeros(d, m + 8 * d))
     module.repack()
@@ -97,7 +99,7 @@ def quantize_from_gguf_blocks(model: Transformer, blocks: dict[str, GGUFBlocks],
         if type(module) is not nn.Linear or hf_name not in blocks:
             continue
         if not is_skipped(name, cfg.skip) and cfg.bits_for(name) == 4:
-            set_submodule(model, name, q4_to_int4_linear(blocks[hf_name]))
+            set_submodule(model, name, q4_to_int4_linear(blocks[hf_name], module.bias))
         else:
             module.weight = nn.Parameter(dequantize_q4(blocks[hf_name]).to(module.weight.dtype))
     leftover = [name for name, p in model.named_parameters() if p.is_meta]

@@ -100,11 +100,12 @@ def test_q8_0_is_refused():
         q4_codes(GGUFTensor("t", (64, 4), Q.Q8_0, raw))
 
 
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1"])
-def test_load_gguf_int4_maps_every_projection(tmp_path, qtype):
-    """Untied output.weight in Q4: lm_head stays int8 (head_bits 8), like quantize_model; the Q4 embedding is float."""
-    model = tiny_model("llama", tied=False)
-    write_gguf(tmp_path / "m.gguf", model, qtype)
+@pytest.mark.parametrize(("arch", "qtype"), [("llama", "Q4_0"), ("llama", "Q4_1"), ("qwen2", "Q4_1")])
+def test_load_gguf_int4_maps_every_projection(tmp_path, arch, qtype):
+    """Untied output.weight in Q4: lm_head stays int8 (head_bits 8), like quantize_model; the Q4 embedding is float.
+    qwen2: q/k/v biases (F32 in the file) stay on the int4 layers."""
+    model = tiny_model(arch, tied=False)
+    write_gguf(tmp_path / "m.gguf", model, qtype, arch=arch)
     direct = load(tmp_path / "m.gguf", gguf_int4=True)
     plain = load(tmp_path / "m.gguf")  # gguf-py's dequantization, RoPE rows un-permuted
     floats = dict(plain.model.named_modules())
@@ -112,6 +113,9 @@ def test_load_gguf_int4_maps_every_projection(tmp_path, qtype):
     assert len(projections) == 2 * 7
     for name, module in projections:
         assert isinstance(module, Int4Linear), name
+        assert (module.bias is None) == (floats[name].bias is None), name
+        if module.bias is not None:
+            assert torch.equal(module.bias, floats[name].bias), name
         w = floats[name].weight.detach()
         # bf16_bound with |q - 8| |d| <= 8 (2 max|w|) / 15 and |z| <= max|w| (z is a grid value of the block)
         err = (module.dequantize() - w).abs().max().item()

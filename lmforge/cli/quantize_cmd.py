@@ -19,18 +19,28 @@ def quantize(
                                    "'layers.0.*' (repeatable)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (must be empty or absent)."),
     dtype: str = typer.Option("float32", help="dtype of the tensors left in float (embedding, norms, skipped)."),
+    from_gguf_blocks: bool = typer.Option(False, "--from-gguf-blocks", help="GGUF source, --bits 4 --group-size 32 "
+                                          "only: Q4_0/Q4_1 layers keep the file's own codes and scales instead of "
+                                          "being dequantized and re-quantized (other layers are re-quantized)."),
 ) -> None:
     """Quantize the linear layers' weights; the embedding and norms stay in float."""
-    from lmforge.model.loader import load, resolve_dtype
+    from lmforge.model.loader import load, load_gguf, resolve_dtype, resolve_source
     from lmforge.model.quant import QuantConfig, quantize_model
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LmforgeError(f"output {out} already exists and is not an empty directory")
-    QuantConfig(bits=bits, group_size=group_size, skip=tuple(skip), head_bits=head_bits)  # validate before loading
-    lm = load(src, dtype=resolve_dtype(dtype))
-    if getattr(lm.model, "quant_config", None) is not None:
-        raise LmforgeError(f"{src} is already quantized")
-    quantize_model(lm.model, bits=bits, group_size=group_size, skip=tuple(skip), head_bits=head_bits)
+    cfg = QuantConfig(bits=bits, group_size=group_size, skip=tuple(skip), head_bits=head_bits)  # validate first
+    if from_gguf_blocks:
+        path = resolve_source(src)
+        if path.suffix.lower() != ".gguf" or (bits, group_size) != (4, 32):
+            raise LmforgeError("--from-gguf-blocks needs a .gguf source (or the embedded model) and --bits 4 "
+                               f"--group-size 32; got {src} with --bits {bits} --group-size {group_size}")
+        lm = load_gguf(path, resolve_dtype(dtype), int4=cfg)
+    else:
+        lm = load(src, dtype=resolve_dtype(dtype))
+        if getattr(lm.model, "quant_config", None) is not None:
+            raise LmforgeError(f"{src} is already quantized")
+        quantize_model(lm.model, bits=bits, group_size=group_size, skip=tuple(skip), head_bits=head_bits)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -42,4 +52,5 @@ def quantize(
         shutil.rmtree(staging, ignore_errors=True)
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     what = f"int{bits}" + (f" group {group_size}" if bits == 4 else "") + f", lm_head int{head_bits}"
+    what += ", Q4 layers from the GGUF blocks" if from_gguf_blocks else ""
     print(f"wrote {out}: {what}{', skipped ' + ', '.join(skip) if skip else ''}, {size:.1f} MB")

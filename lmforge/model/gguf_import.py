@@ -8,8 +8,9 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +68,25 @@ class GGUFCheckpoint:
     tokenizer_config: dict
     quant_types: dict[str, int]
     metadata: dict
+    blocks: dict[str, "GGUFBlocks"] = field(default_factory=dict)  # HF name -> tensor left quantized (keep_blocks)
 
 
-def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFCheckpoint:
-    """Read, check and dequantize a GGUF file into a `GGUFCheckpoint` with tensors of `dtype`."""
+@dataclass
+class GGUFBlocks:
+    """A tensor `read_gguf` left in its GGUF blocks; `rope_heads`: undo llama.cpp's Q/K row permutation per that
+    many heads (`unpermute_rope_rows`) after decoding, None when the rows are in order."""
+
+    tensor: GGUFTensor
+    rope_heads: int | None
+
+
+def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32,
+              keep_blocks: Callable[[str, GGUFTensor], bool] | None = None) -> GGUFCheckpoint:
+    """Read, check and dequantize a GGUF file into a `GGUFCheckpoint` with tensors of `dtype`.
+
+    Tensors for which `keep_blocks(hf_name, tensor)` is true are not dequantized: `state_dict` holds a meta tensor
+    of their shape and `blocks` their raw GGUF data (see lmforge.model.gguf_quant).
+    """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise LmforgeError(f"dtype must be a floating torch dtype (float32, bfloat16, float16); got {dtype!r}")
     reader = GGUFFile(path)  # memory-mapped: tensor bytes are read only when dequantized
@@ -91,15 +107,24 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFCheck
             )
     _check_shapes(tensors, names, hf_config)
 
+    def rope_heads(hf_name: str) -> int | None:
+        permuted = architecture in _PERMUTED_ARCHITECTURES and hf_name.split(".")[-2] in ("q_proj", "k_proj")
+        return hf_config[_ROPE_HEADS[hf_name.split(".")[-2]]] if permuted else None
+
     def load(gguf_name: str) -> torch.Tensor:
         weight, hf_name = _dequantize(tensors[gguf_name]), names[gguf_name]
-        if architecture in _PERMUTED_ARCHITECTURES and hf_name.split(".")[-2] in ("q_proj", "k_proj"):
-            weight = unpermute_rope_rows(weight, hf_config[_ROPE_HEADS[hf_name.split(".")[-2]]])
+        if heads := rope_heads(hf_name):
+            weight = unpermute_rope_rows(weight, heads)
         return weight.to(dtype)
 
+    kept = {hf: GGUFBlocks(tensors[name], rope_heads(hf)) for name, hf in names.items()
+            if keep_blocks is not None and keep_blocks(hf, tensors[name])}
+    to_load = [name for name, hf in names.items() if hf not in kept]
     # gguf's numpy dequantizers release the GIL for most of their work: one thread per core halves the wait.
     with ThreadPoolExecutor(max_workers=_usable_cpus()) as pool:
-        state_dict = dict(zip(names.values(), pool.map(load, names), strict=True))
+        state_dict = dict(zip((names[name] for name in to_load), pool.map(load, to_load), strict=True))
+    for hf, block in kept.items():
+        state_dict[hf] = torch.empty(tuple(int(d) for d in reversed(block.tensor.shape)), dtype=dtype, device="meta")
     tokenizer, tokenizer_config = build_tokenizer(fields)
     return GGUFCheckpoint(
         architecture=architecture,
@@ -109,6 +134,7 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFCheck
         tokenizer_config=tokenizer_config,
         quant_types=dict(Counter(tensor.tensor_type.name for tensor in reader.tensors)),
         metadata={name.removeprefix("general."): v for name, v in fields.items() if name.startswith("general.")},
+        blocks=kept,
     )
 
 

@@ -16,6 +16,7 @@ from lmforge.model.config import ModelConfig
 from lmforge.model.hf import config_from_hf
 from lmforge.model.hf_dir import build_model, load_hf_model, save_hf_model
 from lmforge.model.presets import preset_names
+from lmforge.model.quant import QuantConfig
 from lmforge.model.quant_io import is_quantized_dir, load_quantized, save_quantized
 from lmforge.model.sentence_embedding import embed_token_ids
 from lmforge.model.transformer import Transformer
@@ -102,25 +103,37 @@ def resolve_source(name_or_path: str | Path) -> Path:
     )
 
 
-def load_gguf(path: Path, dtype: torch.dtype) -> LM:
+def load_gguf(path: Path, dtype: torch.dtype, int4: QuantConfig | None = None) -> LM:
+    """`int4`: map Q4_0 / Q4_1 layers straight into Int4Linear and quantize the rest with this config
+    (lmforge.model.gguf_quant); None: dequantize everything to `dtype`."""
     from lmforge.model.gguf_import import read_gguf  # the gguf package is only needed for .gguf files
+    from lmforge.model.gguf_quant import read_gguf_int4
 
-    ckpt = read_gguf(path)
-    cfg = config_from_hf(ckpt.hf_config)
-    model = build_model(cfg, ckpt.state_dict, source=str(path), dtype=dtype)
+    if int4 is not None:
+        model, ckpt = read_gguf_int4(path, int4, dtype)
+    else:
+        ckpt = read_gguf(path)
+        model = build_model(config_from_hf(ckpt.hf_config), ckpt.state_dict, source=str(path), dtype=dtype)
     tokenizer = Tokenizer(ckpt.tokenizer, **ckpt.tokenizer_config)
     generation = {k: ckpt.hf_config.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
     return LM(model=model, tokenizer=tokenizer, source=str(path), generation_config=generation)
 
 
-def load(name_or_path: str | Path = "smollm2-135m", dtype: str | torch.dtype = "float32") -> LM:
-    """Load a model by embedded name, Hugging Face directory or GGUF file (weights dequantized to `dtype`)."""
+def load(name_or_path: str | Path = "smollm2-135m", dtype: str | torch.dtype = "float32",
+         gguf_int4: bool = False) -> LM:
+    """Load a model by embedded name, Hugging Face directory or GGUF file (weights dequantized to `dtype`).
+
+    gguf_int4=True (GGUF only): an int4 group-32 model whose Q4_0 / Q4_1 layers keep the file's own codes and
+    scales (no dequantize + re-quantize); other layers as `quantize_model(bits=4, group_size=32)` makes them.
+    """
     torch_dtype = resolve_dtype(dtype)
     path = resolve_source(name_or_path)
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise LmforgeError(f"{path} is a single file; expected a .gguf file or a Hugging Face directory")
-        return load_gguf(path, torch_dtype)
+        return load_gguf(path, torch_dtype, QuantConfig(bits=4, group_size=32) if gguf_int4 else None)
+    if gguf_int4:
+        raise LmforgeError(f"gguf_int4=True needs a .gguf file; {path} is a directory")
     if is_quantized_dir(path):
         model, generation = load_quantized(path, torch_dtype)
     else:

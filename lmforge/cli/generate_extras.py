@@ -8,8 +8,10 @@ import typer
 
 from lmforge.common.errors import LmforgeError
 
-DRAFT = typer.Option(None, "--draft", help="Speculative decoding: 'ngram' (prompt lookup) or a draft model (embedded "
-                                           "name, HF directory or .gguf) sharing the target's vocabulary.")
+DRAFT = typer.Option(None, "--draft", help="Speculative decoding: 'ngram' (prompt lookup), 'mtp' (the model's own "
+                                           "multi-token-prediction head, saved as mtp.safetensors by a pretrain with "
+                                           "n_mtp_modules > 0; at most that many drafts per round) or a draft model "
+                                           "(embedded name, HF directory or .gguf) sharing the target's vocabulary.")
 NUM_DRAFT = typer.Option(4, "--num-draft", help="Speculative decoding: tokens the draft proposes per target forward.")
 ROPE_SCALING = typer.Option(None, "--rope-scaling", help="Extend the context with this RoPE scaling: linear, ntk, "
                                                          "yarn or llama3 (needs --rope-factor).")
@@ -35,7 +37,11 @@ def run_speculative(lm, ids: list[int], params, draft: str, num_draft: int, dtyp
     if params.logprobs is not None or params.stop or params.uses_history:
         raise LmforgeError("--draft cannot be combined with --logprobs, --stop or repetition/presence/frequency "
                            "penalties")
-    draft_model = "ngram" if draft == "ngram" else load(draft, dtype=dtype).model
+    if draft == "mtp" and lm.mtp is None:
+        raise LmforgeError(f"--draft mtp needs multi-token-prediction modules (mtp.safetensors, written by a pretrain "
+                           f"with n_mtp_modules > 0); {lm.source} has none")
+    named = {"ngram": "ngram", "mtp": lm.mtp}
+    draft_model = named[draft] if draft in named else load(draft, dtype=dtype).model
     start = time.perf_counter()
     out = speculative_generate(lm.model, ids, draft_model, params, num_draft=num_draft)
     total = time.perf_counter() - start

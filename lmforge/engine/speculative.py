@@ -1,9 +1,9 @@
 """Speculative decoding (Leviathan et al. 2023; Chen et al. 2023): a cheap draft proposes k tokens, the target
 checks them all in one cached forward pass, and the accept/reject rule keeps the target's distribution exactly.
 
-Drafts: a smaller model with the same vocabulary (`ModelDraft`) or prompt lookup (`NgramDraft`: the continuation
-of the last earlier occurrence of the context's final n-gram, a one-hot q). Batch size 1; rejected positions are
-rolled back in both KV caches with `truncate`.
+Drafts: a smaller model with the same vocabulary (`ModelDraft`), the target's own MTP head (`MTPDraft`,
+mtp_draft.py) or prompt lookup (`NgramDraft`: the continuation of the last earlier occurrence of the context's final
+n-gram, a one-hot q). Batch size 1; rejected positions are rolled back in both KV caches with `truncate`.
 """
 
 from collections.abc import Sequence
@@ -13,8 +13,10 @@ import torch
 
 from lmforge.common.errors import LmforgeError
 from lmforge.engine.generate import fit_prompt
+from lmforge.engine.mtp_draft import MTPDraft
 from lmforge.engine.sampling import Sampler, check_finite
 from lmforge.engine.sampling_params import SamplingParams
+from lmforge.model.mtp import MultiTokenPrediction
 
 
 def accept_reject(p: torch.Tensor, q: torch.Tensor, draft: torch.Tensor, greedy: bool,
@@ -143,12 +145,15 @@ class SpeculativeResult:
 
 
 def make_draft(target, draft: str | object, max_len: int, max_ngram: int = 3):
-    """"ngram" -> NgramDraft; a Transformer (same vocabulary as the target) -> ModelDraft."""
+    """"ngram" -> NgramDraft; the target's MultiTokenPrediction (LM.mtp) -> MTPDraft; a Transformer (same
+    vocabulary as the target) -> ModelDraft."""
     vocab = target.config.vocab_size
     if draft == "ngram":
         return NgramDraft(max_ngram, vocab)
+    if isinstance(draft, MultiTokenPrediction):
+        return MTPDraft(target, draft, max_len)
     if not hasattr(draft, "new_kv_cache"):
-        raise LmforgeError(f"draft must be 'ngram' or a model, got {draft!r}")
+        raise LmforgeError(f"draft must be 'ngram', MTP modules (LM.mtp) or a model, got {draft!r}")
     if draft.config.vocab_size != vocab:
         raise LmforgeError(f"the draft model's vocabulary ({draft.config.vocab_size}) differs from the target's "
                            f"({vocab}); speculative decoding needs the same tokenizer")
@@ -170,8 +175,9 @@ def speculative_generate(target, prompt: Sequence[int], draft, params: SamplingP
     dist = Distributions(params, target.config.vocab_size, device)
     generator = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
     cache = target.new_kv_cache(1, max_len=max_len)
+    forward = getattr(drafter, "target_forward", target)  # an MTP draft keeps the target's hidden states
     if len(prompt) > 1:  # the last prompt token is fed with the first drafts
-        target(torch.tensor([prompt[:-1]], device=device), kv_cache=cache, last_only=True)
+        forward(torch.tensor([prompt[:-1]], device=device), kv_cache=cache, last_only=True)
     tokens, result = list(prompt), SpeculativeResult()
     stops = set(params.stop_token_ids)
     while True:
@@ -182,7 +188,7 @@ def speculative_generate(target, prompt: Sequence[int], draft, params: SamplingP
         drafted = drafted.to(device)
         k = drafted.shape[0]
         fed = torch.cat([torch.tensor(tokens[cache.length:], device=device), drafted])[None]
-        logits = target(fed, kv_cache=cache)[0, -(k + 1):]
+        logits = forward(fed, kv_cache=cache)[0, -(k + 1):]
         result.target_forwards += 1
         p = dist(logits)
         n, nxt = accept_reject(p, q.to(device) if k else p[:0], drafted, dist.greedy, generator)

@@ -15,6 +15,8 @@ from lmforge.common.paths import INSTALL_HINT, embedded_model_path
 from lmforge.model.config import ModelConfig
 from lmforge.model.hf import config_from_hf
 from lmforge.model.hf_dir import build_model, load_hf_model, save_hf_model
+from lmforge.model.mtp import MultiTokenPrediction
+from lmforge.model.mtp_io import load_mtp, save_mtp
 from lmforge.model.presets import preset_names
 from lmforge.model.quant import QuantConfig
 from lmforge.model.quant_io import is_quantized_dir, load_quantized, save_quantized
@@ -35,6 +37,7 @@ class LM:
     tokenizer: Tokenizer | None
     source: str
     generation_config: dict = field(default_factory=dict)
+    mtp: MultiTokenPrediction | None = None  # multi-token-prediction modules (mtp.safetensors), when the model has them
 
     @property
     def config(self) -> ModelConfig:
@@ -71,6 +74,8 @@ class LM:
             save_quantized(self.model, directory, self.generation_config)
         else:
             save_hf_model(self.model, directory, self.generation_config, dtype=dtype)
+        if self.mtp is not None:
+            save_mtp(self.mtp, directory, dtype=dtype)
         if self.tokenizer is not None:
             self.tokenizer.save(directory)
 
@@ -139,4 +144,5 @@ def load(name_or_path: str | Path = "smollm2-135m", dtype: str | torch.dtype = "
     else:
         model, generation = load_hf_model(path, torch_dtype)
     tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
-    return LM(model=model, tokenizer=tokenizer, source=str(path), generation_config=generation)
+    return LM(model=model, tokenizer=tokenizer, source=str(path), generation_config=generation,
+              mtp=load_mtp(path, model.config, torch_dtype))

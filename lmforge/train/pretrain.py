@@ -15,6 +15,8 @@ import torch
 from lmforge.data.loader import PackedLoader
 from lmforge.model import ModelConfig, Transformer, get_preset
 from lmforge.model.hf_dir import save_hf_model
+from lmforge.model.mtp import MultiTokenPrediction
+from lmforge.model.mtp_io import save_mtp
 from lmforge.train.config import TrainConfig
 from lmforge.train.continued import load_init, prepare_init_data
 from lmforge.train.corpus_data import prepare_data
@@ -90,10 +92,13 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
         summary["initial_val_loss"] = initial_val
     summary.update(params=mcfg.num_params(), unigram_entropy=data_stats["unigram_entropy"],
                    data=data_stats, preset=cfg.init_from or cfg.model_config or cfg.preset)
+    mtp = getattr(train_module, "mtp", None)  # the MTP wrapper's modules, exported beside the model (mtp_io.py)
     if parallel.mode == "fsdp" and summary["status"] == "finished" and cfg.export_hf:
         full = parallel.model_state(train_module)  # collective: every rank takes part, rank 0 keeps a plain copy
         if rank == 0:
-            if train_module is not model:  # the MTP wrapper: export the main model (MTP modules stay in checkpoints)
+            if mtp is not None:
+                mtp = MultiTokenPrediction(mcfg)
+                mtp.load_state_dict({k.removeprefix("mtp."): v for k, v in full.items() if k.startswith("mtp.")})
                 full = {k.removeprefix("model."): v for k, v in full.items() if k.startswith("model.")}
             model = Transformer(mcfg)
             load_model_tensors(model, model_tensors_from(model, full))
@@ -101,6 +106,8 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if summary["status"] == "finished" and cfg.export_hf:
             save_hf_model(model, run_dir / "hf", generation)
+            if mtp is not None:
+                save_mtp(mtp, run_dir / "hf")
             tokenizer.save(run_dir / "hf")
         write_plots(run_dir)
         write_report(run_dir)

@@ -11,6 +11,7 @@ from lmforge.engine.sampling_params import SamplingParams
 from lmforge.engine.speculative import NgramDraft, accept_reject, speculative_generate
 from lmforge.model.presets import get_preset
 from lmforge.model.transformer import Transformer
+from tests.speculative_stats import pooled_chisquare, sampled_counts, target_joint
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -105,24 +106,11 @@ def test_sampled_two_tokens_follow_target_distribution():
     target = tiny(4, vocab_size=8, dim=32, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=64)
     draft = tiny(5, vocab_size=8, dim=16, n_layers=1, n_heads=1, n_kv_heads=1, ffn_dim=32)
     prompt = [1, 2]
-    with torch.no_grad():
-        p1 = torch.softmax(target(torch.tensor([prompt]))[0, -1] / 0.1, -1)
-        seqs = torch.tensor([prompt + [a] for a in range(8)])
-        p2 = torch.softmax(target(seqs)[:, -1] / 0.1, -1)
-    expected = (p1[:, None] * p2).flatten()  # [64] joint over (t1, t2)
-    runs = 1200
-    counts = torch.zeros(64)
-    for seed in range(runs):
-        out = speculative_generate(target, prompt, draft, SamplingParams(temperature=0.1, max_new_tokens=2,
-                                                                         seed=seed), num_draft=2)
-        counts[out.tokens[0] * 8 + out.tokens[1]] += 1
-    keep = expected * runs >= 5  # chi-square needs expected counts >= 5; pool the rare cells
-    pooled = [counts[~keep].sum()[None]] if (~keep).any() else []
-    obs = torch.cat([counts[keep], *pooled]).double()
-    exp = torch.cat([expected[keep], *([expected[~keep].sum()[None]] if pooled else [])]).double() * runs
-    exp = exp * obs.sum() / exp.sum()  # float32 rounding of the softmax
-    assert chisquare(obs.numpy(), exp.numpy()).pvalue > 0.01
-    assert counts[~keep].sum() <= 5 + 3 * float(expected[~keep].sum() * runs)
+    expected = target_joint(target, prompt, 2, 0.1)  # [64] joint over (t1, t2)
+    counts = sampled_counts(target, prompt, draft, 2, 0.1, runs=1200, num_draft=2)
+    pvalue, rare_observed, rare_expected = pooled_chisquare(counts, expected)
+    assert pvalue > 0.01
+    assert rare_observed <= 5 + 3 * rare_expected
 
 
 @pytest.mark.slow

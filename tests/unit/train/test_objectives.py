@@ -90,6 +90,10 @@ def test_pretraining_a_deepseek_model_trains_mtp_and_moves_the_router_bias(deeps
     got = {k: v for k, v in exported.state_dict().items() if k.endswith("score_bias")}
     for name, value in got.items():
         torch.testing.assert_close(value, tensors["model." + name])
+    mtp = lmforge.load(str(out / "hf")).mtp  # the export keeps the trained MTP modules too (mtp.safetensors)
+    assert mtp is not None and len(mtp.depths) == 1
+    for name, value in mtp.state_dict().items():
+        torch.testing.assert_close(value, tensors["mtp." + name])
 
 
 def test_mlm_pretraining_of_an_encoder_beats_the_unigram_baseline(tmp_path):

@@ -94,7 +94,7 @@ def main() -> None:
         t_ours = run_ours(lm, requests)
         t_hf = run_hf(hf, requests, lm.tokenizer.pad_token_id or 0)
         peak = matmul_peak(dtype)
-        result |= {f"ours_{name}_packed_linears": packed} |  {f"ours_{name}_tok_per_s": round(generated / t_ours, 1),
+        result |= {f"ours_{name}_packed_linears": packed, f"ours_{name}_tok_per_s": round(generated / t_ours, 1),
                    f"hf_{name}_tok_per_s": round(generated / t_hf, 1), f"ratio_{name}": round(t_hf / t_ours, 2),
                    f"ours_{name}_gflops": round(model_flops(n_params, requests) / t_ours / 1e9, 1),
                    f"matmul_peak_{name}_gflops": round(peak / 1e9, 1),

@@ -6,6 +6,7 @@ import random
 import pytest
 import torch
 
+from lmforge.engine import paged_cache
 from lmforge.engine.block_manager import BlockManager
 from lmforge.engine.generate import generate
 from lmforge.engine.llm import LLM, EngineConfig
@@ -17,7 +18,9 @@ from lmforge.model import Transformer, get_preset
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return Transformer(get_preset("tiny-llama").replace(max_seq_len=512)).eval()
+    # init_std 0.2: at the default 0.02 a tiny tied-embedding model repeats its input token whatever it attends to,
+    # so greedy outputs could not tell a wrong attention from a right one
+    return Transformer(get_preset("tiny-llama").replace(max_seq_len=512, init_std=0.2)).eval()
 
 
 def mixed_prompts(n=16, seed=0):
@@ -39,7 +42,43 @@ def run_llm(llm, prompts, max_new):
     return [outs[i] for i in ids]
 
 
-def test_continuous_batching_equals_single_sequence_greedy(model):
+@pytest.fixture(params=["default groups", "one group per length"])
+def decode_grouping(request, monkeypatch):
+    """Decoding rows attend in length groups; overhead 0 splits them into one group per distinct length."""
+    if request.param != "default groups":
+        monkeypatch.setattr(paged_cache, "GROUP_OVERHEAD_BLOCKS", 0)
+
+
+def _set_partitions(items):
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for part in _set_partitions(rest):
+        yield [[first]] + part
+        for k in range(len(part)):
+            yield part[:k] + [[first] + part[k]] + part[k + 1:]
+
+
+def _grouping_cost(parts, lengths, overhead):
+    return sum(len(p) * max(lengths[i] for i in p) + overhead for p in parts)
+
+
+def test_group_by_length_is_an_optimal_partition():
+    """The grouping covers every row once and costs no more than the best of all set partitions (brute force)."""
+    rng = random.Random(0)
+    for _ in range(200):
+        lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, 7))]
+        overhead = rng.choice([0, 3, 48])
+        groups = paged_cache.group_by_length(lengths, overhead)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        best = min(_grouping_cost(p, lengths, overhead) for p in _set_partitions(list(range(len(lengths)))))
+        assert _grouping_cost(groups, lengths, overhead) == best
+    assert paged_cache.group_by_length([1, 100], overhead=10) == [[0], [1]]
+    assert paged_cache.group_by_length([1, 100], overhead=1000) == [[0, 1]]
+
+
+def test_continuous_batching_equals_single_sequence_greedy(model, decode_grouping):
     prompts = mixed_prompts()
     max_new = [random.Random(i).randint(1, 24) for i in range(len(prompts))]
     llm = LLM(model, config=EngineConfig(block_size=8, num_blocks=256, max_num_seqs=6, max_num_batched_tokens=128))
@@ -48,10 +87,10 @@ def test_continuous_batching_equals_single_sequence_greedy(model):
 
 
 @pytest.mark.parametrize("preset", ["tiny-qwen3", "tiny-moe", "tiny-deepseek-v3"])
-def test_other_architectures_batch_like_single_sequences(preset):
+def test_other_architectures_batch_like_single_sequences(preset, decode_grouping):
     """Qwen3 (QK-norm), a routed MoE, and DeepSeek-V3 in miniature (MLA: the pages hold only the latent)."""
     torch.manual_seed(0)
-    model = Transformer(get_preset(preset)).eval()
+    model = Transformer(get_preset(preset).replace(init_std=0.2)).eval()
     prompts = mixed_prompts(6, seed=11)
     llm = LLM(model, config=EngineConfig(block_size=4, num_blocks=256, max_num_seqs=4, max_num_batched_tokens=64))
     assert run_llm(llm, prompts, [9] * 6) == reference(model, prompts, [9] * 6)

@@ -58,7 +58,7 @@ def main() -> None:
         lm = load("smollm2-135m", dtype=dtype)
         if bits is not None:
             quantize_model(lm.model, bits=bits, group_size=32)
-        pack_linears(lm.model)  # bf16: packed once for oneDNN, as lmforge generate/chat/serve do (fp32 untouched)
+        pack_linears(lm.model)  # packed once for oneDNN (bf16; fp32 on AMD), as generate/chat/serve do
         prompt = lm.tokenizer.encode(PROMPT)
         pad_id = lm.tokenizer.pad_token_id
         bound[name] = bandwidth * 1e9 / bytes_read_per_token(lm.model)

@@ -89,7 +89,7 @@ def main() -> None:
             hf = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype).eval()
         hf.generation_config.eos_token_id = None
         n_params = sum(p.numel() for n, p in lm.model.named_parameters() if not n.startswith("embed"))
-        packed = pack_linears(lm.model)  # bf16: weights packed once for oneDNN, as `lmforge serve` does
+        packed = pack_linears(lm.model)  # packed once for oneDNN (bf16; fp32 on AMD), as `lmforge serve` does
         run_ours(lm, requests[:4])  # warm-up
         t_ours = run_ours(lm, requests)
         t_hf = run_hf(hf, requests, lm.tokenizer.pad_token_id or 0)

@@ -34,7 +34,7 @@ def decode(
         if getattr(lm.model, "quant_config", None) is not None:
             raise LmforgeError(f"{model} is already quantized; drop --bits")
         quantize_model(lm.model, bits=bits, group_size=group_size)
-    pack_linears(lm.model)  # what generate/chat/serve run: bf16 linears packed once for oneDNN
+    pack_linears(lm.model)  # what generate/chat/serve run: linears packed once for oneDNN (bf16; fp32 on AMD)
     prompt = lm.tokenizer.encode(PROMPT)
     if len(prompt) + tokens + 8 > lm.config.max_seq_len:
         raise LmforgeError(f"--tokens {tokens} exceeds the model's context of {lm.config.max_seq_len}")

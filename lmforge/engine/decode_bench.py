@@ -2,7 +2,8 @@
 
 Batch-1 decoding is memory-bound: each new token reads every weight once, so tokens/s can not beat
 bandwidth / weight bytes. We measure the machine's read bandwidth in the same run (a large tensor sum) and report
-each model's speed next to that bound.
+each model's speed next to that bound, and next to what the projections alone run at with this machine's matmul
+kernels (the gap between those two is the kernels'; the gap below the second is everything else a step does).
 """
 
 import time
@@ -49,6 +50,29 @@ def bytes_read_per_token(model: nn.Module) -> int:
             tensors = list(module.parameters(recurse=False))
         total += sum(t.numel() * t.element_size() for t in tensors if t is not None)
     return total
+
+
+@torch.inference_mode()
+def projections_only_tokens_per_s(model: nn.Module, repeat: int = 5) -> float:
+    """Tokens/s if a decode step did nothing but its projections: every linear (float, packed or quantized) run
+    once on one row of the model's dtype, in model order, best of `repeat`. The weights stream from memory as in
+    a real step, so this is the ceiling that the matmul kernels allow."""
+    kinds = (nn.Linear, PackedLinear, Int8Linear, Int4Linear)
+    projections = [m for m in model.modules() if isinstance(m, kinds)]
+    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
+    inputs = [torch.randn(1, m.in_features, dtype=dtype) for m in projections]
+
+    def step():
+        for m, x in zip(projections, inputs, strict=True):
+            m(x)
+
+    step()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - start)
+    return 1 / best
 
 
 def decode_tokens_per_s(model, prompt: list[int], tokens: int, repeat: int = 3) -> tuple[float, list[int]]:

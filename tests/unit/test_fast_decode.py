@@ -68,3 +68,21 @@ def test_quantize_cli(tmp_path):
     assert model.quant_config.bits == 4 and model.quant_config.group_size == 32
     with torch.no_grad():
         assert model(torch.tensor([[1, 2, 3]])).isfinite().all()
+
+
+@pytest.mark.parametrize("bits", [None, 4])
+def test_projections_only_speed_runs_every_projection_once_per_step(bits):
+    from lmforge.engine.decode_bench import projections_only_tokens_per_s
+
+    model = Transformer(get_preset("tiny-llama")).eval()
+    if bits:
+        quantize_model(model, bits=bits, group_size=32)
+    calls = []
+    projections = [m for m in model.modules() if hasattr(m, "in_features")]
+    assert len(projections) == 7 * model.config.n_layers + 1  # q, k, v, o, gate, up, down and the lm_head
+    for m in projections:
+        m.register_forward_hook(lambda mod, args, out: calls.append((mod, tuple(args[0].shape))))
+    speed = projections_only_tokens_per_s(model, repeat=2)
+    assert speed > 0
+    assert len(calls) == 3 * len(projections)  # one warm-up step and two timed ones
+    assert all(shape == (1, mod.in_features) for mod, shape in calls)

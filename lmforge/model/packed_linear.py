@@ -4,9 +4,10 @@ pass does): plain `F.linear` on a bf16 CPU weight reorders it on every call.
 Measured on a 2-core Intel AMX CPU: a bf16 projection of SmolLM2's sizes took 2.2-2.7x less time packed at 1-32
 rows (decode), 1.2-1.5x less at 256 rows; the results are bitwise those of `F.linear`, which runs the same oneDNN
 kernel. fp32 is packed only on AMD CPUs, where F.linear's fp32 path (MKL) is the slow one: on a 2-core AMD EPYC
-(Zen 4) packed fp32 projections took 1.2-2.1x less time at one row, 1.2-2.6x less at 32 rows, and SmolLM2 fp32
-decoding ran 1.35x faster (22.3 vs 16.6 tok/s, same tokens); on the Intel CPU packing fp32 measured slower at one
-row. Packed fp32 differs from F.linear by float rounding only (~1e-5 relative). Training is left alone: the
+(Zen 4) packed fp32 projections took 1.2-2.6x less time at 32 rows; at one row the small ones (weights in cache)
+were slower packed and the large ones 1.2-2.1x faster, and over a whole decode, weights streaming from memory,
+SmolLM2 fp32 ran 1.35x faster (22.3 vs 16.6 tok/s, same tokens). On the Intel CPU packing fp32 measured slower at
+one row. Packed fp32 differs from F.linear by float rounding only (~1e-5 relative). Training is left alone: the
 weight changes every step.
 """
 
@@ -17,7 +18,8 @@ from lmforge.common.errors import LmforgeError
 
 
 def packing_available(dtype: torch.dtype = torch.bfloat16) -> bool:
-    """True when this torch build can pack `dtype` linears (CPU with oneDNN and bf16 support)."""
+    """True when this torch build can pack `dtype` linears (bf16 or fp32; CPU with oneDNN, and bf16 support for
+    bf16)."""
     if dtype not in (torch.bfloat16, torch.float32) or not torch.backends.mkldnn.is_available():
         return False
     try:

@@ -6,11 +6,10 @@ each model's speed next to that bound, and next to what the projections alone ru
 kernels (the gap between those two is the kernels'; the gap below the second is everything else a step does).
 """
 
-import time
-
 import torch
 from torch import nn
 
+from lmforge.common.timing import best_time
 from lmforge.engine.fast_decode import decode
 from lmforge.model.packed_linear import PackedLinear
 from lmforge.model.quant import Int4Linear, Int8Linear
@@ -22,11 +21,7 @@ def read_bandwidth_gb_s(size_mb: int = 1024, repeat: int = 5) -> float:
     """Best-of-`repeat` read bandwidth (GB/s) of summing a float32 tensor much larger than the caches."""
     x = torch.ones(size_mb * 2**20 // 4)
     x.sum()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        x.sum()
-        best = min(best, time.perf_counter() - start)
+    best, _ = best_time(x.sum, repeat)
     return x.numel() * 4 / best / 1e9
 
 
@@ -67,20 +62,12 @@ def projections_only_tokens_per_s(model: nn.Module, repeat: int = 5) -> float:
             m(x)
 
     step()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - start)
+    best, _ = best_time(step, repeat)
     return 1 / best
 
 
 def decode_tokens_per_s(model, prompt: list[int], tokens: int, repeat: int = 3) -> tuple[float, list[int]]:
     """(best tokens/s over `repeat` greedy runs of `tokens` new tokens, the tokens of the last run)."""
     decode(model, prompt, max_new_tokens=8)  # warm-up: first calls of oneDNN / kernel paths are slow
-    best, out = float("inf"), []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = decode(model, prompt, max_new_tokens=tokens)
-        best = min(best, time.perf_counter() - start)
+    best, out = best_time(lambda: decode(model, prompt, max_new_tokens=tokens), repeat)
     return tokens / best, out

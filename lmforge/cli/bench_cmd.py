@@ -4,6 +4,7 @@ import json
 
 import typer
 
+from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.common.errors import LmforgeError
 
 app = typer.Typer(help="Speed measurements (lmforge only; benchmarks/decode.py compares with transformers).",
@@ -34,6 +35,7 @@ def decode(
     from lmforge.model.packed_linear import pack_linears
     from lmforge.model.quant import quantize_model
 
+    warn_if_slow_dtype(dtype)
     lm = load(model, dtype=dtype)
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer (tokenizer.json); cannot encode the prompt")

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from lmforge.cli import sampling_options as opt
+from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.common.errors import LmforgeError
 
 HELP = """commands:
@@ -139,6 +140,7 @@ def chat(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
         presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
         max_new_tokens=max_new_tokens)
+    warn_if_slow_dtype(dtype)
     lm = load(model, dtype=dtype)
     pack_linears(lm.model)  # CPU weights packed once for oneDNN (bf16; fp32 on AMD), inference only
     if lm.tokenizer is None or lm.tokenizer.chat_template is None:

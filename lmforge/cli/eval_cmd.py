@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.common.errors import LmforgeError
 
 app = typer.Typer(help="Evaluate a model: perplexity on text, passkey retrieval.", no_args_is_help=True)
@@ -19,11 +20,12 @@ def _load(model: str, dtype: str, device: str):
 
     import lmforge
 
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    warn_if_slow_dtype(dtype, device)
     lm = lmforge.load(model, dtype=dtype)
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer; evaluation needs one")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     lm.model.to(device).eval()
     return lm
 

@@ -9,6 +9,7 @@ import typer
 
 from lmforge.cli import generate_extras as extra
 from lmforge.cli import sampling_options as opt
+from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.common.errors import LmforgeError
 
 
@@ -62,6 +63,7 @@ def generate(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
         presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
         max_new_tokens=max_new_tokens, stop=tuple(stop or ()), logprobs=logprobs, truncate=truncate)
+    warn_if_slow_dtype(dtype)
     lm = load(model, dtype=dtype)
     pack_linears(lm.model)  # CPU weights packed once for oneDNN (bf16; fp32 on AMD), inference only
     extra.apply_context_options(lm, rope_scaling, rope_factor, original_max_len, max_context)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 import typer
 
+from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.engine.generate import generate
 from lmforge.engine.sampling_params import SamplingParams
 from lmforge.train.post.rollout import GenerateFn, RolloutParams
@@ -62,6 +63,7 @@ def run_command(cfg, *, model: str, out: str | None, task: str, max_operand: int
     run = RunConfig(out=out or f"runs/{algo_name(cfg)}", eval_prompts=eval_prompts, eval_every=eval_every,
                     export_hf=export_hf, threads=threads)
     verifiable = VerifiableTask(kind=task, max_operand=max_operand, seed=task_seed, shaping=shaping)
+    warn_if_slow_dtype(dtype)
     lm = load(model, dtype=dtype)
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer; RL needs one to decode completions for the reward")

@@ -4,6 +4,7 @@ import sys
 
 import typer
 
+from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.common.errors import LmforgeError
 
 
@@ -34,6 +35,7 @@ def serve(
     from lmforge.server.async_engine import AsyncEngine
     from lmforge.server.served import ServedModel
 
+    warn_if_slow_dtype(dtype)
     lm = load(model, dtype=dtype)
     pack_linears(lm.model)  # CPU weights packed once for oneDNN (bf16; fp32 on AMD), inference only
     if lm.tokenizer is None:

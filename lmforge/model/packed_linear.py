@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.hardware import cpu_vendor
 
 
 def packing_available(dtype: torch.dtype = torch.bfloat16) -> bool:
@@ -55,18 +56,6 @@ class PackedLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
-
-
-def cpu_vendor() -> str:
-    """The x86 vendor string ('GenuineIntel', 'AuthenticAMD'), or '' where /proc/cpuinfo does not say."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def default_packed_dtypes() -> tuple[torch.dtype, ...]:

@@ -4,11 +4,10 @@ computes bf16 natively (a bf16-capable GPU, or a CPU with AMX / AVX512-BF16), el
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.hardware import cpu_has_native_bf16
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -21,18 +20,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def resolve_precision(name: str, device: torch.device) -> str:
     """'auto' -> 'bf16' when the device computes it natively, else 'fp32'; other names unchanged."""
     if name != "auto":
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if _cpu_has_bf16() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"

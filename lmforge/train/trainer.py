@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.train import state as st
 from lmforge.train.activation_checkpoint import apply_activation_checkpointing
 from lmforge.train.checkpoint import latest_valid_checkpoint, list_checkpoints, save_checkpoint
@@ -51,6 +52,8 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         if self.precision == "fp16" and self.device.type != "cuda":
             raise LmforgeError("precision='fp16' (with loss scaling) needs a CUDA device; use 'bf16' on CPU")
+        if self.precision == "bf16" and self.device.type == "cpu" and not cpu_has_native_bf16() and self.is_main:
+            log(f"warning: precision bf16: {slow_bf16_note()}; precision fp32 (or auto) is faster here")
         if len(train_loader) == 0:
             raise LmforgeError("the training data holds less than one batch; lower batch_size or add data")
         if cfg.activation_checkpointing:

@@ -119,24 +119,31 @@ def test_mlm_pretraining_of_an_encoder_beats_the_unigram_baseline(tmp_path):
 
 
 def test_router_bias_update_balances_load_during_training():
-    """With the aux-loss-free update the worst expert load over mean falls compared with no update."""
-    def worst_load(rate):
+    """A router skewed towards two experts stays skewed without the aux-loss-free update and is rebalanced with it.
+
+    (At random init the sigmoid scores differ by ~1e-2, so loads are already near balance and comparing them says
+    little; the skew makes the update's direction and effect measurable.)"""
+    def worst_loads(rate):
         torch.manual_seed(0)
         model = Transformer(get_preset("tiny-deepseek-v3", n_mtp_modules=0))
+        for m in moe_layers(model):
+            m.router.score_bias[:2] = 0.5  # experts 0 and 1 win every token's choice
         module, objective = build_objective(model, router_bias_rate=rate)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         x = torch.randint(0, 256, (8, 32))
-        for _ in range(60):
+        worst = []
+        for _ in range(40):
             loss = token_loss_sum(module(x), torch.roll(x, -1, 1)) / x.numel()
             loss.backward()
             opt.step()
             opt.zero_grad()
             if objective.after_step:
                 objective.after_step()
+            counts = torch.stack([m.expert_counts.float() for m in moe_layers(model)])
+            worst.append(float((counts.max(1).values / counts.mean(1)).max()))
         assert "expert_load_max_over_mean" in objective.stats()  # logged even with no auxiliary loss
-        counts = torch.stack([m.expert_counts.float() for m in moe_layers(model)])
-        return float((counts.max(1).values / counts.mean(1)).max())
+        return sum(worst[-10:]) / 10  # the worst layer's max load over mean, over the last 10 steps
 
-    without, with_bias = worst_load(0.0), worst_load(0.02)
+    without, with_bias = worst_loads(0.0), worst_loads(0.02)
     print(f"worst expert load / mean: {without:.2f} without bias updates, {with_bias:.2f} with")
-    assert with_bias < without
+    assert without > 3.5 and with_bias < 2.5

@@ -129,3 +129,15 @@ def test_fresh_start_over_existing_checkpoints_is_refused(tmp_path, packed):
     _trainer(cfg, packed).fit()
     with pytest.raises(LmforgeError, match="--resume"):
         _trainer(cfg, packed).fit()
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_native_bf16_is_warned(tmp_path, packed, monkeypatch, native):
+    from lmforge.train import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bf16", lambda: native)
+    data, _, tok = packed
+    lines = []
+    Trainer(tiny_train_config(tmp_path, precision="bf16"), Transformer(tiny_model_config(len(tok))),
+            PackedLoader(data, "train", 4), tokenizer=tok, log=lines.append)
+    assert any("no native bf16" in line for line in lines) is not native

@@ -9,9 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from lmforge.model.calc import calc_report
-from lmforge.model.presets import get_preset
-
 
 def _num(x: float) -> str:
     for unit, scale in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
@@ -79,6 +76,9 @@ def calc(
     as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
 ) -> None:
     """Parameters by component, FLOPs per token, training memory per ZeRO stage and KV-cache bytes of a preset."""
+    from lmforge.model.calc import calc_report
+    from lmforge.model.presets import get_preset
+
     report = calc_report(get_preset(preset), seq_len=seq_len, batch=batch, dtype=dtype, zero_stage=zero_stage, dp=dp)
     if as_json:
         print(json.dumps(report))

@@ -13,13 +13,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lmforge.data.pack import PackConfig, pack_documents
-from lmforge.data.pipeline import PipelineRunner
-from lmforge.data.pipeline_config import load_pipeline
-from lmforge.data.readers import ReaderConfig, ReadStats, read_documents
-from lmforge.data.sample_corpus import SampleConfig, write_sample
-from lmforge.data.steps import STEP_TYPES
-
 app = typer.Typer(
     help="Clean text corpora (URL, language, Gopher/C4/FineWeb quality filters, PII, exact and MinHash "
     "dedup), pack them into token shards, and generate a sample corpus with ground truth.",
@@ -59,6 +52,9 @@ def run(
                                            show_default=False),
 ) -> None:
     """Run a pipeline: finished shards are skipped on re-runs; writes data/, stats.json and report.md."""
+    from lmforge.data.pipeline import PipelineRunner
+    from lmforge.data.pipeline_config import load_pipeline
+
     config = load_pipeline(pipeline)
     if ray_address is not None:
         config = dataclasses.replace(config, ray_address=ray_address, engine=engine or "ray")
@@ -117,6 +113,8 @@ def sample(
     max_jaccard: float = typer.Option(0.97, "--max-jaccard", help="Highest word-5-gram Jaccard of a near copy."),
 ) -> None:
     """Write a deterministic sample web corpus with ground truth (and a pipeline.toml to clean it)."""
+    from lmforge.data.sample_corpus import SampleConfig, write_sample
+
     config = SampleConfig(seed=seed, good=good, per_language=per_language, spam=spam, blocked_urls=blocked_urls,
                           exact_duplicates=exact_duplicates, near_duplicates=near_duplicates, pii=pii,
                           shards=shards, min_jaccard=min_jaccard, max_jaccard=max_jaccard)
@@ -142,6 +140,8 @@ def pack(
     no_eos: bool = typer.Option(False, "--no-eos", help="Do not append the EOS token after each document."),
 ) -> None:
     """Tokenize documents and pack them into fixed-length memory-mapped shards (train and val)."""
+    from lmforge.data.pack import PackConfig, pack_documents
+    from lmforge.data.readers import ReaderConfig, ReadStats, read_documents
     from lmforge.tokenizer import Tokenizer
 
     config = PackConfig(seq_len=seq_len, val_fraction=val_fraction, seed=seed, shard_rows=shard_rows,
@@ -160,6 +160,8 @@ def pack(
 @app.command("steps")
 def steps() -> None:
     """List the pipeline step types and their parameters with defaults."""
+    from lmforge.data.steps import STEP_TYPES
+
     for name, step_type in STEP_TYPES.items():
         fields = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(step_type.config)
                            if f.default is not dataclasses.MISSING)

@@ -9,8 +9,6 @@ from pathlib import Path
 import typer
 
 from lmforge.train.config import TrainConfig, parse_assignment
-from lmforge.train.distill import DistillConfig
-from lmforge.train.distill_run import distill
 
 
 def distill_command(
@@ -34,9 +32,12 @@ def distill_command(
     set_: list[str] | None = typer.Option(None, "--set", help="Any other TrainConfig field: --set FIELD=VALUE."),
 ) -> None:
     """Distil a teacher into a (smaller) student with the same vocabulary."""
-    dcfg = DistillConfig(temperature=temperature, kind=kind, alpha=alpha)
     flags = {k: v for k, v in locals().items() if k not in ("config", "set_", "teacher", "temperature", "kind",
-                                                             "alpha", "dcfg") and v is not None}
+                                                             "alpha") and v is not None}
+    from lmforge.train.distill import DistillConfig  # torch loads here, not at --help
+    from lmforge.train.distill_run import distill
+
+    dcfg = DistillConfig(temperature=temperature, kind=kind, alpha=alpha)
     flags.setdefault("out", "runs/distill")
     flags.update(parse_assignment(s) for s in (set_ or []))
     cfg = TrainConfig.from_toml(config, **flags) if config else TrainConfig.from_dict(flags)

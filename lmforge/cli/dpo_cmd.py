@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import typer
 
-from lmforge.train.post.dpo import DPOConfig, train_dpo
-
 
 def dpo_command(
     model: str = typer.Option(..., "--model", "-m", help="Policy to start from (also the reference): an HF dir, "
@@ -37,7 +35,10 @@ def dpo_command(
     export_hf: bool = typer.Option(True, "--export-hf/--no-export-hf", help="Save the trained policy to out/hf."),
 ) -> None:
     """Align a model on preference pairs; report the held-out chosen-over-rejected win rate vs the reference."""
-    cfg = DPOConfig(**{k: v for k, v in locals().items()})
+    flags = dict(locals())  # every flag, taken before the imports below add local names
+    from lmforge.train.post.dpo import DPOConfig, train_dpo
+
+    cfg = DPOConfig(**flags)
     s = train_dpo(cfg, log=typer.echo)
     typer.echo(f"held-out win rate {s['win_rate_reference']:.3f} (reference) -> {s['win_rate_policy']:.3f} "
                f"({cfg.loss}); report in {cfg.out}/report.md")

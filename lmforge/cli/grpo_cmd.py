@@ -7,7 +7,6 @@ from __future__ import annotations
 import typer
 
 from lmforge.cli import rl_common as common
-from lmforge.train.post.grpo import GRPOConfig
 
 
 def grpo_command(
@@ -42,6 +41,8 @@ def grpo_command(
     reward_model: str | None = common.REWARD_MODEL, lora_r: int = common.LORA_R,
 ) -> None:
     """GRPO family (group baselines, no critic) on a verifiable-reward task; prints before/after figures."""
+    from lmforge.train.post.grpo import GRPOConfig
+
     cfg = GRPOConfig(steps=steps, prompts_per_step=prompts_per_step, group_size=group_size, iterations=iterations,
                      minibatch_size=minibatch_size, lr=lr, max_new_tokens=max_new_tokens, temperature=temperature,
                      beta=beta, eps_low=eps_low, eps_high=eps_high, advantage=advantage, loss_agg=loss_agg,

@@ -3,15 +3,17 @@
 import json
 import platform
 
-import torch
 import typer
 
 import lmforge
 from lmforge.common.paths import INSTALL_HINT, embedded_model_path
-from lmforge.model.presets import preset_names
 
 
 def collect_info() -> dict:
+    import torch
+
+    from lmforge.model.presets import preset_names
+
     embedded = embedded_model_path()
     return {
         "lmforge": lmforge.__version__,

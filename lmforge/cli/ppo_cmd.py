@@ -7,7 +7,6 @@ from __future__ import annotations
 import typer
 
 from lmforge.cli import rl_common as common
-from lmforge.train.post.ppo import PPOConfig
 
 
 def ppo_command(
@@ -42,6 +41,8 @@ def ppo_command(
     reward_model: str | None = common.REWARD_MODEL, lora_r: int = common.LORA_R,
 ) -> None:
     """RLHF with PPO (actor, critic, reward, reference) on a verifiable-reward task; prints before/after figures."""
+    from lmforge.train.post.ppo import PPOConfig
+
     cfg = PPOConfig(steps=steps, batch_size=batch_size, minibatch_size=minibatch_size, ppo_epochs=ppo_epochs, lr=lr,
                     critic_lr=critic_lr, max_new_tokens=max_new_tokens, temperature=temperature, gamma=gamma,
                     lam=lam, clip_eps=clip_eps, value_clip=value_clip, vf_coef=vf_coef, entropy_coef=entropy_coef,

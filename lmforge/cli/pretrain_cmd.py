@@ -10,8 +10,6 @@ from pathlib import Path
 import typer
 
 from lmforge.train.config import TrainConfig, parse_assignment
-from lmforge.train.pretrain import pretrain
-from lmforge.train.report import write_report
 
 
 def pretrain_command(
@@ -57,6 +55,8 @@ def pretrain_command(
     flags = {k: v for k, v in locals().items() if k not in ("config", "set_") and v is not None}
     flags.update(parse_assignment(s) for s in (set_ or []))
     cfg = TrainConfig.from_toml(config, **flags) if config else TrainConfig.from_dict(flags)
+    from lmforge.train.pretrain import pretrain  # torch and torch.distributed load here, not at --help
+
     summary = pretrain(cfg, log=typer.echo)
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 speaks for the run
         return
@@ -69,4 +69,6 @@ def pretrain_command(
 
 def report_command(run_dir: Path = typer.Argument(..., help="A pretraining run directory.")) -> None:
     """Write RUN_DIR/report.md (summary, loss / lr / throughput plots, samples)."""
+    from lmforge.train.report import write_report
+
     typer.echo(f"wrote {write_report(run_dir)}")

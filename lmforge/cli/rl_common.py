@@ -4,18 +4,25 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 import typer
 
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
-from lmforge.engine.generate import generate
-from lmforge.engine.sampling_params import SamplingParams
-from lmforge.train.post.rollout import GenerateFn, RolloutParams
+
+if TYPE_CHECKING:  # torch and the engine load when a command runs, not at `lmforge --help`
+    import torch
+
+    from lmforge.train.post.rollout import GenerateFn
 
 
 def engine_generate_fn(model: torch.nn.Module, stop_token_ids: list[int], pad_id: int) -> GenerateFn:
     """A GenerateFn on lmforge.engine.generate: row i of a call samples with seed + i, so the G samples of a
     group differ while the whole rollout stays reproducible."""
+    from lmforge.engine.generate import generate
+    from lmforge.engine.sampling_params import SamplingParams
+    from lmforge.train.post.rollout import RolloutParams
+
     def generate_fn(prompts: list[list[int]], params: RolloutParams) -> list[list[int]]:
         rows = [SamplingParams(max_new_tokens=params.max_new_tokens, temperature=params.temperature,
                                top_p=params.top_p, seed=None if params.seed is None else params.seed + i,

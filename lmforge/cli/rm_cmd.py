@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import typer
 
-from lmforge.train.post.reward_train import RewardConfig, train_reward_model
-
 
 def rm_command(
     model: str = typer.Option(..., "--model", "-m", help="Backbone to start from: an HF dir, a .gguf or "
@@ -31,7 +29,10 @@ def rm_command(
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
 ) -> None:
     """Train a reward model on preference pairs; report held-out pairwise accuracy before and after."""
-    cfg = RewardConfig(**{k: v for k, v in locals().items()})
+    flags = dict(locals())  # every flag, taken before the imports below add local names
+    from lmforge.train.post.reward_train import RewardConfig, train_reward_model
+
+    cfg = RewardConfig(**flags)
     s = train_reward_model(cfg, log=typer.echo)
     typer.echo(f"held-out pairwise accuracy {s['accuracy_before']:.3f} -> {s['accuracy_after']:.3f}; reward model "
                f"in {s['reward_model']}; report in {cfg.out}/report.md")

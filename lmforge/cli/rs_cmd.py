@@ -7,7 +7,6 @@ from __future__ import annotations
 import typer
 
 from lmforge.cli import rl_common as common
-from lmforge.train.post.rejection_sampling import RSConfig
 
 
 def rs_command(
@@ -30,6 +29,8 @@ def rs_command(
     reward_model: str | None = common.REWARD_MODEL, lora_r: int = common.LORA_R,
 ) -> None:
     """Rejection sampling fine-tuning on a verifiable-reward task; prints before/after figures."""
+    from lmforge.train.post.rejection_sampling import RSConfig
+
     cfg = RSConfig(rounds=rounds, prompts_per_round=prompts_per_round, n=n, min_reward=min_reward,
                    sft_epochs=sft_epochs, batch_size=batch_size, lr=lr, max_new_tokens=max_new_tokens,
                    temperature=temperature, grad_clip=grad_clip, seed=seed)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import typer
 
 from lmforge.common.errors import LmforgeError
-from lmforge.train.scaling import ScalingConfig, scaling
 
 
 def _sizes(text: str) -> tuple[tuple[int, int], ...]:
@@ -30,6 +29,8 @@ def scaling_command(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
 ) -> None:
     """Fit L(N, D) = E + A/N^alpha + B/D^beta on a sweep of tiny models and print the compute-optimal frontier."""
+    from lmforge.train.scaling import ScalingConfig, scaling
+
     try:
         step_list = tuple(int(s) for s in steps.split(","))
     except ValueError:

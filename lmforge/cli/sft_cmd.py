@@ -8,9 +8,6 @@ from pathlib import Path
 
 import typer
 
-from lmforge.train.post.sft import sft
-from lmforge.train.post.sft_config import SFTConfig
-
 
 def sft_command(
     model: str | None = typer.Option(None, "--model", "-m", help="Model to fine-tune: a run's hf/ dir, a Hugging "
@@ -58,6 +55,9 @@ def sft_command(
 ) -> None:
     """Supervised fine-tuning (loss on assistant tokens only); prints held-out exact match before and after."""
     flags = {k: v for k, v in locals().items() if k != "config" and v is not None}
+    from lmforge.train.post.sft import sft
+    from lmforge.train.post.sft_config import SFTConfig
+
     for name in ("data", "lora_targets"):
         if name in flags:
             flags[name] = tuple(flags[name])

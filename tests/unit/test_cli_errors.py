@@ -2,6 +2,8 @@
 
 import json
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -25,6 +27,14 @@ def test_help_on_every_command():
                  ["tokenizer", "--help"], ["tokenizer", "train", "--help"], ["tokenizer", "encode", "--help"]):
         result = run_cli(*args)
         assert result.returncode == 0 and "Usage" in result.stdout, args
+
+
+def test_help_does_not_import_torch():
+    """`lmforge --help` and command parsing stay fast: torch, the model and the trainers load when a command runs."""
+    code = ("import sys; from lmforge.cli.main import app; "
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def test_info_json():

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from lmforge.engine.cpu_kernels import paged_decode_attention_op
+
 # A decode group costs ~8 extra ops per layer; in blocks read (one block = block_size tokens of keys and values) that
 # is about this many. Length groups are formed only where the padding they save is worth more.
 GROUP_OVERHEAD_BLOCKS = 48
@@ -53,6 +55,13 @@ class _DecodeGroup:  # decoding sequences attended together
 
 
 @dataclass
+class _DecodeRows:  # every decoding sequence at once, for the C++ kernel
+    index: torch.Tensor  # [rows] their positions in the packed tokens
+    tables: torch.Tensor  # [rows, max blocks] block tables, padded with block 0
+    lengths: torch.Tensor  # [rows] cached entries each attends to (its new one included)
+
+
+@dataclass
 class _Chunk:  # one sequence's share of the packed step
     offset: int  # first index in the packed tokens
     start: int  # position of its first new token
@@ -64,9 +73,12 @@ class PagedKVCache:
     paged = True  # tells the model to hand attention to this cache
 
     def __init__(self, n_layers: int, num_blocks: int, block_size: int, entry_shapes: dict[str, tuple[int, ...]],
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", kernel: bool = True):
         """entry_shapes: what one token stores per layer, e.g. {"k": (H_kv, D), "v": (H_kv, D)} or MLA's
-        {"latent": (kv_lora_rank,), "k_rope": (qk_rope_head_dim,)}."""
+        {"latent": (kv_lora_rank,), "k_rope": (qk_rope_head_dim,)}. kernel: decode keys and values with the C++
+        kernel of `cpu_kernels` where it applies (CPU, float32/bfloat16 keys and values, head width a multiple of 16)
+        and builds; False keeps
+        the pure-PyTorch path."""
         self.block_size = block_size
         heads = {name: shape[0] if len(shape) == 2 else 1 for name, shape in entry_shapes.items()}
         self.pools = {name: torch.zeros((n_layers, heads[name], num_blocks * block_size, shape[-1]), dtype=dtype,
@@ -74,6 +86,11 @@ class PagedKVCache:
                       for name, shape in entry_shapes.items()}
         self._slots = None
         self._decode: list[_DecodeGroup] = []
+        self._rows: _DecodeRows | None = None
+        self._kernel = None
+        if kernel and "k" in entry_shapes and entry_shapes["k"][-1] % 16 == 0 and \
+                torch.device(device).type == "cpu" and dtype in (torch.float32, torch.bfloat16):
+            self._kernel = paged_decode_attention_op()
         self._chunks: list[_Chunk] = []
         self._gathered: dict[str, torch.Tensor] = {}  # reused decode gather buffers, one per pool (see _gather_blocks)
 
@@ -103,8 +120,18 @@ class PagedKVCache:
             offset += n
         self._slots = torch.cat(slots).to(device)
         self._chunks = [_Chunk(c.offset, c.start, c.num_tokens, c.key_slots.to(device)) for c in chunks]
-        self._decode = []
+        self._decode, self._rows = [], None
         bs = self.block_size
+        if self._kernel is not None:
+            if decode_rows:
+                width = max(start // bs + 1 for _, start, _ in decode_rows)
+                tables = torch.zeros(len(decode_rows), width, dtype=torch.long)
+                for row, (_, start, block_table) in enumerate(decode_rows):
+                    tables[row, :start // bs + 1] = torch.tensor(block_table[:start // bs + 1], dtype=torch.long)
+                self._rows = _DecodeRows(torch.tensor([offset for offset, _, _ in decode_rows], device=device),
+                                         tables.to(device),
+                                         torch.tensor([start + 1 for _, start, _ in decode_rows], device=device))
+            decode_rows = []
         for group in group_by_length([start // bs + 1 for _, start, _ in decode_rows]):
             rows = [decode_rows[i] for i in group]
             n_blocks = max(start // bs + 1 for _, start, _ in rows)
@@ -157,6 +184,15 @@ class PagedKVCache:
         out = torch.empty_like(q)
         H, H_kv = q.shape[1], k.shape[1]
         scale = q.shape[-1] ** -0.5 if scale is None else scale
+        if self._rows is not None:  # the C++ kernel reads each sequence's blocks in place
+            r = self._rows
+            if q.dtype == k_pool.dtype:
+                self._kernel(q[0], k_pool, v_pool, r.index, r.tables, r.lengths, self.block_size, scale, out[0])
+            else:  # queries in another dtype than the cache: the kernel reads both in the cache's dtype
+                y = torch.empty_like(q[0], dtype=k_pool.dtype)
+                self._kernel(q[0].to(k_pool.dtype), k_pool, v_pool, r.index, r.tables, r.lengths, self.block_size,
+                             scale, y)
+                out[0].copy_(y)  # the prompt chunks' rows are overwritten below
         for g in self._decode:
             # The query heads sharing a KV head become that head's G "query positions" (the mask is per key), so
             # each key is read once per group. Plain matmuls with the softmax in float: on CPU 2.6x faster than

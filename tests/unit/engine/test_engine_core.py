@@ -42,10 +42,16 @@ def run_llm(llm, prompts, max_new):
     return [outs[i] for i in ids]
 
 
-@pytest.fixture(params=["default groups", "one group per length"])
+@pytest.fixture(params=["C++ kernel", "default groups", "one group per length"])
 def decode_grouping(request, monkeypatch):
-    """Decoding rows attend in length groups; overhead 0 splits them into one group per distinct length."""
-    if request.param != "default groups":
+    """Decoding rows attend through the C++ kernel, or on the PyTorch path in length groups (overhead 0 splits them
+    into one group per distinct length). MLA always takes the PyTorch path."""
+    if request.param == "C++ kernel":
+        if paged_cache.paged_decode_attention_op() is None:
+            pytest.skip("the C++ kernel could not be built here (no compiler?)")
+        return
+    monkeypatch.setattr(paged_cache, "paged_decode_attention_op", lambda: None)
+    if request.param == "one group per length":
         monkeypatch.setattr(paged_cache, "GROUP_OVERHEAD_BLOCKS", 0)
 
 

@@ -1,0 +1,119 @@
+"""The C++ decode-attention kernel against a direct float64 computation and against the engine's PyTorch path."""
+
+import random
+
+import pytest
+import torch
+
+from lmforge.engine import cpu_kernels, paged_cache
+from lmforge.engine.paged_cache import PagedKVCache
+
+kernel = cpu_kernels.paged_decode_attention_op()
+pytestmark = pytest.mark.skipif(kernel is None, reason="the C++ kernel could not be built here (no compiler?)")
+
+
+def reference(q, k_pool, v_pool, rows, tables, lengths, block_size, scale):
+    """q [H, N, D]; each row attends to its first `length` entries, found through its block table."""
+    H, H_kv = q.shape[0], k_pool.shape[0]
+    out = torch.zeros_like(q, dtype=torch.float64)
+    for row, table, length in zip(rows.tolist(), tables.tolist(), lengths.tolist(), strict=True):
+        slots = [table[t // block_size] * block_size + t % block_size for t in range(length)]
+        k = k_pool[:, slots].double().repeat_interleave(H // H_kv, 0)  # [H, L, D]
+        v = v_pool[:, slots].double().repeat_interleave(H // H_kv, 0)
+        p = (torch.einsum("hd,hld->hl", q[:, row].double(), k) * scale).softmax(-1)
+        out[:, row] = torch.einsum("hl,hld->hd", p, v)
+    return out
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("heads, kv_heads, width", [(9, 3, 64), (4, 4, 32), (8, 1, 16)])
+def test_kernel_matches_a_direct_computation(dtype, tol, heads, kv_heads, width):
+    gen = torch.Generator().manual_seed(0)
+    block_size, num_blocks, n_tokens = 4, 64, 12
+    k_pool = torch.randn(kv_heads, num_blocks * block_size, width, generator=gen).to(dtype)
+    v_pool = torch.randn(kv_heads, num_blocks * block_size, width, generator=gen).to(dtype)
+    # queries as the attention layer hands them over: a transposed [N, H, D] view, so not contiguous
+    q = (torch.randn(n_tokens, heads, width, generator=gen) * 2).to(dtype).transpose(0, 1)
+    rng = random.Random(0)
+    lengths = [1, 3, 4, 5, 17, 60]  # one entry, inside a block, a full block, across blocks, long
+    rows = rng.sample(range(n_tokens), len(lengths))
+    blocks = list(range(num_blocks))
+    rng.shuffle(blocks)  # scattered, as after allocations and frees
+    tables = torch.zeros(len(lengths), max(-(-n // block_size) for n in lengths), dtype=torch.long)
+    for i, n in enumerate(lengths):
+        used = -(-n // block_size)
+        tables[i, :used] = torch.tensor([blocks.pop() for _ in range(used)])
+    out = torch.full((n_tokens, heads, width), 7.0, dtype=dtype).transpose(0, 1)
+    rows_t, lengths_t = torch.tensor(rows), torch.tensor(lengths)
+    kernel(q, k_pool, v_pool, rows_t, tables, lengths_t, block_size, width**-0.5, out)
+    want = reference(q, k_pool, v_pool, rows_t, tables, lengths_t, block_size, width**-0.5)
+    torch.testing.assert_close(out[:, rows].double(), want[:, rows], atol=tol, rtol=tol)
+    untouched = [i for i in range(n_tokens) if i not in rows]
+    assert (out[:, untouched] == 7.0).all(), "the kernel wrote outside its rows"
+
+
+def test_kernel_rejects_bad_inputs():
+    q, pool = torch.randn(4, 2, 16), torch.randn(2, 16, 16)
+    rows, table, length = torch.tensor([0]), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1])
+
+    def call(q=q, k=pool, v=pool, table=table, length=length, out=None):
+        kernel(q, k, v, rows, table, length, 4, 1.0, torch.empty_like(q) if out is None else out)
+
+    call()  # the well-formed call
+    with pytest.raises(RuntimeError, match="dtypes disagree"):
+        call(k=pool.bfloat16(), v=pool.bfloat16())
+    with pytest.raises(RuntimeError, match="head counts or widths"):
+        call(q=torch.randn(3, 2, 16))
+    with pytest.raises(RuntimeError, match="multiple of"):
+        call(q=torch.randn(4, 2, 12), k=torch.randn(2, 16, 12), v=torch.randn(2, 16, 12))
+    with pytest.raises(RuntimeError, match="float32 and bfloat16"):
+        call(q=q.double(), k=pool.double(), v=pool.double())
+    with pytest.raises(RuntimeError, match="outside the pool"):  # the pool holds 4 blocks of 4
+        call(table=torch.tensor([[4]]))
+    with pytest.raises(RuntimeError, match="length 5 outside"):
+        call(length=torch.tensor([5]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cache_attend_is_the_same_with_and_without_the_kernel(dtype):
+    """A mixed step (decoding rows, a fresh prompt, a prompt chunk after a cached prefix) through PagedKVCache.attend:
+    the kernel path and the PyTorch path give the same outputs and leave the same pools."""
+    heads, kv_heads, width, block_size = 6, 2, 32, 4
+    gen = torch.Generator().manual_seed(1)
+    rng = random.Random(1)
+    items = []  # (block_table, start, num_tokens); block tables drawn from a shuffled pool of blocks
+    free = list(range(1, 128))
+    rng.shuffle(free)
+    for start, n in [(9, 1), (0, 5), (30, 1), (12, 6), (3, 1), (0, 1)]:
+        items.append(([free.pop() for _ in range(-(-(start + n) // block_size))], start, n))
+    n_tokens = sum(n for _, _, n in items)
+    q = torch.randn(1, n_tokens, heads, width, generator=gen).to(dtype).transpose(1, 2)
+    k = torch.randn(1, n_tokens, kv_heads, width, generator=gen).to(dtype).transpose(1, 2)
+    v = torch.randn(1, n_tokens, kv_heads, width, generator=gen).to(dtype).transpose(1, 2)
+    history = torch.randn(2, kv_heads, 128 * block_size, width, generator=gen).to(dtype)  # earlier tokens' entries
+    outs, pools = [], []
+    for use_kernel in (True, False):
+        cache = PagedKVCache(1, 128, block_size, {"k": (kv_heads, width), "v": (kv_heads, width)}, dtype=dtype,
+                             kernel=use_kernel)
+        assert (cache._kernel is not None) == use_kernel
+        cache.pools["k"][0].copy_(history[0])
+        cache.pools["v"][0].copy_(history[1])
+        cache.prepare(items)
+        outs.append(cache.attend(0, q, k, v, scale=0.3))
+        pools.append(torch.stack([cache.pools["k"], cache.pools["v"]]))
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(outs[0], outs[1], atol=tol, rtol=tol)
+    assert torch.equal(pools[0], pools[1])
+
+
+def test_disabled_by_environment(monkeypatch):
+    cpu_kernels.paged_decode_attention_op.cache_clear()
+    monkeypatch.setenv(cpu_kernels.DISABLE_VAR, "0")
+    try:
+        assert cpu_kernels.paged_decode_attention_op() is None
+        cache = PagedKVCache(1, 4, 4, {"k": (1, 8), "v": (1, 8)})
+        assert cache._kernel is None
+    finally:
+        cpu_kernels.paged_decode_attention_op.cache_clear()
+    monkeypatch.delenv(cpu_kernels.DISABLE_VAR)
+    assert paged_cache.paged_decode_attention_op() is not None

@@ -43,33 +43,66 @@ inline void prefetch(const T* p, int64_t count) {
   for (int64_t off = 0; off < count * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(bytes + off);
 }
 
+// Horizontal sums of W = Vec::size() vectors at once: out[i] = sum of the lanes of v[i]. Each level adds the even
+// and odd lanes of neighbouring pairs, halving the lanes per vector: log2(W) levels of W/2, W/4, ... shuffles+adds
+// instead of W separate reductions. v is overwritten.
+inline Vec sum_lanes(Vec* v) {
+  for (int64_t n = Vec::size(); n > 1; n /= 2) {
+    for (int64_t i = 0; i < n / 2; ++i) {
+      auto [even, odd] = at::vec::deinterleave2(v[2 * i], v[2 * i + 1]);
+      v[i] = even + odd;
+    }
+  }
+  return v[0];
+}
+
+constexpr int64_t kMaxChunks = 32;  // head width up to 32 * Vec::size()
+
 struct Scratch {  // per thread
-  std::vector<Vec> query, acc, row;  // [G * C], [G * C], [C]: C = D / Vec::size() vectors per row
-  std::vector<float> scores, out;  // [G * L], [D]
+  std::vector<float> block, scores, out;  // one block of keys or values in float32 [block_size * D], [G * L], [D]
+  std::vector<Vec> partial;  // [Vec::size()]
 };
 
-// One (sequence, KV head) task: G query heads (q_head apart) attend to the L entries `table` names.
+// A block's n rows of keys or values as float32, read once from the pool.
 template <typename T>
+inline void load_block(const T* src, int64_t n, int64_t D, float* dst) {
+  for (int64_t j = 0; j < n * D; j += Vec::size()) load(src + j).store(dst + j);
+}
+
+// One (sequence, KV head) task: G query heads (q_head apart) attend to the L entries `table` names. C_ > 0 fixes
+// the number of vectors per row (D / Vec::size()) at compile time, so that a row's accumulators stay in registers.
+template <typename T, int64_t C_>
 void attend_one(const T* q, int64_t q_head, const T* keys, const T* values, const int64_t* table, int64_t L,
                 int64_t block_size, int64_t G, int64_t D, float scale, T* out, int64_t o_head, Scratch& w) {
-  const int64_t C = D / Vec::size(), block_len = block_size * D;
-  Vec* query = w.query.data();
-  Vec* acc = w.acc.data();
-  Vec* row = w.row.data();
-  for (int64_t g = 0; g < G; ++g)
-    for (int64_t c = 0; c < C; ++c) query[g * C + c] = load(q + g * q_head + c * Vec::size()) * Vec(scale);
+  constexpr int64_t W = Vec::size();
+  const int64_t C = C_ > 0 ? C_ : D / W, block_len = block_size * D;
+  float* kv = w.block.data();
+  Vec* partial = w.partial.data();
   w.scores.resize(G * L);
   float* s = w.scores.data();  // s[g * L + t]
+  Vec reg[C_ > 0 ? C_ : kMaxChunks];
 
   for (int64_t blk = 0, t0 = 0; t0 < L; ++blk, t0 += block_size) {  // scores: s[g, t] = (q_g * scale) . k_t
-    const T* block = keys + table[blk] * block_len;
+    const int64_t n = std::min(block_size, L - t0);
     if (t0 + block_size < L) prefetch(keys + table[blk + 1] * block_len, block_len);
-    for (int64_t i = 0, n = std::min(block_size, L - t0); i < n; ++i) {
-      for (int64_t c = 0; c < C; ++c) row[c] = load(block + i * D + c * Vec::size());
-      for (int64_t g = 0; g < G; ++g) {
-        Vec dot = query[g * C] * row[0];
-        for (int64_t c = 1; c < C; ++c) dot = at::vec::fmadd(query[g * C + c], row[c], dot);
-        s[g * L + t0 + i] = dot.reduce_add();
+    load_block(keys + table[blk] * block_len, n, D, kv);
+    for (int64_t g = 0; g < G; ++g) {
+      for (int64_t c = 0; c < C; ++c) reg[c] = load(q + g * q_head + c * W) * Vec(scale);
+      int64_t i = 0;
+      for (; i + W <= n; i += W) {  // W keys at a time, summed together
+        for (int64_t j = 0; j < W; ++j) {
+          const float* k = kv + (i + j) * D;
+          Vec dot = reg[0] * Vec::loadu(k);
+          for (int64_t c = 1; c < C; ++c) dot = at::vec::fmadd(reg[c], Vec::loadu(k + c * W), dot);
+          partial[j] = dot;
+        }
+        sum_lanes(partial).store(s + g * L + t0 + i);
+      }
+      for (; i < n; ++i) {  // the rest one by one
+        const float* k = kv + i * D;
+        Vec dot = reg[0] * Vec::loadu(k);
+        for (int64_t c = 1; c < C; ++c) dot = at::vec::fmadd(reg[c], Vec::loadu(k + c * W), dot);
+        s[g * L + t0 + i] = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, dot);
       }
     }
   }
@@ -80,22 +113,23 @@ void attend_one(const T* q, int64_t q_head, const T* keys, const T* values, cons
     const float inv = 1.f / at::vec::reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, sg, L);
     at::vec::map([inv](Vec x) { return x * Vec(inv); }, sg, sg, L);
   }
-  std::fill(acc, acc + G * C, Vec(0.f));
+  float* acc = w.out.data();  // G * D floats
+  std::fill(acc, acc + G * D, 0.f);
   for (int64_t blk = 0, t0 = 0; t0 < L; ++blk, t0 += block_size) {  // values: acc[g] = sum_t p[g, t] * v_t
-    const T* block = values + table[blk] * block_len;
+    const int64_t n = std::min(block_size, L - t0);
     if (t0 + block_size < L) prefetch(values + table[blk + 1] * block_len, block_len);
-    for (int64_t i = 0, n = std::min(block_size, L - t0); i < n; ++i) {
-      for (int64_t c = 0; c < C; ++c) row[c] = load(block + i * D + c * Vec::size());
-      for (int64_t g = 0; g < G; ++g) {
+    load_block(values + table[blk] * block_len, n, D, kv);
+    for (int64_t g = 0; g < G; ++g) {
+      for (int64_t c = 0; c < C; ++c) reg[c] = Vec::loadu(acc + g * D + c * W);
+      for (int64_t i = 0; i < n; ++i) {
         const Vec p(s[g * L + t0 + i]);
-        for (int64_t c = 0; c < C; ++c) acc[g * C + c] = at::vec::fmadd(p, row[c], acc[g * C + c]);
+        for (int64_t c = 0; c < C; ++c) reg[c] = at::vec::fmadd(p, Vec::loadu(kv + i * D + c * W), reg[c]);
       }
+      for (int64_t c = 0; c < C; ++c) reg[c].store(acc + g * D + c * W);
     }
   }
-  for (int64_t g = 0; g < G; ++g) {
-    for (int64_t c = 0; c < C; ++c) acc[g * C + c].store(w.out.data() + c * Vec::size());
-    for (int64_t d = 0; d < D; ++d) out[g * o_head + d] = static_cast<T>(w.out[d]);
-  }
+  for (int64_t g = 0; g < G; ++g)
+    for (int64_t d = 0; d < D; ++d) out[g * o_head + d] = static_cast<T>(acc[g * D + d]);
 }
 
 template <typename T>
@@ -129,11 +163,12 @@ void decode_attention(const at::Tensor& q, const at::Tensor& k_pool, const at::T
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return len_p[a] > len_p[b]; });
   std::atomic<int64_t> next{0};
+  auto* one = C == 4 ? &attend_one<T, 4> : C == 8 ? &attend_one<T, 8> : &attend_one<T, 0>;
   at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-    Scratch w{std::vector<Vec>(G * C), std::vector<Vec>(G * C), std::vector<Vec>(C), {}, std::vector<float>(D)};
+    Scratch w{std::vector<float>(block_size * D), {}, std::vector<float>(G * D), std::vector<Vec>(Vec::size())};
     for (int64_t task = next++; task < B * H_kv; task = next++) {
       const int64_t b = order[task / H_kv], kvh = task % H_kv, tok = row_p[b];
-      attend_one(qp + kvh * G * q_head + tok * q_tok, q_head, kp + kvh * pool_head, vp + kvh * pool_head,
+      one(qp + kvh * G * q_head + tok * q_tok, q_head, kp + kvh * pool_head, vp + kvh * pool_head,
                  table_p + b * M, len_p[b], block_size, G, D, static_cast<float>(scale),
                  op + kvh * G * o_head + tok * o_tok, o_head, w);
     }
@@ -148,7 +183,8 @@ void paged_decode_attention(const at::Tensor& q, const at::Tensor& k_pool, const
   TORCH_CHECK(k_pool.is_contiguous() && v_pool.is_contiguous() && k_pool.sizes() == v_pool.sizes(),
               "the key and value pools must be contiguous and of one shape");
   TORCH_CHECK(q.size(0) % k_pool.size(0) == 0 && q.size(2) == k_pool.size(2), "head counts or widths disagree");
-  TORCH_CHECK(q.size(2) % Vec::size() == 0, "the head width must be a multiple of ", Vec::size());
+  TORCH_CHECK(q.size(2) % Vec::size() == 0 && q.size(2) <= kMaxChunks * Vec::size(),
+              "the head width must be a multiple of ", Vec::size(), " up to ", kMaxChunks * Vec::size());
   TORCH_CHECK(q.scalar_type() == k_pool.scalar_type() && q.scalar_type() == v_pool.scalar_type() &&
                   q.scalar_type() == out.scalar_type(),
               "dtypes disagree");

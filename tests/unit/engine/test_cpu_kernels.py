@@ -26,16 +26,17 @@ def reference(q, k_pool, v_pool, rows, tables, lengths, block_size, scale):
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-@pytest.mark.parametrize("heads, kv_heads, width", [(9, 3, 64), (4, 4, 32), (8, 1, 16)])
-def test_kernel_matches_a_direct_computation(dtype, tol, heads, kv_heads, width):
+@pytest.mark.parametrize("heads, kv_heads, width", [(9, 3, 64), (4, 4, 32), (8, 1, 16), (4, 2, 128), (2, 1, 80)])
+@pytest.mark.parametrize("block_size", [4, 16, 24])  # under, at and over a vector's width of keys
+def test_kernel_matches_a_direct_computation(dtype, tol, heads, kv_heads, width, block_size):
     gen = torch.Generator().manual_seed(0)
-    block_size, num_blocks, n_tokens = 4, 64, 12
+    num_blocks, n_tokens = 128, 12
     k_pool = torch.randn(kv_heads, num_blocks * block_size, width, generator=gen).to(dtype)
     v_pool = torch.randn(kv_heads, num_blocks * block_size, width, generator=gen).to(dtype)
     # queries as the attention layer hands them over: a transposed [N, H, D] view, so not contiguous
     q = (torch.randn(n_tokens, heads, width, generator=gen) * 2).to(dtype).transpose(0, 1)
     rng = random.Random(0)
-    lengths = [1, 3, 4, 5, 17, 60]  # one entry, inside a block, a full block, across blocks, long
+    lengths = [1, 3, 4, 5, 16, 17, 60, 200]  # one entry, inside a block, full blocks, across blocks, long
     rows = rng.sample(range(n_tokens), len(lengths))
     blocks = list(range(num_blocks))
     rng.shuffle(blocks)  # scattered, as after allocations and frees

@@ -1,9 +1,10 @@
 """Optional C++ kernels for the CPU engine, compiled on first use with `torch.utils.cpp_extension`.
 
 Today one kernel: decode attention that reads the paged KV cache in place (`csrc/paged_attention.cpp`). It needs a
-C++ compiler (g++ or clang) at run time; the build takes about half a minute once and is cached under
-`~/.cache/torch_extensions` (or `$TORCH_EXTENSIONS_DIR`). Without a compiler, or with `LMFORGE_CPU_KERNELS=0`, the
-engine uses its pure-PyTorch path, which computes the same attention (the tests compare the two).
+C++ compiler (g++ or clang) at run time; the build takes 10-30 s once per machine and is cached under
+`~/.cache/torch_extensions/lmforge` (or under `$TORCH_EXTENSIONS_DIR`). Without a compiler, or with
+`LMFORGE_CPU_KERNELS=0`, the engine uses its pure-PyTorch path, which computes the same attention (the tests compare
+the two).
 """
 
 import functools
@@ -11,6 +12,8 @@ import hashlib
 import logging
 import os
 import shutil
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,9 +43,16 @@ def _compile_flags() -> list[str]:
 
 
 def _build_name(flags: list[str]) -> str:
-    """Unique per source text and CPU: -march=native code must not be reused on a machine lacking its instructions."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(sorted(cpu_flags()) + flags).encode()).hexdigest()
+    """Unique per source text, torch version and CPU: -march=native code must not be reused on a machine lacking its
+    instructions, nor a library built against another torch's headers."""
+    key = " ".join([torch.__version__, *sorted(cpu_flags()), *flags])
+    digest = hashlib.sha256(SOURCE.read_bytes() + key.encode()).hexdigest()
     return f"lmforge_cpu_{digest[:12]}"
+
+
+def _build_dir(name: str) -> Path:
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    return Path(root) / "lmforge" / name
 
 
 @functools.cache
@@ -56,11 +66,20 @@ def paged_decode_attention_op() -> Callable | None:
         return None
     from torch.utils.cpp_extension import load
 
-    log.info("building lmforge's CPU paged-attention kernel (once per machine, about 30 s)")
     flags = _compile_flags()
+    name = _build_name(flags)
+    build_dir = _build_dir(name)
+    built = (build_dir / f"{name}.so").exists()
+    if not built:  # a silent pause of half a minute on the first run would look like a hang
+        print("lmforge: compiling the CPU paged-attention kernel for this machine (once, about 10-30 s) ...",
+              file=sys.stderr, flush=True)
+    start = time.perf_counter()
     try:
-        load(name=_build_name(flags), sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
-             is_python_module=False, verbose=False)
+        build_dir.mkdir(parents=True, exist_ok=True)
+        load(name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+             build_directory=str(build_dir), is_python_module=False, verbose=False)
+        if not built:
+            print(f"lmforge: kernel compiled in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     except Exception as exc:  # a broken toolchain must not stop the engine: the PyTorch path computes the same
         log.warning("could not build lmforge's CPU kernel (%s: %s); the engine uses its PyTorch decode attention",
                     type(exc).__name__, str(exc).strip().splitlines()[-1] if str(exc).strip() else "")

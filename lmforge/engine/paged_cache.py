@@ -1,11 +1,12 @@
 """Paged attention on CPU: the KV cache as one pool of fixed-size blocks, read through each sequence's block table.
 
 The engine packs the new tokens of every scheduled sequence into one row [1, N] (no padding in the MLPs). Each
-layer writes its new cache entries into the slots the block tables name, then attends: decoding sequences (one new
-token each) in a few batched calls over their gathered entries, grouped by length so that little is padded; prompt
-chunks one by one, causally. The pool holds keys and values (MHA/GQA/MQA) or, for MLA, only the latent and the
-shared RoPE key. The model calls `attend` / `attend_latent` from its attention layers (the `paged` protocol), so the
-model code stays the same.
+layer writes its new cache entries into the slots the block tables name, then attends. Decoding sequences (one new
+token each) go to the C++ kernel of `cpu_kernels`, which reads every sequence's blocks in place; where it does not
+apply (no compiler, MLA, other dtypes or head widths) they attend in a few batched calls over their gathered
+entries, grouped by length so that little is padded. Prompt chunks attend one by one, causally. The pool holds
+keys and values (MHA/GQA/MQA) or, for MLA, only the latent and the shared RoPE key. The model calls `attend` /
+`attend_latent` from its attention layers (the `paged` protocol), so the model code stays the same.
 
 Layout: each pool is [layers, heads, slots, width], head-major (MLA's entries have one "head"), so that gathering
 whole blocks gives [heads, sequences, length, width] and the decode matmuls run on it without a copy.
@@ -75,10 +76,9 @@ class PagedKVCache:
     def __init__(self, n_layers: int, num_blocks: int, block_size: int, entry_shapes: dict[str, tuple[int, ...]],
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", kernel: bool = True):
         """entry_shapes: what one token stores per layer, e.g. {"k": (H_kv, D), "v": (H_kv, D)} or MLA's
-        {"latent": (kv_lora_rank,), "k_rope": (qk_rope_head_dim,)}. kernel: decode keys and values with the C++
-        kernel of `cpu_kernels` where it applies (CPU, float32/bfloat16 keys and values, head width a multiple of 16)
-        and builds; False keeps
-        the pure-PyTorch path."""
+        {"latent": (kv_lora_rank,), "k_rope": (qk_rope_head_dim,)}. kernel: let decoding rows attend through the
+        C++ kernel of `cpu_kernels` where it applies (CPU, float32/bfloat16 keys and values, head width a multiple of
+        16) and builds; False keeps the pure-PyTorch path."""
         self.block_size = block_size
         heads = {name: shape[0] if len(shape) == 2 else 1 for name, shape in entry_shapes.items()}
         self.pools = {name: torch.zeros((n_layers, heads[name], num_blocks * block_size, shape[-1]), dtype=dtype,
@@ -186,13 +186,7 @@ class PagedKVCache:
         scale = q.shape[-1] ** -0.5 if scale is None else scale
         if self._rows is not None:  # the C++ kernel reads each sequence's blocks in place
             r = self._rows
-            if q.dtype == k_pool.dtype:
-                self._kernel(q[0], k_pool, v_pool, r.index, r.tables, r.lengths, self.block_size, scale, out[0])
-            else:  # queries in another dtype than the cache: the kernel reads both in the cache's dtype
-                y = torch.empty_like(q[0], dtype=k_pool.dtype)
-                self._kernel(q[0].to(k_pool.dtype), k_pool, v_pool, r.index, r.tables, r.lengths, self.block_size,
-                             scale, y)
-                out[0].copy_(y)  # the prompt chunks' rows are overwritten below
+            self._kernel(q[0], k_pool, v_pool, r.index, r.tables, r.lengths, self.block_size, scale, out[0])
         for g in self._decode:
             # The query heads sharing a KV head become that head's G "query positions" (the mask is per key), so
             # each key is read once per group. Plain matmuls with the softmax in float: on CPU 2.6x faster than

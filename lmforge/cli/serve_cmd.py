@@ -7,6 +7,9 @@ import typer
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.common.errors import LmforgeError
 
+EPILOG = ("Decoding attention runs in a small C++ kernel compiled on first use (10-30 s once per machine; it needs "
+          "g++ or clang). LMFORGE_CPU_KERNELS=0 keeps the slower pure-PyTorch path.")
+
 
 def serve(
     model: str = typer.Argument("smollm2-135m", help="Embedded model name, HF directory or .gguf file."),

@@ -22,6 +22,7 @@
 #include <atomic>
 #include <cstdint>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -59,14 +60,19 @@ inline Vec sum_lanes(Vec* v) {
 constexpr int64_t kMaxChunks = 32;  // head width up to 32 * Vec::size()
 
 struct Scratch {  // per thread
-  std::vector<float> block, scores, out;  // one block of keys or values in float32 [block_size * D], [G * L], [D]
+  std::vector<float> block, scores, acc;  // a block of keys or values in float32 [block_size * D], [G * L], [G * D]
   std::vector<Vec> partial;  // [Vec::size()]
 };
 
-// A block's n rows of keys or values as float32, read once from the pool.
+// A block's n rows of keys or values as float32: float32 pools are read in place, others converted once into dst.
 template <typename T>
-inline void load_block(const T* src, int64_t n, int64_t D, float* dst) {
-  for (int64_t j = 0; j < n * D; j += Vec::size()) load(src + j).store(dst + j);
+inline const float* as_float(const T* src, int64_t n, int64_t D, float* dst) {
+  if constexpr (std::is_same_v<T, float>) {
+    return src;
+  } else {
+    for (int64_t j = 0; j < n * D; j += Vec::size()) load(src + j).store(dst + j);
+    return dst;
+  }
 }
 
 // One (sequence, KV head) task: G query heads (q_head apart) attend to the L entries `table` names. C_ > 0 fixes
@@ -76,7 +82,7 @@ void attend_one(const T* q, int64_t q_head, const T* keys, const T* values, cons
                 int64_t block_size, int64_t G, int64_t D, float scale, T* out, int64_t o_head, Scratch& w) {
   constexpr int64_t W = Vec::size();
   const int64_t C = C_ > 0 ? C_ : D / W, block_len = block_size * D;
-  float* kv = w.block.data();
+  float* buffer = w.block.data();
   Vec* partial = w.partial.data();
   w.scores.resize(G * L);
   float* s = w.scores.data();  // s[g * L + t]
@@ -85,13 +91,13 @@ void attend_one(const T* q, int64_t q_head, const T* keys, const T* values, cons
   for (int64_t blk = 0, t0 = 0; t0 < L; ++blk, t0 += block_size) {  // scores: s[g, t] = (q_g * scale) . k_t
     const int64_t n = std::min(block_size, L - t0);
     if (t0 + block_size < L) prefetch(keys + table[blk + 1] * block_len, block_len);
-    load_block(keys + table[blk] * block_len, n, D, kv);
+    const float* k_rows = as_float(keys + table[blk] * block_len, n, D, buffer);
     for (int64_t g = 0; g < G; ++g) {
       for (int64_t c = 0; c < C; ++c) reg[c] = load(q + g * q_head + c * W) * Vec(scale);
       int64_t i = 0;
       for (; i + W <= n; i += W) {  // W keys at a time, summed together
         for (int64_t j = 0; j < W; ++j) {
-          const float* k = kv + (i + j) * D;
+          const float* k = k_rows + (i + j) * D;
           Vec dot = reg[0] * Vec::loadu(k);
           for (int64_t c = 1; c < C; ++c) dot = at::vec::fmadd(reg[c], Vec::loadu(k + c * W), dot);
           partial[j] = dot;
@@ -99,7 +105,7 @@ void attend_one(const T* q, int64_t q_head, const T* keys, const T* values, cons
         sum_lanes(partial).store(s + g * L + t0 + i);
       }
       for (; i < n; ++i) {  // the rest one by one
-        const float* k = kv + i * D;
+        const float* k = k_rows + i * D;
         Vec dot = reg[0] * Vec::loadu(k);
         for (int64_t c = 1; c < C; ++c) dot = at::vec::fmadd(reg[c], Vec::loadu(k + c * W), dot);
         s[g * L + t0 + i] = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, dot);
@@ -113,17 +119,17 @@ void attend_one(const T* q, int64_t q_head, const T* keys, const T* values, cons
     const float inv = 1.f / at::vec::reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, sg, L);
     at::vec::map([inv](Vec x) { return x * Vec(inv); }, sg, sg, L);
   }
-  float* acc = w.out.data();  // G * D floats
+  float* acc = w.acc.data();
   std::fill(acc, acc + G * D, 0.f);
   for (int64_t blk = 0, t0 = 0; t0 < L; ++blk, t0 += block_size) {  // values: acc[g] = sum_t p[g, t] * v_t
     const int64_t n = std::min(block_size, L - t0);
     if (t0 + block_size < L) prefetch(values + table[blk + 1] * block_len, block_len);
-    load_block(values + table[blk] * block_len, n, D, kv);
+    const float* v_rows = as_float(values + table[blk] * block_len, n, D, buffer);
     for (int64_t g = 0; g < G; ++g) {
       for (int64_t c = 0; c < C; ++c) reg[c] = Vec::loadu(acc + g * D + c * W);
       for (int64_t i = 0; i < n; ++i) {
         const Vec p(s[g * L + t0 + i]);
-        for (int64_t c = 0; c < C; ++c) reg[c] = at::vec::fmadd(p, Vec::loadu(kv + i * D + c * W), reg[c]);
+        for (int64_t c = 0; c < C; ++c) reg[c] = at::vec::fmadd(p, Vec::loadu(v_rows + i * D + c * W), reg[c]);
       }
       for (int64_t c = 0; c < C; ++c) reg[c].store(acc + g * D + c * W);
     }

@@ -1,10 +1,10 @@
 """Optional C++ kernels for the CPU engine, compiled on first use with `torch.utils.cpp_extension`.
 
-Today one kernel: decode attention that reads the paged KV cache in place (`csrc/paged_attention.cpp`). It needs a
-C++ compiler (g++ or clang) at run time; the build takes 10-30 s once per machine and is cached under
+Today one kernel: attention that reads the paged KV cache in place (`csrc/paged_attention.cpp`). It needs a C++
+compiler (g++ or clang) at run time; the build takes 10-30 s once per machine and is cached under
 `~/.cache/torch_extensions/lmforge` (or under `$TORCH_EXTENSIONS_DIR`). Without a compiler, or with
-`LMFORGE_CPU_KERNELS=0`, the engine uses its pure-PyTorch path, which computes the same attention (the tests compare
-the two).
+`LMFORGE_CPU_KERNELS=0`, the engine uses its pure-PyTorch path (gathers, matmuls and SDPA), which computes the same
+attention (the tests compare the two).
 """
 
 import functools
@@ -56,12 +56,12 @@ def _build_dir(name: str) -> Path:
 
 
 @functools.cache
-def paged_decode_attention_op() -> Callable | None:
-    """torch.ops.lmforge.paged_decode_attention, built if needed; None when disabled or when it cannot be built."""
+def paged_attention_op() -> Callable | None:
+    """torch.ops.lmforge.paged_attention, built if needed; None when disabled or when it cannot be built."""
     if os.environ.get(DISABLE_VAR, "1") == "0":
         return None
     if shutil.which(os.environ.get("CXX", "c++")) is None:
-        log.warning("no C++ compiler found: the engine uses its PyTorch decode attention (slower); install g++ "
+        log.warning("no C++ compiler found: the engine uses its PyTorch attention (slower); install g++ "
                     "to build lmforge's CPU kernel")
         return None
     from torch.utils.cpp_extension import load
@@ -81,7 +81,7 @@ def paged_decode_attention_op() -> Callable | None:
         if not built:
             print(f"lmforge: kernel compiled in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     except Exception as exc:  # a broken toolchain must not stop the engine: the PyTorch path computes the same
-        log.warning("could not build lmforge's CPU kernel (%s: %s); the engine uses its PyTorch decode attention",
+        log.warning("could not build lmforge's CPU kernel (%s: %s); the engine uses its PyTorch attention",
                     type(exc).__name__, str(exc).strip().splitlines()[-1] if str(exc).strip() else "")
         return None
-    return torch.ops.lmforge.paged_decode_attention
+    return torch.ops.lmforge.paged_attention

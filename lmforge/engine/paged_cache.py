@@ -18,11 +18,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lmforge.engine.cpu_kernels import paged_decode_attention_op
+from lmforge.engine.cpu_kernels import paged_attention_op
 
 # A decode group costs ~8 extra ops per layer; in blocks read (one block = block_size tokens of keys and values) that
 # is about this many. Length groups are formed only where the padding they save is worth more.
 GROUP_OVERHEAD_BLOCKS = 48
+
+# Prompt chunks reach the C++ kernel in tiles of this many consecutive tokens: each block is converted to float32
+# once per tile (and KV head) and used by all its rows.
+KERNEL_TILE_ROWS = 8
 
 
 def group_by_length(lengths: list[int], overhead: int | None = None) -> list[list[int]]:
@@ -56,10 +60,11 @@ class _DecodeGroup:  # decoding sequences attended together
 
 
 @dataclass
-class _DecodeRows:  # every decoding sequence at once, for the C++ kernel
-    index: torch.Tensor  # [rows] their positions in the packed tokens
-    tables: torch.Tensor  # [rows, max blocks] block tables, padded with block 0
-    lengths: torch.Tensor  # [rows] cached entries each attends to (its new one included)
+class _Tiles:  # the C++ kernel's work: runs of consecutive query tokens of one sequence
+    first: torch.Tensor  # [tiles] packed index of each tile's first token
+    rows: torch.Tensor  # [tiles] its number of tokens
+    lengths: torch.Tensor  # [tiles] entries its first token attends to (itself included); row j sees j more
+    tables: torch.Tensor  # [tiles, max blocks] its sequence's block table, padded with block 0
 
 
 @dataclass
@@ -86,11 +91,11 @@ class PagedKVCache:
                       for name, shape in entry_shapes.items()}
         self._slots = None
         self._decode: list[_DecodeGroup] = []
-        self._rows: _DecodeRows | None = None
+        self._tiles: _Tiles | None = None
         self._kernel = None
         if kernel and "k" in entry_shapes and entry_shapes["k"][-1] % 16 == 0 and \
                 torch.device(device).type == "cpu" and dtype in (torch.float32, torch.bfloat16):
-            self._kernel = paged_decode_attention_op()
+            self._kernel = paged_attention_op()
         self._chunks: list[_Chunk] = []
         self._gathered: dict[str, torch.Tensor] = {}  # reused decode gather buffers, one per pool (see _gather_blocks)
 
@@ -109,29 +114,20 @@ class PagedKVCache:
     def prepare(self, items: list[tuple[list[int], int, int]]) -> None:
         """Set up one step from (block_table, start, num_tokens) per sequence, in packed order."""
         device = next(iter(self.pools.values())).device
-        slots, decode_rows, chunks, offset = [], [], [], 0
+        self._slots = torch.cat([self._slots_of(table, start + n)[start:] for table, start, n in items]).to(device)
+        self._decode, self._chunks, self._tiles = [], [], None
+        if self._kernel is not None:
+            self._tiles = self._kernel_tiles(items, device)
+            return
+        decode_rows, offset = [], 0
         for block_table, start, n in items:
-            key_slots = self._slots_of(block_table, start + n)
-            slots.append(key_slots[start:])
             if n == 1:
                 decode_rows.append((offset, start, block_table))
             else:
-                chunks.append(_Chunk(offset, start, n, key_slots))
+                key_slots = self._slots_of(block_table, start + n).to(device)
+                self._chunks.append(_Chunk(offset, start, n, key_slots))
             offset += n
-        self._slots = torch.cat(slots).to(device)
-        self._chunks = [_Chunk(c.offset, c.start, c.num_tokens, c.key_slots.to(device)) for c in chunks]
-        self._decode, self._rows = [], None
         bs = self.block_size
-        if self._kernel is not None:
-            if decode_rows:
-                width = max(start // bs + 1 for _, start, _ in decode_rows)
-                tables = torch.zeros(len(decode_rows), width, dtype=torch.long)
-                for row, (_, start, block_table) in enumerate(decode_rows):
-                    tables[row, :start // bs + 1] = torch.tensor(block_table[:start // bs + 1], dtype=torch.long)
-                self._rows = _DecodeRows(torch.tensor([offset for offset, _, _ in decode_rows], device=device),
-                                         tables.to(device),
-                                         torch.tensor([start + 1 for _, start, _ in decode_rows], device=device))
-            decode_rows = []
         for group in group_by_length([start // bs + 1 for _, start, _ in decode_rows]):
             rows = [decode_rows[i] for i in group]
             n_blocks = max(start // bs + 1 for _, start, _ in rows)
@@ -145,6 +141,22 @@ class PagedKVCache:
             index = torch.tensor([offset for offset, _, _ in rows], dtype=torch.long)
             self._decode.append(_DecodeGroup(index.to(device), blocks.flatten().to(device),
                                              keep[:, None, None, :].to(device), bias[None, :, None, :].to(device)))
+
+    def _kernel_tiles(self, items: list[tuple[list[int], int, int]], device) -> _Tiles:
+        """The kernel's work list: each decoding sequence is a tile of one row; prompt chunks are cut into tiles of
+        up to KERNEL_TILE_ROWS rows."""
+        bs, tiles, offset = self.block_size, [], 0
+        for block_table, start, n in items:
+            for j in range(0, n, KERNEL_TILE_ROWS):
+                tiles.append((offset + j, min(KERNEL_TILE_ROWS, n - j), start + j + 1, block_table))
+            offset += n
+        blocks_used = [-(-(length + rows - 1) // bs) for _, rows, length, _ in tiles]
+        tables = torch.zeros(len(tiles), max(blocks_used), dtype=torch.long)
+        for i, ((_, _, _, block_table), used) in enumerate(zip(tiles, blocks_used, strict=True)):
+            tables[i, :used] = torch.tensor(block_table[:used], dtype=torch.long)
+        first, rows, lengths, _ = zip(*tiles, strict=True)
+        return _Tiles(*(torch.tensor(x, dtype=torch.long, device=device) for x in (first, rows, lengths)),
+                      tables.to(device))
 
     def _gather_blocks(self, name: str, layer: int, blocks: torch.Tensor, rows: int) -> torch.Tensor:
         """Whole blocks [rows * n_blocks] of one layer's pool -> [heads, rows, n_blocks * block_size, width].
@@ -184,9 +196,10 @@ class PagedKVCache:
         out = torch.empty_like(q)
         H, H_kv = q.shape[1], k.shape[1]
         scale = q.shape[-1] ** -0.5 if scale is None else scale
-        if self._rows is not None:  # the C++ kernel reads each sequence's blocks in place
-            r = self._rows
-            self._kernel(q[0], k_pool, v_pool, r.index, r.tables, r.lengths, self.block_size, scale, out[0])
+        if self._tiles is not None:  # the C++ kernel reads every sequence's blocks in place, for all the rows
+            t = self._tiles
+            self._kernel(q[0], k_pool, v_pool, t.first, t.rows, t.tables, t.lengths, self.block_size, scale, out[0])
+            return out
         for g in self._decode:
             # The query heads sharing a KV head become that head's G "query positions" (the mask is per key), so
             # each key is read once per group. Plain matmuls with the softmax in float: on CPU 2.6x faster than

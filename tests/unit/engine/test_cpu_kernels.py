@@ -1,4 +1,4 @@
-"""The C++ decode-attention kernel against a direct float64 computation and against the engine's PyTorch path."""
+"""The C++ paged-attention kernel against a direct float64 computation and against the engine's PyTorch path."""
 
 import random
 
@@ -8,20 +8,21 @@ import torch
 from lmforge.engine import cpu_kernels
 from lmforge.engine.paged_cache import PagedKVCache
 
-kernel = cpu_kernels.paged_decode_attention_op()
+kernel = cpu_kernels.paged_attention_op()
 needs_kernel = pytest.mark.skipif(kernel is None, reason="the C++ kernel could not be built here (no compiler?)")
 
 
-def reference(q, k_pool, v_pool, rows, tables, lengths, block_size, scale):
-    """q [H, N, D]; each row attends to its first `length` entries, found through its block table."""
+def reference(q, k_pool, v_pool, first, rows, tables, lengths, block_size, scale):
+    """q [H, N, D]; token first + j of a tile attends to the first length + j entries its block table names."""
     H, H_kv = q.shape[0], k_pool.shape[0]
     out = torch.zeros_like(q, dtype=torch.float64)
-    for row, table, length in zip(rows.tolist(), tables.tolist(), lengths.tolist(), strict=True):
-        slots = [table[t // block_size] * block_size + t % block_size for t in range(length)]
-        k = k_pool[:, slots].double().repeat_interleave(H // H_kv, 0)  # [H, L, D]
-        v = v_pool[:, slots].double().repeat_interleave(H // H_kv, 0)
-        p = (torch.einsum("hd,hld->hl", q[:, row].double(), k) * scale).softmax(-1)
-        out[:, row] = torch.einsum("hl,hld->hd", p, v)
+    for f, r, table, length in zip(first.tolist(), rows.tolist(), tables.tolist(), lengths.tolist(), strict=True):
+        for j in range(r):
+            slots = [table[t // block_size] * block_size + t % block_size for t in range(length + j)]
+            k = k_pool[:, slots].double().repeat_interleave(H // H_kv, 0)  # [H, L, D]
+            v = v_pool[:, slots].double().repeat_interleave(H // H_kv, 0)
+            p = (torch.einsum("hd,hld->hl", q[:, f + j].double(), k) * scale).softmax(-1)
+            out[:, f + j] = torch.einsum("hl,hld->hd", p, v)
     return out
 
 
@@ -31,36 +32,42 @@ def reference(q, k_pool, v_pool, rows, tables, lengths, block_size, scale):
 @pytest.mark.parametrize("block_size", [4, 16, 24])  # under, at and over a vector's width of keys
 def test_kernel_matches_a_direct_computation(dtype, tol, heads, kv_heads, width, block_size):
     gen = torch.Generator().manual_seed(0)
-    num_blocks, n_tokens = 128, 12
+    num_blocks, n_tokens = 128, 40
     k_pool = torch.randn(kv_heads, num_blocks * block_size, width, generator=gen).to(dtype)
     v_pool = torch.randn(kv_heads, num_blocks * block_size, width, generator=gen).to(dtype)
     # queries as the attention layer hands them over: a transposed [N, H, D] view, so not contiguous
     q = (torch.randn(n_tokens, heads, width, generator=gen) * 2).to(dtype).transpose(0, 1)
     rng = random.Random(0)
-    lengths = [1, 3, 4, 5, 16, 17, 60, 200]  # one entry, inside a block, full blocks, across blocks, long
-    rows = rng.sample(range(n_tokens), len(lengths))
+    # (first token, rows, length of the first row): runs of rows as prompt chunks give (from the start, mid-block,
+    # after a long cached prefix), then single rows as decoding sequences give: one entry, inside a block, full
+    # blocks, across blocks, long. Tokens 13-15 and 25-32 belong to no tile.
+    tiles = [(0, 8, 1), (8, 5, 13), (16, 8, 150), (24, 1, 1), (33, 1, 3), (34, 1, 4), (35, 1, 5), (36, 1, 16),
+             (37, 1, 17), (38, 1, 60), (39, 1, 200)]
+    first, rows, lengths = (list(x) for x in zip(*tiles, strict=True))
     blocks = list(range(num_blocks))
     rng.shuffle(blocks)  # scattered, as after allocations and frees
-    tables = torch.zeros(len(lengths), max(-(-n // block_size) for n in lengths), dtype=torch.long)
-    for i, n in enumerate(lengths):
-        used = -(-n // block_size)
-        tables[i, :used] = torch.tensor([blocks.pop() for _ in range(used)])
+    used = [-(-(n + r - 1) // block_size) for r, n in zip(rows, lengths, strict=True)]
+    tables = torch.zeros(len(rows), max(used), dtype=torch.long)
+    for i, u in enumerate(used):
+        tables[i, :u] = torch.tensor([blocks.pop() for _ in range(u)])
     out = torch.full((n_tokens, heads, width), 7.0, dtype=dtype).transpose(0, 1)
-    rows_t, lengths_t = torch.tensor(rows), torch.tensor(lengths)
-    kernel(q, k_pool, v_pool, rows_t, tables, lengths_t, block_size, width**-0.5, out)
-    want = reference(q, k_pool, v_pool, rows_t, tables, lengths_t, block_size, width**-0.5)
-    torch.testing.assert_close(out[:, rows].double(), want[:, rows], atol=tol, rtol=tol)
-    untouched = [i for i in range(n_tokens) if i not in rows]
-    assert (out[:, untouched] == 7.0).all(), "the kernel wrote outside its rows"
+    args = (torch.tensor(first), torch.tensor(rows), tables, torch.tensor(lengths), block_size, width**-0.5)
+    kernel(q, k_pool, v_pool, *args, out)
+    want = reference(q, k_pool, v_pool, *args)
+    written = [f + j for f, r in zip(first, rows, strict=True) for j in range(r)]
+    torch.testing.assert_close(out[:, written].double(), want[:, written], atol=tol, rtol=tol)
+    untouched = [i for i in range(n_tokens) if i not in written]
+    assert untouched and (out[:, untouched] == 7.0).all(), "the kernel wrote outside its tiles"
 
 
 @needs_kernel
 def test_kernel_rejects_bad_inputs():
     q, pool = torch.randn(4, 2, 16), torch.randn(2, 16, 16)
-    rows, table, length = torch.tensor([0]), torch.zeros(1, 1, dtype=torch.long), torch.tensor([1])
+    one = torch.tensor([1])
 
-    def call(q=q, k=pool, v=pool, table=table, length=length, out=None):
-        kernel(q, k, v, rows, table, length, 4, 1.0, torch.empty_like(q) if out is None else out)
+    def call(q=q, k=pool, v=pool, first=torch.tensor([0]), rows=one, table=torch.zeros(1, 1, dtype=torch.long),
+             length=one):
+        kernel(q, k, v, first, rows, table, length, 4, 1.0, torch.empty_like(q))
 
     call()  # the well-formed call
     with pytest.raises(RuntimeError, match="dtypes disagree"):
@@ -73,8 +80,10 @@ def test_kernel_rejects_bad_inputs():
         call(q=q.double(), k=pool.double(), v=pool.double())
     with pytest.raises(RuntimeError, match="outside the pool"):  # the pool holds 4 blocks of 4
         call(table=torch.tensor([[4]]))
-    with pytest.raises(RuntimeError, match="length 5 outside"):
+    with pytest.raises(RuntimeError, match=r"lengths 5\.\.5 outside"):
         call(length=torch.tensor([5]))
+    with pytest.raises(RuntimeError, match="outside 0..1"):  # two query tokens
+        call(first=torch.tensor([1]), rows=torch.tensor([2]))
 
 
 @needs_kernel
@@ -116,10 +125,10 @@ def test_without_the_kernel_the_cache_takes_the_pytorch_path(how, monkeypatch, c
         monkeypatch.setenv(cpu_kernels.DISABLE_VAR, "0")
     else:
         monkeypatch.setenv("CXX", "no-such-compiler-here")
-    cpu_kernels.paged_decode_attention_op.cache_clear()
+    cpu_kernels.paged_attention_op.cache_clear()
     try:
-        assert cpu_kernels.paged_decode_attention_op() is None
+        assert cpu_kernels.paged_attention_op() is None
         assert PagedKVCache(1, 4, 4, {"k": (1, 16), "v": (1, 16)})._kernel is None
     finally:
-        cpu_kernels.paged_decode_attention_op.cache_clear()
+        cpu_kernels.paged_attention_op.cache_clear()
     assert ("no C++ compiler" in caplog.text) == (how == "no compiler")

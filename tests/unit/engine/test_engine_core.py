@@ -44,13 +44,13 @@ def run_llm(llm, prompts, max_new):
 
 @pytest.fixture(params=["C++ kernel", "default groups", "one group per length"])
 def decode_grouping(request, monkeypatch):
-    """Decoding rows attend through the C++ kernel, or on the PyTorch path in length groups (overhead 0 splits them
-    into one group per distinct length). MLA always takes the PyTorch path."""
+    """All rows attend through the C++ kernel, or on the PyTorch path: decoding rows in length groups (overhead 0
+    splits them into one group per distinct length), prompt chunks with SDPA. MLA always takes the PyTorch path."""
     if request.param == "C++ kernel":
-        if paged_cache.paged_decode_attention_op() is None:
+        if paged_cache.paged_attention_op() is None:
             pytest.skip("the C++ kernel could not be built here (no compiler?)")
         return
-    monkeypatch.setattr(paged_cache, "paged_decode_attention_op", lambda: None)
+    monkeypatch.setattr(paged_cache, "paged_attention_op", lambda: None)
     if request.param == "one group per length":
         monkeypatch.setattr(paged_cache, "GROUP_OVERHEAD_BLOCKS", 0)
 

@@ -114,7 +114,9 @@ class PagedKVCache:
     def prepare(self, items: list[tuple[list[int], int, int]]) -> None:
         """Set up one step from (block_table, start, num_tokens) per sequence, in packed order."""
         device = next(iter(self.pools.values())).device
-        self._slots = torch.cat([self._slots_of(table, start + n)[start:] for table, start, n in items]).to(device)
+        bs = self.block_size  # the pool slots the new tokens' entries go to
+        new_slots = [table[p // bs] * bs + p % bs for table, start, n in items for p in range(start, start + n)]
+        self._slots = torch.tensor(new_slots, dtype=torch.long, device=device)
         self._decode, self._chunks, self._tiles = [], [], None
         if self._kernel is not None:
             self._tiles = self._kernel_tiles(items, device)
@@ -127,7 +129,6 @@ class PagedKVCache:
                 key_slots = self._slots_of(block_table, start + n).to(device)
                 self._chunks.append(_Chunk(offset, start, n, key_slots))
             offset += n
-        bs = self.block_size
         for group in group_by_length([start // bs + 1 for _, start, _ in decode_rows]):
             rows = [decode_rows[i] for i in group]
             n_blocks = max(start // bs + 1 for _, start, _ in rows)
@@ -150,13 +151,11 @@ class PagedKVCache:
             for j in range(0, n, KERNEL_TILE_ROWS):
                 tiles.append((offset + j, min(KERNEL_TILE_ROWS, n - j), start + j + 1, block_table))
             offset += n
-        blocks_used = [-(-(length + rows - 1) // bs) for _, rows, length, _ in tiles]
-        tables = torch.zeros(len(tiles), max(blocks_used), dtype=torch.long)
-        for i, ((_, _, _, block_table), used) in enumerate(zip(tiles, blocks_used, strict=True)):
-            tables[i, :used] = torch.tensor(block_table[:used], dtype=torch.long)
+        used = [-(-(length + rows - 1) // bs) for _, rows, length, _ in tiles]  # blocks each tile reads
+        width = max(used)
+        tables = [table[:u] + [0] * (width - u) for (_, _, _, table), u in zip(tiles, used, strict=True)]
         first, rows, lengths, _ = zip(*tiles, strict=True)
-        return _Tiles(*(torch.tensor(x, dtype=torch.long, device=device) for x in (first, rows, lengths)),
-                      tables.to(device))
+        return _Tiles(*(torch.tensor(x, dtype=torch.long, device=device) for x in (first, rows, lengths, tables)))
 
     def _gather_blocks(self, name: str, layer: int, blocks: torch.Tensor, rows: int) -> torch.Tensor:
         """Whole blocks [rows * n_blocks] of one layer's pool -> [heads, rows, n_blocks * block_size, width].

@@ -1,12 +1,13 @@
 """Paged attention on CPU: the KV cache as one pool of fixed-size blocks, read through each sequence's block table.
 
 The engine packs the new tokens of every scheduled sequence into one row [1, N] (no padding in the MLPs). Each
-layer writes its new cache entries into the slots the block tables name, then attends. Decoding sequences (one new
-token each) go to the C++ kernel of `cpu_kernels`, which reads every sequence's blocks in place; where it does not
-apply (no compiler, MLA, other dtypes or head widths) they attend in a few batched calls over their gathered
-entries, grouped by length so that little is padded. Prompt chunks attend one by one, causally. The pool holds
-keys and values (MHA/GQA/MQA) or, for MLA, only the latent and the shared RoPE key. The model calls `attend` /
-`attend_latent` from its attention layers (the `paged` protocol), so the model code stays the same.
+layer writes its new cache entries into the slots the block tables name, then attends. All rows go to the C++
+kernel of `cpu_kernels`, which reads every sequence's blocks in place (decoding rows one by one, prompt chunks in
+tiles of consecutive tokens). Where it does not apply (no compiler, MLA, other dtypes or head widths), decoding
+sequences (one new token each) attend in a few batched calls over their gathered entries, grouped by length so that
+little is padded, and prompt chunks one by one, causally, with SDPA. The pool holds keys and values (MHA/GQA/MQA)
+or, for MLA, only the latent and the shared RoPE key. The model calls `attend` / `attend_latent` from its attention
+layers (the `paged` protocol), so the model code stays the same.
 
 Layout: each pool is [layers, heads, slots, width], head-major (MLA's entries have one "head"), so that gathering
 whole blocks gives [heads, sequences, length, width] and the decode matmuls run on it without a copy.
@@ -81,7 +82,7 @@ class PagedKVCache:
     def __init__(self, n_layers: int, num_blocks: int, block_size: int, entry_shapes: dict[str, tuple[int, ...]],
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", kernel: bool = True):
         """entry_shapes: what one token stores per layer, e.g. {"k": (H_kv, D), "v": (H_kv, D)} or MLA's
-        {"latent": (kv_lora_rank,), "k_rope": (qk_rope_head_dim,)}. kernel: let decoding rows attend through the
+        {"latent": (kv_lora_rank,), "k_rope": (qk_rope_head_dim,)}. kernel: let all rows attend through the
         C++ kernel of `cpu_kernels` where it applies (CPU, float32/bfloat16 keys and values, head width a multiple of
         16) and builds; False keeps the pure-PyTorch path."""
         self.block_size = block_size
@@ -106,17 +107,16 @@ class PagedKVCache:
             for pool in self.pools.values():
                 pool[:, :, dst * bs:(dst + 1) * bs] = pool[:, :, src * bs:(src + 1) * bs]
 
-    def _slots_of(self, block_table: list[int], end: int) -> torch.Tensor:
-        pos = torch.arange(end)
-        table = torch.tensor(block_table, dtype=torch.long)
-        return table[pos // self.block_size] * self.block_size + pos % self.block_size
+    def _slots_of(self, block_table: list[int], start: int, end: int) -> list[int]:
+        """Pool slots of positions start..end-1."""
+        bs = self.block_size
+        return [block_table[p // bs] * bs + p % bs for p in range(start, end)]
 
     def prepare(self, items: list[tuple[list[int], int, int]]) -> None:
         """Set up one step from (block_table, start, num_tokens) per sequence, in packed order."""
         device = next(iter(self.pools.values())).device
-        bs = self.block_size  # the pool slots the new tokens' entries go to
-        new_slots = [table[p // bs] * bs + p % bs for table, start, n in items for p in range(start, start + n)]
-        self._slots = torch.tensor(new_slots, dtype=torch.long, device=device)
+        new_slots = [slot for table, start, n in items for slot in self._slots_of(table, start, start + n)]
+        self._slots = torch.tensor(new_slots, dtype=torch.long, device=device)  # where the new entries go
         self._decode, self._chunks, self._tiles = [], [], None
         if self._kernel is not None:
             self._tiles = self._kernel_tiles(items, device)
@@ -126,9 +126,10 @@ class PagedKVCache:
             if n == 1:
                 decode_rows.append((offset, start, block_table))
             else:
-                key_slots = self._slots_of(block_table, start + n).to(device)
+                key_slots = torch.tensor(self._slots_of(block_table, 0, start + n), device=device)
                 self._chunks.append(_Chunk(offset, start, n, key_slots))
             offset += n
+        bs = self.block_size
         for group in group_by_length([start // bs + 1 for _, start, _ in decode_rows]):
             rows = [decode_rows[i] for i in group]
             n_blocks = max(start // bs + 1 for _, start, _ in rows)
@@ -191,14 +192,14 @@ class PagedKVCache:
         """Write k/v [1, H_kv, N, D], then the attention output [1, H, N, D] for queries q [1, H, N, D]."""
         self._write(layer, k=k[0], v=v[0])
         k_pool, v_pool = self.pools["k"][layer], self.pools["v"][layer]  # [H_kv, slots, D]
-        gqa = q.shape[1] != k.shape[1]
         out = torch.empty_like(q)
-        H, H_kv = q.shape[1], k.shape[1]
         scale = q.shape[-1] ** -0.5 if scale is None else scale
         if self._tiles is not None:  # the C++ kernel reads every sequence's blocks in place, for all the rows
             t = self._tiles
             self._kernel(q[0], k_pool, v_pool, t.first, t.rows, t.tables, t.lengths, self.block_size, scale, out[0])
             return out
+        gqa = q.shape[1] != k.shape[1]
+        H, H_kv = q.shape[1], k.shape[1]
         for g in self._decode:
             # The query heads sharing a KV head become that head's G "query positions" (the mask is per key), so
             # each key is read once per group. Plain matmuls with the softmax in float: on CPU 2.6x faster than

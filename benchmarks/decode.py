@@ -26,7 +26,7 @@ from lmforge.engine.decode_bench import (
     projections_only_tokens_per_s,
     read_bandwidth_gb_s,
 )
-from lmforge.model.packed_linear import pack_linears
+from lmforge.model.inference import prepare_for_inference
 from lmforge.model.quant import quantize_model
 
 VARIANTS = {  # name -> (float dtype, bits or None)
@@ -74,7 +74,7 @@ def main() -> None:
         lm = load("smollm2-135m", dtype=dtype)
         if bits is not None:
             quantize_model(lm.model, bits=bits, group_size=32)
-        pack_linears(lm.model)  # packed once for oneDNN (bf16; fp32 on AMD), as generate/chat/serve do
+        prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
         prompt = lm.tokenizer.encode(PROMPT)
         pad_id = lm.tokenizer.pad_token_id
         bound[name] = bandwidth * 1e9 / bytes_read_per_token(lm.model)

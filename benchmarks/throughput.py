@@ -18,7 +18,7 @@ from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.common.paths import embedded_model_path
 from lmforge.engine.llm import LLM, EngineConfig
 from lmforge.engine.sampling_params import SamplingParams
-from lmforge.model.packed_linear import pack_linears
+from lmforge.model.inference import prepare_for_inference
 
 
 def make_requests(n: int, vocab: int, seed: int = 0):
@@ -99,12 +99,13 @@ def main() -> None:
             hf = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype).eval()
         hf.generation_config.eos_token_id = None
         n_params = sum(p.numel() for n, p in lm.model.named_parameters() if not n.startswith("embed"))
-        packed = pack_linears(lm.model)  # packed once for oneDNN (bf16; fp32 on AMD), as `lmforge serve` does
+        prepared = prepare_for_inference(lm.model)  # fused, packed and with CPU kernels, as `lmforge serve` runs
         run_ours(lm, requests[:4])  # warm-up
         t_ours = run_ours(lm, requests)
         t_hf = run_hf(hf, requests, lm.tokenizer.pad_token_id or 0)
         peak = matmul_peak(dtype)
-        result |= {f"ours_{name}_packed_linears": packed, f"ours_{name}_tok_per_s": round(generated / t_ours, 1),
+        result |= {f"ours_{name}_{key}": count for key, count in prepared.items()}
+        result |= {f"ours_{name}_tok_per_s": round(generated / t_ours, 1),
                    f"hf_{name}_tok_per_s": round(generated / t_hf, 1), f"ratio_{name}": round(t_hf / t_ours, 2),
                    f"ours_{name}_gflops": round(model_flops(n_params, requests) / t_ours / 1e9, 1),
                    f"matmul_peak_{name}_gflops": round(peak / 1e9, 1),

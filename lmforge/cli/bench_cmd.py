@@ -31,8 +31,8 @@ def decode(
         projections_only_tokens_per_s,
         read_bandwidth_gb_s,
     )
+    from lmforge.model.inference import prepare_for_inference
     from lmforge.model.loader import load
-    from lmforge.model.packed_linear import pack_linears
     from lmforge.model.quant import quantize_model
 
     warn_if_slow_dtype(dtype)
@@ -43,7 +43,7 @@ def decode(
         if getattr(lm.model, "quant_config", None) is not None:
             raise LmforgeError(f"{model} is already quantized; drop --bits")
         quantize_model(lm.model, bits=bits, group_size=group_size)
-    pack_linears(lm.model)  # what generate/chat/serve run: linears packed once for oneDNN (bf16; fp32 on AMD)
+    prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
     prompt = lm.tokenizer.encode(PROMPT)
     if len(prompt) + tokens + 8 > lm.config.max_seq_len:
         raise LmforgeError(f"--tokens {tokens} exceeds the model's context of {lm.config.max_seq_len}")

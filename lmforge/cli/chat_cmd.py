@@ -133,8 +133,8 @@ def chat(
     """Chat with a model in the terminal (type /help for commands)."""
     import dataclasses
 
+    from lmforge.model.inference import prepare_for_inference
     from lmforge.model.loader import load
-    from lmforge.model.packed_linear import pack_linears
 
     params = opt.sampling_params(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
@@ -142,7 +142,7 @@ def chat(
         max_new_tokens=max_new_tokens)
     warn_if_slow_dtype(dtype)
     lm = load(model, dtype=dtype)
-    pack_linears(lm.model)  # CPU weights packed once for oneDNN (bf16; fp32 on AMD), inference only
+    prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
     if lm.tokenizer is None or lm.tokenizer.chat_template is None:
         raise LmforgeError(f"{model} has no tokenizer with a chat template; use `lmforge generate` for raw text")
     session = ChatSession(lm, dataclasses.replace(params, stop_token_ids=lm.stop_token_ids()), system)

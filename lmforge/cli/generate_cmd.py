@@ -48,8 +48,8 @@ def generate(
     max_context: int = extra.MAX_CONTEXT,
 ) -> None:
     """Generate text with a KV cache; stops at the model's end-of-turn / end-of-text token or a --stop string."""
+    from lmforge.model.inference import prepare_for_inference
     from lmforge.model.loader import load
-    from lmforge.model.packed_linear import pack_linears
 
     if (prompt is None) == (chat is None):
         raise LmforgeError("give either a PROMPT argument or --chat MESSAGE (exactly one)")
@@ -65,7 +65,7 @@ def generate(
         max_new_tokens=max_new_tokens, stop=tuple(stop or ()), logprobs=logprobs, truncate=truncate)
     warn_if_slow_dtype(dtype)
     lm = load(model, dtype=dtype)
-    pack_linears(lm.model)  # CPU weights packed once for oneDNN (bf16; fp32 on AMD), inference only
+    prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
     extra.apply_context_options(lm, rope_scaling, rope_factor, original_max_len, max_context)
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer (tokenizer.json); cannot encode text")

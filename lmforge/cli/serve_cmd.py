@@ -32,15 +32,15 @@ def serve(
     import uvicorn
 
     from lmforge.engine.llm import LLM, EngineConfig
+    from lmforge.model.inference import prepare_for_inference
     from lmforge.model.loader import load
-    from lmforge.model.packed_linear import pack_linears
     from lmforge.server.app import create_app
     from lmforge.server.async_engine import AsyncEngine
     from lmforge.server.served import ServedModel
 
     warn_if_slow_dtype(dtype)
     lm = load(model, dtype=dtype)
-    pack_linears(lm.model)  # CPU weights packed once for oneDNN (bf16; fp32 on AMD), inference only
+    prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer (tokenizer.json); the server needs one")
     config = EngineConfig(block_size=block_size, kv_cache_gb=kv_cache_gb, max_num_seqs=max_num_seqs,

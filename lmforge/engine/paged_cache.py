@@ -2,7 +2,7 @@
 
 The engine packs the new tokens of every scheduled sequence into one row [1, N] (no padding in the MLPs). Each
 layer writes its new cache entries into the slots the block tables name, then attends. All rows go to the C++
-kernel of `cpu_kernels`, which reads every sequence's blocks in place (decoding rows one by one, prompt chunks in
+kernel of `lmforge.kernels`, which reads every sequence's blocks in place (decoding rows one by one, prompt chunks in
 tiles of consecutive tokens). Where it does not apply (no compiler, MLA, other dtypes or head widths), decoding
 sequences (one new token each) attend in a few batched calls over their gathered entries, grouped by length so that
 little is padded, and prompt chunks one by one, causally, with SDPA. The pool holds keys and values (MHA/GQA/MQA)
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lmforge.engine.cpu_kernels import paged_attention_op
+from lmforge.kernels.cpu_kernels import paged_attention_op
 
 # A decode group costs ~8 extra ops per layer; in blocks read (one block = block_size tokens of keys and values) that
 # is about this many. Length groups are formed only where the padding they save is worth more.
@@ -83,8 +83,8 @@ class PagedKVCache:
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", kernel: bool = True):
         """entry_shapes: what one token stores per layer, e.g. {"k": (H_kv, D), "v": (H_kv, D)} or MLA's
         {"latent": (kv_lora_rank,), "k_rope": (qk_rope_head_dim,)}. kernel: let all rows attend through the
-        C++ kernel of `cpu_kernels` where it applies (CPU, float32/bfloat16 keys and values, head width a multiple of
-        16) and builds; False keeps the pure-PyTorch path."""
+        C++ kernel of `lmforge.kernels` where it applies (CPU, float32/bfloat16 keys and values, head width a
+        multiple of 16) and builds; False keeps the pure-PyTorch path."""
         self.block_size = block_size
         heads = {name: shape[0] if len(shape) == 2 else 1 for name, shape in entry_shapes.items()}
         self.pools = {name: torch.zeros((n_layers, heads[name], num_blocks * block_size, shape[-1]), dtype=dtype,

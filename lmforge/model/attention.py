@@ -28,19 +28,28 @@ class Attention(nn.Module):
         self.k_norm = make_norm(qk_norm, self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
         # None = SDPA's 1/sqrt(head_dim); Gemma scales by query_pre_attn_scalar^-0.5 instead.
         self.scale = cfg.query_pre_attn_scalar ** -0.5 if cfg.query_pre_attn_scalar else None
+        # For inference, model/inference.py may replace q/k/v_proj by one projection (qkv_proj) and `rope` by a
+        # kernel that rotates in place; both compute what the code below computes.
+        self.qkv_proj = None
+        self.rope = apply_rope
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 is_causal: bool, kv_cache: KVCache | None = None, q_scale: torch.Tensor | None = None) -> torch.Tensor:
         """cos/sin None: no RoPE (absolute or no positions); q_scale [B, 1, T, 1]: LogN factors for the queries."""
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim)
+        if self.qkv_proj is not None:
+            q_width, kv_width = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
+            q, k, v = self.qkv_proj(x).split([q_width, kv_width, kv_width], dim=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, T, self.n_heads, self.head_dim)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, D]
         if cos is not None:
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
         if q_scale is not None:
             q = q * q_scale.to(q.dtype)
         if getattr(kv_cache, "paged", False):  # the serving engine's paged cache does the attention itself

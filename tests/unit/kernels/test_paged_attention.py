@@ -5,8 +5,8 @@ import random
 import pytest
 import torch
 
-from lmforge.engine import cpu_kernels
 from lmforge.engine.paged_cache import PagedKVCache
+from lmforge.kernels import cpu_kernels
 
 kernel = cpu_kernels.paged_attention_op()
 needs_kernel = pytest.mark.skipif(kernel is None, reason="the C++ kernel could not be built here (no compiler?)")
@@ -125,10 +125,10 @@ def test_without_the_kernel_the_cache_takes_the_pytorch_path(how, monkeypatch, c
         monkeypatch.setenv(cpu_kernels.DISABLE_VAR, "0")
     else:
         monkeypatch.setenv("CXX", "no-such-compiler-here")
-    cpu_kernels.paged_attention_op.cache_clear()
+    cpu_kernels.cpu_ops.cache_clear()
     try:
         assert cpu_kernels.paged_attention_op() is None
         assert PagedKVCache(1, 4, 4, {"k": (1, 16), "v": (1, 16)})._kernel is None
     finally:
-        cpu_kernels.paged_attention_op.cache_clear()
+        cpu_kernels.cpu_ops.cache_clear()
     assert ("no C++ compiler" in caplog.text) == (how == "no compiler")

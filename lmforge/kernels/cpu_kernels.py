@@ -1,10 +1,13 @@
-"""Optional C++ kernels for the CPU engine, compiled on first use with `torch.utils.cpp_extension`.
+"""Optional C++ kernels for CPU inference, compiled on first use with `torch.utils.cpp_extension`.
 
-Today one kernel: attention that reads the paged KV cache in place (`csrc/paged_attention.cpp`). It needs a C++
-compiler (g++ or clang) at run time; the build takes 10-30 s once per machine and is cached under
+One library built from every source in `csrc/`, registered under `torch.ops.lmforge`:
+- `paged_attention` (csrc/paged_attention.cpp): attention that reads the engine's paged KV cache in place;
+- `rms_norm`, `rope_`, `silu_mul` (csrc/fused_ops.cpp): the small element-wise steps of a decoder layer, each one
+  pass over memory instead of several eager ops (used by lmforge.model.inference).
+It needs a C++ compiler (g++ or clang) at run time; the build takes 20-40 s once per machine and is cached under
 `~/.cache/torch_extensions/lmforge` (or under `$TORCH_EXTENSIONS_DIR`). Without a compiler, or with
-`LMFORGE_CPU_KERNELS=0`, the engine uses its pure-PyTorch path (gathers, matmuls and SDPA), which computes the same
-attention (the tests compare the two).
+`LMFORGE_CPU_KERNELS=0`, callers keep their pure-PyTorch code, which computes the same thing (the tests compare the
+two).
 """
 
 import functools
@@ -23,7 +26,8 @@ from lmforge.common.hardware import cpu_flags
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "csrc" / "paged_attention.cpp"
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = sorted(CSRC.glob("*.cpp"))
 DISABLE_VAR = "LMFORGE_CPU_KERNELS"
 
 
@@ -46,7 +50,8 @@ def _build_name(flags: list[str]) -> str:
     """Unique per source text, torch version and CPU: -march=native code must not be reused on a machine lacking its
     instructions, nor a library built against another torch's headers."""
     key = " ".join([torch.__version__, *sorted(cpu_flags()), *flags])
-    digest = hashlib.sha256(SOURCE.read_bytes() + key.encode()).hexdigest()
+    sources = b"".join(path.read_bytes() for path in sorted(CSRC.iterdir()) if path.suffix in (".cpp", ".h"))
+    digest = hashlib.sha256(sources + key.encode()).hexdigest()
     return f"lmforge_cpu_{digest[:12]}"
 
 
@@ -56,13 +61,13 @@ def _build_dir(name: str) -> Path:
 
 
 @functools.cache
-def paged_attention_op() -> Callable | None:
-    """torch.ops.lmforge.paged_attention, built if needed; None when disabled or when it cannot be built."""
+def cpu_ops() -> object | None:
+    """The `torch.ops.lmforge` namespace, built if needed; None when disabled or when it cannot be built."""
     if os.environ.get(DISABLE_VAR, "1") == "0":
         return None
     if shutil.which(os.environ.get("CXX", "c++")) is None:
-        log.warning("no C++ compiler found: the engine uses its PyTorch attention (slower); install g++ "
-                    "to build lmforge's CPU kernel")
+        log.warning("no C++ compiler found: lmforge runs its PyTorch code instead of its CPU kernels (slower); "
+                    "install g++ to build them")
         return None
     from torch.utils.cpp_extension import load
 
@@ -71,17 +76,23 @@ def paged_attention_op() -> Callable | None:
     build_dir = _build_dir(name)
     built = (build_dir / f"{name}.so").exists()
     if not built:  # a silent pause of half a minute on the first run would look like a hang
-        print("lmforge: compiling the CPU paged-attention kernel for this machine (once, about 10-30 s) ...",
+        print("lmforge: compiling the CPU kernels for this machine (once, about 20-40 s) ...",
               file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
         build_dir.mkdir(parents=True, exist_ok=True)
-        load(name=name, sources=[str(SOURCE)], extra_cflags=flags, extra_ldflags=["-fopenmp"],
+        load(name=name, sources=[str(path) for path in SOURCES], extra_cflags=flags, extra_ldflags=["-fopenmp"],
              build_directory=str(build_dir), is_python_module=False, verbose=False)
         if not built:
-            print(f"lmforge: kernel compiled in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-    except Exception as exc:  # a broken toolchain must not stop the engine: the PyTorch path computes the same
-        log.warning("could not build lmforge's CPU kernel (%s: %s); the engine uses its PyTorch attention",
+            print(f"lmforge: kernels compiled in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    except Exception as exc:  # a broken toolchain must not stop anything: the PyTorch code computes the same
+        log.warning("could not build lmforge's CPU kernels (%s: %s); lmforge runs its PyTorch code instead",
                     type(exc).__name__, str(exc).strip().splitlines()[-1] if str(exc).strip() else "")
         return None
-    return torch.ops.lmforge.paged_attention
+    return torch.ops.lmforge
+
+
+def paged_attention_op() -> Callable | None:
+    """torch.ops.lmforge.paged_attention, or None (see cpu_ops)."""
+    ops = cpu_ops()
+    return None if ops is None else ops.paged_attention

@@ -11,14 +11,12 @@
 // query heads that share the KV head (grouped-query attention) and the rows of the tile are handled together, so a
 // block is read from memory and converted to float32 once per task, then used by all of them.
 //
-// Vectorised with ATen's Vectorized<float> (AVX-512, AVX2 or plain C++, chosen when lmforge/engine/cpu_kernels.py
+// Vectorised with ATen's Vectorized<float> (AVX-512, AVX2 or plain C++, chosen when lmforge/kernels/cpu_kernels.py
 // builds this file for the machine). Registered as torch.ops.lmforge.paged_attention and checked against a float64
-// computation and the PyTorch path in tests/unit/engine/test_cpu_kernels.py.
+// computation and the PyTorch path in tests/unit/kernels/test_paged_attention.py.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -28,16 +26,12 @@
 #include <type_traits>
 #include <vector>
 
+#include "float_vec.h"
+
 namespace {
 
-using Vec = at::vec::Vectorized<float>;
-
-inline Vec load(const float* p) { return Vec::loadu(p); }
-inline Vec load(const at::BFloat16* p) {
-  Vec out;
-  at::vec::load_to_float(p, out);
-  return out;
-}
+using lmforge::load;
+using lmforge::Vec;
 
 // Blocks lie anywhere in the pool, so the hardware prefetcher, which follows address streams, cannot guess the jump
 // to the next one: ask for it while this one is computed (measured 1.5x faster for a whole decode attention).

@@ -1,0 +1,126 @@
+"""Rewrite a loaded model for fast inference, in place: fewer and larger projections, packed weights, fused kernels.
+
+At decode time a step runs a few dozen tokens through each layer, so the cost is in the number of operations more
+than in their arithmetic. `prepare_for_inference`:
+1. fuses q/k/v into one projection (`Attention.qkv_proj`) and SwiGLU's gate/up into one (`FusedSwiGLU`): one call
+   over a larger weight instead of three or two (on 2 Zen 5 cores, bf16, 18 rows: 275 -> 222 us per layer);
+2. packs every CPU linear for oneDNN (packed_linear.py);
+3. where lmforge's C++ CPU kernels build (lmforge.kernels), replaces RMSNorm, RoPE and SiLU-times-up by one-pass
+   kernels (18 rows: 120 -> 40 us per layer). They round as the eager code does: bfloat16 results are bitwise the
+   same; float32 ones differ by float rounding only (~1e-7 relative).
+Everything computes what the unprepared model computes; it is for inference only (no gradients, and the fused or
+packed weights are not in the state dict: save a model before preparing it).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.kernels.cpu_kernels import cpu_ops
+from lmforge.model.attention import Attention
+from lmforge.model.mlp import SwiGLU
+from lmforge.model.norms import RMSNorm
+from lmforge.model.packed_linear import pack_linears
+from lmforge.model.rope import apply_rope
+
+KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _fused_linear(linears: list[nn.Linear]) -> nn.Linear | None:
+    """One nn.Linear computing the given ones side by side, or None when they cannot be fused."""
+    if any(type(m) is not nn.Linear for m in linears):  # e.g. LoRA-wrapped or quantized: leave them alone
+        return None
+    first = linears[0].weight
+    if any(m.weight.dtype != first.dtype or m.weight.device != first.device for m in linears) or \
+            len({m.bias is None for m in linears}) > 1:
+        return None
+    fused = nn.Linear(first.shape[1], sum(m.out_features for m in linears), bias=linears[0].bias is not None,
+                      device="meta")
+    fused.weight = nn.Parameter(torch.cat([m.weight.detach() for m in linears]), requires_grad=False)
+    if linears[0].bias is not None:
+        fused.bias = nn.Parameter(torch.cat([m.bias.detach() for m in linears]), requires_grad=False)
+    return fused
+
+
+def _kernel_fits(x: torch.Tensor, *others: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in KERNEL_DTYPES and all(t.dtype == x.dtype for t in others)
+
+
+class FusedSwiGLU(nn.Module):
+    """SwiGLU with gate and up in one projection: down(act(h[:F]) * h[F:]) for h = gate_up(x); with the kernel,
+    SiLU and the product in one pass."""
+
+    def __init__(self, mlp: SwiGLU, gate_up: nn.Linear, ops):
+        super().__init__()
+        self.gate_up_proj, self.down_proj, self.act = gate_up, mlp.down_proj, mlp.act
+        self.silu_mul = ops.silu_mul if ops is not None and mlp.act is F.silu else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.gate_up_proj(x)
+        if self.silu_mul is not None and _kernel_fits(h):
+            return self.down_proj(self.silu_mul(h))
+        gate, up = h.chunk(2, dim=-1)
+        return self.down_proj(self.act(gate) * up)
+
+
+class FusedRMSNorm(RMSNorm):
+    """RMSNorm in one pass (torch.ops.lmforge.rms_norm); the eager code for inputs the kernel does not take."""
+
+    def __init__(self, norm: RMSNorm, ops):
+        super().__init__(norm.weight.shape[0], norm.eps)
+        self.weight = norm.weight
+        self.kernel = ops.rms_norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _kernel_fits(x, self.weight):
+            return self.kernel(x, self.weight, self.eps)
+        return super().forward(x)
+
+
+class InplaceRope:
+    """`apply_rope` rotating x in place in one pass (torch.ops.lmforge.rope_); x must be a fresh activation
+    (the attention's q and k are). Falls back to apply_rope for inputs the kernel does not take."""
+
+    def __init__(self, ops):
+        self.kernel = ops.rope_
+
+    def __call__(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        if _kernel_fits(x, cos, sin) and x.dim() == 4 and x.stride(-1) == 1 and cos.is_contiguous() and \
+                sin.is_contiguous() and cos.shape == (x.shape[0], x.shape[2], x.shape[3]) and cos.shape == sin.shape:
+            self.kernel(x, cos, sin)
+            return x
+        return apply_rope(x, cos, sin)
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+@torch.no_grad()
+def prepare_for_inference(model: nn.Module, kernels: bool = True) -> dict[str, int]:
+    """Fuse projections, pack linears and install the CPU kernels (see the module docstring), in place.
+
+    kernels=False skips step 3. Returns counts: {"fused_projections", "packed_linears", "fused_kernels"}."""
+    ops = cpu_ops() if kernels and next(model.parameters()).device.type == "cpu" else None
+    fused = n_kernels = 0
+    for name, module in list(model.named_modules()):
+        if type(module) is Attention and module.qkv_proj is None:
+            qkv = _fused_linear([module.q_proj, module.k_proj, module.v_proj])
+            if qkv is not None:
+                module.qkv_proj = qkv
+                del module.q_proj, module.k_proj, module.v_proj
+                fused += 1
+            if ops is not None:
+                module.rope = InplaceRope(ops)
+                n_kernels += 1
+        elif type(module) is SwiGLU:
+            gate_up = _fused_linear([module.gate_proj, module.up_proj])
+            if gate_up is not None:
+                _replace(model, name, FusedSwiGLU(module, gate_up, ops))
+                fused += 1
+                n_kernels += ops is not None and module.act is F.silu
+        elif type(module) is RMSNorm and ops is not None:
+            _replace(model, name, FusedRMSNorm(module, ops))
+            n_kernels += 1
+    return {"fused_projections": fused, "packed_linears": pack_linears(model), "fused_kernels": n_kernels}

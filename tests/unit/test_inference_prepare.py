@@ -1,0 +1,109 @@
+"""prepare_for_inference (fused q/k/v and gate/up projections, packed linears, fused CPU kernels) keeps what the
+model computes: transformers' logits on Llama / Qwen2 (biases) / Qwen3 (QK norm), the paged engine's greedy tokens,
+and models it only partly applies to (MoE, MLA, GeLU MLPs, wrapped linears)."""
+
+import pytest
+import torch
+from torch import nn
+
+from lmforge.engine.fast_decode import decode
+from lmforge.engine.llm import LLM, EngineConfig
+from lmforge.engine.sampling_params import SamplingParams
+from lmforge.kernels import cpu_kernels
+from lmforge.model import Transformer, get_preset
+from lmforge.model.inference import FusedRMSNorm, FusedSwiGLU, InplaceRope, prepare_for_inference
+from lmforge.model.loader import load
+from lmforge.model.packed_linear import PackedLinear, default_packed_dtypes, packing_available
+from tests.hf_models import tiny_hf_model
+
+kernels_built = cpu_kernels.cpu_ops() is not None
+packs_fp32 = torch.float32 in default_packed_dtypes() and packing_available(torch.float32)  # AMD CPUs
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
+def test_prepared_model_matches_transformers(tmp_path, family):
+    ref = tiny_hf_model(family, tie=False)
+    ref.save_pretrained(tmp_path)
+    model = load(tmp_path).model
+    ids = torch.randint(0, ref.config.vocab_size, (2, 23))
+    n = model.config.n_layers
+    counts = prepare_for_inference(model)
+    assert counts["fused_projections"] == 2 * n  # q/k/v and gate/up in every layer
+    assert counts["packed_linears"] == (4 * n + 1 if packs_fp32 else 0)
+    if kernels_built:  # RoPE and SiLU per layer, two norms per layer and the final one (+ Qwen3's q/k norms)
+        assert counts["fused_kernels"] == 2 * n + 2 * n + 1 + (2 * n if family == "qwen3" else 0)
+        assert sum(isinstance(m, FusedRMSNorm) for m in model.modules()) == 2 * n + 1 + (2 * n if family == "qwen3"
+                                                                                       else 0)
+    assert not any(hasattr(layer.attn, "q_proj") for layer in model.layers)
+    with torch.inference_mode():
+        ours = model(ids)
+    with torch.no_grad():
+        expected = ref(ids).logits
+    assert (ours - expected).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
+    not packing_available(torch.bfloat16), reason="no native bf16 linears here"))])
+def test_prepared_model_in_the_paged_engine_matches_single_sequence_decoding(dtype):
+    torch.manual_seed(0)
+    model = Transformer(get_preset("tiny-llama").replace(max_seq_len=256)).to(dtype).eval()
+    prompts = [[(7 * i + j) % 250 + 1 for j in range(5 + 9 * i)] for i in range(5)]
+    with torch.inference_mode():
+        before = model(torch.tensor([prompts[-1]]))
+    reference = [decode(model, p, max_new_tokens=12) for p in prompts]
+    prepare_for_inference(model)
+    with torch.inference_mode():
+        after = model(torch.tensor([prompts[-1]]))
+    tol = 1e-4 if dtype == torch.float32 else 0.1  # bf16: the norms' sums in another order, packed matmuls
+    assert (after - before).abs().max() <= tol
+    assert [decode(model, p, max_new_tokens=12) for p in prompts] == reference
+    outs = LLM(model, None, EngineConfig(num_blocks=64, block_size=4)).generate(
+        prompts, [SamplingParams(max_new_tokens=12)] * len(prompts))
+    assert [o.output_ids for o in outs] == reference
+
+
+@pytest.mark.parametrize("preset", ["tiny-moe", "tiny-deepseek-v3", "tiny-bert", "tiny-gemma3"])
+def test_models_it_partly_applies_to_keep_their_outputs(preset):
+    torch.manual_seed(0)
+    model = Transformer(get_preset(preset)).eval()
+    ids = torch.randint(1, model.config.vocab_size, (2, 11))
+    with torch.inference_mode():
+        before = model(ids)
+    prepare_for_inference(model)
+    with torch.inference_mode():
+        assert (model(ids) - before).abs().max() <= 1e-4
+
+
+def test_without_kernels_only_projections_are_fused_and_wrapped_linears_are_left_alone(monkeypatch):
+    torch.manual_seed(0)
+    model = Transformer(get_preset("tiny-llama")).eval()
+    ids = torch.randint(1, 256, (1, 9))
+    with torch.inference_mode():
+        before = model(ids)
+
+    class Wrapped(nn.Module):  # e.g. a LoRA adapter around a linear: not fusable
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    model.layers[0].attn.q_proj = Wrapped(model.layers[0].attn.q_proj)
+    model.layers[0].mlp.up_proj = Wrapped(model.layers[0].mlp.up_proj)
+    monkeypatch.setenv(cpu_kernels.DISABLE_VAR, "0")
+    cpu_kernels.cpu_ops.cache_clear()
+    try:
+        counts = prepare_for_inference(model)
+    finally:
+        cpu_kernels.cpu_ops.cache_clear()
+    n = model.config.n_layers
+    assert counts["fused_projections"] == 2 * (n - 1) and counts["fused_kernels"] == 0
+    assert hasattr(model.layers[0].attn, "q_proj") and model.layers[0].attn.qkv_proj is None
+    assert not isinstance(model.layers[0].mlp, FusedSwiGLU) and isinstance(model.layers[1].mlp, FusedSwiGLU)
+    assert not any(isinstance(m, FusedRMSNorm) for m in model.modules())
+    assert not any(isinstance(layer.attn.rope, InplaceRope) for layer in model.layers)
+    with torch.inference_mode():
+        assert (model(ids) - before).abs().max() <= 1e-4
+    if packs_fp32:
+        assert isinstance(model.layers[1].attn.qkv_proj, PackedLinear)

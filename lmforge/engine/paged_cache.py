@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lmforge.kernels.cpu_kernels import paged_attention_op
+from lmforge.kernels.cpu_kernels import cpu_ops
 
 # A decode group costs ~8 extra ops per layer; in blocks read (one block = block_size tokens of keys and values) that
 # is about this many. Length groups are formed only where the padding they save is worth more.
@@ -93,10 +93,10 @@ class PagedKVCache:
         self._slots = None
         self._decode: list[_DecodeGroup] = []
         self._tiles: _Tiles | None = None
-        self._kernel = None
+        self._ops = None  # torch.ops.lmforge when its kernels serve this cache
         if kernel and "k" in entry_shapes and entry_shapes["k"][-1] % 16 == 0 and \
                 torch.device(device).type == "cpu" and dtype in (torch.float32, torch.bfloat16):
-            self._kernel = paged_attention_op()
+            self._ops = cpu_ops()
         self._chunks: list[_Chunk] = []
         self._gathered: dict[str, torch.Tensor] = {}  # reused decode gather buffers, one per pool (see _gather_blocks)
 
@@ -118,7 +118,7 @@ class PagedKVCache:
         new_slots = [slot for table, start, n in items for slot in self._slots_of(table, start, start + n)]
         self._slots = torch.tensor(new_slots, dtype=torch.long, device=device)  # where the new entries go
         self._decode, self._chunks, self._tiles = [], [], None
-        if self._kernel is not None:
+        if self._ops is not None:
             self._tiles = self._kernel_tiles(items, device)
             return
         decode_rows, offset = [], 0
@@ -190,14 +190,18 @@ class PagedKVCache:
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                scale: float | None = None) -> torch.Tensor:
         """Write k/v [1, H_kv, N, D], then the attention output [1, H, N, D] for queries q [1, H, N, D]."""
-        self._write(layer, k=k[0], v=v[0])
         k_pool, v_pool = self.pools["k"][layer], self.pools["v"][layer]  # [H_kv, slots, D]
-        out = torch.empty_like(q)
         scale = q.shape[-1] ** -0.5 if scale is None else scale
-        if self._tiles is not None:  # the C++ kernel reads every sequence's blocks in place, for all the rows
+        if self._tiles is not None:  # the C++ kernels: every sequence's blocks are read in place
+            self._ops.write_kv(k_pool, v_pool, k[0], v[0], self._slots)
+            # out [1, N, H, D] seen as [1, H, N, D]: the o_proj input [1, N, H * D] is then a view, not a copy
+            out = q.new_empty((1, q.shape[2], q.shape[1], q.shape[3])).transpose(1, 2)
             t = self._tiles
-            self._kernel(q[0], k_pool, v_pool, t.first, t.rows, t.tables, t.lengths, self.block_size, scale, out[0])
+            self._ops.paged_attention(q[0], k_pool, v_pool, t.first, t.rows, t.tables, t.lengths, self.block_size,
+                                      scale, out[0])
             return out
+        self._write(layer, k=k[0], v=v[0])
+        out = torch.empty_like(q)
         gqa = q.shape[1] != k.shape[1]
         H, H_kv = q.shape[1], k.shape[1]
         for g in self._decode:

@@ -47,10 +47,10 @@ def decode_grouping(request, monkeypatch):
     """All rows attend through the C++ kernel, or on the PyTorch path: decoding rows in length groups (overhead 0
     splits them into one group per distinct length), prompt chunks with SDPA. MLA always takes the PyTorch path."""
     if request.param == "C++ kernel":
-        if paged_cache.paged_attention_op() is None:
+        if paged_cache.cpu_ops() is None:
             pytest.skip("the C++ kernel could not be built here (no compiler?)")
         return
-    monkeypatch.setattr(paged_cache, "paged_attention_op", lambda: None)
+    monkeypatch.setattr(paged_cache, "cpu_ops", lambda: None)
     if request.param == "one group per length":
         monkeypatch.setattr(paged_cache, "GROUP_OVERHEAD_BLOCKS", 0)
 

@@ -87,6 +87,24 @@ def test_kernel_rejects_bad_inputs():
 
 
 @needs_kernel
+def test_write_kv_puts_new_entries_in_their_slots_and_rejects_bad_ones():
+    k_pool, v_pool = torch.zeros(2, 12, 16), torch.zeros(2, 12, 16)
+    new = torch.randn(2, 3, 2, 16)  # [k/v, N, H_kv, D]: the attention's strided layout
+    k, v = new[0].transpose(0, 1), new[1].transpose(0, 1)
+    slots = torch.tensor([7, 0, 11])
+    cpu_kernels.cpu_ops().write_kv(k_pool, v_pool, k, v, slots)
+    expected_k, expected_v = torch.zeros(2, 12, 16), torch.zeros(2, 12, 16)
+    expected_k[:, slots], expected_v[:, slots] = k, v
+    assert torch.equal(k_pool, expected_k) and torch.equal(v_pool, expected_v)
+    with pytest.raises(RuntimeError, match="slot 12 outside the pool of 12"):
+        cpu_kernels.cpu_ops().write_kv(k_pool, v_pool, k, v, torch.tensor([1, 12, 2]))
+    with pytest.raises(RuntimeError, match="dtypes disagree"):
+        cpu_kernels.cpu_ops().write_kv(k_pool, v_pool, k.bfloat16(), v.bfloat16(), slots)
+    with pytest.raises(RuntimeError, match="slots must be contiguous int64"):
+        cpu_kernels.cpu_ops().write_kv(k_pool, v_pool, k, v, slots[:2])
+
+
+@needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cache_attend_is_the_same_with_and_without_the_kernel(dtype):
     """A mixed step (decoding rows, a fresh prompt, a prompt chunk after a cached prefix) through PagedKVCache.attend:
@@ -108,7 +126,7 @@ def test_cache_attend_is_the_same_with_and_without_the_kernel(dtype):
     for use_kernel in (True, False):
         cache = PagedKVCache(1, 128, block_size, {"k": (kv_heads, width), "v": (kv_heads, width)}, dtype=dtype,
                              kernel=use_kernel)
-        assert (cache._kernel is not None) == use_kernel
+        assert (cache._ops is not None) == use_kernel
         cache.pools["k"][0].copy_(history[0])
         cache.pools["v"][0].copy_(history[1])
         cache.prepare(items)
@@ -128,7 +146,7 @@ def test_without_the_kernel_the_cache_takes_the_pytorch_path(how, monkeypatch, c
     cpu_kernels.cpu_ops.cache_clear()
     try:
         assert cpu_kernels.paged_attention_op() is None
-        assert PagedKVCache(1, 4, 4, {"k": (1, 16), "v": (1, 16)})._kernel is None
+        assert PagedKVCache(1, 4, 4, {"k": (1, 16), "v": (1, 16)})._ops is None
     finally:
         cpu_kernels.cpu_ops.cache_clear()
     assert ("no C++ compiler" in caplog.text) == (how == "no compiler")

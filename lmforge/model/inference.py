@@ -6,8 +6,9 @@ than in their arithmetic. `prepare_for_inference`:
    over a larger weight instead of three or two (on 2 Zen 5 cores, bf16, 18 rows: 275 -> 222 us per layer);
 2. packs every CPU linear for oneDNN (packed_linear.py);
 3. where lmforge's C++ CPU kernels build (lmforge.kernels), replaces RMSNorm, RoPE and SiLU-times-up by one-pass
-   kernels (18 rows: 120 -> 40 us per layer). They round as the eager code does: bfloat16 results are bitwise the
-   same; float32 ones differ by float rounding only (~1e-7 relative).
+   kernels (18 rows: 120 -> 40 us per layer). They round where the eager code rounds: in bfloat16, RoPE and SiLU
+   give the eager results bit for bit and RMSNorm within one unit in the last place (its mean sums in another
+   order); float32 results differ by float rounding only (~1e-7 relative).
 Everything computes what the unprepared model computes; it is for inference only (no gradients, and the fused or
 packed weights are not in the state dict: save a model before preparing it).
 """

@@ -56,6 +56,25 @@ inline Vec sum_lanes(Vec* v) {
 
 constexpr int64_t kMaxChunks = 32;  // head width up to 32 * Vec::size()
 
+// bfloat16 keys on a CPU with AVX512-BF16 (Zen 4/5, Cooper Lake and later): q . k by the bf16 dot-product
+// instruction, 32 bf16 products per instruction summed in pairs straight into float32 lanes, reading the keys as
+// they lie (no conversion pass). The products of two bf16 numbers are exact in float32, so the scores differ from
+// the float32 path by the order of the sum only (the scale is applied to the sum instead of the query). Measured
+// alone (18 decoding rows, 9/3 heads of 64, cache warm): 230 -> 192 us per layer. The values pass stays in float32:
+// a bf16 version (keys interleaved in pairs, probabilities rounded to bf16) measured slower.
+#if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
+constexpr bool kBf16Dot = true;
+inline Vec dot_bf16(const at::BFloat16* q, const at::BFloat16* k, int64_t D) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t d = 0; d < D; d += 32)
+    acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(q + d), (__m512bh)_mm512_loadu_si512(k + d));
+  return Vec(acc);
+}
+#else
+constexpr bool kBf16Dot = false;
+inline Vec dot_bf16(const at::BFloat16*, const at::BFloat16*, int64_t) { return Vec(0.f); }
+#endif
+
 struct Scratch {  // per thread
   std::vector<float> block, query, scores, acc;  // a block of keys or values in float32 [block_size * D], then
                                                  // per tile [rows * G * D], [rows * G * L], [rows * G * D]
@@ -97,10 +116,29 @@ void attend_tile(const T* q, int64_t q_head, int64_t q_tok, const T* keys, const
       for (int64_t c = 0; c < C; ++c)
         (load(q + j * q_tok + g * q_head + c * W) * Vec(scale)).store(query + (j * G + g) * D + c * W);
 
+  constexpr bool bf16_dot = kBf16Dot && std::is_same_v<T, at::BFloat16>;
   for (int64_t blk = 0, t0 = 0; t0 < L; ++blk, t0 += block_size) {  // scores: s[row, t] = (q_row * scale) . k_t
     const int64_t n = std::min(block_size, L - t0);
     if (t0 + block_size < L) prefetch(keys + table[blk + 1] * block_len, block_len);
     prefetch(values + table[blk] * block_len, block_len);  // read by the second pass: from cache then
+    if constexpr (bf16_dot) {
+      if (D % 32 == 0) {
+        const T* k_rows = keys + table[blk] * block_len;
+        for (int64_t row = 0; row < R; ++row) {
+          const T* q_row = q + row / G * q_tok + row % G * q_head;
+          const int64_t m = std::min(n, length(row) - t0);
+          int64_t i = 0;
+          for (; i + W <= m; i += W) {
+            for (int64_t jj = 0; jj < W; ++jj) partial[jj] = dot_bf16(q_row, k_rows + (i + jj) * D, D);
+            (sum_lanes(partial) * Vec(scale)).store(s + row * L + t0 + i);
+          }
+          for (; i < m; ++i)
+            s[row * L + t0 + i] = scale * at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; },
+                                                                          dot_bf16(q_row, k_rows + i * D, D));
+        }
+        continue;
+      }
+    }
     const float* k_rows = as_float(keys + table[blk] * block_len, n, D, buffer);
     for (int64_t row = 0; row < R; ++row) {
       const int64_t m = std::min(n, length(row) - t0);  // keys this row sees in the block (causal)

@@ -3,7 +3,9 @@
 One library built from every source in `csrc/`, registered under `torch.ops.lmforge`:
 - `paged_attention` (csrc/paged_attention.cpp): attention that reads the engine's paged KV cache in place;
 - `rms_norm`, `rope_`, `silu_mul` (csrc/fused_ops.cpp): the small element-wise steps of a decoder layer, each one
-  pass over memory instead of several eager ops (used by lmforge.model.inference).
+  pass over memory instead of several eager ops (used by lmforge.model.inference);
+- `pack_linear_bf16`, `linear_bf16` (csrc/linear_bf16.cpp): bf16 linears by the AVX512-BF16 dot product, on CPUs
+  that have it (used by lmforge.model.inference).
 It needs a C++ compiler (g++ or clang) at run time; the build takes 20-40 s once per machine and is cached under
 `~/.cache/torch_extensions/lmforge` (or under `$TORCH_EXTENSIONS_DIR`). Without a compiler, or with
 `LMFORGE_CPU_KERNELS=0`, callers keep their pure-PyTorch code, which computes the same thing (the tests compare the
@@ -90,6 +92,21 @@ def cpu_ops() -> object | None:
                     type(exc).__name__, str(exc).strip().splitlines()[-1] if str(exc).strip() else "")
         return None
     return torch.ops.lmforge
+
+
+@functools.cache
+def bf16_linear_ops() -> object | None:
+    """torch.ops.lmforge when its bf16 linear kernel runs on this CPU (AVX512-BF16, and a compiler that emits it),
+    else None."""
+    ops = cpu_ops()
+    if ops is None or "avx512_bf16" not in cpu_flags():
+        return None
+    try:
+        weight = torch.ones(3, 4, dtype=torch.bfloat16)
+        out = ops.linear_bf16(torch.ones(2, 4, dtype=torch.bfloat16), ops.pack_linear_bf16(weight), None, 3)
+    except RuntimeError:  # built without the instructions (an old compiler)
+        return None
+    return ops if torch.equal(out, torch.full((2, 3), 4.0, dtype=torch.bfloat16)) else None
 
 
 def paged_attention_op() -> Callable | None:

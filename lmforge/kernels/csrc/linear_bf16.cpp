@@ -1,0 +1,135 @@
+// y = x W^T (+ b) for bfloat16 on CPUs with AVX512-BF16 (Zen 4/5, Intel Cooper Lake and later), the engine's linears.
+//
+// The weight is packed once into pairs of input channels: [N/32][K/2][32 outputs][2], so that one 64-byte vector
+// holds 16 outputs x 2 inputs, the operand of the bf16 dot-product instruction (32 products summed in pairs into 16
+// float32 lanes). A task computes 32 outputs for up to 12 rows at a time: 24 float32 accumulators stay in registers
+// while the block's weights stream through once, prefetched 16 pairs ahead, and each row's pair of inputs is
+// broadcast to all lanes. Products of two bf16 numbers are exact in float32 and the sums are float32, rounded to bf16
+// once at the end: the result differs from oneDNN's (which F.linear and packed_linear.py use) by the order of the
+// sums only. Measured on 2 Zen 5 cores against oneDNN's packed bf16 linear, SmolLM2-135M's 30 layers with weights
+// streaming from memory: 6.6 vs 9.0 ms at 18 rows, 4.6 vs 6.7 ms at 1 row; 62 vs 63 ms at 2048 rows.
+// Checked against F.linear in tests/unit/kernels/test_linear_bf16.py.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+constexpr int64_t kOut = 32;  // outputs per task: two vectors of 16 float32 lanes
+constexpr int64_t kRows = 12;  // rows per pass: 2 x 12 accumulators in registers
+
+at::Tensor pack_linear_bf16(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kBFloat16, "pack_linear_bf16: a bf16 [N, K] weight");
+  TORCH_CHECK(weight.size(1) % 2 == 0, "pack_linear_bf16: K must be even, got ", weight.size(1));
+  const int64_t N = weight.size(0), K = weight.size(1), NB = (N + kOut - 1) / kOut;
+  at::Tensor packed = at::zeros({NB, K / 2, kOut, 2}, weight.options());  // outputs past N stay zero
+  const at::Tensor w = weight.contiguous();
+  const uint32_t* src = reinterpret_cast<const uint32_t*>(w.data_ptr<at::BFloat16>());  // pairs of inputs
+  uint32_t* dst = reinterpret_cast<uint32_t*>(packed.data_ptr<at::BFloat16>());
+  at::parallel_for(0, NB, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t nb = b0; nb < b1; ++nb)
+      for (int64_t j = 0; j < kOut && nb * kOut + j < N; ++j)
+        for (int64_t k2 = 0; k2 < K / 2; ++k2) dst[(nb * (K / 2) + k2) * kOut + j] = src[(nb * kOut + j) * (K / 2) + k2];
+  });
+  return packed;
+}
+
+#if defined(__AVX512BF16__)
+constexpr bool kAvailable = true;
+
+// 32 outputs (from n0, `valid` of them real) for R rows of x (row stride K), from one block of the packed weight.
+template <int R>
+void rows_block(const at::BFloat16* x, int64_t K, const at::BFloat16* w, const float* bias, at::BFloat16* y,
+                int64_t y_stride, int64_t valid) {
+  __m512 acc[R][2];
+  for (int m = 0; m < R; ++m) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
+  for (int64_t k2 = 0; k2 < K / 2; ++k2) {
+    _mm_prefetch(reinterpret_cast<const char*>(w + (k2 + 16) * 2 * kOut), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + (k2 + 16) * 2 * kOut + kOut), _MM_HINT_T0);
+    const __m512bh w0 = (__m512bh)_mm512_loadu_si512(w + k2 * 2 * kOut);
+    const __m512bh w1 = (__m512bh)_mm512_loadu_si512(w + k2 * 2 * kOut + kOut);
+    for (int m = 0; m < R; ++m) {
+      int32_t pair;
+      std::memcpy(&pair, x + m * K + 2 * k2, sizeof(pair));
+      const __m512bh xb = (__m512bh)_mm512_set1_epi32(pair);
+      acc[m][0] = _mm512_dpbf16_ps(acc[m][0], w0, xb);
+      acc[m][1] = _mm512_dpbf16_ps(acc[m][1], w1, xb);
+    }
+  }
+  const __mmask16 lo = valid >= 16 ? 0xffff : (1u << valid) - 1;
+  const __mmask16 hi = valid >= 32 ? 0xffff : valid <= 16 ? 0 : (1u << (valid - 16)) - 1;
+  const __m512 b0 = bias ? _mm512_maskz_loadu_ps(lo, bias) : _mm512_setzero_ps();
+  const __m512 b1 = bias ? _mm512_maskz_loadu_ps(hi, bias + 16) : _mm512_setzero_ps();
+  for (int m = 0; m < R; ++m) {
+    _mm256_mask_storeu_epi16(y + m * y_stride, lo, (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(acc[m][0], b0)));
+    _mm256_mask_storeu_epi16(y + m * y_stride + 16, hi, (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(acc[m][1], b1)));
+  }
+}
+
+template <int R = kRows>
+void rows_block_dispatch(int64_t rows, const at::BFloat16* x, int64_t K, const at::BFloat16* w, const float* bias,
+                         at::BFloat16* y, int64_t y_stride, int64_t valid) {
+  if constexpr (R > 1) {
+    if (rows < R) return rows_block_dispatch<R - 1>(rows, x, K, w, bias, y, y_stride, valid);
+  }
+  rows_block<R>(x, K, w, bias, y, y_stride, valid);
+}
+#else
+constexpr bool kAvailable = false;
+void rows_block_dispatch(int64_t, const at::BFloat16*, int64_t, const at::BFloat16*, const float*, at::BFloat16*,
+                         int64_t, int64_t) {}
+#endif
+
+at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
+                       int64_t out_features) {
+  TORCH_CHECK(kAvailable, "linear_bf16 needs a CPU with AVX512-BF16 (this build has no such instructions)");
+  TORCH_CHECK(packed.dim() == 4 && packed.size(2) == kOut && packed.size(3) == 2 && packed.is_contiguous() &&
+                  packed.scalar_type() == at::kBFloat16,
+              "linear_bf16: the weight must come from pack_linear_bf16");
+  const int64_t K = packed.size(1) * 2, NB = packed.size(0), N = out_features;
+  TORCH_CHECK(N > (NB - 1) * kOut && N <= NB * kOut, "linear_bf16: out_features ", N, " does not match the weight");
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() >= 1 && x.size(-1) == K,
+              "linear_bf16: x must be bf16 [..., ", K, "], got ", x.scalar_type(), " ", x.sizes());
+  at::Tensor b;
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, "linear_bf16: bias must be [", N, "]");
+    b = bias->to(at::kFloat).contiguous();
+  }
+  const at::Tensor xc = x.contiguous();
+  const int64_t M = K == 0 ? 0 : xc.numel() / K;
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = N;
+  at::Tensor y = at::empty(shape, x.options());
+  const at::BFloat16* xp = xc.data_ptr<at::BFloat16>();
+  const at::BFloat16* wp = packed.data_ptr<at::BFloat16>();
+  const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
+  at::BFloat16* yp = y.data_ptr<at::BFloat16>();
+  at::parallel_for(0, NB, 1, [&](int64_t b0, int64_t b1) {  // tasks: blocks of 32 outputs, all rows each
+    for (int64_t nb = b0; nb < b1; ++nb)
+      for (int64_t m0 = 0; m0 < M; m0 += kRows)
+        rows_block_dispatch(std::min(kRows, M - m0), xp + m0 * K, K, wp + nb * K * kOut,
+                            bp ? bp + nb * kOut : nullptr, yp + m0 * N + nb * kOut, N,
+                            std::min(kOut, N - nb * kOut));
+  });
+  return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(lmforge, m) {
+  m.def("pack_linear_bf16(Tensor weight) -> Tensor");
+  m.def("linear_bf16(Tensor x, Tensor packed, Tensor? bias, int out_features) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(lmforge, CPU, m) {
+  m.impl("pack_linear_bf16", &pack_linear_bf16);
+  m.impl("linear_bf16", &linear_bf16);
+}

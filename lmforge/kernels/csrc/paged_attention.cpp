@@ -41,6 +41,12 @@ inline void prefetch(const T* p, int64_t count) {
   for (int64_t off = 0; off < count * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(bytes + off);
 }
 
+template <typename T>
+inline void prefetch_l2(const T* p, int64_t count) {
+  const char* bytes = reinterpret_cast<const char*>(p);
+  for (int64_t off = 0; off < count * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(bytes + off, 0, 2);
+}
+
 // Horizontal sums of W = Vec::size() vectors at once: out[i] = sum of the lanes of v[i]. Each level adds the even
 // and odd lanes of neighbouring pairs, halving the lanes per vector: log2(W) levels of W/2, W/4, ... shuffles+adds
 // instead of W separate reductions. v is overwritten.
@@ -120,6 +126,12 @@ void attend_tile(const T* q, int64_t q_head, int64_t q_tok, const T* keys, const
   for (int64_t blk = 0, t0 = 0; t0 < L; ++blk, t0 += block_size) {  // scores: s[row, t] = (q_row * scale) . k_t
     const int64_t n = std::min(block_size, L - t0);
     if (t0 + block_size < L) prefetch(keys + table[blk + 1] * block_len, block_len);
+    // Further ahead into L2 (more misses in flight than L1 keeps), for blocks that do not follow their predecessor in
+    // memory: the hardware prefetcher streams through those that do, and extra prefetches only cost instructions.
+    if (t0 + 4 * block_size < L && table[blk + 4] != table[blk + 3] + 1) {
+      prefetch_l2(keys + table[blk + 4] * block_len, block_len);
+      prefetch_l2(values + table[blk + 4] * block_len, block_len);
+    }
     prefetch(values + table[blk] * block_len, block_len);  // read by the second pass: from cache then
     if constexpr (bf16_dot) {
       if (D % 32 == 0) {

@@ -11,6 +11,7 @@ from torch import nn
 
 from lmforge.common.timing import best_time
 from lmforge.engine.fast_decode import decode
+from lmforge.model.inference import KernelLinear
 from lmforge.model.packed_linear import PackedLinear
 from lmforge.model.quant import Int4Linear, Int8Linear
 
@@ -36,7 +37,7 @@ def bytes_read_per_token(model: nn.Module) -> int:
             tensors = [module.packed, module.scales_and_zeros, module.bias]
         elif isinstance(module, Int8Linear):
             tensors = [module.weight, module.scales, module.bias]
-        elif isinstance(module, PackedLinear):
+        elif isinstance(module, (PackedLinear, KernelLinear)):
             total += module.weight_bytes()
             continue
         elif isinstance(module, nn.Embedding) or list(module.children()):
@@ -52,7 +53,7 @@ def projections_only_tokens_per_s(model: nn.Module, repeat: int = 5) -> float:
     """Tokens/s if a decode step did nothing but its projections: every linear (float, packed or quantized) run
     once on one row of the model's dtype, in model order, best of `repeat`. The weights stream from memory as in
     a real step, so this is the ceiling that the matmul kernels allow."""
-    kinds = (nn.Linear, PackedLinear, Int8Linear, Int4Linear)
+    kinds = (nn.Linear, PackedLinear, KernelLinear, Int8Linear, Int4Linear)
     projections = [m for m in model.modules() if isinstance(m, kinds)]
     dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
     inputs = [torch.randn(1, m.in_features, dtype=dtype) for m in projections]

@@ -63,6 +63,9 @@ class KernelLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.kernel(x, self.packed, self.bias, self.out_features)
 
+    def weight_bytes(self) -> int:  # what one call reads (the packed weight holds whole blocks of 32 outputs)
+        return self.packed.nbytes + (0 if self.bias is None else self.bias.nbytes)
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from lmforge.engine.decode_bench import bytes_read_per_token
 from lmforge.engine.fast_decode import decode
 from lmforge.engine.llm import LLM, EngineConfig
 from lmforge.engine.sampling_params import SamplingParams
@@ -51,7 +52,9 @@ def test_prepared_model_in_the_paged_engine_matches_single_sequence_decoding(dty
     with torch.inference_mode():
         before = model(torch.tensor([prompts[-1]]))
     reference = [decode(model, p, max_new_tokens=12) for p in prompts]
+    bytes_before = bytes_read_per_token(model)
     counts = prepare_for_inference(model)
+    assert bytes_read_per_token(model) == bytes_before  # what `bench decode` divides the bandwidth by
     if dtype == torch.bfloat16 and cpu_kernels.bf16_linear_ops() is not None:  # lmforge's AVX512-BF16 linears
         assert counts["kernel_linears"] == 4 * model.config.n_layers + 1 and counts["packed_linears"] == 0
         assert sum(isinstance(m, KernelLinear) for m in model.modules()) == counts["kernel_linears"]

@@ -45,6 +45,11 @@ def _fused_linear(linears: list[nn.Linear]) -> nn.Linear | None:
     return fused
 
 
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
 def _kernel_fits(x: torch.Tensor, *others: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype in KERNEL_DTYPES and all(t.dtype == x.dtype for t in others)
 
@@ -123,11 +128,6 @@ class InplaceRope:
             self.kernel(x, cos, sin)
             return x
         return apply_rope(x, cos, sin)
-
-
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
 @torch.no_grad()

@@ -5,8 +5,8 @@ than in their arithmetic. `prepare_for_inference`:
 1. fuses q/k/v into one projection (`Attention.qkv_proj`) and SwiGLU's gate/up into one (`FusedSwiGLU`): one call
    over a larger weight instead of three or two (on 2 Zen 5 cores, bf16, 18 rows: 275 -> 222 us per layer);
 2. bf16 linears on CPUs with AVX512-BF16 run on lmforge's kernel (csrc/linear_bf16.cpp: 1.4x oneDNN's at 18 rows,
-   weights streaming from memory, as fast at 2048 rows); every other CPU linear is packed for oneDNN
-   (packed_linear.py);
+   weights streaming from memory, as fast at 2048 rows), SwiGLU's gate/up with the SiLU and the product applied
+   before anything is written; every other CPU linear is packed for oneDNN (packed_linear.py);
 3. where lmforge's C++ CPU kernels build (lmforge.kernels), replaces RMSNorm, RoPE and SiLU-times-up by one-pass
    kernels (18 rows: 120 -> 40 us per layer). They round where the eager code rounds: in bfloat16, RoPE and SiLU
    give the eager results bit for bit and RMSNorm within one unit in the last place (its mean sums in another
@@ -75,6 +75,34 @@ class KernelLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class SiluGatedKernelLinear(KernelLinear):
+    """silu(x gate^T) * (x up^T), SwiGLU's first half, in one pass of lmforge's bf16 kernel
+    (torch.ops.lmforge.silu_gated_linear_bf16): the weight's rows alternate 16 gate rows and the same 16 up rows, so
+    that each task holds both halves of its outputs and the [.., 2 * hidden] projection is never written."""
+
+    def __init__(self, gate: nn.Linear, up: nn.Linear, ops):
+        hidden = gate.out_features
+        both = _fused_linear([gate, up])  # [gate; up] rows, then interleaved in blocks of 16
+        both.weight = nn.Parameter(both.weight.view(2, hidden // 16, 16, -1).transpose(0, 1).reshape(2 * hidden, -1),
+                                   requires_grad=False)
+        if both.bias is not None:
+            both.bias = nn.Parameter(both.bias.view(2, hidden // 16, 16).transpose(0, 1).reshape(-1),
+                                     requires_grad=False)
+        super().__init__(both, ops)
+        self.out_features = hidden
+        self.kernel = ops.silu_gated_linear_bf16
+
+
+def _silu_gated(mlp: SwiGLU, ops) -> SiluGatedKernelLinear | None:
+    """The one-pass gate/up projection for this MLP, or None when the kernel does not apply."""
+    gate, up = mlp.gate_proj, mlp.up_proj
+    if ops is None or mlp.act is not F.silu or gate.out_features % 16 or gate.in_features % 2 or \
+            any(type(m) is not nn.Linear or m.weight.dtype != torch.bfloat16 or m.weight.device.type != "cpu"
+                for m in (gate, up)) or (gate.bias is None) != (up.bias is None):
+        return None
+    return SiluGatedKernelLinear(gate, up, ops)
+
+
 def _kernel_linears(model: nn.Module, ops) -> int:
     """Replace the CPU bf16 nn.Linear layers (even in_features) by KernelLinear; how many."""
     targets = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear and
@@ -88,13 +116,16 @@ class FusedSwiGLU(nn.Module):
     """SwiGLU with gate and up in one projection: down(act(h[:F]) * h[F:]) for h = gate_up(x); with the kernel,
     SiLU and the product in one pass."""
 
-    def __init__(self, mlp: SwiGLU, gate_up: nn.Linear, ops):
+    def __init__(self, mlp: SwiGLU, gate_up: nn.Module, ops):
         super().__init__()
         self.gate_up_proj, self.down_proj, self.act = gate_up, mlp.down_proj, mlp.act
         self.silu_mul = ops.silu_mul if ops is not None and mlp.act is F.silu else None
+        self.gated = isinstance(gate_up, SiluGatedKernelLinear)  # it returns silu(gate) * up already
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.gate_up_proj(x)
+        if self.gated:
+            return self.down_proj(h)
         if self.silu_mul is not None and _kernel_fits(h):
             return self.down_proj(self.silu_mul(h))
         gate, up = h.chunk(2, dim=-1)
@@ -139,7 +170,7 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True) -> dict[str, i
     on_cpu = next(model.parameters()).device.type == "cpu"
     ops = cpu_ops() if kernels and on_cpu else None
     linear_ops = bf16_linear_ops() if kernels and on_cpu else None
-    fused = n_kernels = 0
+    fused = n_kernels = n_gated = 0
     for name, module in list(model.named_modules()):
         if type(module) is Attention and module.qkv_proj is None:
             qkv = _fused_linear([module.q_proj, module.k_proj, module.v_proj])
@@ -151,14 +182,16 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True) -> dict[str, i
                 module.rope = InplaceRope(ops)
                 n_kernels += 1
         elif type(module) is SwiGLU:
-            gate_up = _fused_linear([module.gate_proj, module.up_proj])
+            gated = _silu_gated(module, linear_ops)
+            gate_up = gated or _fused_linear([module.gate_proj, module.up_proj])
             if gate_up is not None:
                 _replace(model, name, FusedSwiGLU(module, gate_up, ops))
                 fused += 1
+                n_gated += gated is not None
                 n_kernels += ops is not None and module.act is F.silu
         elif type(module) is RMSNorm and ops is not None:
             _replace(model, name, FusedRMSNorm(module, ops))
             n_kernels += 1
-    n_linears = _kernel_linears(model, linear_ops) if linear_ops is not None else 0
+    n_linears = n_gated + (_kernel_linears(model, linear_ops) if linear_ops is not None else 0)
     return {"fused_projections": fused, "kernel_linears": n_linears, "packed_linears": pack_linears(model),
             "fused_kernels": n_kernels}

@@ -12,7 +12,14 @@ from lmforge.engine.llm import LLM, EngineConfig
 from lmforge.engine.sampling_params import SamplingParams
 from lmforge.kernels import cpu_kernels
 from lmforge.model import Transformer, get_preset
-from lmforge.model.inference import FusedRMSNorm, FusedSwiGLU, InplaceRope, KernelLinear, prepare_for_inference
+from lmforge.model.inference import (
+    FusedRMSNorm,
+    FusedSwiGLU,
+    InplaceRope,
+    KernelLinear,
+    SiluGatedKernelLinear,
+    prepare_for_inference,
+)
 from lmforge.model.loader import load
 from lmforge.model.packed_linear import PackedLinear, default_packed_dtypes, packing_available
 from tests.hf_models import tiny_hf_model
@@ -58,6 +65,7 @@ def test_prepared_model_in_the_paged_engine_matches_single_sequence_decoding(dty
     if dtype == torch.bfloat16 and cpu_kernels.bf16_linear_ops() is not None:  # lmforge's AVX512-BF16 linears
         assert counts["kernel_linears"] == 4 * model.config.n_layers + 1 and counts["packed_linears"] == 0
         assert sum(isinstance(m, KernelLinear) for m in model.modules()) == counts["kernel_linears"]
+        assert sum(isinstance(m, SiluGatedKernelLinear) for m in model.modules()) == model.config.n_layers
     with torch.inference_mode():
         after = model(torch.tensor([prompts[-1]]))
     tol = 1e-4 if dtype == torch.float32 else 0.1  # bf16: the norms' sums in another order, packed matmuls

@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "float_vec.h"
+
 #if defined(__AVX512BF16__)
 #include <immintrin.h>
 #endif
@@ -45,8 +47,13 @@ at::Tensor pack_linear_bf16(const at::Tensor& weight) {
 #if defined(__AVX512BF16__)
 constexpr bool kAvailable = true;
 
+inline __m512 round_bf16(__m512 v) { return _mm512_cvtpbh_ps(_mm512_cvtneps_pbh(v)); }
+
 // 32 outputs (from n0, `valid` of them real) for R rows of x (row stride K), from one block of the packed weight.
-template <int R>
+// Gated: the block holds 16 gate outputs then the same 16 up outputs (see silu_gated_linear_bf16), and 16 values
+// silu(gate) * up are written, rounded to bf16 where the eager SwiGLU rounds (each projection, the SiLU, the
+// product).
+template <int R, bool Gated>
 void rows_block(const at::BFloat16* x, int64_t K, const at::BFloat16* w, const float* bias, at::BFloat16* y,
                 int64_t y_stride, int64_t valid) {
   __m512 acc[R][2];
@@ -64,6 +71,17 @@ void rows_block(const at::BFloat16* x, int64_t K, const at::BFloat16* w, const f
       acc[m][1] = _mm512_dpbf16_ps(acc[m][1], w1, xb);
     }
   }
+  if constexpr (Gated) {
+    const __m512 b0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+    const __m512 b1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
+    for (int m = 0; m < R; ++m) {
+      const lmforge::Vec gate(round_bf16(_mm512_add_ps(acc[m][0], b0)));
+      const lmforge::Vec up(round_bf16(_mm512_add_ps(acc[m][1], b1)));
+      const lmforge::Vec silu = lmforge::round_to<at::BFloat16>(gate / (lmforge::Vec(1.f) + gate.neg().exp_u20()));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + m * y_stride), (__m256i)_mm512_cvtneps_pbh(silu * up));
+    }
+    return;
+  }
   const __mmask16 lo = valid >= 16 ? 0xffff : (1u << valid) - 1;
   const __mmask16 hi = valid >= 32 ? 0xffff : valid <= 16 ? 0 : (1u << (valid - 16)) - 1;
   const __m512 b0 = bias ? _mm512_maskz_loadu_ps(lo, bias) : _mm512_setzero_ps();
@@ -74,52 +92,70 @@ void rows_block(const at::BFloat16* x, int64_t K, const at::BFloat16* w, const f
   }
 }
 
-template <int R = kRows>
+template <bool Gated, int R = kRows>
 void rows_block_dispatch(int64_t rows, const at::BFloat16* x, int64_t K, const at::BFloat16* w, const float* bias,
                          at::BFloat16* y, int64_t y_stride, int64_t valid) {
   if constexpr (R > 1) {
-    if (rows < R) return rows_block_dispatch<R - 1>(rows, x, K, w, bias, y, y_stride, valid);
+    if (rows < R) return rows_block_dispatch<Gated, R - 1>(rows, x, K, w, bias, y, y_stride, valid);
   }
-  rows_block<R>(x, K, w, bias, y, y_stride, valid);
+  rows_block<R, Gated>(x, K, w, bias, y, y_stride, valid);
 }
 #else
 constexpr bool kAvailable = false;
+template <bool Gated>
 void rows_block_dispatch(int64_t, const at::BFloat16*, int64_t, const at::BFloat16*, const float*, at::BFloat16*,
                          int64_t, int64_t) {}
 #endif
 
-at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
-                       int64_t out_features) {
-  TORCH_CHECK(kAvailable, "linear_bf16 needs a CPU with AVX512-BF16 (this build has no such instructions)");
+// Shared by both ops: tasks are blocks of 32 packed outputs, all rows each; `width` outputs per row are written
+// (out_features, or the hidden size when gated).
+template <bool Gated>
+at::Tensor run(const char* name, const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
+               int64_t width) {
+  TORCH_CHECK(kAvailable, name, " needs a CPU with AVX512-BF16 (this build has no such instructions)");
   TORCH_CHECK(packed.dim() == 4 && packed.size(2) == kOut && packed.size(3) == 2 && packed.is_contiguous() &&
                   packed.scalar_type() == at::kBFloat16,
-              "linear_bf16: the weight must come from pack_linear_bf16");
-  const int64_t K = packed.size(1) * 2, NB = packed.size(0), N = out_features;
-  TORCH_CHECK(N > (NB - 1) * kOut && N <= NB * kOut, "linear_bf16: out_features ", N, " does not match the weight");
-  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() >= 1 && x.size(-1) == K,
-              "linear_bf16: x must be bf16 [..., ", K, "], got ", x.scalar_type(), " ", x.sizes());
+              name, ": the weight must come from pack_linear_bf16");
+  const int64_t K = packed.size(1) * 2, NB = packed.size(0), N = Gated ? 2 * width : width;
+  TORCH_CHECK(Gated ? N == NB * kOut : N > (NB - 1) * kOut && N <= NB * kOut, name, ": ",
+              Gated ? "hidden size " : "out_features ", width, " does not match the weight");
+  TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() >= 1 && x.size(-1) == K, name, ": x must be bf16 [..., ", K,
+              "], got ", x.scalar_type(), " ", x.sizes());
   at::Tensor b;
   if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, "linear_bf16: bias must be [", N, "]");
+    TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, name, ": bias must be [", N, "]");
     b = bias->to(at::kFloat).contiguous();
   }
   const at::Tensor xc = x.contiguous();
   const int64_t M = K == 0 ? 0 : xc.numel() / K;
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = N;
+  shape.back() = width;
   at::Tensor y = at::empty(shape, x.options());
   const at::BFloat16* xp = xc.data_ptr<at::BFloat16>();
   const at::BFloat16* wp = packed.data_ptr<at::BFloat16>();
   const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
   at::BFloat16* yp = y.data_ptr<at::BFloat16>();
-  at::parallel_for(0, NB, 1, [&](int64_t b0, int64_t b1) {  // tasks: blocks of 32 outputs, all rows each
+  const int64_t per_block = Gated ? kOut / 2 : kOut;  // outputs a block writes
+  at::parallel_for(0, NB, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t nb = b0; nb < b1; ++nb)
       for (int64_t m0 = 0; m0 < M; m0 += kRows)
-        rows_block_dispatch(std::min(kRows, M - m0), xp + m0 * K, K, wp + nb * K * kOut,
-                            bp ? bp + nb * kOut : nullptr, yp + m0 * N + nb * kOut, N,
-                            std::min(kOut, N - nb * kOut));
+        rows_block_dispatch<Gated>(std::min(kRows, M - m0), xp + m0 * K, K, wp + nb * K * kOut,
+                                   bp ? bp + nb * kOut : nullptr, yp + m0 * width + nb * per_block, width,
+                                   std::min(kOut, N - nb * kOut));
   });
   return y;
+}
+
+at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
+                       int64_t out_features) {
+  return run<false>("linear_bf16", x, packed, bias, out_features);
+}
+
+// SwiGLU's first half in one pass: silu(x gate^T) * (x up^T), from a weight whose rows alternate 16 gate rows and the
+// same 16 up rows (packed by pack_linear_bf16); the gate/up activations [.., 2 * hidden] are never written.
+at::Tensor silu_gated_linear_bf16(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
+                                  int64_t hidden) {
+  return run<true>("silu_gated_linear_bf16", x, packed, bias, hidden);
 }
 
 }  // namespace
@@ -127,9 +163,11 @@ at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed, const c10:
 TORCH_LIBRARY_FRAGMENT(lmforge, m) {
   m.def("pack_linear_bf16(Tensor weight) -> Tensor");
   m.def("linear_bf16(Tensor x, Tensor packed, Tensor? bias, int out_features) -> Tensor");
+  m.def("silu_gated_linear_bf16(Tensor x, Tensor packed, Tensor? bias, int hidden) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(lmforge, CPU, m) {
   m.impl("pack_linear_bf16", &pack_linear_bf16);
   m.impl("linear_bf16", &linear_bf16);
+  m.impl("silu_gated_linear_bf16", &silu_gated_linear_bf16);
 }

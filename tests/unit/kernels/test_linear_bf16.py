@@ -53,3 +53,24 @@ def test_bad_inputs_are_refused():
         ops.linear_bf16(torch.randn(3, 64).bfloat16(), packed, torch.randn(39).bfloat16(), 40)
     with pytest.raises(RuntimeError, match="must come from pack_linear_bf16"):
         ops.linear_bf16(torch.randn(3, 64).bfloat16(), torch.randn(40, 64).bfloat16(), None, 40)
+
+
+@pytest.mark.parametrize("hidden,in_features", [(1536, 576), (64, 48), (16, 2)])
+@pytest.mark.parametrize("rows", [0, 1, 13, 300])
+@pytest.mark.parametrize("bias", [False, True])
+def test_silu_gated_linear_equals_the_eager_swiglu_half(hidden, in_features, rows, bias):
+    torch.manual_seed(rows + hidden)
+    gate, up = ((torch.randn(hidden, in_features) * 0.3).bfloat16() for _ in range(2))
+    b_gate, b_up = ((torch.randn(hidden).bfloat16() if bias else None) for _ in range(2))
+    # the layout the kernel expects: 16 gate rows, the same 16 up rows, and so on
+    weight = torch.stack([gate.view(-1, 16, in_features), up.view(-1, 16, in_features)], 1).reshape(-1, in_features)
+    b = torch.stack([b_gate.view(-1, 16), b_up.view(-1, 16)], 1).reshape(-1) if bias else None
+    x = torch.randn(rows, in_features).bfloat16()
+    out = ops.silu_gated_linear_bf16(x, ops.pack_linear_bf16(weight), b, hidden)
+    ref = F.silu(F.linear(x, gate, b_gate)) * F.linear(x, up, b_up)
+    assert out.shape == (rows, hidden)
+    torch.testing.assert_close(out.float(), ref.float(), atol=1e-2, rtol=2 ** -6)
+    if out.numel():
+        assert (out == ref).float().mean() > 0.99
+    with pytest.raises(RuntimeError, match="hidden size 8 does not match"):
+        ops.silu_gated_linear_bf16(x, ops.pack_linear_bf16(weight), None, 8)

@@ -4,8 +4,9 @@ One library built from every source in `csrc/`, registered under `torch.ops.lmfo
 - `paged_attention` (csrc/paged_attention.cpp): attention that reads the engine's paged KV cache in place;
 - `rms_norm`, `rope_`, `silu_mul` (csrc/fused_ops.cpp): the small element-wise steps of a decoder layer, each one
   pass over memory instead of several eager ops (used by lmforge.model.inference);
-- `pack_linear_bf16`, `linear_bf16` (csrc/linear_bf16.cpp): bf16 linears by the AVX512-BF16 dot product, on CPUs
-  that have it (used by lmforge.model.inference).
+- `pack_linear_bf16`, `linear_bf16`, `silu_gated_linear_bf16` (csrc/linear_bf16.cpp): bf16 linears by the
+  AVX512-BF16 dot product, on CPUs that have it, and SwiGLU's gate/up projection with its activation (used by
+  lmforge.model.inference).
 It needs a C++ compiler (g++ or clang) at run time; the build takes 20-40 s once per machine and is cached under
 `~/.cache/torch_extensions/lmforge` (or under `$TORCH_EXTENSIONS_DIR`). Without a compiler, or with
 `LMFORGE_CPU_KERNELS=0`, callers keep their pure-PyTorch code, which computes the same thing (the tests compare the

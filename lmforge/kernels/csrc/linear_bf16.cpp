@@ -47,7 +47,9 @@ at::Tensor pack_linear_bf16(const at::Tensor& weight) {
 #if defined(__AVX512BF16__)
 constexpr bool kAvailable = true;
 
-inline __m512 round_bf16(__m512 v) { return _mm512_cvtpbh_ps(_mm512_cvtneps_pbh(v)); }
+inline __m512 round_bf16(__m512 v) {  // to bf16 (nearest even) and back: a bf16 is a float32's upper 16 bits
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v)), 16));
+}
 
 // 32 outputs (from n0, `valid` of them real) for R rows of x (row stride K), from one block of the packed weight.
 // Gated: the block holds 16 gate outputs then the same 16 up outputs (see silu_gated_linear_bf16), and 16 values

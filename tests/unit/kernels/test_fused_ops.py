@@ -71,7 +71,10 @@ def test_silu_mul_equals_silu_gate_times_up(dtype, shape):
     gate, up = h.chunk(2, dim=-1)
     got = ops.silu_mul(h)
     assert got.shape == gate.shape
-    close(got, F.silu(gate) * up, dtype)
+    if dtype == torch.bfloat16:  # SiLU rounded to bf16 before the product, as the eager ops do
+        assert torch.equal(got, F.silu(gate) * up)
+    else:
+        close(got, F.silu(gate) * up, dtype)
 
 
 def test_bad_inputs_are_refused_with_clear_errors():

@@ -20,7 +20,6 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -109,8 +108,3 @@ def bf16_linear_ops() -> object | None:
         return None
     return ops if torch.equal(out, torch.full((2, 3), 4.0, dtype=torch.bfloat16)) else None
 
-
-def paged_attention_op() -> Callable | None:
-    """torch.ops.lmforge.paged_attention, or None (see cpu_ops)."""
-    ops = cpu_ops()
-    return None if ops is None else ops.paged_attention

@@ -23,7 +23,7 @@ from lmforge.kernels.cpu_kernels import bf16_linear_ops, cpu_ops
 from lmforge.model.attention import Attention
 from lmforge.model.mlp import SwiGLU
 from lmforge.model.norms import RMSNorm
-from lmforge.model.packed_linear import pack_linears
+from lmforge.model.packed_linear import pack_linears, replace_module
 from lmforge.model.rope import apply_rope
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
@@ -43,11 +43,6 @@ def _fused_linear(linears: list[nn.Linear]) -> nn.Linear | None:
     if linears[0].bias is not None:
         fused.bias = nn.Parameter(torch.cat([m.bias.detach() for m in linears]), requires_grad=False)
     return fused
-
-
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
 def _kernel_fits(x: torch.Tensor, *others: torch.Tensor) -> bool:
@@ -108,7 +103,7 @@ def _kernel_linears(model: nn.Module, ops) -> int:
     targets = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear and
                m.weight.dtype == torch.bfloat16 and m.weight.device.type == "cpu" and m.in_features % 2 == 0]
     for name, module in targets:
-        _replace(model, name, KernelLinear(module, ops))
+        replace_module(model, name, KernelLinear(module, ops))
     return len(targets)
 
 
@@ -185,12 +180,12 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True) -> dict[str, i
             gated = _silu_gated(module, linear_ops)
             gate_up = gated or _fused_linear([module.gate_proj, module.up_proj])
             if gate_up is not None:
-                _replace(model, name, FusedSwiGLU(module, gate_up, ops))
+                replace_module(model, name, FusedSwiGLU(module, gate_up, ops))
                 fused += 1
                 n_gated += gated is not None
                 n_kernels += ops is not None and module.act is F.silu
         elif type(module) is RMSNorm and ops is not None:
-            _replace(model, name, FusedRMSNorm(module, ops))
+            replace_module(model, name, FusedRMSNorm(module, ops))
             n_kernels += 1
     n_linears = n_gated + (_kernel_linears(model, linear_ops) if linear_ops is not None else 0)
     return {"fused_projections": fused, "kernel_linears": n_linears, "packed_linears": pack_linears(model),

@@ -72,6 +72,11 @@ def pack_linears(model: nn.Module, dtypes: tuple[torch.dtype, ...] | None = None
     targets = [(name, module) for name, module in model.named_modules()
                if type(module) is nn.Linear and module.weight.dtype in dtypes and module.weight.device.type == "cpu"]
     for name, module in targets:
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, PackedLinear(module))
+        replace_module(model, name, PackedLinear(module))
     return len(targets)
+
+
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` where model.get_submodule(name) is."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)

@@ -47,10 +47,6 @@ at::Tensor pack_linear_bf16(const at::Tensor& weight) {
 #if defined(__AVX512BF16__)
 constexpr bool kAvailable = true;
 
-inline __m512 round_bf16(__m512 v) {  // to bf16 (nearest even) and back: a bf16 is a float32's upper 16 bits
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v)), 16));
-}
-
 // 32 outputs (from n0, `valid` of them real) for R rows of x (row stride K), from one block of the packed weight.
 // Gated: the block holds 16 gate outputs then the same 16 up outputs (see silu_gated_linear_bf16), and 16 values
 // silu(gate) * up are written, rounded to bf16 where the eager SwiGLU rounds (each projection, the SiLU, the
@@ -77,8 +73,8 @@ void rows_block(const at::BFloat16* x, int64_t K, const at::BFloat16* w, const f
     const __m512 b0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
     const __m512 b1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
     for (int m = 0; m < R; ++m) {
-      const lmforge::Vec gate(round_bf16(_mm512_add_ps(acc[m][0], b0)));
-      const lmforge::Vec up(round_bf16(_mm512_add_ps(acc[m][1], b1)));
+      const lmforge::Vec gate = lmforge::round_to<at::BFloat16>(lmforge::Vec(_mm512_add_ps(acc[m][0], b0)));
+      const lmforge::Vec up = lmforge::round_to<at::BFloat16>(lmforge::Vec(_mm512_add_ps(acc[m][1], b1)));
       const lmforge::Vec silu = lmforge::round_to<at::BFloat16>(gate / (lmforge::Vec(1.f) + gate.neg().exp_u20()));
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + m * y_stride), (__m256i)_mm512_cvtneps_pbh(silu * up));
     }

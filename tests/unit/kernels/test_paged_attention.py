@@ -8,7 +8,8 @@ import torch
 from lmforge.engine.paged_cache import PagedKVCache
 from lmforge.kernels import cpu_kernels
 
-kernel = cpu_kernels.paged_attention_op()
+ops = cpu_kernels.cpu_ops()
+kernel = None if ops is None else ops.paged_attention
 needs_kernel = pytest.mark.skipif(kernel is None, reason="the C++ kernel could not be built here (no compiler?)")
 
 
@@ -145,7 +146,7 @@ def test_without_the_kernel_the_cache_takes_the_pytorch_path(how, monkeypatch, c
         monkeypatch.setenv("CXX", "no-such-compiler-here")
     cpu_kernels.cpu_ops.cache_clear()
     try:
-        assert cpu_kernels.paged_attention_op() is None
+        assert cpu_kernels.cpu_ops() is None
         assert PagedKVCache(1, 4, 4, {"k": (1, 16), "v": (1, 16)})._ops is None
     finally:
         cpu_kernels.cpu_ops.cache_clear()

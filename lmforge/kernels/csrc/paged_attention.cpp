@@ -3,13 +3,14 @@
 // Every sequence's cached keys and values lie in fixed-size blocks of a shared pool, named by its block table. The
 // pure-PyTorch path (lmforge/engine/paged_cache.py) first copies each decoding sequence's blocks into a contiguous
 // buffer, then runs batched matmuls over it: the copy moves the whole cache through memory once more per step. Here
-// each task reads its blocks in place, once for the scores and once for the values, in float32 arithmetic (the
-// softmax too, as the PyTorch path does).
+// each task reads its blocks in place, once for the scores and once for the values; the softmax and the weighted sum
+// of the values are float32 (as the PyTorch path computes them).
 //
 // A task is one KV head of one "tile": up to a few consecutive query tokens of one sequence (a decoding sequence's
 // new token, or a slice of a prompt chunk), row j of which attends to the first L0 + j cached entries (causal). The
-// query heads that share the KV head (grouped-query attention) and the rows of the tile are handled together, so a
-// block is read from memory and converted to float32 once per task, then used by all of them.
+// query heads that share the KV head (grouped-query attention) and the rows of the tile are handled together, in
+// groups whose queries or accumulators stay in registers, so that a key or value is read from memory (and converted
+// to float32) once per group and used by all its rows.
 //
 // Vectorised with ATen's Vectorized<float> (AVX-512, AVX2 or plain C++, chosen when lmforge/kernels/cpu_kernels.py
 // builds this file for the machine). Registered as torch.ops.lmforge.paged_attention and checked against a float64
@@ -24,6 +25,7 @@
 #include <cstdint>
 #include <numeric>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "float_vec.h"
@@ -62,28 +64,9 @@ inline Vec sum_lanes(Vec* v) {
 
 constexpr int64_t kMaxChunks = 32;  // head width up to 32 * Vec::size()
 
-// bfloat16 keys on a CPU with AVX512-BF16 (Zen 4/5, Cooper Lake and later): q . k by the bf16 dot-product
-// instruction, 32 bf16 products per instruction summed in pairs straight into float32 lanes, reading the keys as
-// they lie (no conversion pass). The products of two bf16 numbers are exact in float32, so the scores differ from
-// the float32 path by the order of the sum only (the scale is applied to the sum instead of the query). Measured
-// alone (18 decoding rows, 9/3 heads of 64, cache warm): 230 -> 192 us per layer. The values pass stays in float32:
-// a bf16 version (keys interleaved in pairs, probabilities rounded to bf16) measured slower.
-#if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
-constexpr bool kBf16Dot = true;
-inline Vec dot_bf16(const at::BFloat16* q, const at::BFloat16* k, int64_t D) {
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t d = 0; d < D; d += 32)
-    acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(q + d), (__m512bh)_mm512_loadu_si512(k + d));
-  return Vec(acc);
-}
-#else
-constexpr bool kBf16Dot = false;
-inline Vec dot_bf16(const at::BFloat16*, const at::BFloat16*, int64_t) { return Vec(0.f); }
-#endif
-
 struct Scratch {  // per thread
-  std::vector<float> block, query, scores, acc;  // a block of keys or values in float32 [block_size * D], then
-                                                 // per tile [rows * G * D], [rows * G * L], [rows * G * D]
+  std::vector<float> block, query, scores, inv;  // a block of keys in float32 [block_size * D], then per tile
+                                                 // [rows * G * D], [rows * G * L], [rows * G]
   std::vector<Vec> partial;  // [Vec::size()]
 };
 
@@ -98,8 +81,124 @@ inline const float* as_float(const T* src, int64_t n, int64_t D, float* dst) {
   }
 }
 
+// exp(s[t] - max) in place for the first n entries of a row of scores, 0 for the rest up to L (entries the row does
+// not see); returns 1 / the sum of the exponentials, applied once to the output instead of to every probability.
+inline float softmax_numerators(float* s, int64_t n, int64_t L) {
+  constexpr int64_t W = Vec::size();
+  const Vec top(at::vec::reduce_all<float>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, s, n));
+  Vec sum(0.f);
+  int64_t t = 0;
+  for (; t + W <= n; t += W) {
+    const Vec e = (Vec::loadu(s + t) - top).exp_u20();
+    e.store(s + t);
+    sum = sum + e;
+  }
+  if (t < n) {
+    const Vec e = Vec::set(Vec(0.f), (Vec::loadu(s + t, n - t) - top).exp_u20(), n - t);
+    e.store(s + t, n - t);
+    sum = sum + e;
+  }
+  std::fill(s + n, s + L, 0.f);
+  return 1.f / at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, sum);
+}
+
+// out[i] = inv[i] * sum_t p[i * p_stride + t] * v_t over the first L entries of the block table, for RG rows at once:
+// their RG x C accumulators stay in registers and each value row is read (and converted to float32) once for all of
+// them (measured, 18 decoding rows of 9/3 heads of 64, bf16: the values pass 60 -> 35 us per layer). C_ = 0: any
+// width, with the accumulators in memory.
+template <typename T, int64_t C_, int64_t RG>
+void values_rows(const T* values, const int64_t* table, int64_t L, int64_t block_size, int64_t D, const float* p,
+                 int64_t p_stride, const float* inv, T* const* out) {
+  constexpr int64_t W = Vec::size();
+  const int64_t C = C_ > 0 ? C_ : D / W;
+  Vec acc[RG][C_ > 0 ? C_ : kMaxChunks];
+  for (int64_t i = 0; i < RG; ++i)
+    for (int64_t c = 0; c < C; ++c) acc[i][c] = Vec(0.f);
+  for (int64_t blk = 0, t0 = 0; t0 < L; ++blk, t0 += block_size) {
+    const T* v_rows = values + table[blk] * block_size * D;
+    if (t0 + block_size < L) prefetch(values + table[blk + 1] * block_size * D, block_size * D);
+    const int64_t n = std::min(block_size, L - t0);
+    for (int64_t t = 0; t < n; ++t) {
+      Vec v[C_ > 0 ? C_ : kMaxChunks];
+      for (int64_t c = 0; c < C; ++c) v[c] = load(v_rows + t * D + c * W);
+      for (int64_t i = 0; i < RG; ++i) {
+        const Vec pi(p[i * p_stride + t0 + t]);
+        for (int64_t c = 0; c < C; ++c) acc[i][c] = at::vec::fmadd(pi, v[c], acc[i][c]);
+      }
+    }
+  }
+  for (int64_t i = 0; i < RG; ++i)
+    for (int64_t c = 0; c < C; ++c) lmforge::store(out[i] + c * W, acc[i][c] * Vec(inv[i]));
+}
+
+// RG rows of an R-row computation at a time, RG fixed at compile time (up to kGroup): calls
+// fn(std::integral_constant<int64_t, RG>, first row, RG).
+template <int64_t kGroup, typename Fn>
+void in_row_groups(int64_t R, Fn fn) {
+  for (int64_t row0 = 0; row0 < R; row0 += kGroup) {
+    const int64_t n = std::min(kGroup, R - row0);
+    [&]<int64_t... I>(std::integer_sequence<int64_t, I...>) {
+      ((n == I + 1 ? fn(std::integral_constant<int64_t, I + 1>{}, row0) : void()), ...);
+    }(std::make_integer_sequence<int64_t, kGroup>{});
+  }
+}
+
+// bfloat16 keys on a CPU with AVX512-BF16 (Zen 4/5, Cooper Lake and later): q . k by the bf16 dot-product
+// instruction, 32 bf16 products per instruction summed in pairs straight into float32 lanes, reading the keys as they
+// lie (no conversion pass). The products of two bf16 numbers are exact in float32, so the scores differ from the
+// float32 path by the order of the sum only (the scale is applied to the sum instead of the query). RG rows at once
+// (D = 32 x C2): their queries stay in registers and each key is loaded once for all of them; the partial sums of
+// W keys are reduced together. s[i * s_stride + t] = scale * q_i . k_t for t < L. Measured with the values pass
+// above (18 decoding rows of 9/3 heads of 64, cache warm): 160 -> 86 us per layer; prompt tiles 6.1 -> 3.6 ms per
+// layer for 2048 tokens.
+#if defined(CPU_CAPABILITY_AVX512) && defined(__AVX512BF16__)
+constexpr bool kBf16Dot = true;
+template <int64_t C2, int64_t RG>
+void scores_rows_bf16(const at::BFloat16* const* q, const at::BFloat16* keys, const at::BFloat16* values,
+                      const int64_t* table, int64_t L, int64_t block_size, float scale, float* s, int64_t s_stride) {
+  constexpr int64_t W = Vec::size(), D = 32 * C2;
+  const int64_t block_len = block_size * D;
+  __m512bh qr[RG][C2];
+  for (int64_t i = 0; i < RG; ++i)
+    for (int64_t c = 0; c < C2; ++c) qr[i][c] = (__m512bh)_mm512_loadu_si512(q[i] + 32 * c);
+  Vec part[RG][W];
+  for (int64_t blk = 0, t0 = 0; t0 < L; ++blk, t0 += block_size) {
+    const int64_t n = std::min(block_size, L - t0);
+    if (t0 + block_size < L) prefetch(keys + table[blk + 1] * block_len, block_len);
+    // Further ahead into L2, for blocks that do not follow their predecessor in memory: the hardware prefetcher
+    // streams through those that do, and extra prefetches only cost instructions.
+    if (t0 + 4 * block_size < L && table[blk + 4] != table[blk + 3] + 1) {
+      prefetch_l2(keys + table[blk + 4] * block_len, block_len);
+      prefetch_l2(values + table[blk + 4] * block_len, block_len);
+    }
+    const at::BFloat16* k_rows = keys + table[blk] * block_len;
+    for (int64_t t = 0; t < n; t += W) {
+      const int64_t m = std::min(W, n - t);
+      for (int64_t j = 0; j < m; ++j) {
+        __m512bh k[C2];
+        for (int64_t c = 0; c < C2; ++c) k[c] = (__m512bh)_mm512_loadu_si512(k_rows + (t + j) * D + 32 * c);
+        for (int64_t i = 0; i < RG; ++i) {
+          __m512 acc = _mm512_dpbf16_ps(_mm512_setzero_ps(), qr[i][0], k[0]);
+          for (int64_t c = 1; c < C2; ++c) acc = _mm512_dpbf16_ps(acc, qr[i][c], k[c]);
+          part[i][j] = Vec(acc);
+        }
+      }
+      for (int64_t i = 0; i < RG; ++i) {
+        for (int64_t j = m; j < W; ++j) part[i][j] = Vec(0.f);
+        (sum_lanes(part[i]) * Vec(scale)).store(s + i * s_stride + t0 + t, m);
+      }
+    }
+  }
+}
+#else
+constexpr bool kBf16Dot = false;
+template <int64_t C2, int64_t RG>
+void scores_rows_bf16(const at::BFloat16* const*, const at::BFloat16*, const at::BFloat16*, const int64_t*, int64_t,
+                      int64_t, float, float*, int64_t) {}
+#endif
+
 // One task: a tile of r query tokens (q_tok apart; heads q_head apart) and one KV head. Row j attends to the first
-// L0 + j entries of `table`. C_ > 0 fixes the vectors per row (D / Vec::size()) at compile time, so that a row's
+// L0 + j entries of `table`. C_ > 0 fixes the vectors per row (D / Vec::size()) at compile time, so that the rows'
 // accumulators stay in registers.
 template <typename T, int64_t C_>
 void attend_tile(const T* q, int64_t q_head, int64_t q_tok, const T* keys, const T* values, const int64_t* table,
@@ -108,94 +207,66 @@ void attend_tile(const T* q, int64_t q_head, int64_t q_tok, const T* keys, const
   constexpr int64_t W = Vec::size();
   const int64_t C = C_ > 0 ? C_ : D / W, block_len = block_size * D, R = r * G, L = L0 + r - 1;
   auto length = [&](int64_t row) { return L0 + row / G; };  // row = j * G + g
-  w.query.resize(R * D);
-  w.acc.assign(R * D, 0.f);
+  auto q_row = [&](int64_t row) { return q + row / G * q_tok + row % G * q_head; };
   w.scores.resize(R * L);
-  float* query = w.query.data();
-  float* acc = w.acc.data();
-  float* s = w.scores.data();  // s[row * L + t]
-  float* buffer = w.block.data();
-  Vec* partial = w.partial.data();
-  Vec reg[C_ > 0 ? C_ : kMaxChunks];
-  for (int64_t j = 0; j < r; ++j)
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t c = 0; c < C; ++c)
-        (load(q + j * q_tok + g * q_head + c * W) * Vec(scale)).store(query + (j * G + g) * D + c * W);
+  w.inv.resize(R);
+  float* s = w.scores.data();  // s[row * L + t]; a row also scores the entries past its own (it ignores them)
 
-  constexpr bool bf16_dot = kBf16Dot && std::is_same_v<T, at::BFloat16>;
-  for (int64_t blk = 0, t0 = 0; t0 < L; ++blk, t0 += block_size) {  // scores: s[row, t] = (q_row * scale) . k_t
-    const int64_t n = std::min(block_size, L - t0);
-    if (t0 + block_size < L) prefetch(keys + table[blk + 1] * block_len, block_len);
-    // Further ahead into L2 (more misses in flight than L1 keeps), for blocks that do not follow their predecessor in
-    // memory: the hardware prefetcher streams through those that do, and extra prefetches only cost instructions.
-    if (t0 + 4 * block_size < L && table[blk + 4] != table[blk + 3] + 1) {
-      prefetch_l2(keys + table[blk + 4] * block_len, block_len);
-      prefetch_l2(values + table[blk + 4] * block_len, block_len);
-    }
-    prefetch(values + table[blk] * block_len, block_len);  // read by the second pass: from cache then
-    if constexpr (bf16_dot) {
-      if (D % 32 == 0) {
-        const T* k_rows = keys + table[blk] * block_len;
-        for (int64_t row = 0; row < R; ++row) {
-          const T* q_row = q + row / G * q_tok + row % G * q_head;
-          const int64_t m = std::min(n, length(row) - t0);
-          int64_t i = 0;
-          for (; i + W <= m; i += W) {
-            for (int64_t jj = 0; jj < W; ++jj) partial[jj] = dot_bf16(q_row, k_rows + (i + jj) * D, D);
-            (sum_lanes(partial) * Vec(scale)).store(s + row * L + t0 + i);
-          }
-          for (; i < m; ++i)
-            s[row * L + t0 + i] = scale * at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; },
-                                                                          dot_bf16(q_row, k_rows + i * D, D));
-        }
-        continue;
+  if constexpr (kBf16Dot && std::is_same_v<T, at::BFloat16> && (C_ == 4 || C_ == 8)) {
+    constexpr int64_t C2 = C_ / 2;  // rows in groups of 8 (D = 64) or 4 (D = 128): 16 query registers
+    in_row_groups<C2 == 2 ? 8 : 4>(R, [&](auto rg, int64_t row0) {
+      constexpr int64_t RG = decltype(rg)::value;
+      const at::BFloat16* qs[RG];
+      for (int64_t i = 0; i < RG; ++i) qs[i] = q_row(row0 + i);
+      scores_rows_bf16<C2, RG>(qs, keys, values, table, L, block_size, scale, s + row0 * L, L);
+    });
+  } else {
+    w.query.resize(R * D);
+    float* query = w.query.data();
+    float* buffer = w.block.data();
+    Vec* partial = w.partial.data();
+    Vec reg[C_ > 0 ? C_ : kMaxChunks];
+    for (int64_t row = 0; row < R; ++row)
+      for (int64_t c = 0; c < C; ++c) (load(q_row(row) + c * W) * Vec(scale)).store(query + row * D + c * W);
+    for (int64_t blk = 0, t0 = 0; t0 < L; ++blk, t0 += block_size) {  // s[row, t] = (q_row * scale) . k_t
+      const int64_t n = std::min(block_size, L - t0);
+      if (t0 + block_size < L) prefetch(keys + table[blk + 1] * block_len, block_len);
+      if (t0 + 4 * block_size < L && table[blk + 4] != table[blk + 3] + 1) {  // as in scores_rows_bf16
+        prefetch_l2(keys + table[blk + 4] * block_len, block_len);
+        prefetch_l2(values + table[blk + 4] * block_len, block_len);
       }
-    }
-    const float* k_rows = as_float(keys + table[blk] * block_len, n, D, buffer);
-    for (int64_t row = 0; row < R; ++row) {
-      const int64_t m = std::min(n, length(row) - t0);  // keys this row sees in the block (causal)
-      for (int64_t c = 0; c < C; ++c) reg[c] = Vec::loadu(query + row * D + c * W);
-      int64_t i = 0;
-      for (; i + W <= m; i += W) {  // W keys at a time, summed together
-        for (int64_t jj = 0; jj < W; ++jj) {
-          const float* k = k_rows + (i + jj) * D;
+      const float* k_rows = as_float(keys + table[blk] * block_len, n, D, buffer);
+      for (int64_t row = 0; row < R; ++row) {
+        const int64_t m = std::min(n, length(row) - t0);  // keys this row sees in the block (causal)
+        for (int64_t c = 0; c < C; ++c) reg[c] = Vec::loadu(query + row * D + c * W);
+        int64_t i = 0;
+        for (; i + W <= m; i += W) {  // W keys at a time, summed together
+          for (int64_t jj = 0; jj < W; ++jj) {
+            const float* k = k_rows + (i + jj) * D;
+            Vec dot = reg[0] * Vec::loadu(k);
+            for (int64_t c = 1; c < C; ++c) dot = at::vec::fmadd(reg[c], Vec::loadu(k + c * W), dot);
+            partial[jj] = dot;
+          }
+          sum_lanes(partial).store(s + row * L + t0 + i);
+        }
+        for (; i < m; ++i) {  // the rest one by one
+          const float* k = k_rows + i * D;
           Vec dot = reg[0] * Vec::loadu(k);
           for (int64_t c = 1; c < C; ++c) dot = at::vec::fmadd(reg[c], Vec::loadu(k + c * W), dot);
-          partial[jj] = dot;
+          s[row * L + t0 + i] = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, dot);
         }
-        sum_lanes(partial).store(s + row * L + t0 + i);
-      }
-      for (; i < m; ++i) {  // the rest one by one
-        const float* k = k_rows + i * D;
-        Vec dot = reg[0] * Vec::loadu(k);
-        for (int64_t c = 1; c < C; ++c) dot = at::vec::fmadd(reg[c], Vec::loadu(k + c * W), dot);
-        s[row * L + t0 + i] = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, dot);
       }
     }
   }
-  for (int64_t row = 0; row < R; ++row) {  // softmax over the row's own entries, in place
-    float* sr = s + row * L;
-    const int64_t n = length(row);
-    const float top = at::vec::reduce_all<float>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, sr, n);
-    at::vec::map([top](Vec x) { return (x - Vec(top)).exp_u20(); }, sr, sr, n);
-    const float inv = 1.f / at::vec::reduce_all<float>([](Vec& a, Vec& b) { return a + b; }, sr, n);
-    at::vec::map([inv](Vec x) { return x * Vec(inv); }, sr, sr, n);
-  }
-  for (int64_t blk = 0, t0 = 0; t0 < L; ++blk, t0 += block_size) {  // values: acc[row] = sum_t p[row, t] * v_t
-    const int64_t n = std::min(block_size, L - t0);
-    const float* v_rows = as_float(values + table[blk] * block_len, n, D, buffer);
-    for (int64_t row = 0; row < R; ++row) {
-      const int64_t m = std::min(n, length(row) - t0);
-      const float* p = s + row * L + t0;
-      for (int64_t c = 0; c < C; ++c) reg[c] = Vec::loadu(acc + row * D + c * W);
-      for (int64_t i = 0; i < m; ++i)
-        for (int64_t c = 0; c < C; ++c) reg[c] = at::vec::fmadd(Vec(p[i]), Vec::loadu(v_rows + i * D + c * W), reg[c]);
-      for (int64_t c = 0; c < C; ++c) reg[c].store(acc + row * D + c * W);
-    }
-  }
-  for (int64_t j = 0; j < r; ++j)
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t d = 0; d < D; ++d) out[j * o_tok + g * o_head + d] = static_cast<T>(acc[(j * G + g) * D + d]);
+  for (int64_t row = 0; row < R; ++row) w.inv[row] = softmax_numerators(s + row * L, length(row), L);
+  // Values: rows in groups whose accumulators fit in registers (6 rows of 4 vectors, 2 of 8, else 1).
+  constexpr int64_t kValueGroup = C_ == 4 ? 6 : C_ == 8 ? 2 : 1;
+  in_row_groups<kValueGroup>(R, [&](auto rg, int64_t row0) {
+    constexpr int64_t RG = decltype(rg)::value;
+    T* outs[RG];
+    for (int64_t i = 0; i < RG; ++i) outs[i] = out + (row0 + i) / G * o_tok + (row0 + i) % G * o_head;
+    values_rows<T, C_, RG>(values, table, L, block_size, D, s + row0 * L, L, w.inv.data() + row0, outs);
+  });
 }
 
 template <typename T>

@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 #include "float_vec.h"
 
@@ -153,16 +154,58 @@ at::Tensor silu_mul(const at::Tensor& x) {
   return y;
 }
 
+
+// Each row's argmax, as torch.argmax(x, -1) returns it: the first index of the largest value, or of the first NaN
+// if the row has one. Two vector passes over the row (its maximum, then where it first occurs); torch's own CPU
+// argmax measured 265 us for 18 rows of a 49,152-token vocabulary on 2 cores, this one 20-30 us.
+int64_t argmax_row(const float* x, int64_t V) {
+  const int64_t W = Vec::size(), Vv = V - V % W;
+  const Vec lowest(-std::numeric_limits<float>::infinity());
+  Vec best[4] = {lowest, lowest, lowest, lowest};  // four chains, so that each maximum need not wait for the last
+  int64_t i = 0;
+  for (; i + 4 * W <= Vv; i += 4 * W)
+    for (int64_t j = 0; j < 4; ++j) best[j] = at::vec::maximum(best[j], Vec::loadu(x + i + j * W));  // NaN propagates
+  for (; i < Vv; i += W) best[0] = at::vec::maximum(best[0], Vec::loadu(x + i));
+  const Vec all = at::vec::maximum(at::vec::maximum(best[0], best[1]), at::vec::maximum(best[2], best[3]));
+  float top = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, all);
+  for (i = Vv; i < V; ++i) top = (std::isnan(x[i]) || x[i] > top) ? x[i] : top;
+  if (std::isnan(top)) {
+    for (int64_t i = 0; i < V; ++i)
+      if (std::isnan(x[i])) return i;
+  }
+  for (i = 0; i < Vv; i += W)
+    if ((Vec::loadu(x + i) == Vec(top)).zero_mask() != (1 << W) - 1) break;  // a lane equals the maximum
+  for (; i < V; ++i)
+    if (x[i] == top) return i;
+  return V - 1;  // not reached: the maximum is one of the values
+}
+
+at::Tensor argmax_rows(const at::Tensor& x) {
+  TORCH_CHECK(x.dim() == 2 && x.size(1) > 0 && x.scalar_type() == at::kFloat,
+              "argmax_rows: float32 [rows, V] with V > 0, got ", x.scalar_type(), " ", x.sizes());
+  const at::Tensor xc = x.contiguous();
+  const int64_t rows = xc.size(0), V = xc.size(1);
+  at::Tensor out = at::empty({rows}, x.options().dtype(at::kLong));
+  const float* xp = xc.data_ptr<float>();
+  int64_t* op = out.data_ptr<int64_t>();
+  at::parallel_for(0, rows, grain_rows(V), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) op[r] = argmax_row(xp + r * V, V);
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(lmforge, m) {
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("rope_(Tensor(a!) x, Tensor cos, Tensor sin) -> ()");
   m.def("silu_mul(Tensor x) -> Tensor");
+  m.def("argmax_rows(Tensor x) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(lmforge, CPU, m) {
   m.impl("rms_norm", &rms_norm);
   m.impl("rope_", &rope_);
   m.impl("silu_mul", &silu_mul);
+  m.impl("argmax_rows", &argmax_rows);
 }

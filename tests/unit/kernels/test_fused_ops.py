@@ -1,10 +1,13 @@
-"""The fused CPU kernels (RMSNorm, in-place RoPE, SiLU * up) against the eager code they replace: bfloat16 RoPE
-and SiLU bitwise, RMSNorm within one bf16 unit (its mean sums in another order), float32 to rounding."""
+"""The fused CPU kernels (RMSNorm, in-place RoPE, SiLU * up, row argmax) against the eager code they replace: bfloat16
+RoPE and SiLU bitwise, RMSNorm within one bf16 unit (its mean sums in another order), float32 to rounding, argmax
+index for index (ties and NaN included)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from lmforge.engine.sampling import Sampler, make_generators
+from lmforge.engine.sampling_params import SamplingParams
 from lmforge.kernels import cpu_kernels
 from lmforge.model.norms import RMSNorm
 from lmforge.model.rope import apply_rope, rope_cos_sin, rope_inv_freq
@@ -91,3 +94,33 @@ def test_bad_inputs_are_refused_with_clear_errors():
         ops.rope_(torch.randn(1, 2, 3, 7), torch.randn(1, 3, 7), torch.randn(1, 3, 7))
     with pytest.raises(RuntimeError, match="\\[..., 2F\\]"):
         ops.silu_mul(torch.randn(3, 5))
+
+
+@pytest.mark.parametrize("rows, vocab", [(1, 1), (3, 5), (2, 16), (4, 17), (18, 49152), (40, 100)])
+def test_argmax_rows_equals_torch_argmax_with_ties_infinities_and_nan(rows, vocab):
+    torch.manual_seed(0)
+    x = torch.randn(rows, vocab)
+    assert torch.equal(ops.argmax_rows(x), x.argmax(-1))
+    ties = torch.randint(0, 3, (rows, vocab)).float()  # several maxima per row: the first one counts
+    assert torch.equal(ops.argmax_rows(ties), ties.argmax(-1))
+    ties[0, vocab // 2] = float("nan")  # a NaN wins wherever it is, as in torch
+    ties[-1] = float("-inf")
+    ties[-1, vocab - 1] = float("nan") if rows > 1 else float("-inf")
+    assert torch.equal(ops.argmax_rows(ties), ties.argmax(-1))
+    assert torch.equal(ops.argmax_rows(x.t().contiguous().t()), x.argmax(-1))  # strided input
+
+
+def test_argmax_rows_refuses_what_it_does_not_handle():
+    for bad in (torch.zeros(3), torch.zeros(2, 0), torch.zeros(2, 4, dtype=torch.bfloat16)):
+        with pytest.raises(RuntimeError, match="argmax_rows"):
+            ops.argmax_rows(bad)
+
+
+def test_the_sampler_draws_the_same_tokens_with_the_kernel_argmax(monkeypatch):
+    torch.manual_seed(0)
+    logits = torch.randn(6, 1000)
+    params = [SamplingParams(), SamplingParams(temperature=0.8, seed=1),
+              SamplingParams(temperature=1.2, top_p=0.9, seed=2)] * 2
+    with_kernel = Sampler(params, 1000)(logits, generators=make_generators(params, "cpu")).tokens
+    monkeypatch.setattr("lmforge.engine.sampling.loaded_ops", lambda: None)
+    assert torch.equal(Sampler(params, 1000)(logits, generators=make_generators(params, "cpu")).tokens, with_kernel)

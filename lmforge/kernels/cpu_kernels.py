@@ -6,8 +6,9 @@ One library built from every source in `csrc/`, registered under `torch.ops.lmfo
   pass over memory instead of several eager ops (used by lmforge.model.inference); `argmax_rows`, torch.argmax over
   the last dimension of float32 rows, 8x faster than torch's on a vocabulary (used by lmforge.engine.sampling);
 - `pack_linear_bf16`, `linear_bf16`, `silu_gated_linear_bf16` (csrc/linear_bf16.cpp): bf16 linears by the
-  AVX512-BF16 dot product, on CPUs that have it, and SwiGLU's gate/up projection with its activation (used by
-  lmforge.model.inference).
+  AVX512-BF16 dot product, on CPUs that have it, and SwiGLU's gate/up projection with its activation;
+  `pack_linear_f32`, `linear_f32`, `silu_gated_linear_f32` (csrc/linear_f32.cpp): the same for float32 by FMA, used
+  on AVX-512 CPUs (both used by lmforge.model.inference).
 It needs a C++ compiler (g++ or clang) at run time; the build takes 20-40 s once per machine and is cached under
 `~/.cache/torch_extensions/lmforge` (or under `$TORCH_EXTENSIONS_DIR`). Without a compiler, or with
 `LMFORGE_CPU_KERNELS=0`, callers keep their pure-PyTorch code, which computes the same thing (the tests compare the
@@ -34,16 +35,18 @@ SOURCES = sorted(CSRC.glob("*.cpp"))
 DISABLE_VAR = "LMFORGE_CPU_KERNELS"
 
 
-def _compile_flags() -> list[str]:
-    """Optimised for this CPU, with ATen's Vectorized<float> at the widest width it supports (as torch's own CPU
-    kernels choose: AVX-512 needs the F, BW, VL and DQ subsets)."""
+def vector_width() -> str:
+    """The width ATen's Vectorized<float> gets in lmforge's build for this CPU, as torch's own CPU kernels choose it:
+    "AVX512" (needs the F, BW, VL and DQ subsets), "AVX2" (with FMA) or "DEFAULT" (plain C++)."""
     flags = cpu_flags()
     if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
-        capability = "AVX512"
-    elif {"avx2", "fma"} <= flags:
-        capability = "AVX2"
-    else:
-        capability = "DEFAULT"
+        return "AVX512"
+    return "AVX2" if {"avx2", "fma"} <= flags else "DEFAULT"
+
+
+def _compile_flags() -> list[str]:
+    """Optimised for this CPU, with ATen's Vectorized<float> at the widest width it supports."""
+    capability = vector_width()
     defines = [f"-DCPU_CAPABILITY={capability}"] + ([f"-DCPU_CAPABILITY_{capability}"] if capability != "DEFAULT"
                                                    else [])
     return ["-O3", "-march=native", "-fopenmp", *defines]
@@ -99,6 +102,13 @@ def loaded_ops() -> object | None:
     """`torch.ops.lmforge` if an earlier `cpu_ops()` call built or loaded it, else None: never starts a build (for
     small steps, such as sampling's argmax, that must not pause a program that has not asked for the kernels)."""
     return cpu_ops() if cpu_ops.cache_info().currsize else None
+
+
+def f32_linear_ops() -> object | None:
+    """torch.ops.lmforge when its float32 linear kernel runs on this CPU (an AVX-512 build: at AVX2 width it measured
+    slower than oneDNN for prompts), else None."""
+    ops = cpu_ops()
+    return ops if ops is not None and vector_width() == "AVX512" else None
 
 
 @functools.cache

@@ -5,8 +5,9 @@ than in their arithmetic. `prepare_for_inference`:
 1. fuses q/k/v into one projection (`Attention.qkv_proj`) and SwiGLU's gate/up into one (`FusedSwiGLU`): one call
    over a larger weight instead of three or two (on 2 Zen 5 cores, bf16, 18 rows: 275 -> 222 us per layer);
 2. bf16 linears on CPUs with AVX512-BF16 run on lmforge's kernel (csrc/linear_bf16.cpp: 1.4x oneDNN's at 18 rows,
-   weights streaming from memory, as fast at 2048 rows), SwiGLU's gate/up with the SiLU and the product applied
-   before anything is written; every other CPU linear is packed for oneDNN (packed_linear.py);
+   weights streaming from memory, as fast at 2048 rows), float32 linears on AVX-512 CPUs on its FMA kernel
+   (csrc/linear_f32.cpp: 1.4x oneDNN's at 1 row, 1.9x at 18, 1.3x at 2048), SwiGLU's gate/up with the SiLU and the
+   product applied before anything is written; every other CPU linear is packed for oneDNN (packed_linear.py);
 3. where lmforge's C++ CPU kernels build (lmforge.kernels), replaces RMSNorm, RoPE and SiLU-times-up by one-pass
    kernels (18 rows: 120 -> 40 us per layer). They round where the eager code rounds: in bfloat16, RoPE and SiLU
    give the eager results bit for bit and RMSNorm within one unit in the last place (its mean sums in another
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.kernels.cpu_kernels import bf16_linear_ops, cpu_ops
+from lmforge.kernels.cpu_kernels import bf16_linear_ops, cpu_ops, f32_linear_ops
 from lmforge.model.attention import Attention
 from lmforge.model.mlp import SwiGLU
 from lmforge.model.norms import RMSNorm
@@ -50,20 +51,24 @@ def _kernel_fits(x: torch.Tensor, *others: torch.Tensor) -> bool:
 
 
 class KernelLinear(nn.Module):
-    """A bf16 linear on lmforge's AVX512-BF16 kernel (torch.ops.lmforge.linear_bf16), its weight packed once in pairs
-    of input channels. Inference only; the weight is not a parameter (as with PackedLinear)."""
+    """A linear on lmforge's kernel, its weight packed once: bf16 by the AVX512-BF16 dot product
+    (torch.ops.lmforge.linear_bf16, weight in pairs of input channels), float32 by FMA (linear_f32). Inference only;
+    the weight is not a parameter (as with PackedLinear)."""
 
     def __init__(self, linear: nn.Linear, ops):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.packed = ops.pack_linear_bf16(linear.weight.detach())
+        weight = linear.weight.detach()
+        if weight.dtype == torch.bfloat16:
+            self.packed, self.kernel = ops.pack_linear_bf16(weight), ops.linear_bf16
+        else:
+            self.packed, self.kernel = ops.pack_linear_f32(weight), ops.linear_f32
         self.bias = None if linear.bias is None else linear.bias.detach()
-        self.kernel = ops.linear_bf16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.kernel(x, self.packed, self.bias, self.out_features)
 
-    def weight_bytes(self) -> int:  # what one call reads (the packed weight holds whole blocks of 32 outputs)
+    def weight_bytes(self) -> int:  # what one call reads (the packed weight holds whole blocks of outputs)
         return self.packed.nbytes + (0 if self.bias is None else self.bias.nbytes)
 
     def extra_repr(self) -> str:
@@ -71,39 +76,53 @@ class KernelLinear(nn.Module):
 
 
 class SiluGatedKernelLinear(KernelLinear):
-    """silu(x gate^T) * (x up^T), SwiGLU's first half, in one pass of lmforge's bf16 kernel
-    (torch.ops.lmforge.silu_gated_linear_bf16): the weight's rows alternate 16 gate rows and the same 16 up rows, so
-    that each task holds both halves of its outputs and the [.., 2 * hidden] projection is never written."""
+    """silu(x gate^T) * (x up^T), SwiGLU's first half, in one pass of lmforge's kernel
+    (torch.ops.lmforge.silu_gated_linear_bf16 / _f32): each block of the packed weight holds some gate rows and the
+    same up rows, so that a task holds both halves of its outputs and the [.., 2 * hidden] projection is never
+    written."""
 
     def __init__(self, gate: nn.Linear, up: nn.Linear, ops):
         hidden = gate.out_features
-        both = _fused_linear([gate, up])  # [gate; up] rows, then interleaved in blocks of 16
-        both.weight = nn.Parameter(both.weight.view(2, hidden // 16, 16, -1).transpose(0, 1).reshape(2 * hidden, -1),
-                                   requires_grad=False)
-        if both.bias is not None:
-            both.bias = nn.Parameter(both.bias.view(2, hidden // 16, 16).transpose(0, 1).reshape(-1),
-                                     requires_grad=False)
-        super().__init__(both, ops)
+        both = _fused_linear([gate, up])  # [gate; up] rows
+        if both.weight.dtype == torch.bfloat16:  # interleaved here in blocks of 16 rows (the bf16 kernel's half block)
+            interleaved = both.weight.view(2, hidden // 16, 16, -1).transpose(0, 1).reshape(2 * hidden, -1)
+            both.weight = nn.Parameter(interleaved, requires_grad=False)
+            if both.bias is not None:
+                both.bias = nn.Parameter(both.bias.view(2, hidden // 16, 16).transpose(0, 1).reshape(-1),
+                                         requires_grad=False)
+            super().__init__(both, ops)
+            self.kernel = ops.silu_gated_linear_bf16
+        else:  # float32: the packing interleaves the halves itself, the kernel the bias
+            super().__init__(both, ops)
+            self.packed, self.kernel = ops.pack_linear_f32(both.weight.detach(), gated=True), ops.silu_gated_linear_f32
         self.out_features = hidden
-        self.kernel = ops.silu_gated_linear_bf16
 
 
-def _silu_gated(mlp: SwiGLU, ops) -> SiluGatedKernelLinear | None:
+def _kernel_dtype(m: nn.Module, bf16_ops, f32_ops) -> bool:
+    """Whether lmforge's linear kernel takes this layer: a plain CPU nn.Linear in bf16 (even in_features) with the
+    bf16 kernel available, or in float32 with the float32 one."""
+    if type(m) is not nn.Linear or m.weight.device.type != "cpu":
+        return False
+    if m.weight.dtype == torch.bfloat16:
+        return bf16_ops is not None and m.in_features % 2 == 0
+    return m.weight.dtype == torch.float32 and f32_ops is not None
+
+
+def _silu_gated(mlp: SwiGLU, bf16_ops, f32_ops) -> SiluGatedKernelLinear | None:
     """The one-pass gate/up projection for this MLP, or None when the kernel does not apply."""
     gate, up = mlp.gate_proj, mlp.up_proj
-    if ops is None or mlp.act is not F.silu or gate.out_features % 16 or gate.in_features % 2 or \
-            any(type(m) is not nn.Linear or m.weight.dtype != torch.bfloat16 or m.weight.device.type != "cpu"
-                for m in (gate, up)) or (gate.bias is None) != (up.bias is None):
+    if mlp.act is not F.silu or not all(_kernel_dtype(m, bf16_ops, f32_ops) for m in (gate, up)) or \
+            gate.out_features % 16 or gate.weight.dtype != up.weight.dtype or (gate.bias is None) != (up.bias is None):
         return None
-    return SiluGatedKernelLinear(gate, up, ops)
+    return SiluGatedKernelLinear(gate, up, bf16_ops if gate.weight.dtype == torch.bfloat16 else f32_ops)
 
 
-def _kernel_linears(model: nn.Module, ops) -> int:
-    """Replace the CPU bf16 nn.Linear layers (even in_features) by KernelLinear; how many."""
-    targets = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear and
-               m.weight.dtype == torch.bfloat16 and m.weight.device.type == "cpu" and m.in_features % 2 == 0]
+def _kernel_linears(model: nn.Module, bf16_ops, f32_ops) -> int:
+    """Replace the CPU nn.Linear layers lmforge's kernels take by KernelLinear; how many."""
+    targets = [(name, m) for name, m in model.named_modules() if _kernel_dtype(m, bf16_ops, f32_ops)]
     for name, module in targets:
-        replace_module(model, name, KernelLinear(module, ops))
+        replace_module(model, name, KernelLinear(module, bf16_ops if module.weight.dtype == torch.bfloat16
+                                                 else f32_ops))
     return len(targets)
 
 
@@ -160,11 +179,12 @@ class InplaceRope:
 def prepare_for_inference(model: nn.Module, kernels: bool = True) -> dict[str, int]:
     """Fuse projections, pack linears and install the CPU kernels (see the module docstring), in place.
 
-    kernels=False skips lmforge's kernels (steps 2's bf16 kernel and 3). Returns counts: {"fused_projections",
+    kernels=False skips lmforge's kernels (step 2's linear kernels and step 3). Returns counts: {"fused_projections",
     "kernel_linears", "packed_linears", "fused_kernels"}."""
     on_cpu = next(model.parameters()).device.type == "cpu"
     ops = cpu_ops() if kernels and on_cpu else None
-    linear_ops = bf16_linear_ops() if kernels and on_cpu else None
+    bf16_ops = bf16_linear_ops() if kernels and on_cpu else None
+    f32_ops = f32_linear_ops() if kernels and on_cpu else None
     fused = n_kernels = n_gated = 0
     for name, module in list(model.named_modules()):
         if type(module) is Attention and module.qkv_proj is None:
@@ -177,7 +197,7 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True) -> dict[str, i
                 module.rope = InplaceRope(ops)
                 n_kernels += 1
         elif type(module) is SwiGLU:
-            gated = _silu_gated(module, linear_ops)
+            gated = _silu_gated(module, bf16_ops, f32_ops)
             gate_up = gated or _fused_linear([module.gate_proj, module.up_proj])
             if gate_up is not None:
                 replace_module(model, name, FusedSwiGLU(module, gate_up, ops))
@@ -187,6 +207,6 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True) -> dict[str, i
         elif type(module) is RMSNorm and ops is not None:
             replace_module(model, name, FusedRMSNorm(module, ops))
             n_kernels += 1
-    n_linears = n_gated + (_kernel_linears(model, linear_ops) if linear_ops is not None else 0)
+    n_linears = n_gated + _kernel_linears(model, bf16_ops, f32_ops)
     return {"fused_projections": fused, "kernel_linears": n_linears, "packed_linears": pack_linears(model),
             "fused_kernels": n_kernels}

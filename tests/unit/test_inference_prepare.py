@@ -26,6 +26,7 @@ from tests.hf_models import tiny_hf_model
 
 kernels_built = cpu_kernels.cpu_ops() is not None
 packs_fp32 = torch.float32 in default_packed_dtypes() and packing_available(torch.float32)  # AMD CPUs
+f32_kernel = cpu_kernels.f32_linear_ops() is not None  # lmforge's float32 linears (AVX-512 CPUs)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3"])
@@ -37,7 +38,10 @@ def test_prepared_model_matches_transformers(tmp_path, family):
     n = model.config.n_layers
     counts = prepare_for_inference(model)
     assert counts["fused_projections"] == 2 * n  # q/k/v and gate/up in every layer
-    assert counts["packed_linears"] == (4 * n + 1 if packs_fp32 else 0)
+    if f32_kernel:  # q/k/v, o, gate/up and down per layer, and the LM head
+        assert counts["kernel_linears"] == 4 * n + 1 and counts["packed_linears"] == 0
+    else:
+        assert counts["packed_linears"] == (4 * n + 1 if packs_fp32 else 0)
     if kernels_built:  # RoPE and SiLU per layer, two norms per layer and the final one (+ Qwen3's q/k norms)
         assert counts["fused_kernels"] == 2 * n + 2 * n + 1 + (2 * n if family == "qwen3" else 0)
         assert sum(isinstance(m, FusedRMSNorm) for m in model.modules()) == 2 * n + 1 + (2 * n if family == "qwen3"
@@ -62,7 +66,7 @@ def test_prepared_model_in_the_paged_engine_matches_single_sequence_decoding(dty
     bytes_before = bytes_read_per_token(model)
     counts = prepare_for_inference(model)
     assert bytes_read_per_token(model) == bytes_before  # what `bench decode` divides the bandwidth by
-    if dtype == torch.bfloat16 and cpu_kernels.bf16_linear_ops() is not None:  # lmforge's AVX512-BF16 linears
+    if (cpu_kernels.bf16_linear_ops() if dtype == torch.bfloat16 else cpu_kernels.f32_linear_ops()) is not None:
         assert counts["kernel_linears"] == 4 * model.config.n_layers + 1 and counts["packed_linears"] == 0
         assert sum(isinstance(m, KernelLinear) for m in model.modules()) == counts["kernel_linears"]
         assert sum(isinstance(m, SiluGatedKernelLinear) for m in model.modules()) == model.config.n_layers

@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "float_vec.h"
+#include "linear_tasks.h"
 
 #if defined(__AVX512BF16__)
 #include <immintrin.h>
@@ -124,24 +125,12 @@ at::Tensor run(const char* name, const at::Tensor& x, const at::Tensor& packed, 
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, name, ": bias must be [", N, "]");
     b = bias->to(at::kFloat).contiguous();
   }
-  const at::Tensor xc = x.contiguous();
-  const int64_t M = K == 0 ? 0 : xc.numel() / K;
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = width;
-  at::Tensor y = at::empty(shape, x.options());
-  const at::BFloat16* xp = xc.data_ptr<at::BFloat16>();
   const at::BFloat16* wp = packed.data_ptr<at::BFloat16>();
-  const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
-  at::BFloat16* yp = y.data_ptr<at::BFloat16>();
-  const int64_t per_block = Gated ? kOut / 2 : kOut;  // outputs a block writes
-  at::parallel_for(0, NB, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t nb = b0; nb < b1; ++nb)
-      for (int64_t m0 = 0; m0 < M; m0 += kRows)
-        rows_block_dispatch<Gated>(std::min(kRows, M - m0), xp + m0 * K, K, wp + nb * K * kOut,
-                                   bp ? bp + nb * kOut : nullptr, yp + m0 * width + nb * per_block, width,
-                                   std::min(kOut, N - nb * kOut));
-  });
-  return y;
+  return lmforge::linear_by_blocks<at::BFloat16>(
+      x, K, NB, kOut, kRows, width, Gated ? kOut / 2 : kOut,  // outputs a block writes
+      b, [&](int64_t rows, const at::BFloat16* xr, int64_t nb, const float* bb, at::BFloat16* yb) {
+        rows_block_dispatch<Gated>(rows, xr, K, wp + nb * K * kOut, bb, yb, width, std::min(kOut, N - nb * kOut));
+      });
 }
 
 at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,

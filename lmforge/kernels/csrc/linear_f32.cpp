@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "float_vec.h"
+#include "linear_tasks.h"
 
 namespace {
 
@@ -113,24 +114,12 @@ at::Tensor run(const char* name, const at::Tensor& x, const at::Tensor& packed, 
     b = bias->to(at::kFloat).contiguous();
     if (Gated) b = b.view({2, NB, kW}).transpose(0, 1).contiguous();
   }
-  const at::Tensor xc = x.contiguous();
-  const int64_t M = K == 0 ? 0 : xc.numel() / K;
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = width;
-  at::Tensor y = at::empty(shape, x.options());
-  const float* xp = xc.data_ptr<float>();
   const float* wp = packed.data_ptr<float>();
-  const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
-  float* yp = y.data_ptr<float>();
-  const int64_t per_block = Gated ? kW : kOut;  // outputs a block writes
-  at::parallel_for(0, NB, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t nb = b0; nb < b1; ++nb)
-      for (int64_t m0 = 0; m0 < M; m0 += kRows)
-        rows_block_dispatch<Gated>(std::min(kRows, M - m0), xp + m0 * K, K, wp + nb * K * kOut,
-                                   bp ? bp + nb * kOut : nullptr, yp + m0 * width + nb * per_block, width,
-                                   std::min(kOut, N - nb * kOut));
-  });
-  return y;
+  return lmforge::linear_by_blocks<float>(
+      x, K, NB, kOut, kRows, width, Gated ? kW : kOut,  // outputs a block writes
+      b, [&](int64_t rows, const float* xr, int64_t nb, const float* bb, float* yb) {
+        rows_block_dispatch<Gated>(rows, xr, K, wp + nb * K * kOut, bb, yb, width, std::min(kOut, N - nb * kOut));
+      });
 }
 
 at::Tensor linear_f32(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,

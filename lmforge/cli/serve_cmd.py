@@ -7,8 +7,9 @@ import typer
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.common.errors import LmforgeError
 
-EPILOG = ("Attention, RMSNorm, RoPE, the SwiGLU activation and (in bfloat16 on CPUs with AVX512-BF16) the linears run "
-          "in small C++ kernels compiled on first use (20-40 s once per machine; it needs g++ or clang). "
+EPILOG = ("Attention, RMSNorm, RoPE, the SwiGLU activation, the sampler's argmax and the linears (float32 on AVX-512 "
+          "CPUs, bfloat16 on CPUs with AVX512-BF16) run in small C++ kernels compiled on first use (20-40 s once per "
+          "machine; it needs g++ or clang). "
           "LMFORGE_CPU_KERNELS=0 keeps the slower PyTorch / oneDNN path.")
 
 

@@ -55,14 +55,16 @@ class KernelLinear(nn.Module):
     (torch.ops.lmforge.linear_bf16, weight in pairs of input channels), float32 by FMA (linear_f32). Inference only;
     the weight is not a parameter (as with PackedLinear)."""
 
-    def __init__(self, linear: nn.Linear, ops):
+    def __init__(self, linear: nn.Linear, ops, gated: bool = False):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach()
         if weight.dtype == torch.bfloat16:
-            self.packed, self.kernel = ops.pack_linear_bf16(weight), ops.linear_bf16
+            self.packed = ops.pack_linear_bf16(weight)
+            self.kernel = ops.silu_gated_linear_bf16 if gated else ops.linear_bf16
         else:
-            self.packed, self.kernel = ops.pack_linear_f32(weight), ops.linear_f32
+            self.packed = ops.pack_linear_f32(weight, gated=gated)
+            self.kernel = ops.silu_gated_linear_f32 if gated else ops.linear_f32
         self.bias = None if linear.bias is None else linear.bias.detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -84,17 +86,14 @@ class SiluGatedKernelLinear(KernelLinear):
     def __init__(self, gate: nn.Linear, up: nn.Linear, ops):
         hidden = gate.out_features
         both = _fused_linear([gate, up])  # [gate; up] rows
-        if both.weight.dtype == torch.bfloat16:  # interleaved here in blocks of 16 rows (the bf16 kernel's half block)
+        if both.weight.dtype == torch.bfloat16:  # interleaved here in blocks of 16 rows (the bf16 kernel's half block);
+            # the float32 packing interleaves the halves itself, and its kernel the bias
             interleaved = both.weight.view(2, hidden // 16, 16, -1).transpose(0, 1).reshape(2 * hidden, -1)
             both.weight = nn.Parameter(interleaved, requires_grad=False)
             if both.bias is not None:
                 both.bias = nn.Parameter(both.bias.view(2, hidden // 16, 16).transpose(0, 1).reshape(-1),
                                          requires_grad=False)
-            super().__init__(both, ops)
-            self.kernel = ops.silu_gated_linear_bf16
-        else:  # float32: the packing interleaves the halves itself, the kernel the bias
-            super().__init__(both, ops)
-            self.packed, self.kernel = ops.pack_linear_f32(both.weight.detach(), gated=True), ops.silu_gated_linear_f32
+        super().__init__(both, ops, gated=True)
         self.out_features = hidden
 
 

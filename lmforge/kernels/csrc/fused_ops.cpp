@@ -154,10 +154,9 @@ at::Tensor silu_mul(const at::Tensor& x) {
   return y;
 }
 
-
 // Each row's argmax, as torch.argmax(x, -1) returns it: the first index of the largest value, or of the first NaN
 // if the row has one. Two vector passes over the row (its maximum, then where it first occurs); torch's own CPU
-// argmax measured 265 us for 18 rows of a 49,152-token vocabulary on 2 cores, this one 20-30 us.
+// argmax measured 260 us for 18 rows of a 49,152-token vocabulary on 2 cores, this one 32 us.
 int64_t argmax_row(const float* x, int64_t V) {
   const int64_t W = Vec::size(), Vv = V - V % W;
   const Vec lowest(-std::numeric_limits<float>::infinity());
@@ -170,7 +169,7 @@ int64_t argmax_row(const float* x, int64_t V) {
   float top = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, all);
   for (i = Vv; i < V; ++i) top = (std::isnan(x[i]) || x[i] > top) ? x[i] : top;
   if (std::isnan(top)) {
-    for (int64_t i = 0; i < V; ++i)
+    for (i = 0; i < V; ++i)
       if (std::isnan(x[i])) return i;
   }
   for (i = 0; i < Vv; i += W)

@@ -50,6 +50,19 @@ inline void prefetch_l2(const T* p, int64_t count) {
   for (int64_t off = 0; off < count * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(bytes + off, 0, 2);
 }
 
+// Before computing block blk (its first entry t0) of a task reading L entries: the next block's keys into L1, and
+// four blocks ahead into L2 (keys and values) for blocks that do not follow their predecessor in memory: the hardware
+// prefetcher streams through those that do, and extra prefetches only cost instructions.
+template <typename T>
+inline void prefetch_ahead(const T* keys, const T* values, const int64_t* table, int64_t blk, int64_t t0, int64_t L,
+                           int64_t block_size, int64_t block_len) {
+  if (t0 + block_size < L) prefetch(keys + table[blk + 1] * block_len, block_len);
+  if (t0 + 4 * block_size < L && table[blk + 4] != table[blk + 3] + 1) {
+    prefetch_l2(keys + table[blk + 4] * block_len, block_len);
+    prefetch_l2(values + table[blk + 4] * block_len, block_len);
+  }
+}
+
 // Horizontal sums of W = Vec::size() vectors at once: out[i] = sum of the lanes of v[i]. Each level adds the even
 // and odd lanes of neighbouring pairs, halving the lanes per vector: log2(W) levels of W/2, W/4, ... shuffles+adds
 // instead of W separate reductions. v is overwritten.
@@ -166,13 +179,7 @@ void scores_rows_bf16(const at::BFloat16* const* q, const at::BFloat16* keys, co
   Vec part[RG][W];
   for (int64_t blk = 0, t0 = 0; t0 < L; ++blk, t0 += block_size) {
     const int64_t n = std::min(block_size, L - t0);
-    if (t0 + block_size < L) prefetch(keys + table[blk + 1] * block_len, block_len);
-    // Further ahead into L2, for blocks that do not follow their predecessor in memory: the hardware prefetcher
-    // streams through those that do, and extra prefetches only cost instructions.
-    if (t0 + 4 * block_size < L && table[blk + 4] != table[blk + 3] + 1) {
-      prefetch_l2(keys + table[blk + 4] * block_len, block_len);
-      prefetch_l2(values + table[blk + 4] * block_len, block_len);
-    }
+    prefetch_ahead(keys, values, table, blk, t0, L, block_size, block_len);
     const at::BFloat16* k_rows = keys + table[blk] * block_len;
     for (int64_t t = 0; t < n; t += W) {
       const int64_t m = std::min(W, n - t);
@@ -200,7 +207,7 @@ void scores_rows_bf16(const at::BFloat16* const* q, const at::BFloat16* keys, co
 // of them. Measured (2048 prompt tokens, 9/3 heads of 64): 3.9 -> 3.0 ms per layer.
 template <int64_t C2, int64_t RG>
 void chunk_scores_bf16(const int32_t* kt, const at::BFloat16* const* q, float scale, float* s, int64_t s_stride,
-                       int64_t m) {
+                       __mmask16 mask) {
   __m512 acc[RG];
   for (int64_t i = 0; i < RG; ++i) acc[i] = _mm512_setzero_ps();
   for (int64_t p = 0; p < 16 * C2; ++p) {
@@ -212,8 +219,7 @@ void chunk_scores_bf16(const int32_t* kt, const at::BFloat16* const* q, float sc
       acc[i] = _mm512_dpbf16_ps(acc[i], k, (__m512bh)_mm512_set1_epi32(pair));
     }
   }
-  const __mmask16 mask = m >= 16 ? 0xffff : static_cast<__mmask16>((1u << m) - 1);
-  for (int64_t i = 0; i < RG; ++i)
+  for (int64_t i = 0; i < RG; ++i)  // the chunk's keys only
     _mm512_mask_storeu_ps(s + i * s_stride, mask, _mm512_mul_ps(acc[i], _mm512_set1_ps(scale)));
 }
 
@@ -227,11 +233,7 @@ void scores_tile_bf16(const at::BFloat16* const* q, int64_t R, const at::BFloat1
                                           _mm512_set1_epi32(P));  // key j's pairs start at j * P
   for (int64_t blk = 0, t0 = 0; t0 < L; ++blk, t0 += block_size) {
     const int64_t n = std::min(block_size, L - t0);
-    if (t0 + block_size < L) prefetch(keys + table[blk + 1] * block_len, block_len);
-    if (t0 + 4 * block_size < L && table[blk + 4] != table[blk + 3] + 1) {  // as in scores_rows_bf16
-      prefetch_l2(keys + table[blk + 4] * block_len, block_len);
-      prefetch_l2(values + table[blk + 4] * block_len, block_len);
-    }
+    prefetch_ahead(keys, values, table, blk, t0, L, block_size, block_len);
     for (int64_t t = 0; t < n; t += 16) {
       const int64_t m = std::min<int64_t>(16, n - t);
       const __mmask16 mask = m >= 16 ? 0xffff : static_cast<__mmask16>((1u << m) - 1);
@@ -239,7 +241,8 @@ void scores_tile_bf16(const at::BFloat16* const* q, int64_t R, const at::BFloat1
       for (int64_t p = 0; p < P; ++p)
         _mm512_store_si512(kt + p * 16, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, rows, k32 + p, 4));
       in_row_groups<12>(R, [&](auto rg, int64_t row0) {
-        chunk_scores_bf16<C2, decltype(rg)::value>(kt, q + row0, scale, s + row0 * s_stride + t0 + t, s_stride, m);
+        chunk_scores_bf16<C2, decltype(rg)::value>(kt, q + row0, scale, s + row0 * s_stride + t0 + t, s_stride,
+                                                   mask);
       });
     }
   }
@@ -292,11 +295,7 @@ void attend_tile(const T* q, int64_t q_head, int64_t q_tok, const T* keys, const
       for (int64_t c = 0; c < C; ++c) (load(q_row(row) + c * W) * Vec(scale)).store(query + row * D + c * W);
     for (int64_t blk = 0, t0 = 0; t0 < L; ++blk, t0 += block_size) {  // s[row, t] = (q_row * scale) . k_t
       const int64_t n = std::min(block_size, L - t0);
-      if (t0 + block_size < L) prefetch(keys + table[blk + 1] * block_len, block_len);
-      if (t0 + 4 * block_size < L && table[blk + 4] != table[blk + 3] + 1) {  // as in scores_rows_bf16
-        prefetch_l2(keys + table[blk + 4] * block_len, block_len);
-        prefetch_l2(values + table[blk + 4] * block_len, block_len);
-      }
+      prefetch_ahead(keys, values, table, blk, t0, L, block_size, block_len);
       const float* k_rows = as_float(keys + table[blk] * block_len, n, D, buffer);
       for (int64_t row = 0; row < R; ++row) {
         const int64_t m = std::min(n, length(row) - t0);  // keys this row sees in the block (causal)

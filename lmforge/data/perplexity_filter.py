@@ -9,13 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from lmforge.common.errors import ConfigError
 from lmforge.data.validate import in_range
+
+if TYPE_CHECKING:  # torch is imported when a model scores text, not by every `lmforge data` command (2 s)
+    import torch
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,17 @@ class PerplexityScorer:
         return [(prefix + ids)[: self.max_tokens] for ids in self.tokenizer.encode_batch(texts,
                                                                                        add_special_tokens=False)]
 
-    @torch.inference_mode()
     def nll_batch(self, batch: list[list[int]]) -> list[tuple[float, int]]:
         """(summed next-token NLL, number of predicted tokens) per sequence; right padding with a key mask."""
+        import torch
+
+        with torch.inference_mode():
+            return self._nll_batch(batch)
+
+    def _nll_batch(self, batch: list[list[int]]) -> list[tuple[float, int]]:
+        import torch
+        import torch.nn.functional as F
+
         width = max(len(ids) for ids in batch)
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)

@@ -1,11 +1,14 @@
 """`lmforge data ...`: run a data-cleaning pipeline described in TOML, or write a sample corpus to try it on.
 
-Thin commands: they load configs, call `lmforge.data`, and show a progress bar and a summary table.
+Thin commands: they load configs, call `lmforge.data`, and show a progress bar (log lines when stderr is not
+a terminal) and a summary table.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
+import time
 from pathlib import Path
 
 import typer
@@ -34,6 +37,32 @@ def _summary_table(stats: dict) -> Table:
     return table
 
 
+class _ShardLog:
+    """Progress as plain log lines on stderr, for when it is not a terminal (CI, nohup, pipes): a line when a
+    stage ends, and at most one every `interval` seconds while it runs."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval, self.start = interval, time.monotonic()
+        self.last = self.start
+
+    def __call__(self, label: str, done: int, total: int, skip: bool) -> None:
+        now = time.monotonic()
+        if done == total or now - self.last >= self.interval:
+            self.last = now
+            print(f"{label}: {done}/{total} shards, {now - self.start:.1f} s", file=sys.stderr, flush=True)
+
+
+def _print_read_summary(read: dict, kept: int, skipped: int) -> None:
+    print(f"read {read['records']} documents from {read['files']} files (skipped {read['malformed_json']} "
+          f"malformed, {read['undecodable']} undecodable, {read['missing_text']} without text, "
+          f"{read.get('invalid_unicode', 0)} not Unicode); kept {kept}; {skipped} finished shards reused")
+    bad = read.get("bad_files", [])
+    for entry in bad[:10]:
+        print(f"bad file {entry['file']}: {entry['reason']}")
+    if len(bad) > 10:
+        print(f"... and {len(bad) - 10} more bad files (all in report.md)")
+
+
 @app.command("run")
 def run(
     pipeline: Path = typer.Argument(..., help="Pipeline TOML file with its input, output and steps tables.",
@@ -45,13 +74,16 @@ def run(
         help="Also write removed documents with their reason (overrides keep_removed of the pipeline file).",
         show_default=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no table; print the report path."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input (a corrupt or truncated file, a "
+                                "malformed line) with a one-line error. Default: count it, report it and go on."),
     engine: str | None = typer.Option(None, "--engine", help="'local' (one process, resumable) or 'ray' (Ray Data, "
                                       "same output); overrides [run] engine of the pipeline file.", show_default=False),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join ('auto', HOST:6379); "
                                            "implies --engine ray. Default: [run] ray_address, else a local Ray.",
                                            show_default=False),
 ) -> None:
-    """Run a pipeline: finished shards are skipped on re-runs; writes data/, stats.json and report.md."""
+    """Run a pipeline: finished shards are skipped on re-runs; writes data/ (with manifest.json), stats.json and
+    report.md. Bad input lines and files are counted and listed in the report, never fatal unless --strict."""
     from lmforge.data.pipeline import PipelineRunner
     from lmforge.data.pipeline_config import load_pipeline
 
@@ -64,15 +96,21 @@ def run(
         config = dataclasses.replace(config, output_dir=str(out))
     if keep_removed is not None:
         config = dataclasses.replace(config, keep_removed=keep_removed)
+    if strict:
+        config = dataclasses.replace(config, reader=dataclasses.replace(config.reader, strict=True))
     console = Console(stderr=True, quiet=quiet)
     skipped = 0
+    log = _ShardLog() if not quiet and not console.is_terminal else None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, disable=quiet) as progress:
+                  console=console, disable=quiet or log is not None) as progress:
         tasks: dict[str, int] = {}
 
         def on_shard(label: str, done: int, total: int, skip: bool) -> None:
             nonlocal skipped
             skipped += skip
+            if log is not None:
+                log(label, done, total, skip)
+                return
             if label not in tasks:
                 tasks[label] = progress.add_task(label[:70], total=total)
             progress.update(tasks[label], completed=done)
@@ -85,11 +123,7 @@ def run(
             stats = PipelineRunner(config, progress=on_shard).run()
     if not quiet:
         Console().print(_summary_table(stats))
-        read = stats["read"]
-        print(f"read {read['records']} documents from {read['files']} files "
-              f"(skipped {read['malformed_json']} malformed, {read['undecodable']} undecodable, "
-              f"{read['missing_text']} without text); kept {stats['output']['docs']}; "
-              f"{skipped} finished shards reused")
+        _print_read_summary(stats["read"], stats["output"]["docs"], skipped)
     print(f"report: {Path(config.output_dir) / 'report.md'}")
 
 
@@ -129,7 +163,8 @@ def pack(
     tokenizer: Path = typer.Option(..., "--tokenizer", "-t", help="Hugging Face tokenizer directory "
                                    "(tokenizer.json with an eos_token).", show_default=False),
     input: list[str] = typer.Option(..., "--input", "-i", help="Input files, directories or globs "
-                                    "(.txt, .jsonl[.gz|.zst], .parquet); repeatable.", show_default=False),
+                                    "(.txt, .jsonl[.gz|.zst], .parquet); repeatable. A `data run` output folder "
+                                    "(data/) gives the shards its manifest.json lists.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the shards and index.json.",
                              show_default=False),
     seq_len: int = typer.Option(..., "--seq-len", help="Tokens per training sequence.", show_default=False),

@@ -79,6 +79,13 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _bad_input(read: dict[str, Any]) -> list[str]:
+    """Every bad file with its reason (its documents were dropped), then the first bad lines."""
+    lines = [f"- bad file `{f['file']}`: {f['reason']}" for f in read.get("bad_files", [])]
+    lines += [f"- {example}" for example in read.get("examples", [])]
+    return ["## Bad input", "", *lines, ""] if lines else []
+
+
 def render_report(stats: dict[str, Any]) -> str:
     """Markdown: reader problems, a table of steps, and the removal reasons of every step."""
     read = stats["read"]
@@ -86,9 +93,11 @@ def render_report(stats: dict[str, Any]) -> str:
         "# Data pipeline report",
         "",
         f"Input: {read['files']} files, {read['records']} documents, {_fmt_bytes(read['bytes'])}. "
-        f"Skipped: {read['malformed_json']} malformed JSON lines, {read['undecodable']} undecodable lines, "
-        f"{read['missing_text']} records without text.",
+        f"Skipped: {len(read.get('bad_files', []))} bad files, {read['malformed_json']} malformed JSON lines, "
+        f"{read['undecodable']} undecodable lines, {read['missing_text']} records without text, "
+        f"{read.get('invalid_unicode', 0)} records not Unicode (unpaired surrogates).",
         "",
+        *_bad_input(read),
         "| step | docs in | docs out | kept | modified | bytes in | bytes out |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]

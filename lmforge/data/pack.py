@@ -17,6 +17,7 @@ import numpy as np
 
 from lmforge.common.errors import LmforgeError
 from lmforge.data.document import Document
+from lmforge.data.manifest import ensure_writable_dir
 from lmforge.data.validate import in_range
 
 INDEX_FILE = "index.json"
@@ -117,7 +118,7 @@ def pack_documents(docs: Iterable[Document], tokenizer, out_dir: str | Path, con
     vocab_size = len(tokenizer)
     dtype = token_dtype(vocab_size)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(out)
     writers = {s: _SplitWriter(out, s, config.seq_len, config.shard_rows, dtype) for s in SPLITS}
     batch: list[Document] = []
     ordinal = 0

@@ -1,6 +1,8 @@
 """Runs a data pipeline shard by shard, as datatrove does: per-document steps stream through each shard;
 a global step (exact or MinHash dedup) starts a new stage that first scans the whole previous stage.
-Finished shards are written atomically with a stats file beside them, so a re-run skips them (idempotent).
+Finished shards are written atomically with a stats file beside them, so a re-run skips them (idempotent);
+shards a run no longer produces are deleted and data/manifest.json lists the ones it did. An input file that
+cannot be read to its end is reported with its reason and gives an empty shard (see `PipelineRunner._run_shard`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import Any
 
 from lmforge.data.audit import StepStats, merge_step_lists, write_audit
 from lmforge.data.document import Document, Drop, Step
+from lmforge.data.manifest import ensure_writable_dir, expected_files, remove_stale_outputs, write_manifest
 from lmforge.data.pipeline_config import PipelineConfig
-from lmforge.data.readers import ReaderConfig, ReadStats, expand_inputs, read_file
+from lmforge.data.readers import BadInput, ReaderConfig, ReadStats, expand_inputs, read_file
 from lmforge.data.steps import GlobalStep, build_step
 from lmforge.data.writers import JsonlWriter, open_writer, shard_name
 
@@ -50,6 +53,20 @@ def plan_stages(config: PipelineConfig) -> list[Stage]:
 
 def _nbytes(text: str) -> int:
     return len(text.encode("utf-8"))
+
+
+def _load_json(path: Path) -> Any:
+    """The JSON in a bookkeeping file, or None when it is missing or damaged (then the work is redone)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def output_manifest(out: Path, shards: list[Path], shard_stats: list[dict[str, Any]]) -> None:
+    """data/manifest.json from the last stage's shards and their statistics (both runners call it)."""
+    write_manifest(out / "data", [{"file": p.name, "docs": st["written"], "bytes": st["bytes"]}
+                                  for p, st in zip(shards, shard_stats, strict=True)])
 
 
 def apply_stage(stage: Stage, doc: Document, reason: str | None, global_stats: StepStats | None,
@@ -96,10 +113,14 @@ class PipelineRunner:
 
     def run(self) -> dict[str, Any]:
         inputs = expand_inputs(list(self.config.inputs))
-        self.out.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(self.out)
+        cfg = self.config
+        remove_stale_outputs(self.out, expected_files(self.out, len(self.stages), len(inputs), cfg.output_format,
+                                                      cfg.compression, cfg.keep_removed, resumable=True))
         marker = self.out / "_pipeline.json"
         fingerprint = self._fingerprint(inputs)
-        force = not marker.is_file() or json.loads(marker.read_text()).get("fingerprint") != fingerprint
+        previous = _load_json(marker)
+        force = not isinstance(previous, dict) or previous.get("fingerprint") != fingerprint
         marker.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
         read_total, step_lists, shards, final = ReadStats(), [], inputs, {"docs": 0, "bytes": 0, "shards": 0}
         for stage in self.stages:
@@ -113,6 +134,7 @@ class PipelineRunner:
             final["docs"] += st["written"]
             final["bytes"] += st["bytes"]
         final["shards"] = len(shards)
+        output_manifest(self.out, shards, shard_stats)
         stats = {
             "read": read_total.to_dict(),
             "steps": [s.to_dict() for steps in step_lists for s in steps],
@@ -132,12 +154,10 @@ class PipelineRunner:
         if stage.global_step is None:
             return {}, False
         notes_cache = cache.with_name("_global_meta.json")
-        if cache.is_file() and not force:
-            data = json.loads(cache.read_text())
-            if notes_cache.is_file():
-                notes = json.loads(notes_cache.read_text())
-                self._notes[stage.index] = {int(s): {int(r): m for r, m in rows.items()}
-                                            for s, rows in notes.items()}
+        data = None if force else _load_json(cache)
+        notes = _load_json(notes_cache) if notes_cache.is_file() else {}
+        if isinstance(data, dict) and isinstance(notes, dict):  # else missing or damaged: computed again
+            self._notes[stage.index] = {int(s): {int(r): m for r, m in rows.items()} for s, rows in notes.items()}
             return {int(s): {int(r): why for r, why in rows.items()} for s, rows in data.items()}, False
         owners: list[tuple[int, int]] = []
 
@@ -177,9 +197,10 @@ class PipelineRunner:
         for i, path in enumerate(shards):
             out_path = stage_dir / shard_name(f"part-{i:05d}", fmt, comp)
             stats_path = stage_dir / f"part-{i:05d}.stats.json"
-            skip = not force and out_path.is_file() and stats_path.is_file()
+            cached = _load_json(stats_path) if not force and out_path.is_file() else None
+            skip = isinstance(cached, dict)
             if skip:
-                all_stats.append(json.loads(stats_path.read_text()))
+                all_stats.append(cached)
             else:
                 all_stats.append(self._run_shard(stage, i, path, out_path, removals.get(i, {}), fmt, comp))
                 tmp = stats_path.with_name(stats_path.name + ".tmp")
@@ -193,17 +214,33 @@ class PipelineRunner:
 
     def _run_shard(self, stage: Stage, shard: int, path: Path, out_path: Path, removals: dict[int, str],
                    fmt: str, comp: str) -> dict[str, Any]:
+        """Write one shard. An input file that cannot be read to its end (corrupt or truncated stream, junk
+        parquet) is reported with its reason and its shard written empty: the documents read before the damage
+        are dropped, so the output does not depend on where in the file the damage lies (a truncated file cut
+        elsewhere gives the same output), and the shard-per-input layout that resuming relies on is kept."""
         read_stats = ReadStats()
+        docs = self._read(stage, path, read_stats)
+        try:
+            return self._write_shard(stage, shard, docs, read_stats, out_path, removals, fmt, comp)
+        except BadInput as err:
+            if stage.index > 0 or self.config.reader.strict:
+                raise
+            bad = ReadStats.of_bad_file(path, err.reason)
+            return self._write_shard(stage, shard, iter(()), bad, out_path, removals, fmt, comp)
+
+    def _write_shard(self, stage: Stage, shard: int, docs: Iterator[Document], read_stats: ReadStats,
+                     out_path: Path, removals: dict[int, str], fmt: str, comp: str) -> dict[str, Any]:
         text_field = self.config.reader.text_field
         global_stats = StepStats(stage.global_step.name) if stage.global_step else None
         step_stats = [StepStats(s.name) for s in stage.steps]
         removed_path = self.out / "removed" / f"stage-{stage.index}" / f"part-{shard:05d}.jsonl"
         removed = JsonlWriter(removed_path) if self.config.keep_removed else None
         written = written_bytes = 0
+        ok = False
         try:
             with open_writer(out_path, fmt, comp, text_field) as writer:
                 notes = self._notes.get(stage.index, {}).get(shard, {})
-                for row, doc in enumerate(self._read(stage, path, read_stats)):
+                for row, doc in enumerate(docs):
                     doc.meta.update(notes.get(row, {}))
                     result = apply_stage(stage, doc, removals.get(row), global_stats, step_stats)
                     if isinstance(result, Drop):
@@ -213,9 +250,10 @@ class PipelineRunner:
                     writer.write(result.to_record(text_field))
                     written += 1
                     written_bytes += _nbytes(result.text)
+            ok = True
         finally:
             if removed is not None:
-                removed.close()
+                removed.close(commit=ok)
         steps = ([global_stats] if global_stats else []) + step_stats
         return {"read": read_stats.to_dict(), "steps": [s.to_dict() for s in steps],
                 "written": written, "bytes": written_bytes}

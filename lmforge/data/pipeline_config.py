@@ -1,6 +1,6 @@
 """The pipeline file: a TOML document naming the inputs, the output and an ordered list of steps.
 
-    [input]   paths = ["raw/*.jsonl.zst"], text_field = "text"
+    [input]   paths = ["raw/*.jsonl.zst"], text_field = "text", strict = false
     [output]  dir = "clean", format = "jsonl", compression = "zstd", keep_removed = true
     [[steps]] type = "gopher_quality", min_words = 50
     [run]     engine = "ray", ray_address = "auto"      (optional; the default engine is "local")
@@ -80,7 +80,7 @@ def parse_pipeline(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
     unknown = sorted(set(data) - {"input", "output", "steps", "run"})
     if unknown:
         raise ConfigError(f"unknown pipeline section {unknown[0]!r}; allowed: input, output, steps, run")
-    inp = _section(data, "input", {"paths", "text_field", "id_field", "txt_unit", "parquet_batch"})
+    inp = _section(data, "input", {"paths", "text_field", "id_field", "txt_unit", "parquet_batch", "strict"})
     out = _section(data, "output", {"dir", "format", "compression", "keep_removed"})
     run = _section(data, "run", {"engine", "ray_address"})
     paths = inp.get("paths", [])

@@ -18,10 +18,11 @@ import numpy as np
 from lmforge.common.errors import LmforgeError
 from lmforge.data.audit import StepStats, merge_step_lists, write_audit
 from lmforge.data.document import Document, Drop
-from lmforge.data.pipeline import ProgressFn, Stage, apply_stage, plan_stages
+from lmforge.data.manifest import ensure_writable_dir, expected_files, remove_stale_outputs
+from lmforge.data.pipeline import ProgressFn, Stage, apply_stage, output_manifest, plan_stages
 from lmforge.data.pipeline_config import PipelineConfig
 from lmforge.data.ray_dedup import global_removals
-from lmforge.data.readers import ReaderConfig, ReadStats, expand_inputs, read_file
+from lmforge.data.readers import BadInput, ReaderConfig, ReadStats, expand_inputs, read_file
 from lmforge.data.steps import STEP_TYPES
 from lmforge.data.writers import JsonlWriter, open_writer, shard_name
 
@@ -92,14 +93,21 @@ def _batch(cols: dict[str, list]) -> Batch:
 
 
 def _read_shard(shard: int, path: str, cfg: ReaderConfig) -> tuple[Any, dict]:
-    """A Ray task: one input file as an arrow table of rows, and its ReadStats."""
+    """A Ray task: one input file as an arrow table of rows, and its ReadStats. A damaged file gives no rows
+    and is reported, as in the local runner; with `strict`, the stats hold the error for the driver to raise."""
     import pyarrow as pa
 
     stats, cols = ReadStats(), {c: [] for c in COLUMNS}
-    for pos, doc in enumerate(read_file(Path(path), cfg, stats)):
-        for column, value in zip(COLUMNS, (shard, pos, doc.id, doc.text, _dumps(doc.meta), "", -1, "[]"),
-                                 strict=True):
-            cols[column].append(value)
+    try:
+        for pos, doc in enumerate(read_file(Path(path), cfg, stats)):
+            for column, value in zip(COLUMNS, (shard, pos, doc.id, doc.text, _dumps(doc.meta), "", -1, "[]"),
+                                     strict=True):
+                cols[column].append(value)
+    except BadInput as err:
+        cols = {c: [] for c in COLUMNS}
+        stats = ReadStats.of_bad_file(Path(path), err.reason)
+        if cfg.strict:
+            return None, {"error": str(err)}
     types = {"shard": pa.int64(), "pos": pa.int64(), "dropped_at": pa.int64()}
     schema = pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
     return pa.table(cols, schema=schema), stats.to_dict()
@@ -214,12 +222,16 @@ class RayPipelineRunner:
         import ray
 
         cfg, inputs = self.config, expand_inputs(list(self.config.inputs))
-        self.out.mkdir(parents=True, exist_ok=True)
+        ensure_writable_dir(self.out)
         (self.out / "_pipeline.json").unlink(missing_ok=True)  # the local runner's finished shards are stale
+        remove_stale_outputs(self.out, expected_files(self.out, len(self.stages), len(inputs), cfg.output_format,
+                                                      cfg.compression, cfg.keep_removed, resumable=False))
         read = ray.remote(_read_shard).options(num_returns=2)
         refs = [read.remote(i, str(p), cfg.reader) for i, p in enumerate(inputs)]
         read_total = ReadStats()
         for stats in ray.get([r[1] for r in refs]):
+            if "error" in stats:  # --strict: the first bad input, in input order
+                raise LmforgeError(stats["error"])
             read_total.merge(ReadStats(**stats))
         ds = ray.data.from_arrow_refs([r[0] for r in refs])
         workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -239,6 +251,9 @@ class RayPipelineRunner:
                 self.progress(stage.label, len(inputs), len(inputs), False)
         final = {"docs": sum(st[-1]["written"] for st in shard_stats),
                  "bytes": sum(st[-1]["bytes"] for st in shard_stats), "shards": len(inputs)}
+        data = [self.out / "data" / shard_name(f"part-{i:05d}", cfg.output_format, cfg.compression)
+                for i in range(len(inputs))]
+        output_manifest(self.out, data, [st[-1] for st in shard_stats])
         stats = {"read": read_total.to_dict(), "steps": [s.to_dict() for steps in step_lists for s in steps],
                  "output": final, "output_dir": str(self.out / "data")}
         write_audit(self.out, stats)

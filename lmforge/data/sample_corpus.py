@@ -10,6 +10,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lmforge.data.manifest import ensure_writable_dir
 from lmforge.data.minhash import TOKEN_RE
 from lmforge.data.sample_text import EN, LANGUAGES, prose
 from lmforge.data.validate import in_range
@@ -202,6 +203,7 @@ def write_sample(out_dir: str | Path, config: SampleConfig | None = None) -> dic
     """Write corpus shards (plain JSONL, then zstd), ground_truth.jsonl, summary.json and pipeline.toml."""
     config = config or SampleConfig()
     out = Path(out_dir)
+    ensure_writable_dir(out)
     docs, truth = generate(config)
     per_shard = -(-len(docs) // config.shards)
     bad_lines = [b'{"id": "broken", "text": "unterminated', b"\xff\xfe\xfa not utf-8 at all", b"[1, 2, 3]"]

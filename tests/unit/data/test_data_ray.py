@@ -17,8 +17,10 @@ from lmforge.cli.data_cmd import app
 from lmforge.common.errors import ConfigError, LmforgeError
 from lmforge.data.minhash import MinHashConfig, MinHashDeduper
 from lmforge.data.pipeline import PipelineRunner
-from lmforge.data.pipeline_config import load_pipeline, parse_pipeline
+from lmforge.data.pipeline_config import PipelineConfig, load_pipeline, parse_pipeline
+from lmforge.data.readers import ReaderConfig
 from lmforge.data.sample_corpus import SampleConfig, generate, write_sample
+from tests.unit.data.corrupt_inputs import BAD_FILES, write_corrupt_folders
 
 # Ray's own DataContext() sets deprecated fields to their defaults and warns about it
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")
@@ -64,6 +66,8 @@ def _same_run(local: dict, ray_stats: dict, root: Path) -> None:
     local_files, ray_files = _files(root / "local"), _files(root / "ray")
     assert ray_files.keys() == local_files.keys() and ray_files == local_files
     assert (root / "ray" / "report.md").read_text() == (root / "local" / "report.md").read_text()
+    manifests = [(root / run / "data" / "manifest.json").read_text() for run in ("local", "ray")]
+    assert manifests[0] == manifests[1]
 
 
 def test_ray_output_equals_local_on_sample_corpus(ray_local, sample_dir, tmp_path):
@@ -86,6 +90,23 @@ def test_ray_output_equals_local_other_layout(ray_local, sample_dir, tmp_path):
     _same_run(local, ray_stats, tmp_path)
     assert not (tmp_path / "ray" / "removed").exists()
     assert [s["name"] for s in ray_stats["steps"]] == ["normalize", "minhash_dedup", "pii", "exact"]
+
+
+def test_ray_reports_bad_files_and_lines_as_local_does(ray_local, tmp_path):
+    from lmforge.data.ray_runner import RayPipelineRunner
+
+    _, dirty = write_corrupt_folders(tmp_path / "inputs")
+    config = PipelineConfig(inputs=(str(dirty),), output_dir="", keep_removed=True,
+                            steps=({"type": "normalize"}, {"type": "exact_dedup"}))
+    (tmp_path / "ray" / "data").mkdir(parents=True)
+    (tmp_path / "ray" / "data" / "part-00042.jsonl").write_text('{"text": "from an older, larger run"}\n')
+    local, ray_stats = _run_both(config, tmp_path)
+    _same_run(local, ray_stats, tmp_path)  # also: the stale shard is gone, as in the local runner
+    assert sorted(Path(f["file"]).name for f in ray_stats["read"]["bad_files"]) == sorted(BAD_FILES)
+    assert ray_stats["read"]["invalid_unicode"] == 1 and ray_stats["output"]["docs"] == 26
+    strict = dataclasses.replace(config, output_dir=str(tmp_path / "strict"), reader=ReaderConfig(strict=True))
+    with pytest.raises(LmforgeError, match="bad input .*bad-crc.jsonl.gz: corrupt gzip stream"):
+        RayPipelineRunner(strict).run()
 
 
 def test_minhash_band_tasks_match_band_buckets_and_single_process(ray_local):

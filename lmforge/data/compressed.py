@@ -1,12 +1,14 @@
 """Binary streams over plain, gzip and zstd files that fail loudly on damage: a truncated gzip or zstd file
 raises `EOFError`, a corrupt one the codec's error, so a reader reports the file instead of silently
-yielding part of it (zstandard's `stream_reader` returns what it has when the input ends inside a frame).
+yielding part of it (zstandard's `stream_reader` returns what it has when the input ends inside a frame);
+`file_errors` and `damage_reason` name those errors and say them in one line.
 """
 
 from __future__ import annotations
 
 import gzip
 import io
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -64,3 +66,30 @@ def open_binary(path: Path, compression: str | None) -> BinaryIO:
     if compression == "zstd":
         return io.BufferedReader(ZstdFrames(path), CHUNK)  # type: ignore[return-value]
     return open(path, "rb")  # noqa: SIM115 (the caller closes it)
+
+
+def file_errors(kind: str, comp: str | None) -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "this file is damaged or unreadable" for its format."""
+    errors: list[type[BaseException]] = [OSError, EOFError, zlib.error]
+    if comp == "zstd":
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    if kind == "parquet":
+        import pyarrow
+
+        errors.append(pyarrow.ArrowException)
+    return tuple(errors)
+
+
+def damage_reason(err: BaseException, kind: str, comp: str | None) -> str:
+    """One line saying why a file could not be read, e.g. 'truncated zstd stream (...)'."""
+    detail = " ".join(str(err).split()) or type(err).__name__
+    codec = comp or kind
+    if isinstance(err, EOFError):
+        return f"truncated {codec} stream ({detail})"
+    if kind == "parquet" and not isinstance(err, OSError):
+        return f"unreadable parquet file ({detail})"
+    if comp is not None and not (isinstance(err, OSError) and err.errno is not None):
+        return f"corrupt {codec} stream ({detail})"  # BadGzipFile (an OSError without errno), zlib, zstd errors
+    return f"cannot read the file ({detail})"

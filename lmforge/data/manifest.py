@@ -23,14 +23,20 @@ _RUNNER_FILE = re.compile(r"part-\d{5}\.(jsonl(\.gz|\.zst)?|parquet|stats\.json)
 
 def ensure_writable_dir(path: Path, what: str = "output directory") -> None:
     """Create `path` (and its parents) and check that a file can be written in it, or raise a one-line error."""
-    probe = Path(path) / f".lmforge-write-test-{os.getpid()}"
+    path = Path(path)
     try:
-        Path(path).mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{str(blocker)!r} is a file, not a directory" if blocker else (err.strerror or str(err))
+        raise LmforgeError(f"cannot write the {what} {str(path)!r}: {why}; choose a writable directory") from err
+    probe = path / f".lmforge-write-test-{os.getpid()}"
+    try:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        reason = err.strerror or str(err)
-        raise LmforgeError(f"cannot write the {what} {str(path)!r}: {reason}; choose a writable directory") from err
+        raise LmforgeError(f"cannot write the {what} {str(path)!r}: creating a file in it fails "
+                           f"({err.strerror or err}); choose a writable directory") from err
 
 
 def remove_stale_shards(directory: Path, keep: set[str]) -> list[str]:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import glob
 import json
 import re
-import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lmforge.common.errors import ConfigError, LmforgeError
-from lmforge.data.compressed import open_binary
+from lmforge.data.compressed import damage_reason, file_errors, open_binary
 from lmforge.data.document import Document
 from lmforge.data.manifest import MANIFEST_FILE, manifest_files
 
@@ -246,33 +245,6 @@ def _read_parquet(path: Path, cfg: ReaderConfig, stats: ReadStats) -> Iterator[D
             yield Document(str(doc_id) if doc_id is not None else f"{path.name}:{row}", text, record)
 
 
-def _file_errors(kind: str, comp: str | None) -> tuple[type[BaseException], ...]:
-    """The exceptions that mean "this file is damaged or unreadable" for its format."""
-    errors: list[type[BaseException]] = [OSError, EOFError, zlib.error]
-    if comp == "zstd":
-        import zstandard
-
-        errors.append(zstandard.ZstdError)
-    if kind == "parquet":
-        import pyarrow
-
-        errors.append(pyarrow.ArrowException)
-    return tuple(errors)
-
-
-def _file_reason(err: BaseException, kind: str, comp: str | None) -> str:
-    """One line saying why a file could not be read, e.g. 'truncated zstd stream (...)'."""
-    detail = " ".join(str(err).split()) or type(err).__name__
-    codec = {"gzip": "gzip", "zstd": "zstd"}.get(comp or "", kind)
-    if isinstance(err, EOFError):
-        return f"truncated {codec} stream ({detail})"
-    if kind == "parquet" and not isinstance(err, OSError | EOFError):
-        return f"unreadable parquet file ({detail})"
-    if comp is not None and not (isinstance(err, OSError) and err.errno is not None):
-        return f"corrupt {codec} stream ({detail})"  # BadGzipFile (an OSError without errno), zlib, zstd errors
-    return f"cannot read the file ({detail})"
-
-
 def read_file(path: Path, cfg: ReaderConfig, stats: ReadStats) -> Iterator[Document]:
     """Stream the documents of one file, counting bad lines into `stats`. A file that is damaged (corrupt or
     truncated stream, junk parquet) or unreadable raises `BadInput` where the damage is met: documents
@@ -289,8 +261,8 @@ def read_file(path: Path, cfg: ReaderConfig, stats: ReadStats) -> Iterator[Docum
         raise LmforgeError(f"unsupported input file {str(path)!r}; allowed: .txt, .jsonl[.gz|.zst], .parquet")
     try:
         yield from documents
-    except _file_errors(kind, comp) as err:
-        raise BadInput(str(path), _file_reason(err, kind, comp)) from err
+    except file_errors(kind, comp) as err:
+        raise BadInput(str(path), damage_reason(err, kind, comp)) from err
 
 
 def read_documents(

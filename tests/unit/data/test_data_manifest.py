@@ -58,6 +58,12 @@ def test_fewer_inputs_leave_no_stale_shard_and_pack_reads_the_manifest(tmp_path,
     assert manifest["docs"] == 12
     again = run_cli("data", "run", str(toml))  # resuming still works: both stages reuse both shards
     assert again.returncode == 0 and "4 finished shards reused" in again.stdout
+    (out / "data" / "part-00001.stats.json").write_text("{truncated")  # damaged bookkeeping: redone, no traceback
+    again = run_cli("data", "run", str(toml))
+    assert again.returncode == 0 and "3 finished shards reused" in again.stdout, again.stderr
+    (out / "_pipeline.json").write_text("[]")
+    assert run_cli("data", "run", str(toml), "-q").returncode == 0
+    assert json.loads((out / "stats.json").read_text()) == stats
     # a shard the manifest does not list (copied in by hand) is not packed
     shutil.copy(shards[0], out / "data" / "part-00007.jsonl")
     packed = tmp_path / "packed"

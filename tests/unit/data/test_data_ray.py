@@ -96,7 +96,7 @@ def test_ray_reports_bad_files_and_lines_as_local_does(ray_local, tmp_path):
     from lmforge.data.ray_runner import RayPipelineRunner
 
     _, dirty = write_corrupt_folders(tmp_path / "inputs")
-    config = PipelineConfig(inputs=(str(dirty),), output_dir="", keep_removed=True,
+    config = PipelineConfig(inputs=(str(dirty),), output_dir="unused", keep_removed=True,
                             steps=({"type": "normalize"}, {"type": "exact_dedup"}))
     (tmp_path / "ray" / "data").mkdir(parents=True)
     (tmp_path / "ray" / "data" / "part-00042.jsonl").write_text('{"text": "from an older, larger run"}\n')

@@ -39,6 +39,4 @@ def dpo_command(
     from lmforge.train.post.dpo import DPOConfig, train_dpo
 
     cfg = DPOConfig(**flags)
-    s = train_dpo(cfg, log=typer.echo)
-    typer.echo(f"held-out win rate {s['win_rate_reference']:.3f} (reference) -> {s['win_rate_policy']:.3f} "
-               f"({cfg.loss}); report in {cfg.out}/report.md")
+    train_dpo(cfg, log=typer.echo)  # its last line gives the held-out win rate (and its pair count) and the report

@@ -33,6 +33,4 @@ def rm_command(
     from lmforge.train.post.reward_train import RewardConfig, train_reward_model
 
     cfg = RewardConfig(**flags)
-    s = train_reward_model(cfg, log=typer.echo)
-    typer.echo(f"held-out pairwise accuracy {s['accuracy_before']:.3f} -> {s['accuracy_after']:.3f}; reward model "
-               f"in {s['reward_model']}; report in {cfg.out}/report.md")
+    train_reward_model(cfg, log=typer.echo)  # its last line gives the held-out accuracy, the model and the report

@@ -62,8 +62,7 @@ def sft_command(
         if name in flags:
             flags[name] = tuple(flags[name])
     cfg = SFTConfig.from_toml(config, **flags) if config else SFTConfig.from_dict(flags)
-    s = sft(cfg, log=typer.echo)
-    typer.echo(f"{s['status']}: {s['step']} steps in {s['elapsed_s']:.0f} s; held-out exact match "
-               f"{s['exact_match_before']:.3f} -> {s['exact_match_after']:.3f}; report {Path(cfg.out) / 'report.md'}"
+    s = sft(cfg, log=typer.echo)  # its log gives the held-out exact match before -> after (once)
+    typer.echo(f"{s['status']}: {s['step']} steps in {s['elapsed_s']:.0f} s; report {Path(cfg.out) / 'report.md'}"
                + (f"; model {s['hf']}" if s.get("hf") else "")
                + (f"; adapter {s['adapter']}" if s.get("adapter") else ""))

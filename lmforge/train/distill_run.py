@@ -71,7 +71,7 @@ def distill(cfg: TrainConfig, teacher_name: str, dcfg: DistillConfig, log=print)
     train = PackedLoader(data_dir, "train", cfg.batch_size, rank=rank, world_size=world, seed=cfg.seed)
     val = PackedLoader(data_dir, "val", cfg.batch_size, shuffle=False)
     trainer = Trainer(cfg, student, train, val, run_dir=run_dir, tokenizer=tokenizer, log=log, is_main=rank == 0,
-                      loss_fn=distill_loss_fn(teacher.model, dcfg))
+                      loss_fn=distill_loss_fn(teacher.model, dcfg), label="distill")
     teacher.model.to(trainer.device)
     kl_before = held_out_kl(student, teacher.model, val, cfg.eval_batches, dcfg.kind, trainer.device)
     log(f"teacher {teacher_name} ({teacher.config.num_params() / 1e6:.2f}M) -> student "

@@ -43,8 +43,8 @@ class Trainer:
                  run_dir: str | Path | None = None, tokenizer=None, extra_losses: ExtraLosses | None = None,
                  token_count_reduce: Callable[[int], int] = lambda n: n, log: Callable[[str], None] = print,
                  is_main: bool = True, loss_fn: TokenLossFn | None = None,
-                 parallel: Parallel | None = None, objective: Objective | None = None) -> None:
-        self.cfg, self.log = cfg, log
+                 parallel: Parallel | None = None, objective: Objective | None = None, label: str = "pretrain") -> None:
+        self.cfg, self.log, self.label = cfg, log, label  # label: the command's name on the progress bar / lines
         self.objective = objective or Objective()  # MoE balance / MTP losses, router-bias updates, MLM masking
         self.parallel = parallel or Parallel("none", resolve_device(cfg.device))
         self.is_main = is_main and self.parallel.is_main
@@ -199,7 +199,8 @@ class Trainer:
         batches = self._batches()
         self.model.train()
         status, window_tokens, window_start = "finished", 0, time.perf_counter()
-        with StopRequest() as stop, TrainProgress(cfg.max_steps, self.step, cfg.progress and self.is_main) as bar:
+        with StopRequest() as stop, TrainProgress(cfg.max_steps, self.step, cfg.progress and self.is_main,
+                                                  label=self.label, log=self.log, tokens=self.tokens_seen) as bar:
             while self.step < cfg.max_steps:
                 t0 = time.perf_counter()
                 lr = lr_at(self.step, peak=cfg.lr, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps,
@@ -239,7 +240,7 @@ class Trainer:
                     samples = self.samples() if self.is_main or self.parallel.mode == "fsdp" else []
                     if self.is_main:
                         self._write_samples(samples)
-                bar.update(self.step, result.loss, self.last_val)
+                bar.update(self.step, result.loss, self.last_val, self.tokens_seen)
                 stopping = self.parallel.any(bool(stop))  # every rank stops at the same step
                 if stopping or self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
                     self.save()

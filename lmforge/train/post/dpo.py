@@ -15,11 +15,12 @@ import torch
 
 from lmforge.data.validate import in_range, one_of
 from lmforge.model.loader import load
+from lmforge.train.number_format import eta_text
 from lmforge.train.optim import build_optimizer
 from lmforge.train.post.pairs import EncodedPair, collate_pairs, sequence_logprobs
 from lmforge.train.post.preference_data import batch_order, check_pair_run, load_preference_data, set_lr
 from lmforge.train.post.preference_losses import LOSSES, NEEDS_REFERENCE, preference_loss
-from lmforge.train.post.run_log import RunLog
+from lmforge.train.post.run_log import RunLog, heldout_warning
 from lmforge.train.step import optimizer_step
 
 DEFAULT_BETA = {"dpo": 0.1, "cdpo": 0.1, "ipo": 0.1, "simpo": 2.0, "orpo": 0.1}
@@ -123,6 +124,9 @@ def train_dpo(cfg: DPOConfig, log=print) -> dict:
     log(f"{cfg.loss} (beta {beta}) on {cfg.model} ({lm.config.num_params() / 1e6:.2f}M): {len(train)} train / "
         f"{len(heldout)} held-out pairs; reference log-probs precomputed in {ref_seconds:.1f} s; held-out win rate "
         f"of the reference {before['win_rate']:.3f}")
+    warning = heldout_warning(len(heldout), "pairs", "win rate")
+    if warning:
+        log(warning)
     runlog = RunLog(run_dir, log=lambda message: None)
     runlog.log({"step": 0, "heldout_win_rate": before["win_rate"], "heldout_margin": 0.0})
     optimizer = build_optimizer(policy, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), eps=1e-8)
@@ -144,7 +148,7 @@ def train_dpo(cfg: DPOConfig, log=print) -> dict:
             held = win_figures(*pair_logprobs(policy, held_enc, pad_id=pad_id), *ref_held, beta)
             record.update(heldout_win_rate=held["win_rate"], heldout_margin=held["margin"])
             log(f"step {step + 1}/{cfg.max_steps} loss {result.loss:.4f} held-out win rate {held['win_rate']:.3f} "
-                f"margin {held['margin']:.3f}")
+                f"margin {held['margin']:.3f}; {eta_text(step + 1, cfg.max_steps, time.time() - start)}")
         runlog.log(record)
     after = win_figures(*pair_logprobs(policy, held_enc, pad_id=pad_id), *ref_held, beta, kinds)
     elapsed = time.time() - start
@@ -156,10 +160,11 @@ def train_dpo(cfg: DPOConfig, log=print) -> dict:
                "reference_seconds": ref_seconds, "elapsed_s": elapsed,
                "per_kind_reference": {k: v for k, v in before.items() if k.startswith("win_rate_")},
                "per_kind_policy": {k: v for k, v in after.items() if k.startswith("win_rate_")}}
-    runlog.finish(f"Preference optimisation ({cfg.loss})", summary,
-                  {"held-out win rate (chosen over rejected)": (before["win_rate"], after["win_rate"]),
-                   "held-out implicit reward margin": (before["margin"], after["margin"])})
-    log(f"held-out win rate {before['win_rate']:.3f} (reference) -> {after['win_rate']:.3f} ({cfg.loss}) in "
-        f"{elapsed:.0f} s; implicit reward margin {after['margin']:.3f}" + (f"; policy -> {run_dir / 'hf'}"
-                                                                            if cfg.export_hf else ""))
+    report = runlog.finish(f"Preference optimisation ({cfg.loss})", summary,
+                           {f"held-out win rate (chosen over rejected), {len(heldout)} pairs":
+                            (before["win_rate"], after["win_rate"]),
+                            "held-out implicit reward margin": (before["margin"], after["margin"])}, [warning])
+    log(f"held-out win rate {before['win_rate']:.3f} (reference) -> {after['win_rate']:.3f} ({cfg.loss}) on "
+        f"{len(heldout)} pairs in {elapsed:.0f} s; implicit reward margin {after['margin']:.3f}; report {report}"
+        + (f"; policy {run_dir / 'hf'}" if cfg.export_hf else ""))
     return summary

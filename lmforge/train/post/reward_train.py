@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 
 from lmforge.model.loader import load
+from lmforge.train.number_format import eta_text
 from lmforge.train.optim import build_optimizer
 from lmforge.train.post.preference_data import batch_order, check_pair_run, load_preference_data, set_lr
 from lmforge.train.post.reward_model import bradley_terry_loss, pair_scores, pairwise_accuracy, save_reward_model
-from lmforge.train.post.run_log import RunLog
+from lmforge.train.post.run_log import RunLog, heldout_warning
 from lmforge.train.post.value_head import ScalarHead
 from lmforge.train.step import optimizer_step
 
@@ -64,6 +65,9 @@ def train_reward_model(cfg: RewardConfig, log=print) -> dict:
     before = pairwise_accuracy(head, heldout_enc, pad_id=pad_id, kinds=kinds)
     log(f"reward model on {cfg.model} ({lm.config.num_params() / 1e6:.2f}M): {len(train)} train / {len(heldout)} "
         f"held-out pairs; held-out pairwise accuracy before {before['accuracy']:.3f}")
+    warning = heldout_warning(len(heldout), "pairs", "pairwise accuracy")
+    if warning:
+        log(warning)
     runlog.log({"step": 0, "heldout_accuracy": before["accuracy"], "heldout_margin": before["margin"]})
     start = time.time()
     batches = batch_order(len(train_enc), cfg.batch_size, cfg.seed)
@@ -80,7 +84,8 @@ def train_reward_model(cfg: RewardConfig, log=print) -> dict:
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps:
             held = pairwise_accuracy(head, heldout_enc, pad_id=pad_id)
             record.update(heldout_accuracy=held["accuracy"], heldout_margin=held["margin"])
-            log(f"step {step + 1}/{cfg.max_steps} loss {result.loss:.4f} held-out accuracy {held['accuracy']:.3f}")
+            log(f"step {step + 1}/{cfg.max_steps} loss {result.loss:.4f} held-out accuracy {held['accuracy']:.3f}; "
+                f"{eta_text(step + 1, cfg.max_steps, time.time() - start)}")
         runlog.log(record)
     after = pairwise_accuracy(head, heldout_enc, pad_id=pad_id, kinds=kinds)
     elapsed = time.time() - start
@@ -93,9 +98,10 @@ def train_reward_model(cfg: RewardConfig, log=print) -> dict:
                "skipped_steps": skipped, "elapsed_s": elapsed, "reward_model": str(out_dir),
                "per_kind_before": {k: v for k, v in before.items() if k.startswith("accuracy_")},
                "per_kind_after": {k: v for k, v in after.items() if k.startswith("accuracy_")}}
-    runlog.finish("Reward model (Bradley-Terry)", summary,
-                  {"held-out pairwise accuracy": (before["accuracy"], after["accuracy"]),
-                   "held-out mean margin r_w - r_l": (before["margin"], after["margin"])})
-    log(f"held-out pairwise accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} in {elapsed:.0f} s; "
-        f"reward model -> {out_dir}")
+    report = runlog.finish("Reward model (Bradley-Terry)", summary,
+                           {f"held-out pairwise accuracy, {len(heldout)} pairs": (before["accuracy"],
+                                                                                after["accuracy"]),
+                            "held-out mean margin r_w - r_l": (before["margin"], after["margin"])}, [warning])
+    log(f"held-out pairwise accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} on {len(heldout)} pairs in "
+        f"{elapsed:.0f} s; reward model {out_dir}; report {report}")
     return summary

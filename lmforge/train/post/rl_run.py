@@ -17,12 +17,13 @@ from lmforge.common.errors import ConfigError
 from lmforge.data.tasks.verifiable import VerifiableTask, follows_format, reward
 from lmforge.peft.lora import unload_lora
 from lmforge.peft.peft_io import save_adapter
+from lmforge.train.number_format import eta_text, fmt_duration
 from lmforge.train.post.grpo import GRPOConfig, GRPOTrainer
 from lmforge.train.post.policy_eval import evaluate_policy
 from lmforge.train.post.ppo import PPOConfig, PPOTrainer
 from lmforge.train.post.rejection_sampling import RSConfig, rejection_sampling_round
 from lmforge.train.post.rollout import GenerateFn, ReferenceFn, RewardFn, reference_from_model, reward_from_checker
-from lmforge.train.post.run_log import RunLog
+from lmforge.train.post.run_log import RunLog, heldout_warning
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,11 @@ def _run(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: Ver
     start = time.time()
     before = evaluate()
     log(f"{name}: before: held-out reward {before['reward_greedy']:.3f} (greedy), "
-        f"{before['reward_sampled']:.3f} (sampled)")
+        f"{before['reward_sampled']:.3f} (sampled) on {len(held)} problems")
+    warning = heldout_warning(len(held), "problems", "held-out reward", f"raise --eval-prompts, or --max-operand: "
+                              f"the task holds {task.n_problems('heldout')} held-out problems")
+    if warning:
+        log(warning)
     rl.log({"step": 0, **{f"eval_{k}": v for k, v in before.items()}})
     step = make_step(cfg, lm, reference, reward_fn, generate_fn, task, pad_id)
     total = n_steps(cfg)
@@ -123,23 +128,26 @@ def _run(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: Ver
             record.update({f"eval_{k}": v for k, v in evaluate().items()})
         rl.log(record)
         if (i + 1) % max(1, total // 10) == 0:
-            log(f"{name} step {i + 1}/{total}: reward {metrics.get('reward', float('nan')):.3f}")
+            log(f"{name} step {i + 1}/{total}: reward {metrics.get('reward', float('nan')):.3f}; "
+                f"{eta_text(i + 1, total, time.time() - start)}")
     after = evaluate()
     rl.log({"step": total, **{f"eval_{k}": v for k, v in after.items()}})
-    summary = {"algorithm": name, "steps": total, "elapsed_s": time.time() - start,
+    summary = {"algorithm": name, "steps": total, "elapsed_s": time.time() - start, "heldout_problems": len(held),
                **{f"before_{k}": v for k, v in before.items()}, **{f"after_{k}": v for k, v in after.items()},
                "config": asdict(cfg), "run": asdict(run), "task": asdict(task)}
     report = rl.finish(f"{name.upper()} on the verifiable {task.kind} task", summary,
-                       {"held-out reward (greedy)": (before["reward_greedy"], after["reward_greedy"]),
+                       {f"held-out reward (greedy), {len(held)} problems": (before["reward_greedy"],
+                                                                             after["reward_greedy"]),
                         "held-out reward (sampled)": (before["reward_sampled"], after["reward_sampled"]),
                         "exact match (greedy)": (before["exact_greedy"], after["exact_greedy"]),
                         "format: one number then stop (greedy)": (before["format_greedy"], after["format_greedy"]),
-                        "KL(policy || reference), nats/sequence": (before["kl"], after["kl"])})
+                        "KL(policy || reference), nats/sequence": (before["kl"], after["kl"])}, [warning])
     if getattr(lm.model, "lora_config", None) is not None:  # the adapter, then the merged policy
         save_adapter(lm.model, lm.model.lora_config, Path(run.out) / "adapter")
         unload_lora(lm.model, merge=True)
     if run.export_hf:
         lm.save(Path(run.out) / "hf")
     log(f"{name}: after {total} steps: held-out reward {before['reward_greedy']:.3f} -> {after['reward_greedy']:.3f}"
-        f" (greedy), KL to the reference {after['kl']:.3f} nats/sequence; report {report}")
+        f" (greedy) on {len(held)} problems, KL to the reference {after['kl']:.3f} nats/sequence in "
+        f"{fmt_duration(summary['elapsed_s'])}; report {report}")
     return summary

@@ -6,9 +6,28 @@ before/after figures the run exists to move.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from lmforge.train.metrics import MetricsLogger, read_metrics
+from lmforge.train.number_format import fmt_number
+
+MIN_HELDOUT = 8  # below this many held-out examples a before/after share moves in steps of 1/8 or more: noise
+
+
+def heldout_warning(count: int, what: str, figure: str, remedy: str = "add data") -> str | None:
+    """A one-line warning when `count` held-out `what` (pairs, conversations, problems) are too few for `figure`."""
+    if count >= MIN_HELDOUT:
+        return None
+    if count == 0:
+        return f"warning: no held-out {what}: the {figure} is not measured ({remedy})"
+    return (f"warning: only {count} held-out {what}: the {figure} moves in steps of {1 / count:.2g} and is not a "
+            f"meaningful figure ({MIN_HELDOUT} or more needed; {remedy})")
+
+
+def _cell(value) -> str:
+    """A markdown table cell: numbers with sensible precision, pipes escaped."""
+    return fmt_number(value).replace("|", "\\|")
 
 
 class RunLog:
@@ -23,17 +42,19 @@ class RunLog:
     def log(self, record: dict) -> None:
         self.metrics.log(record)
 
-    def finish(self, title: str, summary: dict, before_after: dict[str, tuple[float, float]] | None = None) -> Path:
-        """Write summary.json, the PNG curves and report.md; returns the report's path."""
+    def finish(self, title: str, summary: dict, before_after: dict[str, tuple[float, float]] | None = None,
+               notes: Sequence[str | None] = ()) -> Path:
+        """Write summary.json, the PNG curves and report.md (notes: lines under the title, e.g. a held-out
+        warning); returns the report's path."""
         self.metrics.close()
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         plots = write_curves(self.run_dir)
-        lines = [f"# {title}", ""]
+        lines = [f"# {title}", ""] + [line for note in notes if note for line in (note, "")]
         if before_after:
             lines += ["| metric | before | after |", "| --- | --- | --- |"]
-            lines += [f"| {name} | {a:.4g} | {b:.4g} |" for name, (a, b) in before_after.items()] + [""]
+            lines += [f"| {_cell(name)} | {_cell(a)} | {_cell(b)} |" for name, (a, b) in before_after.items()] + [""]
         scalars = {k: v for k, v in summary.items() if isinstance(v, int | float | str | bool)}
-        lines += ["| | |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in scalars.items()], ""]
+        lines += ["| | |", "| --- | --- |", *[f"| {_cell(k)} | {_cell(v)} |" for k, v in scalars.items()], ""]
         lines += [f"![{p.stem}]({p.name})" for p in plots] + [""]
         out = self.run_dir / "report.md"
         out.write_text("\n".join(lines))

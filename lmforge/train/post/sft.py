@@ -6,6 +6,7 @@ the run directory gets metrics.jsonl, PNG curves, report.md and a Hugging Face e
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -22,7 +23,7 @@ from lmforge.tokenizer.chat_template import CHATML_TEMPLATE
 from lmforge.train.metrics import MetricsLogger, read_metrics
 from lmforge.train.post.exact_match import exact_match
 from lmforge.train.post.neftune import neftune
-from lmforge.train.post.run_log import write_curves
+from lmforge.train.post.run_log import heldout_warning, write_curves
 from lmforge.train.post.sft_config import SFTConfig
 from lmforge.train.post.sft_data import read_chat_data
 from lmforge.train.post.sft_mask import end_of_turn_id, tokenize_conversation
@@ -70,8 +71,9 @@ def _chat_tokenizer(lm, name: str):
 
 
 def sft(cfg: SFTConfig, log=print) -> dict:
+    """The run directory is created only once the data, the model and the trainer's settings are checked: a run
+    that fails before training leaves nothing behind."""
     run_dir = Path(cfg.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -88,25 +90,30 @@ def sft(cfg: SFTConfig, log=print) -> dict:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_of_turn_id(tokenizer) or 0
     rows = build_rows(train_examples, cfg.seq_len, cfg.pack, pad)
     val_rows = build_rows(val_examples, cfg.seq_len, cfg.pack, pad)
-    train = SFTLoader(rows, cfg.batch_size, seed=cfg.seed)
-    val = SFTLoader(val_rows, min(cfg.batch_size, max(len(val_rows.x), 1)), shuffle=False)
-    cfg.save(run_dir / "sft_config.json")
     log(f"SFT of {cfg.model} ({model.config.num_params() / 1e6:.2f}M): {train_stats['kept']} conversations "
         f"({train_stats['truncated']} truncated, {train_stats['dropped']} dropped) in {len(rows.x)} rows of "
         f"{cfg.seq_len} ({'packed' if cfg.pack else 'one per row'}, {rows.fill:.0%} filled); "
         f"{len(eval_convs)} held out")
-    trainer = Trainer(cfg.train_config(), model, train, val, run_dir=run_dir, tokenizer=tokenizer, log=log)
+    cfg = _fit_batch_to_data(cfg, len(rows.x), log)
+    train = SFTLoader(rows, cfg.batch_size, seed=cfg.seed)
+    val = SFTLoader(val_rows, min(cfg.batch_size, max(len(val_rows.x), 1)), shuffle=False)
+    if (warning := heldout_warning(len(eval_convs), "conversations", "exact match")) is not None:
+        log(warning)
+    trainer = Trainer(cfg.train_config(), model, train, val, run_dir=run_dir, tokenizer=tokenizer, log=log,
+                      label="sft")  # checks its settings before it creates run_dir (metrics.jsonl)
+    cfg.save(run_dir / "sft_config.json")
 
     def evaluate() -> dict:
         with trainer.autocast():
             return exact_match(model.to(trainer.device), tokenizer, eval_convs, kinds, cfg.max_new_tokens)
 
     before = evaluate()
-    log(f"held-out exact match before SFT: {before['exact_match']:.3f}")
+    log(f"held-out exact match before SFT: {before['exact_match']:.3f} ({len(eval_convs)} conversations)")
     with neftune(model.embed, cfg.neftune_alpha):
         summary = trainer.fit()
     after = evaluate()
-    log(f"held-out exact match after SFT:  {after['exact_match']:.3f} (before {before['exact_match']:.3f})")
+    log(f"held-out exact match {before['exact_match']:.3f} -> {after['exact_match']:.3f} after SFT "
+        f"({len(eval_convs)} conversations)")
     summary.update(model=cfg.model, exact_match_before=before["exact_match"], exact_match_after=after["exact_match"],
                    by_kind_before=before["by_kind"], by_kind_after=after["by_kind"], samples_after=after["samples"],
                    train_data=train_stats, rows=len(rows.x), pack_fill=rows.fill, eval_examples=len(eval_convs),
@@ -123,6 +130,15 @@ def sft(cfg: SFTConfig, log=print) -> dict:
         lm.save(run_dir / "hf")
         summary["hf"] = str(run_dir / "hf")
     return summary
+
+
+def _fit_batch_to_data(cfg: SFTConfig, n_rows: int, log) -> SFTConfig:
+    """A data set smaller than one batch trains with every row in each batch (a note says so) instead of failing."""
+    if 0 < n_rows < cfg.batch_size:
+        log(f"note: the training data fills {n_rows} row(s) of {cfg.seq_len} tokens, fewer than batch_size="
+            f"{cfg.batch_size}; using batch_size={n_rows} (each step sees all of it)")
+        return dataclasses.replace(cfg, batch_size=n_rows)
+    return cfg
 
 
 def _apply_lora(model, cfg: SFTConfig, log) -> LoraConfig | None:
@@ -153,10 +169,14 @@ def _log_exact_match(run_dir: Path, before: dict, after: dict, step: int) -> Non
 
 def write_report(run_dir: Path, summary: dict, plots: list[Path]) -> Path:
     kinds = sorted(set(summary["by_kind_before"]) | set(summary["by_kind_after"]))
+    data = summary["data"] if isinstance(summary["data"], str) else ", ".join(map(str, summary["data"]))
+    val = "-" if summary["val_loss"] is None else f"{summary['val_loss']:.3f}"
+    warning = heldout_warning(summary["eval_examples"], "conversations", "exact match")
     lines = [f"# Supervised fine-tuning of {summary['model']}", "",
-             f"Data: {summary['data']}; {summary['train_data']['kept']} training conversations, "
+             f"Data: {data}; {summary['train_data']['kept']} training conversations, "
              f"{summary['eval_examples']} held out. {summary['step']} steps, {summary['tokens']:,} target tokens, "
-             f"{summary['elapsed_s']:.0f} s; final held-out loss {summary['val_loss'] or float('nan'):.3f}.", "",
+             f"{summary['elapsed_s']:.0f} s; final held-out loss {val}.", "",
+             *([warning, ""] if warning else []),
              "| held-out exact match | before | after |", "| --- | --- | --- |",
              f"| **all** | {summary['exact_match_before']:.3f} | {summary['exact_match_after']:.3f} |"]
     if kinds != ["all"]:

@@ -42,7 +42,8 @@ def pretrain_command(
     compile: bool | None = typer.Option(None, "--compile/--no-compile", help="torch.compile the model."),
     eval_every: int | None = typer.Option(None, "--eval-every", help="Validate every N steps."),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Checkpoint every N steps."),
-    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show a progress bar with ETA."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Progress: a bar with ETA on a "
+                                      "terminal, else (pipe, nohup, CI) a log line each tenth of the run or 10 s."),
     init_from: str | None = typer.Option(None, "--init", help="Continue pretraining this model (embedded name, HF "
                                          "directory or .gguf): its weights and tokenizer replace --preset."),
     add_tokens: str | None = typer.Option(None, "--add-tokens", help="With --init: file of new tokens (one a line); "

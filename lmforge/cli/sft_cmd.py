@@ -50,7 +50,8 @@ def sft_command(
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
     precision: str | None = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16."),
     resume: bool | None = typer.Option(None, "--resume", help="Continue from the newest checkpoint in --out."),
-    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Progress: a bar with ETA on a "
+                                     "terminal, else (pipe, nohup, CI) a log line each tenth of the run or 10 s."),
     export_hf: bool | None = typer.Option(None, "--export-hf/--no-export-hf", help="Write out/hf at the end."),
 ) -> None:
     """Supervised fine-tuning (loss on assistant tokens only); prints held-out exact match before and after."""

@@ -47,7 +47,7 @@ class TrainProgress:
             now = time.perf_counter()
             line = f"{self.label} step {step}/{self.total} ({step / max(self.total, 1):.0%}): {', '.join(losses)}"
             if tokens is not None:
-                line += f", {fmt_number((tokens - self._tokens) / max(now - self._last_time, 1e-9))} tokens/s"
+                line += f", {(tokens - self._tokens) / max(now - self._last_time, 1e-9):,.0f} tokens/s"
                 self._tokens = tokens
             self.log(f"{line}, {eta_text(step - self._first_step, self.total - self._first_step, now - self._start)}")
             self._last_time, self._last_step = now, step

@@ -70,6 +70,12 @@ def run_command(cfg, *, model: str, out: str | None, task: str, max_operand: int
     run = RunConfig(out=out or f"runs/{algo_name(cfg)}", eval_prompts=eval_prompts, eval_every=eval_every,
                     export_hf=export_hf, threads=threads)
     verifiable = VerifiableTask(kind=task, max_operand=max_operand, seed=task_seed, shaping=shaping)
+    sizes = {split: verifiable.n_problems(split) for split in ("train", "heldout")}
+    for split, size in sizes.items():  # an empty split would make the task draw problems for ever
+        if size == 0:
+            name = split.replace("heldout", "held-out")
+            raise LmforgeError(f"--task {task} --max-operand {max_operand} has no {name} problems (it holds "
+                               f"{sum(sizes.values())}); raise --max-operand")
     warn_if_slow_dtype(dtype)
     lm = load(model, dtype=dtype)
     if lm.tokenizer is None:

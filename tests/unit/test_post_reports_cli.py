@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.cli_util import run_cli
+from tests.cli_util import assert_user_error, run_cli
 from tests.readable_output import long_floats
 from tests.tiny_lm import tiny_lm
 
@@ -60,3 +60,10 @@ def test_rl_run_prints_and_reports_formatted_numbers(tmp_path, tiny_and_pairs):
     report = (out / "report.md").read_text()
     assert "| elapsed_s | " in report and "KL(policy \\|\\| reference)" in report
     check_readable(result.stdout, report)
+
+
+def test_rl_task_without_heldout_problems_is_a_user_error(tmp_path, tiny_and_pairs):
+    model, _ = tiny_and_pairs  # add with operands in [0, 1]: 4 problems, none held out (the task drew for ever)
+    result = run_cli("rs", "--model", str(model), "--out", str(tmp_path / "rs"), "--max-operand", "1", timeout=60)
+    assert_user_error(result, "--max-operand 1", "no held-out problems")
+    assert not (tmp_path / "rs").exists()

@@ -193,3 +193,10 @@ def test_distinct_heldout_records():
     held = task.distinct_records(30, "heldout")
     assert len(held) == task.n_problems("heldout") == len({r["question"] for r in held})
     assert len({r["answer"] for r in held}) >= 8  # spread over the answers, not one residue class
+
+
+def test_an_empty_split_is_an_error_not_an_endless_draw():
+    task = VerifiableTask(kind="mul", max_operand=2)  # 0*0 ... 2*2: every product lands in one split
+    empty = next(split for split in ("train", "heldout") if task.n_problems(split) == 0)
+    with pytest.raises(ConfigError, match=f"the {empty} split .* holds no problem"):
+        task.record(0, empty)

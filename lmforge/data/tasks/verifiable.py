@@ -15,6 +15,7 @@ KINDS = ("add", "sub", "mul", "mixed")
 END_MARKERS = ("<|endoftext|>", "<|im_end|>")  # the model's end-of-text / end-of-turn tokens, decoded
 STOP_MARKERS = (*END_MARKERS, "\n")  # where an answer ends
 _NUMBER = re.compile(r"-?\d+")
+_MAX_DRAWS = 100_000  # a non-empty split is hit within a few draws; 1e5 misses mean it is empty
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,16 @@ class VerifiableTask:
         if split not in ("train", "heldout"):
             raise ConfigError(f"split must be 'train' or 'heldout', got {split!r}")
         rng = random.Random(f"{self.seed}:{split}:{index}")
-        while True:  # rejection: keep drawing until the problem belongs to the requested split
+        for _ in range(_MAX_DRAWS):  # rejection: keep drawing until the problem belongs to the requested split
             op = rng.choice("+-*") if self.kind == "mixed" else {"add": "+", "sub": "-", "mul": "*"}[self.kind]
             a, b = rng.randint(0, self.max_operand), rng.randint(0, self.max_operand)
             if op == "-":
                 a, b = max(a, b), min(a, b)
             if (is_heldout(a, op, b, self.heldout_mod)) == (split == "heldout"):
                 break
+        else:  # an empty split (a tiny max_operand) would otherwise loop for ever
+            raise ConfigError(f"the {split} split of {self.kind} with max_operand {self.max_operand} holds no "
+                              f"problem ({self.n_problems(split)} found); raise max_operand")
         answer = a + b if op == "+" else a - b if op == "-" else a * b
         question = f"{a} {op} {b}"
         return {"prompt": f"Q: What is {question}?\nA:", "answer": answer, "question": question, "split": split}

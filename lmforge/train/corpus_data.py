@@ -60,6 +60,8 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, log=print, encoder: bool = Fal
             return data_dir, Tokenizer.from_dir(tok_dir), stats
         log("corpus settings changed; regenerating the data")
     corpus = CorpusConfig(documents=cfg.corpus_documents, seed=cfg.corpus_seed)
+    log(f"corpus: generating {corpus.documents:,} documents, training a {cfg.vocab_size:,}-token byte-level BPE "
+        "tokenizer and packing them (once per run directory)...")
     t0 = time.perf_counter()
     texts = (document_text(corpus.seed, i)[1] for i in range(min(TOKENIZER_DOCS, corpus.documents)))
     special = [*DEFAULT_SPECIAL_TOKENS["byte-bpe"], *([MASK_TOKEN] if encoder else [])]

@@ -25,6 +25,8 @@ def test_pretrain_off_a_terminal_logs_step_lines(tmp_path):
                      "--set", "sample_every=1000",
                      "--set", "peak_tflops=1.0", "--set", "export_hf=false")
     assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("corpus: generating 200 documents"), lines[:2]  # said before the silent minute
     steps = [int(m.group(1)) for m in map(STEP_LINE.match, result.stdout.splitlines()) if m]
     assert steps[0] == 1 and steps[-1] == 6 and steps == sorted(steps), result.stdout
     assert not [c for c in BAR_CHARACTERS if c in result.stdout + result.stderr]

@@ -4,13 +4,11 @@ The output is written to a temporary sibling directory and renamed into place at
 interrupted conversion never leaves a half-written model behind.
 """
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import typer
 
-from lmforge.common.errors import LmforgeError
+from lmforge.common.files import staged_output_dir
 
 
 def convert(
@@ -21,19 +19,10 @@ def convert(
     """Convert a model (GGUF dequantized, or HF) to a Hugging Face directory that transformers loads."""
     from lmforge.model.loader import load, resolve_dtype
 
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise LmforgeError(f"output {out} already exists and is not an empty directory")
     torch_dtype = resolve_dtype(dtype)
-    lm = load(src, dtype=torch_dtype)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_output_dir(out) as staging:  # refuses an unwritable or non-empty --out before loading
+        lm = load(src, dtype=torch_dtype)
         lm.save(staging, dtype=torch_dtype)
-        if out.exists():
-            out.rmdir()  # checked empty above
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     cfg = lm.config
     print(f"wrote {out}: {cfg.family}, {cfg.num_params() / 1e6:.1f}M parameters, {cfg.n_layers} layers, "
           f"vocab {cfg.vocab_size}, {dtype}{'' if lm.tokenizer else ' (no tokenizer in source)'}")

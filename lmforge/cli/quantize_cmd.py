@@ -1,12 +1,11 @@
 """`lmforge quantize`: weight-only int8 / int4 quantization of a model into a directory `lmforge.load` reads."""
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import typer
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.files import staged_output_dir
 
 
 def quantize(
@@ -27,29 +26,21 @@ def quantize(
     from lmforge.model.loader import load, load_gguf, resolve_dtype, resolve_source
     from lmforge.model.quant import QuantConfig, quantize_model
 
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise LmforgeError(f"output {out} already exists and is not an empty directory")
     cfg = QuantConfig(bits=bits, group_size=group_size, skip=tuple(skip), head_bits=head_bits)  # validate first
     if from_gguf_blocks:
         path = resolve_source(src)
         if path.suffix.lower() != ".gguf" or (bits, group_size) != (4, 32):
             raise LmforgeError("--from-gguf-blocks needs a .gguf source (or the embedded model) and --bits 4 "
                                f"--group-size 32; got {src} with --bits {bits} --group-size {group_size}")
-        lm = load_gguf(path, resolve_dtype(dtype), int4=cfg)
-    else:
-        lm = load(src, dtype=resolve_dtype(dtype))
-        if getattr(lm.model, "quant_config", None) is not None:
-            raise LmforgeError(f"{src} is already quantized")
-        quantize_model(lm.model, bits=bits, group_size=group_size, skip=tuple(skip), head_bits=head_bits)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_output_dir(out) as staging:  # refuses an unwritable or non-empty --out before loading
+        if from_gguf_blocks:
+            lm = load_gguf(path, resolve_dtype(dtype), int4=cfg)
+        else:
+            lm = load(src, dtype=resolve_dtype(dtype))
+            if getattr(lm.model, "quant_config", None) is not None:
+                raise LmforgeError(f"{src} is already quantized")
+            quantize_model(lm.model, bits=bits, group_size=group_size, skip=tuple(skip), head_bits=head_bits)
         lm.save(staging)
-        if out.exists():
-            out.rmdir()  # checked empty above
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     size = sum(p.stat().st_size for p in out.iterdir()) / 1e6
     what = f"int{bits}" + (f" group {group_size}" if bits == 4 else "") + f", lm_head int{head_bits}"
     what += ", Q4 layers from the GGUF blocks" if from_gguf_blocks else ""

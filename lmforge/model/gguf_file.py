@@ -5,6 +5,7 @@ gguf-py's GGUFReader builds a numpy view per array element, about 2 s for a 49k-
 reading the same header with `struct` from an mmap takes tens of milliseconds. Dequantization stays in `gguf`.
 """
 
+import math
 import mmap
 import struct
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ from lmforge.common.errors import LmforgeError
 _NUMERIC = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _FLOAT32, _STRING, _ARRAY = 6, 8, 9
 _DEFAULT_ALIGNMENT = 32
+_MAX_DIMS = 4  # GGML_MAX_DIMS
+# The fewest bytes one metadata field / tensor description can take: a header count above size / this is a lie.
+_MIN_FIELD_BYTES, _MIN_TENSOR_INFO_BYTES = 8 + 4 + 1, 8 + 4 + 8 + 4 + 8
 
 
 @dataclass
@@ -86,27 +90,46 @@ class GGUFFile:
         if version not in (2, 3):
             raise ValueError(f"GGUF version {version} (a big-endian file, or too new); supported: 2, 3")
         n_tensors, n_fields = self._take("<Q"), self._take("<Q")
+        size = len(self._map)
+        if n_fields > size // _MIN_FIELD_BYTES or n_tensors > size // _MIN_TENSOR_INFO_BYTES:
+            raise ValueError(f"its header announces {n_fields} metadata fields and {n_tensors} tensors, more than "
+                             f"a {size}-byte file can hold")
         self.version = version
         self.fields: dict[str, Any] = {}
         for _ in range(n_fields):
             key = self._string()
             self.fields[key] = self._value(self._take("<I"))
-        infos = []
+        infos = {}
         for _ in range(n_tensors):
             name = self._string()
-            dims = tuple(self._take("<Q") for _ in range(self._take("<I")))
-            infos.append((name, dims, GGMLQuantizationType(self._take("<I")), self._take("<Q")))
-        alignment = int(self.fields.get("general.alignment", _DEFAULT_ALIGNMENT))
+            n_dims = self._take("<I")
+            if not 1 <= n_dims <= _MAX_DIMS:
+                raise ValueError(f"tensor {name!r} has {n_dims} dimensions; GGUF allows 1 to {_MAX_DIMS}")
+            dims = tuple(self._take("<Q") for _ in range(n_dims))
+            if name in infos:
+                raise ValueError(f"tensor {name!r} is listed twice")
+            infos[name] = (dims, GGMLQuantizationType(self._take("<I")), self._take("<Q"))
+        alignment = self.fields.get("general.alignment", _DEFAULT_ALIGNMENT)
+        if type(alignment) is not int or alignment <= 0 or alignment & (alignment - 1):
+            raise ValueError(f"general.alignment={alignment!r}; it must be a positive power of two (default 32)")
         start = -(-self._pos // alignment) * alignment
-        self.tensors = [self._tensor(name, dims, kind, start + offset) for name, dims, kind, offset in infos]
+        self.tensors = [self._tensor(name, dims, kind, start, offset, alignment)
+                        for name, (dims, kind, offset) in infos.items()]
 
-    def _tensor(self, name: str, dims: tuple[int, ...], kind: GGMLQuantizationType, offset: int) -> GGUFTensor:
+    def _tensor(self, name: str, dims: tuple[int, ...], kind: GGMLQuantizationType, start: int, offset: int,
+                alignment: int) -> GGUFTensor:
         block, block_bytes = GGML_QUANT_SIZES[kind]
+        if min(dims) < 1:
+            raise ValueError(f"tensor {name!r} has shape {list(dims)}; every dimension must be >= 1")
         if dims[0] % block:
             raise ValueError(f"tensor {name!r}: row length {dims[0]} is not a multiple of {kind.name}'s block {block}")
+        if offset % alignment:
+            raise ValueError(f"tensor {name!r}: data offset {offset} is not a multiple of the alignment {alignment}")
         row_bytes = dims[0] // block * block_bytes
-        rows = int(np.prod(dims[1:], dtype=np.int64))
+        rows = math.prod(dims[1:])  # Python integers: no overflow to a negative size
+        offset += start
         if offset + rows * row_bytes > len(self._map):
-            raise ValueError(f"tensor {name!r} runs past the end of the file")
+            raise ValueError(f"tensor {name!r} ({rows * row_bytes} bytes at offset {offset}) runs past the end "
+                             f"of the {len(self._map)}-byte file")
         data = np.frombuffer(self._map, dtype=np.uint8, count=rows * row_bytes, offset=offset)
         return GGUFTensor(name, dims, kind, data.reshape(*reversed(dims[1:]), row_bytes))

@@ -51,6 +51,8 @@ _LAYER_NAMES = {
     "ffn_down": "mlp.down_proj",
 }
 _ROPE_HEADS = {"q_proj": "num_attention_heads", "k_proj": "num_key_value_heads"}
+_SIZE_KEYS = ("embedding_length", "attention.head_count", "attention.head_count_kv", "attention.key_length",
+              "rope.dimension_count", "vocab_size", "feed_forward_length", "block_count", "context_length")
 _LAYER_TENSOR = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 _HF_CLASSES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 # Precomputed Llama-3 RoPE frequency factors: read into hf_config["rope_scaling"], not a weight.
@@ -98,6 +100,7 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32,
         )
     tensors = {tensor.name: tensor for tensor in reader.tensors}
     hf_config = gguf_hf_config(architecture, fields, tensors)
+    _check_block_count(tensors, hf_config["num_hidden_layers"], architecture)
     names = _hf_names(tensors, hf_config)
     for name, tensor in tensors.items():
         if tensor.tensor_type.name not in SUPPORTED_QUANT_TYPES:
@@ -156,6 +159,9 @@ def gguf_hf_config(architecture: str, fields: dict, tensors: dict[str, GGUFTenso
             value = value[0]
         if value is None and required:
             raise LmforgeError(f"GGUF metadata lacks {architecture}.{key}, which a {architecture} model needs")
+        if value is not None and key in _SIZE_KEYS and (isinstance(value, bool) or not isinstance(value, int)
+                                                        or value <= 0):
+            raise LmforgeError(f"GGUF metadata {architecture}.{key}={value!r} must be a positive integer")
         return value
 
     hidden, heads = get("embedding_length"), get("attention.head_count")
@@ -272,6 +278,15 @@ def gguf_name(hf_name: str) -> str:
     _, _, layer, rest = stem.split(".", 3)
     leaf = {hf: gguf for gguf, hf in _LAYER_NAMES.items()}[rest]
     return f"blk.{layer}.{leaf}.{suffix}"
+
+
+def _check_block_count(tensors: dict[str, GGUFTensor], block_count: int, architecture: str) -> None:
+    """Refuse a block count the tensors do not bear out, before anything of that size is built."""
+    layers = {int(m[1]) for name in tensors if (m := _LAYER_TENSOR.fullmatch(name))}
+    if block_count > len(layers) or any(i not in layers for i in range(block_count)):
+        held = f"blk.0..blk.{max(layers)}" if layers else "no blk.N tensors"
+        raise LmforgeError(f"GGUF metadata {architecture}.block_count={block_count} but the file holds {held} "
+                           f"({len(layers)} layer(s))")
 
 
 def _check_shapes(tensors: dict[str, GGUFTensor], names: dict[str, str], config: dict) -> None:

@@ -59,8 +59,36 @@ _HF_TO_OURS = [(compile_pattern(hf), ours) for hf, ours in _NAME_MAP]
 _OURS_TO_HF = [(compile_pattern(ours), hf) for hf, ours in _NAME_MAP]
 
 
+# config.json sizes every family reads (required ones first); each must be a positive integer when present.
+_REQUIRED_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+_OPTIONAL_SIZES = ("num_key_value_heads", "head_dim", "max_position_embeddings")
+
+
 def config_from_hf(hf: dict) -> ModelConfig:
-    """ModelConfig from a transformers config.json dict; unsupported features are named, not ignored."""
+    """ModelConfig from a transformers config.json dict; unsupported features are named, not ignored, and a
+    missing or mistyped field is a one-line LmforgeError naming it."""
+    if not isinstance(hf, dict):
+        raise LmforgeError(f"a model config must be a JSON object, got {type(hf).__name__}")
+    for key in _REQUIRED_SIZES + _OPTIONAL_SIZES:
+        value = hf.get(key)
+        if value is None and key in _REQUIRED_SIZES and hf.get("model_type") is not None:
+            raise LmforgeError(f"config.json lacks {key!r}, which a {hf.get('model_type')} model needs")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise LmforgeError(f"config.json {key}={value!r} must be a positive integer")
+    for key in ("rope_parameters", "rope_scaling"):
+        if hf.get(key) is not None and not isinstance(hf[key], dict):
+            raise LmforgeError(f"config.json {key} must be a JSON object or null, got {hf[key]!r}")
+    try:
+        return _config_from_hf(hf)
+    except KeyError as err:
+        raise LmforgeError(f"config.json lacks {err.args[0]!r}, which a {hf.get('model_type')} model needs") from None
+    except (TypeError, ValueError, ZeroDivisionError) as err:
+        if isinstance(err, LmforgeError):
+            raise
+        raise LmforgeError(f"config.json has a value of the wrong type or range: {err}") from None
+
+
+def _config_from_hf(hf: dict) -> ModelConfig:
     model_type = hf.get("model_type")
     if model_type in SPARSE_ARCHITECTURES:
         return sparse_config_from_hf(hf)

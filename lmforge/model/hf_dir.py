@@ -5,6 +5,7 @@ chat template) and generation_config.json. Weight names and config keys go throu
 """
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -15,12 +16,37 @@ from lmforge.model.hf import config_from_hf, config_to_hf, state_dict_from_hf, s
 from lmforge.model.transformer import Transformer
 from lmforge.model.weights import assign_state_dict, load_weights_dir, save_weights_file
 
+_LAYER_INDEX = re.compile(r"(?:^|\.)layers?\.(\d+)\.")  # model.layers.N. (decoders), encoder.layer.N. (BERT)
+_EMBEDDINGS = ("model.embed_tokens.weight", "bert.embeddings.word_embeddings.weight")
+
 
 def read_json(path: Path) -> dict:
+    """A JSON object from `path`; anything else (invalid JSON, a list, a number) is a one-line LmforgeError."""
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise LmforgeError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise LmforgeError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def check_config_against_weights(cfg: ModelConfig, shapes: dict[str, tuple[int, ...]], source: str) -> None:
+    """Refuse a config whose sizes the weights contradict, before a model of that size is built: the layer count
+    against the layer indices present, vocab_size and hidden_size against the embedding table's shape."""
+    layers = {int(m[1]) for name in shapes if (m := _LAYER_INDEX.search(name))}
+    # More in the file is allowed (DeepSeek stores its MTP modules as layers); fewer is a wrong config.
+    if cfg.n_layers > len(layers) or any(i not in layers for i in range(cfg.n_layers)):
+        held = f"layers 0..{max(layers)}" if layers else "no layers"
+        raise LmforgeError(f"config num_hidden_layers={cfg.n_layers} but {source} holds {held} "
+                           f"({len(layers)} layer(s)); fix num_hidden_layers in config.json")
+    for name in _EMBEDDINGS:
+        if name in shapes and tuple(shapes[name]) != (cfg.vocab_size, cfg.dim):
+            vocab, dim = (tuple(shapes[name]) + (None, None))[:2]
+            field = "vocab_size" if vocab != cfg.vocab_size else "hidden_size"
+            value = cfg.vocab_size if field == "vocab_size" else cfg.dim
+            raise LmforgeError(f"config {field}={value} but {source} has {name} of shape {list(shapes[name])} "
+                               f"(vocab_size={vocab}, hidden_size={dim})")
 
 
 def build_model(cfg: ModelConfig, hf_state: dict[str, torch.Tensor], source: str,
@@ -40,7 +66,9 @@ def load_hf_model(directory: str | Path, dtype: torch.dtype = torch.float32) -> 
     if not config_path.is_file():
         raise LmforgeError(f"{directory} is not a Hugging Face model directory: config.json is missing")
     cfg = config_from_hf(read_json(config_path))
-    model = build_model(cfg, load_weights_dir(directory), source=str(directory), dtype=dtype)
+    state = load_weights_dir(directory)  # bounded by the files' size; the model's size is checked against it
+    check_config_against_weights(cfg, {k: tuple(v.shape) for k, v in state.items()}, str(directory))
+    model = build_model(cfg, state, source=str(directory), dtype=dtype)
     gen_path = directory / "generation_config.json"
     generation_config = read_json(gen_path) if gen_path.is_file() else {}
     return model, generation_config

@@ -41,14 +41,40 @@ def validate_rope_scaling(scaling: dict | None, head_dim: int) -> None:
     if missing or unknown:
         raise ConfigError(f"ModelConfig.rope_scaling for {rope_type!r} needs {list(required)} and may have "
                           f"{list(optional)}; missing {missing}, unknown {unknown}")
-    if rope_type == "freq_factors":
-        if len(scaling["factors"]) != head_dim // 2 or min(scaling["factors"]) <= 0:
-            raise ConfigError(f"ModelConfig.rope_scaling['factors'] must hold head_dim/2 = {head_dim // 2} "
-                              "positive numbers")
-    elif "factor" in required and not scaling["factor"] > 0:
-        raise ConfigError(f"ModelConfig.rope_scaling['factor'] must be positive, got {scaling['factor']!r}")
-    if rope_type == "llama3" and not scaling["high_freq_factor"] > scaling["low_freq_factor"] > 0:
+    for key, value in scaling.items():
+        _check_value(key, value)
+    if rope_type == "freq_factors" and len(scaling["factors"]) != head_dim // 2:
+        raise ConfigError(f"ModelConfig.rope_scaling['factors'] must hold head_dim/2 = {head_dim // 2} "
+                          f"positive numbers, got {len(scaling['factors'])}")
+    if rope_type == "llama3" and not scaling["high_freq_factor"] > scaling["low_freq_factor"]:
         raise ConfigError("ModelConfig.rope_scaling needs high_freq_factor > low_freq_factor > 0 for llama3")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_POSITIVE = ("a positive number", lambda v: _is_number(v) and v > 0)
+# The range of each value a rope_scaling dict may hold: (what is allowed, test).
+_VALUE_RANGES = {
+    **dict.fromkeys(("factor", "attention_factor", "beta_fast", "beta_slow", "low_freq_factor", "high_freq_factor"),
+                    _POSITIVE),
+    **dict.fromkeys(("mscale", "mscale_all_dim"), ("a number >= 0", lambda v: _is_number(v) and v >= 0)),
+    "original_max_position_embeddings": ("a positive integer",
+                                         lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0),
+    "truncate": ("true or false", lambda v: isinstance(v, bool)),
+    "factors": ("a list of positive numbers",
+                lambda v: isinstance(v, list | tuple) and len(v) > 0 and all(_POSITIVE[1](x) for x in v)),
+}
+
+
+def _check_value(key: str, value) -> None:
+    if key not in _VALUE_RANGES or value is None:  # rope_type; optional keys may be null
+        return
+    allowed, test = _VALUE_RANGES[key]
+    if not test(value):
+        shown = f"{len(value)} values" if isinstance(value, list | tuple) and len(value) > 8 else repr(value)
+        raise ConfigError(f"ModelConfig.rope_scaling[{key!r}] must be {allowed}, got {shown}")
 
 
 def scaled_inv_freq(head_dim: int, theta: float, scaling: dict | None, max_seq_len: int,

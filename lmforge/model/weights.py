@@ -9,10 +9,11 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.files import save_safetensors
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
@@ -49,7 +50,7 @@ def load_weights_dir(directory: str | Path) -> dict[str, torch.Tensor]:
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = directory / index_name
         if index.is_file():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            shards = _index_shards(index)
             state: dict[str, torch.Tensor] = {}
             for shard in shards:
                 state.update(load_weights_file(directory / shard))
@@ -61,9 +62,23 @@ def load_weights_dir(directory: str | Path) -> dict[str, torch.Tensor]:
 
 
 def save_weights_file(state: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> None:
-    """Save as safetensors; tensors that share memory (tied weights) must be deduplicated by the caller."""
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path),
-              metadata=metadata or {"format": "pt"})
+    """Save as safetensors (mode from the umask); tensors that share memory (tied weights) must be deduplicated
+    by the caller."""
+    save_safetensors(state, path, metadata=metadata or {"format": "pt"})
+
+
+def _index_shards(index: Path) -> list[str]:
+    """The shard file names a sharded checkpoint's index lists (plain names inside its directory)."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+        raise LmforgeError(f"{index} is not a valid index (a JSON object with a 'weight_map' of tensor name -> "
+                           f"shard file): {type(err).__name__}: {err}") from None
+    for shard in shards:
+        if not isinstance(shard, str) or Path(shard).name != shard:
+            raise LmforgeError(f"{index} lists shard {shard!r}; shards must be file names in the same directory")
+    return shards
 
 
 def assign_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:

@@ -10,13 +10,17 @@ from pathlib import Path
 
 import typer
 
+from lmforge.common.files import ensure_output_dir
 from lmforge.train.config import TrainConfig, parse_assignment
 
 
 def pretrain_command(
     config: Path | None = typer.Option(None, "--config", "-c", help="TOML of TrainConfig fields; flags win."),
     out: str | None = typer.Option(None, "--out", "-o", help="Run directory (checkpoints, metrics, report)."),
-    resume: bool | None = typer.Option(None, "--resume/--no-resume", help="Continue from the newest valid checkpoint."),
+    resume: bool | None = typer.Option(None, "--resume/--no-resume", help="Continue from the newest valid checkpoint "
+                                       "(none yet: start; only corrupt ones: refused, see --fresh)."),
+    fresh: bool | None = typer.Option(None, "--fresh", help="Start from step 0 even where --out holds checkpoints: "
+                                      "they move to OUT/checkpoints.old (nothing is deleted)."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps in total."),
     preset: str | None = typer.Option(None, "--preset", help="Model preset (vocab size comes from the tokenizer)."),
     model_config: str | None = typer.Option(None, "--model-config", help="ModelConfig JSON instead of --preset."),
@@ -57,6 +61,7 @@ def pretrain_command(
     flags = {k: v for k, v in locals().items() if k not in ("config", "set_") and v is not None}
     flags.update(parse_assignment(s) for s in (set_ or []))
     cfg = TrainConfig.from_toml(config, **flags) if config else TrainConfig.from_dict(flags)
+    ensure_output_dir(cfg.out)  # an unwritable --out is a one-line error before anything slow
     from lmforge.train.pretrain import pretrain  # torch and torch.distributed load here, not at --help
 
     summary = pretrain(cfg, log=typer.echo)

@@ -1,7 +1,8 @@
 """Atomic, verifiable training checkpoints without pickle: tensors (model, optimizer moments, torch RNG) in
 safetensors, small state (step, data cursor, Python/NumPy RNG, scheduler inputs) in JSON, and a manifest with
 SHA-256 checksums written last. A checkpoint is staged in a temporary directory, fsynced, then renamed into
-place, so a crash leaves either the old set or a complete new one; partial or corrupted ones are skipped.
+place, so a crash leaves either the old set or a complete new one; partial or corrupted ones are skipped (and, when
+a resume skips them, renamed aside to step-N.corrupt: kept for inspection, never counted or deleted by retention).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from lmforge.common.files import save_safetensors
 
 MANIFEST = "manifest.json"
 FORMAT = "lmforge-checkpoint-v1"
@@ -59,7 +62,7 @@ def save_checkpoint(root: str | Path, step: int, tensors: dict[str, dict[str, to
     files = {}
     for stem, group in tensors.items():
         name = f"{stem}.safetensors"
-        save_file({k: v.detach().contiguous().cpu() for k, v in group.items()}, str(tmp / name))
+        save_safetensors(group, tmp / name)
         files[name] = None
     (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
     files["state.json"] = None
@@ -73,9 +76,16 @@ def save_checkpoint(root: str | Path, step: int, tensors: dict[str, dict[str, to
         shutil.rmtree(final)
     os.rename(tmp, final)
     _fsync(root)
-    for old in list_checkpoints(root)[:-keep]:
+    # Retention counts only checkpoints older than this one, the newest valid: higher-numbered leftovers (corrupt
+    # ones a resume skipped) are neither "newer" nor deleted here.
+    older = [p for p in list_checkpoints(root) if _step(p) < step]
+    for old in older[:max(len(older) - (keep - 1), 0)]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _step(path: Path) -> int:
+    return int(_STEP_DIR.match(path.name).group(1))
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
@@ -84,7 +94,7 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
-    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
+    return sorted(found, key=_step)
 
 
 def verify_checkpoint(path: Path) -> str | None:
@@ -94,38 +104,94 @@ def verify_checkpoint(path: Path) -> str | None:
         return "no manifest.json (partial write)"
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as err:
+        problem = _manifest_problem(manifest, path)
+        if problem is not None:
+            return problem
+        for name, meta in manifest["files"].items():
+            file = path / name
+            if not file.is_file():
+                return f"{name} is missing"
+            if file.stat().st_size != meta["bytes"]:
+                return f"{name} has {file.stat().st_size} bytes, the manifest says {meta['bytes']}"
+            if _sha256(file) != meta["sha256"]:
+                return f"{name} does not match its checksum"
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         return f"manifest.json is not valid JSON ({err})"
+    except OSError as err:  # unreadable, or moved away by another rank meanwhile
+        return f"cannot read it ({err.strerror or err})"
+    return None
+
+
+def _manifest_problem(manifest, path: Path) -> str | None:
+    """Why a parsed manifest is not one this module wrote for `path` (hand-edited, another format), or None."""
+    if not isinstance(manifest, dict):
+        return f"manifest.json holds a {type(manifest).__name__}, not an object"
     if manifest.get("format") != FORMAT:
         return f"format {manifest.get('format')!r}, expected {FORMAT!r}"
-    for name, meta in manifest.get("files", {}).items():
-        file = path / name
-        if not file.is_file():
-            return f"{name} is missing"
-        if file.stat().st_size != meta["bytes"]:
-            return f"{name} has {file.stat().st_size} bytes, the manifest says {meta['bytes']}"
-        if _sha256(file) != meta["sha256"]:
-            return f"{name} does not match its checksum"
+    if manifest.get("step") != _step(path) or isinstance(manifest.get("step"), bool):
+        return f"manifest.json says step {manifest.get('step')!r}, the directory name step {_step(path)}"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or "state.json" not in files:
+        return "manifest.json lists no files, or not state.json"
+    for name, meta in files.items():
+        if Path(name).name != name or name in (".", "..", MANIFEST):
+            return f"manifest.json lists {name!r}, not a plain file name of the checkpoint"
+        if (not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str)
+                or type(meta.get("bytes")) is not int):
+            return f"manifest.json entry of {name} lacks its sha256 / bytes"
     return None
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    manifest = json.loads((path / MANIFEST).read_text())
-    tensors = {name.removesuffix(".safetensors"): load_file(str(path / name))
-               for name in manifest["files"] if name.endswith(".safetensors")}
-    state = json.loads((path / "state.json").read_text())
+    """Read a checkpoint that `verify_checkpoint` passed; a file that still cannot be read raises CheckpointError."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        tensors = {name.removesuffix(".safetensors"): load_file(str(path / name))
+                   for name in manifest["files"] if name.endswith(".safetensors")}
+        state = json.loads((path / "state.json").read_text())
+    except Exception as err:  # safetensors raises its own types for a damaged header
+        raise CheckpointError(f"cannot be read ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"state.json holds a {type(state).__name__}, not an object")
     return Checkpoint(path=path, step=int(manifest["step"]), tensors=tensors, state=state)
 
 
-def latest_valid_checkpoint(root: str | Path, log=print) -> Checkpoint | None:
-    """The newest checkpoint that verifies; each one skipped is reported through `log` with the reason."""
+class CheckpointError(Exception):
+    """A checkpoint that verified but cannot be read (its message says why)."""
+
+
+def scan_checkpoints(root: str | Path, log=print) -> tuple[Checkpoint | None, list[tuple[Path, str]]]:
+    """(the newest checkpoint that verifies and reads, or None; the newer ones skipped, with the reason of each).
+
+    Unfinished staging directories of an interrupted save are removed; each skipped checkpoint is reported via `log`.
+    """
     root = Path(root)
     for stale in root.glob(".tmp-step-*") if root.is_dir() else []:
         log(f"removing unfinished checkpoint {stale.name} (a save was interrupted)")
         shutil.rmtree(stale, ignore_errors=True)
+    skipped = []
     for path in reversed(list_checkpoints(root)):
         problem = verify_checkpoint(path)
         if problem is None:
-            return load_checkpoint(path)
+            try:
+                return load_checkpoint(path), skipped
+            except CheckpointError as err:
+                problem = str(err)
         log(f"skipping corrupted checkpoint {path.name}: {problem}")
-    return None
+        skipped.append((path, problem))
+    return None, skipped
+
+
+def latest_valid_checkpoint(root: str | Path, log=print) -> Checkpoint | None:
+    """The newest checkpoint that verifies; each one skipped is reported through `log` with the reason."""
+    return scan_checkpoints(root, log)[0]
+
+
+def set_aside(path: Path, suffix: str) -> Path:
+    """Rename `path` to path + suffix (+ "-2", "-3"... if taken), out of every listing here; the new path."""
+    target, n = path.with_name(path.name + suffix), 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}{suffix}-{n}")
+    os.rename(path, target)
+    return target

@@ -24,6 +24,7 @@ class TrainConfig(ConfigIO):
     out: str = "runs/pretrain"  # run directory: checkpoints, metrics.jsonl, plots, report, hf export
     seed: int = 0
     resume: bool = False  # continue from the newest valid checkpoint in out/checkpoints
+    fresh: bool = False  # start from step 0 even over existing checkpoints (moved aside to out/checkpoints.old)
     threads: int | None = None  # torch CPU threads (None: torch's default)
     device: str = "auto"  # auto | cpu | cuda
     # model
@@ -115,6 +116,8 @@ class TrainConfig(ConfigIO):
             raise ConfigError(f"TrainConfig.threads must be >= 1 or unset, got {self.threads!r}")
         if self.peak_tflops is not None and self.peak_tflops <= 0:
             raise ConfigError(f"TrainConfig.peak_tflops must be > 0 or unset, got {self.peak_tflops!r}")
+        if self.resume and self.fresh:
+            raise ConfigError("TrainConfig.resume and fresh exclude each other: continue the run, or start over")
         if self.data_dir is not None and self.tokenizer_dir is None:
             raise ConfigError("TrainConfig.data_dir needs tokenizer_dir (the tokenizer the shards were packed with)")
         for name in ("add_tokens", "train_text"):

@@ -23,9 +23,13 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
 
 
 def measure_peak_flops(device: torch.device, dtype: torch.dtype, size: int = 1024, reps: int = 8) -> float:
-    """Achieved FLOP/s of a square matmul in `dtype`: a measured stand-in for the hardware peak."""
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
+    """Achieved FLOP/s of a square matmul in `dtype`: a measured stand-in for the hardware peak.
+
+    The operands come from a private generator: the global RNG streams (saved in checkpoints) are left untouched,
+    so a resumed run's RNG state equals an uninterrupted run's."""
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
+    b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
     a @ b
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -46,10 +50,20 @@ def memory_bytes(device: torch.device) -> int:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a JSONL log that carry an integer step; other lines (a line cut short by a killed run, a
+    hand edit) are left out rather than ending the run or its report."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and type(record.get("step")) is int:
+            records.append(record)
+    return records
 
 
 class MetricsLogger:
@@ -69,7 +83,7 @@ class MetricsLogger:
         self._file = self.path.open("a")
 
     def truncate_after(self, step: int) -> None:
-        kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= step]
+        kept = [r for r in read_metrics(self.path) if r["step"] <= step]
         self._file.close()
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self._file = self.path.open("a")

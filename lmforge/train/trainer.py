@@ -21,10 +21,10 @@ from lmforge.common.errors import LmforgeError
 from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.train import state as st
 from lmforge.train.activation_checkpoint import apply_activation_checkpointing
-from lmforge.train.checkpoint import latest_valid_checkpoint, list_checkpoints, save_checkpoint
+from lmforge.train.checkpoint import list_checkpoints, save_checkpoint, scan_checkpoints, set_aside
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import Parallel
-from lmforge.train.metrics import MetricsLogger, flops_per_token, measure_peak_flops, memory_bytes
+from lmforge.train.metrics import MetricsLogger, flops_per_token, measure_peak_flops, memory_bytes, read_metrics
 from lmforge.train.objectives import Objective
 from lmforge.train.optim import build_optimizer
 from lmforge.train.precision import DTYPES, resolve_device, resolve_precision
@@ -118,11 +118,29 @@ class Trainer:
         return save_checkpoint(self.ckpt_dir, self.step, tensors, state, keep=self.cfg.keep_checkpoints)
 
     def resume(self) -> bool:
-        """Restore the newest valid checkpoint; False (and a message) when there is none."""
-        ckpt = latest_valid_checkpoint(self.ckpt_dir, log=self.log)
+        """Restore the newest valid checkpoint; False (and a message) when the run has none yet. Checkpoints that
+        exist but are all corrupt are refused (TrainConfig.fresh starts over); corrupt ones newer than the
+        checkpoint resumed from are renamed aside to step-N.corrupt, out of the way of retention."""
+        ckpt, skipped = scan_checkpoints(self.ckpt_dir, log=self.log)
+        if ckpt is None and skipped:
+            found = "; ".join(f"{path.name}: {why}" for path, why in skipped)
+            raise LmforgeError(f"--resume found no valid checkpoint in {self.ckpt_dir} ({found}); pass --fresh "
+                               "instead of --resume to start from step 0 (they are moved aside, not deleted)")
         if ckpt is None:
-            self.log(f"no valid checkpoint in {self.ckpt_dir}; starting from step 0")
+            self.log(f"no checkpoint in {self.ckpt_dir} yet; starting from step 0")
             return False
+        if self.is_main:
+            for path, _ in skipped:
+                self.log(f"moved corrupt checkpoint {path.name} aside to {set_aside(path, '.corrupt').name}")
+        try:
+            self._restore(ckpt)
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise LmforgeError(f"checkpoint {ckpt.path} verified but cannot be restored (hand-edited?): "
+                               f"{type(err).__name__}: {err}") from None
+        self.log(f"resumed from {ckpt.path} (step {self.step}, {self.tokens_seen:,} tokens)")
+        return True
+
+    def _restore(self, ckpt) -> None:
         s = ckpt.state
         p = self.parallel
         if p.mode == "fsdp":
@@ -138,10 +156,17 @@ class Trainer:
         self.step, self.tokens_seen, self.elapsed = s["step"], s["tokens_seen"], s["elapsed_s"]
         self.nonfinite_in_row, self.nonfinite_total = s["nonfinite_in_row"], s["nonfinite_total"]
         self.last_val = s["last_val"]
-        if self.metrics is not None:
-            self.metrics.truncate_after(self.step)
-        self.log(f"resumed from {ckpt.path} (step {self.step}, {self.tokens_seen:,} tokens)")
-        return True
+
+    def start_fresh(self) -> None:
+        """Step 0 in this run directory: refused over existing checkpoints unless TrainConfig.fresh, which moves
+        them aside to checkpoints.old (nothing is deleted)."""
+        if not list_checkpoints(self.ckpt_dir):
+            return
+        if not self.cfg.fresh:
+            raise LmforgeError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, "
+                               f"--fresh to start over (they are moved aside), or choose another --out")
+        if self.is_main:
+            self.log(f"starting from step 0: moved the old checkpoints to {set_aside(self.ckpt_dir, '.old')}")
 
     # ---- evaluation ----
 
@@ -188,11 +213,9 @@ class Trainer:
         if cfg.resume:
             self.resume()
         else:
-            if list_checkpoints(self.ckpt_dir):
-                raise LmforgeError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run "
-                                   f"or choose another --out")
-            if self.metrics is not None:
-                self.metrics.truncate_after(0)
+            self.start_fresh()
+        if self.metrics is not None:  # records of the steps this run will (re)do go: never a duplicate step
+            self.metrics.truncate_after(self.step)
         self._truncate_samples()
         peak = (cfg.peak_tflops * 1e12 if cfg.peak_tflops
                 else measure_peak_flops(self.device, DTYPES[self.precision]))
@@ -275,8 +298,7 @@ class Trainer:
         """Drop sample records of steps a resumed run will redo (all of them on a fresh start)."""
         path = self.run_dir / "samples.jsonl"
         if self.is_main and path.is_file():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= self.step]
+            kept = [json.dumps(r) for r in read_metrics(path) if r["step"] <= self.step]
             path.write_text("".join(line + "\n" for line in kept))
 
     def _write_samples(self, samples: list[dict]) -> None:

@@ -52,3 +52,14 @@ def test_partial_and_truncated_checkpoints_are_skipped(tmp_path):
     assert any("no manifest" in m for m in messages) and any("state.json" in m for m in messages)
     assert not staging.exists()
     assert json.loads((tmp_path / "step-00000002" / "manifest.json").read_text())["step"] == 2
+
+
+def test_retention_never_deletes_the_checkpoint_just_saved(tmp_path):
+    """Higher-numbered leftovers (corrupt checkpoints of an earlier attempt) are not "newer" than a new save."""
+    _save(tmp_path, 6, keep=2)
+    _save(tmp_path, 8, keep=2)
+    (tmp_path / "step-00000008" / "manifest.json").unlink()  # 8 is corrupt: a restarted run saves 2, then 4
+    _save(tmp_path, 2, keep=1)
+    _save(tmp_path, 4, keep=1)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000004", "step-00000006", "step-00000008"]
+    assert verify_checkpoint(tmp_path / "step-00000004") is None  # main deleted 2 and 4, keeping 6 and corrupt 8

@@ -11,6 +11,7 @@ import torch
 
 from lmforge.common.errors import LmforgeError
 from lmforge.model.hf import config_from_hf, config_to_hf
+from lmforge.model.hf_dir import read_json
 from lmforge.model.quant import QuantConfig, empty_quantized_linear, quantizable_linears, set_submodule
 from lmforge.model.transformer import Transformer
 from lmforge.model.weights import load_weights_file, save_weights_file
@@ -52,11 +53,11 @@ def load_quantized(directory: str | Path, dtype: torch.dtype = torch.float32) ->
     `dtype` applies to the float tensors (embedding, norms, skipped layers); quantized layers keep their codes.
     """
     directory = Path(directory)
-    try:
-        quant = QuantConfig.from_dict(json.loads((directory / QUANT_CONFIG_FILE).read_text()))
-        cfg = config_from_hf(json.loads((directory / "config.json").read_text()))
-    except (json.JSONDecodeError, FileNotFoundError) as err:
-        raise LmforgeError(f"{directory} is not a valid quantized model directory: {err}") from None
+    for name in (QUANT_CONFIG_FILE, "config.json"):
+        if not (directory / name).is_file():
+            raise LmforgeError(f"{directory} is not a valid quantized model directory: {name} is missing")
+    quant = QuantConfig.from_dict(read_json(directory / QUANT_CONFIG_FILE))
+    cfg = config_from_hf(read_json(directory / "config.json"))
     with torch.device("meta"):
         model = Transformer(cfg)
     head_quantized = any(name == "lm_head" for name, _ in quantizable_linears(model, quant.skip))
@@ -82,5 +83,5 @@ def load_quantized(directory: str | Path, dtype: torch.dtype = torch.float32) ->
         model.tie_weights()
     model.quant_config = quant
     gen_path = directory / "generation_config.json"
-    generation = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
+    generation = read_json(gen_path) if gen_path.is_file() else {}
     return model.eval(), generation

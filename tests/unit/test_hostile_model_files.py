@@ -145,3 +145,18 @@ def test_convert_and_quantize_outputs_honour_the_umask(hf_dir, tmp_path, umask_0
         for name, mode in modes.items():
             want = 0o750 if (tmp_path / out / name).is_dir() else 0o640
             assert mode == want, (out, name, oct(mode))  # main: 0700 directories, 0600 model.safetensors
+
+
+@pytest.mark.parametrize("name, text, needle", [
+    ("quantization_config.json", "[]", "quantization_config.json must hold a JSON object"),
+    ("generation_config.json", "[1]", "generation_config.json must hold a JSON object"),
+])
+def test_hand_edited_quantized_directory_is_a_clear_error(hf_dir, tmp_path, name, text, needle):
+    from lmforge.model.quant import quantize_model
+
+    lm = load(hf_dir)
+    quantize_model(lm.model, bits=8)
+    lm.save(tmp_path / "q")
+    (tmp_path / "q" / name).write_text(text)
+    with pytest.raises(LmforgeError, match=needle):  # main: AttributeError for [] (quantization_config)
+        load(tmp_path / "q")

@@ -64,10 +64,15 @@ def test_outputs_honour_the_umask(reference):
     assert all(p.is_file() for p in checked)
 
 
-def test_measure_peak_flops_leaves_the_global_rng_alone():
-    before = torch.get_rng_state()
-    measure_peak_flops(torch.device("cpu"), torch.float32, size=64, reps=1)
-    assert torch.equal(torch.get_rng_state(), before)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_measure_peak_flops_leaves_the_global_rng_alone(device):
+    cuda = torch.cuda.is_available()
+    before = torch.get_rng_state(), torch.cuda.get_rng_state_all() if cuda else []
+    measure_peak_flops(torch.device(device), torch.float32, size=64, reps=1)
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert all(torch.equal(a, b) for a, b in zip(torch.cuda.get_rng_state_all() if cuda else [], before[1],
+                                                 strict=True))
 
 
 def test_resumed_rng_state_equals_the_uninterrupted_run(reference, packed, tmp_path):

@@ -49,7 +49,10 @@ def sft_command(
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
     precision: str | None = typer.Option(None, "--precision", help="auto | fp32 | bf16 | fp16."),
-    resume: bool | None = typer.Option(None, "--resume", help="Continue from the newest checkpoint in --out."),
+    resume: bool | None = typer.Option(None, "--resume", help="Continue from the newest checkpoint in --out "
+                                       "(only corrupt ones: refused, see --fresh)."),
+    fresh: bool | None = typer.Option(None, "--fresh", help="Start from step 0 even where --out holds checkpoints: "
+                                      "they move to OUT/checkpoints.old (nothing is deleted)."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress", help="Progress: a bar with ETA on a "
                                      "terminal, else (pipe, nohup, CI) a log line each tenth of the run or 10 s."),
     export_hf: bool | None = typer.Option(None, "--export-hf/--no-export-hf", help="Write out/hf at the end."),

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.files import save_safetensors
 from lmforge.model.hf_dir import save_hf_model
 from lmforge.train.post.pairs import Encoded, EncodedPair, collate, collate_pairs, encode_completion
 from lmforge.train.post.value_head import ScalarHead
@@ -62,8 +63,7 @@ def save_reward_model(head: ScalarHead, tokenizer, directory: str | Path, meta: 
     save_hf_model(head.backbone, directory)
     if tokenizer is not None:
         tokenizer.save(directory)
-    save_file({"weight": head.score.weight.detach().float().contiguous(),
-               "bias": head.score.bias.detach().float().contiguous()}, str(directory / HEAD_FILE))
+    save_safetensors({"weight": head.score.weight.float(), "bias": head.score.bias.float()}, directory / HEAD_FILE)
     (directory / META_FILE).write_text(json.dumps({"kind": "reward_model", "head": HEAD_FILE, **(meta or {})},
                                                   indent=2) + "\n")
     return directory

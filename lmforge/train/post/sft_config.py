@@ -21,6 +21,7 @@ class SFTConfig(ConfigIO):
     out: str = "runs/sft"  # run directory: metrics.jsonl, PNG curves, report.md, checkpoints, hf/ export
     seed: int = 0
     resume: bool = False
+    fresh: bool = False  # start from step 0 even over existing checkpoints (moved aside to out/checkpoints.old)
     threads: int | None = None
     device: str = "auto"
     precision: str = "auto"
@@ -96,12 +97,14 @@ class SFTConfig(ConfigIO):
             raise ConfigError("SFTConfig.base_bits quantizes a frozen base for LoRA: set lora_r > 0 as well")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"SFTConfig.threads must be >= 1 or unset, got {self.threads!r}")
+        if self.resume and self.fresh:
+            raise ConfigError("SFTConfig.resume and fresh exclude each other: continue the run, or start over")
 
     def train_config(self) -> TrainConfig:
         """The pretraining Trainer's view of this run (no sample generations; the hf export is done by sft)."""
-        shared = ("out", "seed", "resume", "threads", "device", "precision", "max_steps", "batch_size", "grad_accum",
-                  "seq_len", "lr", "min_lr_ratio", "schedule", "warmup_steps", "weight_decay", "grad_clip",
-                  "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "progress")
+        shared = ("out", "seed", "resume", "fresh", "threads", "device", "precision", "max_steps", "batch_size",
+                  "grad_accum", "seq_len", "lr", "min_lr_ratio", "schedule", "warmup_steps", "weight_decay",
+                  "grad_clip", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "progress")
         return TrainConfig(**{k: getattr(self, k) for k in shared}, eval_batches=10**6, sample_prompts=(),
                            sample_every=self.max_steps, export_hf=False)
 

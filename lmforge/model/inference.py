@@ -70,6 +70,12 @@ class KernelLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.kernel(x, self.packed, self.bias, self.out_features)
 
+    def float_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 outputs, not rounded to bf16 (an LM head's logits: transformer.float32_logits)."""
+        if self.packed.dtype == torch.bfloat16:
+            return torch.ops.lmforge.linear_bf16_float(x, self.packed, self.bias, self.out_features)
+        return self(x)  # the float32 kernel's
+
     def weight_bytes(self) -> int:  # what one call reads (the packed weight holds whole blocks of outputs)
         return self.packed.nbytes + (0 if self.bias is None else self.bias.nbytes)
 

@@ -70,7 +70,8 @@ def pack_linears(model: nn.Module, dtypes: tuple[torch.dtype, ...] | None = None
     dtypes = default_packed_dtypes() if dtypes is None else dtypes
     dtypes = tuple(d for d in dtypes if packing_available(d))
     targets = [(name, module) for name, module in model.named_modules()
-               if type(module) is nn.Linear and module.weight.dtype in dtypes and module.weight.device.type == "cpu"]
+               if type(module) is nn.Linear and module.weight.dtype in dtypes and module.weight.device.type == "cpu"
+               and not (name == "lm_head" and module.weight.dtype != torch.float32)]  # bf16 out: float32_logits
     for name, module in targets:
         replace_module(model, name, PackedLinear(module))
     return len(targets)

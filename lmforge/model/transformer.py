@@ -24,6 +24,23 @@ from lmforge.model.norms import make_norm
 from lmforge.model.segments import check_segment_ids, segment_positions
 
 
+def float32_logits(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The LM head's output as float32 from float32 sums, whatever the compute dtype: logits rounded to bf16 tie
+    tokens (SmolLM2 int4: "The" and "L" both 25.125, in float32 25.113 and 25.070), and greedy picks the wrong one.
+
+    A head with its own float32-output path uses it (quant.py's int8/int4 linears, inference.py's kernel linear); a
+    bf16 / fp16 nn.Linear computes in float32 from its upcast weight (exact, slower: prepared CPU models run the bf16
+    kernel instead); a float32 head (or one under autocast) is called as it is.
+    """
+    if hasattr(head, "float_logits"):
+        return head.float_logits(x)
+    if type(head) is nn.Linear and head.weight.dtype in (torch.bfloat16, torch.float16) and \
+            not torch.is_autocast_enabled(x.device.type):
+        bias = None if head.bias is None else head.bias.float()
+        return nn.functional.linear(x.float(), head.weight.float(), bias)
+    return head(x).float()
+
+
 class Block(nn.Module):
     """One residual block: attention then MLP, each added back to the residual stream.
 
@@ -125,7 +142,7 @@ class Transformer(nn.Module):
             x = x[:, logit_indices]
         if self.config.mlm_head:
             x = self.head_transform(x)
-        logits = self.lm_head(x).float()
+        logits = float32_logits(self.lm_head, x)
         if self.config.final_logit_softcap is not None:
             cap = self.config.final_logit_softcap
             logits = torch.tanh(logits / cap) * cap

@@ -8,6 +8,7 @@
 // once at the end: the result differs from oneDNN's (which F.linear and packed_linear.py use) by the order of the
 // sums only. Measured on 2 Zen 5 cores against oneDNN's packed bf16 linear, SmolLM2-135M's 30 layers with weights
 // streaming from memory: 6.6 vs 9.0 ms at 18 rows, 4.6 vs 6.7 ms at 1 row; 62 vs 63 ms at 2048 rows.
+// linear_bf16_float writes those float32 sums unrounded: an LM head's logits, where bf16 rounding ties tokens.
 // Checked against F.linear in tests/unit/kernels/test_linear_bf16.py.
 
 #include <ATen/ATen.h>
@@ -16,6 +17,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "float_vec.h"
 #include "linear_tasks.h"
@@ -51,10 +53,10 @@ constexpr bool kAvailable = true;
 // 32 outputs (from n0, `valid` of them real) for R rows of x (row stride K), from one block of the packed weight.
 // Gated: the block holds 16 gate outputs then the same 16 up outputs (see silu_gated_linear_bf16), and 16 values
 // silu(gate) * up are written, rounded to bf16 where the eager SwiGLU rounds (each projection, the SiLU, the
-// product).
-template <int R, bool Gated>
-void rows_block(const at::BFloat16* x, int64_t K, const at::BFloat16* w, const float* bias, at::BFloat16* y,
-                int64_t y_stride, int64_t valid) {
+// product). Y: the output type, bf16 or (not gated) float32.
+template <int R, bool Gated, typename Y>
+void rows_block(const at::BFloat16* x, int64_t K, const at::BFloat16* w, const float* bias, Y* y, int64_t y_stride,
+                int64_t valid) {
   __m512 acc[R][2];
   for (int m = 0; m < R; ++m) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
   for (int64_t k2 = 0; k2 < K / 2; ++k2) {
@@ -71,6 +73,7 @@ void rows_block(const at::BFloat16* x, int64_t K, const at::BFloat16* w, const f
     }
   }
   if constexpr (Gated) {
+    static_assert(std::is_same_v<Y, at::BFloat16>, "the gated kernel writes bf16");
     const __m512 b0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
     const __m512 b1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
     for (int m = 0; m < R; ++m) {
@@ -86,29 +89,34 @@ void rows_block(const at::BFloat16* x, int64_t K, const at::BFloat16* w, const f
   const __m512 b0 = bias ? _mm512_maskz_loadu_ps(lo, bias) : _mm512_setzero_ps();
   const __m512 b1 = bias ? _mm512_maskz_loadu_ps(hi, bias + 16) : _mm512_setzero_ps();
   for (int m = 0; m < R; ++m) {
-    _mm256_mask_storeu_epi16(y + m * y_stride, lo, (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(acc[m][0], b0)));
-    _mm256_mask_storeu_epi16(y + m * y_stride + 16, hi, (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(acc[m][1], b1)));
+    if constexpr (std::is_same_v<Y, float>) {
+      _mm512_mask_storeu_ps(y + m * y_stride, lo, _mm512_add_ps(acc[m][0], b0));
+      _mm512_mask_storeu_ps(y + m * y_stride + 16, hi, _mm512_add_ps(acc[m][1], b1));
+    } else {
+      _mm256_mask_storeu_epi16(y + m * y_stride, lo, (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(acc[m][0], b0)));
+      _mm256_mask_storeu_epi16(y + m * y_stride + 16, hi, (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(acc[m][1], b1)));
+    }
   }
 }
 
-template <bool Gated, int R = kRows>
+template <bool Gated, typename Y, int R = kRows>
 void rows_block_dispatch(int64_t rows, const at::BFloat16* x, int64_t K, const at::BFloat16* w, const float* bias,
-                         at::BFloat16* y, int64_t y_stride, int64_t valid) {
+                         Y* y, int64_t y_stride, int64_t valid) {
   if constexpr (R > 1) {
-    if (rows < R) return rows_block_dispatch<Gated, R - 1>(rows, x, K, w, bias, y, y_stride, valid);
+    if (rows < R) return rows_block_dispatch<Gated, Y, R - 1>(rows, x, K, w, bias, y, y_stride, valid);
   }
-  rows_block<R, Gated>(x, K, w, bias, y, y_stride, valid);
+  rows_block<R, Gated, Y>(x, K, w, bias, y, y_stride, valid);
 }
 #else
 constexpr bool kAvailable = false;
-template <bool Gated>
-void rows_block_dispatch(int64_t, const at::BFloat16*, int64_t, const at::BFloat16*, const float*, at::BFloat16*,
-                         int64_t, int64_t) {}
+template <bool Gated, typename Y>
+void rows_block_dispatch(int64_t, const at::BFloat16*, int64_t, const at::BFloat16*, const float*, Y*, int64_t,
+                         int64_t) {}
 #endif
 
 // Shared by both ops: tasks are blocks of 32 packed outputs, all rows each; `width` outputs per row are written
-// (out_features, or the hidden size when gated).
-template <bool Gated>
+// (out_features, or the hidden size when gated), of type Y.
+template <bool Gated, typename Y = at::BFloat16>
 at::Tensor run(const char* name, const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
                int64_t width) {
   TORCH_CHECK(kAvailable, name, " needs a CPU with AVX512-BF16 (this build has no such instructions)");
@@ -126,16 +134,22 @@ at::Tensor run(const char* name, const at::Tensor& x, const at::Tensor& packed, 
     b = bias->to(at::kFloat).contiguous();
   }
   const at::BFloat16* wp = packed.data_ptr<at::BFloat16>();
-  return lmforge::linear_by_blocks<at::BFloat16>(
-      x, K, NB, kOut, kRows, width, Gated ? kOut / 2 : kOut,  // outputs a block writes
-      b, [&](int64_t rows, const at::BFloat16* xr, int64_t nb, const float* bb, at::BFloat16* yb) {
-        rows_block_dispatch<Gated>(rows, xr, K, wp + nb * K * kOut, bb, yb, width, std::min(kOut, N - nb * kOut));
-      });
+  auto block = [&](int64_t rows, const at::BFloat16* xr, int64_t nb, const float* bb, Y* yb) {
+    rows_block_dispatch<Gated, Y>(rows, xr, K, wp + nb * K * kOut, bb, yb, width, std::min(kOut, N - nb * kOut));
+  };
+  return lmforge::linear_by_blocks<at::BFloat16, decltype(block), Y>(
+      x, K, NB, kOut, kRows, width, Gated ? kOut / 2 : kOut, b, block);  // outputs a block writes
 }
 
 at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
                        int64_t out_features) {
   return run<false>("linear_bf16", x, packed, bias, out_features);
+}
+
+// The same sums, written as float32 (not rounded to bf16).
+at::Tensor linear_bf16_float(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
+                             int64_t out_features) {
+  return run<false, float>("linear_bf16_float", x, packed, bias, out_features);
 }
 
 // SwiGLU's first half in one pass: silu(x gate^T) * (x up^T), from a weight whose rows alternate 16 gate rows and the
@@ -150,11 +164,13 @@ at::Tensor silu_gated_linear_bf16(const at::Tensor& x, const at::Tensor& packed,
 TORCH_LIBRARY_FRAGMENT(lmforge, m) {
   m.def("pack_linear_bf16(Tensor weight) -> Tensor");
   m.def("linear_bf16(Tensor x, Tensor packed, Tensor? bias, int out_features) -> Tensor");
+  m.def("linear_bf16_float(Tensor x, Tensor packed, Tensor? bias, int out_features) -> Tensor");
   m.def("silu_gated_linear_bf16(Tensor x, Tensor packed, Tensor? bias, int hidden) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(lmforge, CPU, m) {
   m.impl("pack_linear_bf16", &pack_linear_bf16);
   m.impl("linear_bf16", &linear_bf16);
+  m.impl("linear_bf16_float", &linear_bf16_float);
   m.impl("silu_gated_linear_bf16", &silu_gated_linear_bf16);
 }

@@ -13,6 +13,7 @@ import typer
 from lmforge.cli import sampling_options as opt
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.common.errors import LmforgeError
+from lmforge.common.threads import set_threads
 
 HELP = """commands:
   /reset          forget the conversation (keeps the system prompt)
@@ -129,18 +130,21 @@ def chat(
     frequency_penalty: float = opt.FREQUENCY,
     seed: int = opt.SEED,
     dtype: str = opt.DTYPE,
+    threads: int = opt.THREADS,
 ) -> None:
     """Chat with a model in the terminal (type /help for commands)."""
     import dataclasses
-
-    from lmforge.model.inference import prepare_for_inference
-    from lmforge.model.loader import load
 
     params = opt.sampling_params(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
         presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
         max_new_tokens=max_new_tokens)
     warn_if_slow_dtype(dtype)
+    set_threads(threads)
+    print(f"loading {model} …", file=sys.stderr, flush=True)  # seconds of torch import and weights: say so
+    from lmforge.model.inference import prepare_for_inference
+    from lmforge.model.loader import load
+
     lm = load(model, dtype=dtype)
     prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
     if lm.tokenizer is None or lm.tokenizer.chat_template is None:

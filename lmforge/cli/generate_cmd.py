@@ -11,6 +11,7 @@ from lmforge.cli import generate_extras as extra
 from lmforge.cli import sampling_options as opt
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.common.errors import LmforgeError
+from lmforge.common.threads import set_threads
 
 
 def generate(
@@ -38,7 +39,7 @@ def generate(
     truncate: bool = typer.Option(False, "--truncate", help="Keep the last tokens of a prompt too long for the "
                                                             "context instead of failing."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (text, token counts, timings, "
-                                                       "finish_reason) instead of streaming."),
+                                                       "finish_reason, threads) instead of streaming."),
     dtype: str = opt.DTYPE,
     draft: str = extra.DRAFT,
     num_draft: int = extra.NUM_DRAFT,
@@ -46,11 +47,9 @@ def generate(
     rope_factor: float = extra.ROPE_FACTOR,
     original_max_len: int = extra.ORIGINAL_MAX_LEN,
     max_context: int = extra.MAX_CONTEXT,
+    threads: int = opt.THREADS,
 ) -> None:
     """Generate text with a KV cache; stops at the model's end-of-turn / end-of-text token or a --stop string."""
-    from lmforge.model.inference import prepare_for_inference
-    from lmforge.model.loader import load
-
     if (prompt is None) == (chat is None):
         raise LmforgeError("give either a PROMPT argument or --chat MESSAGE (exactly one)")
     if system is not None and chat is None:
@@ -64,6 +63,10 @@ def generate(
         presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
         max_new_tokens=max_new_tokens, stop=tuple(stop or ()), logprobs=logprobs, truncate=truncate)
     warn_if_slow_dtype(dtype)
+    set_threads(threads)
+    from lmforge.model.inference import prepare_for_inference  # torch loads here, after the argument checks
+    from lmforge.model.loader import load
+
     lm = load(model, dtype=dtype)
     prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
     extra.apply_context_options(lm, rope_scaling, rope_factor, original_max_len, max_context)
@@ -88,7 +91,9 @@ def generate(
     else:
         result = run_stream(lm, ids, params, echo=not as_json)
     if as_json:
-        print(json.dumps(result, ensure_ascii=False))
+        import torch
+
+        print(json.dumps({**result, "threads": torch.get_num_threads()}, ensure_ascii=False))
 
 
 def run_stream(lm, ids: list[int], params, echo: bool) -> dict:

@@ -7,6 +7,7 @@ import typer
 
 import lmforge
 from lmforge.common.paths import INSTALL_HINT, embedded_model_path
+from lmforge.common.threads import wait_policy
 
 
 def collect_info() -> dict:
@@ -20,6 +21,7 @@ def collect_info() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "wait_policy": wait_policy(),
         "cuda": torch.cuda.is_available(),
         "presets": preset_names(),
         "embedded_model": str(embedded) if embedded else None,
@@ -27,7 +29,8 @@ def collect_info() -> dict:
 
 
 def info(as_json: bool = typer.Option(False, "--json", help="Print the facts as one JSON object.")) -> None:
-    """Show the lmforge and torch versions, CPU threads, model presets and whether the embedded model is found."""
+    """Show the lmforge and torch versions, CPU threads and their wait policy, model presets and whether the embedded
+    model is found."""
     facts = collect_info()
     if as_json:
         print(json.dumps(facts))

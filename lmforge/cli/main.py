@@ -1,4 +1,9 @@
-"""The `lmforge` command: registers the sub-commands and turns user errors into one line and exit code 2."""
+"""The `lmforge` command: registers the sub-commands and turns user errors into one line and exit code 2.
+
+Nothing here imports torch: argument checks answer at once, and the OpenMP wait policy is set before torch loads.
+Help is plain click text (rich markup would swallow "[default: ...]" in help strings and label flags `<bool>`), as
+wide as the terminal up to 120 columns, and 120 columns when not on a terminal (pipes, CI).
+"""
 
 import sys
 
@@ -28,6 +33,19 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     tokenizer_cmd,
 )
 from lmforge.common.errors import LmforgeError
+from lmforge.common.threads import configure_openmp
+
+HELP_WIDTH = 120
+
+
+def help_context() -> dict:
+    """click's help width: the terminal's up to HELP_WIDTH; HELP_WIDTH when not on a terminal (click would take 80,
+    or a COLUMNS variable that describes some terminal, not the pipe or file the help goes to)."""
+    settings = {"max_content_width": HELP_WIDTH}
+    if not sys.stdout.isatty():
+        settings["terminal_width"] = HELP_WIDTH
+    return settings
+
 
 app = typer.Typer(
     name="lmforge",
@@ -35,6 +53,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
+    context_settings=help_context(),
 )
 app.command("info")(info_cmd.info)
 app.command("convert")(convert_cmd.convert)
@@ -61,6 +81,7 @@ app.command("sft")(sft_cmd.sft_command)
 
 
 def main() -> None:
+    configure_openmp()  # before any command imports torch (OpenMP reads it when it loads)
     try:
         app()
     except LmforgeError as err:

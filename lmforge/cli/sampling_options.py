@@ -4,8 +4,10 @@ import typer
 
 from lmforge.engine.sampling_params import SamplingParams
 
-TEMPERATURE = typer.Option(None, "--temperature", "-t", help="0 = greedy; higher = more random [default: 0.2, "
-                                                             "SmolLM2's recommendation for small chat models].")
+DEFAULT_TEMPERATURE = 0.2
+TEMPERATURE = typer.Option(None, "--temperature", "-t", help=f"0 = greedy; higher = more random.  [default: "
+                                                             f"{DEFAULT_TEMPERATURE}, SmolLM2's recommendation for "
+                                                             f"small chat models]")
 TOP_K = typer.Option(0, "--top-k", help="Sample among the K most likely tokens only (0 = off).")
 TOP_P = typer.Option(1.0, "--top-p", help="Nucleus sampling: the smallest set of tokens reaching probability P "
                                           "(1 = off).")
@@ -20,7 +22,8 @@ SEED = typer.Option(None, "--seed", help="Seed for sampling (reproducible output
 MAX_NEW = typer.Option(256, "--max-new-tokens", "-n", help="Most tokens to generate per answer.")
 MODEL = typer.Option("smollm2-135m", "--model", "-m", help="Embedded model name, HF directory or .gguf.")
 DTYPE = typer.Option("float32", help="Compute dtype: float32 or bfloat16.")
-DEFAULT_TEMPERATURE = 0.2
+THREADS = typer.Option(None, "--threads", help="CPU threads for torch and lmforge's kernels (default: one per "
+                                               "physical core).")
 
 
 def sampling_params(*, temperature: float | None, top_k: int, top_p: float, min_p: float, repetition_penalty: float,

@@ -4,8 +4,10 @@ import sys
 
 import typer
 
+from lmforge.cli import sampling_options as opt
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.common.errors import LmforgeError
+from lmforge.common.threads import set_threads
 
 EPILOG = ("Attention, RMSNorm, RoPE, the SwiGLU activation, the sampler's argmax and the linears (float32 on AVX-512 "
           "CPUs, bfloat16 on CPUs with AVX512-BF16) run in small C++ kernels compiled on first use (20-40 s once per "
@@ -29,6 +31,7 @@ def serve(
     no_prefix_cache: bool = typer.Option(False, "--no-prefix-cache", help="Disable prefix caching."),
     chunked_prefill: bool = typer.Option(False, help="Split long prompts across steps to keep decoding smooth."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
+    threads: int = opt.THREADS,
 ) -> None:
     """Serve MODEL over the OpenAI HTTP API: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics."""
     import uvicorn
@@ -41,6 +44,7 @@ def serve(
     from lmforge.server.served import ServedModel
 
     warn_if_slow_dtype(dtype)
+    set_threads(threads)
     lm = load(model, dtype=dtype)
     prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
     if lm.tokenizer is None:

@@ -11,7 +11,8 @@ than in their arithmetic. `prepare_for_inference`:
 3. where lmforge's C++ CPU kernels build (lmforge.kernels), replaces RMSNorm, RoPE and SiLU-times-up by one-pass
    kernels (18 rows: 120 -> 40 us per layer). They round where the eager code rounds: in bfloat16, RoPE and SiLU
    give the eager results bit for bit and RMSNorm within one unit in the last place (its mean sums in another
-   order); float32 results differ by float rounding only (~1e-7 relative).
+   order); float32 results differ by float rounding only (~1e-7 relative);
+4. a bf16 / fp16 LM head that no kernel took becomes a float32 copy (Float32Head): logits are float32 sums.
 Everything computes what the unprepared model computes; it is for inference only (no gradients, and the fused or
 packed weights are not in the state dict: save a model before preparing it).
 """
@@ -180,6 +181,24 @@ class InplaceRope:
         return apply_rope(x, cos, sin)
 
 
+class Float32Head(nn.Module):
+    """A bf16 / fp16 LM head that no kernel took, held as a float32 copy made once: its logits are float32 sums
+    (transformer.float32_logits) without upcasting the weight on every call (SmolLM2's head: ~130 ms per call on a
+    loaded 2-core Zen 5). Costs the head's weight twice over in memory; the inner linear may be packed."""
+
+    def __init__(self, head: nn.Linear):
+        super().__init__()
+        self.linear = nn.Linear(head.in_features, head.out_features, bias=head.bias is not None)
+        self.linear.weight = nn.Parameter(head.weight.detach().float(), requires_grad=False)
+        if head.bias is not None:
+            self.linear.bias = nn.Parameter(head.bias.detach().float(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.float())
+
+    float_logits = forward
+
+
 @torch.no_grad()
 def prepare_for_inference(model: nn.Module, kernels: bool = True) -> dict[str, int]:
     """Fuse projections, pack linears and install the CPU kernels (see the module docstring), in place.
@@ -213,5 +232,8 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True) -> dict[str, i
             replace_module(model, name, FusedRMSNorm(module, ops))
             n_kernels += 1
     n_linears = n_gated + _kernel_linears(model, bf16_ops, f32_ops)
+    head = getattr(model, "lm_head", None)
+    if type(head) is nn.Linear and head.weight.dtype in (torch.bfloat16, torch.float16):
+        replace_module(model, "lm_head", Float32Head(head))
     return {"fused_projections": fused, "kernel_linears": n_linears, "packed_linears": pack_linears(model),
             "fused_kernels": n_kernels}

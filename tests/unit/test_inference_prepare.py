@@ -13,6 +13,7 @@ from lmforge.engine.sampling_params import SamplingParams
 from lmforge.kernels import cpu_kernels
 from lmforge.model import Transformer, get_preset
 from lmforge.model.inference import (
+    Float32Head,
     FusedRMSNorm,
     FusedSwiGLU,
     InplaceRope,
@@ -65,7 +66,11 @@ def test_prepared_model_in_the_paged_engine_matches_single_sequence_decoding(dty
     reference = [decode(model, p, max_new_tokens=12) for p in prompts]
     bytes_before = bytes_read_per_token(model)
     counts = prepare_for_inference(model)
-    assert bytes_read_per_token(model) == bytes_before  # what `bench decode` divides the bandwidth by
+    # a bf16 head no kernel took is held as a float32 copy (float32 logits): it reads twice its bf16 bytes
+    no_bf16_kernel = dtype == torch.bfloat16 and cpu_kernels.bf16_linear_ops() is None
+    assert isinstance(model.lm_head, Float32Head) == no_bf16_kernel
+    grown = model.config.vocab_size * model.config.dim * 2 if no_bf16_kernel else 0
+    assert bytes_read_per_token(model) == bytes_before + grown  # what `bench decode` divides the bandwidth by
     if (cpu_kernels.bf16_linear_ops() if dtype == torch.bfloat16 else cpu_kernels.f32_linear_ops()) is not None:
         assert counts["kernel_linears"] == 4 * model.config.n_layers + 1 and counts["packed_linears"] == 0
         assert sum(isinstance(m, KernelLinear) for m in model.modules()) == counts["kernel_linears"]

@@ -3,8 +3,11 @@
 `generate(prompts, ...)` runs a list of prompts to completion; the step-wise API (`add_request`, `step`, `abort`)
 is what the HTTP server drives. Each step schedules sequences (scheduler), runs the model once over all their new
 tokens (runner), samples one token for each sequence that reached its end, and retires finished sequences.
+One request never ends another: `validate` refuses what could break a batch before admission, and a step that
+raises anyway is recomputed one request at a time, so that only the requests that fail alone are ended (see `step`).
 """
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -16,9 +19,10 @@ from lmforge.engine.request_state import RequestState
 from lmforge.engine.runner import ModelRunner, kv_bytes_per_token
 from lmforge.engine.sampling import NonFiniteLogitsError, Sampler, TokenHistory, check_finite
 from lmforge.engine.sampling_params import SamplingParams
-from lmforge.engine.scheduler import Scheduler
+from lmforge.engine.scheduler import ScheduledSeq, Scheduler
 from lmforge.engine.sequence import Sequence, Status
 
+log = logging.getLogger("lmforge.engine")
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -77,13 +81,26 @@ class LLM:
         self.requests: dict[int, Sequence] = {}
 
     # -- step-wise API -----------------------------------------------------------------------------------------
+    @property
+    def max_request_tokens(self) -> int:
+        """The most tokens (prompt + generated) one request can hold: the context, or the whole KV cache if smaller."""
+        return min(self.model.config.max_seq_len, self.block_manager.num_blocks * self.block_manager.block_size)
+
+    def validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        """Raise LmforgeError for a request whose token ids (prompt, logit_bias, stop_token_ids) are outside the
+        model's vocabulary: such a request would fail inside a batched step. `add_request` calls it."""
+        vocab = self.model.config.vocab_size
+        for what, ids in (("prompt token id", prompt_ids), ("logit_bias token id", params.logit_bias or ()),
+                          ("stop_token_ids entry", params.stop_token_ids)):
+            bad = next((t for t in ids if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab), None)
+            if bad is not None:
+                raise LmforgeError(f"{what} {bad!r} is outside the vocabulary [0, {vocab})")
+
     def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None) -> int:
         """Queue a request; its id is what `step` outputs and `abort` refer to."""
         params = params or SamplingParams()
         prompt_ids = fit_prompt(prompt_ids, params, self.model.config.max_seq_len)
-        vocab = self.model.config.vocab_size
-        if not all(0 <= t < vocab for t in prompt_ids):
-            raise LmforgeError(f"prompt token ids must be in [0, {vocab})")
+        self.validate(prompt_ids, params)
         seq = Sequence(list(prompt_ids), params=params, max_new_tokens=params.max_new_tokens)
         seq.state = RequestState(params, seq.prompt_ids, self.tokenizer)
         seq.generator = torch.Generator(device=self.device).manual_seed(params.seed) if params.seed is not None \
@@ -101,29 +118,68 @@ class LLM:
         return self.scheduler.has_work()
 
     def step(self) -> list[RequestOutput]:
-        """Run one model step; outputs of the requests that produced a token or finished in it."""
+        """Run one model step; outputs of the requests that produced a token or finished in it.
+
+        Fault isolation: if computing the batch (model, sampler) raises, whatever the exception, the step is computed
+        again one request at a time (the same tokens: a request's KV writes are idempotent, seeded generators are
+        rewound), and only the requests that still fail alone end with finish_reason "error". Their blocks are not
+        registered in the prefix cache. A failure while recording one request's token (text, stop strings) ends that
+        request alone too. The batch is retried only on the failure path, so a normal step costs nothing more.
+        """
         batch, failed = self.scheduler.schedule()
         outputs = [self._output(seq, error=f"the request needs more KV cache blocks than exist "
                                              f"({self.block_manager.num_blocks})") for seq in failed]
         if not batch:
             return outputs
-        logits = self.runner.run(batch, self.block_manager.pending_copies)
-        self.block_manager.pending_copies = []
-        sampling = [item.seq for item in batch if item.samples]
-        sampled, errors = self._sample(sampling, logits)
-        self.scheduler.postprocess(batch, {seq.seq_id: token for seq, (token, _, _) in sampled.items()})
+        copies, self.block_manager.pending_copies = self.block_manager.pending_copies, []
+        rng_states = {item.seq: item.seq.generator.get_state() for item in batch if item.seq.generator is not None}
+        try:
+            sampled, errors = self._compute(batch, copies)
+        except Exception:  # noqa: BLE001 - isolated below: only the requests that fail alone end
+            log.warning("an engine step over %d requests failed; computing each alone", len(batch), exc_info=True)
+            for seq, state in rng_states.items():
+                seq.generator.set_state(state)
+            sampled, errors = self._compute_alone(batch, copies)
+        done = [item for item in batch if item.seq not in errors]
+        sampling = [item.seq for item in done if item.samples]  # before postprocess appends the new tokens
+        self.scheduler.postprocess(done, {seq.seq_id: token for seq, (token, _, _) in sampled.items()})
+        for seq, message in errors.items():
+            self.scheduler.finish(seq, "error")
+            outputs.append(self._output(seq, error=message))
         for seq in sampling:
-            if seq in errors:
+            try:
+                token, logprob, top = sampled[seq]
+                event = seq.state.push(token, logprob, top)
+            except Exception as err:  # noqa: BLE001 - this request's bookkeeping failed: it ends alone
+                log.warning("request %d failed after sampling", seq.seq_id, exc_info=True)
                 self.scheduler.finish(seq, "error")
-                outputs.append(self._output(seq, error=errors[seq]))
+                outputs.append(self._output(seq, error=_describe(err)))
                 continue
-            token, logprob, top = sampled[seq]
-            event = seq.state.push(token, logprob, top)
             if event.finish_reason is not None:
                 self.scheduler.finish(seq, event.finish_reason)
             lps = [TokenLogprob(token, event.logprob, event.top_logprobs)] if event.logprob is not None else []
             outputs.append(self._output(seq, [token], event.text, lps))
         return outputs
+
+    def _compute(self, batch: list[ScheduledSeq], copies: list[tuple[int, int]]):
+        """Run the model over the batch and sample: ({seq: (token, logprob, top)}, {seq: error message})."""
+        logits = self.runner.run(batch, copies)
+        return self._sample([item.seq for item in batch if item.samples], logits)
+
+    def _compute_alone(self, batch: list[ScheduledSeq], copies: list[tuple[int, int]]):
+        """`_compute` one request at a time; a request that raises alone gets the error."""
+        self.runner.cache.copy_blocks(copies)  # copy-on-write copies are idempotent: applying them again is safe
+        sampled, errors = {}, {}
+        for item in batch:
+            try:
+                one_sampled, one_errors = self._compute([item], [])
+            except Exception as err:  # noqa: BLE001 - the request at fault
+                log.warning("request %d failed alone in an engine step", item.seq.seq_id, exc_info=True)
+                errors[item.seq] = _describe(err)
+                continue
+            sampled.update(one_sampled)
+            errors.update(one_errors)
+        return sampled, errors
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor):
         """{seq: (token, logprob, top)} for the rows that sampled, {seq: error} for rows with broken logits."""
@@ -173,3 +229,7 @@ class LLM:
                 if out.finished:
                     done[out.request_id] = out
         return [done[i] for i in ids]
+
+
+def _describe(err: Exception) -> str:
+    return f"the engine failed on this request: {type(err).__name__}: {err}"

@@ -1,6 +1,7 @@
 """Drive the engine from asyncio: one background thread steps the `LLM`; each request reads its outputs from an
 asyncio queue. Model steps are blocking compute, so they never run on the event loop; the thread owns the engine
-and receives additions and aborts as commands, which keeps the engine single-threaded.
+and receives additions and aborts as commands, which keeps the engine single-threaded. A request the engine fails
+(`LLM.step` isolates faults per request) gets a server_error; the other requests go on.
 """
 
 import asyncio
@@ -118,13 +119,9 @@ class AsyncEngine:
                 start = time.perf_counter()
                 outputs = self.llm.step()
                 self.metrics.observe("step_seconds", time.perf_counter() - start, "duration of one engine step")
-            except Exception as err:  # noqa: BLE001 - an engine bug must not hang every client
+            except Exception as err:  # noqa: BLE001 - outside any one request (LLM.step isolates those): see below
                 log.exception("engine step failed")
-                for request_id, handle in list(self.request_to_handle.items()):
-                    self.llm.abort(request_id)
-                    self._deliver(handle, OpenAIError(500, f"engine error: {err}", type_="server_error"))
-                self.request_to_handle.clear()
-                self.handle_to_request.clear()
+                self._fail_newest(err)
                 continue
             for out in outputs:
                 handle = self.request_to_handle.get(out.request_id)
@@ -133,4 +130,25 @@ class AsyncEngine:
                 if out.finished:
                     self.request_to_handle.pop(out.request_id, None)
                     self.handle_to_request.pop(handle, None)
+                if out.error is not None:
+                    self.metrics.inc("failed_requests_total", help="requests the engine failed (alone)")
+                    out = OpenAIError(500, out.error, type_="server_error")
                 self._deliver(handle, out)
+
+    def _fail_newest(self, err: Exception) -> None:
+        """A step failed outside per-request isolation (scheduling, cache bookkeeping): end the most recently added
+        request, the likeliest cause since the engine ran without it, and retry. Each failure ends one request, so
+        the loop always makes progress and requests that ran fine before the newcomer keep running."""
+        if not self.llm.requests:
+            return
+        request_id = max(self.llm.requests)  # request ids increase with arrival
+        try:
+            self.llm.abort(request_id)
+        except Exception:  # noqa: BLE001 - still drop it from the engine's table below
+            log.exception("abort after a failed step failed")
+            self.llm.requests.pop(request_id, None)
+        handle = self.request_to_handle.pop(request_id, None)
+        if handle is not None:
+            self.handle_to_request.pop(handle, None)
+            self.metrics.inc("failed_requests_total", help="requests the engine failed (alone)")
+            self._deliver(handle, OpenAIError(500, f"engine error: {type(err).__name__}: {err}", type_="server_error"))

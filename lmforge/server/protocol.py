@@ -1,6 +1,7 @@
 """The OpenAI HTTP API's request bodies as pydantic models, and OpenAI's error JSON.
 
 Only what `/v1/chat/completions` and `/v1/completions` accept is modelled; ranges follow OpenAI's API reference.
+Types are strict, as OpenAI's are: `"5"`, `"yes"` or `true` are refused where a number or a boolean is expected.
 Unknown fields are ignored (as vLLM does), so clients that send extra options keep working.
 """
 
@@ -9,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_N = 8
+MAX_LOGIT_BIAS = 1024  # entries: the sampler turns them into a dense row every step
 
 
 class OpenAIError(Exception):
@@ -23,12 +25,17 @@ class OpenAIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+STRICT = ConfigDict(extra="ignore", strict=True)
+
+
 class StreamOptions(BaseModel):
+    model_config = STRICT
+
     include_usage: bool = False
 
 
 class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = STRICT
 
     model: str
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -41,6 +48,10 @@ class _Sampling(BaseModel):
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
+    # vLLM's extra sampling fields: top_k (-1 or 0 = off), min_p, repetition_penalty
+    top_k: int = Field(0, ge=-1)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=100.0)
     user: str | None = None
 
     @field_validator("stop")
@@ -54,8 +65,10 @@ class _Sampling(BaseModel):
     @field_validator("logit_bias")
     @classmethod
     def _check_bias(cls, value):
+        if value is not None and len(value) > MAX_LOGIT_BIAS:
+            raise ValueError(f"logit_bias may hold at most {MAX_LOGIT_BIAS} entries, got {len(value)}")
         for key, bias in (value or {}).items():
-            if not key.isdigit():
+            if not (key.isascii() and key.isdigit() and len(key) < 20):
                 raise ValueError(f"logit_bias keys must be token ids, got {key!r}")
             if not -100 <= bias <= 100:
                 raise ValueError(f"logit_bias values must be in [-100, 100], got {bias}")
@@ -63,7 +76,7 @@ class _Sampling(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = STRICT
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict] | None = None

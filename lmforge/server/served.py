@@ -1,7 +1,8 @@
 """What the server knows about its model: name, tokenizer, chat template, stop tokens, context length.
 
 `prepare` turns a validated OpenAI request into prompt token ids and one SamplingParams per choice, rejecting
-prompts that do not fit the context with OpenAI's `context_length_exceeded` error.
+prompts that do not fit the context or the KV cache with OpenAI's `context_length_exceeded` error, and any text the
+chat template or the tokenizer refuses with a 400.
 """
 
 import time
@@ -30,15 +31,21 @@ class ServedModel:
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
         except LmforgeError as err:
             raise OpenAIError(400, f"cannot render the chat template: {err}", param="messages") from None
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return self._encode(text, "messages", add_special_tokens=False)
+
+    def _encode(self, text: str, param: str, add_special_tokens: bool = True) -> list[int]:
+        try:  # encode_batch releases the GIL (encode does not): a long text does not stall the event loop
+            return self.tokenizer.encode_batch([text], add_special_tokens=add_special_tokens)[0]
+        except Exception as err:  # noqa: BLE001 - whatever the tokenizer refuses is the client's text
+            raise OpenAIError(400, f"the tokenizer cannot encode this text: {str(err)[:200]}", param=param) from None
 
     def _encode_prompts(self, body: CompletionRequest) -> list[list[int]]:
         prompt = body.prompt
         if isinstance(prompt, str):
-            return [self.tokenizer.encode(prompt)]
+            return [self._encode(prompt, "prompt")]
         if all(isinstance(p, int) for p in prompt):
             return [self._checked_ids(prompt)]
-        return [self.tokenizer.encode(p) if isinstance(p, str) else self._checked_ids(p) for p in prompt]
+        return [self._encode(p, "prompt") if isinstance(p, str) else self._checked_ids(p) for p in prompt]
 
     def _checked_ids(self, ids: list[int]) -> list[int]:
         vocab = self.tokenizer.vocab_size
@@ -47,19 +54,24 @@ class ServedModel:
             raise OpenAIError(400, f"prompt token id {bad[0]} is outside the vocabulary [0, {vocab})", param="prompt")
         return list(ids)
 
-    def prepare(self, body, kind: str) -> list[tuple[list[int], list[SamplingParams]]]:
+    def prepare(self, body, kind: str, max_request_tokens: int | None = None
+                ) -> list[tuple[list[int], list[SamplingParams]]]:
+        """`max_request_tokens`: the engine's limit on prompt + completion (its KV cache may hold less than the
+        context); a request over it is refused here, with the limit, rather than failed by the engine."""
         prompts = [self._encode_chat(body)] if kind == "chat" else self._encode_prompts(body)
+        limit = self.context_len if max_request_tokens is None else min(self.context_len, max_request_tokens)
+        what = (f"this model's context is {self.context_len} tokens" if limit == self.context_len else
+                f"this server's KV cache holds {limit} tokens per request (the model's context is {self.context_len})")
         jobs = []
         for ids in prompts:
-            room = self.context_len - len(ids)
+            room = limit - len(ids)
             if room < 1:
-                raise OpenAIError(400, f"the prompt has {len(ids)} tokens; this model's context is "
-                                       f"{self.context_len} tokens", param="messages" if kind == "chat" else "prompt",
-                                  code="context_length_exceeded")
+                raise OpenAIError(400, f"the prompt has {len(ids)} tokens; {what}",
+                                  param="messages" if kind == "chat" else "prompt", code="context_length_exceeded")
             asked = (body.max_completion_tokens or body.max_tokens) if kind == "chat" else body.max_tokens
             if asked is not None and asked > room:
                 raise OpenAIError(400, f"max_tokens={asked} plus the prompt's {len(ids)} tokens exceeds the "
-                                       f"context of {self.context_len} tokens", param="max_tokens",
+                                       f"limit of {limit} tokens: {what}", param="max_tokens",
                                   code="context_length_exceeded")
             max_new = asked or min(room, self.default_max_tokens)
             chat_logprobs = (body.top_logprobs or 0) if kind == "chat" and body.logprobs else None
@@ -69,7 +81,8 @@ class ServedModel:
                     max_new_tokens=max_new, temperature=1.0 if body.temperature is None else body.temperature,
                     top_p=1.0 if body.top_p is None else body.top_p, presence_penalty=body.presence_penalty,
                     frequency_penalty=body.frequency_penalty, logit_bias=body.logit_bias,
-                    seed=None if body.seed is None else body.seed + i, stop=body.stop or (),
+                    top_k=max(body.top_k, 0), min_p=body.min_p, repetition_penalty=body.repetition_penalty,
+                    seed=None if body.seed is None else (body.seed + i) % 2**63, stop=body.stop or (),
                     stop_token_ids=self.stop_token_ids, logprobs=logprobs) for i in range(body.n)]
             except LmforgeError as err:
                 raise OpenAIError(400, str(err)) from None

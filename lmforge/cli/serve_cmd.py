@@ -20,7 +20,13 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 exposes the server to your network."),
     port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
     api_key: str = typer.Option(None, "--api-key", envvar="LMFORGE_API_KEY",
-                                help="Require 'Authorization: Bearer KEY' on /v1/* (env LMFORGE_API_KEY)."),
+                                help="Require 'Authorization: Bearer KEY' on every route but /health, /metrics "
+                                     "included (it shows the traffic; env LMFORGE_API_KEY)."),
+    allowed_hosts: str = typer.Option("", "--allowed-hosts", help="Comma-separated extra names the Host header may "
+                                      "carry (DNS-rebinding guard; 127.0.0.1, localhost, [::1] and --host always "
+                                      "pass; '*' = any, the default with --host 0.0.0.0)."),
+    cors_origins: str = typer.Option("", "--cors-origins", help="Comma-separated web origins allowed to call the "
+                                     "API from a browser (CORS); none by default."),
     served_name: str = typer.Option(None, "--served-model-name", help="Model id clients send (default: MODEL)."),
     dtype: str = typer.Option("float32", help="Compute dtype: float32 or bfloat16."),
     kv_cache_gb: float = typer.Option(1.0, "--kv-cache-gb", min=0.01, help="Memory for the paged KV cache."),
@@ -33,7 +39,10 @@ def serve(
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     threads: int = opt.THREADS,
 ) -> None:
-    """Serve MODEL over the OpenAI HTTP API: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics."""
+    """Serve MODEL over the OpenAI HTTP API: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics.
+
+    POST bodies must be 'Content-Type: application/json'; the Host header must name this server (--allowed-hosts).
+    """
     import uvicorn
 
     from lmforge.engine.llm import LLM, EngineConfig
@@ -41,6 +50,7 @@ def serve(
     from lmforge.model.loader import load
     from lmforge.server.app import create_app
     from lmforge.server.async_engine import AsyncEngine
+    from lmforge.server.guard import allowed_host_names
     from lmforge.server.served import ServedModel
 
     warn_if_slow_dtype(dtype)
@@ -54,7 +64,9 @@ def serve(
                           chunked_prefill=chunked_prefill)
     llm = LLM(lm.model, lm.tokenizer, config)
     served = ServedModel(served_name or model, lm.tokenizer, lm.stop_token_ids(), lm.config.max_seq_len)
-    app = create_app(AsyncEngine(llm, max_pending=max_pending), served, api_key=api_key)
+    app = create_app(AsyncEngine(llm, max_pending=max_pending), served, api_key=api_key,
+                     allowed_hosts=allowed_host_names(host, allowed_hosts.split(",")),
+                     cors_origins=[o.strip() for o in cors_origins.split(",") if o.strip()])
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"warning: serving on {host} without --api-key: anyone on your network can use it", file=sys.stderr)
     print(f"lmforge: serving {served.name!r} on http://{host}:{port}/v1 "

@@ -1,21 +1,26 @@
 """The OpenAI-compatible HTTP server (FastAPI): chat and text completions, streamed as Server-Sent Events.
 
 Every client mistake becomes OpenAI's error JSON with a 4xx status; the engine runs in its own thread
-(async_engine.py); a client that disconnects has its request aborted and its KV blocks freed.
+(async_engine.py); a client that disconnects, streaming or not, has its requests aborted and its KV blocks freed.
+Parsing, templating and tokenising run in worker threads, so a large body never stalls the event loop (/health).
 """
 
 import asyncio
-import hmac
 import json
 import time
 import uuid
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
 
+from lmforge.common.errors import LmforgeError
 from lmforge.server.async_engine import AsyncEngine
+from lmforge.server.guard import Guard, allowed_host_names
+from lmforge.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from lmforge.server.metrics import Metrics
 from lmforge.server.protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
 from lmforge.server.responses import ChoiceState, chat_chunk, chat_response, completion_chunk, completion_response
@@ -31,23 +36,48 @@ def _validation_error(err: ValidationError) -> OpenAIError:
     return OpenAIError(400, f"invalid value for {param}: {first.get('msg')}", param=param)
 
 
-async def parse_body(request: Request, model: type[BaseModel], max_bytes: int):
-    size = request.headers.get("content-length")
-    if size is not None and size.isdigit() and int(size) > max_bytes:
-        raise OpenAIError(413, f"request body of {size} bytes exceeds the limit of {max_bytes}")
-    raw = await request.body()
-    if len(raw) > max_bytes:
-        raise OpenAIError(413, f"request body of {len(raw)} bytes exceeds the limit of {max_bytes}")
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_body(raw: bytes, model: type[BaseModel]):
+    """JSON bytes -> a validated request (runs in a worker thread: a large body must not stall the event loop)."""
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise OpenAIError(400, f"the request body is not valid JSON: {err}") from None
+        data = json.loads(raw, parse_constant=_refuse_constant)
+        json.dumps(data, ensure_ascii=False).encode()  # an unpaired surrogate escape ("\ud800") is not text
+    except (ValueError, RecursionError, UnicodeError) as err:  # JSONDecodeError, too many digits, nesting depth
+        raise OpenAIError(400, f"the request body is not valid JSON: {str(err)[:200]}") from None
     if not isinstance(data, dict):
         raise OpenAIError(400, "the request body must be a JSON object")
     try:
         return model.model_validate(data)
-    except ValidationError as err:
-        raise _validation_error(err) from None
+    except (ValidationError, RecursionError) as err:
+        raise (_validation_error(err) if isinstance(err, ValidationError) else
+               OpenAIError(400, "the request body is nested too deeply")) from None
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The body of a JSON POST, read as it arrives and refused (413) as soon as it passes `max_bytes`, with or
+    without Content-Length (a chunked upload is never read whole)."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise OpenAIError(415, f"the request body must be sent with 'Content-Type: application/json', got "
+                               f"{media_type[:100] or 'none'!r}", code="unsupported_media_type")
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > max_bytes:
+        raise OpenAIError(413, f"request body of {size} bytes exceeds the limit of {max_bytes}")
+    chunks, received = [], 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > max_bytes:
+            raise OpenAIError(413, f"request body of more than {max_bytes} bytes exceeds the limit of {max_bytes}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def until_disconnected(request: Request, poll_s: float = 0.25) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(poll_s)
 
 
 async def _merge(streams):
@@ -82,33 +112,24 @@ async def _merge(streams):
             await stream.aclose()
 
 
-def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body_bytes: int = 4 * 2**20) -> FastAPI:
-    """`served` turns a validated request into (prompt ids, [SamplingParams per choice]) and decodes tokens."""
+def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body_bytes: int = 4 * 2**20,
+               allowed_hosts: frozenset[str] | None = allowed_host_names("127.0.0.1"),
+               cors_origins: list[str] | tuple[str, ...] = ()) -> FastAPI:
+    """`served` turns a validated request into (prompt ids, [SamplingParams per choice]) and decodes tokens.
+    `allowed_hosts`: names the Host header may carry (None: any); `cors_origins`: web origins allowed by CORS."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine.start()
         yield
         engine.stop()
 
-    app = FastAPI(title="lmforge", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="lmforge", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     metrics: Metrics = engine.metrics
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        start = time.perf_counter()
-        try:
-            if api_key and request.url.path.startswith("/v1/"):
-                given = request.headers.get("authorization", "")
-                if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                    raise OpenAIError(401, "invalid or missing API key (send 'Authorization: Bearer KEY')",
-                                      code="invalid_api_key")
-            response = await call_next(request)
-        except OpenAIError as err:
-            response = error_response(err)
-        metrics.inc("requests_total", help="HTTP requests by path and status", path=request.url.path,
-                    status=response.status_code)
-        metrics.observe("http_latency_seconds", time.perf_counter() - start, "time to response headers")
-        return response
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(Guard, routes=app.router.routes, metrics=metrics, api_key=api_key,
+                       allowed_hosts=allowed_hosts)
 
     @app.exception_handler(OpenAIError)
     async def _openai_error(request: Request, err: OpenAIError):
@@ -116,7 +137,8 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
 
     @app.exception_handler(404)
     async def _not_found(request: Request, err):
-        return error_response(OpenAIError(404, f"no route {request.method} {request.url.path}", code="not_found"))
+        return error_response(OpenAIError(404, f"no route {request.method} {request.url.path[:200]}",
+                                          code="not_found"))
 
     @app.exception_handler(405)
     async def _bad_method(request: Request, err):
@@ -128,33 +150,70 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
 
     @app.get("/metrics")
     async def get_metrics():
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/v1/models")
     async def models():
         return {"object": "list", "data": [{"id": served.name, "object": "model", "created": served.created,
                                             "owned_by": "lmforge"}]}
 
-    async def run(request: Request, kind: str):
-        body = await parse_body(request, ChatCompletionRequest if kind == "chat" else CompletionRequest,
-                                max_body_bytes)
+    def prepare(raw: bytes, kind: str):
+        """Worker thread: parse, validate, template and tokenise; check every choice against the engine."""
+        body = decode_body(raw, ChatCompletionRequest if kind == "chat" else CompletionRequest)
         if body.model != served.name:
-            raise OpenAIError(404, f"the model {body.model!r} does not exist; this server serves {served.name!r}",
-                              param="model", code="model_not_found")
-        jobs = served.prepare(body, kind)  # [(prompt_ids, [params per choice])] — completions may list prompts
+            raise OpenAIError(404, f"the model {body.model[:200]!r} does not exist; this server serves "
+                                   f"{served.name!r}", param="model", code="model_not_found")
+        jobs = served.prepare(body, kind, engine.llm.max_request_tokens)
+        pairs = [(prompt_ids, params) for prompt_ids, per_choice in jobs for params in per_choice]
+        if len(pairs) > engine.max_pending:
+            raise OpenAIError(400, f"the request asks for {len(pairs)} choices (prompts x n); this server runs at "
+                                   f"most {engine.max_pending} requests", param="n")
+        for prompt_ids, params in pairs:
+            try:
+                engine.llm.validate(prompt_ids, params)
+            except LmforgeError as err:
+                raise OpenAIError(400, str(err)) from None
+        return body, pairs
+
+    async def run(request: Request, kind: str):
+        raw = await read_body(request, max_body_bytes)
+        body, pairs = await run_in_threadpool(prepare, raw, kind)
+        if engine.num_pending + len(pairs) > engine.max_pending:
+            raise OpenAIError(429, f"the server is at capacity ({engine.max_pending} requests); retry later",
+                              type_="rate_limit_error", code="rate_limit_exceeded")
         rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
-        pairs = [(prompt_ids, params) for prompt_ids, per_choice in jobs for params in per_choice]
         choices = [ChoiceState(index=i, prompt_ids=p, params=params) for i, (p, params) in enumerate(pairs)]
         streams = [engine.generate(c.prompt_ids, c.params) for c in choices]
         if body.stream:
             return StreamingResponse(_stream(kind, body, rid, created, choices, streams),
                                      media_type="text/event-stream")
-        async for index, out in _merge(streams):
-            choices[index].update(out, served, metrics)
+        if not await _collect_unless_disconnected(request, choices, streams):
+            metrics.inc("disconnected_requests_total", help="non-streaming requests whose client left (aborted)")
+            return Response(status_code=499)  # nginx's "client closed request": nobody reads it
         if kind == "chat":
             return chat_response(rid, created, served.name, choices, body.logprobs)
         return completion_response(rid, created, served.name, choices, body.logprobs is not None)
+
+    async def _collect_unless_disconnected(request: Request, choices, streams) -> bool:
+        """Run the choices to the end; False if the client left first (its requests are aborted in the engine)."""
+        async def collect():
+            async for index, out in _merge(streams):
+                choices[index].update(out, served, metrics)
+
+        collecting = asyncio.ensure_future(collect())
+        watching = asyncio.ensure_future(until_disconnected(request))
+        try:
+            await asyncio.wait({collecting, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (collecting, watching):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(collecting, watching, return_exceptions=True)
+        if collecting.cancelled():
+            return False
+        collecting.result()  # an engine error for one choice raises its OpenAIError
+        return True
 
     async def _stream(kind, body, rid, created, choices, streams):
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -138,7 +138,7 @@ def test_disconnect_mid_stream_frees_blocks(server):
             if i >= 6:
                 break
     assert wait_all_blocks_free(llm)
-    metrics = httpx.get(f"{url}/metrics").text
+    metrics = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text  # /metrics needs the key
     assert "lmforge_aborted_requests_total" in metrics and "lmforge_kv_blocks_in_use 0" in metrics
 
 

@@ -2,6 +2,8 @@
 
 Templates are Jinja2 programs shipped with models, i.e. untrusted code, so they run in jinja2's
 ImmutableSandboxedEnvironment with the same globals and filters as Hugging Face transformers, and render identically.
+Rendering is capped in time (a deadline checked on every template line, so nested loops stop) and in output size;
+whatever a template raises (`1/0`, runaway recursion) becomes a one-line LmforgeError.
 """
 
 import json
@@ -16,6 +18,8 @@ from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from lmforge.common.errors import LmforgeError
+from lmforge.tokenizer import template_limits
+from lmforge.tokenizer.template_limits import RenderTimeout, check_binop, render_capped
 
 # ChatML (OpenAI, Qwen, SmolLM): one `<|im_start|>role\ncontent<|im_end|>\n` block per message.
 CHATML_TEMPLATE = (
@@ -82,13 +86,16 @@ def render_chat_template(
     add_generation_prompt: bool = False,
     bos_token: str = "",
     eos_token: str = "",
+    time_limit: float | None = None,
+    max_chars: int | None = None,
     **kwargs: Any,
 ) -> str:
     """Render `messages` with a Jinja chat `template`, as transformers' `apply_chat_template(tokenize=False)` does.
 
     Extra keyword arguments (`tools`, `documents`, `pad_token`, custom flags...) become template variables.
     Raises LmforgeError for a malformed conversation, a template syntax error, `raise_exception(...)` in the
-    template, or any attempt to reach unsafe attributes (sandbox escape).
+    template, any error the template raises, any attempt to reach unsafe attributes (sandbox escape), a render
+    longer than `time_limit` seconds or an output longer than `max_chars` (defaults: template_limits.RENDER_*).
     """
     if not isinstance(template, str) or not template:
         raise LmforgeError(f"chat template must be a non-empty string, got {template!r}")
@@ -101,14 +108,24 @@ def render_chat_template(
         eos_token=eos_token if eos_token is not None else "",
     )
     compiled = _compile(template)
+    time_limit = template_limits.RENDER_SECONDS if time_limit is None else time_limit
+    max_chars = template_limits.RENDER_MAX_CHARS if max_chars is None else max_chars
     try:
-        return compiled.render(**variables)
+        return render_capped(compiled, variables, time_limit, max_chars)
+    except LmforgeError:
+        raise
+    except RenderTimeout:
+        raise LmforgeError(f"chat template took more than {time_limit:g} s to render and was stopped") from None
     except jinja2.exceptions.SecurityError as err:
         raise LmforgeError(f"chat template tried an unsafe operation and was stopped: {err}") from None
     except jinja2.TemplateError as err:
         raise LmforgeError(f"chat template failed to render: {err}") from None
     except TypeError as err:  # e.g. `'text' + message['content']` when content is a list
         raise LmforgeError(f"chat template failed to render these messages: {err}") from None
+    except RecursionError:
+        raise LmforgeError("chat template recursed too deeply and was stopped") from None
+    except Exception as err:  # noqa: BLE001 - the template is untrusted code: 1/0, int('x'), a missing key...
+        raise LmforgeError(f"chat template failed to render: {type(err).__name__}: {str(err)[:200]}") from None
 
 
 def _validate_messages(messages: Any) -> list[dict]:
@@ -217,7 +234,14 @@ class _TemplateDict:
 
 
 class _StrictSandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, but touching an unsafe attribute fails at once instead of rendering as ''."""
+    """The immutable sandbox, but touching an unsafe attribute fails at once instead of rendering as '', and `*` /
+    `**` cannot build a huge string, list or number in one operation."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        check_binop(operator, left, right)
+        return super().call_binop(context, operator, left, right)
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
         raise jinja2.exceptions.SecurityError(

@@ -1,0 +1,68 @@
+"""Caps on rendering an untrusted Jinja template: a time limit, an output size limit, and no `*` / `**` that builds
+a huge value in one operation. Jinja's sandbox bounds each `range` but not nested loops, so the time limit is a
+trace function that watches only the frames of compiled templates (one check per template line or loop turn).
+"""
+
+import math
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any
+
+import jinja2
+
+from lmforge.common.errors import LmforgeError
+
+RENDER_SECONDS = 2.0  # a real chat template renders in milliseconds
+RENDER_MAX_CHARS = 16 * 2**20  # the output, and any string or list one `*` may build
+MAX_INT_BITS = 4096
+TEMPLATE_FILENAME = "<template>"  # the file name of code that jinja compiled from a string
+
+
+class RenderTimeout(Exception):
+    """The render passed its time limit (raised inside the template's own code)."""
+
+
+@contextmanager
+def deadline(seconds: float):
+    """Raise RenderTimeout in template code once `seconds` have passed; other code on this thread runs untraced
+    (its frames get no line events), and the previous trace function (a debugger, coverage) is restored after."""
+    end = time.perf_counter() + seconds
+
+    def on_line(frame, event, arg):
+        if time.perf_counter() > end:
+            raise RenderTimeout
+        return on_line
+
+    def on_call(frame, event, arg):
+        return on_line if frame.f_code.co_filename == TEMPLATE_FILENAME else None
+
+    previous = sys.gettrace()
+    sys.settrace(on_call)
+    try:
+        yield
+    finally:
+        sys.settrace(previous)
+
+
+def render_capped(compiled: jinja2.Template, variables: dict, time_limit: float, max_chars: int) -> str:
+    """`compiled.render(**variables)`, stopped after `time_limit` seconds (RenderTimeout) or `max_chars` of output."""
+    with deadline(time_limit):
+        parts, size = [], 0
+        for part in compiled.generate(**variables):
+            size += len(part)
+            if size > max_chars:
+                raise LmforgeError(f"chat template output passed {max_chars} characters and was stopped")
+            parts.append(part)
+    return "".join(parts)
+
+
+def check_binop(operator: str, left: Any, right: Any) -> None:
+    """Refuse (SecurityError) `seq * n` longer than RENDER_MAX_CHARS and `a ** b` wider than MAX_INT_BITS."""
+    if operator == "*":
+        for seq, count in ((left, right), (right, left)):
+            if isinstance(seq, str | list | tuple) and isinstance(count, int) and len(seq) * count > RENDER_MAX_CHARS:
+                raise jinja2.exceptions.SecurityError(f"'*' would build {len(seq) * count} items")
+    elif operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and \
+            right * math.log2(abs(left)) > MAX_INT_BITS:
+        raise jinja2.exceptions.SecurityError(f"'**' would build a number of more than {MAX_INT_BITS} bits")

@@ -1,6 +1,9 @@
 """Load test: start `lmforge serve` on 127.0.0.1, run N concurrent streaming chat clients (a share of which
-disconnect mid-stream) plus malformed requests, then read /metrics. Prints one JSON line: 5xx count, leaked KV
-blocks, p50/p95 time to first token and inter-token latency. Usage: python benchmarks/serve_load.py [--clients 64]
+disconnect mid-stream), malformed requests, hostile clients (parsable requests with invalid values: out-of-vocab
+logit_bias, negative / huge numbers, wrong types) interleaved with greedy "checked" streams whose text must equal
+what each gets alone, then read /metrics. Prints one JSON line: 5xx count, leaked KV blocks, p50/p95 time to first
+token and inter-token latency, hostile statuses, checked streams identical to their solo run.
+Usage: python benchmarks/serve_load.py [--clients 64] [--hostile 16] [--checked 6]
 """
 
 import argparse
@@ -19,6 +22,22 @@ import httpx
 MALFORMED = [b"{bad json", b"{}", b'{"model": "m", "messages": []}', b'{"model": "nope", "messages": [{"role": "user",'
              b' "content": "hi"}]}', b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "top_p": 2}',
              b'{"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": -1}']
+
+
+HOSTILE = [  # (path, body fields or raw bytes, headers): parsable, each invalid in one way; 4xx expected
+    ("chat", {"logit_bias": {"49152": 1}}), ("chat", {"logit_bias": {"-1": 5}}), ("chat", {"logit_bias": {"5": 1e6}}),
+    ("chat", {"logit_bias": {"5": "1"}}), ("chat", {"logit_bias": {"99999999999999999999": 1}}),
+    ("chat", {"max_tokens": -5}), ("chat", {"max_tokens": 10**12}), ("chat", {"max_tokens": "5"}),
+    ("chat", {"max_tokens": True}), ("chat", {"temperature": -1}), ("chat", {"temperature": "hot"}),
+    ("chat", {"temperature": 1e308}), ("chat", {"top_p": 0}), ("chat", {"top_k": -5}), ("chat", {"min_p": 2}),
+    ("chat", {"repetition_penalty": 0}), ("chat", {"n": 100}), ("chat", {"n": "2"}), ("chat", {"seed": -1}),
+    ("chat", {"seed": 2**70}), ("chat", {"stop": 7}), ("chat", {"stop": [1, 2]}), ("chat", {"stream": "yes"}),
+    ("chat", {"presence_penalty": 1e9}), ("chat", {"messages": [{"role": "user", "content": "a\ud800"}]}),
+    ("chat", {"messages": [{"role": "user", "content": "word " * 12000}]}),
+    ("chat", {"messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}),
+    ("completion", {"prompt": [10**9]}), ("completion", {"prompt": [-1, 5]}), ("completion", {"prompt": 42}),
+    ("completion", {"prompt": "hi", "logprobs": 50}), ("completion", {"prompt": "hi", "echo": "yes"}),
+]
 
 
 def free_port() -> int:
@@ -48,6 +67,9 @@ async def client(http, url, i, args, stats):
                 continue
             now = time.perf_counter()
             chunk = json.loads(line[6:])
+            if "error" in chunk:
+                stats["stream_errors"] += 1
+                return
             if not chunk["choices"] or not chunk["choices"][0]["delta"].get("content"):
                 continue
             if last is None:
@@ -58,16 +80,71 @@ async def client(http, url, i, args, stats):
             if disconnect and n >= 3:
                 stats["disconnected"] += 1
                 return  # leaving the `async with` closes the connection mid-stream
+    stats["completed"] += 1
+
+
+def checked_body(i, args) -> dict:
+    return {"model": "m", "stream": True, "max_tokens": args.checked_tokens, "temperature": 0,
+            "messages": [{"role": "user", "content": f"Write a sentence about the number {i + 1}."}]}
+
+
+async def stream_text(http, url, body, stats) -> str | None:
+    """The streamed text of one request; None if it did not complete (non-200 or an error event)."""
+    parts = []
+    async with http.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+        stats["status"].append(r.status_code)
+        if r.status_code != 200:
+            return None
+        async for line in r.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    return None
+                if chunk["choices"]:
+                    parts.append(chunk["choices"][0]["delta"].get("content") or "")
+    return "".join(parts)
+
+
+async def hostile(http, url, i, args, stats, done: asyncio.Event):
+    """Send invalid requests, one after another, until the checked streams are done (at least `hostile_min`)."""
+    rng, sent = random.Random(1000 + i), 0
+    while sent < args.hostile_min or not done.is_set():
+        kind, fields = rng.choice(HOSTILE)
+        base = {"model": "m", "max_tokens": 4} | ({"messages": [{"role": "user", "content": "hi"}]} if kind == "chat"
+                                                  else {"prompt": "hi"})
+        path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
+        try:  # json.dumps writes an unpaired surrogate as the escape "\ud800", as a hostile client would
+            r = await http.post(f"{url}{path}", content=json.dumps(base | fields).encode(),
+                                headers={"Content-Type": "application/json"})
+            status = r.status_code
+        except httpx.HTTPError:
+            status = 599
+        stats["hostile"].append(status)
+        sent += 1
+        await asyncio.sleep(rng.random() * 0.05)
 
 
 async def run(url, args):
-    stats = {"status": [], "ttft": [], "itl": [], "disconnected": 0}
+    stats = {"status": [], "ttft": [], "itl": [], "disconnected": 0, "hostile": [], "completed": 0, "stream_errors": 0}
     limits = httpx.Limits(max_connections=args.clients + 16)
     async with httpx.AsyncClient(timeout=args.timeout, limits=limits) as http:
         bad = [http.post(f"{url}/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
                for raw in MALFORMED]
+        alone = [await stream_text(http, url, checked_body(i, args), {"status": []}) for i in range(args.checked)]
+        done = asyncio.Event()
+
+        async def checked_streams():
+            try:
+                return await asyncio.gather(*[stream_text(http, url, checked_body(i, args), stats)
+                                              for i in range(args.checked)])
+            finally:
+                done.set()
+
         jobs = [client(http, url, i, args, stats) for i in range(args.clients)]
-        results = await asyncio.gather(*bad, *jobs, return_exceptions=True)
+        hostiles = [hostile(http, url, i, args, stats, done) for i in range(args.hostile)]
+        checked, *results = await asyncio.gather(checked_streams(), *bad, *jobs, *hostiles, return_exceptions=True)
+        stats["checked_identical"] = (sum(a is not None and a == b for a, b in zip(alone, checked, strict=True))
+                                      if isinstance(checked, list) else 0)
         for r in results[:len(bad)]:
             stats["status"].append(r.status_code if isinstance(r, httpx.Response) else 599)
         stats["errors"] = [repr(r) for r in results if isinstance(r, Exception)]
@@ -102,6 +179,10 @@ def main() -> None:
     parser.add_argument("--disconnect-share", type=float, default=0.2)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--hostile", type=int, default=16, help="clients sending invalid requests throughout")
+    parser.add_argument("--hostile-min", type=int, default=8, help="requests each hostile client sends at least")
+    parser.add_argument("--checked", type=int, default=6, help="greedy streams compared with their solo run")
+    parser.add_argument("--checked-tokens", type=int, default=32)
     args = parser.parse_args()
     port = free_port()
     with tempfile.TemporaryFile("w+") as log:  # a pipe could fill up and block the server
@@ -126,6 +207,12 @@ def main() -> None:
         "ttft_p50_s": percentile(stats["ttft"], 0.5), "ttft_p95_s": percentile(stats["ttft"], 0.95),
         "itl_p50_s": percentile(stats["itl"], 0.5), "itl_p95_s": percentile(stats["itl"], 0.95),
         "preemptions": gauge(metrics, "preemptions_total"), "server_errors": server_log.count("Traceback"),
+        "hostile_clients": args.hostile, "hostile_requests": len(stats["hostile"]),
+        "hostile_4xx": sum(400 <= s < 500 for s in stats["hostile"]),
+        "hostile_5xx": sum(s >= 500 for s in stats["hostile"]),
+        "hostile_other": sum(s < 400 for s in stats["hostile"]),
+        "checked_streams": args.checked, "checked_identical_to_alone": stats["checked_identical"],
+        "completed_streams": stats["completed"], "stream_errors": stats["stream_errors"],
     }))
 
 

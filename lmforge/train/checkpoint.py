@@ -3,6 +3,8 @@ safetensors, small state (step, data cursor, Python/NumPy RNG, scheduler inputs)
 SHA-256 checksums written last. A checkpoint is staged in a temporary directory, fsynced, then renamed into
 place, so a crash leaves either the old set or a complete new one; partial or corrupted ones are skipped (and, when
 a resume skips them, renamed aside to step-N.corrupt: kept for inspection, never counted or deleted by retention).
+Distributed runs stage torch.distributed.checkpoint shards instead of model/optimizer safetensors (layout "dcp",
+sharded_checkpoint.py); the manifest, checksums, rename and retention are the same.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from lmforge.common.files import save_safetensors
 
 MANIFEST = "manifest.json"
 FORMAT = "lmforge-checkpoint-v1"
+LAYOUTS = ("safetensors", "dcp")  # how model + optimizer are stored; state.json and rng.safetensors in both
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 
 
@@ -31,6 +34,7 @@ class Checkpoint:
     step: int
     tensors: dict[str, dict[str, torch.Tensor]]  # file stem -> tensors (e.g. "model", "optimizer", "rng")
     state: dict  # the JSON state
+    layout: str = "safetensors"  # "dcp": model and optimizer are torch.distributed.checkpoint shards in `path`
 
 
 def _sha256(path: Path) -> str:
@@ -52,24 +56,42 @@ def _fsync(path: Path) -> None:
 def save_checkpoint(root: str | Path, step: int, tensors: dict[str, dict[str, torch.Tensor]], state: dict,
                     keep: int) -> Path:
     """Write root/step-XXXXXXXX atomically, then delete all but the newest `keep` checkpoints."""
+    tmp = stage_checkpoint(root, step)
+    write_state_files(tmp, tensors, state)
+    return commit_checkpoint(tmp, step, keep)
+
+
+def stage_checkpoint(root: str | Path, step: int, tag: str | int | None = None) -> Path:
+    """A new, empty staging directory root/.tmp-step-XXXXXXXX-<tag> (default tag: this process id) to write a
+    checkpoint into; `commit_checkpoint` turns it into root/step-XXXXXXXX."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:08d}"
-    tmp = root / f".tmp-step-{step:08d}-{os.getpid()}"
+    tmp = root / f".tmp-step-{step:08d}-{os.getpid() if tag is None else tag}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    files = {}
+    return tmp
+
+
+def write_state_files(tmp: Path, tensors: dict[str, dict[str, torch.Tensor]], state: dict) -> None:
+    """<stem>.safetensors per tensor group and state.json into a staging directory."""
     for stem, group in tensors.items():
-        name = f"{stem}.safetensors"
-        save_safetensors(group, tmp / name)
-        files[name] = None
+        save_safetensors(group, tmp / f"{stem}.safetensors")
     (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
-    files["state.json"] = None
-    for name in files:
-        _fsync(tmp / name)
-        files[name] = {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size}
-    (tmp / MANIFEST).write_text(json.dumps({"format": FORMAT, "step": step, "files": files}, indent=1) + "\n")
+
+
+def commit_checkpoint(tmp: Path, step: int, keep: int, layout: str | None = None) -> Path:
+    """Checksum every file of the staging directory `tmp` into its manifest (written last), fsync, rename it to
+    step-XXXXXXXX beside it, then delete all but the newest `keep` checkpoints. `layout` names how the model and
+    optimizer are stored when not as <stem>.safetensors (e.g. "dcp": torch.distributed.checkpoint shards)."""
+    root = tmp.parent
+    final = root / f"step-{step:08d}"
+    files = {}
+    for file in sorted(tmp.iterdir()):
+        _fsync(file)
+        files[file.name] = {"sha256": _sha256(file), "bytes": file.stat().st_size}
+    manifest = {"format": FORMAT, "step": step, "files": files, **({"layout": layout} if layout else {})}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     _fsync(tmp / MANIFEST)
     _fsync(tmp)
     if final.exists():  # the same step saved again (e.g. after an interrupt right after a periodic save)
@@ -133,6 +155,10 @@ def _manifest_problem(manifest, path: Path) -> str | None:
     files = manifest.get("files")
     if not isinstance(files, dict) or "state.json" not in files:
         return "manifest.json lists no files, or not state.json"
+    if manifest.get("layout", "safetensors") not in LAYOUTS:
+        return f"layout {manifest.get('layout')!r}, expected one of {LAYOUTS}"
+    if manifest.get("layout") == "dcp" and ".metadata" not in files:
+        return "manifest.json of a sharded (dcp) checkpoint lists no .metadata"
     for name, meta in files.items():
         if Path(name).name != name or name in (".", "..", MANIFEST):
             return f"manifest.json lists {name!r}, not a plain file name of the checkpoint"
@@ -153,7 +179,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"cannot be read ({type(err).__name__}: {err})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"state.json holds a {type(state).__name__}, not an object")
-    return Checkpoint(path=path, step=int(manifest["step"]), tensors=tensors, state=state)
+    return Checkpoint(path=path, step=int(manifest["step"]), tensors=tensors, state=state,
+                      layout=manifest.get("layout", "safetensors"))
 
 
 class CheckpointError(Exception):

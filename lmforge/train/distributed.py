@@ -1,7 +1,7 @@
 """Data parallelism applied from outside the model (torchtitan's parallelize.py shape): the process group from
 torchrun's environment, DDP (Li et al. 2020) or FSDP2 (`fully_shard` per block, then the root), gradients SUMMED
-across ranks (the loss is already divided by the global token count), and full, unsharded state dicts so
-checkpoints keep the single-process safetensors format whatever the world size.
+across ranks (the loss is already divided by the global token count). Checkpoints of distributed runs are sharded
+(sharded_checkpoint.py, torch.distributed.checkpoint); a single-process safetensors checkpoint still loads here.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
-    get_model_state_dict,
     get_optimizer_state_dict,
     set_model_state_dict,
     set_optimizer_state_dict,
@@ -113,44 +112,26 @@ class Parallel:
     def _comm_device(self) -> torch.device:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
 
-    # ---- full (unsharded) state for checkpoints and exports: collective under FSDP, call on every rank ----
+    # ---- state ----
 
     @staticmethod
-    def _reshard(model: nn.Module) -> None:
+    def reshard(model: nn.Module) -> None:
         """Put FSDP2 back on its sharded parameters: the root stays unsharded after a forward without backward
         (evaluation, samples), and the state-dict helpers map only the sharded parameters the optimizer holds."""
         for module in model.modules():
             if isinstance(module, FSDPModule):
                 module.reshard()
 
-    def model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        if self.mode != "fsdp":
-            return model.state_dict()
-        self._reshard(model)
-        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
+    # Loading a full (single-process, safetensors) checkpoint: every rank reads the whole file and keeps its shards.
     def load_model_state(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
         set_model_state_dict(model, tensors, options=StateDictOptions(full_state_dict=True, strict=False))
-
-    def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-        """optimizer.state_dict() layout (integer parameter ids) with full tensors."""
-        if self.mode != "fsdp":
-            return optimizer.state_dict()
-        self._reshard(model)
-        full = get_optimizer_state_dict(model, optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if not full:  # ranks other than 0 receive nothing with cpu_offload
-            return {}
-        ids = {fqn: i for i, fqn in enumerate(f for g in full["param_groups"] for f in g["params"])}
-        groups = [{**g, "params": [ids[f] for f in g["params"]]} for g in full["param_groups"]]
-        return {"state": {ids[f]: s for f, s in full["state"].items()}, "param_groups": groups}
 
     def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer, sd: dict) -> None:
         if self.mode != "fsdp":
             optimizer.load_state_dict(sd)
             return
-        # the FQN of each integer id, in the order get_optimizer_state_dict lists the parameters
-        current = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True))
+        # the FQN of each integer id, in the order get_optimizer_state_dict lists the parameters (sharded: no gather)
+        current = get_optimizer_state_dict(model, optimizer)
         fqns = [f for g in current["param_groups"] for f in g["params"]]
         groups = [{**g, "params": [fqns[i] for i in g["params"]]} for g in sd["param_groups"]]
         full = {"state": {fqns[int(i)]: s for i, s in sd["state"].items()}, "param_groups": groups}

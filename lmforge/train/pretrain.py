@@ -15,17 +15,16 @@ import torch
 from lmforge.data.loader import PackedLoader
 from lmforge.model import ModelConfig, Transformer, get_preset
 from lmforge.model.hf_dir import save_hf_model
-from lmforge.model.mtp import MultiTokenPrediction
 from lmforge.model.mtp_io import save_mtp
 from lmforge.train.config import TrainConfig
 from lmforge.train.continued import load_init, prepare_init_data
 from lmforge.train.corpus_data import prepare_data
 from lmforge.train.distributed import Parallel
-from lmforge.train.objectives import build_objective
+from lmforge.train.objectives import MTPTrainingModel, build_objective
 from lmforge.train.plots import write_plots
 from lmforge.train.precision import resolve_device
 from lmforge.train.report import write_report
-from lmforge.train.state import load_model_tensors, model_tensors_from
+from lmforge.train.sharded_checkpoint import load_model_shards
 from lmforge.train.trainer import Trainer
 
 
@@ -93,15 +92,11 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
     summary.update(params=mcfg.num_params(), unigram_entropy=data_stats["unigram_entropy"],
                    data=data_stats, preset=cfg.init_from or cfg.model_config or cfg.preset)
     mtp = getattr(train_module, "mtp", None)  # the MTP wrapper's modules, exported beside the model (mtp_io.py)
-    if parallel.mode == "fsdp" and summary["status"] == "finished" and cfg.export_hf:
-        full = parallel.model_state(train_module)  # collective: every rank takes part, rank 0 keeps a plain copy
-        if rank == 0:
-            if mtp is not None:
-                mtp = MultiTokenPrediction(mcfg)
-                mtp.load_state_dict({k.removeprefix("mtp."): v for k, v in full.items() if k.startswith("mtp.")})
-                full = {k.removeprefix("model."): v for k, v in full.items() if k.startswith("model.")}
-            model = Transformer(mcfg)
-            load_model_tensors(model, model_tensors_from(model, full))
+    if parallel.mode == "fsdp" and summary["status"] == "finished" and cfg.export_hf and rank == 0:
+        # the export is consolidated from the last (sharded) checkpoint on rank 0 alone: nothing is gathered
+        plain = build_objective(Transformer(mcfg), tokenizer, seed=cfg.seed)[0]
+        load_model_shards(trainer.last_checkpoint, plain)
+        model, mtp = (plain.model, plain.mtp) if isinstance(plain, MTPTrainingModel) else (plain, None)
     if rank == 0:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if summary["status"] == "finished" and cfg.export_hf:

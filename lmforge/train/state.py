@@ -1,5 +1,6 @@
 """What a checkpoint must hold for a bitwise-exact resume, turned into safetensors + JSON and back: model
-weights (tied aliases stored once), AdamW moments, Python / NumPy / torch (and CUDA) RNG states.
+weights (tied aliases stored once), AdamW moments, Python / NumPy / torch (and CUDA) RNG states; and the data
+cursor carried over to a different number of ranks.
 """
 
 from __future__ import annotations
@@ -15,11 +16,7 @@ from lmforge.common.errors import LmforgeError
 
 def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """The state dict with each shared storage (tied embeddings) stored under its first name only."""
-    return model_tensors_from(model, model.state_dict())
-
-
-def model_tensors_from(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`state` (model's state dict, possibly gathered from shards) without the aliases of tied parameters."""
+    state = model.state_dict()
     aliases = _tied_aliases(model)
     if aliases:
         return {k: v for k, v in state.items() if k not in aliases}
@@ -50,10 +47,9 @@ def load_model_tensors(model: nn.Module, tensors: dict[str, torch.Tensor]) -> No
         raise LmforgeError(f"checkpoint does not fit the model: missing {real_missing}, unexpected {unexpected}")
 
 
-def optimizer_to_tensors(optimizer: torch.optim.Optimizer, sd: dict | None = None
-                         ) -> tuple[dict[str, torch.Tensor], dict]:
-    """`sd` (default optimizer.state_dict(); a distributed run passes its full, unsharded one) as tensors + JSON."""
-    sd = optimizer.state_dict() if sd is None else sd
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """optimizer.state_dict() as tensors + JSON (a single process; distributed runs: sharded_checkpoint.py)."""
+    sd = optimizer.state_dict()
     tensors, scalars = {}, {}
     for idx, st in sd["state"].items():
         for key, value in st.items():
@@ -95,3 +91,24 @@ def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
+
+
+def loader_state_for(saved: dict, loader) -> dict:
+    """The saved data cursor (rank 0's) for this rank's `loader`, also when the number of ranks changed: the
+    PackedLoader deals the rows of one seeded order round-robin to the ranks, so the same global batch
+    (batch_size x world_size) reads the same rows on any number of ranks, and a cursor of `position` rows per
+    rank is `position x world_size` rows of that order."""
+    state = {**saved, "rank": loader.rank}
+    old_world, world = saved.get("world_size"), getattr(loader, "world_size", None)
+    if old_world == world or "position" not in saved or world is None:
+        return state  # the loader itself refuses a cursor of other settings
+    old_global, new_global = saved.get("batch_size", 0) * old_world, loader.batch_size * world
+    if old_global != new_global:
+        raise LmforgeError(f"the checkpoint was saved by {old_world} rank(s) x batch_size {saved.get('batch_size')} "
+                           f"(global batch {old_global}); {world} rank(s) x batch_size {loader.batch_size} make "
+                           f"{new_global}: resume on {world} rank(s) with batch_size {old_global // world}"
+                           if old_global % world == 0 else
+                           f"the checkpoint was saved with a global batch of {old_global} rows, which {world} "
+                           f"rank(s) cannot split evenly; resume with a number of ranks that divides it")
+    return {**state, "world_size": world, "batch_size": loader.batch_size,
+            "position": int(saved["position"]) * old_world // world}

@@ -31,6 +31,7 @@ from lmforge.train.precision import DTYPES, resolve_device, resolve_precision
 from lmforge.train.progress import TrainProgress
 from lmforge.train.sample import greedy_continue
 from lmforge.train.schedule import lr_at
+from lmforge.train.sharded_checkpoint import load_sharded, save_sharded
 from lmforge.train.signals import StopRequest
 from lmforge.train.step import ExtraLosses, TokenLossFn, accumulate_gradients, optimizer_step, token_loss_sum
 
@@ -74,6 +75,7 @@ class Trainer:
         self.step = self.tokens_seen = self.nonfinite_in_row = self.nonfinite_total = 0
         self.elapsed = 0.0
         self.last_val: float | None = None
+        self.last_checkpoint: Path | None = None  # the newest checkpoint this run wrote (every rank knows it)
         self.flops_per_token = (flops_per_token(model.config, train_loader.seq_len)
                                 if hasattr(model, "config") else None)
         self.metrics = MetricsLogger(self.run_dir, cfg.tensorboard, log) if is_main else None
@@ -100,22 +102,24 @@ class Trainer:
     # ---- checkpoints ----
 
     def save(self) -> Path | None:
-        """Call on every rank (gathering FSDP shards is collective); rank 0 writes. The loader cursor and RNG
-        saved are rank 0's: every rank is at the same cursor, and the RNG streams start from the same seed."""
-        p = self.parallel
-        optimizer_state, model_state = p.optimizer_state(self.model, self.optimizer), p.model_state(self.model)
-        if not self.is_main:  # (under FSDP the gathered full state exists on rank 0 only)
-            return None
-        opt_tensors, opt_meta = st.optimizer_to_tensors(self.optimizer, optimizer_state)
-        model_tensors = st.model_tensors_from(self.model, model_state)
+        """Call on every rank. A single process writes safetensors; a distributed run writes sharded DCP checkpoints
+        (each rank its own shards, nothing gathered: sharded_checkpoint.py). The loader cursor and RNG saved are
+        rank 0's: every rank is at the same cursor, and the RNG streams start from the same seed."""
         rng_tensors, rng_meta = st.rng_state()
         state = {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed,
                  "nonfinite_in_row": self.nonfinite_in_row, "nonfinite_total": self.nonfinite_total,
-                 "last_val": self.last_val, "loader": self.train_loader.state_dict(), "optimizer": opt_meta,
-                 "rng": rng_meta, "scaler": self.scaler.state_dict() if self.scaler else None,
-                 "config": self.cfg.to_dict()}
-        tensors = {"model": model_tensors, "optimizer": opt_tensors, "rng": rng_tensors}
-        return save_checkpoint(self.ckpt_dir, self.step, tensors, state, keep=self.cfg.keep_checkpoints)
+                 "last_val": self.last_val, "loader": self.train_loader.state_dict(), "rng": rng_meta,
+                 "scaler": self.scaler.state_dict() if self.scaler else None, "config": self.cfg.to_dict()}
+        keep = self.cfg.keep_checkpoints
+        if self.parallel.distributed:
+            self.parallel.reshard(self.model)
+            self.last_checkpoint = save_sharded(self.ckpt_dir, self.step, self.model, self.optimizer,
+                                                {"rng": rng_tensors}, state, keep)
+            return self.last_checkpoint if self.parallel.is_main else None
+        opt_tensors, state["optimizer"] = st.optimizer_to_tensors(self.optimizer)
+        tensors = {"model": st.model_tensors(self.model), "optimizer": opt_tensors, "rng": rng_tensors}
+        self.last_checkpoint = save_checkpoint(self.ckpt_dir, self.step, tensors, state, keep=keep)
+        return self.last_checkpoint
 
     def resume(self) -> bool:
         """Restore the newest valid checkpoint; False (and a message) when the run has none yet. Checkpoints that
@@ -143,13 +147,17 @@ class Trainer:
     def _restore(self, ckpt) -> None:
         s = ckpt.state
         p = self.parallel
-        if p.mode == "fsdp":
-            p.load_model_state(self.model, ckpt.tensors["model"])
+        if ckpt.layout == "dcp":  # sharded by a distributed run: DCP reshards to this run's ranks (or one process)
+            p.reshard(self.model)
+            load_sharded(ckpt.path, self.model, self.optimizer)
         else:
-            st.load_model_tensors(self.model, ckpt.tensors["model"])
-        st.optimizer_from_tensors(self.optimizer, ckpt.tensors["optimizer"], s["optimizer"],
-                                  load=lambda sd: p.load_optimizer_state(self.model, self.optimizer, sd))
-        self.train_loader.load_state_dict({**s["loader"], "rank": self.train_loader.rank})
+            if p.mode == "fsdp":
+                p.load_model_state(self.model, ckpt.tensors["model"])
+            else:
+                st.load_model_tensors(self.model, ckpt.tensors["model"])
+            st.optimizer_from_tensors(self.optimizer, ckpt.tensors["optimizer"], s["optimizer"],
+                                      load=lambda sd: p.load_optimizer_state(self.model, self.optimizer, sd))
+        self.train_loader.load_state_dict(st.loader_state_for(s["loader"], self.train_loader))
         if self.scaler is not None and s.get("scaler"):
             self.scaler.load_state_dict(s["scaler"])
         st.set_rng_state(ckpt.tensors["rng"], s["rng"])

@@ -39,7 +39,9 @@ def pretrain_command(
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda."),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
     parallel: str | None = typer.Option(None, "--parallel", help="none | ddp | fsdp (FSDP2); launch with torchrun "
-                                        "--nproc_per_node N -m lmforge pretrain ... (batch size is per rank)."),
+                                        "--nproc_per_node N -m lmforge pretrain ... (batch size is per rank; "
+                                        "checkpoints are sharded and resume on any number of ranks with the same "
+                                        "global batch)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the weights and the data order."),
     activation_checkpointing: bool | None = typer.Option(
         None, "--activation-checkpointing/--no-activation-checkpointing", help="Recompute blocks in backward."),

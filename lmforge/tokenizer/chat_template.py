@@ -237,7 +237,7 @@ class _StrictSandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox, but touching an unsafe attribute fails at once instead of rendering as '', and `*` /
     `**` cannot build a huge string, list or number in one operation."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"+", "*", "**"})
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         check_binop(operator, left, right)

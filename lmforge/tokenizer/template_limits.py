@@ -23,15 +23,29 @@ class RenderTimeout(Exception):
     """The render passed its time limit (raised inside the template's own code)."""
 
 
+def _too_large(value: Any, max_chars: int) -> bool:
+    """A string or list longer than max_chars, or a `namespace()` holding one (where `{% set ns.s = ns.s ~ ns.s %}`
+    keeps it)."""
+    if isinstance(value, str | list | tuple | dict):
+        return len(value) > max_chars
+    if isinstance(value, jinja2.utils.Namespace):
+        return any(_too_large(v, max_chars) for v in value._Namespace__attrs.values())
+    return False
+
+
 @contextmanager
-def deadline(seconds: float):
-    """Raise RenderTimeout in template code once `seconds` have passed; other code on this thread runs untraced
-    (its frames get no line events), and the previous trace function (a debugger, coverage) is restored after."""
+def deadline(seconds: float, max_chars: int | None = None):
+    """Raise RenderTimeout in template code once `seconds` have passed, and LmforgeError when one of its variables
+    holds more than `max_chars` (doubling `{% set s = s ~ s %}` in a loop reaches 1 GiB in 30 turns, long before
+    any time limit). Other code on this thread runs untraced (its frames get no line events), and the previous
+    trace function (a debugger, coverage) is restored after."""
     end = time.perf_counter() + seconds
 
     def on_line(frame, event, arg):
         if time.perf_counter() > end:
             raise RenderTimeout
+        if max_chars is not None and any(_too_large(v, max_chars) for v in frame.f_locals.values()):
+            raise LmforgeError(f"a chat template variable passed {max_chars} characters and was stopped")
         return on_line
 
     def on_call(frame, event, arg):
@@ -47,7 +61,7 @@ def deadline(seconds: float):
 
 def render_capped(compiled: jinja2.Template, variables: dict, time_limit: float, max_chars: int) -> str:
     """`compiled.render(**variables)`, stopped after `time_limit` seconds (RenderTimeout) or `max_chars` of output."""
-    with deadline(time_limit):
+    with deadline(time_limit, max_chars):
         parts, size = [], 0
         for part in compiled.generate(**variables):
             size += len(part)
@@ -58,7 +72,10 @@ def render_capped(compiled: jinja2.Template, variables: dict, time_limit: float,
 
 
 def check_binop(operator: str, left: Any, right: Any) -> None:
-    """Refuse (SecurityError) `seq * n` longer than RENDER_MAX_CHARS and `a ** b` wider than MAX_INT_BITS."""
+    """Refuse (SecurityError) `a + b` or `seq * n` longer than RENDER_MAX_CHARS and `a ** b` wider than MAX_INT_BITS."""
+    if operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple) and \
+            len(left) + len(right) > RENDER_MAX_CHARS:
+        raise jinja2.exceptions.SecurityError(f"'+' would build {len(left) + len(right)} items")
     if operator == "*":
         for seq, count in ((left, right), (right, left)):
             if isinstance(seq, str | list | tuple) and isinstance(count, int) and len(seq) * count > RENDER_MAX_CHARS:

@@ -3,12 +3,15 @@ repetitions) is a 400 in the server and a one-line error in the CLI, and renderi
 
 import copy
 import time
+import tracemalloc
 
 import httpx
 import pytest
 
+from lmforge.common.errors import LmforgeError
 from lmforge.model.loader import LM
 from lmforge.tokenizer import template_limits
+from lmforge.tokenizer.chat_template import render_chat_template
 from tests.cli_util import assert_user_error, run_cli
 from tests.server_util import live_server
 from tests.tiny_lm import tiny_lm
@@ -22,6 +25,12 @@ TEMPLATES = {
     "huge repeat": "{{ 'x' * 10 ** 10 }}",
     "huge power": "{% set n = 10 %}{{ n ** 100000 }}",
     "missing key": "{{ messages[0]['nope'].x.y }}",
+    "doubling concat": "{% macro d(s, n) %}{% if n %}{{ d(s ~ s, n - 1) }}{% else %}{{ s|length }}{% endif %}"
+                       "{% endmacro %}{{ d('xy', 40) }}",
+    "doubling namespace": "{% set ns = namespace(s='xy') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}"
+                          "{% endfor %}{{ ns.s|length }}",
+    "doubling plus": "{% macro d(s, n) %}{% if n %}{{ d(s + s, n - 1) }}{% else %}{{ s|length }}{% endif %}"
+                     "{% endmacro %}{{ d(['x'], 40) }}",
 }
 
 
@@ -49,3 +58,18 @@ def test_a_failing_template_is_a_one_line_error_in_the_cli(tmp_path):
     (tmp_path / "chat_template.jinja").write_text(TEMPLATES["division"])
     assert_user_error(run_cli("generate", "-m", str(tmp_path), "--chat", "hi", "-n", "2"),
                       "chat template", "ZeroDivisionError")
+
+
+@pytest.mark.parametrize("name", ["doubling concat", "doubling namespace", "doubling plus"])
+def test_a_doubling_template_is_stopped_by_size_before_memory_grows(name):
+    """A value that doubles per step reaches GiBs well inside any time limit (8.2 GiB peak RSS in 2 s before the
+    size check): it is stopped once a variable passes the cap, with the memory traced staying near it."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(LmforgeError, match="passed 1048576 characters|would build"):
+            render_chat_template(TEMPLATES[name], [{"role": "user", "content": "hi"}], time_limit=0.5,
+                                 max_chars=2**20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 * 2**20, peak  # the capped value (1-8 MiB for ~1M chars or list items) and its copies

@@ -234,8 +234,8 @@ class _TemplateDict:
 
 
 class _StrictSandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, but touching an unsafe attribute fails at once instead of rendering as '', and `*` /
-    `**` cannot build a huge string, list or number in one operation."""
+    """The immutable sandbox, but touching an unsafe attribute fails at once instead of rendering as '', and `+`,
+    `*` and `**` cannot build a huge string, list or number in one operation."""
 
     intercepted_binops = frozenset({"+", "*", "**"})
 

@@ -9,92 +9,82 @@ One library built from every source in `csrc/`, registered under `torch.ops.lmfo
   AVX512-BF16 dot product, on CPUs that have it, and SwiGLU's gate/up projection with its activation;
   `pack_linear_f32`, `linear_f32`, `silu_gated_linear_f32` (csrc/linear_f32.cpp): the same for float32 by FMA, used
   on AVX-512 CPUs (both used by lmforge.model.inference).
-It needs a C++ compiler (g++ or clang) at run time; the build takes 20-40 s once per machine and is cached under
-`~/.cache/torch_extensions/lmforge` (or under `$TORCH_EXTENSIONS_DIR`). Without a compiler, or with
-`LMFORGE_CPU_KERNELS=0`, callers keep their pure-PyTorch code, which computes the same thing (the tests compare the
-two).
+It needs a C++ compiler (g++ or clang) the first time: the build takes 20-40 s once per machine and is cached under
+`~/.cache/torch_extensions/lmforge` (or under `$TORCH_EXTENSIONS_DIR`); later runs load the library without a
+compiler. Without a compiler, with `LMFORGE_CPU_KERNELS=0`, or when the build fails, callers keep their pure-PyTorch
+code, which computes the same thing (the tests compare the two). A failed build prints one warning with the
+compiler's first error line and is remembered (build_state.py): later commands say so in one line instead of
+building again, until `LMFORGE_CPU_KERNELS=rebuild`.
 """
 
 import functools
-import hashlib
 import logging
-import os
-import shutil
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from lmforge.common.hardware import cpu_flags
+from lmforge.kernels import build_state
+from lmforge.kernels.build_state import ENV_VAR as DISABLE_VAR
+from lmforge.kernels.build_state import kernel_state, vector_width
 
-log = logging.getLogger(__name__)
-
-CSRC = Path(__file__).parent / "csrc"
-SOURCES = sorted(CSRC.glob("*.cpp"))
-DISABLE_VAR = "LMFORGE_CPU_KERNELS"
-
-
-def vector_width() -> str:
-    """The width ATen's Vectorized<float> gets in lmforge's build for this CPU, as torch's own CPU kernels choose it:
-    "AVX512" (needs the F, BW, VL and DQ subsets), "AVX2" (with FMA) or "DEFAULT" (plain C++)."""
-    flags = cpu_flags()
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
-        return "AVX512"
-    return "AVX2" if {"avx2", "fma"} <= flags else "DEFAULT"
+__all__ = ["DISABLE_VAR", "bf16_linear_ops", "cpu_ops", "f32_linear_ops", "kernel_state", "loaded_ops", "vector_width"]
 
 
-def _compile_flags() -> list[str]:
-    """Optimised for this CPU, with ATen's Vectorized<float> at the widest width it supports."""
-    capability = vector_width()
-    defines = [f"-DCPU_CAPABILITY={capability}"] + ([f"-DCPU_CAPABILITY_{capability}"] if capability != "DEFAULT"
-                                                   else [])
-    return ["-O3", "-march=native", "-fopenmp", *defines]
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-def _build_name(flags: list[str]) -> str:
-    """Unique per source text, torch version and CPU: -march=native code must not be reused on a machine lacking its
-    instructions, nor a library built against another torch's headers."""
-    key = " ".join([torch.__version__, *sorted(cpu_flags()), *flags])
-    sources = b"".join(path.read_bytes() for path in sorted(CSRC.iterdir()) if path.suffix in (".cpp", ".h"))
-    digest = hashlib.sha256(sources + key.encode()).hexdigest()
-    return f"lmforge_cpu_{digest[:12]}"
+def _build(directory) -> None:
+    """Compile (or bring up to date) and load the library, torch's compiler-compatibility notice silenced: a failure
+    is reported by our own one line."""
+    from torch.utils.cpp_extension import load
 
-
-def _build_dir(name: str) -> Path:
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
-    return Path(root) / "lmforge" / name
+    torch_log = logging.getLogger("torch.utils.cpp_extension")
+    level = torch_log.level
+    torch_log.setLevel(logging.ERROR)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        load(name=directory.name, sources=[str(path) for path in build_state.SOURCES],
+             extra_cflags=build_state.compile_flags(), extra_ldflags=["-fopenmp"], build_directory=str(directory),
+             is_python_module=False, verbose=False)
+    finally:
+        torch_log.setLevel(level)
 
 
 @functools.cache
 def cpu_ops() -> object | None:
-    """The `torch.ops.lmforge` namespace, built if needed; None when disabled or when it cannot be built."""
-    if os.environ.get(DISABLE_VAR, "1") == "0":
+    """The `torch.ops.lmforge` namespace, built if needed; None when disabled or when it cannot be built (one warning
+    on stderr saying why, and that lmforge continues on its pure-PyTorch path)."""
+    if build_state.env_mode() == "rebuild":
+        build_state.forget_failure(build_state.build_dir(build_state.build_name(build_state.compile_flags())))
+    state = kernel_state()
+    fallback = "lmforge continues on its pure-PyTorch path (same results, slower)"
+    if state.status == "disabled":
         return None
-    if shutil.which(os.environ.get("CXX", "c++")) is None:
-        log.warning("no C++ compiler found: lmforge runs its PyTorch code instead of its CPU kernels (slower); "
-                    "install g++ to build them")
+    if state.status == "built":  # up to date by construction (the directory is named by the sources' hash)
+        torch.ops.load_library(str(build_state.library_path(state.directory)))
+        return torch.ops.lmforge
+    if state.status == "build failed":
+        _warn(f"lmforge's CPU kernels failed to build on an earlier run ({state.detail}); not retrying: {fallback} "
+              f"({build_state.RETRY_HINT})")
         return None
-    from torch.utils.cpp_extension import load
-
-    flags = _compile_flags()
-    name = _build_name(flags)
-    build_dir = _build_dir(name)
-    built = (build_dir / f"{name}.so").exists()
-    if not built:  # a silent pause of half a minute on the first run would look like a hang
-        print("lmforge: compiling the CPU kernels for this machine (once, about 20-40 s) ...",
-              file=sys.stderr, flush=True)
+    if state.status == "no compiler":
+        _warn(f"no C++ compiler found ({build_state.compiler()} is not on PATH; install g++ or clang): "
+              f"{fallback}")
+        return None
+    # a silent pause of half a minute on the first run would look like a hang
+    print("lmforge: compiling the CPU kernels for this machine (once, about 20-40 s) ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     try:
-        build_dir.mkdir(parents=True, exist_ok=True)
-        load(name=name, sources=[str(path) for path in SOURCES], extra_cflags=flags, extra_ldflags=["-fopenmp"],
-             build_directory=str(build_dir), is_python_module=False, verbose=False)
-        if not built:
-            print(f"lmforge: kernels compiled in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+        _build(state.directory)
     except Exception as exc:  # a broken toolchain must not stop anything: the PyTorch code computes the same
-        log.warning("could not build lmforge's CPU kernels (%s: %s); lmforge runs its PyTorch code instead",
-                    type(exc).__name__, str(exc).strip().splitlines()[-1] if str(exc).strip() else "")
+        line = build_state.remember_failure(state.directory, exc)
+        _warn(f"could not build lmforge's CPU kernels: {line}; {fallback}. This failure is remembered: later "
+              f"commands skip the build ({build_state.RETRY_HINT})")
         return None
+    print(f"lmforge: kernels compiled in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     return torch.ops.lmforge
 
 

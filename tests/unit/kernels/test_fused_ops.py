@@ -8,12 +8,9 @@ import torch.nn.functional as F
 
 from lmforge.engine.sampling import Sampler, make_generators
 from lmforge.engine.sampling_params import SamplingParams
-from lmforge.kernels import cpu_kernels
 from lmforge.model.norms import RMSNorm
 from lmforge.model.rope import apply_rope, rope_cos_sin, rope_inv_freq
 
-ops = cpu_kernels.cpu_ops()
-pytestmark = pytest.mark.skipif(ops is None, reason="lmforge's CPU kernels could not be built here")
 DTYPES = [torch.float32, torch.bfloat16]
 
 
@@ -26,7 +23,7 @@ def close(got, ref, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 18, 576), (3, 40), (2, 5, 7), (1, 16), (0, 64)])
-def test_rms_norm_equals_the_eager_norm(dtype, shape):
+def test_rms_norm_equals_the_eager_norm(ops, dtype, shape):
     torch.manual_seed(0)
     norm = RMSNorm(shape[-1], eps=1e-5).to(dtype)
     norm.weight.data = torch.randn(shape[-1]).to(dtype)
@@ -39,7 +36,7 @@ def test_rms_norm_equals_the_eager_norm(dtype, shape):
         assert (got == ref).float().mean() > 0.97  # mostly bitwise: only a last-bit rounding may differ
 
 
-def test_rms_norm_reads_strided_inputs():
+def test_rms_norm_reads_strided_inputs(ops):
     x = torch.randn(4, 9, 64).transpose(0, 1)  # not contiguous
     norm = RMSNorm(64, 1e-6)
     norm.weight.data = torch.randn(64)
@@ -49,7 +46,7 @@ def test_rms_norm_reads_strided_inputs():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch,heads,tokens,width", [(1, 9, 18, 64), (2, 3, 5, 80), (1, 2, 3, 8), (1, 4, 300, 32)])
-def test_rope_in_place_equals_apply_rope(dtype, batch, heads, tokens, width):
+def test_rope_in_place_equals_apply_rope(ops, dtype, batch, heads, tokens, width):
     torch.manual_seed(0)
     # x as the attention has it: a head-split view of a fused projection's output, transposed to [B, H, T, D]
     proj = torch.randn(batch, tokens, (heads + 1) * width).to(dtype)
@@ -68,7 +65,7 @@ def test_rope_in_place_equals_apply_rope(dtype, batch, heads, tokens, width):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(1, 18, 3072), (4, 80), (2, 6), (0, 32)])
-def test_silu_mul_equals_silu_gate_times_up(dtype, shape):
+def test_silu_mul_equals_silu_gate_times_up(ops, dtype, shape):
     torch.manual_seed(0)
     h = (torch.randn(shape) * 4).to(dtype)
     gate, up = h.chunk(2, dim=-1)
@@ -80,7 +77,7 @@ def test_silu_mul_equals_silu_gate_times_up(dtype, shape):
         close(got, F.silu(gate) * up, dtype)
 
 
-def test_bad_inputs_are_refused_with_clear_errors():
+def test_bad_inputs_are_refused_with_clear_errors(ops):
     with pytest.raises(RuntimeError, match="x \\[..., D\\] and weight \\[D\\]"):
         ops.rms_norm(torch.randn(2, 8), torch.randn(7), 1e-6)
     with pytest.raises(RuntimeError, match="one dtype"):
@@ -97,7 +94,7 @@ def test_bad_inputs_are_refused_with_clear_errors():
 
 
 @pytest.mark.parametrize("rows, vocab", [(1, 1), (3, 5), (2, 16), (4, 17), (18, 49152), (40, 100)])
-def test_argmax_rows_equals_torch_argmax_with_ties_infinities_and_nan(rows, vocab):
+def test_argmax_rows_equals_torch_argmax_with_ties_infinities_and_nan(ops, rows, vocab):
     torch.manual_seed(0)
     x = torch.randn(rows, vocab)
     assert torch.equal(ops.argmax_rows(x), x.argmax(-1))
@@ -110,13 +107,13 @@ def test_argmax_rows_equals_torch_argmax_with_ties_infinities_and_nan(rows, voca
     assert torch.equal(ops.argmax_rows(x.t().contiguous().t()), x.argmax(-1))  # strided input
 
 
-def test_argmax_rows_refuses_what_it_does_not_handle():
+def test_argmax_rows_refuses_what_it_does_not_handle(ops):
     for bad in (torch.zeros(3), torch.zeros(2, 0), torch.zeros(2, 4, dtype=torch.bfloat16)):
         with pytest.raises(RuntimeError, match="argmax_rows"):
             ops.argmax_rows(bad)
 
 
-def test_the_sampler_draws_the_same_tokens_with_the_kernel_argmax(monkeypatch):
+def test_the_sampler_draws_the_same_tokens_with_the_kernel_argmax(ops, monkeypatch):
     torch.manual_seed(0)
     logits = torch.randn(6, 1000)
     params = [SamplingParams(), SamplingParams(temperature=0.8, seed=1),

@@ -8,9 +8,7 @@ import torch
 from lmforge.engine.paged_cache import PagedKVCache
 from lmforge.kernels import cpu_kernels
 
-ops = cpu_kernels.cpu_ops()
-kernel = None if ops is None else ops.paged_attention
-needs_kernel = pytest.mark.skipif(kernel is None, reason="the C++ kernel could not be built here (no compiler?)")
+needs_kernel = pytest.mark.usefixtures("ops")  # skips where the kernels cannot be built (see conftest.py)
 
 
 def reference(q, k_pool, v_pool, first, rows, tables, lengths, block_size, scale):
@@ -31,7 +29,7 @@ def reference(q, k_pool, v_pool, first, rows, tables, lengths, block_size, scale
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
 @pytest.mark.parametrize("heads, kv_heads, width", [(9, 3, 64), (4, 4, 32), (8, 1, 16), (4, 2, 128), (2, 1, 80)])
 @pytest.mark.parametrize("block_size", [4, 16, 24])  # under, at and over a vector's width of keys
-def test_kernel_matches_a_direct_computation(dtype, tol, heads, kv_heads, width, block_size):
+def test_kernel_matches_a_direct_computation(ops, dtype, tol, heads, kv_heads, width, block_size):
     gen = torch.Generator().manual_seed(0)
     num_blocks, n_tokens = 128, 40
     k_pool = torch.randn(kv_heads, num_blocks * block_size, width, generator=gen).to(dtype)
@@ -53,7 +51,7 @@ def test_kernel_matches_a_direct_computation(dtype, tol, heads, kv_heads, width,
         tables[i, :u] = torch.tensor([blocks.pop() for _ in range(u)])
     out = torch.full((n_tokens, heads, width), 7.0, dtype=dtype).transpose(0, 1)
     args = (torch.tensor(first), torch.tensor(rows), tables, torch.tensor(lengths), block_size, width**-0.5)
-    kernel(q, k_pool, v_pool, *args, out)
+    ops.paged_attention(q, k_pool, v_pool, *args, out)
     want = reference(q, k_pool, v_pool, *args)
     written = [f + j for f, r in zip(first, rows, strict=True) for j in range(r)]
     torch.testing.assert_close(out[:, written].double(), want[:, written], atol=tol, rtol=tol)
@@ -62,13 +60,13 @@ def test_kernel_matches_a_direct_computation(dtype, tol, heads, kv_heads, width,
 
 
 @needs_kernel
-def test_kernel_rejects_bad_inputs():
+def test_kernel_rejects_bad_inputs(ops):
     q, pool = torch.randn(4, 2, 16), torch.randn(2, 16, 16)
     one = torch.tensor([1])
 
     def call(q=q, k=pool, v=pool, first=torch.tensor([0]), rows=one, table=torch.zeros(1, 1, dtype=torch.long),
              length=one):
-        kernel(q, k, v, first, rows, table, length, 4, 1.0, torch.empty_like(q))
+        ops.paged_attention(q, k, v, first, rows, table, length, 4, 1.0, torch.empty_like(q))
 
     call()  # the well-formed call
     with pytest.raises(RuntimeError, match="dtypes disagree"):
@@ -88,21 +86,21 @@ def test_kernel_rejects_bad_inputs():
 
 
 @needs_kernel
-def test_write_kv_puts_new_entries_in_their_slots_and_rejects_bad_ones():
+def test_write_kv_puts_new_entries_in_their_slots_and_rejects_bad_ones(ops):
     k_pool, v_pool = torch.zeros(2, 12, 16), torch.zeros(2, 12, 16)
     new = torch.randn(2, 3, 2, 16)  # [k/v, N, H_kv, D]: the attention's strided layout
     k, v = new[0].transpose(0, 1), new[1].transpose(0, 1)
     slots = torch.tensor([7, 0, 11])
-    cpu_kernels.cpu_ops().write_kv(k_pool, v_pool, k, v, slots)
+    ops.write_kv(k_pool, v_pool, k, v, slots)
     expected_k, expected_v = torch.zeros(2, 12, 16), torch.zeros(2, 12, 16)
     expected_k[:, slots], expected_v[:, slots] = k, v
     assert torch.equal(k_pool, expected_k) and torch.equal(v_pool, expected_v)
     with pytest.raises(RuntimeError, match="slot 12 outside the pool of 12"):
-        cpu_kernels.cpu_ops().write_kv(k_pool, v_pool, k, v, torch.tensor([1, 12, 2]))
+        ops.write_kv(k_pool, v_pool, k, v, torch.tensor([1, 12, 2]))
     with pytest.raises(RuntimeError, match="dtypes disagree"):
-        cpu_kernels.cpu_ops().write_kv(k_pool, v_pool, k.bfloat16(), v.bfloat16(), slots)
+        ops.write_kv(k_pool, v_pool, k.bfloat16(), v.bfloat16(), slots)
     with pytest.raises(RuntimeError, match="slots must be contiguous int64"):
-        cpu_kernels.cpu_ops().write_kv(k_pool, v_pool, k, v, slots[:2])
+        ops.write_kv(k_pool, v_pool, k, v, slots[:2])
 
 
 @needs_kernel
@@ -139,7 +137,8 @@ def test_cache_attend_is_the_same_with_and_without_the_kernel(dtype):
 
 
 @pytest.mark.parametrize("how", ["environment", "no compiler"])
-def test_without_the_kernel_the_cache_takes_the_pytorch_path(how, monkeypatch, caplog):
+def test_without_the_kernel_the_cache_takes_the_pytorch_path(how, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # nothing built there: a compiler would be needed
     if how == "environment":
         monkeypatch.setenv(cpu_kernels.DISABLE_VAR, "0")
     else:
@@ -150,4 +149,4 @@ def test_without_the_kernel_the_cache_takes_the_pytorch_path(how, monkeypatch, c
         assert PagedKVCache(1, 4, 4, {"k": (1, 16), "v": (1, 16)})._ops is None
     finally:
         cpu_kernels.cpu_ops.cache_clear()
-    assert ("no C++ compiler" in caplog.text) == (how == "no compiler")
+    assert ("no C++ compiler found (no-such-compiler-here" in capsys.readouterr().err) == (how == "no compiler")

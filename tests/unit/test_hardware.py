@@ -1,4 +1,5 @@
-"""CPU feature detection (/proc/cpuinfo) and the warning for bf16 on a CPU that only emulates it."""
+"""CPU feature detection from /proc/cpuinfo (the secondary source; torch's API is tested in test_kernel_build.py) and
+the warning for bf16 on a CPU that only emulates it."""
 
 import pytest
 
@@ -28,6 +29,7 @@ def test_parse_cpuinfo_reads_the_first_processor():
                                            ("avx512f avx512_bf16", True), ("amx_tile amx_bf16", True), ("", False)])
 def test_native_bf16_needs_amx_or_avx512_bf16(monkeypatch, flags, native):
     monkeypatch.setattr(hardware, "_cpuinfo_first_cpu", lambda: {"flags": flags, "vendor_id": "GenuineIntel"})
+    monkeypatch.setattr(hardware, "_torch_cpu_features", lambda: {})  # only what /proc/cpuinfo says
     assert hardware.cpu_has_native_bf16() is native
     assert hardware.cpu_vendor() == "GenuineIntel"
 

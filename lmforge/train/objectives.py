@@ -1,12 +1,13 @@
-"""Training objectives beside next-token cross-entropy, chosen from the model config: the MoE load-balancing loss
-(Switch Transformer; DeepSeek-V2's expert-level balance loss), DeepSeek-V3's auxiliary-loss-free router-bias
-update, DeepSeek-V3 multi-token prediction (MTP), and BERT's masked-LM objective for encoder presets.
+"""Training objectives as plug-ins of the one Trainer loop. Beside next-token cross-entropy, chosen from the model
+config: the MoE load-balancing loss (Switch Transformer; DeepSeek-V2's expert-level balance loss), DeepSeek-V3's
+auxiliary-loss-free router-bias update, DeepSeek-V3 multi-token prediction (MTP), and BERT's masked-LM objective
+for encoder presets; whole objectives (reward model, DPO family: train/post/pair_objective.py) plug in the same way.
 The model stays plain: the Trainer calls these hooks around it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -22,9 +23,23 @@ MASK_TOKENS = ("[MASK]", "<mask>", "<|mask|>")  # the spellings a tokenizer's ma
 
 @dataclass
 class Objective:
-    """What the Trainer adds to plain next-token prediction. Every hook is optional."""
+    """What the Trainer optimises: next-token prediction plus these hooks, or (batch_loss, count, evaluate) a whole
+    other objective on the same loop (the preference pairs of the reward model and the DPO family; rollouts next).
+    Every hook is optional."""
 
     names: list[str] = field(default_factory=lambda: ["next-token"])
+    # a whole objective: the loader's batches go to batch_loss(model, batch) -> the summed loss of its units, and
+    # count(micro_batches) -> how many units they hold (pairs); the step's loss is their mean (step.py)
+    batch_loss: Callable[[nn.Module, tuple], torch.Tensor] | None = None
+    count: Callable[[Sequence[tuple]], int] | None = None
+    unit: str = "tokens"  # what count counts: the log's `tokens` / `tokens_per_s` are named after it
+    # evaluate() -> held-out figures logged as kind "val" at eval steps (None: token loss on the val loader);
+    # headline: the figure the progress line shows (as headline_label) and the checkpoint keeps; start_record:
+    # the figures logged at step 0 of a fresh run (before any update)
+    evaluate: Callable[[], dict[str, float]] | None = None
+    headline: str = "val_loss"
+    headline_label: str = "val"
+    start_record: Callable[[], dict[str, float]] | None = None
     extra_losses: Callable[[nn.Module], torch.Tensor] | None = None  # added to each micro-batch's loss
     after_step: Callable[[], None] | None = None  # after each optimizer update (router-bias balancing)
     # (inputs, targets, seed) -> (inputs, labels): MLM corruption; seeded so a resumed run draws the same masks

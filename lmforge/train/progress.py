@@ -16,12 +16,12 @@ from lmforge.train.number_format import eta_text, fmt_number
 
 class TrainProgress:
     """`update(step, loss, val, tokens)` after each optimizer step; tokens: the run's tokens so far (for tokens/s).
-    terminal: None asks rich whether stdout is a terminal."""
+    terminal: None asks rich whether stdout is a terminal. val_name: what the held-out figure is called."""
 
     def __init__(self, total: int, completed: int, enabled: bool, *, label: str = "pretrain",
                  log: Callable[[str], None] = print, every_s: float = 10.0, tokens: int = 0,
-                 terminal: bool | None = None) -> None:
-        self.total, self.label, self.log, self.every_s = total, label, log, every_s
+                 terminal: bool | None = None, val_name: str = "val") -> None:
+        self.total, self.label, self.log, self.every_s, self.val_name = total, label, log, every_s, val_name
         self._first_step, self._tokens = completed, tokens
         self._progress, self._lines = None, False
         if enabled and (Console().is_terminal if terminal is None else terminal):
@@ -40,7 +40,7 @@ class TrainProgress:
         return self
 
     def update(self, step: int, loss: float, val: float | None, tokens: int | None = None) -> None:
-        losses = [f"loss {fmt_number(loss)}"] + ([f"val {fmt_number(val)}"] if val is not None else [])
+        losses = [f"loss {fmt_number(loss)}"] + ([f"{self.val_name} {fmt_number(val)}"] if val is not None else [])
         if self._progress is not None:
             self._progress.update(self._task, completed=step, info=" ".join(losses))
         elif self._lines and self._due(step):

@@ -1,6 +1,7 @@
-"""One optimizer step with gradient accumulation: the loss is the sum of token losses over ALL micro-batches
-divided by the global count of target tokens (not a mean of per-micro-batch means, which would weight short
-micro-batches more), then clipping, a finite check, and the update, skipped when anything is non-finite.
+"""One optimizer step with gradient accumulation: the loss is the sum of per-unit losses (target tokens; pairs for
+the preference objectives) over ALL micro-batches divided by the global count of units (not a mean of
+per-micro-batch means, which would weight short micro-batches more), then clipping, a finite check, and the
+update, skipped when anything is non-finite.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ IGNORE_INDEX = -100
 ExtraLosses = Callable[[nn.Module], torch.Tensor]
 # loss_fn(logits, inputs, labels) -> the SUM of per-token losses (default: token_loss_sum), e.g. distillation.
 TokenLossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# batch_loss(model, batch) -> the SUM of the batch's per-unit losses, forward pass included (a whole objective:
+# preference pairs); count(micro_batches) -> the number of units they hold (default: target tokens).
+BatchLossFn = Callable[[nn.Module, tuple], torch.Tensor]
+BatchCount = Callable[[Sequence[tuple]], int]
 
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -42,25 +47,35 @@ def accumulate_gradients(model: nn.Module, micro_batches: Sequence[tuple[torch.T
                          loss_sum_reduce: Callable[[float], float] = lambda s: s,
                          no_sync: Callable[[bool], contextlib.AbstractContextManager] = lambda last: (
                              contextlib.nullcontext()),
+                         batch_loss: BatchLossFn | None = None, count: BatchCount = count_targets,
                          ) -> tuple[float, int]:
-    """Backward over every micro-batch; returns (mean token loss of the step, global target tokens).
+    """Backward over every micro-batch; returns (mean unit loss of the step, global units).
 
-    loss_fn(logits, x, y) replaces the token cross-entropy sum (distillation). Distributed: token_count_reduce
-    and loss_sum_reduce sum over the ranks, and no_sync(is_last_micro_batch) holds the gradient all-reduce until
-    the last backward (DDP)."""
-    total = max(token_count_reduce(count_targets(micro_batches)), 1)
+    loss_fn(logits, x, y) replaces the token cross-entropy sum (distillation); batch_loss(model, batch) with count
+    replaces the whole next-token objective (preference pairs). Distributed: token_count_reduce and
+    loss_sum_reduce sum over the ranks, and no_sync(is_last_micro_batch) holds the gradient all-reduce until the
+    last backward (DDP)."""
+    total = max(token_count_reduce(count(micro_batches)), 1)
     loss_sum = 0.0
-    for i, (x, y, *seg) in enumerate(micro_batches):  # a third item: segment ids of packed documents (SFT)
+    for i, batch in enumerate(micro_batches):
         with no_sync(i == len(micro_batches) - 1):
             with autocast():
-                logits = model(x, segment_ids=seg[0]) if seg else model(x)
-                loss_part = token_loss_sum(logits, y) if loss_fn is None else loss_fn(logits, x, y)
+                loss_part = (batch_loss or _next_token_loss(loss_fn))(model, batch)
                 loss = loss_part / total
                 if extra_losses is not None:
                     loss = loss + extra_losses(model) / len(micro_batches)
             scale(loss).backward()
         loss_sum += float(loss_part.detach())
     return loss_sum_reduce(loss_sum) / total, total
+
+
+def _next_token_loss(loss_fn: TokenLossFn | None) -> BatchLossFn:
+    def loss(model: nn.Module, batch: tuple) -> torch.Tensor:
+        x, y, *seg = batch  # a third item: segment ids of packed documents (SFT)
+        logits = model(x, segment_ids=seg[0]) if seg else model(x)
+        return token_loss_sum(logits, y) if loss_fn is None else loss_fn(logits, x, y)
+
+    return loss
 
 
 @dataclass

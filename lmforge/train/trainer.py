@@ -1,6 +1,7 @@
-"""The pretraining loop (nanoGPT / torchtitan shape): warmup + decay LR, gradient accumulation normalised by
-the global token count, clipping, mixed precision, non-finite step skipping, periodic validation, samples and
-atomic checkpoints with an exact resume, and a clean stop on SIGINT/SIGTERM.
+"""The one training loop (nanoGPT / torchtitan shape): warmup + decay LR, gradient accumulation normalised by
+the global count of loss units, clipping, mixed precision, non-finite step skipping, periodic validation, samples
+and atomic checkpoints with an exact resume, and a clean stop on SIGINT/SIGTERM. What it optimises is a plug-in
+(objectives.py): next-token prediction (pretrain, SFT, distillation) or a whole objective (reward model, DPO).
 
 Parallelism is applied from outside: hand the Trainer rank-split loaders and a `Parallel` plan (distributed.py).
 """
@@ -19,9 +20,7 @@ from torch import nn
 
 from lmforge.common.errors import LmforgeError
 from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
-from lmforge.train import state as st
 from lmforge.train.activation_checkpoint import apply_activation_checkpointing
-from lmforge.train.checkpoint import list_checkpoints, save_checkpoint, scan_checkpoints, set_aside
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import Parallel
 from lmforge.train.metrics import MetricsLogger, flops_per_token, measure_peak_flops, memory_bytes, read_metrics
@@ -31,14 +30,22 @@ from lmforge.train.precision import DTYPES, resolve_device, resolve_precision
 from lmforge.train.progress import TrainProgress
 from lmforge.train.sample import greedy_continue
 from lmforge.train.schedule import lr_at
-from lmforge.train.sharded_checkpoint import load_sharded, save_sharded
 from lmforge.train.signals import StopRequest
-from lmforge.train.step import ExtraLosses, TokenLossFn, accumulate_gradients, optimizer_step, token_loss_sum
+from lmforge.train.step import (
+    ExtraLosses,
+    TokenLossFn,
+    accumulate_gradients,
+    count_targets,
+    optimizer_step,
+    token_loss_sum,
+)
+from lmforge.train.trainer_checkpoints import TrainerCheckpoints
 
 
-class Trainer:
+class Trainer(TrainerCheckpoints):
     """Trains `model` (any module mapping ids [B, T] to logits [B, T, V]) on loaders that yield numpy
-    (inputs, targets) and expose state_dict / load_state_dict (lmforge.data.loader.PackedLoader)."""
+    (inputs, targets) and expose state_dict / load_state_dict (lmforge.data.loader.PackedLoader); with a whole
+    objective (Objective.batch_loss) the loader yields that objective's batches (pair indices) instead."""
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, train_loader, val_loader=None, *,
                  run_dir: str | Path | None = None, tokenizer=None, extra_losses: ExtraLosses | None = None,
@@ -77,7 +84,7 @@ class Trainer:
         self.last_val: float | None = None
         self.last_checkpoint: Path | None = None  # the newest checkpoint this run wrote (every rank knows it)
         self.flops_per_token = (flops_per_token(model.config, train_loader.seq_len)
-                                if hasattr(model, "config") else None)
+                                if hasattr(model, "config") and self.objective.batch_loss is None else None)
         self.metrics = MetricsLogger(self.run_dir, cfg.tensorboard, log) if is_main else None
 
     # ---- precision and data ----
@@ -99,84 +106,14 @@ class Trainer:
         x, y, *rest = batch
         return (*self.objective.corrupt(x, y, index), *rest)
 
-    # ---- checkpoints ----
-
-    def save(self) -> Path | None:
-        """Call on every rank. A single process writes safetensors; a distributed run writes sharded DCP checkpoints
-        (each rank its own shards, nothing gathered: sharded_checkpoint.py). The loader cursor and RNG saved are
-        rank 0's: every rank is at the same cursor, and the RNG streams start from the same seed."""
-        rng_tensors, rng_meta = st.rng_state()
-        state = {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed,
-                 "nonfinite_in_row": self.nonfinite_in_row, "nonfinite_total": self.nonfinite_total,
-                 "last_val": self.last_val, "loader": self.train_loader.state_dict(), "rng": rng_meta,
-                 "scaler": self.scaler.state_dict() if self.scaler else None, "config": self.cfg.to_dict()}
-        keep = self.cfg.keep_checkpoints
-        if self.parallel.distributed:
-            self.parallel.reshard(self.model)
-            self.last_checkpoint = save_sharded(self.ckpt_dir, self.step, self.model, self.optimizer,
-                                                {"rng": rng_tensors}, state, keep)
-            return self.last_checkpoint if self.parallel.is_main else None
-        opt_tensors, state["optimizer"] = st.optimizer_to_tensors(self.optimizer)
-        tensors = {"model": st.model_tensors(self.model), "optimizer": opt_tensors, "rng": rng_tensors}
-        self.last_checkpoint = save_checkpoint(self.ckpt_dir, self.step, tensors, state, keep=keep)
-        return self.last_checkpoint
-
-    def resume(self) -> bool:
-        """Restore the newest valid checkpoint; False (and a message) when the run has none yet. Checkpoints that
-        exist but are all corrupt are refused (TrainConfig.fresh starts over); corrupt ones newer than the
-        checkpoint resumed from are renamed aside to step-N.corrupt, out of the way of retention."""
-        ckpt, skipped = scan_checkpoints(self.ckpt_dir, log=self.log)
-        if ckpt is None and skipped:
-            found = "; ".join(f"{path.name}: {why}" for path, why in skipped)
-            raise LmforgeError(f"--resume found no valid checkpoint in {self.ckpt_dir} ({found}); pass --fresh "
-                               "instead of --resume to start from step 0 (they are moved aside, not deleted)")
-        if ckpt is None:
-            self.log(f"no checkpoint in {self.ckpt_dir} yet; starting from step 0")
-            return False
-        if self.is_main:
-            for path, _ in skipped:
-                self.log(f"moved corrupt checkpoint {path.name} aside to {set_aside(path, '.corrupt').name}")
-        try:
-            self._restore(ckpt)
-        except (KeyError, TypeError, ValueError, IndexError) as err:
-            raise LmforgeError(f"checkpoint {ckpt.path} verified but cannot be restored (hand-edited?): "
-                               f"{type(err).__name__}: {err}") from None
-        self.log(f"resumed from {ckpt.path} (step {self.step}, {self.tokens_seen:,} tokens)")
-        return True
-
-    def _restore(self, ckpt) -> None:
-        s = ckpt.state
-        p = self.parallel
-        if ckpt.layout == "dcp":  # sharded by a distributed run: DCP reshards to this run's ranks (or one process)
-            p.reshard(self.model)
-            load_sharded(ckpt.path, self.model, self.optimizer)
-        else:
-            if p.mode == "fsdp":
-                p.load_model_state(self.model, ckpt.tensors["model"])
-            else:
-                st.load_model_tensors(self.model, ckpt.tensors["model"])
-            st.optimizer_from_tensors(self.optimizer, ckpt.tensors["optimizer"], s["optimizer"],
-                                      load=lambda sd: p.load_optimizer_state(self.model, self.optimizer, sd))
-        self.train_loader.load_state_dict(st.loader_state_for(s["loader"], self.train_loader))
-        if self.scaler is not None and s.get("scaler"):
-            self.scaler.load_state_dict(s["scaler"])
-        st.set_rng_state(ckpt.tensors["rng"], s["rng"])
-        self.step, self.tokens_seen, self.elapsed = s["step"], s["tokens_seen"], s["elapsed_s"]
-        self.nonfinite_in_row, self.nonfinite_total = s["nonfinite_in_row"], s["nonfinite_total"]
-        self.last_val = s["last_val"]
-
-    def start_fresh(self) -> None:
-        """Step 0 in this run directory: refused over existing checkpoints unless TrainConfig.fresh, which moves
-        them aside to checkpoints.old (nothing is deleted)."""
-        if not list_checkpoints(self.ckpt_dir):
-            return
-        if not self.cfg.fresh:
-            raise LmforgeError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, "
-                               f"--fresh to start over (they are moved aside), or choose another --out")
-        if self.is_main:
-            self.log(f"starting from step 0: moved the old checkpoints to {set_aside(self.ckpt_dir, '.old')}")
-
     # ---- evaluation ----
+
+    def _eval_figures(self) -> dict[str, float] | None:
+        """The objective's held-out figures, or the token loss (and perplexity) on the validation loader."""
+        if self.objective.evaluate is not None:
+            return self.objective.evaluate()
+        loss = self.evaluate()
+        return None if loss is None else {"val_loss": loss, "val_ppl": math.exp(min(loss, 50))}
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -225,13 +162,19 @@ class Trainer:
         if self.metrics is not None:  # records of the steps this run will (re)do go: never a duplicate step
             self.metrics.truncate_after(self.step)
         self._truncate_samples()
+        if self.step == 0 and self.objective.start_record is not None:  # the figures before any update
+            start = self.objective.start_record()
+            self.last_val = start.get(self.objective.headline)
+            self._log({"kind": "val", "step": 0, **start})
         peak = (cfg.peak_tflops * 1e12 if cfg.peak_tflops
                 else measure_peak_flops(self.device, DTYPES[self.precision]))
         batches = self._batches()
         self.model.train()
         status, window_tokens, window_start = "finished", 0, time.perf_counter()
+        unit, rate = self.objective.unit, self.objective.unit == "tokens"  # progress lines show tokens/s only
         with StopRequest() as stop, TrainProgress(cfg.max_steps, self.step, cfg.progress and self.is_main,
-                                                  label=self.label, log=self.log, tokens=self.tokens_seen) as bar:
+                                                  label=self.label, log=self.log, tokens=self.tokens_seen,
+                                                  val_name=self.objective.headline_label) as bar:
             while self.step < cfg.max_steps:
                 t0 = time.perf_counter()
                 lr = lr_at(self.step, peak=cfg.lr, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps,
@@ -244,7 +187,8 @@ class Trainer:
                     scale=self.scaler.scale if self.scaler else (lambda x: x),
                     extra_losses=self.extra_losses, token_count_reduce=self.token_count_reduce, loss_fn=self.loss_fn,
                     loss_sum_reduce=self.parallel.sum,
-                    no_sync=lambda last: self.parallel.no_sync(self.forward_model, last))
+                    no_sync=lambda last: self.parallel.no_sync(self.forward_model, last),
+                    batch_loss=self.objective.batch_loss, count=self.objective.count or count_targets)
                 result = optimizer_step(self.model, self.optimizer, loss, tokens, cfg.grad_clip, self.scaler)
                 if self.objective.after_step is not None and not result.skipped:
                     self.objective.after_step()
@@ -257,21 +201,21 @@ class Trainer:
                     now = time.perf_counter()
                     tok_s = window_tokens / max(now - window_start, 1e-9)
                     window_tokens, window_start = 0, now
+                    mfu = {"mfu": self.flops_per_token * tok_s / peak} if self.flops_per_token else {}
                     self._log({"kind": "train", "step": self.step, "loss": result.loss, "lr": lr,
-                               "grad_norm": result.grad_norm, "skipped": result.skipped, "tokens": self.tokens_seen,
-                               "tokens_per_s": tok_s, "mfu": (self.flops_per_token or 0) * tok_s / peak,
-                               "memory_mb": memory_bytes(self.device) / 2**20, "elapsed_s": self.elapsed,
-                               **self.objective.stats()})
+                               "grad_norm": result.grad_norm, "skipped": result.skipped, unit: self.tokens_seen,
+                               f"{unit}_per_s": tok_s, **mfu, "memory_mb": memory_bytes(self.device) / 2**20,
+                               "elapsed_s": self.elapsed, **self.objective.stats()})
                 if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
-                    self.last_val = self.evaluate()
-                    if self.last_val is not None:
-                        self._log({"kind": "val", "step": self.step, "val_loss": self.last_val,
-                                   "val_ppl": math.exp(min(self.last_val, 50))})
+                    figures = self._eval_figures()
+                    if figures is not None:
+                        self.last_val = figures[self.objective.headline]
+                        self._log({"kind": "val", "step": self.step, **figures})
                 if self.step % cfg.sample_every == 0 or self.step == cfg.max_steps:
                     samples = self.samples() if self.is_main or self.parallel.mode == "fsdp" else []
                     if self.is_main:
                         self._write_samples(samples)
-                bar.update(self.step, result.loss, self.last_val, self.tokens_seen)
+                bar.update(self.step, result.loss, self.last_val, self.tokens_seen if rate else None)
                 stopping = self.parallel.any(bool(stop))  # every rank stops at the same step
                 if stopping or self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
                     self.save()

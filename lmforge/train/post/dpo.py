@@ -2,6 +2,7 @@
 conservative DPO, SimPO or ORPO (preference_losses.py). The reference is the policy as loaded; its sequence
 log-probabilities are computed ONCE, before training, for every train and held-out pair (so no second model is
 kept). Held-out win rate: the share of pairs whose chosen answer gets a higher sequence log-prob than the rejected.
+The loss is an objective of the one Trainer loop (pair_run.py): checkpoints, --resume, the non-finite guard.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import torch
 
 from lmforge.data.validate import in_range, one_of
 from lmforge.model.loader import load
-from lmforge.train.number_format import eta_text
-from lmforge.train.optim import build_optimizer
+from lmforge.train.objectives import Objective
+from lmforge.train.post.pair_run import StepStats, pair_objective, train_pairs
 from lmforge.train.post.pairs import EncodedPair, collate_pairs, sequence_logprobs
-from lmforge.train.post.preference_data import batch_order, check_pair_run, load_preference_data, set_lr
+from lmforge.train.post.preference_data import check_pair_run, load_preference_data
 from lmforge.train.post.preference_losses import LOSSES, NEEDS_REFERENCE, preference_loss
-from lmforge.train.post.run_log import RunLog, heldout_warning
-from lmforge.train.step import optimizer_step
+from lmforge.train.post.run_log import heldout_warning, write_run_report
+from lmforge.train.pretrain import seed_everything
 
 DEFAULT_BETA = {"dpo": 0.1, "cdpo": 0.1, "ipo": 0.1, "simpo": 2.0, "orpo": 0.1}
 
@@ -30,7 +31,8 @@ DEFAULT_BETA = {"dpo": 0.1, "cdpo": 0.1, "ipo": 0.1, "simpo": 2.0, "orpo": 0.1}
 class DPOConfig:
     """loss: dpo | ipo | cdpo | simpo | orpo. beta: DPO/cDPO temperature, IPO's tau, SimPO's reward scale (None:
     0.1, SimPO 2.0; unused by ORPO). label_smoothing: cDPO's flip probability. gamma: SimPO's target margin.
-    orpo_lambda: weight of ORPO's odds-ratio term. data: a JSONL of pairs (None: the embedded preference task)."""
+    orpo_lambda: weight of ORPO's odds-ratio term. data: a JSONL of pairs (None: the embedded preference task).
+    batch_size pairs per micro-batch, grad_accum micro-batches per step; resume / fresh as for pretraining."""
 
     model: str
     out: str = "runs/dpo"
@@ -50,10 +52,16 @@ class DPOConfig:
     warmup_steps: int = 10
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    grad_accum: int = 1
     eval_every: int = 25
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
     seed: int = 0
     threads: int | None = None
     export_hf: bool = True
+    resume: bool = False
+    fresh: bool = False
+    progress: bool = True
 
     def __post_init__(self) -> None:
         check_pair_run(self)
@@ -104,10 +112,11 @@ def win_figures(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.
 
 
 def train_dpo(cfg: DPOConfig, log=print) -> dict:
-    """Optimise the policy on the train pairs; held-out win rate of the reference (before) and policy (after)."""
+    """Optimise the policy on the train pairs in the Trainer loop (resumable); held-out win rate of the reference
+    (before) and the policy (after)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     run_dir, beta = Path(cfg.out), cfg.beta_value
     lm = load(cfg.model)
     policy = lm.model
@@ -116,10 +125,9 @@ def train_dpo(cfg: DPOConfig, log=print) -> dict:
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
     kinds = [p.kind for p in heldout]
     started = time.time()
-    ref_held = pair_logprobs(policy, held_enc, pad_id=pad_id)  # the reference, computed once
+    ref_held = pair_logprobs(policy, held_enc, pad_id=pad_id)  # the reference (the policy as loaded), computed once
     ref_train = pair_logprobs(policy, train_enc, pad_id=pad_id) if cfg.loss in NEEDS_REFERENCE else None
     ref_seconds = time.time() - started
-    train_len = completion_lengths(train_enc)
     before = win_figures(*ref_held, *ref_held, beta, kinds)
     log(f"{cfg.loss} (beta {beta}) on {cfg.model} ({lm.config.num_params() / 1e6:.2f}M): {len(train)} train / "
         f"{len(heldout)} held-out pairs; reference log-probs precomputed in {ref_seconds:.1f} s; held-out win rate "
@@ -127,44 +135,50 @@ def train_dpo(cfg: DPOConfig, log=print) -> dict:
     warning = heldout_warning(len(heldout), "pairs", "win rate")
     if warning:
         log(warning)
-    runlog = RunLog(run_dir, log=lambda message: None)
-    runlog.log({"step": 0, "heldout_win_rate": before["win_rate"], "heldout_margin": 0.0})
-    optimizer = build_optimizer(policy, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), eps=1e-8)
-    policy.train()
-    batches, skipped, start = batch_order(len(train_enc), cfg.batch_size, cfg.seed), 0, time.time()
-    for step in range(cfg.max_steps):
-        lr = set_lr(optimizer, step, cfg.lr, cfg.max_steps, cfg.warmup_steps)
-        idx = next(batches)
-        logp, _ = sequence_logprobs(policy, collate_pairs([train_enc[i] for i in idx], pad_id))
-        n = len(idx)
-        refs = (ref_train[0][idx], ref_train[1][idx]) if ref_train is not None else (None, None)
-        out = preference_loss(cfg.loss, logp[:n], logp[n:], *refs, train_len[0][idx], train_len[1][idx],
-                              beta=beta, label_smoothing=cfg.label_smoothing, gamma=cfg.gamma, lam=cfg.orpo_lambda)
-        out.loss.backward()
-        result = optimizer_step(policy, optimizer, float(out.loss.detach()), n, cfg.grad_clip)
-        skipped += result.skipped
-        record = {"step": step + 1, **out.stats(), "lr": lr, "grad_norm": result.grad_norm}
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps:
-            held = win_figures(*pair_logprobs(policy, held_enc, pad_id=pad_id), *ref_held, beta)
-            record.update(heldout_win_rate=held["win_rate"], heldout_margin=held["margin"])
-            log(f"step {step + 1}/{cfg.max_steps} loss {result.loss:.4f} held-out win rate {held['win_rate']:.3f} "
-                f"margin {held['margin']:.3f}; {eta_text(step + 1, cfg.max_steps, time.time() - start)}")
-        runlog.log(record)
+    objective = dpo_objective(cfg, policy, train_enc, held_enc, ref_train, ref_held, pad_id, before["win_rate"])
+    run = train_pairs(cfg, policy, len(train_enc), objective, "dpo", log)
+    if run["status"] != "finished":
+        return run
     after = win_figures(*pair_logprobs(policy, held_enc, pad_id=pad_id), *ref_held, beta, kinds)
-    elapsed = time.time() - start
     if cfg.export_hf:
         lm.save(run_dir / "hf")
     summary = {"config": asdict(cfg), "beta": beta, "train_pairs": len(train), "heldout_pairs": len(heldout),
                "win_rate_reference": before["win_rate"], "win_rate_policy": after["win_rate"],
-               "heldout_margin": after["margin"], "steps": cfg.max_steps, "skipped_steps": skipped,
-               "reference_seconds": ref_seconds, "elapsed_s": elapsed,
+               "heldout_margin": after["margin"], "steps": run["step"], "skipped_steps": run["nonfinite_steps"],
+               "reference_seconds": ref_seconds, "elapsed_s": run["elapsed_s"],
                "per_kind_reference": {k: v for k, v in before.items() if k.startswith("win_rate_")},
                "per_kind_policy": {k: v for k, v in after.items() if k.startswith("win_rate_")}}
-    report = runlog.finish(f"Preference optimisation ({cfg.loss})", summary,
-                           {f"held-out win rate (chosen over rejected), {len(heldout)} pairs":
-                            (before["win_rate"], after["win_rate"]),
-                            "held-out implicit reward margin": (before["margin"], after["margin"])}, [warning])
+    report = write_run_report(run_dir, f"Preference optimisation ({cfg.loss})", summary,
+                              {f"held-out win rate (chosen over rejected), {len(heldout)} pairs":
+                               (before["win_rate"], after["win_rate"]),
+                               "held-out implicit reward margin": (before["margin"], after["margin"])}, [warning])
     log(f"held-out win rate {before['win_rate']:.3f} (reference) -> {after['win_rate']:.3f} ({cfg.loss}) on "
-        f"{len(heldout)} pairs in {elapsed:.0f} s; implicit reward margin {after['margin']:.3f}; report {report}"
-        + (f"; policy {run_dir / 'hf'}" if cfg.export_hf else ""))
+        f"{len(heldout)} pairs in {run['elapsed_s']:.0f} s; implicit reward margin {after['margin']:.3f}; report "
+        f"{report}" + (f"; policy {run_dir / 'hf'}" if cfg.export_hf else ""))
     return summary
+
+
+def dpo_objective(cfg: DPOConfig, policy, train_enc: Sequence[EncodedPair], held_enc: Sequence[EncodedPair],
+                  ref_train: tuple[torch.Tensor, torch.Tensor] | None, ref_held: tuple[torch.Tensor, torch.Tensor],
+                  pad_id: int, win_rate_before: float) -> Objective:
+    """The DPO-family loss of a batch of pair indices (summed over its pairs) and the held-out win rate and
+    implicit reward margin against the precomputed reference, as a Trainer objective."""
+    beta, stats = cfg.beta_value, StepStats()
+    chosen_len, rejected_len = completion_lengths(train_enc)
+
+    def batch_loss(model, batch: tuple) -> torch.Tensor:
+        idx = batch[0].cpu()
+        logp, _ = sequence_logprobs(model, collate_pairs([train_enc[i] for i in idx.tolist()], pad_id))
+        n = len(idx)
+        refs = (ref_train[0][idx], ref_train[1][idx]) if ref_train is not None else (None, None)
+        out = preference_loss(cfg.loss, logp[:n], logp[n:], *refs, chosen_len[idx], rejected_len[idx], beta=beta,
+                              label_smoothing=cfg.label_smoothing, gamma=cfg.gamma, lam=cfg.orpo_lambda)
+        stats.add(n, {k: v for k, v in out.stats().items() if k != "loss"})
+        return out.loss * n
+
+    def evaluate() -> dict[str, float]:
+        held = win_figures(*pair_logprobs(policy, held_enc, pad_id=pad_id), *ref_held, beta)
+        return {"heldout_win_rate": held["win_rate"], "heldout_margin": held["margin"]}
+
+    return pair_objective(f"{cfg.loss} (beta {beta})", batch_loss, stats, evaluate, "heldout_win_rate",
+                          "held-out win rate", {"heldout_win_rate": win_rate_before, "heldout_margin": 0.0})

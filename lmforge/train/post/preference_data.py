@@ -1,20 +1,18 @@
 """What the reward model and the DPO family train on: preference pairs from a user's JSONL file or the embedded
-generator, a train / held-out split, tokenized once; plus the epoch-shuffled mini-batch order and the learning
-rate of each step (warmup then cosine) shared by both loops.
+generator, a train / held-out split, tokenized once; the resumable loader of epoch-shuffled mini-batches the
+Trainer reads them with; and the validation of the settings both runs share.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 
-import torch
+import numpy as np
 
 from lmforge.common.errors import ConfigError, LmforgeError
 from lmforge.data.tasks.preferences import preference_pairs, read_preference_jsonl, split_pairs
 from lmforge.data.validate import in_range
 from lmforge.train.post.pairs import EncodedPair, encode_pairs
-from lmforge.train.schedule import lr_at
 
 
 def load_preference_data(tokenizer, data: str | None, train_pairs: int, heldout_pairs: int, task_seed: int,
@@ -33,32 +31,47 @@ def load_preference_data(tokenizer, data: str | None, train_pairs: int, heldout_
     return train, heldout, encode_pairs(tokenizer, train, max_len), encode_pairs(tokenizer, heldout, max_len)
 
 
-def batch_order(n: int, batch_size: int, seed: int) -> Iterator[list[int]]:
-    """Endless mini-batches of indices: each epoch a fresh permutation (seeded), the last partial batch dropped
-    unless the data is smaller than one batch."""
-    if n == 0:
-        raise LmforgeError("no training pairs")
-    rng = random.Random(seed)
-    size = min(batch_size, n)
-    while True:
-        order = list(range(n))
-        rng.shuffle(order)
-        for i in range(0, n - size + 1, size):
-            yield order[i:i + size]
+class PairLoader:
+    """Mini-batches of pair indices for the Trainer (its loader protocol): each a 1-tuple of an int64 array, each
+    epoch a fresh permutation seeded by (seed, epoch), the last partial batch dropped unless the data is smaller
+    than one batch. state_dict / load_state_dict: the cursor, so a resumed run reads the same batches."""
 
+    rank, world_size = 0, 1  # pair runs train in one process
 
-def set_lr(optimizer: torch.optim.Optimizer, step: int, peak: float, max_steps: int, warmup_steps: int) -> float:
-    lr = lr_at(step, peak=peak, max_steps=max_steps, warmup_steps=warmup_steps, schedule="cosine")
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    return lr
+    def __init__(self, n: int, batch_size: int, seed: int, seq_len: int) -> None:
+        if n == 0:
+            raise LmforgeError("no training pairs")
+        self.n, self.batch_size, self.seed, self.seq_len = n, min(batch_size, n), seed, seq_len
+        self.epoch = self.position = 0
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        while self.position + self.batch_size <= self.n:
+            self.position += self.batch_size
+            yield (order[self.position - self.batch_size:self.position].astype(np.int64),)
+        self.epoch, self.position = self.epoch + 1, 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "n": self.n,
+                "batch_size": self.batch_size, "rank": 0, "world_size": 1}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("seed", "n", "batch_size"):
+            if state.get(key) != getattr(self, key):
+                raise LmforgeError(f"the checkpoint's pair loader has {key}={state.get(key)!r} but this run has "
+                                   f"{getattr(self, key)!r}; resume with the same data and settings")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
 
 def check_pair_run(cfg) -> None:
     """Validate the fields every preference-pair run (reward model, DPO family) shares, naming the bad one."""
     if not cfg.model:
         raise ConfigError("model must name a model (an HF directory, a .gguf file or smollm2-135m)")
-    for name in ("train_pairs", "heldout_pairs", "max_steps", "batch_size", "eval_every"):
+    for name in ("train_pairs", "heldout_pairs", "max_steps", "batch_size", "eval_every", "grad_accum",
+                 "checkpoint_every", "keep_checkpoints"):
         in_range(name, getattr(cfg, name), 1)
     in_range("max_len", cfg.max_len, 8)
     in_range("lr", cfg.lr, 0)
@@ -67,3 +80,5 @@ def check_pair_run(cfg) -> None:
     in_range("grad_clip", cfg.grad_clip, 0)
     if cfg.threads is not None:
         in_range("threads", cfg.threads, 1)
+    if cfg.resume and cfg.fresh:
+        raise ConfigError("resume and fresh exclude each other: continue the run, or start over")

@@ -1,30 +1,33 @@
 """`train_reward_model(RewardConfig)`: the run behind `lmforge rm` — a scalar head on a loaded LM backbone, trained
 with the Bradley-Terry loss on preference pairs (embedded task or JSONL), held-out pairwise accuracy measured
-before and after, the run logged with RunLog and the reward model saved for PPO / GRPO (`load_reward_model`).
+before and after, the loss an objective of the one Trainer loop (pair_run.py: checkpoints, --resume, the
+non-finite guard, metrics), and the reward model saved for PPO / GRPO (`load_reward_model`).
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from lmforge.model.loader import load
-from lmforge.train.number_format import eta_text
-from lmforge.train.optim import build_optimizer
-from lmforge.train.post.preference_data import batch_order, check_pair_run, load_preference_data, set_lr
+from lmforge.train.objectives import Objective
+from lmforge.train.post.pair_run import StepStats, pair_objective, train_pairs
+from lmforge.train.post.pairs import EncodedPair
+from lmforge.train.post.preference_data import check_pair_run, load_preference_data
 from lmforge.train.post.reward_model import bradley_terry_loss, pair_scores, pairwise_accuracy, save_reward_model
-from lmforge.train.post.run_log import RunLog, heldout_warning
+from lmforge.train.post.run_log import heldout_warning, write_run_report
 from lmforge.train.post.value_head import ScalarHead
-from lmforge.train.step import optimizer_step
+from lmforge.train.pretrain import seed_everything
 
 
 @dataclass(frozen=True)
 class RewardConfig:
     """model: an LM to start the backbone from (HF dir, .gguf or smollm2-135m). data: a JSONL of {prompt, chosen,
-    rejected} (None: the embedded preference task). The trained model goes to out/reward_model."""
+    rejected} (None: the embedded preference task). The trained model goes to out/reward_model. batch_size pairs
+    per micro-batch, grad_accum micro-batches per step; resume / fresh as for pretraining."""
 
     model: str
     out: str = "runs/rm"
@@ -39,28 +42,32 @@ class RewardConfig:
     warmup_steps: int = 20
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    grad_accum: int = 1
     eval_every: int = 50
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
     seed: int = 0
     threads: int | None = None
+    resume: bool = False
+    fresh: bool = False
+    progress: bool = True
 
     def __post_init__(self) -> None:
         check_pair_run(self)
 
 
 def train_reward_model(cfg: RewardConfig, log=print) -> dict:
-    """Train, evaluate before/after on the held-out pairs, save; returns the summary."""
+    """Train in the Trainer loop (resumable), evaluate before/after on the held-out pairs, save; returns the
+    summary."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     run_dir = Path(cfg.out)
     lm = load(cfg.model)
     train, heldout, train_enc, heldout_enc = load_preference_data(lm.tokenizer, cfg.data, cfg.train_pairs,
                                                                   cfg.heldout_pairs, cfg.task_seed, cfg.max_len)
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
-    head = ScalarHead(lm.model)
-    head.train()
-    optimizer = build_optimizer(head, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95), eps=1e-8)
-    runlog = RunLog(run_dir, log=lambda message: None)
+    head = ScalarHead(lm.model)  # its init draws from the seeded RNG; a resumed run restores it from the checkpoint
     kinds = [p.kind for p in heldout]
     before = pairwise_accuracy(head, heldout_enc, pad_id=pad_id, kinds=kinds)
     log(f"reward model on {cfg.model} ({lm.config.num_params() / 1e6:.2f}M): {len(train)} train / {len(heldout)} "
@@ -68,40 +75,44 @@ def train_reward_model(cfg: RewardConfig, log=print) -> dict:
     warning = heldout_warning(len(heldout), "pairs", "pairwise accuracy")
     if warning:
         log(warning)
-    runlog.log({"step": 0, "heldout_accuracy": before["accuracy"], "heldout_margin": before["margin"]})
-    start = time.time()
-    batches = batch_order(len(train_enc), cfg.batch_size, cfg.seed)
-    skipped = 0
-    for step in range(cfg.max_steps):
-        lr = set_lr(optimizer, step, cfg.lr, cfg.max_steps, cfg.warmup_steps)
-        chosen, rejected = pair_scores(head, [train_enc[i] for i in next(batches)], pad_id)
-        loss = bradley_terry_loss(chosen, rejected)
-        loss.backward()
-        result = optimizer_step(head, optimizer, float(loss.detach()), len(chosen), cfg.grad_clip)
-        skipped += result.skipped
-        record = {"step": step + 1, "loss": result.loss, "accuracy": float((chosen > rejected).float().mean()),
-                  "margin": float((chosen - rejected).mean().detach()), "lr": lr, "grad_norm": result.grad_norm}
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.max_steps:
-            held = pairwise_accuracy(head, heldout_enc, pad_id=pad_id)
-            record.update(heldout_accuracy=held["accuracy"], heldout_margin=held["margin"])
-            log(f"step {step + 1}/{cfg.max_steps} loss {result.loss:.4f} held-out accuracy {held['accuracy']:.3f}; "
-                f"{eta_text(step + 1, cfg.max_steps, time.time() - start)}")
-        runlog.log(record)
+    objective = reward_objective(head, train_enc, heldout_enc, pad_id, before)
+    run = train_pairs(cfg, head, len(train_enc), objective, "rm", log)
+    if run["status"] != "finished":
+        return run
     after = pairwise_accuracy(head, heldout_enc, pad_id=pad_id, kinds=kinds)
-    elapsed = time.time() - start
     out_dir = save_reward_model(head, lm.tokenizer, run_dir / "reward_model", {"max_len": cfg.max_len,
                                                                              "base": cfg.model})
     summary = {"config": asdict(cfg), "train_pairs": len(train), "heldout_pairs": len(heldout),
                "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],
                "margin_before": before["margin"], "margin_after": after["margin"],
-               "heldout_loss_before": before["loss"], "heldout_loss_after": after["loss"], "steps": cfg.max_steps,
-               "skipped_steps": skipped, "elapsed_s": elapsed, "reward_model": str(out_dir),
+               "heldout_loss_before": before["loss"], "heldout_loss_after": after["loss"], "steps": run["step"],
+               "skipped_steps": run["nonfinite_steps"], "elapsed_s": run["elapsed_s"], "reward_model": str(out_dir),
                "per_kind_before": {k: v for k, v in before.items() if k.startswith("accuracy_")},
                "per_kind_after": {k: v for k, v in after.items() if k.startswith("accuracy_")}}
-    report = runlog.finish("Reward model (Bradley-Terry)", summary,
-                           {f"held-out pairwise accuracy, {len(heldout)} pairs": (before["accuracy"],
-                                                                                after["accuracy"]),
-                            "held-out mean margin r_w - r_l": (before["margin"], after["margin"])}, [warning])
+    report = write_run_report(run_dir, "Reward model (Bradley-Terry)", summary,
+                              {f"held-out pairwise accuracy, {len(heldout)} pairs": (before["accuracy"],
+                                                                                   after["accuracy"]),
+                               "held-out mean margin r_w - r_l": (before["margin"], after["margin"])}, [warning])
     log(f"held-out pairwise accuracy {before['accuracy']:.3f} -> {after['accuracy']:.3f} on {len(heldout)} pairs in "
-        f"{elapsed:.0f} s; reward model {out_dir}; report {report}")
+        f"{run['elapsed_s']:.0f} s; reward model {out_dir}; report {report}")
     return summary
+
+
+def reward_objective(head: ScalarHead, train_enc: Sequence[EncodedPair], heldout_enc: Sequence[EncodedPair],
+                     pad_id: int, before: dict[str, float]) -> Objective:
+    """The Bradley-Terry loss of a batch of pair indices (summed over its pairs) and the held-out pairwise accuracy
+    and mean margin, as a Trainer objective."""
+    stats = StepStats()
+
+    def batch_loss(model, batch: tuple) -> torch.Tensor:
+        chosen, rejected = pair_scores(model, [train_enc[i] for i in batch[0].tolist()], pad_id)
+        stats.add(len(chosen), {"accuracy": float((chosen > rejected).float().mean()),
+                                "margin": float((chosen - rejected).mean().detach())})
+        return bradley_terry_loss(chosen, rejected) * len(chosen)
+
+    def evaluate() -> dict[str, float]:
+        held = pairwise_accuracy(head, heldout_enc, pad_id=pad_id)
+        return {"heldout_accuracy": held["accuracy"], "heldout_margin": held["margin"]}
+
+    return pair_objective("Bradley-Terry", batch_loss, stats, evaluate, "heldout_accuracy", "held-out accuracy",
+                          {"heldout_accuracy": before["accuracy"], "heldout_margin": before["margin"]})

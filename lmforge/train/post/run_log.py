@@ -44,21 +44,29 @@ class RunLog:
 
     def finish(self, title: str, summary: dict, before_after: dict[str, tuple[float, float]] | None = None,
                notes: Sequence[str | None] = ()) -> Path:
-        """Write summary.json, the PNG curves and report.md (notes: lines under the title, e.g. a held-out
-        warning); returns the report's path."""
+        """Close the log, then write_run_report; returns the report's path."""
         self.metrics.close()
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        plots = write_curves(self.run_dir)
-        lines = [f"# {title}", ""] + [line for note in notes if note for line in (note, "")]
-        if before_after:
-            lines += ["| metric | before | after |", "| --- | --- | --- |"]
-            lines += [f"| {_cell(name)} | {_cell(a)} | {_cell(b)} |" for name, (a, b) in before_after.items()] + [""]
-        scalars = {k: v for k, v in summary.items() if isinstance(v, int | float | str | bool)}
-        lines += ["| | |", "| --- | --- |", *[f"| {_cell(k)} | {_cell(v)} |" for k, v in scalars.items()], ""]
-        lines += [f"![{p.stem}]({p.name})" for p in plots] + [""]
-        out = self.run_dir / "report.md"
-        out.write_text("\n".join(lines))
-        return out
+        return write_run_report(self.run_dir, title, summary, before_after, notes)
+
+
+def write_run_report(run_dir: Path, title: str, summary: dict,
+                     before_after: dict[str, tuple[float, float]] | None = None,
+                     notes: Sequence[str | None] = ()) -> Path:
+    """summary.json, the PNG curves of metrics.jsonl and report.md (notes: lines under the title, e.g. a held-out
+    warning) in run_dir; returns the report's path."""
+    run_dir = Path(run_dir)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    plots = write_curves(run_dir)
+    lines = [f"# {title}", ""] + [line for note in notes if note for line in (note, "")]
+    if before_after:
+        lines += ["| metric | before | after |", "| --- | --- | --- |"]
+        lines += [f"| {_cell(name)} | {_cell(a)} | {_cell(b)} |" for name, (a, b) in before_after.items()] + [""]
+    scalars = {k: v for k, v in summary.items() if isinstance(v, int | float | str | bool)}
+    lines += ["| | |", "| --- | --- |", *[f"| {_cell(k)} | {_cell(v)} |" for k, v in scalars.items()], ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots] + [""]
+    out = run_dir / "report.md"
+    out.write_text("\n".join(lines))
+    return out
 
 
 def write_curves(run_dir: str | Path, skip: tuple[str, ...] = ("step", "kind", "elapsed_s")) -> list[Path]:

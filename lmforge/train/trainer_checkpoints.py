@@ -81,10 +81,18 @@ class TrainerCheckpoints:
     def start_fresh(self) -> None:
         """Step 0 in this run directory: refused over existing checkpoints unless TrainConfig.fresh, which moves
         them aside to checkpoints.old (nothing is deleted)."""
-        if not list_checkpoints(self.ckpt_dir):
+        if not check_fresh_start(self.run_dir, self.cfg.fresh):
             return
-        if not self.cfg.fresh:
-            raise LmforgeError(f"{self.run_dir} already holds checkpoints; pass --resume to continue that run, "
-                               f"--fresh to start over (they are moved aside), or choose another --out")
         if self.is_main:
             self.log(f"starting from step 0: moved the old checkpoints to {set_aside(self.ckpt_dir, '.old')}")
+
+
+def check_fresh_start(run_dir: str | Path, fresh: bool) -> bool:
+    """Whether run_dir holds checkpoints a run starting from step 0 would move aside; refused unless `fresh`.
+    Commands with a long setup (reference log-probs) call it first, so the mistake costs nothing."""
+    if not list_checkpoints(Path(run_dir) / "checkpoints"):
+        return False
+    if not fresh:
+        raise LmforgeError(f"{run_dir} already holds checkpoints; pass --resume to continue that run, "
+                           f"--fresh to start over (they are moved aside), or choose another --out")
+    return True

@@ -18,6 +18,7 @@ import torch
 from lmforge.train.metrics import read_metrics
 from lmforge.train.post import dpo
 from lmforge.train.post.dpo import DPOConfig, train_dpo
+from tests.cli_util import assert_user_error, run_cli
 from tests.tiny_lm import tiny_lm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,3 +127,11 @@ def test_two_micro_batches_make_the_step_of_one_batch(tmp_path, tiny_dir):
 
     assert losses("one") == pytest.approx(losses("two"), rel=1e-5, abs=1e-6)
     assert losses("one")[0] != losses("one")[-1]  # the policy moved
+
+
+def test_rerun_over_checkpoints_needs_resume_or_fresh(tmp_path, tiny_dir):
+    train_dpo(_tiny_cfg(tiny_dir, tmp_path / "run", max_steps=1), log=lambda message: None)
+    for command in ("dpo", "rm"):
+        again = run_cli(command, "--model", str(tiny_dir), "--out", str(tmp_path / "run"), timeout=120)
+        assert_user_error(again, "already holds checkpoints", "--resume", "--fresh")
+        assert "held-out" not in again.stdout  # refused before the model is loaded and the reference computed

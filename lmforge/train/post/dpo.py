@@ -17,7 +17,7 @@ import torch
 from lmforge.data.validate import in_range, one_of
 from lmforge.model.loader import load
 from lmforge.train.objectives import Objective
-from lmforge.train.post.pair_run import StepStats, pair_objective, train_pairs
+from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_objective, train_pairs
 from lmforge.train.post.pairs import EncodedPair, collate_pairs, sequence_logprobs
 from lmforge.train.post.preference_data import check_pair_run, load_preference_data
 from lmforge.train.post.preference_losses import LOSSES, NEEDS_REFERENCE, preference_loss
@@ -116,6 +116,7 @@ def train_dpo(cfg: DPOConfig, log=print) -> dict:
     (before) and the policy (after)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    check_pair_out(cfg)
     seed_everything(cfg.seed)
     run_dir, beta = Path(cfg.out), cfg.beta_value
     lm = load(cfg.model)

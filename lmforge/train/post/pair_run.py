@@ -14,10 +14,17 @@ from lmforge.train.config import TrainConfig
 from lmforge.train.objectives import Objective
 from lmforge.train.post.preference_data import PairLoader
 from lmforge.train.trainer import Trainer
+from lmforge.train.trainer_checkpoints import check_fresh_start
 
 PAIR_RUN_FIELDS = ("out", "seed", "resume", "fresh", "threads", "max_steps", "batch_size", "grad_accum", "lr",
                    "warmup_steps", "weight_decay", "grad_clip", "eval_every", "checkpoint_every", "keep_checkpoints",
                    "progress")
+
+
+def check_pair_out(cfg) -> None:
+    """Before any loading: a run that would start over existing checkpoints without --fresh is refused."""
+    if not cfg.resume:
+        check_fresh_start(cfg.out, cfg.fresh)
 
 
 def pair_train_config(cfg) -> TrainConfig:

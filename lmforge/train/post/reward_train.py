@@ -14,7 +14,7 @@ import torch
 
 from lmforge.model.loader import load
 from lmforge.train.objectives import Objective
-from lmforge.train.post.pair_run import StepStats, pair_objective, train_pairs
+from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_objective, train_pairs
 from lmforge.train.post.pairs import EncodedPair
 from lmforge.train.post.preference_data import check_pair_run, load_preference_data
 from lmforge.train.post.reward_model import bradley_terry_loss, pair_scores, pairwise_accuracy, save_reward_model
@@ -61,6 +61,7 @@ def train_reward_model(cfg: RewardConfig, log=print) -> dict:
     summary."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    check_pair_out(cfg)
     seed_everything(cfg.seed)
     run_dir = Path(cfg.out)
     lm = load(cfg.model)

@@ -1,7 +1,7 @@
 """Training objectives as plug-ins of the one Trainer loop. Beside next-token cross-entropy, chosen from the model
 config: the MoE load-balancing loss (Switch Transformer; DeepSeek-V2's expert-level balance loss), DeepSeek-V3's
 auxiliary-loss-free router-bias update, DeepSeek-V3 multi-token prediction (MTP), and BERT's masked-LM objective
-for encoder presets; whole objectives (reward model, DPO family: train/post/pair_objective.py) plug in the same way.
+for encoder presets; whole objectives (reward model, DPO family: train/post/pair_run.py) plug in the same way.
 The model stays plain: the Trainer calls these hooks around it.
 """
 

@@ -6,37 +6,34 @@ from __future__ import annotations
 
 import typer
 
+from lmforge.cli import pair_options as pairs
+
 
 def rm_command(
     model: str = typer.Option(..., "--model", "-m", help="Backbone to start from: an HF dir, a .gguf or "
                               "smollm2-135m."),
     out: str = typer.Option("runs/rm", "--out", "-o", help="Run directory (metrics, curves, report, "
                             "reward_model/)."),
-    data: str | None = typer.Option(None, "--data", help="JSONL of {prompt, chosen, rejected} (default: the "
-                                    "embedded preference task)."),
-    train_pairs: int = typer.Option(2000, "--train-pairs", help="Training pairs (at most)."),
+    data: str | None = pairs.DATA,
+    train_pairs: int = pairs.TRAIN_PAIRS,
     heldout_pairs: int = typer.Option(400, "--heldout-pairs", help="Held-out pairs for the accuracy (at most)."),
-    task_seed: int = typer.Option(0, "--task-seed", help="Seed of the embedded preference task."),
-    max_len: int = typer.Option(256, "--max-len", help="Tokens per prompt + answer (the prompt's start is cut)."),
+    task_seed: int = pairs.TASK_SEED,
+    max_len: int = pairs.MAX_LEN,
     max_steps: int = typer.Option(250, "--max-steps", help="Optimizer steps."),
-    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Pairs per micro-batch."),
-    grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
+    batch_size: int = pairs.BATCH_SIZE,
+    grad_accum: int = pairs.GRAD_ACCUM,
     lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (warmup, then cosine)."),
     warmup_steps: int = typer.Option(20, "--warmup-steps", help="Linear warmup steps."),
-    weight_decay: float = typer.Option(0.0, "--weight-decay", help="AdamW weight decay of the matrices."),
-    grad_clip: float = typer.Option(1.0, "--grad-clip", help="Gradient norm clip (0: none)."),
+    weight_decay: float = pairs.WEIGHT_DECAY,
+    grad_clip: float = pairs.GRAD_CLIP,
     eval_every: int = typer.Option(50, "--eval-every", help="Held-out accuracy every N steps."),
-    checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Checkpoint (out/checkpoints) every N "
-                                         "steps and at the end."),
-    keep_checkpoints: int = typer.Option(2, "--keep-checkpoints", help="Newest checkpoints kept."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out (only corrupt "
-                                "ones: refused, see --fresh)."),
-    fresh: bool = typer.Option(False, "--fresh", help="Start from step 0 even where --out holds checkpoints: they "
-                               "are moved aside to checkpoints.old."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress: a bar with ETA on a terminal, "
-                                  "step lines elsewhere."),
+    checkpoint_every: int = pairs.CHECKPOINT_EVERY,
+    keep_checkpoints: int = pairs.KEEP_CHECKPOINTS,
+    resume: bool = pairs.RESUME,
+    fresh: bool = pairs.FRESH,
+    progress: bool = pairs.PROGRESS,
     seed: int = typer.Option(0, "--seed", help="Seed of the head's init and the batch order."),
-    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
+    threads: int | None = pairs.THREADS,
 ) -> None:
     """Train a reward model on preference pairs; report held-out pairwise accuracy before and after."""
     flags = dict(locals())  # every flag, taken before the imports below add local names

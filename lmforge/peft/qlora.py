@@ -21,26 +21,31 @@ def is_quantized(module: nn.Module) -> bool:
 
 class _FrozenQuantizedLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, module: nn.Module) -> torch.Tensor:
-        ctx.module = module
-        with torch.no_grad():
-            return type(module).forward(module, x)  # the class's kernel call (the instance's may be ours)
+    def forward(ctx, x: torch.Tensor, module: nn.Module, method: str) -> torch.Tensor:
+        ctx.module, ctx.x_dtype = module, x.dtype
+        with torch.no_grad():  # the class's kernel call (the instance's may be ours)
+            return getattr(type(module), method)(module, x)
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
         weight = ctx.module.dequantize().to(grad_y.dtype)  # [out, in]
-        return grad_y @ weight, None
+        return (grad_y @ weight).to(ctx.x_dtype), None, None
 
 
-def frozen_quantized_linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """module(x) for an Int8Linear / Int4Linear, differentiable with respect to x (never to the frozen weights)."""
+def frozen_quantized_linear(module: nn.Module, x: torch.Tensor, method: str = "forward") -> torch.Tensor:
+    """module(x) for an Int8Linear / Int4Linear (or its float32-output `float_logits`, method="float_logits"),
+    differentiable with respect to x (never to the frozen weights)."""
     if not (torch.is_grad_enabled() and x.requires_grad):
-        return type(module).forward(module, x)
-    return _FrozenQuantizedLinear.apply(x, module)
+        return getattr(type(module), method)(module, x)
+    return _FrozenQuantizedLinear.apply(x, module, method)
 
 
 def _differentiable_forward(self, x: torch.Tensor) -> torch.Tensor:
     return frozen_quantized_linear(self, x)
+
+
+def _differentiable_float_logits(self, x: torch.Tensor) -> torch.Tensor:
+    return frozen_quantized_linear(self, x, "float_logits")  # an int8/int4 lm_head under QLoRA (float32 logits)
 
 
 def make_differentiable(model: nn.Module, skip: set[str] = frozenset()) -> None:
@@ -48,3 +53,4 @@ def make_differentiable(model: nn.Module, skip: set[str] = frozenset()) -> None:
     for name, module in model.named_modules():
         if is_quantized(module) and name not in skip:
             module.forward = types.MethodType(_differentiable_forward, module)  # instance-level: the class is shared
+            module.float_logits = types.MethodType(_differentiable_float_logits, module)

@@ -6,9 +6,10 @@ TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_la
             num_key_value_heads=2, max_position_embeddings=256)
 
 
-def tiny_hf_model(family: str, tie: bool, **overrides):
-    """A random transformers LlamaForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM, every parameter perturbed
-    (biases and norm weights too, which transformers initialises to constants)."""
+def tiny_hf_model(family: str, tie: bool, noise: float = 0.05, **overrides):
+    """A random transformers LlamaForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM, every parameter perturbed by
+    N(0, noise) (biases and norm weights too, which transformers initialises to constants). noise 0.3: greedy
+    continuations depend on the whole context (tests/context_lm.py), as a cache test needs."""
     import transformers as tf
 
     config_cls, model_cls = {
@@ -21,5 +22,5 @@ def tiny_hf_model(family: str, tie: bool, **overrides):
     model = model_cls(config).eval()
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+            p.add_(torch.randn_like(p) * noise)
     return model

@@ -7,13 +7,14 @@ from lmforge.common.errors import ConfigError
 from lmforge.engine.beam_search import BeamSearchParams, beam_search
 from lmforge.engine.generate import generate
 from lmforge.model.loader import load
+from tests.context_lm import assert_context_dependent, assert_not_constant, naive_greedy
 from tests.hf_models import tiny_hf_model
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     torch.manual_seed(0)
-    ref = tiny_hf_model("llama", tie=False)
+    ref = tiny_hf_model("llama", tie=False, noise=0.3)  # greedy and beams depend on context (tests/context_lm.py)
     path = tmp_path_factory.mktemp("beam")
     ref.save_pretrained(path)
     return ref, load(path).model
@@ -33,7 +34,8 @@ def test_beam_search_equals_transformers(models, length_penalty, early_stopping)
     for _ in range(3):
         prompt = torch.randint(0, 256, (1, 5))
         free = beam_search(model, prompt[0].tolist(), BeamSearchParams(num_beams=4, max_new_tokens=10))[0].tokens
-        stops = [free[3], free[6]]  # tokens the beams are likely to meet, so that some beams end early
+        assert_not_constant(free)
+        stops = [free[3], free[8]]  # tokens the beams are likely to meet: some end early (free[8]: even at penalty 2)
         params = BeamSearchParams(num_beams=4, max_new_tokens=10, length_penalty=length_penalty,
                                   early_stopping=early_stopping, stop_token_ids=stops)
         best = beam_search(model, prompt[0].tolist(), params)[0]
@@ -49,6 +51,7 @@ def test_some_beams_end_on_a_stop_token(models):
     prompt = torch.randint(0, 256, (1, 5))
     free = beam_search(model, prompt[0].tolist(), BeamSearchParams(num_beams=3, max_new_tokens=10))[0]
     assert free.finish_reason == "length" and len(free.tokens) == 10
+    assert_not_constant(free.tokens)
     stop = free.tokens[4]
     ended = beam_search(model, prompt[0].tolist(), BeamSearchParams(num_beams=3, max_new_tokens=10,
                                                                     stop_token_ids=[stop]))
@@ -59,7 +62,10 @@ def test_some_beams_end_on_a_stop_token(models):
 def test_one_beam_is_greedy_and_beams_are_sorted(models):
     _, model = models
     prompt = [3, 1, 4, 1, 5]
-    assert beam_search(model, prompt, BeamSearchParams(num_beams=1, max_new_tokens=9))[0].tokens == \
+    greedy = naive_greedy(model, prompt, 9)
+    assert_not_constant(greedy)
+    assert_context_dependent(model, prompt)
+    assert beam_search(model, prompt, BeamSearchParams(num_beams=1, max_new_tokens=9))[0].tokens == greedy == \
         generate(model, [prompt], max_new_tokens=9)[0]
     beams = beam_search(model, prompt, BeamSearchParams(num_beams=4, max_new_tokens=6, num_return_sequences=4))
     scores = [b.score for b in beams]

@@ -12,23 +12,27 @@ from lmforge.engine.generate import generate
 from lmforge.model import Transformer, get_preset
 from lmforge.model.quant import quantize_model
 from tests.cli_util import run_cli
+from tests.context_lm import assert_not_constant, context_model, naive_greedy
 from tests.hf_models import tiny_hf_model
 
 
 @pytest.mark.parametrize("bits", [None, 8, 4])
 def test_fast_decode_equals_generate(bits):
-    model = Transformer(get_preset("tiny-llama")).eval()
+    model = context_model()
     if bits:
         quantize_model(model, bits=bits, group_size=32)
     prompt = [5, 17, 99, 3, 42, 7]
-    assert decode(model, prompt, max_new_tokens=24) == generate(model, [prompt], max_new_tokens=24)[0]
+    expected = naive_greedy(model, prompt, 24)  # a full forward per token: no cache to share a bug with
+    assert_not_constant(expected)
+    assert decode(model, prompt, max_new_tokens=24) == generate(model, [prompt], max_new_tokens=24)[0] == expected
     sampled = decode(model, prompt, max_new_tokens=24, temperature=1.0, seed=3)
     assert sampled == generate(model, [prompt], max_new_tokens=24, temperature=1.0, seed=3)[0]
 
 
-def test_fast_decode_stops_and_checks_its_arguments():
-    model = Transformer(get_preset("tiny-llama")).eval()
+def test_fast_decode_stops_and_checks_its_arguments(context_llama):
+    model = context_llama
     free = decode(model, [1, 2, 3], max_new_tokens=10)
+    assert_not_constant(free)
     assert decode(model, [1, 2, 3], max_new_tokens=10, stop_token_ids=[free[4]]) == free[:free.index(free[4]) + 1]
     with pytest.raises(LmforgeError, match="context"):
         decode(model, [1] * 10, max_new_tokens=model.config.max_seq_len)

@@ -7,7 +7,7 @@ from lmforge.engine.generate import generate
 from lmforge.engine.sampling_params import SamplingParams
 from lmforge.model.presets import get_preset
 from lmforge.model.rolling_cache import RollingKVCache, all_layers_sliding
-from lmforge.model.transformer import Transformer
+from tests.context_lm import assert_context_dependent, assert_not_constant, context_model, naive_greedy
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -21,8 +21,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def mistral():
-    torch.manual_seed(0)
-    return Transformer(get_preset("tiny-mistral")).eval()  # sliding_window 16 on every layer
+    return context_model("tiny-mistral")  # sliding_window 16 on every layer; greedy output depends on context
 
 
 @pytest.mark.parametrize("chunk", [1, 7])
@@ -43,11 +42,10 @@ def test_cached_decoding_past_several_windows_equals_full_forward(mistral, chunk
 def test_generate_uses_bounded_cache_and_matches_naive_greedy(mistral):
     prompt = [3, 1, 4, 1, 5, 9, 2, 6]
     out = generate(mistral, [prompt], SamplingParams(temperature=0, max_new_tokens=50))[0]
-    seq = list(prompt)
-    with torch.no_grad():
-        for _ in range(50):  # the reference: a full forward over the whole sequence at every step
-            seq.append(int(mistral(torch.tensor([seq]))[0, -1].argmax()))
-    assert out == seq[len(prompt):]
+    expected = naive_greedy(mistral, prompt, 50)  # a full forward (sliding-window mask) at every step, no cache
+    assert_not_constant(expected[16:])  # past the window too
+    assert_context_dependent(mistral, prompt)
+    assert out == expected
 
 
 def test_only_all_sliding_models_qualify():

@@ -11,6 +11,7 @@ from lmforge.engine.sampling_params import SamplingParams
 from lmforge.engine.speculative import NgramDraft, accept_reject, speculative_generate
 from lmforge.model.presets import get_preset
 from lmforge.model.transformer import Transformer
+from tests.context_lm import assert_not_constant, context_model, naive_greedy
 from tests.speculative_stats import pooled_chisquare, sampled_counts, target_joint
 
 
@@ -28,33 +29,50 @@ def tiny(seed: int, **overrides) -> Transformer:
     return Transformer(get_preset("tiny-llama", **overrides)).eval()
 
 
-def test_greedy_with_draft_model_equals_plain_greedy():
-    target, draft = tiny(0), tiny(1, n_layers=1, dim=32, n_heads=2, n_kv_heads=1, ffn_dim=64)
+@pytest.fixture(scope="module")
+def target_and_draft():
+    """A target whose greedy output depends on context, and a draft that agrees with it only in part (the target
+    with its weights perturbed), so that rounds both accept and roll back."""
+    target, draft = context_model(), context_model()
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(1)
+        for p in draft.parameters():
+            p.add_(torch.randn_like(p) * 0.01)  # accepts 14 of 26, 19 of 60, 19 of 95 drafts at k = 1, 3, 5
+    return target, draft
+
+
+def test_greedy_with_draft_model_equals_plain_greedy(target_and_draft):
+    target, draft = target_and_draft
     prompt = [5, 17, 99, 3, 42, 7]
     params = SamplingParams(temperature=0, max_new_tokens=40)
     expected = generate(target, [prompt], params)[0]
+    assert_not_constant(expected)
+    assert expected == naive_greedy(target, prompt, 40)
     for k in (1, 3, 5):
         out = speculative_generate(target, prompt, draft, params, num_draft=k)
         assert out.tokens == expected
-        assert out.proposed > 0 and 0 <= out.accepted <= out.proposed
+        assert 0 < out.accepted < out.proposed  # accepted and rejected drafts: both cache paths ran
 
 
-def test_greedy_draft_equal_to_target_accepts_everything():
-    target = tiny(0)
+def test_greedy_draft_equal_to_target_accepts_everything(context_llama):
+    target = context_llama
     out = speculative_generate(target, [1, 2, 3], target, SamplingParams(temperature=0, max_new_tokens=21),
                                num_draft=4)
     assert out.acceptance_rate == 1.0
     assert out.target_forwards == 5  # 4 rounds of 4 drafts + 1 bonus, then one round of 1 token
-    assert out.tokens == generate(target, [[1, 2, 3]], SamplingParams(temperature=0, max_new_tokens=21))[0]
+    assert_not_constant(out.tokens)
+    assert out.tokens == naive_greedy(target, [1, 2, 3], 21)
 
 
-def test_greedy_prompt_lookup_equals_plain_greedy():
-    target = tiny(2)
+def test_greedy_prompt_lookup_equals_plain_greedy(context_llama):
+    target = context_llama
     prompt = [9, 8, 7, 6, 5, 9, 8, 7, 6, 5, 9, 8]
     params = SamplingParams(temperature=0, max_new_tokens=30)
     out = speculative_generate(target, prompt, "ngram", params, num_draft=4)
-    assert out.tokens == generate(target, [prompt], params)[0]
-    assert out.proposed > 0
+    expected = generate(target, [prompt], params)[0]
+    assert_not_constant(expected)
+    assert out.tokens == expected == naive_greedy(target, prompt, 30)
+    assert out.proposed > out.accepted  # rejected lookups rolled the cache back
 
 
 def test_prompt_lookup_finds_last_continuation():
@@ -64,10 +82,11 @@ def test_prompt_lookup_finds_last_continuation():
     assert ngram.lookup([1, 2, 3], 2) == []
 
 
-def test_stop_token_ends_generation():
-    target = tiny(0)
+def test_stop_token_ends_generation(context_llama):
+    target = context_llama
     params = SamplingParams(temperature=0, max_new_tokens=20)
     plain = generate(target, [[1, 2, 3]], params)[0]
+    assert_not_constant(plain)
     stop = plain[4]
     out = speculative_generate(target, [1, 2, 3], target, SamplingParams(temperature=0, max_new_tokens=20,
                                                                          stop_token_ids=(stop,)), num_draft=3)

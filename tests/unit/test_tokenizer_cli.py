@@ -145,12 +145,7 @@ def test_user_errors_raise_lmforge_error(tmp_path):
 
 
 def test_real_entry_point_exits_2_without_traceback(tmp_path):
-    """Runs `python -m lmforge tokenizer ...` as a user would (needs lmforge/cli/main.py and what it imports)."""
-    probe = subprocess.run(
-        [sys.executable, "-c", "import lmforge.cli.main"], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    if probe.returncode != 0 and "tokenizer" not in probe.stderr.splitlines()[-1]:
-        pytest.skip(f"lmforge.cli.main does not import yet (another module): {probe.stderr.splitlines()[-1]}")
+    """Runs `python -m lmforge tokenizer ...` as a user would."""
     missing = tmp_path / "no_such_corpus.txt"
     cmd = [sys.executable, "-m", "lmforge", "tokenizer", "train", "--input", str(missing)]
     cmd += ["--vocab-size", "300", "--out", str(tmp_path / "tok")]

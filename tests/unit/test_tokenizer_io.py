@@ -4,13 +4,12 @@ import json
 import random
 
 import pytest
+import transformers  # the reference for the HF directory format
 from tokenizers import Tokenizer as Backend
 from tokenizers import models, pre_tokenizers
 
 from lmforge.common.errors import LmforgeError
 from lmforge.tokenizer import CHATML_TEMPLATE, TOKENIZER_TYPES, Tokenizer, train_tokenizer
-
-transformers = pytest.importorskip("transformers", reason="transformers is the reference for the HF directory format")
 
 
 def make_corpus(n: int = 300, seed: int = 99) -> list[str]:

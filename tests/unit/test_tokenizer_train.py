@@ -4,15 +4,11 @@ import random
 import string
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lmforge.common.errors import LmforgeError
 from lmforge.tokenizer import DEFAULT_SPECIAL_TOKENS, TOKENIZER_TYPES, train_tokenizer
-
-try:
-    from hypothesis import given, settings
-    from hypothesis import strategies as st
-except ImportError:  # hypothesis is a test-only extra; the seeded Unicode test below still runs
-    given = None
 
 VOCAB = {"bpe": 400, "byte-bpe": 500, "wordpiece": 400, "unigram": 300}
 
@@ -174,19 +170,11 @@ def test_byte_bpe_round_trips_any_unicode(corpus, pattern):
         assert tok.decode(ids) == text
 
 
-if given is not None:
-
-    @settings(max_examples=300, deadline=None)
-    @given(text=st.text(max_size=60))
-    def test_byte_bpe_round_trip_property(trained, text):
-        tok = trained["byte-bpe"]
-        assert tok.decode(tok.encode(text)) == text
-
-else:
-
-    @pytest.mark.skip(reason="hypothesis is not installed (pip install hypothesis); seeded Unicode test still ran")
-    def test_byte_bpe_round_trip_property():
-        pass
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=60))
+def test_byte_bpe_round_trip_property(trained, text):
+    tok = trained["byte-bpe"]
+    assert tok.decode(tok.encode(text)) == text
 
 
 def test_llama3_pattern_splits_numbers_in_threes(corpus):

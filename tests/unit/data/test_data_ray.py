@@ -30,7 +30,7 @@ SMALL = SampleConfig(seed=5, good=60, per_language=3, spam=12, blocked_urls=3, e
 
 @pytest.fixture(scope="module")
 def ray_local():
-    ray = pytest.importorskip("ray")
+    import ray
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     from ray.data.context import DataContext, ShuffleStrategy
 

@@ -2,15 +2,14 @@
 
 import json
 
+import peft
 import pytest
 import torch
+import transformers
 
 from lmforge.model import Transformer, get_preset
 from lmforge.model.hf_dir import save_hf_model
 from lmforge.peft import LoraConfig, apply_lora, load_adapter, lora_layers, save_adapter
-
-peft = pytest.importorskip("peft")
-transformers = pytest.importorskip("transformers")
 
 
 def tiny_llama(tie: bool = False) -> Transformer:

@@ -4,6 +4,7 @@ transformers (prompt embeddings fed to its Llama; prefixes given as its past key
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 
 from lmforge.engine.generate import generate
 from lmforge.model import Transformer, get_preset
@@ -11,8 +12,6 @@ from lmforge.model.hf_dir import save_hf_model
 from lmforge.peft.adapters import adapter_modules, apply_adapters, remove_adapters
 from lmforge.peft.prefix_tuning import PrefixTuning
 from lmforge.peft.prompt_tuning import PromptTuning
-
-transformers = pytest.importorskip("transformers")
 
 
 def tiny(seed: int = 0) -> Transformer:

@@ -26,9 +26,7 @@ from lmforge.model.packed_linear import PackedLinear, default_packed_dtypes, pac
 from tests.context_lm import assert_greedy_up_to_ties, assert_not_constant, context_model, naive_greedy
 from tests.hf_models import tiny_hf_model
 
-kernels_built = cpu_kernels.cpu_ops() is not None
 packs_fp32 = torch.float32 in default_packed_dtypes() and packing_available(torch.float32)  # AMD CPUs
-f32_kernel = cpu_kernels.f32_linear_ops() is not None  # lmforge's float32 linears (AVX-512 CPUs)
 BF16_TIE = 0.15  # bf16 decoding picks tokens <= 0.031 below a full forward's argmax (6 seeds); a wrong position 9.3
 
 
@@ -41,6 +39,8 @@ def test_prepared_model_matches_transformers(tmp_path, family):
     n = model.config.n_layers
     counts = prepare_for_inference(model)
     assert counts["fused_projections"] == 2 * n  # q/k/v and gate/up in every layer
+    f32_kernel = cpu_kernels.f32_linear_ops() is not None  # lmforge's float32 linears (AVX-512 CPUs); asked here,
+    kernels_built = cpu_kernels.cpu_ops() is not None  # not at import, so that collecting the tests builds nothing
     if f32_kernel:  # q/k/v, o, gate/up and down per layer, and the LM head
         assert counts["kernel_linears"] == 4 * n + 1 and counts["packed_linears"] == 0
     else:

@@ -24,6 +24,7 @@ from lmforge.engine.sequence import Sequence, Status
 
 log = logging.getLogger("lmforge.engine")
 
+
 @dataclass(frozen=True)
 class EngineConfig:
     block_size: int = 16

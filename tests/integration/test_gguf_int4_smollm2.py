@@ -15,7 +15,7 @@ import torch
 from lmforge.common.paths import embedded_model_path
 from lmforge.model.gguf_file import GGUFTensor
 from lmforge.model.quant import Int4Linear, quantize_model, unpack_nibbles
-from tests.integration.test_quant_quality import TEXT, perplexity
+from tests.integration.test_quant_quality import TEXT, logits_of, perplexity
 from tests.unit.test_gguf_import import llamacpp_permute
 from tests.unit.test_gguf_quant import bf16_bound, reference
 
@@ -68,7 +68,8 @@ def weight_errors(model, fp32) -> tuple[float, float]:
 def test_direct_mapping_is_no_worse_than_requantizing(models):
     fp32, direct, requantized = models
     ids = torch.tensor([fp32.tokenizer.encode(TEXT)])
-    base, ppl_direct, ppl_requant = (perplexity(m, ids) for m in (fp32.model, direct.model, requantized))
+    base, ppl_direct, ppl_requant = (perplexity(logits_of(m, ids), ids) for m in (fp32.model, direct.model,
+                                                                                  requantized))
     err_direct, err_requant = weight_errors(direct.model, fp32.model), weight_errors(requantized, fp32.model)
     print(f"\n|dw| vs the file's weights: direct mean {err_direct[0]:.3e} max {err_direct[1]:.3e}; "
           f"re-quantized mean {err_requant[0]:.3e} max {err_requant[1]:.3e}")

@@ -2,8 +2,12 @@
 
 import os
 
-import pytest
-import torch
+from lmforge.common.threads import configure_openmp
+
+configure_openmp()  # before torch loads: idle OpenMP threads sleep instead of spinning against the other worker
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -48,7 +48,8 @@ def test_a_wait_policy_the_user_chose_is_kept():
     from lmforge.common.threads import shared_cpu_env
 
     result = subprocess.run([sys.executable, "-m", "lmforge", "info", "--json"], capture_output=True, text=True,
-                            timeout=120, env={**os.environ, "OMP_WAIT_POLICY": "ACTIVE"})
+                            timeout=120, env={**{k: v for k, v in os.environ.items() if k not in WAIT_VARS},
+                                              "OMP_WAIT_POLICY": "ACTIVE"})
     assert json.loads(result.stdout)["wait_policy"] == "OMP_WAIT_POLICY=ACTIVE"
     assert shared_cpu_env({"GOMP_SPINCOUNT": "1000"}) == {} and shared_cpu_env({"KMP_BLOCKTIME": "1"}) == {}
 

@@ -63,9 +63,12 @@ def cpu_ops() -> object | None:
     fallback = "lmforge continues on its pure-PyTorch path (same results, slower)"
     if state.status == "disabled":
         return None
-    if state.status == "built":  # up to date by construction (the directory is named by the sources' hash)
-        torch.ops.load_library(str(build_state.library_path(state.directory)))
-        return torch.ops.lmforge
+    if state.status == "built" and not (state.directory / "lock").exists():  # torch's lock: another process builds
+        try:  # up to date by construction (the directory is named by the sources' hash)
+            torch.ops.load_library(str(build_state.library_path(state.directory)))
+            return torch.ops.lmforge
+        except OSError:  # a library another process is still linking: wait for it through torch's lock below
+            pass
     if state.status == "build failed":
         _warn(f"lmforge's CPU kernels failed to build on an earlier run ({state.detail}); not retrying: {fallback} "
               f"({build_state.RETRY_HINT})")

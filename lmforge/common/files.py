@@ -44,7 +44,7 @@ def save_safetensors(tensors: dict, path: str | Path, metadata: dict | None = No
     honour_umask(path)
 
 
-def _unwritable(path: Path) -> str | None:
+def why_unwritable(path: Path) -> str | None:
     """Create directory `path` (and parents) and a file in it; None when that works, else why not, in words."""
     for parent in (path, *path.parents):
         if parent.exists():
@@ -66,7 +66,7 @@ def _unwritable(path: Path) -> str | None:
 def ensure_output_dir(path: str | Path, flag: str = "--out") -> Path:
     """Create directory `path` (and its parents) or raise a one-line LmforgeError saying why it cannot be."""
     path = Path(path).expanduser()
-    if problem := _unwritable(path):
+    if problem := why_unwritable(path):
         raise LmforgeError(f"cannot write {flag} {path}: {problem}")
     return path
 
@@ -81,7 +81,7 @@ def staged_output_dir(out: str | Path, flag: str = "--out") -> Iterator[Path]:
     out = Path(out).expanduser()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise LmforgeError(f"output {out} already exists and is not an empty directory")
-    if problem := _unwritable(out.parent):
+    if problem := why_unwritable(out.parent):
         raise LmforgeError(f"cannot write {flag} {out}: {problem}")
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

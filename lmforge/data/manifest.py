@@ -6,12 +6,12 @@ inputs, another format) are deleted before it writes, so the folder always match
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.files import why_unwritable
 from lmforge.data.writers import shard_name
 
 MANIFEST_FILE = "manifest.json"
@@ -23,20 +23,8 @@ _RUNNER_FILE = re.compile(r"part-\d{5}\.(jsonl(\.gz|\.zst)?|parquet|stats\.json)
 
 def ensure_writable_dir(path: Path, what: str = "output directory") -> None:
     """Create `path` (and its parents) and check that a file can be written in it, or raise a one-line error."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
-        why = f"{str(blocker)!r} is a file, not a directory" if blocker else (err.strerror or str(err))
-        raise LmforgeError(f"cannot write the {what} {str(path)!r}: {why}; choose a writable directory") from err
-    probe = path / f".lmforge-write-test-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise LmforgeError(f"cannot write the {what} {str(path)!r}: creating a file in it fails "
-                           f"({err.strerror or err}); choose a writable directory") from err
+    if problem := why_unwritable(Path(path)):
+        raise LmforgeError(f"cannot write the {what} {str(path)!r}: {problem}; choose a writable directory")
 
 
 def remove_stale_shards(directory: Path, keep: set[str]) -> list[str]:

@@ -27,7 +27,7 @@ from lmforge.engine.decode_bench import (
     read_bandwidth_gb_s,
 )
 from lmforge.model.inference import prepare_for_inference
-from lmforge.model.quant import quantize_model
+from lmforge.quant.int_linear import quantize_model
 
 VARIANTS = {  # name -> (float dtype, bits or None)
     "fp32": (torch.float32, None), "bf16": (torch.bfloat16, None), "int8": (torch.bfloat16, 8),

@@ -24,7 +24,7 @@ from lmforge.common.timing import best_time  # noqa: E402
 from lmforge.data.document import Document  # noqa: E402
 from lmforge.data.pack import PackConfig, pack_documents  # noqa: E402
 from lmforge.data.sample_corpus import SampleConfig, generate  # noqa: E402
-from lmforge.model.gguf_tokenizer import bytes_to_unicode  # noqa: E402
+from lmforge.formats.gguf_tokenizer import bytes_to_unicode  # noqa: E402
 from lmforge.tokenizer import Tokenizer, train_tokenizer  # noqa: E402
 
 # r50k (GPT-2) split; the digit variant matches a Digits(individual) pre-tokenizer placed before it (SmolLM2).
@@ -47,7 +47,7 @@ def corpus(megabytes: float) -> list[str]:
 def load_tokenizer(texts: list[str]) -> tuple[Tokenizer, str]:
     """The embedded SmolLM2 tokenizer when installed, else a byte-level BPE trained on the text."""
     if embedded_model_path() is not None:
-        from lmforge.model.loader import load
+        from lmforge.formats.loader import load
 
         return load("smollm2-135m").tokenizer, "smollm2-135m"
     return train_tokenizer(texts[:2000], type="byte-bpe", vocab_size=8192), "byte-bpe-8192 (trained)"

@@ -13,8 +13,8 @@ import time
 import torch
 
 from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
+from lmforge.formats.hf import config_to_hf
 from lmforge.model import Transformer, get_preset
-from lmforge.model.hf import config_to_hf
 from lmforge.train.metrics import flops_per_token, measure_peak_flops
 from lmforge.train.optim import build_optimizer
 from lmforge.train.step import accumulate_gradients, optimizer_step

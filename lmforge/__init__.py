@@ -10,7 +10,7 @@ __all__ = ["__version__", "load"]
 
 def __getattr__(name: str):
     if name == "load":
-        from lmforge.model.loader import load
+        from lmforge.formats.loader import load
 
         return load
     raise AttributeError(f"module 'lmforge' has no attribute {name!r}")

@@ -20,7 +20,7 @@ def tiny_lm(seed: int = 0):
     """An lmforge LM (random tiny llama, vocab 320 >= the tokenizer's 300) with the tiny tokenizer."""
     import torch
 
-    from lmforge.model.loader import LM
+    from lmforge.formats.loader import LM
 
     torch.manual_seed(seed)
     model = Transformer(get_preset("tiny-llama", vocab_size=320, eos_token_id=2)).eval()

@@ -31,9 +31,9 @@ def decode(
         projections_only_tokens_per_s,
         read_bandwidth_gb_s,
     )
+    from lmforge.formats.loader import load
     from lmforge.model.inference import prepare_for_inference
-    from lmforge.model.loader import load
-    from lmforge.model.quant import quantize_model
+    from lmforge.quant.int_linear import quantize_model
 
     warn_if_slow_dtype(dtype)
     lm = load(model, dtype=dtype)

@@ -1,6 +1,6 @@
 """`lmforge calc`: parameters, FLOPs per token, training memory per ZeRO stage and KV-cache bytes of a preset.
 
-A thin command over lmforge.model.calc (pure arithmetic on the config; no model is built): rich tables, or --json.
+A thin command over lmforge.calc.calc (pure arithmetic on the config; no model is built): rich tables, or --json.
 """
 
 import json
@@ -76,7 +76,7 @@ def calc(
     as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
 ) -> None:
     """Parameters by component, FLOPs per token, training memory per ZeRO stage and KV-cache bytes of a preset."""
-    from lmforge.model.calc import calc_report
+    from lmforge.calc.calc import calc_report
     from lmforge.model.presets import get_preset
 
     report = calc_report(get_preset(preset), seq_len=seq_len, batch=batch, dtype=dtype, zero_stage=zero_stage, dp=dp)

@@ -142,8 +142,8 @@ def chat(
     warn_if_slow_dtype(dtype)
     set_threads(threads)
     print(f"loading {model} …", file=sys.stderr, flush=True)  # seconds of torch import and weights: say so
+    from lmforge.formats.loader import load
     from lmforge.model.inference import prepare_for_inference
-    from lmforge.model.loader import load
 
     lm = load(model, dtype=dtype)
     prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)

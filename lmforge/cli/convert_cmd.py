@@ -17,7 +17,7 @@ def convert(
     dtype: str = typer.Option("float32", help="Weight dtype to write: float32, bfloat16 or float16."),
 ) -> None:
     """Convert a model (GGUF dequantized, or HF) to a Hugging Face directory that transformers loads."""
-    from lmforge.model.loader import load, resolve_dtype
+    from lmforge.formats.loader import load, resolve_dtype
 
     torch_dtype = resolve_dtype(dtype)
     with staged_output_dir(out) as staging:  # refuses an unwritable or non-empty --out before loading

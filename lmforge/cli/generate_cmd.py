@@ -64,8 +64,8 @@ def generate(
         max_new_tokens=max_new_tokens, stop=tuple(stop or ()), logprobs=logprobs, truncate=truncate)
     warn_if_slow_dtype(dtype)
     set_threads(threads)
+    from lmforge.formats.loader import load
     from lmforge.model.inference import prepare_for_inference  # torch loads here, after the argument checks
-    from lmforge.model.loader import load
 
     lm = load(model, dtype=dtype)
     prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)

@@ -20,7 +20,7 @@ def merge(
     dtype: str = typer.Option("float32", help="dtype of the merged weights: float32, bfloat16 or float16."),
 ) -> None:
     """Load BASE, apply ADAPTER, merge B A into the weights and save the plain model to --out."""
-    from lmforge.model.loader import load, resolve_dtype
+    from lmforge.formats.loader import load, resolve_dtype
     from lmforge.peft import load_adapter, unload_lora
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -23,8 +23,8 @@ def quantize(
                                           "being dequantized and re-quantized (other layers are re-quantized)."),
 ) -> None:
     """Quantize the linear layers' weights; the embedding and norms stay in float."""
-    from lmforge.model.loader import load, load_gguf, resolve_dtype, resolve_source
-    from lmforge.model.quant import QuantConfig, quantize_model
+    from lmforge.formats.loader import load, load_gguf, resolve_dtype, resolve_source
+    from lmforge.quant.int_linear import QuantConfig, quantize_model
 
     cfg = QuantConfig(bits=bits, group_size=group_size, skip=tuple(skip), head_bits=head_bits)  # validate first
     if from_gguf_blocks:

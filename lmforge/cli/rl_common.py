@@ -64,7 +64,7 @@ def run_command(cfg, *, model: str, out: str | None, task: str, max_operand: int
     """Load the policy, build the engine's generate function, and run the algorithm of cfg on the task."""
     from lmforge.common.errors import LmforgeError
     from lmforge.data.tasks.verifiable import VerifiableTask
-    from lmforge.model.loader import load
+    from lmforge.formats.loader import load
     from lmforge.train.post.rl_run import RunConfig, algo_name, run_rl
 
     run = RunConfig(out=out or f"runs/{algo_name(cfg)}", eval_prompts=eval_prompts, eval_every=eval_every,

@@ -46,8 +46,8 @@ def serve(
     import uvicorn
 
     from lmforge.engine.llm import LLM, EngineConfig
+    from lmforge.formats.loader import load
     from lmforge.model.inference import prepare_for_inference
-    from lmforge.model.loader import load
     from lmforge.server.app import create_app
     from lmforge.server.async_engine import AsyncEngine
     from lmforge.server.guard import allowed_host_names

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # torch is imported when a model scores text, not by every `l
 
 @dataclass(frozen=True)
 class PerplexityConfig:
-    """model: an lmforge model name or path (loaded with `lmforge.model.loader.load`, only when first needed).
+    """model: an lmforge model name or path (loaded with `lmforge.formats.loader.load`, only when first needed).
     max_perplexity: drop documents scoring above it (None: no absolute threshold).
     keep_percentile: keep documents up to this percentile of the run's scores, e.g. 90 drops the worst 10%
     (None: no percentile cut). With neither, the step only records scores.
@@ -144,7 +144,7 @@ class PerplexityFilter:
 
     def scorer(self) -> PerplexityScorer:
         if self._model is None:
-            from lmforge.model.loader import load  # loading a model is slow: only when the step runs
+            from lmforge.formats.loader import load  # loading a model is slow: only when the step runs
 
             lm = load(self.config.model, dtype=self.config.dtype)
             if lm.tokenizer is None:

@@ -13,7 +13,7 @@ from lmforge.common.timing import best_time
 from lmforge.engine.fast_decode import decode
 from lmforge.model.inference import KernelLinear
 from lmforge.model.packed_linear import PackedLinear
-from lmforge.model.quant import Int4Linear, Int8Linear
+from lmforge.quant.int_linear import Int4Linear, Int8Linear
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 

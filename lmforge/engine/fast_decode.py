@@ -2,7 +2,7 @@
 
 One sequence needs no padding mask and no position bookkeeping (its positions are the cache offsets), so a step
 is the model's own readable forward on one token and nothing around it: no mask concatenation, no cumsum of
-positions, no per-step allocation of the cache. Quantized models (lmforge.model.quant) take the same path.
+positions, no per-step allocation of the cache. Quantized models (lmforge.quant.int_linear) take the same path.
 torch.compile is not used: measured on 2 CPU cores it recompiled per layer (the cache offset is a Python int)
 and ran slower than eager; `step` lets a caller plug in a compiled step anyway.
 """

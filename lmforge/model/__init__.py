@@ -1,4 +1,5 @@
-"""The model layer: config and presets, the Transformer, and weight adapters (HF, GGUF) kept outside it."""
+"""The model layer: nn modules only (config and presets, attention, MLA, MoE, MTP, the Transformer); weight formats
+live in lmforge.formats, quantization in lmforge.quant."""
 
 from lmforge.model.config import ModelConfig
 from lmforge.model.kv_cache import KVCache

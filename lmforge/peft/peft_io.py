@@ -1,7 +1,7 @@
 """LoRA adapters in the Hugging Face `peft` directory format: adapter_config.json + adapter_model.safetensors.
 
 Tensor names are peft's: `base_model.model.<transformers module>.lora_A.weight` ([r, in]) and `.lora_B.weight`
-([out, r]); module names go through lmforge.model.hf, so `peft.PeftModel.from_pretrained` applies our adapter to
+([out, r]); module names go through lmforge.formats.hf, so `peft.PeftModel.from_pretrained` applies our adapter to
 the transformers model, and adapters made by `peft` load into ours.
 """
 
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from lmforge.common.errors import LmforgeError
-from lmforge.model.hf import state_dict_from_hf, state_dict_to_hf
-from lmforge.model.weights import load_weights_file, save_weights_file
+from lmforge.formats.hf import state_dict_from_hf, state_dict_to_hf
+from lmforge.formats.weights import load_weights_file, save_weights_file
 from lmforge.peft.lora import LoraConfig, apply_lora, find_targets, lora_layers
 
 CONFIG_FILE = "adapter_config.json"

@@ -10,7 +10,7 @@ import types
 import torch
 from torch import nn
 
-from lmforge.model.quant import Int4Linear, Int8Linear
+from lmforge.quant.int_linear import Int4Linear, Int8Linear
 
 QUANTIZED_LINEARS = (Int8Linear, Int4Linear)
 

@@ -12,7 +12,7 @@ from lmforge.common.errors import LmforgeError
 from lmforge.data.corpus import CorpusConfig, corpus_documents, unigram_entropy
 from lmforge.data.document import Document
 from lmforge.data.pack import INDEX_FILE, PackConfig, pack_documents
-from lmforge.model.loader import LM, load
+from lmforge.formats.loader import LM, load
 from lmforge.train.config import TrainConfig
 from lmforge.train.corpus_data import split_tokens
 from lmforge.train.vocab_expand import expand_vocabulary, read_token_file

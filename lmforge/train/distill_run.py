@@ -16,10 +16,10 @@ from lmforge.common.errors import LmforgeError
 from lmforge.data.corpus import CorpusConfig, corpus_documents
 from lmforge.data.loader import PackedLoader
 from lmforge.data.pack import INDEX_FILE, PackConfig, pack_documents
+from lmforge.formats.hf_dir import save_hf_model
+from lmforge.formats.loader import load
 from lmforge.model import Transformer, get_preset
 from lmforge.model.config import ModelConfig
-from lmforge.model.hf_dir import save_hf_model
-from lmforge.model.loader import load
 from lmforge.tokenizer import Tokenizer
 from lmforge.train.config import TrainConfig
 from lmforge.train.distill import DistillConfig, check_vocab, distill_loss_fn, held_out_kl, save_summary

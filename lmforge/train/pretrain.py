@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from lmforge.data.loader import PackedLoader
+from lmforge.formats.hf_dir import save_hf_model
+from lmforge.formats.mtp_io import save_mtp
 from lmforge.model import ModelConfig, Transformer, get_preset
-from lmforge.model.hf_dir import save_hf_model
-from lmforge.model.mtp_io import save_mtp
 from lmforge.train.config import TrainConfig
 from lmforge.train.continued import load_init, prepare_init_data
 from lmforge.train.corpus_data import prepare_data

@@ -9,7 +9,7 @@ import torch
 from lmforge.engine.generate import generate
 from lmforge.engine.llm import LLM, EngineConfig
 from lmforge.engine.sampling_params import SamplingParams
-from lmforge.model.loader import load
+from lmforge.formats.loader import load
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from lmforge.common.paths import embedded_model_path
-from lmforge.model.gguf_file import GGUFTensor
-from lmforge.model.quant import Int4Linear, quantize_model, unpack_nibbles
+from lmforge.formats.gguf_file import GGUFTensor
+from lmforge.quant.int_linear import Int4Linear, quantize_model, unpack_nibbles
 from tests.integration.test_quant_quality import TEXT, logits_of, perplexity
 from tests.unit.test_gguf_import import llamacpp_permute
 from tests.unit.test_gguf_quant import bf16_bound, reference

@@ -8,7 +8,7 @@ import pytest
 import torch
 import transformers
 
-from lmforge.model.gguf_import import read_gguf
+from lmforge.formats.gguf_import import read_gguf
 from tests.embedded import embedded_gguf
 
 pytestmark = pytest.mark.slow

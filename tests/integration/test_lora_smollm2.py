@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.engine.generate import generate
-from lmforge.model.loader import load
+from lmforge.formats.loader import load
 from lmforge.peft import LoraConfig, apply_lora, load_adapter, lora_layers, save_adapter, unload_lora
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.model.quant import quantize_model
+from lmforge.quant.int_linear import quantize_model
 from tests.embedded import embedded_gguf
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from lmforge.engine.generate import generate
-from lmforge.model.loader import load
+from lmforge.formats.loader import load
 from tests.server_util import live_server
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from lmforge.model.calc import calc_report, flops_per_token, kv_bytes_per_token, kv_comparison, params_summary
-from lmforge.model.calc_memory import layer_activation_bytes, zero_model_states
+from lmforge.calc.calc import calc_report, flops_per_token, kv_bytes_per_token, kv_comparison, params_summary
+from lmforge.calc.calc_memory import layer_activation_bytes, zero_model_states
 from lmforge.model.presets import family_config, get_preset, preset_names
 from lmforge.model.transformer import Transformer
 from tests.cli_util import run_cli

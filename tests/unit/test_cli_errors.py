@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmforge.common.errors import LmforgeError
-from lmforge.model.loader import load
+from lmforge.formats.loader import load
 from tests.cli_util import assert_user_error, run_cli
 from tests.hf_models import tiny_hf_model
 

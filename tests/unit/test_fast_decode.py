@@ -10,7 +10,7 @@ from lmforge.engine.decode_bench import bytes_read_per_token
 from lmforge.engine.fast_decode import decode
 from lmforge.engine.generate import generate
 from lmforge.model import Transformer, get_preset
-from lmforge.model.quant import quantize_model
+from lmforge.quant.int_linear import quantize_model
 from tests.cli_util import run_cli
 from tests.context_lm import assert_not_constant, context_model, naive_greedy
 from tests.hf_models import tiny_hf_model
@@ -66,7 +66,7 @@ def test_quantize_cli(tmp_path):
                  timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert json.loads((tmp_path / "q4" / "quantization_config.json").read_text())["bits"] == 4
-    from lmforge.model.loader import load
+    from lmforge.formats.loader import load
 
     model = load(tmp_path / "q4").model
     assert model.quant_config.bits == 4 and model.quant_config.group_size == 32

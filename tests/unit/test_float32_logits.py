@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from lmforge.engine.generate import generate
 from lmforge.engine.sampling_params import SamplingParams
 from lmforge.kernels import cpu_kernels
-from lmforge.model import quant
 from lmforge.model.inference import prepare_for_inference
-from lmforge.model.quant import quantize_model
+from lmforge.quant import int_linear
+from lmforge.quant.int_linear import quantize_model
 from tests.cli_util import run_cli
 from tests.tiny_lm import tiny_lm
 
@@ -116,7 +116,7 @@ def test_quantized_heads_return_unrounded_sums(monkeypatch, head_bits, kernel):
     quantize_model(lm.model, bits=4, group_size=32, head_bits=head_bits)
     prepare_for_inference(lm.model)  # loads the kernels where they build
     if not kernel:
-        monkeypatch.setattr(quant, "_bf16_kernel", lambda: None, raising=False)
+        monkeypatch.setattr(int_linear, "_bf16_kernel", lambda: None, raising=False)
     ids = torch.tensor([lm.tokenizer.encode(PROMPT)])
     with torch.no_grad():
         hidden = lm.model.hidden_states(ids)[0, -1:].bfloat16()  # what the quantized head reads

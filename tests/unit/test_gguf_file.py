@@ -6,7 +6,7 @@ import pytest
 from gguf.quants import dequantize
 
 from lmforge.common.errors import LmforgeError
-from lmforge.model.gguf_file import GGUFFile
+from lmforge.formats.gguf_file import GGUFFile
 from tests.embedded import embedded_gguf
 from tests.unit.test_gguf_import import sentencepiece_vocab, tiny_model, write_gguf
 

@@ -16,7 +16,7 @@ import transformers
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from lmforge.common.errors import LmforgeError
-from lmforge.model.gguf_import import SUPPORTED_QUANT_TYPES, read_gguf
+from lmforge.formats.gguf_import import SUPPORTED_QUANT_TYPES, read_gguf
 
 Q = gguf.GGMLQuantizationType
 K_QUANT_SCALES = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
@@ -339,7 +339,7 @@ def test_llama31_rope_freqs_are_applied(tmp_path, llama3):
     """A Llama-3.1 GGUF's rope_freqs tensor scales RoPE as transformers' llama3 scaling does (else is applied raw)."""
     import transformers
 
-    from lmforge.model.loader import load
+    from lmforge.formats.loader import load
     from lmforge.model.rope import rope_inv_freq
     from lmforge.model.rope_scaling import scaled_inv_freq
 

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from lmforge.common.errors import LmforgeError
-from lmforge.model.gguf_file import GGUFTensor
-from lmforge.model.gguf_import import GGUFBlocks
-from lmforge.model.gguf_quant import dequantize_q4, q4_codes, q4_to_int4_linear
-from lmforge.model.loader import load
-from lmforge.model.quant import Int4Linear, Int8Linear, unpack_nibbles
+from lmforge.formats.gguf_file import GGUFTensor
+from lmforge.formats.gguf_import import GGUFBlocks
+from lmforge.formats.gguf_quant import dequantize_q4, q4_codes, q4_to_int4_linear
+from lmforge.formats.loader import load
+from lmforge.quant.int_linear import Int4Linear, Int8Linear, unpack_nibbles
 from tests.unit.test_gguf_import import llamacpp_permute, tiny_model, write_gguf
 
 Q = gguf.GGMLQuantizationType

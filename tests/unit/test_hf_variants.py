@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lmforge.model.loader import load
+from lmforge.formats.loader import load
 from tests.hf_variant_models import tiny_bert, tiny_gemma3, tiny_mistral
 
 TOL = 1e-4

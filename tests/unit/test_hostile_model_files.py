@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from lmforge.common.errors import LmforgeError
+from lmforge.formats.hf_dir import save_hf_model
+from lmforge.formats.loader import load
 from lmforge.model import Transformer, get_preset
-from lmforge.model.hf_dir import save_hf_model
-from lmforge.model.loader import load
 from tests.cli_util import assert_user_error, run_cli
 
 
@@ -152,7 +152,7 @@ def test_convert_and_quantize_outputs_honour_the_umask(hf_dir, tmp_path, umask_0
     ("generation_config.json", "[1]", "generation_config.json must hold a JSON object"),
 ])
 def test_hand_edited_quantized_directory_is_a_clear_error(hf_dir, tmp_path, name, text, needle):
-    from lmforge.model.quant import quantize_model
+    from lmforge.quant.int_linear import quantize_model
 
     lm = load(hf_dir)
     quantize_model(lm.model, bits=8)

@@ -10,6 +10,7 @@ from lmforge.engine.decode_bench import bytes_read_per_token
 from lmforge.engine.fast_decode import decode
 from lmforge.engine.llm import LLM, EngineConfig
 from lmforge.engine.sampling_params import SamplingParams
+from lmforge.formats.loader import load
 from lmforge.kernels import cpu_kernels
 from lmforge.model import Transformer, get_preset
 from lmforge.model.inference import (
@@ -21,7 +22,6 @@ from lmforge.model.inference import (
     SiluGatedKernelLinear,
     prepare_for_inference,
 )
-from lmforge.model.loader import load
 from lmforge.model.packed_linear import PackedLinear, default_packed_dtypes, packing_available
 from tests.context_lm import assert_greedy_up_to_ties, assert_not_constant, context_model, naive_greedy
 from tests.hf_models import tiny_hf_model

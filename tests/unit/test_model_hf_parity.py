@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lmforge.model.loader import load
+from lmforge.formats.loader import load
 from tests.hf_models import tiny_hf_model
 
 CASES = [(family, tie) for family in ("llama", "qwen2", "qwen3") for tie in (True, False)]

@@ -5,10 +5,10 @@ import torch
 from safetensors.torch import load_file
 
 import lmforge
+from lmforge.formats.loader import LM
+from lmforge.formats.mtp_io import MTP_FILE
 from lmforge.model import Transformer, get_preset
-from lmforge.model.loader import LM
 from lmforge.model.mtp import MultiTokenPrediction, forward_with_hidden, mtp_logits
-from lmforge.model.mtp_io import MTP_FILE
 
 
 def _lm(preset: str, **overrides) -> LM:

@@ -142,7 +142,7 @@ def test_bert_masking_proportions():
 
 
 def test_sentence_embeddings_match_transformers_bert_mean_pooling(tmp_path):
-    from lmforge.model.loader import load
+    from lmforge.formats.loader import load
     from tests.hf_variant_models import tiny_bert
 
     ref = tiny_bert()

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.model import Transformer, get_preset
-from lmforge.model.qat import convert_qat, enable_qat
-from lmforge.model.quant import quantize_model
+from lmforge.quant.int_linear import quantize_model
+from lmforge.quant.qat import convert_qat, enable_qat
 
 BATCH = 32
 

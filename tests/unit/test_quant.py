@@ -5,10 +5,10 @@ import torch
 from torch import nn
 
 from lmforge.common.errors import LmforgeError
+from lmforge.formats.loader import load
+from lmforge.formats.quant_io import save_quantized
 from lmforge.model import Transformer, get_preset
-from lmforge.model.loader import load
-from lmforge.model.qat import FakeQuantLinear, convert_qat, enable_qat
-from lmforge.model.quant import (
+from lmforge.quant.int_linear import (
     Int4Linear,
     Int8Linear,
     dequantize_int4,
@@ -19,7 +19,7 @@ from lmforge.model.quant import (
     quantize_model,
     unpack_nibbles,
 )
-from lmforge.model.quant_io import save_quantized
+from lmforge.quant.qat import FakeQuantLinear, convert_qat, enable_qat
 
 
 def reference_matmul(x, w_dequantized):

@@ -7,7 +7,7 @@ import json
 import torch
 
 from lmforge.cli.rl_common import run_command
-from lmforge.model.loader import load
+from lmforge.formats.loader import load
 from lmforge.train.post.grpo import GRPOConfig
 from lmforge.train.post.reward_model import save_reward_model
 from lmforge.train.post.value_head import ScalarHead

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmforge.engine.generate import generate
-from lmforge.model.loader import load
+from lmforge.formats.loader import load
 from tests.hf_sparse_models import tiny_deepseek_v3, tiny_qwen3_moe
 
 CASES = {

@@ -90,7 +90,7 @@ def test_repetition_penalty_changes_greedy_output_as_the_reference_does(tmp_path
 
     ref = tiny_hf_model("llama", tie=False)
     ref.save_pretrained(tmp_path)
-    from lmforge.model.loader import load
+    from lmforge.formats.loader import load
 
     model = load(tmp_path).model
     prompt = torch.randint(0, 256, (1, 6))

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from lmforge.data.validate import in_range, one_of
-from lmforge.model.loader import load
+from lmforge.formats.loader import load
 from lmforge.train.objectives import Objective
 from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_objective, train_pairs
 from lmforge.train.post.pairs import EncodedPair, collate_pairs, sequence_logprobs

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from lmforge.common.errors import LmforgeError
 from lmforge.common.files import save_safetensors
-from lmforge.model.hf_dir import save_hf_model
+from lmforge.formats.hf_dir import save_hf_model
 from lmforge.train.post.pairs import Encoded, EncodedPair, collate, collate_pairs, encode_completion
 from lmforge.train.post.value_head import ScalarHead
 
@@ -106,7 +106,7 @@ class RewardModel:
 
 def load_reward_model(directory: str | Path, dtype: str = "float32") -> RewardModel:
     """A reward model saved by `lmforge rm` (backbone HF directory + score_head.safetensors)."""
-    from lmforge.model.loader import load
+    from lmforge.formats.loader import load
 
     directory = Path(directory)
     if not (directory / HEAD_FILE).is_file():

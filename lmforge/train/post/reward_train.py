@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from lmforge.model.loader import load
+from lmforge.formats.loader import load
 from lmforge.train.objectives import Objective
 from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_objective, train_pairs
 from lmforge.train.post.pairs import EncodedPair

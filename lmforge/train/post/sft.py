@@ -15,10 +15,10 @@ import torch
 
 from lmforge.common.errors import LmforgeError
 from lmforge.data.tasks.instructions import held_out_prompts, instruction_split, prompt_key
-from lmforge.model.loader import load
-from lmforge.model.quant import quantize_model
+from lmforge.formats.loader import load
 from lmforge.peft.lora import LoraConfig, apply_lora, unload_lora
 from lmforge.peft.peft_io import save_adapter
+from lmforge.quant.int_linear import quantize_model
 from lmforge.tokenizer.chat_template import CHATML_TEMPLATE
 from lmforge.train.metrics import MetricsLogger, read_metrics
 from lmforge.train.post.exact_match import exact_match

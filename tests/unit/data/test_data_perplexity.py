@@ -19,8 +19,8 @@ from lmforge.data.pipeline_config import PipelineConfig
 from lmforge.data.readers import read_documents
 from lmforge.data.sample_corpus import SampleConfig, generate
 from lmforge.data.steps import make_config
+from lmforge.formats.loader import LM
 from lmforge.model import Transformer, get_preset
-from lmforge.model.loader import LM
 from lmforge.tokenizer import train_tokenizer
 
 PROSE = (

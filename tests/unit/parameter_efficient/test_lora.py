@@ -7,7 +7,6 @@ from torch import nn
 
 from lmforge.common.errors import ConfigError, LmforgeError
 from lmforge.model import Transformer, get_preset
-from lmforge.model.quant import quantize_model
 from lmforge.peft import (
     LoraConfig,
     apply_lora,
@@ -19,6 +18,7 @@ from lmforge.peft import (
     unmerge_lora,
 )
 from lmforge.peft.qlora import frozen_quantized_linear
+from lmforge.quant.int_linear import quantize_model
 
 
 def tiny(seed: int = 0) -> Transformer:

@@ -7,8 +7,8 @@ import pytest
 import torch
 import transformers
 
+from lmforge.formats.hf_dir import save_hf_model
 from lmforge.model import Transformer, get_preset
-from lmforge.model.hf_dir import save_hf_model
 from lmforge.peft import LoraConfig, apply_lora, load_adapter, lora_layers, save_adapter
 
 

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 import transformers
 
 from lmforge.engine.generate import generate
+from lmforge.formats.hf_dir import save_hf_model
 from lmforge.model import Transformer, get_preset
-from lmforge.model.hf_dir import save_hf_model
 from lmforge.peft.adapters import adapter_modules, apply_adapters, remove_adapters
 from lmforge.peft.prefix_tuning import PrefixTuning
 from lmforge.peft.prompt_tuning import PromptTuning

@@ -6,8 +6,8 @@ import httpx
 import pytest
 import torch
 
+from lmforge.formats.loader import LM
 from lmforge.model import Transformer, get_preset
-from lmforge.model.loader import LM
 from tests.tiny_lm import tiny_tokenizer
 
 MODEL = "tiny"

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from lmforge.common.errors import LmforgeError
-from lmforge.model.loader import LM
+from lmforge.formats.loader import LM
 from lmforge.tokenizer import template_limits
 from lmforge.tokenizer.chat_template import render_chat_template
 from tests.cli_util import assert_user_error, run_cli

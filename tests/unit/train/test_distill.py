@@ -9,8 +9,8 @@ from conftest import tiny_model_config, tiny_train_config
 
 from lmforge.common.errors import ConfigError, LmforgeError
 from lmforge.data.loader import PackedLoader
+from lmforge.formats.hf_dir import save_hf_model
 from lmforge.model import Transformer
-from lmforge.model.hf_dir import save_hf_model
 from lmforge.tokenizer import train_tokenizer
 from lmforge.train.distill import DistillConfig, distill_loss_sum, token_kl
 from lmforge.train.distill_run import distill

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
+from lmforge.formats.loader import LM, load
 from lmforge.model import Transformer, get_preset
-from lmforge.model.loader import LM, load
 from lmforge.peft.peft_io import load_adapter
 from lmforge.tokenizer import train_tokenizer
 from lmforge.train.post.sft import sft

@@ -6,8 +6,8 @@ import json
 
 import torch
 
+from lmforge.formats.loader import LM, load
 from lmforge.model import Transformer, get_preset
-from lmforge.model.loader import LM, load
 from lmforge.tokenizer import train_tokenizer
 from lmforge.train.checkpoint import latest_valid_checkpoint
 from lmforge.train.post.sft import sft

@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import tiny_train_config
 
+from lmforge.formats.hf_dir import load_hf_model
 from lmforge.model import Transformer
-from lmforge.model.hf_dir import load_hf_model
 from lmforge.train.pretrain import pretrain
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -19,8 +19,8 @@ from gguf.quants import dequantize
 from tokenizers import Tokenizer
 
 from lmforge.common.errors import LmforgeError
-from lmforge.model.gguf_file import GGUFFile, GGUFTensor
-from lmforge.model.gguf_tokenizer import build_tokenizer
+from lmforge.formats.gguf_file import GGUFFile, GGUFTensor
+from lmforge.formats.gguf_tokenizer import build_tokenizer
 from lmforge.model.rope_scaling import llama3_from_freq_factors
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32,
     """Read, check and dequantize a GGUF file into a `GGUFCheckpoint` with tensors of `dtype`.
 
     Tensors for which `keep_blocks(hf_name, tensor)` is true are not dequantized: `state_dict` holds a meta tensor
-    of their shape and `blocks` their raw GGUF data (see lmforge.model.gguf_quant).
+    of their shape and `blocks` their raw GGUF data (see lmforge.formats.gguf_quant).
     """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise LmforgeError(f"dtype must be a floating torch dtype (float32, bfloat16, float16); got {dtype!r}")

@@ -7,8 +7,8 @@ LayerNorm, an erf-GELU MLP with biases, bidirectional attention and the MLM head
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.formats.hf_names import NameTable, hf_shape_fields
 from lmforge.model.config import ModelConfig
-from lmforge.model.hf_names import NameTable, hf_shape_fields
 
 _ACTS = {"gelu": "gelu_erf", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu", "relu": "relu"}
 

@@ -12,16 +12,16 @@ import torch
 
 from lmforge.common.errors import LmforgeError
 from lmforge.common.paths import INSTALL_HINT, embedded_model_path
+from lmforge.formats.hf import config_from_hf
+from lmforge.formats.hf_dir import build_model, load_hf_model, save_hf_model
+from lmforge.formats.mtp_io import load_mtp, save_mtp
+from lmforge.formats.quant_io import is_quantized_dir, load_quantized, save_quantized
 from lmforge.model.config import ModelConfig
-from lmforge.model.hf import config_from_hf
-from lmforge.model.hf_dir import build_model, load_hf_model, save_hf_model
 from lmforge.model.mtp import MultiTokenPrediction
-from lmforge.model.mtp_io import load_mtp, save_mtp
 from lmforge.model.presets import preset_names
-from lmforge.model.quant import QuantConfig
-from lmforge.model.quant_io import is_quantized_dir, load_quantized, save_quantized
 from lmforge.model.sentence_embedding import embed_token_ids
 from lmforge.model.transformer import Transformer
+from lmforge.quant.int_linear import QuantConfig
 from lmforge.tokenizer import Tokenizer
 
 EMBEDDED_NAMES = ("smollm2-135m", "smollm2-135m-instruct")
@@ -110,9 +110,9 @@ def resolve_source(name_or_path: str | Path) -> Path:
 
 def load_gguf(path: Path, dtype: torch.dtype, int4: QuantConfig | None = None) -> LM:
     """`int4`: map Q4_0 / Q4_1 layers straight into Int4Linear and quantize the rest with this config
-    (lmforge.model.gguf_quant); None: dequantize everything to `dtype`."""
-    from lmforge.model.gguf_import import read_gguf  # the gguf package is only needed for .gguf files
-    from lmforge.model.gguf_quant import read_gguf_int4
+    (lmforge.formats.gguf_quant); None: dequantize everything to `dtype`."""
+    from lmforge.formats.gguf_import import read_gguf  # the gguf package is only needed for .gguf files
+    from lmforge.formats.gguf_quant import read_gguf_int4
 
     if int4 is not None:
         model, ckpt = read_gguf_int4(path, int4, dtype)

@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.formats.hf import config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
+from lmforge.formats.weights import assign_state_dict, load_weights_dir, save_weights_file
 from lmforge.model.config import ModelConfig
-from lmforge.model.hf import config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
 from lmforge.model.transformer import Transformer
-from lmforge.model.weights import assign_state_dict, load_weights_dir, save_weights_file
 
 _LAYER_INDEX = re.compile(r"(?:^|\.)layers?\.(\d+)\.")  # model.layers.N. (decoders), encoder.layer.N. (BERT)
 _EMBEDDINGS = ("model.embed_tokens.weight", "bert.embeddings.word_embeddings.weight")

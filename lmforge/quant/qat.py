@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.common.errors import LmforgeError
-from lmforge.model.quant import (
+from lmforge.quant.int_linear import (
     QuantConfig,
     check_group_size,
     dequantize_int4,

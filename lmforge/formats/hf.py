@@ -10,20 +10,20 @@ Qwen3MoeForCausalLM through hf_deepseek.py.
 import torch
 
 from lmforge.common.errors import LmforgeError
-from lmforge.model.config import ModelConfig
-from lmforge.model.hf_bert import NAMES as BERT_NAMES
-from lmforge.model.hf_bert import bert_config_from_hf, bert_config_to_hf
-from lmforge.model.hf_deepseek import NAME_MAP as _SPARSE_NAME_MAP
-from lmforge.model.hf_deepseek import (
+from lmforge.formats.hf_bert import NAMES as BERT_NAMES
+from lmforge.formats.hf_bert import bert_config_from_hf, bert_config_to_hf
+from lmforge.formats.hf_deepseek import NAME_MAP as _SPARSE_NAME_MAP
+from lmforge.formats.hf_deepseek import (
     SPARSE_ARCHITECTURES,
     sparse_config_from_hf,
     sparse_config_to_hf,
     stack_experts,
     unstack_experts,
 )
-from lmforge.model.hf_gemma import NAMES as GEMMA3_NAMES
-from lmforge.model.hf_gemma import gemma3_config_from_hf, gemma3_config_to_hf
-from lmforge.model.hf_names import compile_pattern, hf_shape_fields, rename
+from lmforge.formats.hf_gemma import NAMES as GEMMA3_NAMES
+from lmforge.formats.hf_gemma import gemma3_config_from_hf, gemma3_config_to_hf
+from lmforge.formats.hf_names import compile_pattern, hf_shape_fields, rename
+from lmforge.model.config import ModelConfig
 from lmforge.model.rope_scaling import rope_parameters_to_hf, rope_scaling_from_hf
 
 HF_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM",

@@ -4,8 +4,8 @@ memory per ZeRO stage with activations (calc_memory.py), and KV-cache bytes per 
 Pure functions of a ModelConfig: nothing is built, so a 671B-parameter config costs microseconds.
 """
 
+from lmforge.calc.calc_memory import ZERO_STAGES, activation_memory, dtype_bytes, zero_model_states
 from lmforge.common.errors import ConfigError
-from lmforge.model.calc_memory import ZERO_STAGES, activation_memory, dtype_bytes, zero_model_states
 from lmforge.model.config_checks import layer_window
 from lmforge.model.param_count import param_breakdown
 

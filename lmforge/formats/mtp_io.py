@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.formats.hf import state_dict_from_hf, state_dict_to_hf
+from lmforge.formats.weights import assign_state_dict, load_weights_file, save_weights_file
 from lmforge.model.config import ModelConfig
-from lmforge.model.hf import state_dict_from_hf, state_dict_to_hf
 from lmforge.model.mtp import MultiTokenPrediction
-from lmforge.model.weights import assign_state_dict, load_weights_file, save_weights_file
 
 MTP_FILE = "mtp.safetensors"
 _OWN = ("enorm.", "hnorm.", "eh_proj.", "shared_head.norm.")  # DeepSeek-V3 names; lmforge calls the last "norm."

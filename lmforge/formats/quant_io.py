@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 from lmforge.common.errors import LmforgeError
-from lmforge.model.hf import config_from_hf, config_to_hf
-from lmforge.model.hf_dir import read_json
-from lmforge.model.quant import QuantConfig, empty_quantized_linear, quantizable_linears, set_submodule
+from lmforge.formats.hf import config_from_hf, config_to_hf
+from lmforge.formats.hf_dir import read_json
+from lmforge.formats.weights import load_weights_file, save_weights_file
 from lmforge.model.transformer import Transformer
-from lmforge.model.weights import load_weights_file, save_weights_file
+from lmforge.quant.int_linear import QuantConfig, empty_quantized_linear, quantizable_linears, set_submodule
 
 QUANT_CONFIG_FILE = "quantization_config.json"
 

@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from lmforge.common.errors import LmforgeError
-from lmforge.model.gguf_file import GGUFTensor
-from lmforge.model.gguf_import import GGUFBlocks, GGUFCheckpoint, read_gguf, unpermute_rope_rows
-from lmforge.model.hf import config_from_hf, state_dict_from_hf
-from lmforge.model.hf_dir import build_model
-from lmforge.model.quant import (
+from lmforge.formats.gguf_file import GGUFTensor
+from lmforge.formats.gguf_import import GGUFBlocks, GGUFCheckpoint, read_gguf, unpermute_rope_rows
+from lmforge.formats.hf import config_from_hf, state_dict_from_hf
+from lmforge.formats.hf_dir import build_model
+from lmforge.model.transformer import Transformer
+from lmforge.quant.int_linear import (
     Int4Linear,
     QuantConfig,
     is_skipped,
@@ -27,7 +28,6 @@ from lmforge.model.quant import (
     set_submodule,
     to_kernel_scales_and_zeros,
 )
-from lmforge.model.transformer import Transformer
 
 Q4_TYPES = ("Q4_0", "Q4_1")
 GGUF_GROUP = 32  # inputs per Q4_0 / Q4_1 block

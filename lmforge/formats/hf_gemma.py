@@ -8,8 +8,8 @@ attention scaled by query_pre_attn_scalar^-0.5 and optional final logit softcapp
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.formats.hf_names import NameTable, hf_shape_fields
 from lmforge.model.config import ModelConfig
-from lmforge.model.hf_names import NameTable, hf_shape_fields
 from lmforge.model.rope_scaling import rope_parameters_to_hf, rope_scaling_from_hf
 
 _LAYER_TYPES = {"sliding_attention": "sliding", "full_attention": "full"}

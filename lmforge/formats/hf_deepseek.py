@@ -10,8 +10,8 @@ import re
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.formats.hf_names import hf_shape_fields
 from lmforge.model.config import ModelConfig
-from lmforge.model.hf_names import hf_shape_fields
 
 SPARSE_ARCHITECTURES = {"deepseek_v3": "DeepseekV3ForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM"}
 _PROJS = ("gate_proj", "up_proj", "down_proj")

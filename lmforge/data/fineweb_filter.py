@@ -22,7 +22,9 @@ class FineWebConfig:
 
     min_line_punct_ratio: 0.12 of lines must end in punctuation. max_short_line_ratio: 0.67 of lines may have
     at most short_line_length (30) characters. max_dup_line_char_ratio: 0.01 of the characters may sit in
-    repeated lines. max_newline_word_ratio: 0.3 newlines per word (list-like documents above).
+    repeated lines -- the value of the paper's appendix and of the code that built FineWeb (datatrove's
+    FineWebQualityFilter); the paper's main text says 0.1, so set 0.1 to follow it.
+    max_newline_word_ratio: 0.3 newlines per word (list-like documents above).
     unit 'char' counts CJK characters as words (and 'auto' picks it for CJK text).
     """
 

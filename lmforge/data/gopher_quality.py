@@ -1,6 +1,10 @@
 """Gopher quality filter (Rae et al. 2021, "Scaling Language Models: Methods, Analysis & Insights from
 Training Gopher", appendix A.1.1): word count, mean word length, symbol/word ratio, bullet and ellipsis lines,
 alphabetic words and stop words. Defaults are the paper's; `for_chinese()` counts characters instead.
+
+Words are whitespace tokens; tokens made only of punctuation ("-", "...", "#") are not words for the count, the
+mean length and the symbol ratio (the paper counts words; datatrove does the same with its own tokenizer).
+The hash and the ellipsis ratios are checked separately: the paper drops a document when *either* exceeds 0.1.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from lmforge.data.document import KEEP, Verdict, drop
-from lmforge.data.text_stats import UNITS, nonempty_lines, resolve_unit, split_words
+from lmforge.data.text_stats import PUNCTUATION, UNITS, nonempty_lines, resolve_unit, split_words
 from lmforge.data.validate import in_range, one_of, ordered
 
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
@@ -24,8 +28,9 @@ class GopherQualityConfig:
     """Thresholds (Gopher defaults). A document is kept when every statistic is inside its bounds.
 
     min_words/max_words: 50..100,000 words. min/max_mean_word_length: 3..10 characters (word unit only).
-    max_symbol_word_ratio: 0.1 hash-or-ellipsis symbols per word. max_bullet_lines: 0.9 of lines start with a
-    bullet. max_ellipsis_lines: 0.3 of lines end with an ellipsis. min_alpha_words: 0.8 of words hold a letter.
+    max_symbol_word_ratio: 0.1 hash symbols per word, and separately 0.1 ellipses per word.
+    max_bullet_lines: 0.9 of lines start with a bullet. max_ellipsis_lines: 0.3 of lines end with an ellipsis.
+    min_alpha_words: 0.8 of words hold a letter.
     min_stop_words: 2 distinct stop words present. unit: 'word', 'char' (CJK) or 'auto'.
     """
 
@@ -75,27 +80,29 @@ class GopherQualityFilter:
         unit = resolve_unit(text, self.config.unit)
         cfg = self._cjk if unit == "char" and self.config.unit == "auto" else self.config
         words = split_words(text, unit)
-        n = len(words)
+        content = [w for w in words if not all(c in PUNCTUATION for c in w)]
+        n = len(content)
         if n < cfg.min_words:
             return drop("too_few_words")
         if n > cfg.max_words:
             return drop("too_many_words")
         if unit == "word":
-            mean_len = sum(len(w) for w in words) / n
+            mean_len = sum(len(w) for w in content) / n
             if mean_len < cfg.min_mean_word_length:
                 return drop("mean_word_length_too_short")
             if mean_len > cfg.max_mean_word_length:
                 return drop("mean_word_length_too_long")
-        symbols = text.count("#") + sum(text.count(e) for e in ELLIPSES)
-        if symbols / n > cfg.max_symbol_word_ratio:
-            return drop("symbol_word_ratio")
+        if text.count("#") / n > cfg.max_symbol_word_ratio:
+            return drop("hash_word_ratio")
+        if sum(text.count(e) for e in ELLIPSES) / n > cfg.max_symbol_word_ratio:
+            return drop("ellipsis_word_ratio")
         lines = nonempty_lines(text)
         if lines:
             if sum(line.startswith(BULLETS) for line in lines) / len(lines) > cfg.max_bullet_lines:
                 return drop("bullet_lines")
             if sum(line.endswith(ELLIPSES) for line in lines) / len(lines) > cfg.max_ellipsis_lines:
                 return drop("ellipsis_lines")
-        if sum(any(c.isalpha() for c in w) for w in words) / n < cfg.min_alpha_words:
+        if sum(any(c.isalpha() for c in w) for w in words) / len(words) < cfg.min_alpha_words:
             return drop("alpha_words")
         if unit == "char":
             found = sum(1 for s in cfg.chinese_stop_words if s in text)

@@ -37,27 +37,59 @@ def test_c4_keeps_clean_prose_and_removes_bad_lines():
 
 
 def test_c4_min_sentences_threshold():
+    """The paper and TFDS: pages with fewer than 3 sentences go (datatrove's default is 5)."""
     flt = C4Filter()
-    assert reason(flt, c4_doc(5)) == "keep"
-    assert reason(flt, c4_doc(4)) == "too_few_sentences"
-    assert reason(C4Filter(C4Config(min_sentences=4)), c4_doc(4)) == "keep"
+    assert reason(flt, c4_doc(3)) == "keep"
+    assert reason(flt, c4_doc(2)) == "too_few_sentences"
+    assert reason(C4Filter(C4Config(min_sentences=5)), c4_doc(4)) == "too_few_sentences"
+    assert reason(C4Filter(C4Config(min_sentences=2)), c4_doc(2)) == "keep"
 
 
 def test_c4_min_words_per_line_threshold():
+    """The paper and TFDS: a kept line has at least 5 words (datatrove's default is 3)."""
     flt = C4Filter(C4Config(min_sentences=1))
-    assert reason(flt, "It was fine.") == "keep"  # 3 words
-    assert reason(flt, "It rained.") == "no_lines_left"  # 2 words
+    assert reason(flt, "It was fine all day.") == "keep"  # 5 words
+    assert reason(flt, "It was fine today.") == "no_lines_left"  # 4 words
     assert reason(C4Filter(C4Config(min_sentences=1, min_words_per_line=2)), "It rained.") == "keep"
+
+
+def test_c4_sentence_count_skips_abbreviations():
+    """'e.g.', 'U.S.', 'Dr.' and initials do not end sentences, so one long line is one sentence."""
+    flt = C4Filter()
+    line = "Dr. J. Smith moved to the U.S. in May, e.g. to work on bridges, i.e. steel ones."
+    assert reason(flt, "\n".join([line, line])) == "too_few_sentences"  # 2 sentences, not 8
+    assert reason(flt, "\n".join([line, line, line])) == "keep"
+    assert reason(flt, "She left early. He stayed late. Nobody minded at all.") == "keep"  # 3 in one line
+
+
+def test_c4_lines_ending_in_an_ellipsis_are_dropped():
+    flt = C4Filter()
+    for end in ("...", "…"):
+        cleaned, verdict = flt.clean(c4_doc(3, [f"And then the story goes on and on{end}"]))
+        assert verdict.keep and cleaned == c4_doc(3), end
+
+
+def test_c4_removes_citation_markers_and_keeps_the_line():
+    flt = C4Filter()
+    cited = "The bridge was rebuilt in 1921 by the town council.[1]"
+    cleaned, verdict = flt.clean(c4_doc(3, [cited, "It is the oldest stone bridge in the county.[citation needed]",
+                                            "Its arches were widened in 1950. [edit]"]))
+    assert verdict.keep
+    assert cleaned.splitlines()[3:] == ["The bridge was rebuilt in 1921 by the town council.",
+                                        "It is the oldest stone bridge in the county.",
+                                        "Its arches were widened in 1950."]
+    assert C4Filter(C4Config(remove_citations=False)).clean(c4_doc(3, [cited]))[0] == c4_doc(3)
 
 
 def test_c4_terminal_punctuation_and_long_words():
     flt = C4Filter(C4Config(min_sentences=1))
-    assert reason(flt, "A line ending without punctuation") == "no_lines_left"
+    assert reason(flt, "A long line ending without punctuation") == "no_lines_left"
     no_count = C4Filter(C4Config(min_sentences=0))
     for end in (".", "!", "?", '"'):
-        assert reason(no_count, f"A line ending with punctuation{end}") == "keep"
-    assert reason(C4Filter(C4Config(min_sentences=1, max_word_length=5)), "Tiny words are fine.") == "keep"
-    assert reason(C4Filter(C4Config(min_sentences=1, max_word_length=5)), "Enormous words fail.") == "no_lines_left"
+        assert reason(no_count, f"A line ending with terminal punctuation{end}") == "keep"
+    short = C4Config(min_sentences=1, max_word_length=5)
+    assert reason(C4Filter(short), "Tiny words are fine here.") == "keep"
+    assert reason(C4Filter(short), "Enormous words fail here too.") == "no_lines_left"
 
 
 def test_c4_page_rules_and_switches():
@@ -66,8 +98,8 @@ def test_c4_page_rules_and_switches():
     assert reason(flt, c4_doc(6) + "\nfunction() { return 1; }") == "curly_bracket"
     off = C4Filter(C4Config(filter_lorem_ipsum=False, filter_curly_bracket=False, filter_javascript=False,
                             filter_policy=False))
-    cleaned, verdict = off.clean(c4_doc(5, ["Lorem ipsum dolor sit amet.", "Use {braces} freely here.",
-                                            "Turn on javascript in your browser.", "Read our privacy policy."]))
+    cleaned, verdict = off.clean(c4_doc(5, ["Lorem ipsum dolor sit amet now.", "Use {braces} freely here please.",
+                                            "Turn on javascript in your browser.", "Please read our privacy policy."]))
     assert verdict.keep and cleaned.count("\n") == 8
 
 

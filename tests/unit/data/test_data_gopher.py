@@ -56,10 +56,27 @@ def test_symbol_word_ratio():
     ten = " ".join(w + ("#" if 2 <= i < 12 else "") for i, w in enumerate(base))  # 10 / 100 words = 0.1
     eleven = " ".join(w + ("#" if 2 <= i < 13 else "") for i, w in enumerate(base))
     assert reason(flt, ten) == "keep"
-    assert reason(flt, eleven) == "symbol_word_ratio"
+    assert reason(flt, eleven) == "hash_word_ratio"
+    # a lone "…" is punctuation, not a word: 10 / 100 words is allowed, 11 / 100 is not
     with_ellipses = lambda k: " ".join(base[:50] + ["…"] * k + base[50:])  # noqa: E731
-    assert reason(flt, with_ellipses(11)) == "keep"  # 11 / 111 words
-    assert reason(flt, with_ellipses(12)) == "symbol_word_ratio"  # 12 / 112 words
+    assert reason(flt, with_ellipses(10)) == "keep"
+    assert reason(flt, with_ellipses(11)) == "ellipsis_word_ratio"
+
+
+def test_hash_and_ellipsis_ratios_are_checked_separately():
+    """Rae et al.: drop when the hash ratio OR the ellipsis ratio exceeds 0.1 -- not their sum."""
+    flt = GopherQualityFilter()
+    base = words(100).split()
+    both = " ".join(w + ("#" if 2 <= i < 9 else "..." if 9 <= i < 16 else "") for i, w in enumerate(base))
+    assert both.count("#") == 7 and both.count("...") == 7  # 0.07 each, 0.14 summed
+    assert reason(flt, both) == "keep"
+
+
+def test_punctuation_tokens_are_not_words():
+    flt = GopherQualityFilter()
+    text = words(45) + " -" * 10  # 55 whitespace tokens, 45 of them words
+    assert reason(flt, text) == "too_few_words"
+    assert reason(flt, words(50) + " -" * 10) == "keep"
 
 
 def test_bullet_and_ellipsis_lines():

@@ -16,13 +16,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from lmforge.cli import data_quality_cmd
+
 app = typer.Typer(
-    help="Clean text corpora (URL, language, Gopher/C4/FineWeb quality filters, PII, exact and MinHash "
-    "dedup), pack them into token shards, and generate a sample corpus with ground truth.",
+    help="Clean text corpora (URL, language, Gopher/C4/FineWeb quality filters, classifier-based quality and "
+    "toxicity filters, PII, exact and MinHash dedup), pack them into token shards, and generate a sample corpus "
+    "with ground truth.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(data_quality_cmd.app, name="quality")
 
 
 def _summary_table(stats: dict) -> Table:

@@ -13,6 +13,9 @@ from typing import Any
 
 from lmforge.data.audit_chart import CHART_FILE, render_chart
 
+MAX_EXAMPLES = 3  # removed documents shown per reason in the report
+SNIPPET_CHARS = 160
+
 
 @dataclass
 class StepStats:
@@ -25,9 +28,11 @@ class StepStats:
     bytes_out: int = 0
     removed: Counter = field(default_factory=Counter)
     modified: int = 0  # kept documents whose text the step rewrote (normalisation, PII, C4 lines)
+    examples: dict = field(default_factory=dict)  # reason -> up to MAX_EXAMPLES {"id", "text"} of removed docs
 
     def record(self, bytes_in: int, bytes_out: int | None, reason: str | None = None,
-               modified: bool = False) -> None:
+               modified: bool = False, doc: tuple[str, str] | None = None) -> None:
+        """Count one document; `doc` = (id, text) of a removed one becomes an example of its reason."""
         self.docs_in += 1
         self.modified += modified
         self.bytes_in += bytes_in
@@ -36,6 +41,12 @@ class StepStats:
             self.bytes_out += bytes_out or 0
         else:
             self.removed[reason] += 1
+            if doc is not None:
+                self._add_examples(reason, [{"id": doc[0], "text": " ".join(doc[1].split())[:SNIPPET_CHARS]}])
+
+    def _add_examples(self, reason: str, examples: list[dict]) -> None:
+        kept = self.examples.setdefault(reason, [])
+        kept.extend(examples[: MAX_EXAMPLES - len(kept)])
 
     def merge(self, other: StepStats) -> None:
         self.docs_in += other.docs_in
@@ -44,6 +55,8 @@ class StepStats:
         self.bytes_out += other.bytes_out
         self.modified += other.modified
         self.removed.update(other.removed)
+        for reason, examples in other.examples.items():
+            self._add_examples(reason, examples)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,12 +67,13 @@ class StepStats:
             "bytes_out": self.bytes_out,
             "modified": self.modified,
             "removed": dict(sorted(self.removed.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "examples": {r: self.examples[r] for r in sorted(self.examples)},
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StepStats:
         return cls(data["name"], data["docs_in"], data["docs_out"], data["bytes_in"], data["bytes_out"],
-                   Counter(data["removed"]), data.get("modified", 0))
+                   Counter(data["removed"]), data.get("modified", 0), dict(data.get("examples", {})))
 
 
 def merge_step_lists(lists: list[list[StepStats]]) -> list[StepStats]:
@@ -111,10 +125,18 @@ def render_report(stats: dict[str, Any]) -> str:
     for s in stats["steps"]:
         if s["removed"]:
             lines.append(f"- **{s['name']}**: " + ", ".join(f"{r} {n}" for r, n in s["removed"].items()))
+            for reason, examples in s.get("examples", {}).items():
+                lines += [f"  - {reason}, e.g. `{e['id']}`: {_quote(e['text'])}" for e in examples]
     if not any(s["removed"] for s in stats["steps"]):
         lines.append("- nothing was removed")
     lines += ["", f"![documents in and out per step, and removals by reason]({CHART_FILE})"]
     return "\n".join(lines) + "\n"
+
+
+def _quote(text: str) -> str:
+    """A snippet safe inside a markdown list item: no backticks, pipes or HTML."""
+    clean = text.replace("`", "'").replace("|", "/").replace("<", "&lt;").replace(">", "&gt;")
+    return f"“{clean}…”" if len(text) >= SNIPPET_CHARS else f"“{clean}”"
 
 
 def write_audit(out_dir: Path, stats: dict[str, Any]) -> None:

@@ -77,14 +77,14 @@ def apply_stage(stage: Stage, doc: Document, reason: str | None, global_stats: S
     result: Document | Drop = doc
     size = _nbytes(doc.text)
     if global_stats is not None:
-        global_stats.record(size, size if reason is None else None, reason)
+        global_stats.record(size, size if reason is None else None, reason, doc=(doc.id, doc.text))
         if reason is not None:
             return Drop(reason)
     for step, st in zip(stage.steps, step_stats, strict=True):
         before = result.text
         result = step.apply(result)
         if isinstance(result, Drop):
-            st.record(size, None, result.reason)
+            st.record(size, None, result.reason, doc=(doc.id, doc.text))
             return result
         new_size = _nbytes(result.text)
         st.record(size, new_size, modified=result.text != before)

@@ -75,6 +75,16 @@ def _section(data: dict, name: str, allowed: set[str]) -> dict:
     return section
 
 
+PATH_PARAMS = {"quality_classifier": "model", "toxicity": "model"}  # step parameters that are file paths
+
+
+def _resolve_step_paths(table: Any, resolve) -> Any:
+    key = PATH_PARAMS.get(table.get("type")) if isinstance(table, dict) else None
+    if key and isinstance(table.get(key), str) and table[key]:
+        return {**table, key: resolve(table[key])}
+    return table
+
+
 def parse_pipeline(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
     """A PipelineConfig from parsed TOML, paths resolved against `base_dir`."""
     unknown = sorted(set(data) - {"input", "output", "steps", "run"})
@@ -91,6 +101,7 @@ def parse_pipeline(data: dict[str, Any], base_dir: Path) -> PipelineConfig:
     steps = data.get("steps", [])
     if not isinstance(steps, list):
         raise ConfigError("steps must be an array of tables ([[steps]])")
+    steps = [_resolve_step_paths(t, resolve) for t in steps]
     return PipelineConfig(
         inputs=tuple(resolve(p) for p in paths),
         output_dir=resolve(out.get("dir", "")) if out.get("dir") else "",

@@ -164,10 +164,10 @@ def write_shard(group: Batch, shard: int, stages: list[list[str]], data: str, re
     ok = False
     try:
         for i in np.argsort(group["pos"], kind="stable") if len(group["pos"]) else []:
+            doc = Document(str(group["id"][i]), str(group["text"][i]), json.loads(group["meta"][i]))
             for stage_stats, trace in zip(stats, json.loads(group["traces"][i]), strict=False):
                 for st, (bytes_in, bytes_out, reason, modified) in zip(stage_stats, trace, strict=False):
-                    st.record(bytes_in, bytes_out, reason, modified=bool(modified))
-            doc = Document(str(group["id"][i]), str(group["text"][i]), json.loads(group["meta"][i]))
+                    st.record(bytes_in, bytes_out, reason, modified=bool(modified), doc=(doc.id, doc.text))
             if group["drop"][i]:
                 if removed_writers is not None:
                     record = {**doc.to_record(text_field), "removed_reason": str(group["drop"][i])}

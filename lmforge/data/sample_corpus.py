@@ -10,6 +10,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lmforge.data.labelled_samples import quality_samples, toxicity_samples
 from lmforge.data.manifest import ensure_writable_dir
 from lmforge.data.minhash import TOKEN_RE
 from lmforge.data.sample_text import EN, LANGUAGES, prose
@@ -200,7 +201,9 @@ def generate(config: SampleConfig) -> tuple[list[dict], list[dict]]:
 
 
 def write_sample(out_dir: str | Path, config: SampleConfig | None = None) -> dict:
-    """Write corpus shards (plain JSONL, then zstd), ground_truth.jsonl, summary.json and pipeline.toml."""
+    """Write corpus shards (plain JSONL, then zstd), ground_truth.jsonl, summary.json, pipeline.toml, and the
+    labelled sets of the model-based steps (quality_labels.jsonl, toxicity_labels.jsonl and
+    toxicity_heldout.jsonl)."""
     config = config or SampleConfig()
     out = Path(out_dir)
     ensure_writable_dir(out)
@@ -217,6 +220,12 @@ def write_sample(out_dir: str | Path, config: SampleConfig | None = None) -> dic
     with JsonlWriter(out / "ground_truth.jsonl") as w:
         for record in truth:
             w.write(record)
+    for name, rows in (("quality_labels.jsonl", quality_samples(docs, truth)),
+                       ("toxicity_labels.jsonl", toxicity_samples(seed=config.seed)),
+                       ("toxicity_heldout.jsonl", toxicity_samples(200, seed=config.seed, heldout=True))):
+        with JsonlWriter(out / name) as w:
+            for row in rows:
+                w.write(row)
     summary = {
         "config": asdict(config),
         "documents": len(docs),

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from lmforge.common.errors import ConfigError
 from lmforge.data.c4_filter import C4Config, C4Filter
+from lmforge.data.classifier_steps import QualityClassifierConfig, ToxicityConfig, quality_step, toxicity_step
 from lmforge.data.document import FilterStep, MapStep, Step
 from lmforge.data.exact_dedup import ExactDedup, ExactDedupConfig
 from lmforge.data.fineweb_filter import FineWebConfig, FineWebFilter
@@ -55,6 +56,8 @@ STEP_TYPES: dict[str, StepType] = {
         "gopher_repetition", GopherRepetitionFilter(c).check)),
     "c4": StepType(C4Config, C4Filter),
     "fineweb": StepType(FineWebConfig, lambda c: FilterStep("fineweb", FineWebFilter(c).check)),
+    "quality_classifier": StepType(QualityClassifierConfig, quality_step),
+    "toxicity": StepType(ToxicityConfig, toxicity_step),
     "pii": StepType(PiiConfig, PiiMasker),
     "exact_dedup": StepType(ExactDedupConfig, ExactDedup, is_global=True),
     "minhash_dedup": StepType(MinHashConfig, MinHashDeduper, is_global=True),

@@ -196,3 +196,24 @@ def test_missing_ray_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where it is not installed
     with pytest.raises(LmforgeError, match=r"pip install 'lmforge\[ray\]'"):
         require_ray()
+
+
+def test_ray_classifier_steps_equal_local(ray_local, sample_dir, tmp_path):
+    """The quality_classifier and toxicity steps on Ray workers (each loads the model itself) give the local run's
+    output, statistics and removal examples: spam pages scored low, toxic comments removed."""
+    from lmforge.data.ngram_classifier import NgramClassifierConfig, train_classifier
+
+    cfg = NgramClassifierConfig(buckets=1 << 14, dim=8, epochs=4)
+    for name in ("quality_labels", "toxicity_labels"):
+        rows = [json.loads(line) for line in (sample_dir / f"{name}.jsonl").open()]
+        train_classifier([r["text"] for r in rows], [r["label"] for r in rows], cfg).save(tmp_path / name)
+    base = load_pipeline(sample_dir / "pipeline.toml")
+    quality = dataclasses.replace(base, keep_removed=True, steps=(
+        {"type": "quality_classifier", "model": str(tmp_path / "quality_labels")},))
+    toxic = dataclasses.replace(quality, inputs=(str(sample_dir / "toxicity_heldout.jsonl"),), steps=(
+        {"type": "toxicity", "model": str(tmp_path / "toxicity_labels")},))
+    for config, reason in ((quality, "quality_classifier:low_score"), (toxic, "toxicity:toxic")):
+        root = tmp_path / reason.split(":")[0]
+        local, ray_stats = _run_both(config, root)
+        _same_run(local, ray_stats, root)
+        assert ray_stats["steps"][0]["removed"][reason] > 0 and ray_stats["steps"][0]["examples"][reason]

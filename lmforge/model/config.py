@@ -1,23 +1,29 @@
-"""ModelConfig: every architectural switch of the dense decoder as one frozen, validated dataclass.
+"""ModelConfig: the sizes every decoder has, and one section per concept for the switches that tell families apart.
 
-A config is data, not code: it loads from and saves to JSON, named presets live in `presets.py`, and the
-`family` field records which Hugging Face architecture (Llama, Qwen2, Qwen3) the weights follow.
+Sections: attention (GQAConfig | MLAConfig), ffn (dense MLP kind) and moe (routed experts), positions (RoPE and its
+scaling, sinusoidal, learned), norms, embeddings and heads (LM, masked-LM, multi-token prediction). Each section
+validates its own fields; this class checks what spans sections (head sizes, layer counts, token ids). A config is
+data: `to_dict` / `save` write the nested form, `from_dict` / `load` also read the flat files older versions wrote,
+and `from_flat(**keys)` takes the flat keywords (presets, HF mappings). `family` names the HF architecture.
 """
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmforge.common.errors import ConfigError
+from lmforge.model.config_attention import GQAConfig, MLAConfig, attention_from_dict
+from lmforge.model.config_ffn import FFNConfig, MoEConfig
+from lmforge.model.config_fields import positive_int
+from lmforge.model.config_flat import FLAT_KEYS, SECTION_TYPES, SECTIONS, from_flat, to_flat
+from lmforge.model.config_heads import EmbeddingConfig, HeadsConfig
+from lmforge.model.config_norms import NormConfig
+from lmforge.model.config_positions import PositionConfig
 from lmforge.model.param_count import count_params
-from lmforge.model.sparse_config import check_sparse_fields
+from lmforge.model.rope_scaling import validate_rope_scaling
 
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma3", "bert", "deepseek_v3", "qwen3_moe")
-NORMS = ("rmsnorm", "layernorm", "gemma_rmsnorm")  # gemma_rmsnorm: RMSNorm scaled by (1 + w)
-MLPS = ("swiglu", "gelu", "geglu", "relu", "gelu_erf")  # gelu/geglu use the tanh approximation; gelu_erf: exact
-NORM_POSITIONS = ("pre", "post", "sandwich")
-LAYER_TYPES = ("full", "sliding")
 
 
 @dataclass(frozen=True)
@@ -26,124 +32,108 @@ class ModelConfig:
     dim: int = 512  # hidden size d_model
     n_layers: int = 8
     n_heads: int = 8
-    n_kv_heads: int | None = None  # None = n_heads (multi-head); 1 = multi-query; else grouped-query
-    head_dim: int | None = None  # None = dim // n_heads
-    ffn_dim: int = 1376  # hidden size of the MLP
+    ffn_dim: int = 1376  # hidden size of the dense MLP
     max_seq_len: int = 2048
-    family: str = "llama"  # HF architecture the weights follow: llama | qwen2 | qwen3
-    norm: str = "rmsnorm"  # rmsnorm | layernorm
-    norm_eps: float = 1e-5
-    mlp: str = "swiglu"  # swiglu | gelu
-    mlp_bias: bool = False
-    rope_theta: float = 10000.0
-    qkv_bias: bool = False  # Qwen2 puts biases on q/k/v projections
-    o_bias: bool = False
-    qk_norm: bool = False  # Qwen3 normalises each head's q and k with RMSNorm before RoPE
+    family: str = "llama"  # HF architecture the weights follow (FAMILIES)
     tie_embeddings: bool = True
     init_std: float = 0.02
     bos_token_id: int | None = None
     eos_token_id: int | None = None
     pad_token_id: int | None = None
-    # Positions, long context and architecture variants (see rope_scaling.py, positions.py, attention_mask.py).
-    rope_scaling: dict | None = None  # HF-style {"rope_type": linear|ntk|dynamic|yarn|llama3, "factor": ...}
-    rope_local_theta: float | None = None  # RoPE base of sliding-window layers (Gemma3); None = rope_theta
-    pos_embedding: str = "rope"  # rope | sinusoidal | learned | none
-    logn_train_len: int | None = None  # Qwen logn-attn: queries scaled by log_L(position) beyond L tokens
-    sliding_window: int | None = None  # a query sees this many keys (itself included); None = full attention
-    layer_types: tuple[str, ...] | None = None  # per layer "full" | "sliding"; None = all sliding if window set
-    norm_position: str = "pre"  # pre | post (BERT) | sandwich (Gemma: extra norms on attn/MLP outputs)
-    embed_scale: bool = False  # multiply token embeddings by sqrt(dim) (Gemma)
-    embed_norm: bool = False  # normalise the summed embeddings (BERT)
-    type_vocab_size: int = 0  # token type (segment) embeddings (BERT: 2)
-    causal: bool = True  # False: bidirectional encoder attention
-    mlm_head: bool = False  # BERT masked-LM head: dense + activation + LayerNorm, decoder with bias
-    query_pre_attn_scalar: float | None = None  # attention scale scalar^-0.5 (Gemma); None = head_dim^-0.5
-    final_logit_softcap: float | None = None  # logits = c * tanh(logits / c) (Gemma)
-    # Multi-head latent attention (DeepSeek-V2/V3, mla.py); the fields below it apply only to attention="mla".
-    attention: str = "gqa"  # gqa (multi-head, grouped- and multi-query) | mla
-    q_lora_rank: int | None = None  # None = plain q_proj; else q is compressed to this rank first
-    kv_lora_rank: int = 512  # width of the cached latent c_kv
-    qk_nope_head_dim: int = 128
-    qk_rope_head_dim: int = 64  # the decoupled RoPE key, shared by all heads
-    v_head_dim: int = 128
-    rope_interleave: bool = False  # DeepSeek checkpoints store RoPE channels as interleaved pairs (x0,x1),(x2,x3)
-    mla_mode: str = "auto"  # naive (decompress K/V) | absorbed (attend to the latent) | auto (absorbed to decode)
-    # Mixture of experts (DeepSeekMoE / Qwen3-MoE, moe.py); n_routed_experts=0 keeps every MLP dense.
-    n_routed_experts: int = 0
-    n_experts_per_tok: int = 2  # top-k
-    moe_ffn_dim: int | None = None  # hidden size of one routed expert; None = ffn_dim
-    n_shared_experts: int = 0  # always-on experts (DeepSeekMoE), each of moe_ffn_dim
-    router: str = "softmax"  # softmax (DeepSeek-V2, Qwen3-MoE) | sigmoid (DeepSeek-V3)
-    norm_topk_prob: bool = True  # renormalise the top-k gate weights to sum to 1
-    routed_scaling_factor: float = 1.0
-    n_group: int = 1  # group-limited routing: experts in n_group groups, tokens may use topk_group of them
-    topk_group: int = 1
-    router_score_bias: bool = False  # DeepSeek-V3 e_score_correction_bias: selection-only, aux-loss-free balance
-    first_k_dense_replace: int = 0  # the first k layers keep a dense MLP of ffn_dim
-    moe_layer_step: int = 1  # Qwen decoder_sparse_step: layer i is MoE when (i + 1) % step == 0
-    mlp_only_layers: tuple[int, ...] = ()
-    aux_loss_coef: float = 0.0  # Switch/DeepSeek load-balancing loss weight (0 = not computed)
-    # Multi-token prediction (DeepSeek-V3, mtp.py): modules beside the model, not inside it.
-    n_mtp_modules: int = 0
-    mtp_loss_weight: float = 0.3
+    attention: GQAConfig | MLAConfig = field(default_factory=GQAConfig)
+    ffn: FFNConfig = field(default_factory=FFNConfig)
+    moe: MoEConfig = field(default_factory=MoEConfig)
+    positions: PositionConfig = field(default_factory=PositionConfig)
+    norms: NormConfig = field(default_factory=NormConfig)
+    embeddings: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
 
     def __post_init__(self):
-        object.__setattr__(self, "mlp_only_layers", tuple(self.mlp_only_layers))
-        check_sparse_fields(self)
         for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_seq_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+            positive_int(f"ModelConfig.{name}", getattr(self, name))
         if self.family not in FAMILIES:
             raise ConfigError(f"ModelConfig.family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
-        if self.norm not in NORMS:
-            raise ConfigError(f"ModelConfig.norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if self.mlp not in MLPS:
-            raise ConfigError(f"ModelConfig.mlp must be one of {', '.join(MLPS)}, got {self.mlp!r}")
-        if self.n_kv_heads is not None and (self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads):
-            raise ConfigError(
-                f"ModelConfig.n_kv_heads={self.n_kv_heads} must be a positive divisor of n_heads={self.n_heads}"
-            )
-        if self.head_dim is None and self.dim % self.n_heads:
-            raise ConfigError(
-                f"ModelConfig.dim={self.dim} is not divisible by n_heads={self.n_heads}; set head_dim explicitly"
-            )
-        if self.resolved_head_dim % 2:
-            raise ConfigError(f"ModelConfig head_dim={self.resolved_head_dim} must be even for RoPE")
-        if self.rope_theta <= 0 or self.norm_eps <= 0 or self.init_std <= 0:
-            raise ConfigError("ModelConfig.rope_theta, norm_eps and init_std must be positive")
+        if not self.init_std > 0:
+            raise ConfigError(f"ModelConfig.init_std must be positive, got {self.init_std!r}")
+        expected = {"attention": (GQAConfig, MLAConfig), **{k: (t,) for k, t in SECTION_TYPES.items()}}
+        for name, types in expected.items():
+            if not isinstance(getattr(self, name), types):
+                raise ConfigError(f"ModelConfig.{name} must be a {' or '.join(t.__name__ for t in types)} (or a dict "
+                                  f"through from_dict), got {getattr(self, name)!r}")
+        self._check_attention_shape()
         for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:
                 raise ConfigError(f"ModelConfig.{name}={value} is outside the vocabulary [0, {self.vocab_size})")
-        from lmforge.model.config_checks import check_architecture_fields  # the variant switches above
+        bad = [i for i in self.moe.mlp_only_layers if i >= self.n_layers]
+        if bad:
+            raise ConfigError(f"ModelConfig.moe.mlp_only_layers holds {bad}: layer indices must lie in "
+                              f"[0, {self.n_layers})")
+        validate_rope_scaling(self.positions.rope_scaling, self.rope_dim)
 
-        check_architecture_fields(self)
+    def _check_attention_shape(self) -> None:
+        att = self.attention
+        if isinstance(att, GQAConfig):
+            if att.n_kv_heads is not None and self.n_heads % att.n_kv_heads:
+                raise ConfigError(f"ModelConfig.attention.n_kv_heads={att.n_kv_heads} must be a positive divisor "
+                                  f"of n_heads={self.n_heads}")
+            if att.head_dim is None and self.dim % self.n_heads:
+                raise ConfigError(f"ModelConfig.dim={self.dim} is not divisible by n_heads={self.n_heads}; "
+                                  "set attention.head_dim explicitly")
+            if self.resolved_head_dim % 2:
+                raise ConfigError(f"ModelConfig head_dim={self.resolved_head_dim} must be even for RoPE")
+        if att.layer_types is not None and len(att.layer_types) != self.n_layers:
+            raise ConfigError(f"ModelConfig.attention.layer_types must list one type for each of the "
+                              f"{self.n_layers} layers, got {len(att.layer_types)}")
 
     @property
     def resolved_head_dim(self) -> int:
-        return self.head_dim if self.head_dim is not None else self.dim // self.n_heads
+        """Width of one query/key head (MLA: its RoPE part, as HF's config.json states it)."""
+        att = self.attention
+        if isinstance(att, MLAConfig):
+            return att.qk_rope_head_dim
+        return att.head_dim if att.head_dim is not None else self.dim // self.n_heads
 
     @property
     def resolved_kv_heads(self) -> int:
-        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+        att = self.attention
+        return att.n_kv_heads if isinstance(att, GQAConfig) and att.n_kv_heads is not None else self.n_heads
+
+    @property
+    def rope_dim(self) -> int:
+        """Channels RoPE rotates: the head dim, or MLA's decoupled RoPE part."""
+        return self.resolved_head_dim
 
     def replace(self, **changes) -> "ModelConfig":
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise ConfigError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes`: top-level fields, whole sections, or flat keys (e.g. sliding_window=8)."""
+        if set(changes) <= {f.name for f in dataclasses.fields(self)} and not any(
+                k == "attention" and isinstance(v, str) for k, v in changes.items()):
+            return dataclasses.replace(self, **changes)
+        sections = {k: v for k, v in changes.items() if k in SECTIONS and not isinstance(v, str)}
+        flat = {k: v for k, v in changes.items() if k not in sections}
+        return self.from_flat(**{**self.to_flat(), **flat, **sections})
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The nested form: top-level fields and one dict per section (attention with its "kind")."""
+        out = dataclasses.asdict(self)
+        out["attention"] = {"kind": self.attention.kind, **{k: v for k, v in out["attention"].items() if k != "kind"}}
+        return out
+
+    def to_flat(self) -> dict:
+        """One key per switch, the names configs had before the sections (FLAT_KEYS)."""
+        return to_flat(self)
+
+    @classmethod
+    def from_flat(cls, **keys) -> "ModelConfig":
+        """From flat keys (n_kv_heads=2, rope_theta=1e6, attention="mla", ...), section dicts or section objects."""
+        return from_flat(cls, keys)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown ModelConfig field(s): {', '.join(unknown)}")
-        return cls(**data)
+        """The nested form `to_dict` writes, or the flat form of older lmforge versions (both may mix)."""
+        if isinstance(data.get("attention"), dict):
+            data = {**data, "attention": attention_from_dict(data["attention"])}
+        return cls.from_flat(**data)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -157,14 +147,13 @@ class ModelConfig:
         except json.JSONDecodeError as err:
             raise ConfigError(f"model config {path} is not valid JSON: {err}") from None
 
-    @property
-    def rope_dim(self) -> int:
-        """Channels RoPE rotates: the head dim, or MLA's decoupled RoPE part."""
-        return self.qk_rope_head_dim if self.attention == "mla" else self.resolved_head_dim
-
     def num_params(self, active: bool = False) -> int:
         """Parameter count from the shapes alone (embeddings counted once when tied; MTP modules not counted).
 
         active=True counts what one token uses: the top-k routed experts of each MoE layer, not all of them.
         """
         return count_params(self, active)  # by component: lmforge.model.param_count.param_breakdown
+
+
+__all__ = ["FAMILIES", "FLAT_KEYS", "EmbeddingConfig", "FFNConfig", "GQAConfig", "HeadsConfig", "MLAConfig",
+           "ModelConfig", "MoEConfig", "NormConfig", "PositionConfig"]

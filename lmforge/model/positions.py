@@ -9,8 +9,6 @@ import math
 
 import torch
 
-POS_EMBEDDINGS = ("rope", "sinusoidal", "learned", "none")
-
 
 def sinusoidal_embedding(positions: torch.Tensor, dim: int, dtype: torch.dtype, base: float = 10000.0) -> torch.Tensor:
     """PE[p, 2i] = sin(p / base^(2i/d)), PE[p, 2i+1] = cos(p / base^(2i/d)); [B, T] positions -> [B, T, dim]."""

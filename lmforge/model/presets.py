@@ -1,11 +1,14 @@
 """Named model presets and the family switch (llama / qwen2 / qwen3, sparse: deepseek_v3 / qwen3_moe).
 
 A family sets the switches that distinguish those architectures (Qwen2: q/k/v biases; Qwen3: per-head QK RMSNorm);
-presets are concrete sizes, from tiny test models to the real SmolLM2-135M and common open models.
+presets are concrete sizes, from tiny test models to the real SmolLM2-135M and common open models. Both are written
+in ModelConfig's flat keys (`ModelConfig.from_flat` routes each to its section), so a preset stays one line of
+switches; overrides may be flat keys too: get_preset("tiny-llama", sliding_window=8).
 """
 
 from lmforge.common.errors import ConfigError
 from lmforge.model.config import FAMILIES, ModelConfig
+from lmforge.model.config_attention import local_global_pattern
 
 FAMILY_DEFAULTS: dict[str, dict] = {
     "llama": dict(family="llama", qkv_bias=False, qk_norm=False, norm="rmsnorm", mlp="swiglu"),
@@ -98,7 +101,7 @@ def get_preset(name: str, **overrides) -> ModelConfig:
     """The ModelConfig of a named preset, with optional field overrides."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
-    return ModelConfig(**PRESETS[name]).replace(**overrides) if overrides else ModelConfig(**PRESETS[name])
+    return ModelConfig.from_flat(**{**PRESETS[name], **overrides})
 
 
 def family_config(family: str, **fields) -> ModelConfig:
@@ -106,7 +109,5 @@ def family_config(family: str, **fields) -> ModelConfig:
     if family not in FAMILIES:
         raise ConfigError(f"unknown family {family!r}; valid families: {', '.join(FAMILIES)}")
     if family == "gemma3" and "layer_types" not in fields:  # Gemma 3: 5 local layers per global one
-        from lmforge.model.config_checks import local_global_pattern
-
         fields = {**fields, "layer_types": local_global_pattern(fields.get("n_layers", ModelConfig.n_layers))}
-    return ModelConfig(**{**FAMILY_DEFAULTS[family], **fields})
+    return ModelConfig.from_flat(**{**FAMILY_DEFAULTS[family], **fields})

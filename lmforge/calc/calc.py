@@ -6,7 +6,7 @@ Pure functions of a ModelConfig: nothing is built, so a 671B-parameter config co
 
 from lmforge.calc.calc_memory import ZERO_STAGES, activation_memory, dtype_bytes, zero_model_states
 from lmforge.common.errors import ConfigError
-from lmforge.model.config_checks import layer_window
+from lmforge.model.config_attention import layer_window
 from lmforge.model.param_count import param_breakdown
 
 
@@ -19,8 +19,8 @@ def params_summary(cfg) -> dict:
 
 def head_dims(cfg) -> tuple[int, int]:
     """(query/key width, value width) of one attention head: MLA's nope + rope and v_head_dim, else head_dim."""
-    if cfg.attention == "mla":
-        return cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim
+    if cfg.attention.kind == "mla":
+        return cfg.attention.qk_nope_head_dim + cfg.attention.qk_rope_head_dim, cfg.attention.v_head_dim
     return cfg.resolved_head_dim, cfg.resolved_head_dim
 
 
@@ -51,8 +51,8 @@ def flops_per_token(cfg, seq_len: int) -> dict[str, int]:
 def kv_bytes_per_token(cfg, dtype: str = "bf16") -> int:
     """KV-cache bytes one token adds over all layers: 2 n_kv_heads head_dim (K and V), or MLA's latent c_kv plus
     the shared RoPE key, (kv_lora_rank + qk_rope_head_dim), per layer."""
-    if cfg.attention == "mla":
-        per_layer = cfg.kv_lora_rank + cfg.qk_rope_head_dim
+    if cfg.attention.kind == "mla":
+        per_layer = cfg.attention.kv_lora_rank + cfg.attention.qk_rope_head_dim
     else:
         per_layer = 2 * cfg.resolved_kv_heads * cfg.resolved_head_dim
     return per_layer * cfg.n_layers * dtype_bytes(dtype)
@@ -61,7 +61,7 @@ def kv_bytes_per_token(cfg, dtype: str = "bf16") -> int:
 def comparison_groups(cfg) -> int:
     """The GQA group count to compare against: the config's own kv heads when it is GQA, else 8 (Llama 3)."""
     kv = cfg.resolved_kv_heads
-    if cfg.attention == "gqa" and 1 < kv < cfg.n_heads:
+    if cfg.attention.kind == "gqa" and 1 < kv < cfg.n_heads:
         return kv
     return next(g for g in (8, 4, 2, 1) if g < cfg.n_heads and cfg.n_heads % g == 0) if cfg.n_heads > 1 else 1
 
@@ -74,8 +74,8 @@ def kv_comparison(cfg, dtype: str = "bf16") -> dict[str, dict]:
     """
     d_qk, d_v = head_dims(cfg)
     g = comparison_groups(cfg)
-    if cfg.attention == "mla":
-        mla, mla_note = cfg.kv_lora_rank + cfg.qk_rope_head_dim, "kv_lora_rank + rope dim"
+    if cfg.attention.kind == "mla":
+        mla, mla_note = cfg.attention.kv_lora_rank + cfg.attention.qk_rope_head_dim, "kv_lora_rank + rope dim"
     else:
         mla, mla_note = 4 * d_qk + d_qk // 2, "d_c = 4 d_h, d_R = d_h/2 (DeepSeek-V2)"
     rows = {"MHA": (cfg.n_heads * (d_qk + d_v), f"{cfg.n_heads} kv heads"),
@@ -97,12 +97,12 @@ def calc_report(cfg, seq_len: int = 4096, batch: int = 1, dtype: str = "bf16", z
     acts = {"flash": activation_memory(cfg, seq_len, batch, flash=True),
             "eager": activation_memory(cfg, seq_len, batch, flash=False)}
     per_rank = zero[str(zero_stage)]["total"]
-    attention = "MLA" if cfg.attention == "mla" else "MHA" if cfg.resolved_kv_heads == cfg.n_heads else \
+    attention = "MLA" if cfg.attention.kind == "mla" else "MHA" if cfg.resolved_kv_heads == cfg.n_heads else \
         "MQA" if cfg.resolved_kv_heads == 1 else "GQA"
     return {
         "config": {"family": cfg.family, "attention": attention, "n_layers": cfg.n_layers, "dim": cfg.dim,
                    "n_heads": cfg.n_heads, "n_kv_heads": cfg.resolved_kv_heads, "vocab_size": cfg.vocab_size,
-                   "n_routed_experts": cfg.n_routed_experts, "n_experts_per_tok": cfg.n_experts_per_tok},
+                   "n_routed_experts": cfg.moe.n_routed_experts, "n_experts_per_tok": cfg.moe.n_experts_per_tok},
         "settings": {"seq_len": seq_len, "batch": batch, "dtype": dtype, "zero_stage": zero_stage, "dp": dp},
         "params": params,
         "flops_per_token": flops_per_token(cfg, seq_len),

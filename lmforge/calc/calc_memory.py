@@ -5,7 +5,7 @@ Pure arithmetic on the config (no module is built); every figure is bytes on one
 """
 
 from lmforge.common.errors import ConfigError
-from lmforge.model.sparse_config import is_moe_layer
+from lmforge.model.config_ffn import is_moe_layer
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 ZERO_STAGES = (0, 1, 2, 3)
@@ -42,10 +42,10 @@ def zero_model_states(n_params: int, stage: int, dp: int, dtype: str = "bf16") -
 def _attention_activations(cfg, seq_len: int, flash: bool, dropout: bool) -> tuple[int, int]:
     """(bytes per token, bytes per token per key) an attention block keeps for backward, 2-byte activations."""
     h, heads = cfg.dim, cfg.n_heads
-    if cfg.attention == "mla":  # naive MLA materialises per-head K/V from the latent
-        d_qk, d_v, kv_heads = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim, cfg.v_head_dim, heads
-        latents = 2 * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) + 2 * cfg.kv_lora_rank  # kv_a out, its norm out
-        latents += 4 * cfg.q_lora_rank if cfg.q_lora_rank else 0  # q_a out, its norm out
+    if cfg.attention.kind == "mla":  # naive MLA materialises per-head K/V from the latent
+        d_qk, d_v, kv_heads = cfg.attention.qk_nope_head_dim + cfg.attention.qk_rope_head_dim, cfg.attention.v_head_dim, heads
+        latents = 2 * (cfg.attention.kv_lora_rank + cfg.attention.qk_rope_head_dim) + 2 * cfg.attention.kv_lora_rank  # kv_a out, its norm out
+        latents += 4 * cfg.attention.q_lora_rank if cfg.attention.q_lora_rank else 0  # q_a out, its norm out
     else:
         d_qk = d_v = cfg.resolved_head_dim
         kv_heads, latents = cfg.resolved_kv_heads, 0
@@ -61,14 +61,14 @@ def _ffn_activations(cfg, layer_idx: int, dropout: bool) -> int:
     h = cfg.dim
     drop = h if dropout else 0
     if not is_moe_layer(cfg, layer_idx):
-        gated = cfg.mlp in ("swiglu", "geglu")
+        gated = cfg.ffn.kind in ("swiglu", "geglu")
         # gated: gate out, up out, act(gate), product -> 4 f; plain: up out (act input), act out -> 2 f
         return 2 * h + 2 * (4 if gated else 2) * cfg.ffn_dim + drop
-    f = cfg.moe_ffn_dim or cfg.ffn_dim
-    k = cfg.n_experts_per_tok
-    router = 4 * cfg.n_routed_experts  # fp32 router logits / scores
+    f = cfg.moe.ffn_dim or cfg.ffn_dim
+    k = cfg.moe.n_experts_per_tok
+    router = 4 * cfg.moe.n_routed_experts  # fp32 router logits / scores
     routed = k * (2 * h + 8 * f)  # each token's k sorted copies through a SwiGLU expert
-    shared = 8 * f * cfg.n_shared_experts
+    shared = 8 * f * cfg.moe.n_shared_experts
     return 2 * h + router + routed + shared + drop
 
 
@@ -84,7 +84,7 @@ def layer_activation_bytes(cfg, layer_idx: int, seq_len: int, batch: int, flash:
     flash=False, MHA and a 4h GELU MLP it is exactly s b h (34 + 5 a s / h).
     """
     attn, per_key = _attention_activations(cfg, seq_len, flash, dropout)
-    norms = 2 * cfg.dim * (2 + 2 * (cfg.norm_position == "sandwich"))  # each norm keeps its input
+    norms = 2 * cfg.dim * (2 + 2 * (cfg.norms.position == "sandwich"))  # each norm keeps its input
     per_token = attn + _ffn_activations(cfg, layer_idx, dropout) + norms + per_key * seq_len
     return per_token * seq_len * batch
 

@@ -66,9 +66,9 @@ class RequestOutput:
 class LLM:
     def __init__(self, model, tokenizer=None, config: EngineConfig | None = None):
         cfg = model.config
-        if not cfg.causal or cfg.sliding_window is not None:
+        if not cfg.attention.causal or cfg.attention.sliding_window is not None:
             raise LmforgeError("the serving engine supports causal full-attention models (MHA/GQA/MQA/MLA); this "
-                               f"model has causal={cfg.causal}, sliding_window={cfg.sliding_window} "
+                               f"model has causal={cfg.attention.causal}, sliding_window={cfg.attention.sliding_window} "
                                "(use lmforge.engine.generate instead)")
         self.model, self.tokenizer = model, tokenizer
         self.config = config = config or EngineConfig()

@@ -12,8 +12,8 @@ from lmforge.engine.scheduler import ScheduledSeq
 
 def cache_entry_shapes(cfg) -> dict[str, tuple[int, ...]]:
     """What one token stores per layer: keys and values, or MLA's latent and shared RoPE key."""
-    if cfg.attention == "mla":
-        return {"latent": (cfg.kv_lora_rank,), "k_rope": (cfg.qk_rope_head_dim,)}
+    if cfg.attention.kind == "mla":
+        return {"latent": (cfg.attention.kv_lora_rank,), "k_rope": (cfg.attention.qk_rope_head_dim,)}
     return {"k": (cfg.resolved_kv_heads, cfg.resolved_head_dim), "v": (cfg.resolved_kv_heads, cfg.resolved_head_dim)}
 
 

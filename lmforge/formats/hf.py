@@ -107,7 +107,7 @@ def _config_from_hf(hf: dict) -> ModelConfig:
                            f"{model_type} checkpoint")
     attention_bias = bool(hf.get("attention_bias", False))
     n_heads = hf["num_attention_heads"]
-    return ModelConfig(
+    return ModelConfig.from_flat(
         family=family,
         vocab_size=hf["vocab_size"],
         dim=hf["hidden_size"],
@@ -142,7 +142,7 @@ def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
         return sparse_config_to_hf(cfg, dtype)
     if cfg.family in _OTHER_FAMILIES:
         return _OTHER_FAMILIES[cfg.family][2](cfg, dtype)
-    if cfg.layer_types is not None or (cfg.sliding_window is not None and cfg.family != "mistral"):
+    if cfg.attention.layer_types is not None or (cfg.attention.sliding_window is not None and cfg.family != "mistral"):
         raise LmforgeError("sliding-window layers are exported only as family mistral (every layer) or gemma3")
     variants = dict(pos_embedding="rope", norm_position="pre", embed_scale=False, embed_norm=False, causal=True,
                     mlm_head=False, type_vocab_size=0, logn_train_len=None, rope_local_theta=None,
@@ -150,14 +150,14 @@ def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
     changed = {k: getattr(cfg, k) for k, v in variants.items() if getattr(cfg, k) != v}
     if changed:
         raise LmforgeError(f"cannot export {changed} as {cfg.family}: Hugging Face {cfg.family} has no such switch")
-    if cfg.norm != "rmsnorm" or cfg.mlp != "swiglu":
-        raise LmforgeError(f"cannot export norm={cfg.norm!r} mlp={cfg.mlp!r} as {cfg.family}: "
+    if cfg.norms.kind != "rmsnorm" or cfg.ffn.kind != "swiglu":
+        raise LmforgeError(f"cannot export norm={cfg.norms.kind!r} mlp={cfg.ffn.kind!r} as {cfg.family}: "
                            "Hugging Face Llama/Qwen need rmsnorm + swiglu")
-    if cfg.family == "qwen2" and (not cfg.qkv_bias or cfg.o_bias):
+    if cfg.family == "qwen2" and (not cfg.attention.qkv_bias or cfg.attention.o_bias):
         raise LmforgeError("qwen2 export needs qkv_bias=True and o_bias=False (Qwen2's fixed layout)")
-    if cfg.family in ("llama", "qwen3") and cfg.qkv_bias != cfg.o_bias:
+    if cfg.family in ("llama", "qwen3") and cfg.attention.qkv_bias != cfg.attention.o_bias:
         raise LmforgeError(f"{cfg.family} export needs qkv_bias == o_bias (one attention_bias flag)")
-    if cfg.qk_norm != (cfg.family == "qwen3"):
+    if cfg.attention.qk_norm != (cfg.family == "qwen3"):
         raise LmforgeError("qk_norm is exported only as family qwen3 (and qwen3 requires it)")
     hf = {
         "architectures": [HF_ARCHITECTURES[cfg.family]],
@@ -166,12 +166,12 @@ def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
         "num_key_value_heads": cfg.resolved_kv_heads,
         "head_dim": cfg.resolved_head_dim,
         "hidden_act": "silu",
-        "rms_norm_eps": cfg.norm_eps,
-        "rope_theta": cfg.rope_theta,
-        "rope_parameters": rope_parameters_to_hf(cfg.rope_scaling, cfg.rope_theta),
+        "rms_norm_eps": cfg.norms.eps,
+        "rope_theta": cfg.positions.rope_theta,
+        "rope_parameters": rope_parameters_to_hf(cfg.positions.rope_scaling, cfg.positions.rope_theta),
         "tie_word_embeddings": cfg.tie_embeddings,
-        "attention_bias": cfg.o_bias if cfg.family != "qwen2" else True,
-        "mlp_bias": cfg.mlp_bias,
+        "attention_bias": cfg.attention.o_bias if cfg.family != "qwen2" else True,
+        "mlp_bias": cfg.ffn.bias,
         "bos_token_id": cfg.bos_token_id,
         "eos_token_id": cfg.eos_token_id,
         "pad_token_id": cfg.pad_token_id,
@@ -181,7 +181,7 @@ def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
     if cfg.family == "qwen2":
         hf.update(use_sliding_window=False, sliding_window=None, max_window_layers=cfg.n_layers)
     if cfg.family == "mistral":
-        hf.update(sliding_window=cfg.sliding_window)
+        hf.update(sliding_window=cfg.attention.sliding_window)
     return hf
 
 

@@ -46,7 +46,7 @@ def bert_config_from_hf(hf: dict) -> ModelConfig:
     if hf.get("position_embedding_type", "absolute") != "absolute" or hf.get("is_decoder"):
         raise LmforgeError("only absolute-position BERT encoders (is_decoder=False) are supported")
     n_heads = hf["num_attention_heads"]
-    return ModelConfig(
+    return ModelConfig.from_flat(
         family="bert",
         vocab_size=hf["vocab_size"],
         dim=hf["hidden_size"],
@@ -78,16 +78,16 @@ def bert_config_to_hf(cfg: ModelConfig, dtype: torch.dtype) -> dict:
                  embed_scale=False, sliding_window=None, logn_train_len=None)
     wrong = {k: getattr(cfg, k) for k, v in fixed.items() if getattr(cfg, k) != v}
     back = {v: k for k, v in _ACTS.items() if k != "gelu_new"}
-    if wrong or cfg.mlp not in back or cfg.resolved_kv_heads != cfg.n_heads or cfg.type_vocab_size == 0:
+    if wrong or cfg.ffn.kind not in back or cfg.resolved_kv_heads != cfg.n_heads or cfg.embeddings.type_vocab_size == 0:
         raise LmforgeError(f"bert export needs {fixed}, mlp in {sorted(back)}, n_kv_heads == n_heads and token "
-                           f"types; got {wrong}, mlp={cfg.mlp!r}")
+                           f"types; got {wrong}, mlp={cfg.ffn.kind!r}")
     return {
         "architectures": ["BertForMaskedLM"],
         "model_type": "bert",
         **hf_shape_fields(cfg),
-        "hidden_act": back[cfg.mlp],
-        "type_vocab_size": cfg.type_vocab_size,
-        "layer_norm_eps": cfg.norm_eps,
+        "hidden_act": back[cfg.ffn.kind],
+        "type_vocab_size": cfg.embeddings.type_vocab_size,
+        "layer_norm_eps": cfg.norms.eps,
         "position_embedding_type": "absolute",
         "is_decoder": False,
         "tie_word_embeddings": cfg.tie_embeddings,

@@ -69,7 +69,7 @@ def sparse_config_from_hf(hf: dict) -> ModelConfig:
     if hf.get("hidden_act", "silu") != "silu":
         raise LmforgeError(f"unsupported hidden_act {hf.get('hidden_act')!r}; supported: silu (SwiGLU)")
     if hf["model_type"] == "deepseek_v3":
-        return ModelConfig(
+        return ModelConfig.from_flat(
             family="deepseek_v3", attention="mla", head_dim=hf["qk_rope_head_dim"], **_common(hf),
             q_lora_rank=hf.get("q_lora_rank"), kv_lora_rank=hf["kv_lora_rank"],
             qk_nope_head_dim=hf["qk_nope_head_dim"], qk_rope_head_dim=hf["qk_rope_head_dim"],
@@ -83,7 +83,7 @@ def sparse_config_from_hf(hf: dict) -> ModelConfig:
     if hf.get("use_sliding_window"):
         raise LmforgeError("sliding-window attention checkpoints are not supported yet")
     n_heads = hf["num_attention_heads"]
-    return ModelConfig(
+    return ModelConfig.from_flat(
         family="qwen3_moe", qk_norm=True, n_kv_heads=hf.get("num_key_value_heads") or n_heads,
         head_dim=hf.get("head_dim") or hf["hidden_size"] // n_heads, **_common(hf),
         n_routed_experts=hf.get("num_experts") or hf["num_local_experts"], router="softmax",
@@ -95,38 +95,38 @@ def sparse_config_from_hf(hf: dict) -> ModelConfig:
 
 def sparse_config_to_hf(cfg: ModelConfig, dtype: torch.dtype) -> dict:
     """config.json for DeepseekV3ForCausalLM / Qwen3MoeForCausalLM; layouts transformers cannot express are refused."""
-    if cfg.norm != "rmsnorm" or cfg.mlp != "swiglu" or cfg.qkv_bias != cfg.o_bias or cfg.n_routed_experts == 0:
+    if cfg.norms.kind != "rmsnorm" or cfg.ffn.kind != "swiglu" or cfg.attention.qkv_bias != cfg.attention.o_bias or cfg.moe.n_routed_experts == 0:
         raise LmforgeError(f"{cfg.family} export needs rmsnorm, swiglu, one attention bias flag and routed experts")
     hf = {
         "architectures": [SPARSE_ARCHITECTURES[cfg.family]], "model_type": cfg.family, **hf_shape_fields(cfg),
-        "hidden_act": "silu", "rms_norm_eps": cfg.norm_eps,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta}, "rope_theta": cfg.rope_theta,
-        "tie_word_embeddings": cfg.tie_embeddings, "attention_bias": cfg.o_bias,
-        "num_experts_per_tok": cfg.n_experts_per_tok, "moe_intermediate_size": cfg.moe_ffn_dim or cfg.ffn_dim,
-        "norm_topk_prob": cfg.norm_topk_prob, "bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id,
+        "hidden_act": "silu", "rms_norm_eps": cfg.norms.eps,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.positions.rope_theta}, "rope_theta": cfg.positions.rope_theta,
+        "tie_word_embeddings": cfg.tie_embeddings, "attention_bias": cfg.attention.o_bias,
+        "num_experts_per_tok": cfg.moe.n_experts_per_tok, "moe_intermediate_size": cfg.moe.ffn_dim or cfg.ffn_dim,
+        "norm_topk_prob": cfg.moe.norm_topk_prob, "bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id,
         "pad_token_id": cfg.pad_token_id, "torch_dtype": str(dtype).removeprefix("torch."), "use_cache": True,
     }
     if cfg.family == "deepseek_v3":
-        if (cfg.attention != "mla" or cfg.router != "sigmoid" or not cfg.router_score_bias
-                or cfg.moe_layer_step != 1 or cfg.mlp_only_layers):
+        if (cfg.attention.kind != "mla" or cfg.moe.router != "sigmoid" or not cfg.moe.router_score_bias
+                or cfg.moe.layer_step != 1 or cfg.moe.mlp_only_layers):
             raise LmforgeError("deepseek_v3 export needs attention=mla, router=sigmoid, router_score_bias=True and "
                                "MoE on every layer from first_k_dense_replace on")
-        hf.update(num_key_value_heads=cfg.n_heads, q_lora_rank=cfg.q_lora_rank, kv_lora_rank=cfg.kv_lora_rank,
-                  qk_nope_head_dim=cfg.qk_nope_head_dim, qk_rope_head_dim=cfg.qk_rope_head_dim,
-                  v_head_dim=cfg.v_head_dim, head_dim=cfg.qk_rope_head_dim, rope_interleave=cfg.rope_interleave,
-                  n_routed_experts=cfg.n_routed_experts, n_shared_experts=cfg.n_shared_experts,
-                  routed_scaling_factor=cfg.routed_scaling_factor, n_group=cfg.n_group, topk_group=cfg.topk_group,
-                  first_k_dense_replace=cfg.first_k_dense_replace, num_nextn_predict_layers=cfg.n_mtp_modules)
+        hf.update(num_key_value_heads=cfg.n_heads, q_lora_rank=cfg.attention.q_lora_rank, kv_lora_rank=cfg.attention.kv_lora_rank,
+                  qk_nope_head_dim=cfg.attention.qk_nope_head_dim, qk_rope_head_dim=cfg.attention.qk_rope_head_dim,
+                  v_head_dim=cfg.attention.v_head_dim, head_dim=cfg.attention.qk_rope_head_dim, rope_interleave=cfg.attention.rope_interleave,
+                  n_routed_experts=cfg.moe.n_routed_experts, n_shared_experts=cfg.moe.n_shared_experts,
+                  routed_scaling_factor=cfg.moe.routed_scaling_factor, n_group=cfg.moe.n_group, topk_group=cfg.moe.topk_group,
+                  first_k_dense_replace=cfg.moe.first_k_dense_replace, num_nextn_predict_layers=cfg.heads.n_mtp_modules)
         return hf
-    if (cfg.attention != "gqa" or not cfg.qk_norm or cfg.router != "softmax" or cfg.n_shared_experts
-            or cfg.router_score_bias or cfg.n_group != 1 or cfg.routed_scaling_factor != 1):
+    if (cfg.attention.kind != "gqa" or not cfg.attention.qk_norm or cfg.moe.router != "softmax" or cfg.moe.n_shared_experts
+            or cfg.moe.router_score_bias or cfg.moe.n_group != 1 or cfg.moe.routed_scaling_factor != 1):
         raise LmforgeError("qwen3_moe export needs gqa attention with qk_norm and a plain softmax top-k router "
                            "(no shared experts, score bias, groups or routed scaling)")
-    dense = sorted(set(cfg.mlp_only_layers) | set(range(min(cfg.first_k_dense_replace, cfg.n_layers))))
+    dense = sorted(set(cfg.moe.mlp_only_layers) | set(range(min(cfg.moe.first_k_dense_replace, cfg.n_layers))))
     hf.update(num_key_value_heads=cfg.resolved_kv_heads, head_dim=cfg.resolved_head_dim,
-              num_experts=cfg.n_routed_experts, decoder_sparse_step=cfg.moe_layer_step, mlp_only_layers=dense,
-              use_sliding_window=False, sliding_window=None, router_aux_loss_coef=cfg.aux_loss_coef or 0.001,
-              output_router_logits=cfg.aux_loss_coef > 0)
+              num_experts=cfg.moe.n_routed_experts, decoder_sparse_step=cfg.moe.layer_step, mlp_only_layers=dense,
+              use_sliding_window=False, sliding_window=None, router_aux_loss_coef=cfg.moe.aux_loss_coef or 0.001,
+              output_router_logits=cfg.moe.aux_loss_coef > 0)
     return hf
 
 
@@ -150,8 +150,8 @@ def stack_experts(hf_state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
         else:
             out[name] = tensor
     for (layer, proj), by_index in experts.items():
-        if sorted(by_index) != list(range(cfg.n_routed_experts)):
-            raise LmforgeError(f"layer {layer} {proj}: expected experts 0..{cfg.n_routed_experts - 1}, "
+        if sorted(by_index) != list(range(cfg.moe.n_routed_experts)):
+            raise LmforgeError(f"layer {layer} {proj}: expected experts 0..{cfg.moe.n_routed_experts - 1}, "
                                f"found {len(by_index)}")
         out[f"model.layers.{layer}.mlp.experts.{proj}"] = torch.stack([by_index[j] for j in sorted(by_index)])
     return out

@@ -56,7 +56,7 @@ def gemma3_config_from_hf(hf: dict) -> ModelConfig:
         full.update(hf["rope_scaling"])
     if local.get("rope_type", "default") != "default":
         raise LmforgeError("Gemma3 RoPE scaling on sliding-window layers is not supported")
-    return ModelConfig(
+    return ModelConfig.from_flat(
         family="gemma3",
         vocab_size=hf["vocab_size"],
         dim=hf["hidden_size"],
@@ -96,9 +96,9 @@ def gemma3_config_to_hf(cfg: ModelConfig, dtype: torch.dtype) -> dict:
     fixed = dict(norm="gemma_rmsnorm", mlp="geglu", mlp_bias=False, norm_position="sandwich", qk_norm=True,
                  embed_scale=True, causal=True, pos_embedding="rope", embed_norm=False, mlm_head=False)
     wrong = {k: getattr(cfg, k) for k, v in fixed.items() if getattr(cfg, k) != v}
-    if wrong or cfg.qkv_bias != cfg.o_bias or cfg.logn_train_len or cfg.type_vocab_size:
+    if wrong or cfg.attention.qkv_bias != cfg.attention.o_bias or cfg.positions.logn_train_len or cfg.embeddings.type_vocab_size:
         raise LmforgeError(f"gemma3 export needs {fixed}, qkv_bias == o_bias, no LogN, no token types; got {wrong}")
-    layer_types = cfg.layer_types or ("sliding" if cfg.sliding_window else "full",) * cfg.n_layers
+    layer_types = cfg.attention.layer_types or ("sliding" if cfg.attention.sliding_window else "full",) * cfg.n_layers
     back = {v: k for k, v in _LAYER_TYPES.items()}
     return {
         "architectures": ["Gemma3ForCausalLM"],
@@ -107,16 +107,16 @@ def gemma3_config_to_hf(cfg: ModelConfig, dtype: torch.dtype) -> dict:
         "num_key_value_heads": cfg.resolved_kv_heads,
         "head_dim": cfg.resolved_head_dim,
         "hidden_activation": "gelu_pytorch_tanh",
-        "rms_norm_eps": cfg.norm_eps,
+        "rms_norm_eps": cfg.norms.eps,
         "rope_parameters": {
-            "full_attention": rope_parameters_to_hf(cfg.rope_scaling, cfg.rope_theta),
-            "sliding_attention": rope_parameters_to_hf(None, cfg.rope_local_theta or cfg.rope_theta),
+            "full_attention": rope_parameters_to_hf(cfg.positions.rope_scaling, cfg.positions.rope_theta),
+            "sliding_attention": rope_parameters_to_hf(None, cfg.positions.rope_local_theta or cfg.positions.rope_theta),
         },
-        "attention_bias": cfg.o_bias,
-        "query_pre_attn_scalar": _int_if_whole(cfg.query_pre_attn_scalar or cfg.resolved_head_dim),
-        "sliding_window": cfg.sliding_window or cfg.max_seq_len,
+        "attention_bias": cfg.attention.o_bias,
+        "query_pre_attn_scalar": _int_if_whole(cfg.attention.query_pre_attn_scalar or cfg.resolved_head_dim),
+        "sliding_window": cfg.attention.sliding_window or cfg.max_seq_len,
         "layer_types": [back[t] for t in layer_types],
-        "final_logit_softcapping": cfg.final_logit_softcap,
+        "final_logit_softcapping": cfg.heads.final_logit_softcap,
         "attn_logit_softcapping": None,
         "use_bidirectional_attention": False,
         "tie_word_embeddings": cfg.tie_embeddings,

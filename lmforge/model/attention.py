@@ -19,15 +19,15 @@ class Attention(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.resolved_kv_heads, cfg.resolved_head_dim
-        self.q_proj = nn.Linear(cfg.dim, self.n_heads * self.head_dim, bias=cfg.qkv_bias)
-        self.k_proj = nn.Linear(cfg.dim, self.n_kv_heads * self.head_dim, bias=cfg.qkv_bias)
-        self.v_proj = nn.Linear(cfg.dim, self.n_kv_heads * self.head_dim, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.dim, bias=cfg.o_bias)
-        qk_norm = "gemma_rmsnorm" if cfg.norm == "gemma_rmsnorm" else "rmsnorm"
-        self.q_norm = make_norm(qk_norm, self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
-        self.k_norm = make_norm(qk_norm, self.head_dim, cfg.norm_eps) if cfg.qk_norm else None
+        self.q_proj = nn.Linear(cfg.dim, self.n_heads * self.head_dim, bias=cfg.attention.qkv_bias)
+        self.k_proj = nn.Linear(cfg.dim, self.n_kv_heads * self.head_dim, bias=cfg.attention.qkv_bias)
+        self.v_proj = nn.Linear(cfg.dim, self.n_kv_heads * self.head_dim, bias=cfg.attention.qkv_bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, cfg.dim, bias=cfg.attention.o_bias)
+        qk_norm = "gemma_rmsnorm" if cfg.norms.kind == "gemma_rmsnorm" else "rmsnorm"
+        self.q_norm = make_norm(qk_norm, self.head_dim, cfg.norms.eps) if cfg.attention.qk_norm else None
+        self.k_norm = make_norm(qk_norm, self.head_dim, cfg.norms.eps) if cfg.attention.qk_norm else None
         # None = SDPA's 1/sqrt(head_dim); Gemma scales by query_pre_attn_scalar^-0.5 instead.
-        self.scale = cfg.query_pre_attn_scalar ** -0.5 if cfg.query_pre_attn_scalar else None
+        self.scale = cfg.attention.query_pre_attn_scalar ** -0.5 if cfg.attention.query_pre_attn_scalar else None
         # For inference, model/inference.py may replace q/k/v_proj by one projection (qkv_proj) and `rope` by a
         # kernel that rotates in place; both compute what the code below computes.
         self.qkv_proj = None

@@ -15,8 +15,8 @@ def extended_config(cfg: ModelConfig, rope_type: str | None = None, factor: floa
                     original_max_len: int | None = None, max_context: int | None = None) -> ModelConfig:
     """The config with rope_scaling {rope_type, factor, ...} and max_seq_len = max_context (default: the original
     length x factor). original_max_len: the context the model was trained on (default: its max_seq_len)."""
-    if cfg.pos_embedding != "rope" and rope_type is not None:
-        raise ConfigError(f"--rope-scaling needs a RoPE model; this one uses {cfg.pos_embedding!r} positions")
+    if cfg.positions.kind != "rope" and rope_type is not None:
+        raise ConfigError(f"--rope-scaling needs a RoPE model; this one uses {cfg.positions.kind!r} positions")
     if rope_type is None:
         if factor is not None or original_max_len is not None:
             raise ConfigError("--rope-factor / --original-max-len need --rope-scaling TYPE")

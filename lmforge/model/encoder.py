@@ -21,8 +21,8 @@ class MLMTransform(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.dense = nn.Linear(cfg.dim, cfg.dim, bias=True)
-        self.act = ACTIVATIONS[cfg.mlp]
-        self.norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
+        self.act = ACTIVATIONS[cfg.ffn.kind]
+        self.norm = make_norm(cfg.norms.kind, cfg.dim, cfg.norms.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.act(self.dense(x)))
@@ -35,18 +35,18 @@ class InputExtras(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.dim) if cfg.pos_embedding == "learned" else None
-        self.type_embed = nn.Embedding(cfg.type_vocab_size, cfg.dim) if cfg.type_vocab_size else None
-        self.norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cfg.embed_norm else None
+        self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.dim) if cfg.positions.kind == "learned" else None
+        self.type_embed = nn.Embedding(cfg.embeddings.type_vocab_size, cfg.dim) if cfg.embeddings.type_vocab_size else None
+        self.norm = make_norm(cfg.norms.kind, cfg.dim, cfg.norms.eps) if cfg.embeddings.norm else None
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        if self.cfg.embed_scale:  # Gemma rounds sqrt(dim) to the weights' dtype first
+        if self.cfg.embeddings.scale:  # Gemma rounds sqrt(dim) to the weights' dtype first
             x = x * torch.tensor(math.sqrt(self.cfg.dim), dtype=x.dtype)
         if self.type_embed is not None:
             types = token_type_ids if token_type_ids is not None else torch.zeros_like(positions)
             x = x + self.type_embed(types)
         if self.pos_embed is not None:
             x = x + self.pos_embed(positions)
-        elif self.cfg.pos_embedding == "sinusoidal":
+        elif self.cfg.positions.kind == "sinusoidal":
             x = x + sinusoidal_embedding(positions, self.cfg.dim, x.dtype)
         return self.norm(x) if self.norm is not None else x

@@ -8,7 +8,7 @@ import torch
 
 from lmforge.model.attention_mask import build_attention_mask, build_window_mask
 from lmforge.model.config import ModelConfig
-from lmforge.model.config_checks import layer_window
+from lmforge.model.config_attention import layer_window
 from lmforge.model.positions import logn_scale
 from lmforge.model.rope import rope_cos_sin
 from lmforge.model.rope_scaling import scaled_inv_freq
@@ -16,7 +16,7 @@ from lmforge.model.segments import build_segment_mask
 
 
 def needs_input_extras(cfg: ModelConfig) -> bool:
-    return cfg.embed_scale or cfg.embed_norm or cfg.type_vocab_size > 0 or cfg.pos_embedding in ("sinusoidal",
+    return cfg.embeddings.scale or cfg.embeddings.norm or cfg.embeddings.type_vocab_size > 0 or cfg.positions.kind in ("sinusoidal",
                                                                                                   "learned")
 
 
@@ -25,12 +25,12 @@ def rope_tables(cfg: ModelConfig, positions: torch.Tensor, dtype: torch.dtype, l
     sliding layers: rope_local_theta, unscaled). Frequencies are recomputed in float32 each call (a few dozen
     numbers): no buffer to lose precision in bf16, nothing to re-create after building on the meta device."""
     if local:
-        inv_freq, attention_factor = scaled_inv_freq(cfg.rope_dim, cfg.rope_local_theta, None,
+        inv_freq, attention_factor = scaled_inv_freq(cfg.rope_dim, cfg.positions.rope_local_theta, None,
                                                      cfg.max_seq_len)
     else:
-        dynamic = (cfg.rope_scaling or {}).get("rope_type") == "dynamic"
+        dynamic = (cfg.positions.rope_scaling or {}).get("rope_type") == "dynamic"
         seq_len = int(positions.max()) + 1 if dynamic and positions.numel() else None
-        inv_freq, attention_factor = scaled_inv_freq(cfg.rope_dim, cfg.rope_theta, cfg.rope_scaling,
+        inv_freq, attention_factor = scaled_inv_freq(cfg.rope_dim, cfg.positions.rope_theta, cfg.positions.rope_scaling,
                                                      cfg.max_seq_len, seq_len)
     cos, sin = rope_cos_sin(positions, inv_freq.to(positions.device), dtype)
     if attention_factor != 1.0:  # YaRN's temperature, folded into cos and sin as transformers does
@@ -44,27 +44,27 @@ def layer_inputs(cfg: ModelConfig, attention_mask: torch.Tensor | None, position
     segment_ids [B, T] (packed documents) replaces the causal/window mask by its block-diagonal version."""
     device = positions.device
     q_scale = None
-    if cfg.logn_train_len is not None:
-        q_scale = logn_scale(positions, cfg.logn_train_len)[:, None, :, None]  # [B, 1, T, 1]
+    if cfg.positions.logn_train_len is not None:
+        q_scale = logn_scale(positions, cfg.positions.logn_train_len)[:, None, :, None]  # [B, 1, T, 1]
     built: dict[tuple, tuple] = {}
     out = []
     for i in range(cfg.n_layers):
         window = layer_window(cfg, i)
-        local = window is not None and cfg.rope_local_theta is not None
+        local = window is not None and cfg.positions.rope_local_theta is not None
         key = (window, local)
         if key not in built:
-            if cfg.pos_embedding != "rope":
+            if cfg.positions.kind != "rope":
                 cos = sin = None
             elif local or not any(k[1] == local for k in built):
                 cos, sin = rope_tables(cfg, positions, dtype, local)
             else:  # same RoPE as a kind already built
                 cos, sin = next(v[:2] for k, v in built.items() if k[1] == local)
             if segment_ids is not None:
-                mask, is_causal = build_segment_mask(segment_ids, cfg.causal, window), False
-            elif cfg.causal and window is None:
+                mask, is_causal = build_segment_mask(segment_ids, cfg.attention.causal, window), False
+            elif cfg.attention.causal and window is None:
                 mask, is_causal = build_attention_mask(attention_mask, start, T, device)
             else:
-                mask, is_causal = build_window_mask(attention_mask, start, T, device, cfg.causal, window), False
+                mask, is_causal = build_window_mask(attention_mask, start, T, device, cfg.attention.causal, window), False
             built[key] = (cos, sin, mask, is_causal, q_scale)
         out.append(built[key])
     return out

@@ -26,20 +26,20 @@ def deinterleave(x: torch.Tensor) -> torch.Tensor:
 class MLAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
-        self.layer_idx, self.mode, self.interleave = layer_idx, cfg.mla_mode, cfg.rope_interleave
-        self.n_heads, self.rank = cfg.n_heads, cfg.kv_lora_rank
-        self.nope, self.rope, self.v_dim = cfg.qk_nope_head_dim, cfg.qk_rope_head_dim, cfg.v_head_dim
+        self.layer_idx, self.mode, self.interleave = layer_idx, cfg.attention.mla_mode, cfg.attention.rope_interleave
+        self.n_heads, self.rank = cfg.n_heads, cfg.attention.kv_lora_rank
+        self.nope, self.rope, self.v_dim = cfg.attention.qk_nope_head_dim, cfg.attention.qk_rope_head_dim, cfg.attention.v_head_dim
         q_out = self.n_heads * (self.nope + self.rope)
-        if cfg.q_lora_rank is None:
+        if cfg.attention.q_lora_rank is None:
             self.q_proj = nn.Linear(cfg.dim, q_out, bias=False)
         else:
-            self.q_a_proj = nn.Linear(cfg.dim, cfg.q_lora_rank, bias=cfg.qkv_bias)
-            self.q_a_norm = RMSNorm(cfg.q_lora_rank, LATENT_NORM_EPS)
-            self.q_b_proj = nn.Linear(cfg.q_lora_rank, q_out, bias=False)
-        self.kv_a_proj = nn.Linear(cfg.dim, self.rank + self.rope, bias=cfg.qkv_bias)
+            self.q_a_proj = nn.Linear(cfg.dim, cfg.attention.q_lora_rank, bias=cfg.attention.qkv_bias)
+            self.q_a_norm = RMSNorm(cfg.attention.q_lora_rank, LATENT_NORM_EPS)
+            self.q_b_proj = nn.Linear(cfg.attention.q_lora_rank, q_out, bias=False)
+        self.kv_a_proj = nn.Linear(cfg.dim, self.rank + self.rope, bias=cfg.attention.qkv_bias)
         self.kv_a_norm = RMSNorm(self.rank, LATENT_NORM_EPS)
         self.kv_b_proj = nn.Linear(self.rank, self.n_heads * (self.nope + self.v_dim), bias=False)
-        self.o_proj = nn.Linear(self.n_heads * self.v_dim, cfg.dim, bias=cfg.o_bias)
+        self.o_proj = nn.Linear(self.n_heads * self.v_dim, cfg.dim, bias=cfg.attention.o_bias)
         self.scale = (self.nope + self.rope) ** -0.5  # transformers' softmax scale without YaRN's mscale
 
     def query(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,5 +44,5 @@ class GeluMLP(nn.Module):
 
 
 def make_mlp(cfg: ModelConfig) -> nn.Module:
-    cls = SwiGLU if cfg.mlp in ("swiglu", "geglu") else GeluMLP
-    return cls(cfg.dim, cfg.ffn_dim, bias=cfg.mlp_bias, act=ACTIVATIONS[cfg.mlp])
+    cls = SwiGLU if cfg.ffn.kind in ("swiglu", "geglu") else GeluMLP
+    return cls(cfg.dim, cfg.ffn_dim, bias=cfg.ffn.bias, act=ACTIVATIONS[cfg.ffn.kind])

@@ -13,7 +13,7 @@ from torch import nn
 from lmforge.common.errors import LmforgeError
 from lmforge.model.config import ModelConfig
 from lmforge.model.mlp import SwiGLU, make_mlp
-from lmforge.model.sparse_config import is_moe_layer
+from lmforge.model.config_ffn import is_moe_layer
 
 
 class Router(nn.Module):
@@ -21,12 +21,12 @@ class Router(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.n_experts, self.top_k = cfg.n_routed_experts, cfg.n_experts_per_tok
-        self.kind, self.norm_topk, self.scaling = cfg.router, cfg.norm_topk_prob, cfg.routed_scaling_factor
-        self.n_group, self.topk_group, self.init_std = cfg.n_group, cfg.topk_group, cfg.init_std
-        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.dim))
-        if cfg.router_score_bias:
-            self.register_buffer("score_bias", torch.zeros(cfg.n_routed_experts, dtype=torch.float32))
+        self.n_experts, self.top_k = cfg.moe.n_routed_experts, cfg.moe.n_experts_per_tok
+        self.kind, self.norm_topk, self.scaling = cfg.moe.router, cfg.moe.norm_topk_prob, cfg.moe.routed_scaling_factor
+        self.n_group, self.topk_group, self.init_std = cfg.moe.n_group, cfg.moe.topk_group, cfg.init_std
+        self.weight = nn.Parameter(torch.empty(cfg.moe.n_routed_experts, cfg.dim))
+        if cfg.moe.router_score_bias:
+            self.register_buffer("score_bias", torch.zeros(cfg.moe.n_routed_experts, dtype=torch.float32))
         else:
             self.score_bias = None
 
@@ -83,11 +83,11 @@ class MoE(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        hidden = cfg.moe_ffn_dim or cfg.ffn_dim
-        self.top_k, self.aux_loss_coef = cfg.n_experts_per_tok, cfg.aux_loss_coef
+        hidden = cfg.moe.ffn_dim or cfg.ffn_dim
+        self.top_k, self.aux_loss_coef = cfg.moe.n_experts_per_tok, cfg.moe.aux_loss_coef
         self.router = Router(cfg)
-        self.experts = Experts(cfg.n_routed_experts, cfg.dim, hidden, cfg.init_std)
-        self.shared = SwiGLU(cfg.dim, hidden * cfg.n_shared_experts) if cfg.n_shared_experts else None
+        self.experts = Experts(cfg.moe.n_routed_experts, cfg.dim, hidden, cfg.init_std)
+        self.shared = SwiGLU(cfg.dim, hidden * cfg.moe.n_shared_experts) if cfg.moe.n_shared_experts else None
         self.expert_counts: torch.Tensor | None = None
         self.aux_loss: torch.Tensor | None = None
         self.load_since_update: torch.Tensor | None = None  # summed expert_counts since update_router_bias

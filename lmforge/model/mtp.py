@@ -22,11 +22,11 @@ class MTPModule(nn.Module):
 
     def __init__(self, cfg: ModelConfig, depth: int):
         super().__init__()
-        self.enorm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.hnorm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.enorm = RMSNorm(cfg.dim, cfg.norms.eps)
+        self.hnorm = RMSNorm(cfg.dim, cfg.norms.eps)
         self.eh_proj = nn.Linear(2 * cfg.dim, cfg.dim, bias=False)  # embedding half first, as DeepSeek-V3 stores it
         self.block = Block(cfg, cfg.n_layers + depth)  # the layer index DeepSeek-V3 gives its MTP layer
-        self.norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
+        self.norm = make_norm(cfg.norms.kind, cfg.dim, cfg.norms.eps)
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         x = self.eh_proj(torch.cat([self.enorm(emb), self.hnorm(h)], dim=-1))
@@ -36,10 +36,10 @@ class MTPModule(nn.Module):
 class MultiTokenPrediction(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        if cfg.n_mtp_modules < 1:
-            raise LmforgeError("MultiTokenPrediction needs ModelConfig.n_mtp_modules >= 1")
+        if cfg.heads.n_mtp_modules < 1:
+            raise LmforgeError("MultiTokenPrediction needs ModelConfig.heads.n_mtp_modules >= 1")
         self.config = cfg
-        self.depths = nn.ModuleList(MTPModule(cfg, k) for k in range(cfg.n_mtp_modules))
+        self.depths = nn.ModuleList(MTPModule(cfg, k) for k in range(cfg.heads.n_mtp_modules))
         self.init_weights()
 
     @torch.no_grad()
@@ -52,7 +52,7 @@ class MultiTokenPrediction(nn.Module):
 
     def rope(self, length: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         positions = torch.arange(length, device=device)[None]
-        inv_freq = rope_inv_freq(self.config.rope_dim, self.config.rope_theta).to(device)
+        inv_freq = rope_inv_freq(self.config.rope_dim, self.config.positions.rope_theta).to(device)
         return rope_cos_sin(positions, inv_freq, dtype)
 
 
@@ -93,7 +93,7 @@ def mtp_loss(model: Transformer, mtp: MultiTokenPrediction, input_ids: torch.Ten
         if targets.shape[1] == 0:
             break
         losses.append(F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1)))
-    return mtp.config.mtp_loss_weight * torch.stack(losses).mean()
+    return mtp.config.heads.mtp_loss_weight * torch.stack(losses).mean()
 
 
 @torch.no_grad()

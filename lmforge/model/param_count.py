@@ -4,55 +4,55 @@
 and norms; `ModelConfig.num_params` is its sum. active=True counts what one token uses (top-k routed experts).
 """
 
-from lmforge.model.sparse_config import is_moe_layer
+from lmforge.model.config_ffn import is_moe_layer
 
 COMPONENTS = ("embedding", "lm_head", "attention", "dense_mlp", "routed_experts", "shared_experts", "routers", "norms")
 
 
 def norm_params(cfg) -> int:
     """One block norm: RMSNorm has a scale, LayerNorm a scale and a bias."""
-    return 2 * cfg.dim if cfg.norm == "layernorm" else cfg.dim
+    return 2 * cfg.dim if cfg.norms.kind == "layernorm" else cfg.dim
 
 
 def mha_attention_params(cfg) -> int:
     """q/k/v/o projections of multi-head, grouped- or multi-query attention, their biases and QK-norm scales."""
     d, hd, h, kv = cfg.dim, cfg.resolved_head_dim, cfg.n_heads, cfg.resolved_kv_heads
-    return (2 * d * h * hd + 2 * d * kv * hd + (h + 2 * kv) * hd * cfg.qkv_bias + d * cfg.o_bias
-            + 2 * hd * cfg.qk_norm)
+    return (2 * d * h * hd + 2 * d * kv * hd + (h + 2 * kv) * hd * cfg.attention.qkv_bias + d * cfg.attention.o_bias
+            + 2 * hd * cfg.attention.qk_norm)
 
 
 def mla_attention_params(cfg) -> int:
     """Weights of one MLA block (projections, biases, the two latent RMSNorms)."""
     d, h = cfg.dim, cfg.n_heads
-    qk = cfg.qk_nope_head_dim + cfg.qk_rope_head_dim
-    if cfg.q_lora_rank is None:
+    qk = cfg.attention.qk_nope_head_dim + cfg.attention.qk_rope_head_dim
+    if cfg.attention.q_lora_rank is None:
         q = d * h * qk
     else:
-        q = d * cfg.q_lora_rank + cfg.q_lora_rank * cfg.qkv_bias + cfg.q_lora_rank + cfg.q_lora_rank * h * qk
-    kv_a = d * (cfg.kv_lora_rank + cfg.qk_rope_head_dim) + (cfg.kv_lora_rank + cfg.qk_rope_head_dim) * cfg.qkv_bias
-    kv_b = cfg.kv_lora_rank + cfg.kv_lora_rank * h * (cfg.qk_nope_head_dim + cfg.v_head_dim)
-    return q + kv_a + kv_b + h * cfg.v_head_dim * d + d * cfg.o_bias
+        q = d * cfg.attention.q_lora_rank + cfg.attention.q_lora_rank * cfg.attention.qkv_bias + cfg.attention.q_lora_rank + cfg.attention.q_lora_rank * h * qk
+    kv_a = d * (cfg.attention.kv_lora_rank + cfg.attention.qk_rope_head_dim) + (cfg.attention.kv_lora_rank + cfg.attention.qk_rope_head_dim) * cfg.attention.qkv_bias
+    kv_b = cfg.attention.kv_lora_rank + cfg.attention.kv_lora_rank * h * (cfg.attention.qk_nope_head_dim + cfg.attention.v_head_dim)
+    return q + kv_a + kv_b + h * cfg.attention.v_head_dim * d + d * cfg.attention.o_bias
 
 
 def attention_params(cfg) -> int:
     """One attention block's weights (norms inside it, QK-norm or MLA's latent norms, included)."""
-    return mla_attention_params(cfg) if cfg.attention == "mla" else mha_attention_params(cfg)
+    return mla_attention_params(cfg) if cfg.attention.kind == "mla" else mha_attention_params(cfg)
 
 
 def dense_mlp_params(cfg) -> int:
     """One dense MLP: gated (SwiGLU / GeGLU) has three matrices, GELU / ReLU two."""
-    n_mats = 3 if cfg.mlp in ("swiglu", "geglu") else 2
-    return n_mats * cfg.dim * cfg.ffn_dim + cfg.mlp_bias * (cfg.ffn_dim * (n_mats - 1) + cfg.dim)
+    n_mats = 3 if cfg.ffn.kind in ("swiglu", "geglu") else 2
+    return n_mats * cfg.dim * cfg.ffn_dim + cfg.ffn.bias * (cfg.ffn_dim * (n_mats - 1) + cfg.dim)
 
 
 def expert_params(cfg) -> int:
     """One SwiGLU expert of moe_ffn_dim (routed and shared experts have this size)."""
-    return 3 * cfg.dim * (cfg.moe_ffn_dim or cfg.ffn_dim)
+    return 3 * cfg.dim * (cfg.moe.ffn_dim or cfg.ffn_dim)
 
 
 def router_params(cfg) -> int:
     """The router's [E, dim] weight and DeepSeek-V3's selection bias (a stored buffer, counted as the checkpoint)."""
-    return cfg.dim * cfg.n_routed_experts + cfg.n_routed_experts * cfg.router_score_bias
+    return cfg.dim * cfg.moe.n_routed_experts + cfg.moe.n_routed_experts * cfg.moe.router_score_bias
 
 
 def param_breakdown(cfg, active: bool = False) -> dict[str, int]:
@@ -64,18 +64,18 @@ def param_breakdown(cfg, active: bool = False) -> dict[str, int]:
     d = cfg.dim
     norm = norm_params(cfg)
     n_moe = sum(is_moe_layer(cfg, i) for i in range(cfg.n_layers))
-    routed = cfg.n_experts_per_tok if active else cfg.n_routed_experts
-    embedding = cfg.vocab_size * d + cfg.type_vocab_size * d + cfg.max_seq_len * d * (cfg.pos_embedding == "learned")
-    lm_head = cfg.vocab_size * d * (not cfg.tie_embeddings) + (d * d + d + cfg.vocab_size) * cfg.mlm_head
-    norms_per_layer = 2 + 2 * (cfg.norm_position == "sandwich")
-    n_extra_norms = (cfg.norm_position != "post") + cfg.embed_norm + cfg.mlm_head  # final, embedding, MLM head
+    routed = cfg.moe.n_experts_per_tok if active else cfg.moe.n_routed_experts
+    embedding = cfg.vocab_size * d + cfg.embeddings.type_vocab_size * d + cfg.max_seq_len * d * (cfg.positions.kind == "learned")
+    lm_head = cfg.vocab_size * d * (not cfg.tie_embeddings) + (d * d + d + cfg.vocab_size) * cfg.heads.mlm
+    norms_per_layer = 2 + 2 * (cfg.norms.position == "sandwich")
+    n_extra_norms = (cfg.norms.position != "post") + cfg.embeddings.norm + cfg.heads.mlm  # final, embedding, MLM head
     return {
         "embedding": embedding,
         "lm_head": lm_head,
         "attention": cfg.n_layers * attention_params(cfg),
         "dense_mlp": (cfg.n_layers - n_moe) * dense_mlp_params(cfg),
         "routed_experts": n_moe * routed * expert_params(cfg),
-        "shared_experts": n_moe * cfg.n_shared_experts * expert_params(cfg),
+        "shared_experts": n_moe * cfg.moe.n_shared_experts * expert_params(cfg),
         "routers": n_moe * router_params(cfg),
         "norms": (cfg.n_layers * norms_per_layer + n_extra_norms) * norm,
     }

@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.common.errors import LmforgeError
-from lmforge.model.config_checks import layer_window
+from lmforge.model.config_attention import layer_window
 
 
 def all_layers_sliding(cfg) -> bool:
     """True when every layer attends to a sliding window of the same size (a rolling buffer then suffices)."""
     windows = {layer_window(cfg, i) for i in range(cfg.n_layers)}
-    return cfg.attention != "mla" and len(windows) == 1 and None not in windows
+    return cfg.attention.kind != "mla" and len(windows) == 1 and None not in windows
 
 
 class RollingKVCache:
@@ -37,7 +37,7 @@ class RollingKVCache:
         if not all_layers_sliding(cfg):
             raise LmforgeError("a rolling KV cache needs a model whose every layer uses the same sliding window")
         weight = model.embed.weight
-        return cls(cfg.n_layers, batch_size, cfg.sliding_window, cfg.resolved_kv_heads, cfg.resolved_head_dim,
+        return cls(cfg.n_layers, batch_size, cfg.attention.sliding_window, cfg.resolved_kv_heads, cfg.resolved_head_dim,
                    dtype=weight.dtype, device=weight.device)
 
     @property

@@ -30,24 +30,24 @@ def validate_rope_scaling(scaling: dict | None, head_dim: int) -> None:
     if scaling is None:
         return
     if not isinstance(scaling, dict):
-        raise ConfigError(f"ModelConfig.rope_scaling must be a dict or None, got {scaling!r}")
+        raise ConfigError(f"ModelConfig.positions.rope_scaling must be a dict or None, got {scaling!r}")
     rope_type = scaling.get("rope_type")
     if rope_type not in ROPE_TYPES:
-        raise ConfigError(f"ModelConfig.rope_scaling['rope_type'] must be one of {', '.join(ROPE_TYPES)}, "
+        raise ConfigError(f"ModelConfig.positions.rope_scaling['rope_type'] must be one of {', '.join(ROPE_TYPES)}, "
                           f"got {rope_type!r}")
     required, optional = ROPE_TYPES[rope_type]
     missing = [k for k in required if scaling.get(k) is None]
     unknown = sorted(set(scaling) - set(required) - set(optional) - {"rope_type"})
     if missing or unknown:
-        raise ConfigError(f"ModelConfig.rope_scaling for {rope_type!r} needs {list(required)} and may have "
+        raise ConfigError(f"ModelConfig.positions.rope_scaling for {rope_type!r} needs {list(required)} and may have "
                           f"{list(optional)}; missing {missing}, unknown {unknown}")
     for key, value in scaling.items():
         _check_value(key, value)
     if rope_type == "freq_factors" and len(scaling["factors"]) != head_dim // 2:
-        raise ConfigError(f"ModelConfig.rope_scaling['factors'] must hold head_dim/2 = {head_dim // 2} "
+        raise ConfigError(f"ModelConfig.positions.rope_scaling['factors'] must hold head_dim/2 = {head_dim // 2} "
                           f"positive numbers, got {len(scaling['factors'])}")
     if rope_type == "llama3" and not scaling["high_freq_factor"] > scaling["low_freq_factor"]:
-        raise ConfigError("ModelConfig.rope_scaling needs high_freq_factor > low_freq_factor > 0 for llama3")
+        raise ConfigError("ModelConfig.positions.rope_scaling needs high_freq_factor > low_freq_factor > 0 for llama3")
 
 
 def _is_number(value) -> bool:
@@ -74,7 +74,7 @@ def _check_value(key: str, value) -> None:
     allowed, test = _VALUE_RANGES[key]
     if not test(value):
         shown = f"{len(value)} values" if isinstance(value, list | tuple) and len(value) > 8 else repr(value)
-        raise ConfigError(f"ModelConfig.rope_scaling[{key!r}] must be {allowed}, got {shown}")
+        raise ConfigError(f"ModelConfig.positions.rope_scaling[{key!r}] must be {allowed}, got {shown}")
 
 
 def scaled_inv_freq(head_dim: int, theta: float, scaling: dict | None, max_seq_len: int,

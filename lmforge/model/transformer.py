@@ -50,14 +50,14 @@ class Block(nn.Module):
 
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
-        self.norm_position = cfg.norm_position
-        self.attn_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-        self.attn = MLAttention(cfg, layer_idx) if cfg.attention == "mla" else Attention(cfg, layer_idx)
-        self.mlp_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
+        self.norm_position = cfg.norms.position
+        self.attn_norm = make_norm(cfg.norms.kind, cfg.dim, cfg.norms.eps)
+        self.attn = MLAttention(cfg, layer_idx) if cfg.attention.kind == "mla" else Attention(cfg, layer_idx)
+        self.mlp_norm = make_norm(cfg.norms.kind, cfg.dim, cfg.norms.eps)
         self.mlp = make_ffn(cfg, layer_idx)  # dense MLP, or MoE on the layers the config routes
-        if cfg.norm_position == "sandwich":
-            self.attn_post_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
-            self.mlp_post_norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps)
+        if cfg.norms.position == "sandwich":
+            self.attn_post_norm = make_norm(cfg.norms.kind, cfg.dim, cfg.norms.eps)
+            self.mlp_post_norm = make_norm(cfg.norms.kind, cfg.dim, cfg.norms.eps)
 
     def forward(self, x, cos, sin, mask, is_causal, kv_cache=None, q_scale=None):
         if self.norm_position == "post":
@@ -80,10 +80,10 @@ class Transformer(nn.Module):
             self.extras = InputExtras(cfg)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         # Post-norm blocks end normalised already: BERT has no final norm.
-        self.norm = make_norm(cfg.norm, cfg.dim, cfg.norm_eps) if cfg.norm_position != "post" else nn.Identity()
-        if cfg.mlm_head:
+        self.norm = make_norm(cfg.norms.kind, cfg.dim, cfg.norms.eps) if cfg.norms.position != "post" else nn.Identity()
+        if cfg.heads.mlm:
             self.head_transform = MLMTransform(cfg)
-        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=cfg.mlm_head)
+        self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=cfg.heads.mlm)
         self.tie_weights()
         self.init_weights()
 
@@ -112,9 +112,9 @@ class Transformer(nn.Module):
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
         cfg = self.config
-        if cfg.attention == "mla":
-            return MLACache(cfg.n_layers, batch_size, max_len or cfg.max_seq_len, cfg.kv_lora_rank,
-                            cfg.qk_rope_head_dim, dtype=dtype or self.embed.weight.dtype,
+        if cfg.attention.kind == "mla":
+            return MLACache(cfg.n_layers, batch_size, max_len or cfg.max_seq_len, cfg.attention.kv_lora_rank,
+                            cfg.attention.qk_rope_head_dim, dtype=dtype or self.embed.weight.dtype,
                             device=self.embed.weight.device)
         return KVCache(cfg.n_layers, batch_size, max_len or cfg.max_seq_len, cfg.resolved_kv_heads,
                        cfg.resolved_head_dim, dtype=dtype or self.embed.weight.dtype, device=self.embed.weight.device)
@@ -140,11 +140,11 @@ class Transformer(nn.Module):
             x = x[:, -1:]
         elif logit_indices is not None:
             x = x[:, logit_indices]
-        if self.config.mlm_head:
+        if self.config.heads.mlm:
             x = self.head_transform(x)
         logits = float32_logits(self.lm_head, x)
-        if self.config.final_logit_softcap is not None:
-            cap = self.config.final_logit_softcap
+        if self.config.heads.final_logit_softcap is not None:
+            cap = self.config.heads.final_logit_softcap
             logits = torch.tanh(logits / cap) * cap
         return logits
 

@@ -40,7 +40,7 @@ class PrefixTuning(nn.Module):
         cfg = model.config
         if n_prefix < 1:
             raise ConfigError(f"PrefixTuning.n_prefix must be >= 1, got {n_prefix}")
-        if cfg.attention == "mla":
+        if cfg.attention.kind == "mla":
             raise LmforgeError("prefix tuning needs standard (GQA/MHA) attention; this model uses MLA")
         freeze(model)
         self.model, self.n_prefix = model, n_prefix

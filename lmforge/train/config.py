@@ -58,7 +58,7 @@ class TrainConfig(ConfigIO):
     activation_checkpointing: bool = False  # recompute each block in backward (torch.utils.checkpoint)
     compile: bool = False  # torch.compile the model
     # objectives beside next-token loss (objectives.py), switched on by the model config: the MoE balance loss
-    # (ModelConfig.aux_loss_coef), MTP (n_mtp_modules), masked LM (encoder presets) and, for routers with a
+    # (ModelConfig.moe.aux_loss_coef), MTP (n_mtp_modules), masked LM (encoder presets) and, for routers with a
     # correction bias (DeepSeek-V3), the aux-loss-free update bias_e += rate * sign(mean load - load_e)
     router_bias_rate: float = 1e-3
     mlm_probability: float = 0.15  # share of tokens that become masked-LM targets (encoders)

@@ -89,24 +89,24 @@ def build_objective(model: nn.Module, tokenizer=None, *, router_bias_rate: float
     objective = Objective()
     losses: list[Callable[[], torch.Tensor]] = []
     train_module = model
-    if cfg.n_mtp_modules > 0:
+    if cfg.heads.n_mtp_modules > 0:
         train_module = MTPTrainingModel(model, MultiTokenPrediction(cfg))
         wrapper = train_module
         losses.append(lambda: wrapper.last_mtp_loss)
-        objective.names.append(f"MTP ({cfg.n_mtp_modules} module(s), weight {cfg.mtp_loss_weight})")
+        objective.names.append(f"MTP ({cfg.heads.n_mtp_modules} module(s), weight {cfg.heads.mtp_loss_weight})")
     layers = moe_layers(train_module)  # the MTP modules' MoE layers included
-    if layers and cfg.aux_loss_coef > 0:
+    if layers and cfg.moe.aux_loss_coef > 0:
         losses.append(lambda: moe_aux_loss(train_module))
-        objective.names.append(f"MoE balance loss (coef {cfg.aux_loss_coef})")
-    if layers and cfg.router_score_bias and router_bias_rate > 0:
+        objective.names.append(f"MoE balance loss (coef {cfg.moe.aux_loss_coef})")
+    if layers and cfg.moe.router_score_bias and router_bias_rate > 0:
         objective.after_step = lambda: update_router_bias(train_module, router_bias_rate)
         objective.names.append(f"aux-loss-free router bias (rate {router_bias_rate})")
     if losses:
         objective.extra_losses = lambda _module: sum(loss() for loss in losses)
     if layers or train_module is not model:
         objective.stats = lambda: _loss_stats(train_module, layers)
-    if not cfg.causal:
-        if not cfg.mlm_head:
+    if not cfg.attention.causal:
+        if not cfg.heads.mlm:
             raise LmforgeError("a non-causal model trains with the masked-LM objective and needs mlm_head=True")
         mask_id, vocab = find_mask_token(tokenizer), cfg.vocab_size
 

@@ -60,7 +60,7 @@ def test_params_match_transformers_models():
         cfg = get_preset(name)
         hf = LlamaConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.ffn_dim,
                          num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                         num_key_value_heads=cfg.n_kv_heads, tie_word_embeddings=cfg.tie_embeddings)
+                         num_key_value_heads=cfg.attention.n_kv_heads, tie_word_embeddings=cfg.tie_embeddings)
         with torch.device("meta"):
             model = LlamaForCausalLM(hf)
         assert params_summary(cfg)["total"] == sum(p.numel() for p in model.parameters()), name

@@ -28,7 +28,7 @@ def test_linear_scaling_is_position_interpolation():
         unscaled_pos = model(ids, positions=pos)
     torch.testing.assert_close(scaled, reference, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(unscaled_pos, reference, atol=1e-3)  # the frequencies really changed
-    assert model.config.max_seq_len == 4 * 256 and model.config.rope_scaling == {"rope_type": "linear",
+    assert model.config.max_seq_len == 4 * 256 and model.config.positions.rope_scaling == {"rope_type": "linear",
                                                                                  "factor": 4.0}
 
 
@@ -40,7 +40,7 @@ def test_extended_model_generates_past_the_original_context():
     extend_context(model, "yarn", 2.0, max_context=400)
     out = generate(model, [prompt], SamplingParams(temperature=0, max_new_tokens=4))[0]
     assert len(out) == 4
-    assert model.config.rope_scaling["original_max_position_embeddings"] == 256
+    assert model.config.positions.rope_scaling["original_max_position_embeddings"] == 256
 
 
 def test_bad_extension_options_name_the_flag():

@@ -360,7 +360,7 @@ def test_llama31_rope_freqs_are_applied(tmp_path, llama3):
     write_gguf(tmp_path / "m.gguf", ref, extra={"rope_freqs.weight": (factors.astype(np.float32), None)},
                metadata={"llama.rope.scaling.original_context_length": 64})
     lm = load(tmp_path / "m.gguf")
-    assert lm.config.rope_scaling["rope_type"] == ("llama3" if llama3 else "freq_factors")
+    assert lm.config.positions.rope_scaling["rope_type"] == ("llama3" if llama3 else "freq_factors")
     ids = torch.randint(0, 300, (1, 40))
     ones = torch.ones_like(ids)
     with torch.no_grad():

@@ -34,7 +34,7 @@ def test_mistral_sliding_window_matches_transformers(tmp_path):
     ref = tiny_mistral(sliding_window=5)
     ref.save_pretrained(tmp_path)
     lm = load(tmp_path)
-    assert lm.config.family == "mistral" and lm.config.sliding_window == 5
+    assert lm.config.family == "mistral" and lm.config.attention.sliding_window == 5
     ids = _check_causal_parity(ref, lm, T=21)  # 4x the window
     # the window matters: the same weights with full attention give different late logits
     full = load(tmp_path)
@@ -64,9 +64,9 @@ def test_gemma3_matches_transformers(tmp_path):
     ref.save_pretrained(tmp_path)
     lm = load(tmp_path)
     cfg = lm.config
-    assert cfg.family == "gemma3" and cfg.norm == "gemma_rmsnorm" and cfg.mlp == "geglu" and cfg.embed_scale
-    assert cfg.layer_types == ("sliding",) * 5 + ("full",) and cfg.rope_local_theta == 1e4
-    assert cfg.query_pre_attn_scalar == 24 and cfg.final_logit_softcap == 30.0
+    assert cfg.family == "gemma3" and cfg.norms.kind == "gemma_rmsnorm" and cfg.ffn.kind == "geglu" and cfg.embeddings.scale
+    assert cfg.attention.layer_types == ("sliding",) * 5 + ("full",) and cfg.positions.rope_local_theta == 1e4
+    assert cfg.attention.query_pre_attn_scalar == 24 and cfg.heads.final_logit_softcap == 30.0
     _check_causal_parity(ref, lm, T=21)
 
 
@@ -77,7 +77,7 @@ def test_gemma3_with_yarn_on_global_layers_matches_transformers(tmp_path):
                            "original_max_position_embeddings": 64}})
     ref.save_pretrained(tmp_path)
     lm = load(tmp_path)
-    assert lm.config.rope_scaling["rope_type"] == "yarn"
+    assert lm.config.positions.rope_scaling["rope_type"] == "yarn"
     _check_causal_parity(ref, lm, T=21)
 
 
@@ -87,7 +87,7 @@ def test_bert_masked_lm_matches_transformers(tmp_path, act):
     ref.save_pretrained(tmp_path)
     lm = load(tmp_path)
     cfg = lm.config
-    assert cfg.family == "bert" and not cfg.causal and cfg.norm_position == "post" and cfg.mlm_head
+    assert cfg.family == "bert" and not cfg.attention.causal and cfg.norms.position == "post" and cfg.heads.mlm
     ids = torch.randint(0, ref.config.vocab_size, (3, 17))
     types = (torch.arange(17) >= 9).long().expand(3, 17)
     mask = torch.ones_like(ids)
@@ -136,7 +136,7 @@ def test_llama_with_rope_scaling_matches_transformers_and_round_trips(tmp_path, 
     ref = tiny_hf_model("llama", False, max_position_embeddings=16, rope_parameters={**rope, "rope_theta": 500.0})
     ref.save_pretrained(tmp_path / "src")
     lm = load(tmp_path / "src")
-    assert lm.config.rope_scaling["rope_type"] == rope["rope_type"]
+    assert lm.config.positions.rope_scaling["rope_type"] == rope["rope_type"]
     ids = torch.randint(0, 256, (2, 21))
     with torch.no_grad():
         expected = ref(ids, attention_mask=torch.ones_like(ids)).logits

@@ -59,8 +59,8 @@ def test_cache_holds_only_latent_and_rope_key():
     cfg = get_preset("tiny-deepseek-v3")
     cache = Transformer(cfg).new_kv_cache(1, max_len=10)
     per_token = sum(t[0, 0, 0].numel() for t in (cache.latent, cache.k_rope))
-    assert per_token == cfg.kv_lora_rank + cfg.qk_rope_head_dim
-    assert per_token < 2 * cfg.n_heads * cfg.v_head_dim  # what a per-head K/V cache would store
+    assert per_token == cfg.attention.kv_lora_rank + cfg.attention.qk_rope_head_dim
+    assert per_token < 2 * cfg.n_heads * cfg.attention.v_head_dim  # what a per-head K/V cache would store
 
 
 def test_mla_needs_valid_fields():

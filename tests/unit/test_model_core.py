@@ -14,7 +14,7 @@ from lmforge.model.rope import apply_rope, rope_cos_sin, rope_inv_freq
                                  dict(norm="batchnorm"), dict(mlp="relu2"), dict(eos_token_id=10**6)])
 def test_config_validation_names_the_field(bad):
     with pytest.raises(ConfigError) as err:
-        ModelConfig(**{**dict(vocab_size=256, dim=64, n_heads=4, ffn_dim=128), **bad})
+        ModelConfig.from_flat(**{**dict(vocab_size=256, dim=64, n_heads=4, ffn_dim=128), **bad})
     assert next(iter(bad)) in str(err.value)
 
 
@@ -32,9 +32,9 @@ def test_config_json_round_trip(tmp_path):
 def test_family_switch_sets_architecture_flags():
     assert family_config("qwen2", vocab_size=64, dim=32, n_heads=2, ffn_dim=64).qkv_bias
     q3 = family_config("qwen3", vocab_size=64, dim=32, n_heads=2, ffn_dim=64)
-    assert q3.qk_norm and not q3.qkv_bias
+    assert q3.attention.qk_norm and not q3.attention.qkv_bias
     llama = family_config("llama", vocab_size=64, dim=32, n_heads=2, ffn_dim=64)
-    assert not (llama.qk_norm or llama.qkv_bias)
+    assert not (llama.attention.qk_norm or llama.attention.qkv_bias)
 
 
 @pytest.mark.parametrize("preset", ["tiny-llama", "tiny-qwen2", "tiny-qwen3", "smollm2-135m"])

@@ -99,9 +99,9 @@ def test_layer_pattern_and_param_counts():
         m = Transformer(cfg)
         stored = sum(p.numel() for p in m.parameters()) + sum(b.numel() for b in m.buffers())
         assert cfg.num_params() == stored
-        per_expert = 3 * cfg.dim * cfg.moe_ffn_dim
+        per_expert = 3 * cfg.dim * cfg.moe.ffn_dim
         n_moe = sum(isinstance(layer.mlp, MoE) for layer in m.layers)
-        inactive = n_moe * per_expert * (cfg.n_routed_experts - cfg.n_experts_per_tok)
+        inactive = n_moe * per_expert * (cfg.moe.n_routed_experts - cfg.moe.n_experts_per_tok)
         assert cfg.num_params(active=True) == stored - inactive
 
 

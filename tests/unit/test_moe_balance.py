@@ -27,7 +27,7 @@ def _train(gamma: float | None, steps: int = 200) -> float:
     model = Transformer(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(1)
-    load = torch.zeros(cfg.n_routed_experts)
+    load = torch.zeros(cfg.moe.n_routed_experts)
     for step in range(steps):
         ids = _skewed_batch(gen)
         logits = model(ids[:, :-1])

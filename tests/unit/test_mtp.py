@@ -95,4 +95,4 @@ def test_mtp_on_deepseek_v3_preset():
     loss.backward()
     assert torch.isfinite(loss) and mtp.depths[0].eh_proj.weight.grad.abs().sum() > 0
     assert model.embed.weight.grad.abs().sum() > 0  # the shared embedding learns from the MTP loss too
-    assert mtp_draft(model, mtp, ids).shape == (2, 1 + cfg.n_mtp_modules)
+    assert mtp_draft(model, mtp, ids).shape == (2, 1 + cfg.heads.n_mtp_modules)

@@ -9,7 +9,7 @@ from lmforge.common.errors import ConfigError, LmforgeError
 from lmforge.data.mlm import IGNORE_INDEX, mask_tokens
 from lmforge.model import ModelConfig, Transformer, family_config, get_preset
 from lmforge.model.attention_mask import build_attention_mask, build_window_mask
-from lmforge.model.config_checks import local_global_pattern
+from lmforge.model.config_attention import local_global_pattern
 from lmforge.model.positions import logn_scale, sinusoidal_embedding
 from lmforge.model.sentence_embedding import embed_token_ids
 
@@ -27,8 +27,8 @@ def test_sinusoidal_embedding_closed_form():
 
 def test_sinusoidal_model_equals_learned_model_holding_the_table():
     torch.manual_seed(0)
-    sin_model = Transformer(ModelConfig(**SMALL, pos_embedding="sinusoidal")).eval()
-    learned = Transformer(ModelConfig(**SMALL, pos_embedding="learned")).eval()
+    sin_model = Transformer(ModelConfig.from_flat(**SMALL, pos_embedding="sinusoidal")).eval()
+    learned = Transformer(ModelConfig.from_flat(**SMALL, pos_embedding="learned")).eval()
     state = {k: v for k, v in sin_model.state_dict().items()}
     state["extras.pos_embed.weight"] = sinusoidal_embedding(torch.arange(64)[None], 32, torch.float32)[0]
     learned.load_state_dict(state)
@@ -50,8 +50,8 @@ def test_logn_scale_closed_form_and_effect():
     expected = [math.log(p + 1, 16) if p + 1 > 16 else 1.0 for p in range(40)]
     torch.testing.assert_close(scale, torch.tensor(expected), rtol=1e-6, atol=0)
     torch.manual_seed(0)
-    plain = Transformer(ModelConfig(**SMALL, init_std=0.3)).eval()  # large weights: peaked attention
-    logn = Transformer(ModelConfig(**SMALL, init_std=0.3, logn_train_len=16)).eval()
+    plain = Transformer(ModelConfig.from_flat(**SMALL, init_std=0.3)).eval()  # large weights: peaked attention
+    logn = Transformer(ModelConfig.from_flat(**SMALL, init_std=0.3, logn_train_len=16)).eval()
     logn.load_state_dict(plain.state_dict())
     ids = torch.randint(0, 64, (1, 40))
     with torch.no_grad():
@@ -87,7 +87,7 @@ def test_layer_patterns():
     assert local_global_pattern(12) == (("sliding",) * 5 + ("full",)) * 2
     assert local_global_pattern(4, local=1, global_=1) == ("sliding", "full", "sliding", "full")
     cfg = family_config("gemma3", **{**SMALL, "n_layers": 12})
-    assert cfg.layer_types == local_global_pattern(12) and cfg.sliding_window == 512
+    assert cfg.attention.layer_types == local_global_pattern(12) and cfg.attention.sliding_window == 512
 
 
 @pytest.mark.parametrize("bad", [dict(pos_embedding="alibi"), dict(norm_position="middle"), dict(sliding_window=1),
@@ -96,7 +96,7 @@ def test_layer_patterns():
                                  dict(pos_embedding="learned", rope_scaling={"rope_type": "linear", "factor": 2})])
 def test_variant_validation_names_the_field(bad):
     with pytest.raises(ConfigError) as err:
-        ModelConfig(**{**SMALL, **bad})
+        ModelConfig.from_flat(**{**SMALL, **bad})
     assert next(iter(bad)) in str(err.value)
 
 

@@ -83,7 +83,7 @@ def test_llama3_parameters_are_recovered_from_gguf_freq_factors():
                                  {"rope_type": "llama3", "factor": 8, "low_freq_factor": 4, "high_freq_factor": 1}])
 def test_bad_rope_scaling_is_named(bad):
     with pytest.raises(ConfigError, match="rope_scaling"):
-        ModelConfig(vocab_size=64, dim=32, n_heads=2, ffn_dim=64, rope_scaling=bad)
+        ModelConfig.from_flat(vocab_size=64, dim=32, n_heads=2, ffn_dim=64, rope_scaling=bad)
 
 
 def _scores(q, k, pos_q, pos_k, inv_freq):

@@ -39,8 +39,8 @@ def test_logits_match_transformers(loaded):
     moe = [m for m in lm.model.modules() if hasattr(m, "expert_counts") and m.expert_counts is not None]
     assert moe, "no MoE layer ran"
     for m in moe:  # every routed slot is counted and routing actually spreads over experts
-        assert int(m.expert_counts.sum()) == 3 * 17 * lm.config.n_experts_per_tok
-        assert int((m.expert_counts > 0).sum()) > lm.config.n_experts_per_tok
+        assert int(m.expert_counts.sum()) == 3 * 17 * lm.config.moe.n_experts_per_tok
+        assert int((m.expert_counts > 0).sum()) > lm.config.moe.n_experts_per_tok
 
 
 def test_cached_greedy_equals_full_forward_argmax(loaded):

@@ -103,7 +103,7 @@ def test_other_architectures_batch_like_single_sequences(preset, decode_grouping
     if preset == "tiny-deepseek-v3":
         cfg = model.config
         assert set(llm.runner.cache.pools) == {"latent", "k_rope"}
-        assert llm.runner.cache.pools["latent"].shape[-1] == cfg.kv_lora_rank
+        assert llm.runner.cache.pools["latent"].shape[-1] == cfg.attention.kv_lora_rank
 
 
 def test_chunked_prefill_equals_single_sequence(model):

@@ -34,7 +34,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     moe_cfg = get_preset(args.preset, aux_loss_coef=0.01)
-    active_ffn = (moe_cfg.moe.n_experts_per_tok + moe_cfg.moe.n_shared_experts) * (moe_cfg.moe.ffn_dim or moe_cfg.ffn_dim)
+    moe = moe_cfg.moe
+    active_ffn = (moe.n_experts_per_tok + moe.n_shared_experts) * (moe.ffn_dim or moe_cfg.ffn_dim)
     dense_cfg = moe_cfg.replace(n_routed_experts=0, n_shared_experts=0, ffn_dim=active_ffn, aux_loss_coef=0.0)
     moe, dense = Transformer(moe_cfg).to(args.device), Transformer(dense_cfg).to(args.device)
     ids = torch.randint(0, moe_cfg.vocab_size, (args.batch, args.seq_len + 1), device=args.device)

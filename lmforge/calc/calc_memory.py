@@ -43,9 +43,10 @@ def _attention_activations(cfg, seq_len: int, flash: bool, dropout: bool) -> tup
     """(bytes per token, bytes per token per key) an attention block keeps for backward, 2-byte activations."""
     h, heads = cfg.dim, cfg.n_heads
     if cfg.attention.kind == "mla":  # naive MLA materialises per-head K/V from the latent
-        d_qk, d_v, kv_heads = cfg.attention.qk_nope_head_dim + cfg.attention.qk_rope_head_dim, cfg.attention.v_head_dim, heads
-        latents = 2 * (cfg.attention.kv_lora_rank + cfg.attention.qk_rope_head_dim) + 2 * cfg.attention.kv_lora_rank  # kv_a out, its norm out
-        latents += 4 * cfg.attention.q_lora_rank if cfg.attention.q_lora_rank else 0  # q_a out, its norm out
+        att = cfg.attention
+        d_qk, d_v, kv_heads = att.qk_nope_head_dim + att.qk_rope_head_dim, att.v_head_dim, heads
+        latents = 2 * (att.kv_lora_rank + att.qk_rope_head_dim) + 2 * att.kv_lora_rank  # kv_a out, its norm out
+        latents += 4 * att.q_lora_rank if att.q_lora_rank else 0  # q_a out, its norm out
     else:
         d_qk = d_v = cfg.resolved_head_dim
         kv_heads, latents = cfg.resolved_kv_heads, 0

@@ -66,9 +66,10 @@ class RequestOutput:
 class LLM:
     def __init__(self, model, tokenizer=None, config: EngineConfig | None = None):
         cfg = model.config
-        if not cfg.attention.causal or cfg.attention.sliding_window is not None:
+        att = cfg.attention
+        if not att.causal or att.sliding_window is not None:
             raise LmforgeError("the serving engine supports causal full-attention models (MHA/GQA/MQA/MLA); this "
-                               f"model has causal={cfg.attention.causal}, sliding_window={cfg.attention.sliding_window} "
+                               f"model has causal={att.causal}, sliding_window={att.sliding_window} "
                                "(use lmforge.engine.generate instead)")
         self.model, self.tokenizer = model, tokenizer
         self.config = config = config or EngineConfig()

@@ -147,7 +147,8 @@ def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
     variants = dict(pos_embedding="rope", norm_position="pre", embed_scale=False, embed_norm=False, causal=True,
                     mlm_head=False, type_vocab_size=0, logn_train_len=None, rope_local_theta=None,
                     query_pre_attn_scalar=None, final_logit_softcap=None)
-    changed = {k: getattr(cfg, k) for k, v in variants.items() if getattr(cfg, k) != v}
+    flat = cfg.to_flat()  # the switches by their flat names, as the message shows them
+    changed = {k: flat.get(k) for k, v in variants.items() if flat.get(k) != v}
     if changed:
         raise LmforgeError(f"cannot export {changed} as {cfg.family}: Hugging Face {cfg.family} has no such switch")
     if cfg.norms.kind != "rmsnorm" or cfg.ffn.kind != "swiglu":

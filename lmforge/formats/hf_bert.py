@@ -76,7 +76,8 @@ def bert_config_to_hf(cfg: ModelConfig, dtype: torch.dtype) -> dict:
     fixed = dict(norm="layernorm", mlp_bias=True, qkv_bias=True, o_bias=True, pos_embedding="learned",
                  embed_norm=True, norm_position="post", causal=False, mlm_head=True, qk_norm=False,
                  embed_scale=False, sliding_window=None, logn_train_len=None)
-    wrong = {k: getattr(cfg, k) for k, v in fixed.items() if getattr(cfg, k) != v}
+    flat = cfg.to_flat()  # the switches by their flat names, as the message shows them
+    wrong = {k: flat.get(k) for k, v in fixed.items() if flat.get(k) != v}
     back = {v: k for k, v in _ACTS.items() if k != "gelu_new"}
     if wrong or cfg.ffn.kind not in back or cfg.resolved_kv_heads != cfg.n_heads or cfg.embeddings.type_vocab_size == 0:
         raise LmforgeError(f"bert export needs {fixed}, mlp in {sorted(back)}, n_kv_heads == n_heads and token "

@@ -95,12 +95,15 @@ def sparse_config_from_hf(hf: dict) -> ModelConfig:
 
 def sparse_config_to_hf(cfg: ModelConfig, dtype: torch.dtype) -> dict:
     """config.json for DeepseekV3ForCausalLM / Qwen3MoeForCausalLM; layouts transformers cannot express are refused."""
-    if cfg.norms.kind != "rmsnorm" or cfg.ffn.kind != "swiglu" or cfg.attention.qkv_bias != cfg.attention.o_bias or cfg.moe.n_routed_experts == 0:
+    att, moe = cfg.attention, cfg.moe
+    if (cfg.norms.kind != "rmsnorm" or cfg.ffn.kind != "swiglu" or att.qkv_bias != att.o_bias
+            or moe.n_routed_experts == 0):
         raise LmforgeError(f"{cfg.family} export needs rmsnorm, swiglu, one attention bias flag and routed experts")
     hf = {
         "architectures": [SPARSE_ARCHITECTURES[cfg.family]], "model_type": cfg.family, **hf_shape_fields(cfg),
         "hidden_act": "silu", "rms_norm_eps": cfg.norms.eps,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.positions.rope_theta}, "rope_theta": cfg.positions.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.positions.rope_theta},
+        "rope_theta": cfg.positions.rope_theta,
         "tie_word_embeddings": cfg.tie_embeddings, "attention_bias": cfg.attention.o_bias,
         "num_experts_per_tok": cfg.moe.n_experts_per_tok, "moe_intermediate_size": cfg.moe.ffn_dim or cfg.ffn_dim,
         "norm_topk_prob": cfg.moe.norm_topk_prob, "bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id,
@@ -111,15 +114,15 @@ def sparse_config_to_hf(cfg: ModelConfig, dtype: torch.dtype) -> dict:
                 or cfg.moe.layer_step != 1 or cfg.moe.mlp_only_layers):
             raise LmforgeError("deepseek_v3 export needs attention=mla, router=sigmoid, router_score_bias=True and "
                                "MoE on every layer from first_k_dense_replace on")
-        hf.update(num_key_value_heads=cfg.n_heads, q_lora_rank=cfg.attention.q_lora_rank, kv_lora_rank=cfg.attention.kv_lora_rank,
-                  qk_nope_head_dim=cfg.attention.qk_nope_head_dim, qk_rope_head_dim=cfg.attention.qk_rope_head_dim,
-                  v_head_dim=cfg.attention.v_head_dim, head_dim=cfg.attention.qk_rope_head_dim, rope_interleave=cfg.attention.rope_interleave,
-                  n_routed_experts=cfg.moe.n_routed_experts, n_shared_experts=cfg.moe.n_shared_experts,
-                  routed_scaling_factor=cfg.moe.routed_scaling_factor, n_group=cfg.moe.n_group, topk_group=cfg.moe.topk_group,
-                  first_k_dense_replace=cfg.moe.first_k_dense_replace, num_nextn_predict_layers=cfg.heads.n_mtp_modules)
+        hf.update(num_key_value_heads=cfg.n_heads, q_lora_rank=att.q_lora_rank, kv_lora_rank=att.kv_lora_rank,
+                  qk_nope_head_dim=att.qk_nope_head_dim, qk_rope_head_dim=att.qk_rope_head_dim,
+                  v_head_dim=att.v_head_dim, head_dim=att.qk_rope_head_dim, rope_interleave=att.rope_interleave,
+                  n_routed_experts=moe.n_routed_experts, n_shared_experts=moe.n_shared_experts,
+                  routed_scaling_factor=moe.routed_scaling_factor, n_group=moe.n_group, topk_group=moe.topk_group,
+                  first_k_dense_replace=moe.first_k_dense_replace, num_nextn_predict_layers=cfg.heads.n_mtp_modules)
         return hf
-    if (cfg.attention.kind != "gqa" or not cfg.attention.qk_norm or cfg.moe.router != "softmax" or cfg.moe.n_shared_experts
-            or cfg.moe.router_score_bias or cfg.moe.n_group != 1 or cfg.moe.routed_scaling_factor != 1):
+    if (att.kind != "gqa" or not att.qk_norm or moe.router != "softmax" or moe.n_shared_experts
+            or moe.router_score_bias or moe.n_group != 1 or moe.routed_scaling_factor != 1):
         raise LmforgeError("qwen3_moe export needs gqa attention with qk_norm and a plain softmax top-k router "
                            "(no shared experts, score bias, groups or routed scaling)")
     dense = sorted(set(cfg.moe.mlp_only_layers) | set(range(min(cfg.moe.first_k_dense_replace, cfg.n_layers))))

@@ -95,8 +95,10 @@ def _int_if_whole(value: float) -> int | float:
 def gemma3_config_to_hf(cfg: ModelConfig, dtype: torch.dtype) -> dict:
     fixed = dict(norm="gemma_rmsnorm", mlp="geglu", mlp_bias=False, norm_position="sandwich", qk_norm=True,
                  embed_scale=True, causal=True, pos_embedding="rope", embed_norm=False, mlm_head=False)
-    wrong = {k: getattr(cfg, k) for k, v in fixed.items() if getattr(cfg, k) != v}
-    if wrong or cfg.attention.qkv_bias != cfg.attention.o_bias or cfg.positions.logn_train_len or cfg.embeddings.type_vocab_size:
+    flat = cfg.to_flat()  # the switches by their flat names, as the message shows them
+    wrong = {k: flat.get(k) for k, v in fixed.items() if flat.get(k) != v}
+    att, pos = cfg.attention, cfg.positions
+    if wrong or att.qkv_bias != att.o_bias or pos.logn_train_len or cfg.embeddings.type_vocab_size:
         raise LmforgeError(f"gemma3 export needs {fixed}, qkv_bias == o_bias, no LogN, no token types; got {wrong}")
     layer_types = cfg.attention.layer_types or ("sliding" if cfg.attention.sliding_window else "full",) * cfg.n_layers
     back = {v: k for k, v in _LAYER_TYPES.items()}
@@ -110,7 +112,7 @@ def gemma3_config_to_hf(cfg: ModelConfig, dtype: torch.dtype) -> dict:
         "rms_norm_eps": cfg.norms.eps,
         "rope_parameters": {
             "full_attention": rope_parameters_to_hf(cfg.positions.rope_scaling, cfg.positions.rope_theta),
-            "sliding_attention": rope_parameters_to_hf(None, cfg.positions.rope_local_theta or cfg.positions.rope_theta),
+            "sliding_attention": rope_parameters_to_hf(None, pos.rope_local_theta or pos.rope_theta),
         },
         "attention_bias": cfg.attention.o_bias,
         "query_pre_attn_scalar": _int_if_whole(cfg.attention.query_pre_attn_scalar or cfg.resolved_head_dim),

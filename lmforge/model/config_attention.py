@@ -8,8 +8,7 @@ says which layers use sliding-window attention (Mistral: all; Gemma 3: 5 of 6).
 from dataclasses import dataclass, field
 
 from lmforge.common.errors import ConfigError
-from lmforge.model.config_fields import (none_or_int_above_one, none_or_positive, one_of, positive_int,
-                                         section_from_dict)
+from lmforge.model.config_fields import none_or_int_above_one, none_or_positive, one_of, positive_int, section_from_dict
 
 ATTENTIONS = ("gqa", "mla")
 LAYER_TYPES = ("full", "sliding")

@@ -8,9 +8,9 @@ A key of the other attention kind is accepted only at its default (old files car
 import dataclasses
 
 from lmforge.common.errors import ConfigError
-from lmforge.model.config_attention import ATTENTION_KINDS, ATTENTIONS, attention_from_dict
-from lmforge.model.config_fields import section_from_dict
+from lmforge.model.config_attention import ATTENTION_KINDS, ATTENTIONS
 from lmforge.model.config_ffn import FFNConfig, MoEConfig
+from lmforge.model.config_fields import section_from_dict
 from lmforge.model.config_heads import EmbeddingConfig, HeadsConfig
 from lmforge.model.config_norms import NormConfig
 from lmforge.model.config_positions import PositionConfig
@@ -48,18 +48,22 @@ def _attention(kind: str, fields: dict, n_heads: int):
     if kind not in ATTENTIONS:
         raise ConfigError(f"ModelConfig.attention must be one of {', '.join(ATTENTIONS)}, got {kind!r}")
     cls, own = ATTENTION_KINDS[kind], _KIND_FIELDS[kind]
+    section = cls(**{k: v for k, v in fields.items() if k in own})  # its own fields' errors first
     other = next(c for k, c in ATTENTION_KINDS.items() if k != kind)
     defaults = {f.name: f.default for f in dataclasses.fields(other)}
     for name, value in fields.items():
         if name in own:
             continue
+        if name not in defaults:
+            raise ConfigError(f"unknown ModelConfig.attention field {name!r}; allowed for {kind}: "
+                              f"{', '.join(sorted(own))}")
         harmless = value == defaults[name] or (kind == "mla" and (
-            (name == "head_dim" and value == fields.get("qk_rope_head_dim", cls.qk_rope_head_dim))
+            (name == "head_dim" and value == section.qk_rope_head_dim)
             or (name == "n_kv_heads" and value == n_heads)))  # MLA's HF config.json states both
         if not harmless:
             raise ConfigError(f"ModelConfig field {name}={value!r} applies to attention={other().kind!r}, "
                               f"not {kind!r}")
-    return cls(**{k: v for k, v in fields.items() if k in own})
+    return section
 
 
 def from_flat(cls, kw: dict):
@@ -84,13 +88,23 @@ def from_flat(cls, kw: dict):
                 continue  # a section object as given
             base = {**to_dict(base), "kind": base.kind} if section == "attention" else to_dict(base)
         merged = {**(base or {}), **fields}
-        if section == "attention":
-            if merged or base is not None:
-                kind = merged.pop("kind", "gqa")
-                args[section] = _attention(kind, merged, kw.get("n_heads", cls.n_heads))
-        elif base is not None or fields:
-            args[section] = section_from_dict(SECTION_TYPES[section], merged, f"ModelConfig.{section}")
+        try:
+            if section == "attention":
+                if merged or base is not None:
+                    kind = merged.pop("kind", "gqa")
+                    args[section] = _attention(kind, merged, kw.get("n_heads", cls.n_heads))
+            elif base is not None or fields:
+                args[section] = section_from_dict(SECTION_TYPES[section], merged, f"ModelConfig.{section}")
+        except ConfigError as err:
+            raise ConfigError(_with_flat_key(str(err), section, kw)) from None
     return cls(**args)
+
+
+def _with_flat_key(message: str, section: str, given: dict) -> str:
+    """Name the flat key the user wrote when the section's message names the field under its new name."""
+    keys = [k for k, (sec, name) in FLAT_KEYS.items() if sec == section and k in given and k != name
+            and (f"ModelConfig.{section}.{name} " in message or f"{name}=" in message)]
+    return f"{message} (given as {keys[0]})" if keys else message
 
 
 def to_dict(section) -> dict:

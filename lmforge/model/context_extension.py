@@ -34,7 +34,7 @@ def extended_config(cfg: ModelConfig, rope_type: str | None = None, factor: floa
     if rope_type == "llama3":
         scaling.update(low_freq_factor=1.0, high_freq_factor=4.0)  # Llama 3.1's values
     new_len = _positive("max_context", max_context or int(original * factor))
-    return dataclasses.replace(cfg, rope_scaling=scaling, max_seq_len=new_len)
+    return cfg.replace(rope_scaling=scaling, max_seq_len=new_len)
 
 
 def extend_context(model, rope_type: str | None = None, factor: float | None = None,

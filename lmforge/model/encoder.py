@@ -36,7 +36,8 @@ class InputExtras(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.pos_embed = nn.Embedding(cfg.max_seq_len, cfg.dim) if cfg.positions.kind == "learned" else None
-        self.type_embed = nn.Embedding(cfg.embeddings.type_vocab_size, cfg.dim) if cfg.embeddings.type_vocab_size else None
+        n_types = cfg.embeddings.type_vocab_size
+        self.type_embed = nn.Embedding(n_types, cfg.dim) if n_types else None
         self.norm = make_norm(cfg.norms.kind, cfg.dim, cfg.norms.eps) if cfg.embeddings.norm else None
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:

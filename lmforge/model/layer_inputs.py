@@ -16,8 +16,8 @@ from lmforge.model.segments import build_segment_mask
 
 
 def needs_input_extras(cfg: ModelConfig) -> bool:
-    return cfg.embeddings.scale or cfg.embeddings.norm or cfg.embeddings.type_vocab_size > 0 or cfg.positions.kind in ("sinusoidal",
-                                                                                                  "learned")
+    emb = cfg.embeddings
+    return emb.scale or emb.norm or emb.type_vocab_size > 0 or cfg.positions.kind in ("sinusoidal", "learned")
 
 
 def rope_tables(cfg: ModelConfig, positions: torch.Tensor, dtype: torch.dtype, local: bool):
@@ -64,7 +64,8 @@ def layer_inputs(cfg: ModelConfig, attention_mask: torch.Tensor | None, position
             elif cfg.attention.causal and window is None:
                 mask, is_causal = build_attention_mask(attention_mask, start, T, device)
             else:
-                mask, is_causal = build_window_mask(attention_mask, start, T, device, cfg.attention.causal, window), False
+                causal = cfg.attention.causal
+                mask, is_causal = build_window_mask(attention_mask, start, T, device, causal, window), False
             built[key] = (cos, sin, mask, is_causal, q_scale)
         out.append(built[key])
     return out

@@ -28,7 +28,8 @@ class MLAttention(nn.Module):
         super().__init__()
         self.layer_idx, self.mode, self.interleave = layer_idx, cfg.attention.mla_mode, cfg.attention.rope_interleave
         self.n_heads, self.rank = cfg.n_heads, cfg.attention.kv_lora_rank
-        self.nope, self.rope, self.v_dim = cfg.attention.qk_nope_head_dim, cfg.attention.qk_rope_head_dim, cfg.attention.v_head_dim
+        att = cfg.attention
+        self.nope, self.rope, self.v_dim = att.qk_nope_head_dim, att.qk_rope_head_dim, att.v_head_dim
         q_out = self.n_heads * (self.nope + self.rope)
         if cfg.attention.q_lora_rank is None:
             self.q_proj = nn.Linear(cfg.dim, q_out, bias=False)

@@ -12,8 +12,8 @@ from torch import nn
 
 from lmforge.common.errors import LmforgeError
 from lmforge.model.config import ModelConfig
-from lmforge.model.mlp import SwiGLU, make_mlp
 from lmforge.model.config_ffn import is_moe_layer
+from lmforge.model.mlp import SwiGLU, make_mlp
 
 
 class Router(nn.Module):

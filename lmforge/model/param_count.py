@@ -23,15 +23,15 @@ def mha_attention_params(cfg) -> int:
 
 def mla_attention_params(cfg) -> int:
     """Weights of one MLA block (projections, biases, the two latent RMSNorms)."""
-    d, h = cfg.dim, cfg.n_heads
-    qk = cfg.attention.qk_nope_head_dim + cfg.attention.qk_rope_head_dim
-    if cfg.attention.q_lora_rank is None:
+    d, h, a = cfg.dim, cfg.n_heads, cfg.attention
+    qk = a.qk_nope_head_dim + a.qk_rope_head_dim
+    if a.q_lora_rank is None:
         q = d * h * qk
     else:
-        q = d * cfg.attention.q_lora_rank + cfg.attention.q_lora_rank * cfg.attention.qkv_bias + cfg.attention.q_lora_rank + cfg.attention.q_lora_rank * h * qk
-    kv_a = d * (cfg.attention.kv_lora_rank + cfg.attention.qk_rope_head_dim) + (cfg.attention.kv_lora_rank + cfg.attention.qk_rope_head_dim) * cfg.attention.qkv_bias
-    kv_b = cfg.attention.kv_lora_rank + cfg.attention.kv_lora_rank * h * (cfg.attention.qk_nope_head_dim + cfg.attention.v_head_dim)
-    return q + kv_a + kv_b + h * cfg.attention.v_head_dim * d + d * cfg.attention.o_bias
+        q = d * a.q_lora_rank + a.q_lora_rank * a.qkv_bias + a.q_lora_rank + a.q_lora_rank * h * qk
+    kv_a = d * (a.kv_lora_rank + a.qk_rope_head_dim) + (a.kv_lora_rank + a.qk_rope_head_dim) * a.qkv_bias
+    kv_b = a.kv_lora_rank + a.kv_lora_rank * h * (a.qk_nope_head_dim + a.v_head_dim)
+    return q + kv_a + kv_b + h * a.v_head_dim * d + d * a.o_bias
 
 
 def attention_params(cfg) -> int:
@@ -65,7 +65,8 @@ def param_breakdown(cfg, active: bool = False) -> dict[str, int]:
     norm = norm_params(cfg)
     n_moe = sum(is_moe_layer(cfg, i) for i in range(cfg.n_layers))
     routed = cfg.moe.n_experts_per_tok if active else cfg.moe.n_routed_experts
-    embedding = cfg.vocab_size * d + cfg.embeddings.type_vocab_size * d + cfg.max_seq_len * d * (cfg.positions.kind == "learned")
+    learned_positions = cfg.max_seq_len * d * (cfg.positions.kind == "learned")
+    embedding = cfg.vocab_size * d + cfg.embeddings.type_vocab_size * d + learned_positions
     lm_head = cfg.vocab_size * d * (not cfg.tie_embeddings) + (d * d + d + cfg.vocab_size) * cfg.heads.mlm
     norms_per_layer = 2 + 2 * (cfg.norms.position == "sandwich")
     n_extra_norms = (cfg.norms.position != "post") + cfg.embeddings.norm + cfg.heads.mlm  # final, embedding, MLM head

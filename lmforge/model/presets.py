@@ -43,7 +43,7 @@ PRESETS: dict[str, dict] = {
     "tiny-moe": dict(**FAMILY_DEFAULTS["qwen3_moe"], **_TINY, head_dim=32, n_routed_experts=8, n_experts_per_tok=2,
                      moe_ffn_dim=64),
     "tiny-deepseek-v3": dict(
-        **FAMILY_DEFAULTS["deepseek_v3"], **{**_TINY, "n_layers": 3, "n_kv_heads": None}, head_dim=8,
+        **FAMILY_DEFAULTS["deepseek_v3"], **{**_TINY, "n_layers": 3, "n_kv_heads": None},
         q_lora_rank=32, kv_lora_rank=32, qk_nope_head_dim=16, qk_rope_head_dim=8, v_head_dim=16,
         n_routed_experts=8, n_experts_per_tok=2, moe_ffn_dim=32, n_shared_experts=1, n_group=4, topk_group=2,
         routed_scaling_factor=2.5, first_k_dense_replace=1, n_mtp_modules=1,
@@ -79,7 +79,7 @@ PRESETS: dict[str, dict] = {
     # Full-size sparse configs (never instantiated here; for parameter counts and planning). DeepSeek-V3's real
     # context needs YaRN (factor 40 over 4096); this config keeps plain RoPE until rope scaling lands.
     "deepseek-v3": dict(
-        **FAMILY_DEFAULTS["deepseek_v3"], vocab_size=129280, dim=7168, n_layers=61, n_heads=128, head_dim=64,
+        **FAMILY_DEFAULTS["deepseek_v3"], vocab_size=129280, dim=7168, n_layers=61, n_heads=128,
         ffn_dim=18432, max_seq_len=163840, norm_eps=1e-6, q_lora_rank=1536, kv_lora_rank=512, qk_nope_head_dim=128,
         qk_rope_head_dim=64, v_head_dim=128, rope_interleave=True, n_routed_experts=256, n_experts_per_tok=8,
         moe_ffn_dim=2048, n_shared_experts=1, n_group=8, topk_group=4, routed_scaling_factor=2.5,

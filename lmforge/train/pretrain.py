@@ -52,7 +52,8 @@ def _setup(cfg: TrainConfig, run_dir: Path, log):
         lm = load_init(cfg, log)
         data_dir, data_stats = prepare_init_data(cfg, run_dir, lm.tokenizer, log)
         return lm.model, lm.tokenizer, lm.config, lm.generation_config, data_dir, data_stats
-    data_dir, tokenizer, data_stats = prepare_data(cfg, run_dir, log, encoder=not base_model_config(cfg).attention.causal)
+    encoder = not base_model_config(cfg).attention.causal
+    data_dir, tokenizer, data_stats = prepare_data(cfg, run_dir, log, encoder=encoder)
     mcfg = model_config(cfg, tokenizer)
     seed_everything(cfg.seed)  # the initial weights do not depend on whether the data was cached
     return Transformer(mcfg), tokenizer, mcfg, None, data_dir, data_stats

@@ -30,7 +30,7 @@ def test_config_json_round_trip(tmp_path):
 
 
 def test_family_switch_sets_architecture_flags():
-    assert family_config("qwen2", vocab_size=64, dim=32, n_heads=2, ffn_dim=64).qkv_bias
+    assert family_config("qwen2", vocab_size=64, dim=32, n_heads=2, ffn_dim=64).attention.qkv_bias
     q3 = family_config("qwen3", vocab_size=64, dim=32, n_heads=2, ffn_dim=64)
     assert q3.attention.qk_norm and not q3.attention.qkv_bias
     llama = family_config("llama", vocab_size=64, dim=32, n_heads=2, ffn_dim=64)

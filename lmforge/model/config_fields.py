@@ -43,7 +43,7 @@ def section_from_dict(cls: type, data: dict, where: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a table of fields, got {data!r}")
     known = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - known - {"kind"})
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})  # a derived field (kind) may be there
     if unknown:
         raise ConfigError(f"unknown {where} field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
     return cls(**{k: v for k, v in data.items() if k in known})

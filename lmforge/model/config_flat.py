@@ -83,6 +83,8 @@ def from_flat(cls, kw: dict):
             args[key] = value
     for section, fields in flat.items():
         base = args.get(section)
+        if base is not None and not isinstance(base, dict) and not dataclasses.is_dataclass(base):
+            continue  # not a section at all: ModelConfig's type check names it
         if dataclasses.is_dataclass(base):
             if not fields:
                 continue  # a section object as given

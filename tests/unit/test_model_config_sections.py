@@ -1,10 +1,9 @@
 """ModelConfig by sections (issue 22, item 3): attention GQA | MLA, ffn + moe, positions, norms, embeddings, heads.
 
 Config files written by older lmforge (flat keys; tests/assets/legacy_model_configs, saved by commit badbd56's
-ModelConfig.save) still load (a bad switch in one is a one-line error in `lmforge pretrain`); new files are nested and round-trip;
-no top-level field serves a single family; lmforge/model has no import cycle (the old config <-> config_checks
-circle was an import inside __post_init__, so the check reads every import statement, not just the top ones).
-"""
+ModelConfig.save) still load, and a bad switch in one is a one-line error in `lmforge pretrain`; new files are
+nested and round-trip; no top-level field serves a single family; lmforge/model has no import cycle (the old
+config <-> config_checks circle was an import inside __post_init__, so the check reads every import statement)."""
 
 import ast
 import dataclasses

@@ -141,6 +141,8 @@ def sample(
                                      "Spanish and Chinese."),
     spam: int = typer.Option(60, "--spam", help="Spam and boilerplate pages (keyword stuffing, link farms, "
                              "lorem ipsum, cookie walls, hashtags, code)."),
+    seo: int = typer.Option(0, "--seo", help="Promotional pages that pass every rule filter (kind spam:seo), for "
+                            "the quality classifier to catch."),
     blocked_urls: int = typer.Option(10, "--blocked-urls", help="Good prose served from blocklisted domains."),
     exact_duplicates: int = typer.Option(30, "--exact-duplicates", help="Planted exact copies (modulo case and "
                                          "whitespace) of good documents."),
@@ -153,7 +155,8 @@ def sample(
     """Write a deterministic sample web corpus with ground truth (and a pipeline.toml to clean it)."""
     from lmforge.data.sample_corpus import SampleConfig, write_sample
 
-    config = SampleConfig(seed=seed, good=good, per_language=per_language, spam=spam, blocked_urls=blocked_urls,
+    config = SampleConfig(seed=seed, good=good, per_language=per_language, spam=spam, seo=seo,
+                          blocked_urls=blocked_urls,
                           exact_duplicates=exact_duplicates, near_duplicates=near_duplicates, pii=pii,
                           shards=shards, min_jaccard=min_jaccard, max_jaccard=max_jaccard)
     summary = write_sample(out, config)

@@ -69,6 +69,7 @@ class SampleConfig:
     good: int = 300
     per_language: int = 15
     spam: int = 60
+    seo: int = 0  # promotional pages that pass every rule filter ("spam:seo"), for the quality classifier
     blocked_urls: int = 10
     exact_duplicates: int = 30
     near_duplicates: int = 40
@@ -78,7 +79,8 @@ class SampleConfig:
     max_jaccard: float = 0.97
 
     def __post_init__(self) -> None:
-        for name in ("good", "per_language", "spam", "blocked_urls", "exact_duplicates", "near_duplicates", "pii"):
+        for name in ("good", "per_language", "spam", "seo", "blocked_urls", "exact_duplicates", "near_duplicates",
+                     "pii"):
             in_range(name, getattr(self, name), 0)
         in_range("good", self.good, 1)
         in_range("shards", self.shards, 1, 64)
@@ -135,6 +137,30 @@ def _boilerplate(kind: str, rng: random.Random) -> str:
     return "function init() {\n  var x = document.getElementById('main');\n  x.style.color = 'red';\n}\n" * 4
 
 
+SEO_PRODUCTS = ("watches", "sneakers", "phone cases", "vitamins", "garden tools", "headphones", "sunglasses",
+                "coffee machines", "yoga mats", "car parts")
+SEO_SENTENCES = (
+    "Looking for the best {p} deals in {c}?", "Our {a} online store offers {p} at the lowest prices.",
+    "Order your {p} today and get free shipping on every order.",
+    "Thousands of happy customers trust our {p} experts for quality and service.",
+    "Visit our shop now and save up to {n} percent on {p} and {q}.",
+    "We stock more {p} than any other store in {c}.", "Compare our {p} with the rest and you will see the difference.",
+    "Sign up for our newsletter to hear about new {q} first.", "Our {a} {p} come with a money back guarantee.",
+    "Call our friendly team to find the right {p} for you.", "Buy two {p} and get a third one for free this week.",
+)
+SEO_ADJ = ("trusted", "award winning", "family run", "leading", "friendly", "affordable")
+SEO_CITIES = ("London", "Leeds", "Bristol", "Dublin", "Glasgow", "Cardiff", "York")
+
+
+def _seo_page(rng: random.Random) -> str:
+    """Promotional prose that every rule filter keeps (full sentences, stop words, little repetition): the kind
+    of page a model-based quality classifier is for."""
+    p, q = rng.sample(SEO_PRODUCTS, 2)
+    lines = rng.sample(SEO_SENTENCES, rng.randint(7, 10))
+    return " ".join(t.format(p=p, q=q, a=rng.choice(SEO_ADJ), c=rng.choice(SEO_CITIES), n=rng.randint(10, 70))
+                    for t in lines)
+
+
 def _pii_sentence(rng: random.Random) -> tuple[str, list[str]]:
     name = rng.choice(["maria.lopez", "j.smith", "chen.wei", "anna_k", "paul.martin"])
     email = f"{name}{rng.randint(1, 99)}@{rng.choice(['example.org', 'mail.example.com'])}"
@@ -176,6 +202,8 @@ def generate(config: SampleConfig) -> tuple[list[dict], list[dict]]:
     for i in range(config.spam):
         kind = BOILERPLATE_KINDS[i % len(BOILERPLATE_KINDS)]
         add(_boilerplate(kind, rng), f"spam:{kind}", "en", "drop", url(GOOD_DOMAINS))
+    for _ in range(config.seo):
+        add(_seo_page(rng), "spam:seo", "en", "drop", url(GOOD_DOMAINS))
     for _ in range(config.blocked_urls):
         add(prose("en", rng, 3, 5), "blocked_url", "en", "drop", url(SPAM_DOMAINS))
     sources = rng.sample(good_ids, min(len(good_ids), config.exact_duplicates + config.near_duplicates))

@@ -27,6 +27,6 @@ def pretrained_tiny_dir() -> Path:
     with open(root / "lock", "w") as lock:  # concurrent test processes build it once
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (root / "done").exists():
-            pretrain(TrainConfig(out=str(root / "run"), **CONFIG), log=lambda message: None)
+            pretrain(TrainConfig.from_dict({"out": str(root / "run"), **CONFIG}), log=lambda message: None)
             (root / "done").write_text("ok\n")
     return hf

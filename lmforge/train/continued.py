@@ -11,10 +11,10 @@ from pathlib import Path
 from lmforge.common.errors import LmforgeError
 from lmforge.data.corpus import CorpusConfig, corpus_documents, unigram_entropy
 from lmforge.data.document import Document
-from lmforge.data.pack import INDEX_FILE, PackConfig, pack_documents
+from lmforge.data.pack import INDEX_FILE, pack_documents
 from lmforge.formats.loader import LM, load
 from lmforge.train.config import TrainConfig
-from lmforge.train.corpus_data import split_tokens
+from lmforge.train.corpus_data import pack_config, split_tokens
 from lmforge.train.vocab_expand import expand_vocabulary, read_token_file
 
 
@@ -28,8 +28,8 @@ def load_init(cfg: TrainConfig, log=print) -> LM:
         pieces = expand_vocabulary(lm.model, lm.tokenizer, read_token_file(cfg.add_tokens))
         log(f"vocabulary: {len(pieces)} new token(s), model vocab {before} -> {lm.config.vocab_size}; new "
             f"embeddings start at the mean of their old sub-tokens")
-    if cfg.seq_len > lm.config.max_seq_len:
-        raise LmforgeError(f"TrainConfig.seq_len={cfg.seq_len} exceeds the model's max_seq_len "
+    if cfg.batch.seq_len > lm.config.max_seq_len:
+        raise LmforgeError(f"TrainConfig.seq_len={cfg.batch.seq_len} exceeds the model's max_seq_len "
                            f"{lm.config.max_seq_len}")
     return lm
 
@@ -48,18 +48,18 @@ def text_documents(path: str | Path) -> list[Document]:
 
 def prepare_init_data(cfg: TrainConfig, run_dir: Path, tokenizer, log=print) -> tuple[Path, dict]:
     """(packed data directory, stats with the unigram baseline) tokenized with the (expanded) model tokenizer."""
-    if cfg.data_dir is not None:
-        data_dir = Path(cfg.data_dir)
+    if cfg.data.data_dir is not None:
+        data_dir = Path(cfg.data.data_dir)
         if not (data_dir / INDEX_FILE).is_file():
             raise LmforgeError(f"data_dir {str(data_dir)!r} holds no {INDEX_FILE}; run lmforge data pack")
     else:
-        docs = (text_documents(cfg.train_text) if cfg.train_text
-                else corpus_documents(CorpusConfig(documents=cfg.corpus_documents, seed=cfg.corpus_seed)))
+        docs = (text_documents(cfg.data.train_text) if cfg.data.train_text
+                else corpus_documents(CorpusConfig(documents=cfg.data.corpus_documents, seed=cfg.data.corpus_seed)))
         data_dir = run_dir / "data"
         index = pack_documents(docs, tokenizer, data_dir,
-                               PackConfig(seq_len=cfg.seq_len, val_fraction=cfg.val_fraction, seed=cfg.corpus_seed))
+                               pack_config(cfg))
         log(f"data: {index['splits']['train']['tokens']:,} train / {index['splits']['val']['tokens']:,} val "
-            f"tokens from {cfg.train_text or 'the embedded corpus'}")
+            f"tokens from {cfg.data.train_text or 'the embedded corpus'}")
     tokens = split_tokens(data_dir, "train")
     return data_dir, {"unigram_entropy": unigram_entropy(tokens, len(tokenizer)),
                       "train_tokens_measured": int(tokens.size)}

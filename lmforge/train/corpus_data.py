@@ -37,17 +37,22 @@ def split_tokens(data_dir: Path, split: str, limit: int = _BASELINE_TOKENS) -> n
     return np.concatenate(parts)[:limit] if parts else np.zeros(0, dtype=np.int64)
 
 
+def pack_config(cfg: TrainConfig) -> PackConfig:
+    """How the run's documents are packed into rows: seq_len tokens, the validation share, the corpus seed."""
+    return PackConfig(seq_len=cfg.batch.seq_len, val_fraction=cfg.data.val_fraction, seed=cfg.data.corpus_seed)
+
+
 def corpus_key(cfg: TrainConfig, encoder: bool = False) -> dict:
-    key = {"documents": cfg.corpus_documents, "seed": cfg.corpus_seed, "vocab_size": cfg.vocab_size,
-           "seq_len": cfg.seq_len, "val_fraction": cfg.val_fraction}
+    key = {"documents": cfg.data.corpus_documents, "seed": cfg.data.corpus_seed, "vocab_size": cfg.data.vocab_size,
+           "seq_len": cfg.batch.seq_len, "val_fraction": cfg.data.val_fraction}
     return {**key, "mask_token": MASK_TOKEN} if encoder else key
 
 
 def prepare_data(cfg: TrainConfig, run_dir: Path, log=print, encoder: bool = False) -> tuple[Path, Tokenizer, dict]:
     """(packed data directory, tokenizer, stats with the unigram baseline) for a run. encoder: the tokenizer also
     gets a [MASK] token, for the masked-LM objective."""
-    if cfg.data_dir is not None:
-        data_dir, tokenizer = Path(cfg.data_dir), Tokenizer.from_dir(cfg.tokenizer_dir)
+    if cfg.data.data_dir is not None:
+        data_dir, tokenizer = Path(cfg.data.data_dir), Tokenizer.from_dir(cfg.data.tokenizer_dir)
         if not (data_dir / INDEX_FILE).is_file():
             raise LmforgeError(f"data_dir {str(data_dir)!r} holds no {INDEX_FILE}; run lmforge data pack")
         tokens = split_tokens(data_dir, "train")
@@ -59,13 +64,13 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, log=print, encoder: bool = Fal
         if stats.get("key") == corpus_key(cfg, encoder):
             return data_dir, Tokenizer.from_dir(tok_dir), stats
         log("corpus settings changed; regenerating the data")
-    corpus = CorpusConfig(documents=cfg.corpus_documents, seed=cfg.corpus_seed)
-    log(f"corpus: generating {corpus.documents:,} documents, training a {cfg.vocab_size:,}-token byte-level BPE "
+    corpus = CorpusConfig(documents=cfg.data.corpus_documents, seed=cfg.data.corpus_seed)
+    log(f"corpus: generating {corpus.documents:,} documents, training a {cfg.data.vocab_size:,}-token byte-level BPE "
         "tokenizer and packing them (once per run directory)...")
     t0 = time.perf_counter()
     texts = (document_text(corpus.seed, i)[1] for i in range(min(TOKENIZER_DOCS, corpus.documents)))
     special = [*DEFAULT_SPECIAL_TOKENS["byte-bpe"], *([MASK_TOKEN] if encoder else [])]
-    tokenizer = train_tokenizer(texts, type="byte-bpe", vocab_size=cfg.vocab_size, special_tokens=special)
+    tokenizer = train_tokenizer(texts, type="byte-bpe", vocab_size=cfg.data.vocab_size, special_tokens=special)
     tokenizer.save(tok_dir)
     t1 = time.perf_counter()
     nbytes = 0
@@ -77,7 +82,7 @@ def prepare_data(cfg: TrainConfig, run_dir: Path, log=print, encoder: bool = Fal
             yield doc
 
     index = pack_documents(counted(), tokenizer, data_dir,
-                           PackConfig(seq_len=cfg.seq_len, val_fraction=cfg.val_fraction, seed=cfg.corpus_seed))
+                           pack_config(cfg))
     t2 = time.perf_counter()
     tokens = split_tokens(data_dir, "train")
     stats = {"key": corpus_key(cfg, encoder), "bytes": nbytes, "train_tokens": index["splits"]["train"]["tokens"],

@@ -7,7 +7,6 @@ pretraining Trainer through its loss hook; the teacher is any lmforge-loadable m
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,24 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmforge.common.errors import ConfigError, LmforgeError
+from lmforge.train.distill_config import KINDS, DistillConfig
 from lmforge.train.step import IGNORE_INDEX, TokenLossFn
-
-KINDS = ("forward", "reverse")
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    temperature: float = 2.0
-    kind: str = "forward"  # forward: KL(p_teacher || p_student); reverse: KL(p_student || p_teacher)
-    alpha: float = 0.9  # weight of the soft (KL) term; 1 - alpha goes to cross-entropy on the data
-
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ConfigError(f"DistillConfig.temperature must be > 0, got {self.temperature!r}")
-        if self.kind not in KINDS:
-            raise ConfigError(f"DistillConfig.kind={self.kind!r}; allowed: {', '.join(KINDS)}")
-        if not 0 <= self.alpha <= 1:
-            raise ConfigError(f"DistillConfig.alpha must be in [0, 1], got {self.alpha!r}")
 
 
 def token_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0,

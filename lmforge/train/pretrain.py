@@ -35,7 +35,7 @@ def base_model_config(cfg: TrainConfig) -> ModelConfig:
 def model_config(cfg: TrainConfig, tokenizer) -> ModelConfig:
     base = base_model_config(cfg)
     eos = tokenizer.token_to_id(tokenizer.eos_token) if tokenizer.eos_token else None
-    return base.replace(vocab_size=len(tokenizer), max_seq_len=max(base.max_seq_len, cfg.seq_len),
+    return base.replace(vocab_size=len(tokenizer), max_seq_len=max(base.max_seq_len, cfg.batch.seq_len),
                         eos_token_id=eos, bos_token_id=None, pad_token_id=eos)
 
 
@@ -74,8 +74,8 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
     parallel.barrier()
     if rank != 0:
         model, tokenizer, mcfg, generation, data_dir, data_stats = _setup(cfg, run_dir, log)
-    train = PackedLoader(data_dir, "train", cfg.batch_size, rank=rank, world_size=world, seed=cfg.seed)
-    val = PackedLoader(data_dir, "val", cfg.batch_size, shuffle=False)
+    train = PackedLoader(data_dir, "train", cfg.batch.batch_size, rank=rank, world_size=world, seed=cfg.seed)
+    val = PackedLoader(data_dir, "val", cfg.batch.batch_size, shuffle=False)
     if rank == 0:
         cfg.save(run_dir / "train_config.json")
         mcfg.save(run_dir / "model_config.json")
@@ -84,8 +84,9 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
     trainer = Trainer(cfg, train_module, train, val, run_dir=run_dir, tokenizer=tokenizer, log=log, is_main=rank == 0,
                       parallel=parallel, objective=objective)
     log(f"model: {mcfg.num_params() / 1e6:.2f}M parameters ({cfg.init_from or cfg.model_config or cfg.preset}), vocab "
-        f"{mcfg.vocab_size}, {trainer.precision}; {cfg.max_steps} steps x {cfg.batch_size * cfg.grad_accum} x "
-        f"{cfg.seq_len} tokens; objective: {', '.join(objective.names)}")
+        f"{mcfg.vocab_size}, {trainer.precision}; {cfg.schedule.max_steps} steps x "
+        f"{cfg.batch.batch_size * cfg.batch.grad_accum} x {cfg.batch.seq_len} tokens; objective: "
+        f"{', '.join(objective.names)}")
     initial_val = trainer.evaluate() if cfg.init_from and not cfg.resume else None
     summary = trainer.fit()
     if initial_val is not None:

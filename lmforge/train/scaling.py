@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +70,9 @@ def run_sweep(cfg: ScalingConfig, log=print) -> list[dict]:
     """Train every (size, budget) pair (runs already finished with the same settings are reused)."""
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
-    base = TrainConfig(out=str(root), corpus_documents=cfg.corpus_documents, vocab_size=cfg.vocab_size,
-                       seq_len=cfg.seq_len, val_fraction=0.05, seed=cfg.seed, threads=cfg.threads, device=cfg.device)
+    base = TrainConfig.from_dict(dict(out=str(root), corpus_documents=cfg.corpus_documents, vocab_size=cfg.vocab_size,
+                                      seq_len=cfg.seq_len, val_fraction=0.05, seed=cfg.seed, threads=cfg.threads,
+                                      device=cfg.device))
     _, tokenizer, _ = prepare_data(base, root, log)
     runs, total, t_start = [], len(cfg.sizes) * len(cfg.steps), time.perf_counter()
     for dim, layers in cfg.sizes:
@@ -80,7 +81,7 @@ def run_sweep(cfg: ScalingConfig, log=print) -> list[dict]:
         mcfg.save(model_path)
         for steps in cfg.steps:
             run_dir = root / "runs" / f"d{dim}_l{layers}_s{steps}"
-            tcfg = replace(base, out=str(run_dir), model_config=str(model_path), data_dir=str(root / "data"),
+            tcfg = base.replace(out=str(run_dir), model_config=str(model_path), data_dir=str(root / "data"),
                            tokenizer_dir=str(root / "tokenizer"), batch_size=cfg.batch_size, max_steps=steps,
                            lr=cfg.lr, warmup_steps=max(steps // 10, 1), eval_every=steps,
                            eval_batches=cfg.eval_batches, log_every=max(steps // 5, 1), checkpoint_every=steps,

@@ -68,8 +68,8 @@ class Trainer(TrainerCheckpoints):
             apply_activation_checkpointing(model)
         self.model, wrapped = self.parallel.wrap(model)  # DDP wraps; FSDP2 shards in place (before the optimizer)
         self.forward_model = torch.compile(wrapped) if cfg.compile else wrapped
-        self.optimizer = build_optimizer(self.model, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                         betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+        self.optimizer = build_optimizer(self.model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                                         betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.train_loader, self.val_loader, self.tokenizer = train_loader, val_loader, tokenizer
         self.extra_losses = extra_losses or self.objective.extra_losses
@@ -85,7 +85,7 @@ class Trainer(TrainerCheckpoints):
         self.last_checkpoint: Path | None = None  # the newest checkpoint this run wrote (every rank knows it)
         self.flops_per_token = (flops_per_token(model.config, train_loader.seq_len)
                                 if hasattr(model, "config") and self.objective.batch_loss is None else None)
-        self.metrics = MetricsLogger(self.run_dir, cfg.tensorboard, log) if is_main else None
+        self.metrics = MetricsLogger(self.run_dir, cfg.logging.tensorboard, log) if is_main else None
 
     # ---- precision and data ----
 
@@ -131,22 +131,22 @@ class Trainer(TrainerCheckpoints):
                 logits = self.forward_model(x, segment_ids=seg[0]) if seg else self.forward_model(x)
                 loss_sum += float(token_loss_sum(logits, y))
             count += int((y != -100).sum())
-            if i + 1 >= self.cfg.eval_batches:
+            if i + 1 >= self.cfg.logging.eval_batches:
                 break
         self.val_loader.load_state_dict(saved)
         self.model.train()
         return loss_sum / max(count, 1)
 
     def samples(self) -> list[dict]:
-        if self.tokenizer is None or not self.cfg.sample_prompts or not self.objective.causal:
+        if self.tokenizer is None or not self.cfg.samples.sample_prompts or not self.objective.causal:
             return []
         self.model.eval()
         eos = self.tokenizer.token_to_id(self.tokenizer.eos_token) if self.tokenizer.eos_token else None
         out = []
-        for prompt in self.cfg.sample_prompts:
+        for prompt in self.cfg.samples.sample_prompts:
             with self.autocast():
                 new = greedy_continue(self.model, self.tokenizer.encode(prompt, add_special_tokens=False),
-                                      self.cfg.sample_tokens, self.train_loader.seq_len, eos)
+                                      self.cfg.samples.sample_tokens, self.train_loader.seq_len, eos)
             out.append({"step": self.step, "prompt": prompt, "text": self.tokenizer.decode(new)})
         self.model.train()
         return out
@@ -166,22 +166,25 @@ class Trainer(TrainerCheckpoints):
             start = self.objective.start_record()
             self.last_val = start.get(self.objective.headline)
             self._log({"kind": "val", "step": 0, **start})
-        peak = (cfg.peak_tflops * 1e12 if cfg.peak_tflops
+        peak = (cfg.logging.peak_tflops * 1e12 if cfg.logging.peak_tflops
                 else measure_peak_flops(self.device, DTYPES[self.precision]))
         batches = self._batches()
         self.model.train()
         status, window_tokens, window_start = "finished", 0, time.perf_counter()
         unit, rate = self.objective.unit, self.objective.unit == "tokens"  # progress lines show tokens/s only
-        with StopRequest() as stop, TrainProgress(cfg.max_steps, self.step, cfg.progress and self.is_main,
+        sched, last = cfg.schedule, cfg.schedule.max_steps
+        with StopRequest() as stop, TrainProgress(last, self.step, cfg.logging.progress and self.is_main,
                                                   label=self.label, log=self.log, tokens=self.tokens_seen,
                                                   val_name=self.objective.headline_label) as bar:
-            while self.step < cfg.max_steps:
+            while self.step < last:
                 t0 = time.perf_counter()
-                lr = lr_at(self.step, peak=cfg.lr, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_steps,
-                           schedule=cfg.schedule, min_ratio=cfg.min_lr_ratio, decay_fraction=cfg.decay_fraction)
+                lr = lr_at(self.step, peak=cfg.optim.lr, max_steps=last, warmup_steps=sched.warmup_steps,
+                           schedule=sched.lr_schedule, min_ratio=sched.min_lr_ratio,
+                           decay_fraction=sched.decay_fraction)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
-                micro = [self._prepare(next(batches), self.step * cfg.grad_accum + i) for i in range(cfg.grad_accum)]
+                accum = cfg.batch.grad_accum
+                micro = [self._prepare(next(batches), self.step * accum + i) for i in range(accum)]
                 loss, tokens = accumulate_gradients(
                     self.forward_model, micro, autocast=self.autocast,
                     scale=self.scaler.scale if self.scaler else (lambda x: x),
@@ -189,7 +192,7 @@ class Trainer(TrainerCheckpoints):
                     loss_sum_reduce=self.parallel.sum,
                     no_sync=lambda last: self.parallel.no_sync(self.forward_model, last),
                     batch_loss=self.objective.batch_loss, count=self.objective.count or count_targets)
-                result = optimizer_step(self.model, self.optimizer, loss, tokens, cfg.grad_clip, self.scaler)
+                result = optimizer_step(self.model, self.optimizer, loss, tokens, cfg.optim.grad_clip, self.scaler)
                 if self.objective.after_step is not None and not result.skipped:
                     self.objective.after_step()
                 self.step += 1
@@ -197,7 +200,7 @@ class Trainer(TrainerCheckpoints):
                 window_tokens += tokens
                 self.elapsed += time.perf_counter() - t0
                 self._count_nonfinite(result)
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                if self.step % cfg.logging.log_every == 0 or self.step == last:
                     now = time.perf_counter()
                     tok_s = window_tokens / max(now - window_start, 1e-9)
                     window_tokens, window_start = 0, now
@@ -206,18 +209,18 @@ class Trainer(TrainerCheckpoints):
                                "grad_norm": result.grad_norm, "skipped": result.skipped, unit: self.tokens_seen,
                                f"{unit}_per_s": tok_s, **mfu, "memory_mb": memory_bytes(self.device) / 2**20,
                                "elapsed_s": self.elapsed, **self.objective.stats()})
-                if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+                if self.step % cfg.logging.eval_every == 0 or self.step == last:
                     figures = self._eval_figures()
                     if figures is not None:
                         self.last_val = figures[self.objective.headline]
                         self._log({"kind": "val", "step": self.step, **figures})
-                if self.step % cfg.sample_every == 0 or self.step == cfg.max_steps:
+                if self.step % cfg.samples.sample_every == 0 or self.step == last:
                     samples = self.samples() if self.is_main or self.parallel.mode == "fsdp" else []
                     if self.is_main:
                         self._write_samples(samples)
                 bar.update(self.step, result.loss, self.last_val, self.tokens_seen if rate else None)
                 stopping = self.parallel.any(bool(stop))  # every rank stops at the same step
-                if stopping or self.step % cfg.checkpoint_every == 0 or self.step == cfg.max_steps:
+                if stopping or self.step % cfg.checkpoint.checkpoint_every == 0 or self.step == last:
                     self.save()
                 if stopping:
                     status = "interrupted"

@@ -23,7 +23,7 @@ class TrainerCheckpoints:
                  "nonfinite_in_row": self.nonfinite_in_row, "nonfinite_total": self.nonfinite_total,
                  "last_val": self.last_val, "loader": self.train_loader.state_dict(), "rng": rng_meta,
                  "scaler": self.scaler.state_dict() if self.scaler else None, "config": self.cfg.to_dict()}
-        keep = self.cfg.keep_checkpoints
+        keep = self.cfg.checkpoint.keep_checkpoints
         if self.parallel.distributed:
             self.parallel.reshard(self.model)
             self.last_checkpoint = save_sharded(self.ckpt_dir, self.step, self.model, self.optimizer,

@@ -30,9 +30,10 @@ def check_pair_out(cfg) -> None:
 def pair_train_config(cfg) -> TrainConfig:
     """The Trainer's view of a RewardConfig / DPOConfig: CPU fp32 (the reference log-probs and the held-out
     evaluations run on the CPU model), cosine schedule, a train record every step, no samples, no export."""
-    return TrainConfig(**{k: getattr(cfg, k) for k in PAIR_RUN_FIELDS}, device="cpu", precision="fp32",
-                       seq_len=cfg.max_len, schedule="cosine", min_lr_ratio=0.1, log_every=1, eval_batches=1,
-                       sample_prompts=(), sample_every=cfg.max_steps, peak_tflops=1.0, export_hf=False)
+    return TrainConfig.from_dict({**{k: getattr(cfg, k) for k in PAIR_RUN_FIELDS}, "device": "cpu",
+                                  "precision": "fp32", "seq_len": cfg.max_len, "lr_schedule": "cosine",
+                                  "min_lr_ratio": 0.1, "log_every": 1, "eval_batches": 1, "sample_prompts": (),
+                                  "sample_every": cfg.max_steps, "peak_tflops": 1.0, "export_hf": False})
 
 
 def count_pairs(micro_batches: Sequence[tuple]) -> int:

@@ -6,7 +6,6 @@ the run directory gets metrics.jsonl, PNG curves, report.md and a Hugging Face e
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 from pathlib import Path
@@ -36,13 +35,13 @@ EVAL_KIND = "sft_eval"  # metrics.jsonl records of the exact-match evaluations
 
 def conversations(cfg: SFTConfig) -> tuple[list, list, list | None]:
     """(train conversations, held-out conversations, held-out task kinds or None) of the run."""
-    if not cfg.data:
-        held = instruction_split("eval", cfg.eval_examples, cfg.task_seed)
+    if not cfg.data.data:
+        held = instruction_split("eval", cfg.eval_examples, cfg.data.task_seed)
         seen = held_out_prompts(held)  # a training question identical to a held-out one would leak the answer
-        train = [e for e in instruction_split("train", cfg.train_examples, cfg.task_seed)
+        train = [e for e in instruction_split("train", cfg.data.train_examples, cfg.data.task_seed)
                  if prompt_key(e.messages) not in seen]
         return [list(e.messages) for e in train], [list(e.messages) for e in held], [e.kind for e in held]
-    convs = read_chat_data(cfg.data, cfg.format)
+    convs = read_chat_data(cfg.data.data, cfg.data.format)
     random.Random(cfg.seed).shuffle(convs)
     n_eval = min(cfg.eval_examples, len(convs) // 5)  # at most a fifth of the data is held out
     return convs[n_eval:], convs[:n_eval], None
@@ -51,7 +50,7 @@ def conversations(cfg: SFTConfig) -> tuple[list, list, list | None]:
 def tokenize_all(tokenizer, convs: list, cfg: SFTConfig) -> tuple[list, dict]:
     examples, truncated = [], 0
     for messages in convs:
-        t = tokenize_conversation(tokenizer, messages, cfg.seq_len + 1, cfg.truncation)
+        t = tokenize_conversation(tokenizer, messages, cfg.batch.seq_len + 1, cfg.data.truncation)
         if t is not None:
             examples.append(t)
             truncated += t.truncated
@@ -80,23 +79,23 @@ def sft(cfg: SFTConfig, log=print) -> dict:
     train_convs, eval_convs, kinds = conversations(cfg)  # data mistakes surface before the model loads
     lm = load(cfg.model)
     tokenizer, model = _chat_tokenizer(lm, cfg.model), lm.model
-    if model.config.max_seq_len < cfg.seq_len:
-        raise LmforgeError(f"seq_len={cfg.seq_len} exceeds the model's context of {model.config.max_seq_len}")
+    if model.config.max_seq_len < cfg.batch.seq_len:
+        raise LmforgeError(f"seq_len={cfg.batch.seq_len} exceeds the model's context of {model.config.max_seq_len}")
     lora = _apply_lora(model, cfg, log)
     train_examples, train_stats = tokenize_all(tokenizer, train_convs, cfg)
     val_examples, _ = tokenize_all(tokenizer, eval_convs, cfg)
     if not train_examples:
         raise LmforgeError("no training conversation has a supervised (assistant) token within seq_len")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_of_turn_id(tokenizer) or 0
-    rows = build_rows(train_examples, cfg.seq_len, cfg.pack, pad)
-    val_rows = build_rows(val_examples, cfg.seq_len, cfg.pack, pad)
+    rows = build_rows(train_examples, cfg.batch.seq_len, cfg.data.pack, pad)
+    val_rows = build_rows(val_examples, cfg.batch.seq_len, cfg.data.pack, pad)
     log(f"SFT of {cfg.model} ({model.config.num_params() / 1e6:.2f}M): {train_stats['kept']} conversations "
         f"({train_stats['truncated']} truncated, {train_stats['dropped']} dropped) in {len(rows.x)} rows of "
-        f"{cfg.seq_len} ({'packed' if cfg.pack else 'one per row'}, {rows.fill:.0%} filled); "
+        f"{cfg.batch.seq_len} ({'packed' if cfg.data.pack else 'one per row'}, {rows.fill:.0%} filled); "
         f"{len(eval_convs)} held out")
     cfg = _fit_batch_to_data(cfg, len(rows.x), log)
-    train = SFTLoader(rows, cfg.batch_size, seed=cfg.seed)
-    val = SFTLoader(val_rows, min(cfg.batch_size, max(len(val_rows.x), 1)), shuffle=False)
+    train = SFTLoader(rows, cfg.batch.batch_size, seed=cfg.seed)
+    val = SFTLoader(val_rows, min(cfg.batch.batch_size, max(len(val_rows.x), 1)), shuffle=False)
     if (warning := heldout_warning(len(eval_convs), "conversations", "exact match")) is not None:
         log(warning)
     trainer = Trainer(cfg.train_config(), model, train, val, run_dir=run_dir, tokenizer=tokenizer, log=log,
@@ -117,13 +116,13 @@ def sft(cfg: SFTConfig, log=print) -> dict:
     summary.update(model=cfg.model, exact_match_before=before["exact_match"], exact_match_after=after["exact_match"],
                    by_kind_before=before["by_kind"], by_kind_after=after["by_kind"], samples_after=after["samples"],
                    train_data=train_stats, rows=len(rows.x), pack_fill=rows.fill, eval_examples=len(eval_convs),
-                   neftune_alpha=cfg.neftune_alpha, data="embedded instruction task" if not cfg.data else cfg.data)
+                   neftune_alpha=cfg.neftune_alpha, data=cfg.data.data or "embedded instruction task")
     _log_exact_match(run_dir, before, after, summary["step"])
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     write_report(run_dir, summary, write_curves(run_dir))
     if summary["status"] == "finished" and lora is not None:
         summary["adapter"] = str(save_adapter(model, lora, run_dir / "adapter", base_model_name=cfg.model))
-        if cfg.base_bits:  # a quantized base cannot hold W + BA: the adapter is the result (apply it to the base)
+        if cfg.lora.base_bits:  # a quantized base cannot hold W + BA: the adapter is the result (apply it to the base)
             return summary
         unload_lora(model, merge=True)  # the hf export is the merged model
     if summary["status"] == "finished" and cfg.export_hf:
@@ -134,24 +133,26 @@ def sft(cfg: SFTConfig, log=print) -> dict:
 
 def _fit_batch_to_data(cfg: SFTConfig, n_rows: int, log) -> SFTConfig:
     """A data set smaller than one batch trains with every row in each batch (a note says so) instead of failing."""
-    if 0 < n_rows < cfg.batch_size:
-        log(f"note: the training data fills {n_rows} row(s) of {cfg.seq_len} tokens, fewer than batch_size="
-            f"{cfg.batch_size}; using batch_size={n_rows} (each step sees all of it)")
-        return dataclasses.replace(cfg, batch_size=n_rows)
+    if 0 < n_rows < cfg.batch.batch_size:
+        log(f"note: the training data fills {n_rows} row(s) of {cfg.batch.seq_len} tokens, fewer than batch_size="
+            f"{cfg.batch.batch_size}; using batch_size={n_rows} (each step sees all of it)")
+        return cfg.replace(batch_size=n_rows)
     return cfg
 
 
 def _apply_lora(model, cfg: SFTConfig, log) -> LoraConfig | None:
     """LoRA (Hu et al., 2021) on the loaded model, over an int8/int4 frozen base when base_bits is set."""
-    if not cfg.lora_r:
+    if not cfg.lora.lora_r:
         return None
-    if cfg.base_bits:
-        quantize_model(model, bits=cfg.base_bits, group_size=32, skip=("lm_head",))
-    lora = LoraConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout, target_modules=cfg.lora_targets)
+    if cfg.lora.base_bits:
+        quantize_model(model, bits=cfg.lora.base_bits, group_size=32, skip=("lm_head",))
+    knobs = cfg.lora
+    lora = LoraConfig(r=knobs.lora_r, alpha=knobs.lora_alpha, dropout=knobs.lora_dropout,
+                      target_modules=knobs.lora_targets)
     apply_lora(model, lora)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log(f"LoRA r={lora.r} alpha={lora.alpha} on {', '.join(lora.target_modules)}"
-        f"{f' over an int{cfg.base_bits} base' if cfg.base_bits else ''}: {trainable:,} trainable parameters")
+        f"{f' over an int{cfg.lora.base_bits} base' if cfg.lora.base_bits else ''}: {trainable:,} trainable parameters")
     return lora
 
 

@@ -1,100 +1,114 @@
 """SFTConfig: every knob of a supervised fine-tuning run (`lmforge sft`) as one frozen, validated dataclass,
-loadable from TOML; the optimisation fields map onto the pretraining TrainConfig, whose Trainer runs the loop.
+loadable from TOML: the run at the top, then the chat data, the LoRA / QLoRA adapter and the sections every trainer
+shares (config_sections.py), which map onto the pretraining TrainConfig whose Trainer runs the loop. Torch-free, so
+the CLI builds its flags from it without loading torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lmforge.common.config_fields import section, setting
 from lmforge.common.config_io import ConfigIO
 from lmforge.common.errors import ConfigError
-from lmforge.train.config import DEVICES, PRECISIONS, SCHEDULES, TrainConfig
+from lmforge.train.config import DEVICES, PRECISIONS, TrainConfig
+from lmforge.train.config_sections import (
+    BatchConfig,
+    CheckpointConfig,
+    LoggingConfig,
+    OptimConfig,
+    ScheduleConfig,
+    check_between,
+    check_ints,
+)
 from lmforge.train.post.sft_data import FORMATS
-from lmforge.train.post.sft_mask import TRUNCATIONS
+
+TRUNCATIONS = ("right", "drop")
 
 
 @dataclass(frozen=True)
-class SFTConfig(ConfigIO):
-    model: str = ""  # the model to fine-tune: a run's hf/ dir, a Hugging Face dir, a .gguf, or an embedded name
-    data: tuple[str, ...] = ()  # chat data files; empty: the embedded instruction task (lmforge.data.tasks)
-    format: str = "auto"  # auto | messages | alpaca | sharegpt (auto: detected per file)
-    out: str = "runs/sft"  # run directory: metrics.jsonl, PNG curves, report.md, checkpoints, hf/ export
-    seed: int = 0
-    resume: bool = False
-    fresh: bool = False  # start from step 0 even over existing checkpoints (moved aside to out/checkpoints.old)
-    threads: int | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    # optimisation (full fine-tuning of every weight)
-    max_steps: int = 200
-    batch_size: int = 16  # rows per micro-batch
-    grad_accum: int = 1
-    seq_len: int = 256  # tokens per row (a longer conversation is truncated: see truncation)
-    lr: float = 1e-4
-    min_lr_ratio: float = 0.1
-    schedule: str = "cosine"
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    # parameter-efficient: LoRA (lora_r > 0) trains only low-rank updates of lora_targets; base_bits 8 or 4 first
-    # quantizes the frozen base to int8 / int4 (QLoRA-style). 0 / 0: full fine-tuning of every weight.
-    lora_r: int = 0
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.0
-    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")  # module names, or ("all-linear",)
-    base_bits: int = 0  # 0 (float base) | 8 | 4 (group 32); needs lora_r > 0
-    # data handling
-    pack: bool = True  # several conversations per row, attention kept inside each (segment ids)
-    truncation: str = "right"  # right: keep a long conversation's first seq_len + 1 tokens | drop: skip it
-    neftune_alpha: float = 0.0  # NEFTune noise scale (e.g. 5); 0 disables it
-    train_examples: int = 4000  # embedded task: training conversations generated
-    task_seed: int = 0  # embedded task: the generator's stream
-    # evaluation: exact match of greedy answers on held-out conversations, before and after
-    eval_examples: int = 100  # held out (embedded task: its eval split; own data: taken from the files)
-    max_new_tokens: int = 32
-    eval_every: int = 50  # held-out loss on the assistant tokens every this many steps
-    # logging and output
-    log_every: int = 5
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 1
-    progress: bool = True
-    export_hf: bool = True  # write out/hf (a Hugging Face directory `lmforge generate` loads)
+class ChatDataConfig:
+    """Chat data files (messages JSONL, Alpaca, ShareGPT) or the embedded instruction task, and how rows are made."""
+
+    data: tuple[str, ...] = setting((), "Chat data file (repeatable): JSON lines or a JSON array. Default: the "
+                                    "embedded instruction task.", short="-d")
+    format: str = setting("auto", "auto | messages | alpaca | sharegpt (auto detects it per file).")
+    pack: bool = setting(True, "Pack several conversations per row (attention stays inside each) or one per row.")
+    truncation: str = setting("right", "right: keep a long conversation's first seq_len + 1 tokens | drop: skip it.")
+    train_examples: int = setting(4000, "Embedded task: training conversations.")
+    task_seed: int = setting(0, "Embedded task: generator seed.")
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str | list):
             object.__setattr__(self, "data", (self.data,) if isinstance(self.data, str) else tuple(self.data))
-        if not isinstance(self.model, str) or not self.model:
-            raise ConfigError("SFTConfig.model is required: a model directory, .gguf file or embedded model name")
-        for name in ("max_steps", "batch_size", "grad_accum", "seq_len", "train_examples", "eval_examples",
-                     "max_new_tokens", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"SFTConfig.{name} must be a positive integer, got {value!r}")
-        for name in ("seed", "warmup_steps", "task_seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"SFTConfig.{name} must be an integer >= 0, got {value!r}")
-        for name, allowed in (("format", FORMATS), ("truncation", TRUNCATIONS), ("schedule", SCHEDULES),
-                              ("precision", PRECISIONS), ("device", DEVICES)):
+        check_ints(self, 1, "train_examples")
+        check_ints(self, 0, "task_seed")
+        for name, allowed in (("format", FORMATS), ("truncation", TRUNCATIONS)):
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"SFTConfig.{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}")
-        if not self.lr > 0:
-            raise ConfigError(f"SFTConfig.lr must be > 0, got {self.lr!r}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError(f"SFTConfig.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ConfigError("SFTConfig.weight_decay and grad_clip must be >= 0")
-        if self.neftune_alpha < 0:
-            raise ConfigError(f"SFTConfig.neftune_alpha must be >= 0 (0 disables NEFTune), got {self.neftune_alpha!r}")
+                raise ConfigError(f"ChatDataConfig.{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}")
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """LoRA (lora_r > 0) trains low-rank updates of lora_targets only; base_bits 8 or 4 first quantizes the frozen
+    base to int8 / int4 (QLoRA-style). lora_r 0: full fine-tuning of every weight."""
+
+    lora_r: int = setting(0, "LoRA rank; 0 fine-tunes every weight. The adapter is saved in PEFT format in "
+                          "out/adapter, the merged model in out/hf.")
+    lora_alpha: float = setting(16.0, "LoRA scale numerator (update = alpha/r BA).")
+    lora_dropout: float = setting(0.0, "Dropout on the LoRA input.")
+    lora_targets: tuple[str, ...] = setting(("q_proj", "k_proj", "v_proj", "o_proj"), "Module name to adapt "
+                                            "(repeatable; all-linear for every one).", flag="--lora-target")
+    base_bits: int = setting(0, "QLoRA-style: quantize the frozen base to 8 or 4 bits (int4 group 32) before adding "
+                             "LoRA; only out/adapter is written.")
+
+    def __post_init__(self) -> None:
         if isinstance(self.lora_targets, str | list):
             targets = (self.lora_targets,) if isinstance(self.lora_targets, str) else tuple(self.lora_targets)
             object.__setattr__(self, "lora_targets", targets)
-        if isinstance(self.lora_r, bool) or not isinstance(self.lora_r, int) or self.lora_r < 0:
-            raise ConfigError(f"SFTConfig.lora_r must be an integer >= 0 (0: full fine-tuning), got {self.lora_r!r}")
+        check_ints(self, 0, "lora_r")
         if self.base_bits not in (0, 8, 4):
-            raise ConfigError(f"SFTConfig.base_bits must be 0, 8 or 4, got {self.base_bits!r}")
+            raise ConfigError(f"AdapterConfig.base_bits must be 0, 8 or 4, got {self.base_bits!r}")
         if self.base_bits and not self.lora_r:
-            raise ConfigError("SFTConfig.base_bits quantizes a frozen base for LoRA: set lora_r > 0 as well")
+            raise ConfigError("base_bits quantizes a frozen base for LoRA: set lora_r > 0 as well")
+
+
+@dataclass(frozen=True)
+class SFTConfig(ConfigIO):
+    model: str = setting(help="Model to fine-tune: a run's hf/ dir, a Hugging Face dir, a .gguf file or an embedded "
+                         "name (smollm2-135m).", short="-m")
+    out: str = setting("runs/sft", "Run directory (metrics, curves, report.md, checkpoints, hf/).", short="-o")
+    seed: int = setting(0, "Seed of the data order, shuffles and held-out split.")
+    resume: bool = setting(False, "Continue from the newest checkpoint in --out (only corrupt ones: refused, see "
+                           "--fresh).")
+    fresh: bool = setting(False, "Start from step 0 even where --out holds checkpoints: they move to "
+                          "OUT/checkpoints.old (nothing is deleted).")
+    threads: int | None = setting(None, "torch CPU threads (default: torch's).")
+    device: str = setting("auto", "auto | cpu | cuda.")
+    precision: str = setting("auto", "auto | fp32 | bf16 | fp16.")
+    neftune_alpha: float = setting(0.0, "NEFTune embedding noise (e.g. 5); 0 disables it.")
+    # evaluation: exact match of greedy answers on held-out conversations, before and after
+    eval_examples: int = setting(100, "Held-out conversations for exact match (own data: taken from it, at most a "
+                                 "fifth).")
+    max_new_tokens: int = setting(32, "Answer length limit in evaluation.")
+    export_hf: bool = setting(True, "Write out/hf (a Hugging Face directory `lmforge generate` loads) at the end.")
+    data: ChatDataConfig = section(ChatDataConfig)
+    lora: AdapterConfig = section(AdapterConfig)
+    optim: OptimConfig = section(OptimConfig, lr=1e-4, weight_decay=0.0)
+    schedule: ScheduleConfig = section(ScheduleConfig, max_steps=200, warmup_steps=10)
+    batch: BatchConfig = section(BatchConfig, batch_size=16, seq_len=256)
+    checkpoint: CheckpointConfig = section(CheckpointConfig, checkpoint_every=1000, keep_checkpoints=1)
+    logging: LoggingConfig = section(LoggingConfig, eval_every=50, eval_batches=1000)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model:
+            raise ConfigError("SFTConfig.model is required: a model directory, .gguf file or embedded model name")
+        check_ints(self, 1, "eval_examples", "max_new_tokens")
+        check_ints(self, 0, "seed")
+        for name, allowed in (("precision", PRECISIONS), ("device", DEVICES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"SFTConfig.{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}")
+        check_between(self, "neftune_alpha", 0)
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"SFTConfig.threads must be >= 1 or unset, got {self.threads!r}")
         if self.resume and self.fresh:
@@ -102,9 +116,7 @@ class SFTConfig(ConfigIO):
 
     def train_config(self) -> TrainConfig:
         """The pretraining Trainer's view of this run (no sample generations; the hf export is done by sft)."""
-        shared = ("out", "seed", "resume", "fresh", "threads", "device", "precision", "max_steps", "batch_size",
-                  "grad_accum", "seq_len", "lr", "min_lr_ratio", "schedule", "warmup_steps", "weight_decay",
-                  "grad_clip", "eval_every", "log_every", "checkpoint_every", "keep_checkpoints", "progress")
-        return TrainConfig(**{k: getattr(self, k) for k in shared}, eval_batches=10**6, sample_prompts=(),
-                           sample_every=self.max_steps, export_hf=False)
-
+        run = ("out", "seed", "resume", "fresh", "threads", "device", "precision")
+        sections = ("optim", "schedule", "batch", "checkpoint", "logging")
+        return TrainConfig.from_dict({**{k: getattr(self, k) for k in run + sections}, "sample_prompts": (),
+                                      "sample_every": self.schedule.max_steps, "export_hf": False})

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lmforge.common.errors import LmforgeError
+from lmforge.train.post.sft_config import TRUNCATIONS
 from lmforge.train.step import IGNORE_INDEX
-
-TRUNCATIONS = ("right", "drop")
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def test_new_rows_are_the_mean_of_old_subtoken_rows(tie):
 
 def test_add_tokens_needs_init_from(tmp_path):
     with pytest.raises(ConfigError, match="init_from"):
-        TrainConfig(add_tokens=str(tmp_path / "t.txt"))
+        TrainConfig.from_dict({"add_tokens": str(tmp_path / "t.txt")})
 
 
 @pytest.mark.slow
@@ -64,12 +64,12 @@ def test_continued_run_lowers_heldout_loss_and_reloads(tmp_path):
                   for i in range(300)]
     (tmp_path / "text.txt").write_text("\n\n".join(paragraphs))
     (tmp_path / "tokens.txt").write_text("zebra-quokka\nhello world\n")
-    cfg = TrainConfig(out=str(tmp_path / "run"), init_from=str(tmp_path / "init"),
-                      add_tokens=str(tmp_path / "tokens.txt"),
-                      train_text=str(tmp_path / "text.txt"), seq_len=32, batch_size=8, max_steps=30, lr=3e-3,
-                      warmup_steps=3, val_fraction=0.1, eval_every=30, eval_batches=4, sample_every=1000,
-                      checkpoint_every=1000, log_every=10, progress=False, peak_tflops=1.0, device="cpu",
-                      precision="fp32")
+    cfg = TrainConfig.from_dict(dict(out=str(tmp_path / "run"), init_from=str(tmp_path / "init"),
+                                     add_tokens=str(tmp_path / "tokens.txt"), train_text=str(tmp_path / "text.txt"),
+                                     seq_len=32, batch_size=8, max_steps=30, lr=3e-3, warmup_steps=3,
+                                     val_fraction=0.1, eval_every=30, eval_batches=4, sample_every=1000,
+                                     checkpoint_every=1000, log_every=10, progress=False, peak_tflops=1.0,
+                                     device="cpu", precision="fp32"))
     summary = pretrain(cfg, log=lambda s: None)
     assert summary["status"] == "finished"
     assert summary["val_loss"] < summary["initial_val_loss"] - 1.0, summary

@@ -29,4 +29,4 @@ def tiny_train_config(tmp_path, **overrides) -> TrainConfig:
                 eval_every=4, eval_batches=2, sample_every=1000, sample_tokens=4, log_every=1,
                 checkpoint_every=2, keep_checkpoints=2, progress=False, peak_tflops=1.0, device="cpu",
                 export_hf=False, precision="fp32")
-    return TrainConfig(**{**base, **overrides})
+    return TrainConfig.from_dict({**base, **overrides})

@@ -66,9 +66,9 @@ def test_mtp_objective_equals_mtp_loss_and_trains_the_mtp_modules():
 @pytest.fixture(scope="module")
 def deepseek_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ds")
-    cfg = TrainConfig(out=str(out), preset="tiny-deepseek-v3", corpus_documents=1500, max_steps=24, eval_every=12,
-                      log_every=6, sample_every=100, checkpoint_every=100, warmup_steps=4, precision="fp32",
-                      progress=False, router_bias_rate=0.01)
+    cfg = TrainConfig.from_dict(dict(out=str(out), preset="tiny-deepseek-v3", corpus_documents=1500, max_steps=24,
+                                     eval_every=12, log_every=6, sample_every=100, checkpoint_every=100,
+                                     warmup_steps=4, precision="fp32", progress=False, router_bias_rate=0.01))
     return out, pretrain(cfg, log=lambda m: None)
 
 
@@ -97,9 +97,9 @@ def test_pretraining_a_deepseek_model_trains_mtp_and_moves_the_router_bias(deeps
 
 
 def test_mlm_pretraining_of_an_encoder_beats_the_unigram_baseline(tmp_path):
-    cfg = TrainConfig(out=str(tmp_path), preset="tiny-bert", corpus_documents=2500, max_steps=250, eval_every=125,
-                      log_every=25, sample_every=1000, checkpoint_every=1000, warmup_steps=10, precision="fp32",
-                      progress=False)
+    cfg = TrainConfig.from_dict(dict(out=str(tmp_path), preset="tiny-bert", corpus_documents=2500, max_steps=250,
+                                     eval_every=125, log_every=25, sample_every=1000, checkpoint_every=1000,
+                                     warmup_steps=10, precision="fp32", progress=False))
     summary = pretrain(cfg, log=lambda m: None)
     val = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
            if '"val"' in line]

@@ -59,7 +59,7 @@ def test_sft_on_a_small_file_works_with_the_defaults(tmp_path, small_sft):
     assert "warning: only 4 held-out conversations" in text
     report = (tmp_path / "run" / "report.md").read_text()
     assert f"Data: {data};" in report and "('" not in report and "warning: only 4 held-out" in report
-    assert json.loads((tmp_path / "run" / "sft_config.json").read_text())["batch_size"] == 2
+    assert json.loads((tmp_path / "run" / "sft_config.json").read_text())["batch"]["batch_size"] == 2
 
 
 def test_sft_failing_before_training_leaves_no_run_directory(tmp_path, small_sft):

@@ -4,8 +4,8 @@ from tests.cli_util import assert_user_error, run_cli
 
 
 def test_sft_user_errors(tmp_path):
-    assert_user_error(run_cli("sft", "--out", str(tmp_path / "o")), "SFTConfig.model is required")
-    assert_user_error(run_cli("sft", "--model", "m", "--format", "csv"), "SFTConfig.format='csv'")
+    assert_user_error(run_cli("sft", "--out", str(tmp_path / "o")), "--model is required")
+    assert_user_error(run_cli("sft", "--model", "m", "--format", "csv"), "format='csv'")
     assert_user_error(run_cli("sft", "--model", "m", "--resume", "--fresh"), "resume and fresh exclude each other")
     assert_user_error(run_cli("sft", "--model", "m", "--data", str(tmp_path / "missing.jsonl")), "missing.jsonl")
     bad = tmp_path / "bad.jsonl"

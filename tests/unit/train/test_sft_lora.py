@@ -28,9 +28,10 @@ def base(tmp_path_factory):
 
 
 def _run(root, data, name, **lora):
-    cfg = SFTConfig(model=str(root / "base"), data=(str(data),), out=str(root / name), max_steps=15, batch_size=4,
-                    seq_len=32, pack=False, lr=1e-2, warmup_steps=1, eval_examples=5, max_new_tokens=4, log_every=1,
-                    eval_every=15, threads=1, device="cpu", precision="fp32", progress=False, **lora)
+    cfg = SFTConfig.from_dict(dict(model=str(root / "base"), data=(str(data),), out=str(root / name), max_steps=15,
+                                   batch_size=4, seq_len=32, pack=False, lr=1e-2, warmup_steps=1, eval_examples=5,
+                                   max_new_tokens=4, log_every=1, eval_every=15, threads=1, device="cpu",
+                                   precision="fp32", progress=False, **lora))
     summary = sft(cfg, log=lambda message: None)
     losses = [r["loss"] for r in map(json.loads, (root / name / "metrics.jsonl").read_text().splitlines())
               if r.get("kind") == "train"]
@@ -64,4 +65,4 @@ def test_qlora_sft_over_an_int8_base_writes_the_adapter(base):
 
 def test_base_bits_without_lora_is_refused():
     with pytest.raises(Exception, match="lora_r"):
-        SFTConfig(model="x", base_bits=4)
+        SFTConfig.from_dict({"model": "x", "base_bits": 4})

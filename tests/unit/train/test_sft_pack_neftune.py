@@ -136,14 +136,14 @@ def test_instruction_task_is_deterministic_and_checkable():
                                  dict(lr=0.0), dict(neftune_alpha=-1.0), dict(precision="int8")])
 def test_sft_config_rejects_bad_values(bad):
     with pytest.raises(ConfigError):
-        SFTConfig(**{"model": "m", **bad})
+        SFTConfig.from_dict({"model": "m", **bad})
 
 
 def test_sft_config_from_toml(tmp_path):
     path = tmp_path / "sft.toml"
-    path.write_text('model = "m"\n[train]\nmax_steps = 7\ndata = ["a.jsonl"]\npack = false\n')
+    path.write_text('model = "m"\n[schedule]\nmax_steps = 7\n[data]\ndata = ["a.jsonl"]\npack = false\n')
     cfg = SFTConfig.from_toml(path, lr=0.5)
-    assert (cfg.max_steps, cfg.data, cfg.pack, cfg.lr) == (7, ("a.jsonl",), False, 0.5)
-    assert cfg.train_config().max_steps == 7
+    assert (cfg.schedule.max_steps, cfg.data.data, cfg.data.pack, cfg.optim.lr) == (7, ("a.jsonl",), False, 0.5)
+    assert cfg.train_config().schedule.max_steps == 7 and cfg.train_config().optim.lr == 0.5
     with pytest.raises(ConfigError, match="unknown SFTConfig field"):
         SFTConfig.from_toml(path, colour="red")

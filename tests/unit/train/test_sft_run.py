@@ -23,10 +23,10 @@ def test_sft_run_on_own_data(tmp_path):
     torch.manual_seed(0)
     model = Transformer(get_preset("tiny-llama", vocab_size=len(tok), max_seq_len=64))
     LM(model, tok, "tiny").save(tmp_path / "base")
-    cfg = SFTConfig(model=str(tmp_path / "base"), data=(str(data),), out=str(tmp_path / "run"), max_steps=12,
-                    batch_size=4, seq_len=32, pack=False, lr=3e-3, warmup_steps=1, neftune_alpha=5.0,
-                    eval_examples=5, max_new_tokens=4, log_every=1, eval_every=6, threads=1, device="cpu",
-                    precision="fp32", progress=False)
+    cfg = SFTConfig.from_dict(dict(model=str(tmp_path / "base"), data=(str(data),), out=str(tmp_path / "run"),
+                                   max_steps=12, batch_size=4, seq_len=32, pack=False, lr=3e-3, warmup_steps=1,
+                                   neftune_alpha=5.0, eval_examples=5, max_new_tokens=4, log_every=1, eval_every=6,
+                                   threads=1, device="cpu", precision="fp32", progress=False))
     s = sft(cfg, log=lambda message: None)
     assert s["status"] == "finished" and s["eval_examples"] == 5 and s["train_data"]["kept"] == 35
     run = tmp_path / "run"

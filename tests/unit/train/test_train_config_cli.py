@@ -6,23 +6,24 @@ from pathlib import Path
 
 import pytest
 
+from lmforge.cli.options_from_config import parse_assignment
 from lmforge.common.errors import ConfigError
-from lmforge.train.config import TrainConfig, parse_assignment
+from lmforge.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_toml_tables_and_overrides(tmp_path):
     path = tmp_path / "run.toml"
-    path.write_text('out = "x"\n[optim]\nlr = 0.01\nschedule = "wsd"\n[data]\nseq_len = 64\n'
-                    'sample_prompts = ["a", "b"]\n')
+    path.write_text('out = "x"\nseq_len = 64\n[optim]\nlr = 0.01\n[schedule]\nlr_schedule = "wsd"\n'
+                    '[samples]\nsample_prompts = ["a", "b"]\n')
     cfg = TrainConfig.from_toml(path, max_steps=7)
-    assert (cfg.out, cfg.lr, cfg.schedule, cfg.seq_len, cfg.max_steps) == ("x", 0.01, "wsd", 64, 7)
-    assert cfg.sample_prompts == ("a", "b")
+    assert (cfg.out, cfg.optim.lr, cfg.schedule.lr_schedule, cfg.batch.seq_len) == ("x", 0.01, "wsd", 64)
+    assert cfg.schedule.max_steps == 7 and cfg.samples.sample_prompts == ("a", "b")
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
-@pytest.mark.parametrize("bad, field", [({"lr": 0}, "lr"), ({"schedule": "linear"}, "schedule"),
+@pytest.mark.parametrize("bad, field", [({"lr": 0}, "lr"), ({"lr_schedule": "linear"}, "lr_schedule"),
                                         ({"grad_accum": 0}, "grad_accum"), ({"bogus": 1}, "bogus"),
                                         ({"data_dir": "d"}, "tokenizer_dir")])
 def test_invalid_values_name_the_field(bad, field):
@@ -31,11 +32,11 @@ def test_invalid_values_name_the_field(bad, field):
 
 
 def test_parse_assignment():
-    assert parse_assignment("lr=1e-3") == ("lr", 1e-3)
-    assert parse_assignment("schedule=wsd") == ("schedule", "wsd")
-    assert parse_assignment("export_hf=false") == ("export_hf", False)
+    assert parse_assignment(TrainConfig, "lr=1e-3") == ("lr", 1e-3)
+    assert parse_assignment(TrainConfig, "lr_schedule=wsd") == ("lr_schedule", "wsd")
+    assert parse_assignment(TrainConfig, "export_hf=false") == ("export_hf", False)
     with pytest.raises(ConfigError, match="FIELD=VALUE"):
-        parse_assignment("lr")
+        parse_assignment(TrainConfig, "lr")
 
 
 def test_cli_user_error_exit_code_2(tmp_path):

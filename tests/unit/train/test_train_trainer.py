@@ -21,8 +21,8 @@ def _trainer(cfg, packed, model=None, **kw):
     data, _, tok = packed
     torch.manual_seed(cfg.seed)
     model = model or Transformer(tiny_model_config(len(tok)))
-    train = PackedLoader(data, "train", cfg.batch_size, seed=cfg.seed)
-    val = PackedLoader(data, "val", cfg.batch_size, shuffle=False)
+    train = PackedLoader(data, "train", cfg.batch.batch_size, seed=cfg.seed)
+    val = PackedLoader(data, "val", cfg.batch.batch_size, shuffle=False)
     return Trainer(cfg, model, train, val, tokenizer=tok, log=lambda m: None, **kw)
 
 

@@ -138,6 +138,17 @@ def replace_config(config: Any, changes: dict) -> Any:
     return _build(type(config), nested, config)
 
 
+def flat_dict(config: Any) -> dict:
+    """Every knob of a config by flat name (`{"lr": ..., "max_steps": ...}`), sections flattened."""
+    out = {}
+    for name, leaf in leaves(type(config)).items():
+        value = config
+        for key in leaf.path:
+            value = getattr(value, key)
+        out[name] = value
+    return out
+
+
 def check_fields(cls: type, data: dict) -> None:
     """Every key of `data` names a knob of `cls` (flat name or section)."""
     nest(cls, data)

@@ -24,7 +24,8 @@ from lmforge.train.config_sections import (
     check_ints,
 )
 
-__all__ = ["SCHEDULES", "PRECISIONS", "DEVICES", "PARALLEL", "TrainConfig", "CorpusDataConfig", "SampleConfig"]
+__all__ = ["SCHEDULES", "PRECISIONS", "DEVICES", "PARALLEL", "TrainConfig", "CorpusDataConfig", "SampleConfig",
+           "TrainLoggingConfig"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -41,17 +42,32 @@ class CorpusDataConfig:
     corpus_documents: int = setting(40_000, "Documents of the embedded corpus.")
     corpus_seed: int = setting(0, "Seed of the embedded corpus and of the shard packing.")
     vocab_size: int = setting(2048, "Byte-BPE vocabulary trained on the embedded corpus.")
+    seq_len: int = setting(128, "Tokens per training sequence.")
     val_fraction: float = setting(0.01, "Share of the packed rows held out for validation.")
     train_text: str | None = setting(None, "With --init: UTF-8 text file to train on (documents split at blank "
                                      "lines) instead of the embedded corpus.")
 
     def __post_init__(self) -> None:
-        check_ints(self, 1, "corpus_documents", "vocab_size")
+        check_ints(self, 1, "corpus_documents", "vocab_size", "seq_len")
         check_ints(self, 0, "corpus_seed")
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"CorpusDataConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.data_dir is not None and self.tokenizer_dir is None:
             raise ConfigError("data_dir needs tokenizer_dir (--tokenizer: the tokenizer the shards were packed with)")
+
+
+@dataclass(frozen=True)
+class TrainLoggingConfig(LoggingConfig):
+    """The shared logging knobs, plus how much of the validation split an evaluation reads and the MFU's peak."""
+
+    eval_batches: int = setting(10, "Held-out batches per evaluation.")
+    peak_tflops: float | None = setting(None, "Peak TFLOP/s for MFU (default: a matmul peak measured at start).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ints(self, 1, "eval_batches")
+        if self.peak_tflops is not None and self.peak_tflops <= 0:
+            raise ConfigError(f"TrainLoggingConfig.peak_tflops must be > 0 or unset, got {self.peak_tflops!r}")
 
 
 @dataclass(frozen=True)
@@ -114,7 +130,7 @@ class TrainConfig(ConfigIO):
     schedule: ScheduleConfig = section(ScheduleConfig)
     batch: BatchConfig = section(BatchConfig)
     checkpoint: CheckpointConfig = section(CheckpointConfig)
-    logging: LoggingConfig = section(LoggingConfig)
+    logging: TrainLoggingConfig = section(TrainLoggingConfig)
     samples: SampleConfig = section(SampleConfig)
 
     def __post_init__(self) -> None:

@@ -19,15 +19,15 @@ def check_ints(section: object, minimum: int, *names: str) -> None:
         value = getattr(section, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-            raise ConfigError(f"{type(section).__name__}.{name} must be {what}, got {value!r}")
+            raise ConfigError(f"{type(section).__name__}.{name}={value!r}: must be {what}")
 
 
 def check_between(section: object, name: str, lo: float, hi: float | None = None) -> None:
     """lo <= field <= hi (hi None: no upper bound)."""
     value = getattr(section, name)
     if not lo <= value or (hi is not None and value > hi):
-        raise ConfigError(f"{type(section).__name__}.{name} must be in [{lo}, {'inf' if hi is None else hi}], "
-                          f"got {value!r}")
+        raise ConfigError(f"{type(section).__name__}.{name}={value!r}: must be in [{lo}, "
+                          f"{'inf' if hi is None else hi}]")
 
 
 @dataclass(frozen=True)
@@ -74,14 +74,14 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class BatchConfig:
-    """The shape of a micro-batch and how many make one optimizer step."""
+    """How many rows make a micro-batch and how many micro-batches one optimizer step (the length of a row is the
+    data section's: it depends on what a row holds)."""
 
-    batch_size: int = setting(16, "Rows (sequences) per micro-batch, per rank.", short="-b")
-    grad_accum: int = setting(1, "Micro-batches per optimizer step.")
-    seq_len: int = setting(128, "Tokens per row.")
+    batch_size: int = setting(16, "Rows (sequences, or pairs) per micro-batch, per rank.", short="-b")
+    grad_accum: int = setting(1, "Micro-batches per optimizer step (the loss is the mean over the whole step).")
 
     def __post_init__(self) -> None:
-        check_ints(self, 1, "batch_size", "grad_accum", "seq_len")
+        check_ints(self, 1, "batch_size", "grad_accum")
 
 
 @dataclass(frozen=True)
@@ -101,13 +101,9 @@ class LoggingConfig:
 
     log_every: int = setting(5, "Write a train record (metrics.jsonl) every N steps.")
     eval_every: int = setting(50, "Held-out evaluation every N steps.")
-    eval_batches: int = setting(10, "Held-out batches per evaluation.")
     progress: bool = setting(True, "Progress: a bar with ETA on a terminal, else (pipe, nohup, CI) a log line each "
                              "tenth of the run or 10 s.")
     tensorboard: bool = setting(False, "Also write TensorBoard scalars (needs the tensorboard package).")
-    peak_tflops: float | None = setting(None, "Peak TFLOP/s for MFU (default: a matmul peak measured at start).")
 
     def __post_init__(self) -> None:
-        check_ints(self, 1, "log_every", "eval_every", "eval_batches")
-        if self.peak_tflops is not None and self.peak_tflops <= 0:
-            raise ConfigError(f"LoggingConfig.peak_tflops must be > 0 or unset, got {self.peak_tflops!r}")
+        check_ints(self, 1, "log_every", "eval_every")

@@ -28,8 +28,8 @@ def load_init(cfg: TrainConfig, log=print) -> LM:
         pieces = expand_vocabulary(lm.model, lm.tokenizer, read_token_file(cfg.add_tokens))
         log(f"vocabulary: {len(pieces)} new token(s), model vocab {before} -> {lm.config.vocab_size}; new "
             f"embeddings start at the mean of their old sub-tokens")
-    if cfg.batch.seq_len > lm.config.max_seq_len:
-        raise LmforgeError(f"TrainConfig.seq_len={cfg.batch.seq_len} exceeds the model's max_seq_len "
+    if cfg.data.seq_len > lm.config.max_seq_len:
+        raise LmforgeError(f"TrainConfig.seq_len={cfg.data.seq_len} exceeds the model's max_seq_len "
                            f"{lm.config.max_seq_len}")
     return lm
 

@@ -39,12 +39,12 @@ def split_tokens(data_dir: Path, split: str, limit: int = _BASELINE_TOKENS) -> n
 
 def pack_config(cfg: TrainConfig) -> PackConfig:
     """How the run's documents are packed into rows: seq_len tokens, the validation share, the corpus seed."""
-    return PackConfig(seq_len=cfg.batch.seq_len, val_fraction=cfg.data.val_fraction, seed=cfg.data.corpus_seed)
+    return PackConfig(seq_len=cfg.data.seq_len, val_fraction=cfg.data.val_fraction, seed=cfg.data.corpus_seed)
 
 
 def corpus_key(cfg: TrainConfig, encoder: bool = False) -> dict:
     key = {"documents": cfg.data.corpus_documents, "seed": cfg.data.corpus_seed, "vocab_size": cfg.data.vocab_size,
-           "seq_len": cfg.batch.seq_len, "val_fraction": cfg.data.val_fraction}
+           "seq_len": cfg.data.seq_len, "val_fraction": cfg.data.val_fraction}
     return {**key, "mask_token": MASK_TOKEN} if encoder else key
 
 

@@ -33,7 +33,7 @@ def teacher_data(cfg: TrainConfig, run_dir: Path, tokenizer: Tokenizer, log=prin
     if cfg.data.data_dir is not None:
         return Path(cfg.data.data_dir)
     data_dir, key_path = run_dir / "data", run_dir / "data" / "distill_key.json"
-    key = {"documents": cfg.data.corpus_documents, "seed": cfg.data.corpus_seed, "seq_len": cfg.batch.seq_len,
+    key = {"documents": cfg.data.corpus_documents, "seed": cfg.data.corpus_seed, "seq_len": cfg.data.seq_len,
            "val_fraction": cfg.data.val_fraction, "vocab": len(tokenizer)}
     if key_path.is_file() and json.loads(key_path.read_text()) == key and (data_dir / INDEX_FILE).is_file():
         return data_dir
@@ -63,7 +63,7 @@ def distill(cfg: TrainConfig, teacher_name: str, dcfg: DistillConfig, log=print)
     data_dir = teacher_data(cfg, run_dir, tokenizer, log)
     base = ModelConfig.load(cfg.model_config) if cfg.model_config else get_preset(cfg.preset)
     eos = tokenizer.token_to_id(tokenizer.eos_token) if tokenizer.eos_token else None
-    scfg = base.replace(vocab_size=tvocab, max_seq_len=max(base.max_seq_len, cfg.batch.seq_len), eos_token_id=eos,
+    scfg = base.replace(vocab_size=tvocab, max_seq_len=max(base.max_seq_len, cfg.data.seq_len), eos_token_id=eos,
                         bos_token_id=None, pad_token_id=eos)
     seed_everything(cfg.seed)
     student = Transformer(scfg)

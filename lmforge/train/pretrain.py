@@ -35,7 +35,7 @@ def base_model_config(cfg: TrainConfig) -> ModelConfig:
 def model_config(cfg: TrainConfig, tokenizer) -> ModelConfig:
     base = base_model_config(cfg)
     eos = tokenizer.token_to_id(tokenizer.eos_token) if tokenizer.eos_token else None
-    return base.replace(vocab_size=len(tokenizer), max_seq_len=max(base.max_seq_len, cfg.batch.seq_len),
+    return base.replace(vocab_size=len(tokenizer), max_seq_len=max(base.max_seq_len, cfg.data.seq_len),
                         eos_token_id=eos, bos_token_id=None, pad_token_id=eos)
 
 
@@ -85,7 +85,7 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
                       parallel=parallel, objective=objective)
     log(f"model: {mcfg.num_params() / 1e6:.2f}M parameters ({cfg.init_from or cfg.model_config or cfg.preset}), vocab "
         f"{mcfg.vocab_size}, {trainer.precision}; {cfg.schedule.max_steps} steps x "
-        f"{cfg.batch.batch_size * cfg.batch.grad_accum} x {cfg.batch.seq_len} tokens; objective: "
+        f"{cfg.batch.batch_size * cfg.batch.grad_accum} x {cfg.data.seq_len} tokens; objective: "
         f"{', '.join(objective.names)}")
     initial_val = trainer.evaluate() if cfg.init_from and not cfg.resume else None
     summary = trainer.fit()

@@ -18,8 +18,8 @@ def quiet(message):
 
 
 def test_reward_model_reaches_85_percent_heldout_accuracy(tmp_path):
-    cfg = RewardConfig(model=str(pretrained_tiny_dir()), out=str(tmp_path / "rm"), train_pairs=1280,
-                       heldout_pairs=300, max_steps=80, eval_every=80, threads=1)
+    cfg = RewardConfig.from_dict(dict(model=str(pretrained_tiny_dir()), out=str(tmp_path / "rm"), train_pairs=1280,
+                                      heldout_pairs=300, max_steps=80, eval_every=80, threads=1))
     s = train_reward_model(cfg, log=quiet)
     print(f"\nreward model: held-out pairwise accuracy {s['accuracy_before']:.3f} -> {s['accuracy_after']:.3f} "
           f"({s['heldout_pairs']} pairs, {s['steps']} steps, {s['elapsed_s']:.0f} s); per kind {s['per_kind_after']}")
@@ -36,8 +36,8 @@ def test_reward_model_reaches_85_percent_heldout_accuracy(tmp_path):
 
 
 def test_dpo_raises_heldout_win_rate_over_the_reference(tmp_path):
-    cfg = DPOConfig(model=str(pretrained_tiny_dir()), out=str(tmp_path / "dpo"), loss="dpo", beta=0.1,
-                    train_pairs=960, heldout_pairs=200, max_steps=60, eval_every=60, threads=1)
+    cfg = DPOConfig.from_dict(dict(model=str(pretrained_tiny_dir()), out=str(tmp_path / "dpo"), loss="dpo", beta=0.1,
+                                   train_pairs=960, heldout_pairs=200, max_steps=60, eval_every=60, threads=1))
     s = train_dpo(cfg, log=quiet)
     print(f"\ndpo: held-out win rate {s['win_rate_reference']:.3f} (reference) -> {s['win_rate_policy']:.3f}; "
           f"implicit reward margin {s['heldout_margin']:.3f}; {s['elapsed_s']:.0f} s; per kind "
@@ -49,8 +49,9 @@ def test_dpo_raises_heldout_win_rate_over_the_reference(tmp_path):
 
 @pytest.mark.parametrize("loss, beta", [("ipo", 0.02), ("cdpo", 0.05), ("simpo", 2.0), ("orpo", None)])
 def test_each_preference_loss_raises_the_win_rate(tmp_path, loss, beta):
-    cfg = DPOConfig(model=str(pretrained_tiny_dir()), out=str(tmp_path / loss), loss=loss, beta=beta,
-                    train_pairs=640, heldout_pairs=200, max_steps=40, eval_every=40, threads=1, export_hf=False)
+    cfg = DPOConfig.from_dict(dict(model=str(pretrained_tiny_dir()), out=str(tmp_path / loss), loss=loss, beta=beta,
+                                   train_pairs=640, heldout_pairs=200, max_steps=40, eval_every=40, threads=1,
+                                   export_hf=False))
     s = train_dpo(cfg, log=quiet)
     print(f"\n{loss}: held-out win rate {s['win_rate_reference']:.3f} (reference) -> {s['win_rate_policy']:.3f} "
           f"({s['steps']} steps, {s['elapsed_s']:.0f} s)")

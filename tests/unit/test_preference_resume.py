@@ -86,7 +86,7 @@ def test_sigkill_then_resume_is_bitwise_exact(tmp_path, tiny_dir, command):
 def _tiny_cfg(model, out, **overrides):
     base = dict(model=str(model), out=str(out), max_steps=5, train_pairs=24, heldout_pairs=8, batch_size=4,
                 eval_every=5, checkpoint_every=5, threads=1, progress=False, export_hf=False)
-    return DPOConfig(**{**base, **overrides})
+    return DPOConfig.from_dict({**base, **overrides})
 
 
 def test_nan_in_one_dpo_step_is_skipped_and_logged(tmp_path, tiny_dir, monkeypatch):

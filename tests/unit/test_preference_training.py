@@ -151,9 +151,9 @@ def test_rm_and_dpo_commands_write_their_runs(tiny_dir, tmp_path):
     (lambda: DPOConfig(model="m", loss="kto"), "loss='kto'"),
     (lambda: DPOConfig(model="m", beta=0.0), "beta=0.0"),
     (lambda: DPOConfig(model="m", label_smoothing=0.7), "label_smoothing=0.7"),
-    (lambda: RewardConfig(model="m", batch_size=0), "batch_size=0"),
-    (lambda: RewardConfig(model="m", grad_accum=0), "grad_accum=0"),
-    (lambda: DPOConfig(model="m", checkpoint_every=0), "checkpoint_every=0"),
+    (lambda: RewardConfig.from_dict({"model": "m", "batch_size": 0}), "batch_size=0"),
+    (lambda: RewardConfig.from_dict({"model": "m", "grad_accum": 0}), "grad_accum=0"),
+    (lambda: DPOConfig.from_dict({"model": "m", "checkpoint_every": 0}), "checkpoint_every=0"),
     (lambda: DPOConfig(model="m", resume=True, fresh=True), "resume and fresh exclude each other"),
 ])
 def test_config_errors_name_the_field(make, needle):

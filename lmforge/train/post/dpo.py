@@ -9,72 +9,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from lmforge.data.validate import in_range, one_of
 from lmforge.formats.loader import load
 from lmforge.train.objectives import Objective
+from lmforge.train.post.pair_config import DPOConfig
 from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_objective, train_pairs
 from lmforge.train.post.pairs import EncodedPair, collate_pairs, sequence_logprobs
-from lmforge.train.post.preference_data import check_pair_run, load_preference_data
-from lmforge.train.post.preference_losses import LOSSES, NEEDS_REFERENCE, preference_loss
+from lmforge.train.post.preference_data import load_preference_data
+from lmforge.train.post.preference_losses import NEEDS_REFERENCE, preference_loss
 from lmforge.train.post.run_log import heldout_warning, write_run_report
 from lmforge.train.pretrain import seed_everything
-
-DEFAULT_BETA = {"dpo": 0.1, "cdpo": 0.1, "ipo": 0.1, "simpo": 2.0, "orpo": 0.1}
-
-
-@dataclass(frozen=True)
-class DPOConfig:
-    """loss: dpo | ipo | cdpo | simpo | orpo. beta: DPO/cDPO temperature, IPO's tau, SimPO's reward scale (None:
-    0.1, SimPO 2.0; unused by ORPO). label_smoothing: cDPO's flip probability. gamma: SimPO's target margin.
-    orpo_lambda: weight of ORPO's odds-ratio term. data: a JSONL of pairs (None: the embedded preference task).
-    batch_size pairs per micro-batch, grad_accum micro-batches per step; resume / fresh as for pretraining."""
-
-    model: str
-    out: str = "runs/dpo"
-    loss: str = "dpo"
-    beta: float | None = None
-    label_smoothing: float = 0.1
-    gamma: float = 1.0
-    orpo_lambda: float = 0.1
-    data: str | None = None
-    train_pairs: int = 2000
-    heldout_pairs: int = 400
-    task_seed: int = 0
-    max_len: int = 256
-    max_steps: int = 150
-    batch_size: int = 16
-    lr: float = 3e-4
-    warmup_steps: int = 10
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    grad_accum: int = 1
-    eval_every: int = 25
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    seed: int = 0
-    threads: int | None = None
-    export_hf: bool = True
-    resume: bool = False
-    fresh: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        check_pair_run(self)
-        one_of("loss", self.loss, LOSSES)
-        if self.beta is not None:
-            in_range("beta", self.beta, 1e-9)
-        in_range("label_smoothing", self.label_smoothing, 0, 0.5)
-        in_range("gamma", self.gamma)
-        in_range("orpo_lambda", self.orpo_lambda, 0)
-
-    @property
-    def beta_value(self) -> float:
-        return self.beta if self.beta is not None else DEFAULT_BETA[self.loss]
 
 
 def completion_lengths(pairs: Sequence[EncodedPair]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,8 +69,7 @@ def train_dpo(cfg: DPOConfig, log=print) -> dict:
     run_dir, beta = Path(cfg.out), cfg.beta_value
     lm = load(cfg.model)
     policy = lm.model
-    train, heldout, train_enc, held_enc = load_preference_data(lm.tokenizer, cfg.data, cfg.train_pairs,
-                                                               cfg.heldout_pairs, cfg.task_seed, cfg.max_len)
+    train, heldout, train_enc, held_enc = load_preference_data(lm.tokenizer, **asdict(cfg.data))
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
     kinds = [p.kind for p in heldout]
     started = time.time()

@@ -10,15 +10,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from lmforge.common.config_fields import leaves
+from lmforge.common.config_io import flat_dict
 from lmforge.train.config import TrainConfig
 from lmforge.train.objectives import Objective
 from lmforge.train.post.preference_data import PairLoader
 from lmforge.train.trainer import Trainer
 from lmforge.train.trainer_checkpoints import check_fresh_start
-
-PAIR_RUN_FIELDS = ("out", "seed", "resume", "fresh", "threads", "max_steps", "batch_size", "grad_accum", "lr",
-                   "warmup_steps", "weight_decay", "grad_clip", "eval_every", "checkpoint_every", "keep_checkpoints",
-                   "progress")
 
 
 def check_pair_out(cfg) -> None:
@@ -30,10 +28,11 @@ def check_pair_out(cfg) -> None:
 def pair_train_config(cfg) -> TrainConfig:
     """The Trainer's view of a RewardConfig / DPOConfig: CPU fp32 (the reference log-probs and the held-out
     evaluations run on the CPU model), cosine schedule, a train record every step, no samples, no export."""
-    return TrainConfig.from_dict({**{k: getattr(cfg, k) for k in PAIR_RUN_FIELDS}, "device": "cpu",
-                                  "precision": "fp32", "seq_len": cfg.max_len, "lr_schedule": "cosine",
-                                  "min_lr_ratio": 0.1, "log_every": 1, "eval_batches": 1, "sample_prompts": (),
-                                  "sample_every": cfg.max_steps, "peak_tflops": 1.0, "export_hf": False})
+    knobs = flat_dict(cfg)
+    shared = {name: knobs[name] for name in leaves(TrainConfig) if name in knobs and name != "export_hf"}
+    return TrainConfig.from_dict({**shared, "device": "cpu", "precision": "fp32", "seq_len": cfg.data.max_len,
+                                  "eval_batches": 1, "sample_prompts": (), "sample_every": cfg.schedule.max_steps,
+                                  "peak_tflops": 1.0, "export_hf": False})
 
 
 def count_pairs(micro_batches: Sequence[tuple]) -> int:
@@ -73,7 +72,7 @@ def pair_objective(name: str, batch_loss: Callable[[nn.Module, tuple], torch.Ten
 def train_pairs(cfg, model: nn.Module, n_train: int, objective: Objective, label: str, log) -> dict:
     """Run the Trainer on `n_train` pairs (fresh, or --resume from the newest checkpoint in cfg.out); returns its
     summary (status, step, elapsed_s, nonfinite_steps, ...)."""
-    loader = PairLoader(n_train, cfg.batch_size, cfg.seed, cfg.max_len)
+    loader = PairLoader(n_train, cfg.batch.batch_size, cfg.seed, cfg.data.max_len)
     trainer = Trainer(pair_train_config(cfg), model, loader, run_dir=cfg.out, log=log, objective=objective,
                       label=label)
     return trainer.fit()

@@ -9,9 +9,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from lmforge.common.errors import ConfigError, LmforgeError
+from lmforge.common.errors import LmforgeError
 from lmforge.data.tasks.preferences import preference_pairs, read_preference_jsonl, split_pairs
-from lmforge.data.validate import in_range
 from lmforge.train.post.pairs import EncodedPair, encode_pairs
 
 
@@ -64,21 +63,3 @@ class PairLoader:
                 raise LmforgeError(f"the checkpoint's pair loader has {key}={state.get(key)!r} but this run has "
                                    f"{getattr(self, key)!r}; resume with the same data and settings")
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
-
-
-def check_pair_run(cfg) -> None:
-    """Validate the fields every preference-pair run (reward model, DPO family) shares, naming the bad one."""
-    if not cfg.model:
-        raise ConfigError("model must name a model (an HF directory, a .gguf file or smollm2-135m)")
-    for name in ("train_pairs", "heldout_pairs", "max_steps", "batch_size", "eval_every", "grad_accum",
-                 "checkpoint_every", "keep_checkpoints"):
-        in_range(name, getattr(cfg, name), 1)
-    in_range("max_len", cfg.max_len, 8)
-    in_range("lr", cfg.lr, 0)
-    in_range("warmup_steps", cfg.warmup_steps, 0)
-    in_range("weight_decay", cfg.weight_decay, 0)
-    in_range("grad_clip", cfg.grad_clip, 0)
-    if cfg.threads is not None:
-        in_range("threads", cfg.threads, 1)
-    if cfg.resume and cfg.fresh:
-        raise ConfigError("resume and fresh exclude each other: continue the run, or start over")

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("dpo", "ipo", "cdpo", "simpo", "orpo")
+from lmforge.train.post.pair_config import LOSSES
+
 NEEDS_REFERENCE = ("dpo", "ipo", "cdpo")
 
 

@@ -7,53 +7,21 @@ non-finite guard, metrics), and the reward model saved for PPO / GRPO (`load_rew
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from lmforge.formats.loader import load
 from lmforge.train.objectives import Objective
+from lmforge.train.post.pair_config import RewardConfig
 from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_objective, train_pairs
 from lmforge.train.post.pairs import EncodedPair
-from lmforge.train.post.preference_data import check_pair_run, load_preference_data
+from lmforge.train.post.preference_data import load_preference_data
 from lmforge.train.post.reward_model import bradley_terry_loss, pair_scores, pairwise_accuracy, save_reward_model
 from lmforge.train.post.run_log import heldout_warning, write_run_report
 from lmforge.train.post.value_head import ScalarHead
 from lmforge.train.pretrain import seed_everything
-
-
-@dataclass(frozen=True)
-class RewardConfig:
-    """model: an LM to start the backbone from (HF dir, .gguf or smollm2-135m). data: a JSONL of {prompt, chosen,
-    rejected} (None: the embedded preference task). The trained model goes to out/reward_model. batch_size pairs
-    per micro-batch, grad_accum micro-batches per step; resume / fresh as for pretraining."""
-
-    model: str
-    out: str = "runs/rm"
-    data: str | None = None
-    train_pairs: int = 2000
-    heldout_pairs: int = 400
-    task_seed: int = 0
-    max_len: int = 256
-    max_steps: int = 250
-    batch_size: int = 16
-    lr: float = 1e-3
-    warmup_steps: int = 20
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    grad_accum: int = 1
-    eval_every: int = 50
-    checkpoint_every: int = 50
-    keep_checkpoints: int = 2
-    seed: int = 0
-    threads: int | None = None
-    resume: bool = False
-    fresh: bool = False
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        check_pair_run(self)
 
 
 def train_reward_model(cfg: RewardConfig, log=print) -> dict:
@@ -65,8 +33,7 @@ def train_reward_model(cfg: RewardConfig, log=print) -> dict:
     seed_everything(cfg.seed)
     run_dir = Path(cfg.out)
     lm = load(cfg.model)
-    train, heldout, train_enc, heldout_enc = load_preference_data(lm.tokenizer, cfg.data, cfg.train_pairs,
-                                                                  cfg.heldout_pairs, cfg.task_seed, cfg.max_len)
+    train, heldout, train_enc, heldout_enc = load_preference_data(lm.tokenizer, **asdict(cfg.data))
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
     head = ScalarHead(lm.model)  # its init draws from the seeded RNG; a resumed run restores it from the checkpoint
     kinds = [p.kind for p in heldout]
@@ -81,7 +48,7 @@ def train_reward_model(cfg: RewardConfig, log=print) -> dict:
     if run["status"] != "finished":
         return run
     after = pairwise_accuracy(head, heldout_enc, pad_id=pad_id, kinds=kinds)
-    out_dir = save_reward_model(head, lm.tokenizer, run_dir / "reward_model", {"max_len": cfg.max_len,
+    out_dir = save_reward_model(head, lm.tokenizer, run_dir / "reward_model", {"max_len": cfg.data.max_len,
                                                                              "base": cfg.model})
     summary = {"config": asdict(cfg), "train_pairs": len(train), "heldout_pairs": len(heldout),
                "accuracy_before": before["accuracy"], "accuracy_after": after["accuracy"],

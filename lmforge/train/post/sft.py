@@ -50,7 +50,7 @@ def conversations(cfg: SFTConfig) -> tuple[list, list, list | None]:
 def tokenize_all(tokenizer, convs: list, cfg: SFTConfig) -> tuple[list, dict]:
     examples, truncated = [], 0
     for messages in convs:
-        t = tokenize_conversation(tokenizer, messages, cfg.batch.seq_len + 1, cfg.data.truncation)
+        t = tokenize_conversation(tokenizer, messages, cfg.data.seq_len + 1, cfg.data.truncation)
         if t is not None:
             examples.append(t)
             truncated += t.truncated
@@ -79,19 +79,19 @@ def sft(cfg: SFTConfig, log=print) -> dict:
     train_convs, eval_convs, kinds = conversations(cfg)  # data mistakes surface before the model loads
     lm = load(cfg.model)
     tokenizer, model = _chat_tokenizer(lm, cfg.model), lm.model
-    if model.config.max_seq_len < cfg.batch.seq_len:
-        raise LmforgeError(f"seq_len={cfg.batch.seq_len} exceeds the model's context of {model.config.max_seq_len}")
+    if model.config.max_seq_len < cfg.data.seq_len:
+        raise LmforgeError(f"seq_len={cfg.data.seq_len} exceeds the model's context of {model.config.max_seq_len}")
     lora = _apply_lora(model, cfg, log)
     train_examples, train_stats = tokenize_all(tokenizer, train_convs, cfg)
     val_examples, _ = tokenize_all(tokenizer, eval_convs, cfg)
     if not train_examples:
         raise LmforgeError("no training conversation has a supervised (assistant) token within seq_len")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_of_turn_id(tokenizer) or 0
-    rows = build_rows(train_examples, cfg.batch.seq_len, cfg.data.pack, pad)
-    val_rows = build_rows(val_examples, cfg.batch.seq_len, cfg.data.pack, pad)
+    rows = build_rows(train_examples, cfg.data.seq_len, cfg.data.pack, pad)
+    val_rows = build_rows(val_examples, cfg.data.seq_len, cfg.data.pack, pad)
     log(f"SFT of {cfg.model} ({model.config.num_params() / 1e6:.2f}M): {train_stats['kept']} conversations "
         f"({train_stats['truncated']} truncated, {train_stats['dropped']} dropped) in {len(rows.x)} rows of "
-        f"{cfg.batch.seq_len} ({'packed' if cfg.data.pack else 'one per row'}, {rows.fill:.0%} filled); "
+        f"{cfg.data.seq_len} ({'packed' if cfg.data.pack else 'one per row'}, {rows.fill:.0%} filled); "
         f"{len(eval_convs)} held out")
     cfg = _fit_batch_to_data(cfg, len(rows.x), log)
     train = SFTLoader(rows, cfg.batch.batch_size, seed=cfg.seed)
@@ -134,7 +134,7 @@ def sft(cfg: SFTConfig, log=print) -> dict:
 def _fit_batch_to_data(cfg: SFTConfig, n_rows: int, log) -> SFTConfig:
     """A data set smaller than one batch trains with every row in each batch (a note says so) instead of failing."""
     if 0 < n_rows < cfg.batch.batch_size:
-        log(f"note: the training data fills {n_rows} row(s) of {cfg.batch.seq_len} tokens, fewer than batch_size="
+        log(f"note: the training data fills {n_rows} row(s) of {cfg.data.seq_len} tokens, fewer than batch_size="
             f"{cfg.batch.batch_size}; using batch_size={n_rows} (each step sees all of it)")
         return cfg.replace(batch_size=n_rows)
     return cfg

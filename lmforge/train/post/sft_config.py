@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lmforge.common.config_fields import section, setting
-from lmforge.common.config_io import ConfigIO
+from lmforge.common.config_fields import leaves, section, setting
+from lmforge.common.config_io import ConfigIO, flat_dict
 from lmforge.common.errors import ConfigError
 from lmforge.train.config import DEVICES, PRECISIONS, TrainConfig
 from lmforge.train.config_sections import (
@@ -33,6 +33,7 @@ class ChatDataConfig:
     data: tuple[str, ...] = setting((), "Chat data file (repeatable): JSON lines or a JSON array. Default: the "
                                     "embedded instruction task.", short="-d")
     format: str = setting("auto", "auto | messages | alpaca | sharegpt (auto detects it per file).")
+    seq_len: int = setting(256, "Tokens per row; a longer conversation is truncated (see --truncation).")
     pack: bool = setting(True, "Pack several conversations per row (attention stays inside each) or one per row.")
     truncation: str = setting("right", "right: keep a long conversation's first seq_len + 1 tokens | drop: skip it.")
     train_examples: int = setting(4000, "Embedded task: training conversations.")
@@ -41,7 +42,7 @@ class ChatDataConfig:
     def __post_init__(self) -> None:
         if isinstance(self.data, str | list):
             object.__setattr__(self, "data", (self.data,) if isinstance(self.data, str) else tuple(self.data))
-        check_ints(self, 1, "train_examples")
+        check_ints(self, 1, "train_examples", "seq_len")
         check_ints(self, 0, "task_seed")
         for name, allowed in (("format", FORMATS), ("truncation", TRUNCATIONS)):
             if getattr(self, name) not in allowed:
@@ -96,9 +97,9 @@ class SFTConfig(ConfigIO):
     lora: AdapterConfig = section(AdapterConfig)
     optim: OptimConfig = section(OptimConfig, lr=1e-4, weight_decay=0.0)
     schedule: ScheduleConfig = section(ScheduleConfig, max_steps=200, warmup_steps=10)
-    batch: BatchConfig = section(BatchConfig, batch_size=16, seq_len=256)
+    batch: BatchConfig = section(BatchConfig)
     checkpoint: CheckpointConfig = section(CheckpointConfig, checkpoint_every=1000, keep_checkpoints=1)
-    logging: LoggingConfig = section(LoggingConfig, eval_every=50, eval_batches=1000)
+    logging: LoggingConfig = section(LoggingConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model:
@@ -116,7 +117,7 @@ class SFTConfig(ConfigIO):
 
     def train_config(self) -> TrainConfig:
         """The pretraining Trainer's view of this run (no sample generations; the hf export is done by sft)."""
-        run = ("out", "seed", "resume", "fresh", "threads", "device", "precision")
-        sections = ("optim", "schedule", "batch", "checkpoint", "logging")
-        return TrainConfig.from_dict({**{k: getattr(self, k) for k in run + sections}, "sample_prompts": (),
+        knobs = flat_dict(self)
+        shared = {name: knobs[name] for name in leaves(TrainConfig) if name in knobs and name != "export_hf"}
+        return TrainConfig.from_dict({**shared, "eval_batches": 10**6, "sample_prompts": (),
                                       "sample_every": self.schedule.max_steps, "export_hf": False})

@@ -18,7 +18,7 @@ def test_toml_tables_and_overrides(tmp_path):
     path.write_text('out = "x"\nseq_len = 64\n[optim]\nlr = 0.01\n[schedule]\nlr_schedule = "wsd"\n'
                     '[samples]\nsample_prompts = ["a", "b"]\n')
     cfg = TrainConfig.from_toml(path, max_steps=7)
-    assert (cfg.out, cfg.optim.lr, cfg.schedule.lr_schedule, cfg.batch.seq_len) == ("x", 0.01, "wsd", 64)
+    assert (cfg.out, cfg.optim.lr, cfg.schedule.lr_schedule, cfg.data.seq_len) == ("x", 0.01, "wsd", 64)
     assert cfg.schedule.max_steps == 7 and cfg.samples.sample_prompts == ("a", "b")
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 

@@ -74,9 +74,9 @@ app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(lora_cmd.app, name="lora")
 app.command("rm", epilog=rm_cmd.EPILOG)(rm_cmd.rm_command)
 app.command("dpo", epilog=dpo_cmd.EPILOG)(dpo_cmd.dpo_command)
-app.command("ppo")(ppo_cmd.ppo_command)
-app.command("grpo")(grpo_cmd.grpo_command)
-app.command("rs")(rs_cmd.rs_command)
+app.command("ppo", epilog=ppo_cmd.EPILOG)(ppo_cmd.ppo_command)
+app.command("grpo", epilog=grpo_cmd.EPILOG)(grpo_cmd.grpo_command)
+app.command("rs", epilog=rs_cmd.EPILOG)(rs_cmd.rs_command)
 app.command("sft", epilog=sft_cmd.EPILOG)(sft_cmd.sft_command)
 
 

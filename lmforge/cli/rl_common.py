@@ -1,14 +1,18 @@
-"""What the RL commands (ppo, grpo, rs) share: the engine-backed generate function handed to the training code
-(train never imports the engine), the embedded verifiable task, and the before/after evaluation and export.
+"""What the RL commands (ppo, grpo, rs) share: their flags (generated from train/post/rl_config.py), the
+engine-backed generate function handed to the training code (train never imports the engine), the embedded
+verifiable task, and the before/after evaluation and export.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import typer
 
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
+from lmforge.cli.options_from_config import config_command, toml_epilog
+from lmforge.train.post.rl_config import rl_command_config
 
 if TYPE_CHECKING:  # torch and the engine load when a command runs, not at `lmforge --help`
     import torch
@@ -37,25 +41,17 @@ def engine_generate_fn(model: torch.nn.Module, stop_token_ids: list[int], pad_id
     return generate_fn
 
 
-# flags shared by `lmforge ppo`, `lmforge grpo` and `lmforge rs` (the model, the task and the run around it)
-MODEL = typer.Option(..., "--model", "-m", help="Policy to train: an HF directory (e.g. a run's hf/), a .gguf, "
-                     "or smollm2-135m.")
-OUT = typer.Option(None, "--out", "-o", help="Run directory (metrics.jsonl, PNG curves, report.md, hf/).")
-TASK = typer.Option("add", "--task", help="Verifiable task: add | sub | mul | mixed arithmetic.")
-MAX_OPERAND = typer.Option(9, "--max-operand", help="Task operands are drawn from [0, MAX_OPERAND].")
-SHAPING = typer.Option(True, "--shaping/--no-shaping", help="Partial credit (0.6 exact + 0.2 closeness + 0.2 "
-                       "format) instead of 0/1 exact match.")
-TASK_SEED = typer.Option(0, "--task-seed", help="Seed of the task's prompt generator.")
-EVAL_PROMPTS = typer.Option(64, "--eval-prompts", help="Most distinct held-out problems in each evaluation.")
-EVAL_EVERY = typer.Option(20, "--eval-every", help="Steps between held-out evaluations (0: before and after only).")
-EXPORT = typer.Option(True, "--export-hf/--no-export-hf", help="Write the trained policy to OUT/hf.")
-THREADS = typer.Option(None, "--threads", help="torch CPU threads.")
-DTYPE = typer.Option("float32", "--dtype", help="Training dtype: float32 (recommended) or bfloat16.")
-REWARD_MODEL = typer.Option(None, "--reward-model", help="Train on a reward model's score (an `lmforge rm` run's "
-                            "reward_model/ directory) instead of the verifiable reward; held-out figures still "
-                            "use the verifiable reward.")
-LORA_R = typer.Option(0, "--lora-r", help="LoRA rank for the policy (q, k, v, o projections); 0 trains every "
-                      "weight. With LoRA the reference is the base with the adapters switched off (no copy).")
+def rl_command(name: str, algo: type, doc: str) -> tuple[Callable[..., None], str]:
+    """The typer command `lmforge NAME` and its --help epilog: flags generated from RLCommandConfig, [run] and the
+    algorithm's config; running it calls run_command."""
+    cls = rl_command_config(name, algo)
+
+    def run(cfg) -> None:
+        run_command(getattr(cfg, name), model=cfg.model, out=cfg.run.out, task=cfg.task, max_operand=cfg.max_operand,
+                    shaping=cfg.shaping, task_seed=cfg.task_seed, eval_prompts=cfg.run.eval_prompts,
+                    eval_every=cfg.run.eval_every, export_hf=cfg.run.export_hf, threads=cfg.run.threads,
+                    dtype=cfg.dtype, reward_model=cfg.reward_model, lora_r=cfg.lora_r)
+    return config_command(cls, run, doc=doc, name=name), toml_epilog(cls)
 
 
 def run_command(cfg, *, model: str, out: str | None, task: str, max_operand: int, shaping: bool, task_seed: int,

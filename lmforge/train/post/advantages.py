@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-GROUP_ADVANTAGES = ("grpo", "drgrpo", "rloo", "remax")
+from lmforge.train.post.rl_config import GROUP_ADVANTAGES
 
 
 def discount_matrix(T: int, factor: float, device=None) -> torch.Tensor:

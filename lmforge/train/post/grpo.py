@@ -6,63 +6,14 @@ al., 2025: no std or length normalisation), and the RLOO / ReMax baselines.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from lmforge.common.errors import ConfigError
-from lmforge.train.post.advantages import GROUP_ADVANTAGES, group_advantages, same_reward_groups
+from lmforge.train.post.advantages import group_advantages, same_reward_groups
 from lmforge.train.post.kl import k3
 from lmforge.train.post.logprobs import entropy_from_logits, gather_logprobs, masked_mean
+from lmforge.train.post.rl_config import GRPOConfig
 from lmforge.train.post.rollout import GenerateFn, ReferenceFn, RewardFn, Rollout, RolloutParams, pack, sample_rollout
-
-LOSS_AGGREGATIONS = ("sequence", "token", "constant")
-
-
-@dataclass(frozen=True)
-class GRPOConfig:
-    steps: int = 40
-    prompts_per_step: int = 8
-    group_size: int = 8  # G completions per prompt
-    iterations: int = 1  # updates per rollout (mu); > 1 makes the ratio and its clipping matter
-    minibatch_size: int = 64  # completions per gradient step
-    lr: float = 1e-4
-    max_new_tokens: int = 6
-    temperature: float = 1.0
-    beta: float = 0.3  # k3 KL penalty to the reference (0: no reference pass at all)
-    eps_low: float = 0.2  # ratio clipped to [1 - eps_low, 1 + eps_high]; DAPO's clip-higher: eps_high > eps_low
-    eps_high: float = 0.2
-    advantage: str = "grpo"  # grpo | drgrpo | rloo | remax
-    loss_agg: str = "sequence"  # sequence: mean per sequence then over sequences (GRPO); token: over all tokens
-    # (DAPO); constant: sum over tokens / max_new_tokens, then mean (Dr. GRPO)
-    dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal, resample to refill
-    resample_rounds: int = 3  # extra rollout rounds dynamic sampling may use to refill a step
-    overlong_buffer: int = 0  # DAPO soft overlong penalty over the last this-many tokens before max_new_tokens
-    overlong_penalty: float = 1.0  # the penalty at max_new_tokens
-    grad_clip: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("steps", "prompts_per_step", "group_size", "iterations", "minibatch_size", "max_new_tokens",
-                     "resample_rounds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.advantage not in GROUP_ADVANTAGES:
-            raise ConfigError(f"advantage must be one of {', '.join(GROUP_ADVANTAGES)}, got {self.advantage!r}")
-        if self.loss_agg not in LOSS_AGGREGATIONS:
-            raise ConfigError(f"loss_agg must be one of {', '.join(LOSS_AGGREGATIONS)}, got {self.loss_agg!r}")
-        if self.group_size < 2 and self.advantage != "remax":
-            raise ConfigError(f"group_size must be >= 2 for the {self.advantage} baseline, got {self.group_size}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
-        for name in ("beta", "eps_low", "eps_high", "grad_clip", "temperature", "overlong_penalty"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.eps_low >= 1:
-            raise ConfigError(f"eps_low must be < 1, got {self.eps_low!r}")
-        if not 0 <= self.overlong_buffer < self.max_new_tokens:
-            raise ConfigError(f"overlong_buffer must be in [0, max_new_tokens), got {self.overlong_buffer!r}")
 
 
 def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int, penalty: float = 1.0) -> torch.Tensor:

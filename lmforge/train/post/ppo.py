@@ -7,61 +7,16 @@ log ref), beta fixed or adapted (Ziegler et al., 2019); advantages by GAE; clipp
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 
-from lmforge.common.errors import ConfigError
 from lmforge.train.post.advantages import gae, whiten
 from lmforge.train.post.kl import k1, k2
 from lmforge.train.post.logprobs import entropy_from_logits, gather_logprobs, masked_mean
+from lmforge.train.post.rl_config import PPOConfig
 from lmforge.train.post.rollout import GenerateFn, ReferenceFn, RewardFn, Rollout, RolloutParams, sample_rollout
 from lmforge.train.post.value_head import ScalarHead, last_token_index
-
-
-@dataclass(frozen=True)
-class PPOConfig:
-    steps: int = 40  # rollout + update rounds
-    batch_size: int = 32  # prompts (= completions) per rollout
-    minibatch_size: int = 16
-    ppo_epochs: int = 2  # passes over each rollout
-    lr: float = 5e-5
-    critic_lr: float | None = None  # None: the same as lr
-    max_new_tokens: int = 6
-    temperature: float = 1.0
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_eps: float = 0.2  # policy ratio clipping
-    value_clip: float = 0.2  # value prediction clipping around the rollout's values
-    vf_coef: float = 0.5
-    entropy_coef: float = 0.0
-    beta: float = 0.2  # KL penalty coefficient (initial value when adaptive)
-    adaptive_kl: bool = False  # Ziegler et al. controller towards target_kl
-    target_kl: float = 1.0  # nats per sequence
-    kl_horizon: int = 1000
-    whiten_advantages: bool = True
-    shared_backbone: bool = False  # critic = a value head on the actor's own backbone (memory saver)
-    grad_clip: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "kl_horizon"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.minibatch_size > self.batch_size:
-            raise ConfigError(f"minibatch_size ({self.minibatch_size}) must be <= batch_size ({self.batch_size})")
-        for name in ("lr", "clip_eps", "value_clip", "target_kl"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)!r}")
-        if self.critic_lr is not None and not self.critic_lr > 0:
-            raise ConfigError(f"critic_lr must be > 0 (or None for lr), got {self.critic_lr!r}")
-        for name in ("gamma", "lam"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        for name in ("vf_coef", "entropy_coef", "beta", "grad_clip", "temperature"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
 
 class AdaptiveKLController:

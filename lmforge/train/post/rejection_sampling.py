@@ -9,34 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from lmforge.common.errors import ConfigError
+from lmforge.train.post.rl_config import RSConfig
 from lmforge.train.post.rollout import GenerateFn, RewardFn, RolloutParams, sample_rollout
 from lmforge.train.step import IGNORE_INDEX, token_loss_sum
-
-
-@dataclass(frozen=True)
-class RSConfig:
-    rounds: int = 6  # sample-then-train rounds
-    prompts_per_round: int = 64
-    n: int = 16  # samples per prompt (best of N)
-    min_reward: float = 0.8  # a prompt's best must reach this to be kept
-    sft_epochs: int = 2  # passes over the kept completions per round
-    batch_size: int = 16
-    lr: float = 5e-5
-    max_new_tokens: int = 6
-    temperature: float = 1.0
-    grad_clip: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self):
-        for name in ("rounds", "prompts_per_round", "n", "sft_epochs", "batch_size", "max_new_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
-        if self.temperature < 0 or self.grad_clip < 0:
-            raise ConfigError("temperature and grad_clip must be >= 0")
 
 
 @dataclass

@@ -8,12 +8,11 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from lmforge.common.errors import ConfigError
 from lmforge.data.tasks.verifiable import VerifiableTask, follows_format, reward
 from lmforge.peft.lora import unload_lora
 from lmforge.peft.peft_io import save_adapter
@@ -22,28 +21,9 @@ from lmforge.train.post.grpo import GRPOConfig, GRPOTrainer
 from lmforge.train.post.policy_eval import evaluate_policy
 from lmforge.train.post.ppo import PPOConfig, PPOTrainer
 from lmforge.train.post.rejection_sampling import RSConfig, rejection_sampling_round
+from lmforge.train.post.rl_config import RunConfig
 from lmforge.train.post.rollout import GenerateFn, ReferenceFn, RewardFn, reference_from_model, reward_from_checker
 from lmforge.train.post.run_log import RunLog, heldout_warning
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """What surrounds the algorithm: where to write, the embedded task, how often and on how much to evaluate."""
-
-    out: str = "runs/rl"
-    eval_prompts: int = 64  # at most this many distinct held-out problems (fewer when the split is smaller)
-    eval_every: int = 20  # steps between held-out evaluations (0: only before and after)
-    export_hf: bool = True
-    threads: int | None = None
-
-    def __post_init__(self):
-        if isinstance(self.eval_prompts, bool) or not isinstance(self.eval_prompts, int) or self.eval_prompts < 1:
-            raise ConfigError(f"eval_prompts must be an integer >= 1, got {self.eval_prompts!r}")
-        if self.eval_every < 0:
-            raise ConfigError(f"eval_every must be >= 0, got {self.eval_every!r}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {self.threads!r}")
-
 
 AlgoConfig = PPOConfig | GRPOConfig | RSConfig
 

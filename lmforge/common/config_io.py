@@ -1,6 +1,7 @@
-"""Load and save for the frozen dataclass configs of runs (TrainConfig, SFTConfig, ...): dict, JSON and TOML,
-with unknown fields refused by name, so a typo in a config file or a `--set` is an error, never ignored, and values
-of the wrong type (`--set lr=abc`) refused by field and type, before validation compares them.
+"""Load and save for the frozen dataclass configs of runs (TrainConfig, SFTConfig, ...): dict, JSON and TOML.
+Keys are flat knob names (`lr`) or section tables (`[optim] lr`, config_fields.py), unknown ones refused by name, so
+a typo in a config file or a `--set` is an error, never ignored; values of the wrong type (`--set lr=abc`) are
+refused by field and type before each section's validation compares them.
 """
 
 from __future__ import annotations

@@ -44,3 +44,15 @@ def test_cli_user_error_exit_code_2(tmp_path):
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2 and result.stderr.startswith("error: unknown TrainConfig field(s): nope")
     assert "Traceback" not in result.stderr
+
+
+def test_sections_nest_by_concern_and_flat_names_reach_them():
+    cfg = TrainConfig.from_dict({"lr": 0.01, "schedule": {"max_steps": 9}, "batch_size": 4})
+    assert (cfg.optim.lr, cfg.schedule.max_steps, cfg.batch.batch_size) == (0.01, 9, 4)
+    changed = cfg.replace(warmup_steps=3, optim={"beta2": 0.99})
+    assert (changed.schedule.warmup_steps, changed.optim.beta2, changed.optim.lr) == (3, 0.99, 0.01)
+    assert TrainConfig.from_dict(changed.to_dict()) == changed  # JSON-able, nested like the TOML tables
+    with pytest.raises(ConfigError, match=r"OptimConfig\.lr"):  # validation sits with the section's fields
+        cfg.replace(lr=-1.0)
+    with pytest.raises(ConfigError, match=r"schedule\.lr"):  # a knob in the wrong table is refused by name
+        TrainConfig.from_dict({"schedule": {"lr": 0.1}})

@@ -2,12 +2,15 @@
 
 import os
 
-from lmforge.common.threads import configure_openmp
+import pytest
+import torch
 
-configure_openmp()  # before torch loads: idle OpenMP threads sleep instead of spinning against the other worker
+from lmforge.common.threads import ENV, cpu_count, set_threads, threads_from_env
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # pytest-xdist workers share the cores: pin their share, so no
+    share = max(1, cpu_count() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))  # OpenMP barrier spins against
+    os.environ.setdefault(ENV, str(share))  # the other worker; the CLI processes the tests start inherit it
+set_threads(threads_from_env())
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -8,7 +8,7 @@ import typer
 
 import lmforge
 from lmforge.common.paths import INSTALL_HINT, embedded_model_path
-from lmforge.common.threads import wait_policy
+from lmforge.common.threads import thread_policy, wait_policy
 
 
 def collect_info() -> dict:
@@ -18,11 +18,13 @@ def collect_info() -> dict:
     from lmforge.model.presets import preset_names
 
     embedded = embedded_model_path()
+    policy = thread_policy()  # starts the governor: LMFORGE_THREADS=N pins before the count is read
     return {
         "lmforge": lmforge.__version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "thread_policy": policy,
         "wait_policy": wait_policy(),
         "cuda": torch.cuda.is_available(),
         "presets": preset_names(),
@@ -32,7 +34,8 @@ def collect_info() -> dict:
 
 
 def info(as_json: bool = typer.Option(False, "--json", help="Print the facts as one JSON object.")) -> None:
-    """Show the lmforge and torch versions, CPU threads and their wait policy, model presets, whether the embedded
+    """Show the lmforge and torch versions, CPU threads (how many, how that count adapts to the load, how idle ones
+    wait), model presets, whether the embedded
     model is found, the CPU, the C++ kernels' state (built, not built yet, disabled by LMFORGE_CPU_KERNELS=0, or
     unavailable and why; this command never builds them) and the linear backend per dtype."""
     facts = collect_info()

@@ -33,7 +33,6 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     tokenizer_cmd,
 )
 from lmforge.common.errors import LmforgeError
-from lmforge.common.threads import configure_openmp
 
 HELP_WIDTH = 120
 
@@ -81,7 +80,6 @@ app.command("sft", epilog=sft_cmd.EPILOG)(sft_cmd.sft_command)
 
 
 def main() -> None:
-    configure_openmp()  # before any command imports torch (OpenMP reads it when it loads)
     try:
         app()
     except LmforgeError as err:

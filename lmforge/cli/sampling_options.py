@@ -22,8 +22,9 @@ SEED = typer.Option(None, "--seed", help="Seed for sampling (reproducible output
 MAX_NEW = typer.Option(256, "--max-new-tokens", "-n", help="Most tokens to generate per answer.")
 MODEL = typer.Option("smollm2-135m", "--model", "-m", help="Embedded model name, HF directory or .gguf.")
 DTYPE = typer.Option("float32", help="Compute dtype: float32 or bfloat16.")
-THREADS = typer.Option(None, "--threads", help="CPU threads for torch and lmforge's kernels (default: one per "
-                                               "physical core).")
+THREADS = typer.Option(None, "--threads", help="Pin this many CPU threads for torch and lmforge's kernels (default: "
+                                               "one per physical core, fewer while other processes use the CPU; "
+                                               "LMFORGE_THREADS=N pins too).")
 
 
 def sampling_params(*, temperature: float | None, top_k: int, top_p: float, min_p: float, repetition_penalty: float,

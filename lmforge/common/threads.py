@@ -1,48 +1,79 @@
-"""CPU threads that behave on a shared machine: how OpenMP threads wait, and how many there are.
+"""CPU threads that behave on a shared machine: OpenMP's fast spinning threads while the CPU is ours, fewer of them
+while other processes use it (thread_governor.py), or a count the user pins (`--threads N`, LMFORGE_THREADS=N).
 
-torch and lmforge's C++ kernels share one OpenMP runtime (GNU libgomp). By default its idle threads spin for a while
-at every barrier before they sleep; when other processes want the same cores, the spinning threads starve the thread
-that has work, and a decode step that takes 1 ms alone takes 100x longer (benchmarks/shared_cpu.py). The CLI sets a
-passive wait policy before torch is imported, unless the user chose one; `--threads N` caps torch's thread pool.
+torch and lmforge's C++ kernels share one OpenMP runtime (GNU libgomp), whose threads spin at every barrier before
+they sleep: fastest alone, 10-100x slower when other processes want the same cores (benchmarks/shared_cpu.py).
 """
 
 import os
 
-# Variables that choose how OpenMP threads wait: if the user set any, we leave them all alone.
+from lmforge.common.errors import LmforgeError
+from lmforge.common.thread_governor import ThreadGovernor, cpu_count, default_reader
+
+ENV = "LMFORGE_THREADS"  # "auto" (default): governed; N: pinned to N threads
+# Variables that choose how OpenMP threads wait (read once, when torch loads); lmforge leaves them to the user.
 WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
-# Sleep at once at a barrier (libgomp: GOMP_SPINCOUNT 0; Intel's runtime, if a build brings it: KMP_BLOCKTIME 0).
-SHARED_CPU_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+
+_governor: ThreadGovernor | None = None
 
 
-def shared_cpu_env(environ: dict | None = None) -> dict[str, str]:
-    """The variables `configure_openmp` would add to `environ` (default os.environ): none when the user set one."""
-    environ = os.environ if environ is None else environ
-    if any(name in environ for name in WAIT_VARS):
-        return {}
-    return dict(SHARED_CPU_ENV)
+def threads_from_env(environ=None) -> int | None:
+    """LMFORGE_THREADS as a pinned count, None for "auto" or unset; anything else is a user error."""
+    value = (os.environ if environ is None else environ).get(ENV, "auto").strip()
+    if value.lower() in ("", "auto"):
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise LmforgeError(f"{ENV} must be 'auto' or an integer >= 1, got {value!r}")
+    return int(value)
 
 
-def configure_openmp() -> None:
-    """Set the passive wait policy in os.environ; call it before torch is imported (OpenMP reads it at load time).
-    Child processes (torchrun ranks, data workers) inherit it."""
-    os.environ.update(shared_cpu_env())
+def governor() -> ThreadGovernor:
+    """This process's governor, started on first use: its ceiling is torch's thread count at that moment (one per
+    physical core unless something set it), pinned at once when LMFORGE_THREADS=N."""
+    global _governor
+    if _governor is None:
+        import torch
+
+        pinned = threads_from_env()
+        _governor = ThreadGovernor(torch.get_num_threads(), cpu_count(), default_reader(),
+                                   get_threads=torch.get_num_threads, set_threads=torch.set_num_threads)
+        if pinned is not None:
+            _governor.pin(pinned)
+    return _governor
+
+
+def tick(pin: int | None = None) -> None:
+    """Once per decode / engine / training step, in the thread that computes: adapt the thread count to the load.
+    `pin`: a count the caller's config fixes (a training run's --threads), which stops the governing."""
+    current = _governor or governor()
+    if pin is not None and current.pinned != pin:
+        current.pin(pin)
+    current.tick()
+
+
+def set_threads(threads: int | None) -> None:
+    """`--threads`: pin `threads` CPU threads for torch's operators and lmforge's kernels; None starts the governor
+    now (LMFORGE_THREADS=N still pins)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise LmforgeError(f"--threads must be an integer >= 1, got {threads!r}")
+    current = governor()
+    if threads is not None:
+        current.pin(threads)
+
+
+def thread_policy() -> str:
+    """How the thread count is chosen in this process (for `lmforge info`)."""
+    current = governor()
+    if current.pinned is not None:
+        return f"pinned to {current.pinned} (--threads or {ENV})"
+    if current.reader is None:
+        return f"{current.maximum} (no load reading on this platform; pin with --threads or {ENV})"
+    if current.maximum == 1:
+        return "1 (one core)"
+    return f"adaptive, 1-{current.maximum}: fewer while other processes use the CPU ({ENV}=N or --threads N pins)"
 
 
 def wait_policy() -> str:
     """How OpenMP threads wait in this process, as the environment says (for `lmforge info`)."""
     chosen = [f"{name}={os.environ[name]}" for name in WAIT_VARS if name in os.environ]
     return ", ".join(chosen) if chosen else "OpenMP default (spin, then sleep)"
-
-
-def set_threads(threads: int | None) -> None:
-    """Use `threads` CPU threads for torch's operators and lmforge's kernels (None: leave torch's default, one per
-    physical core)."""
-    if threads is None:
-        return
-    from lmforge.common.errors import LmforgeError
-
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise LmforgeError(f"--threads must be an integer >= 1, got {threads!r}")
-    import torch
-
-    torch.set_num_threads(threads)

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.threads import tick as tick_threads
 from lmforge.engine.generate import sample
 
 
@@ -49,6 +50,7 @@ def decode_stream(model, prompt: Sequence[int], max_new_tokens: int = 128, tempe
     cache = model.new_kv_cache(1, max_len=max_len)
     logits = prefill(model, torch.tensor([list(prompt)], device=device), cache)
     for i in range(max_new_tokens):
+        tick_threads()  # fewer OpenMP threads while other processes use the CPU
         token = sample(logits, temperature, generator)
         value = token.item()
         yield value

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.threads import tick as tick_threads
 from lmforge.engine.request_state import RequestState, StepOutput
 from lmforge.engine.sampling import Sampler, TokenHistory, make_generators
 from lmforge.engine.sampling_params import SamplingParams
@@ -111,6 +112,7 @@ def generate_stream(model, prompts: Sequence[Sequence[int]],
     history = TokenHistory.from_tokens(prompts, logits.shape[-1], device) if sampler.needs_history else None
     states = [RequestState(sp, p, tokenizer) for p, sp in zip(prompts, rows, strict=True)]
     for _ in range(longest):
+        tick_threads()  # fewer OpenMP threads while other processes use the CPU
         out = sampler(logits, history, generators)
         tokens = out.tokens.tolist()
         logprobs = out.logprobs.tolist() if out.logprobs is not None else [None] * B

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.threads import tick as tick_threads
 from lmforge.engine.block_manager import BlockManager
 from lmforge.engine.generate import fit_prompt
 from lmforge.engine.request_state import RequestState
@@ -128,6 +129,7 @@ class LLM:
         registered in the prefix cache. A failure while recording one request's token (text, stop strings) ends that
         request alone too. The batch is retried only on the failure path, so a normal step costs nothing more.
         """
+        tick_threads()  # fewer OpenMP threads while other processes use the CPU
         batch, failed = self.scheduler.schedule()
         outputs = [self._output(seq, error=f"the request needs more KV cache blocks than exist "
                                              f"({self.block_manager.num_blocks})") for seq in failed]

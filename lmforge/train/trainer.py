@@ -20,6 +20,7 @@ from torch import nn
 
 from lmforge.common.errors import LmforgeError
 from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
+from lmforge.common.threads import tick as tick_threads
 from lmforge.train.activation_checkpoint import apply_activation_checkpointing
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import Parallel
@@ -177,6 +178,7 @@ class Trainer(TrainerCheckpoints):
                                                   label=self.label, log=self.log, tokens=self.tokens_seen,
                                                   val_name=self.objective.headline_label) as bar:
             while self.step < last:
+                tick_threads(cfg.threads)  # --threads pins; unset: fewer threads while the CPU is shared
                 t0 = time.perf_counter()
                 lr = lr_at(self.step, peak=cfg.optim.lr, max_steps=last, warmup_steps=sched.warmup_steps,
                            schedule=sched.lr_schedule, min_ratio=sched.min_lr_ratio,

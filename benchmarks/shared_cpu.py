@@ -1,12 +1,16 @@
-"""Decode speed when the CPU is shared: OpenMP's default spin-waiting vs the passive wait policy the CLI sets.
+"""Decode speed when the CPU is shared: lmforge's thread governor vs fixed thread counts and wait policies.
 
 Each figure is a fresh worker process (the wait policy is read when torch loads) that greedily decodes with the
-generation loop of `lmforge generate` / `chat` (prepared model, C++ kernels), best of --repeat runs: a tiny random
-model and SmolLM2-135M (fp32), each idle and with a background load that this script starts and stops itself
-(--load busy-loop processes, by default one per core). Settings: "old" (no wait variables: libgomp spins), "new"
-(lmforge.common.threads.shared_cpu_env: OMP_WAIT_POLICY=PASSIVE) and "one_thread" (old policy, --threads 1).
-Prints one JSON line: tokens/s per model / setting / condition, loaded/idle ratios and new/old ratios.
-Usage: python benchmarks/shared_cpu.py [--tokens 64] [--smol-tokens 16] [--repeat 3] [--load 2]
+generation loop of `lmforge generate` / `chat` (prepared model, C++ kernels): the best of --repeat runs after at
+least --warmup seconds of decoding (the governor's first reading comes after 0.25 s), and the best of --rounds such
+processes, the settings taking turns. Models: a tiny random one and SmolLM2-135M (fp32), each idle and with a
+background load that this script starts and stops itself (--load busy-loop processes, by default one per core).
+Settings: "adaptive" (lmforge's default: OpenMP's spinning threads, fewer while other processes use the CPU), "spin"
+(the same, pinned to torch's default count: lmforge before either fix), "passive" (OMP_WAIT_POLICY=PASSIVE, default
+count: lmforge's previous default) and "one_thread" (spinning, --threads 1).
+Prints one JSON line: tokens/s and threads at the end per model / setting / condition, loaded/idle ratios, and the
+adaptive setting's ratio to each other one.
+Usage: python benchmarks/shared_cpu.py [--tokens 64] [--smol-tokens 16] [--repeat 3] [--rounds 1] [--load 2]
 """
 
 import argparse
@@ -17,13 +21,21 @@ import subprocess
 import sys
 import time
 
-from lmforge.common.threads import WAIT_VARS, shared_cpu_env
+from lmforge.common.threads import ENV, WAIT_VARS
 
 BUSY_LOOP = "while True: pass"
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 
 
-def worker(model_name: str, tokens: int, repeat: int, threads: int | None) -> dict:
+SETTINGS = {  # name: (extra environment, --threads: None governs, 0 pins torch's default count)
+    "adaptive": ({}, None),
+    "spin": ({}, 0),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, 0),
+    "one_thread": ({}, 1),
+}
+
+
+def worker(model_name: str, tokens: int, repeat: int, threads: int | None, warmup: float) -> dict:
     """Runs in the measured process: best tokens/s of `repeat` greedy decodes of `tokens` new tokens."""
     import torch
 
@@ -33,7 +45,7 @@ def worker(model_name: str, tokens: int, repeat: int, threads: int | None) -> di
     from lmforge.model import Transformer, get_preset
     from lmforge.model.inference import prepare_for_inference
 
-    set_threads(threads)
+    set_threads(torch.get_num_threads() if threads == 0 else threads)
     if model_name == "tiny":
         torch.manual_seed(0)
         model, prompt = Transformer(get_preset("tiny-llama", vocab_size=320)).eval(), list(range(3, 19))
@@ -51,21 +63,20 @@ def worker(model_name: str, tokens: int, repeat: int, threads: int | None) -> di
         return n / (time.perf_counter() - start)
 
     with torch.inference_mode():
-        run()  # warm-up: first calls of the kernels are slow
+        start = time.perf_counter()
+        while time.perf_counter() - start < warmup:  # first calls of the kernels are slow; the governor's reading
+            run()
         best = max(run() for _ in range(repeat))
     return {"tok_s": round(best, 2), "threads": torch.get_num_threads()}
 
 
 def measure(model_name: str, setting: str, loaded: bool, args) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in WAIT_VARS}
-    threads = None
-    if setting == "new":
-        env.update(shared_cpu_env(env))
-    elif setting == "one_thread":
-        threads = 1
+    extra, threads = SETTINGS[setting]
+    env = {**{k: v for k, v in os.environ.items() if k not in (*WAIT_VARS, ENV)}, **extra}
     tokens = args.tokens if model_name == "tiny" else args.smol_tokens
-    cmd = [sys.executable, __file__, "--worker", model_name, "--tokens", str(tokens), "--repeat", str(args.repeat)]
-    if threads:
+    cmd = [sys.executable, __file__, "--worker", model_name, "--tokens", str(tokens), "--repeat", str(args.repeat),
+           "--warmup", str(args.warmup)]
+    if threads is not None:
         cmd += ["--threads", str(threads)]
     busy = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(args.load if loaded else 0)]
     try:
@@ -75,6 +86,19 @@ def measure(model_name: str, setting: str, loaded: bool, args) -> dict:
             process.kill()
             process.wait()
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def best_runs(model_name: str, settings: list[str], args) -> dict:
+    """{setting: {condition: the fastest worker's result}} over --rounds rounds, the settings taking turns within a
+    round, so that a shared machine's changing load falls on each of them alike."""
+    runs: dict = {s: {} for s in settings}
+    for condition in ("idle", "loaded"):
+        for _ in range(args.rounds):
+            for setting in settings:
+                run = measure(model_name, setting, condition == "loaded", args)
+                if condition not in runs[setting] or run["tok_s"] > runs[setting][condition]["tok_s"]:
+                    runs[setting][condition] = run
+    return runs
 
 
 def cpu_name() -> str:
@@ -92,25 +116,33 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per figure (best is reported)")
     parser.add_argument("--load", type=int, default=os.cpu_count() or 2, help="busy-loop processes when loaded")
     parser.add_argument("--models", default="tiny,smollm2-135m")
-    parser.add_argument("--settings", default="old,new,one_thread")
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--rounds", type=int, default=1, help="worker processes per figure, taking turns")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of decoding before the timed runs")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per worker")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.tokens, args.repeat, args.threads)))
+        print(json.dumps(worker(args.worker, args.tokens, args.repeat, args.threads, args.warmup)))
         return
     settings = args.settings.split(",")
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        parser.error(f"unknown settings {unknown}; choose from {list(SETTINGS)}")
     result = {"cpu": cpu_name(), "cores": os.cpu_count(), "background_processes": args.load, "repeat": args.repeat,
-              "tok_s": {}, "loaded_over_idle": {}, "new_over_old": {}}
+              "tok_s": {}, "threads_at_end": {}, "loaded_over_idle": {}, "adaptive_over": {}}
     for model_name in args.models.split(","):
-        figures = {s: {c: measure(model_name, s, c == "loaded", args)["tok_s"] for c in ("idle", "loaded")}
-                   for s in settings}
+        runs = best_runs(model_name, settings, args)
+        figures = {s: {c: run["tok_s"] for c, run in by.items()} for s, by in runs.items()}
         result["tok_s"][model_name] = figures
+        result["threads_at_end"][model_name] = {s: {c: run["threads"] for c, run in by.items()}
+                                                for s, by in runs.items()}
         result["loaded_over_idle"][model_name] = {s: round(f["loaded"] / f["idle"], 3) for s, f in figures.items()}
-        if "old" in figures and "new" in figures:
-            result["new_over_old"][model_name] = {c: round(figures["new"][c] / figures["old"][c], 3)
-                                                  for c in ("idle", "loaded")}
+        if "adaptive" in figures:
+            result["adaptive_over"][model_name] = {
+                s: {c: round(figures["adaptive"][c] / figures[s][c], 3) for c in ("idle", "loaded")}
+                for s in settings if s != "adaptive"}
     print(json.dumps(result))
 
 

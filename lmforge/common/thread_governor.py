@@ -18,6 +18,7 @@ INTERVAL = 0.25  # seconds between two decisions
 # and up to floor(free + UP_SLACK): on 2 cores, 2 -> 1 when others use more than 0.5 core, 1 -> 2 below 0.2.
 DOWN_SLACK = 0.5
 UP_SLACK = 0.2
+STALE = 3  # intervals without a tick after which a reading is discarded
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc/stat's unit
 
 
@@ -116,9 +117,10 @@ class ThreadGovernor:
         now = self.clock()
         if now < self.next_at:
             return self.current
-        self.next_at = now + self.interval
+        stale = now - self.next_at > STALE * self.interval  # no step for a while (an idle server): an average over
+        self.next_at = now + self.interval  # the pause says little about now, so it only restarts the reading
         others = self.reader.others(self.current)
-        if others is not None:
+        if others is not None and not stale:
             threads = decide(self.current, self.maximum, self.cpus, others)
             self.decisions += threads != self.current
             self.current = threads

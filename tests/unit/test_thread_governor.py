@@ -77,6 +77,15 @@ def test_governor_decides_once_per_interval_and_sets_only_changes():
     assert gov.tick() == 2 and state["sets"] == [1, 2] and gov.decisions == 2
 
 
+def test_a_reading_over_a_long_pause_only_restarts_the_measure():
+    """An idle server ticks again after minutes: that average says nothing about now; the next reading decides."""
+    gov, state = make(Scripted(None, 1.0, 1.0))
+    state["now"] = 60.0
+    assert gov.tick() == 2 and state["sets"] == []
+    state["now"] = 60.3
+    assert gov.tick() == 1 and state["sets"] == [1]
+
+
 def test_another_os_thread_gets_the_count_set_where_it_computes():
     """OpenMP keeps the count per OS thread: a tick in a thread whose count differs sets it there."""
     gov, state = make(Scripted(None, 1.0, 1.0))

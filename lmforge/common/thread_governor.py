@@ -124,6 +124,6 @@ class ThreadGovernor:
             threads = decide(self.current, self.maximum, self.cpus, others)
             self.decisions += threads != self.current
             self.current = threads
-        if self.get_threads() != self.current:  # per OS thread in OpenMP: set it in the thread that computes
+        if self.get_threads() != self.current:  # changed behind our back (other code, a thread that reset it)
             self.set_threads(self.current)
         return self.current

@@ -52,13 +52,15 @@ def tick(pin: int | None = None) -> None:
 
 
 def set_threads(threads: int | None) -> None:
-    """`--threads`: pin `threads` CPU threads for torch's operators and lmforge's kernels; None starts the governor
-    now (LMFORGE_THREADS=N still pins)."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+    """`--threads`: pin `threads` CPU threads for torch's operators and lmforge's kernels. None leaves the count to
+    the governor (started at the first step, or pinned by LMFORGE_THREADS=N): it only checks that variable, without
+    importing torch."""
+    if threads is None:
+        threads_from_env()
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise LmforgeError(f"--threads must be an integer >= 1, got {threads!r}")
-    current = governor()
-    if threads is not None:
-        current.pin(threads)
+    governor().pin(threads)
 
 
 def thread_policy() -> str:

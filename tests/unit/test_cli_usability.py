@@ -62,9 +62,10 @@ def test_lmforge_threads_pins_the_count():
                             timeout=120, env=plain_env(LMFORGE_THREADS="1"))
     facts = json.loads(result.stdout)
     assert facts["threads"] == 1 and facts["thread_policy"].startswith("pinned to 1")
-    result = subprocess.run([sys.executable, "-m", "lmforge", "info"], capture_output=True, text=True, timeout=120,
-                            env=plain_env(LMFORGE_THREADS="many"))
-    assert_user_error(result, "LMFORGE_THREADS", "'many'", "auto")
+    for command in (["info"], ["generate", "the cat", "-n", "1"]):
+        result = subprocess.run([sys.executable, "-m", "lmforge", *command], capture_output=True, text=True,
+                                timeout=120, env=plain_env(LMFORGE_THREADS="many"))
+        assert_user_error(result, "LMFORGE_THREADS", "'many'", "auto")
 
 
 def test_threads_flag(model_dir):

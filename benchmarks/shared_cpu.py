@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -126,6 +127,7 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.tokens, args.repeat, args.threads, args.warmup)))
         return
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: the `finally` still stops the busy loops
     settings = args.settings.split(",")
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:

@@ -18,7 +18,6 @@ INTERVAL = 0.25  # seconds between two decisions
 # and up to floor(free + UP_SLACK): on 2 cores, 2 -> 1 when others use more than 0.5 core, 1 -> 2 below 0.2.
 DOWN_SLACK = 0.5
 UP_SLACK = 0.2
-STALE = 3  # intervals without a tick after which a reading is discarded
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc/stat's unit
 
 
@@ -83,17 +82,23 @@ def default_reader():
     return None
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (runnable processes), where the platform has one: the governor's first guess."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
 def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class ThreadGovernor:
     """Holds torch's thread count between 1 and `maximum` (the count when it started), from readings taken at most
-    every `interval` seconds. `pin(n)` fixes n threads and stops governing (the user chose: --threads N)."""
+    every `interval` seconds, and from `initial_others` before the first one. `pin(n)` fixes n threads and stops
+    governing (the user chose: --threads N)."""
 
     def __init__(self, maximum: int, cpus: int, reader, *, get_threads: Callable[[], int],
                  set_threads: Callable[[int], None], clock: Callable[[], float] = time.monotonic,
-                 interval: float = INTERVAL):
+                 interval: float = INTERVAL, initial_others: float | None = None):
         self.maximum, self.cpus, self.reader, self.interval = maximum, cpus, reader, interval
         self.get_threads, self.set_threads, self.clock = get_threads, set_threads, clock
         self.current, self.pinned = maximum, None
@@ -101,6 +106,10 @@ class ThreadGovernor:
         self.next_at = clock() + interval
         if reader is not None:
             reader.others(self.current)  # the baseline the first decision compares with
+        if initial_others is not None and self.active:  # a first guess (the load average): the first step under
+            self.current = decide(maximum, maximum, cpus, initial_others)  # load can take seconds when threads spin
+            if self.current != get_threads():
+                set_threads(self.current)
 
     @property
     def active(self) -> bool:
@@ -117,10 +126,9 @@ class ThreadGovernor:
         now = self.clock()
         if now < self.next_at:
             return self.current
-        stale = now - self.next_at > STALE * self.interval  # no step for a while (an idle server): an average over
-        self.next_at = now + self.interval  # the pause says little about now, so it only restarts the reading
-        others = self.reader.others(self.current)
-        if others is not None and not stale:
+        self.next_at = now + self.interval
+        others = self.reader.others(self.current)  # since the last reading, however long the step (seconds, loaded)
+        if others is not None:
             threads = decide(self.current, self.maximum, self.cpus, others)
             self.decisions += threads != self.current
             self.current = threads

@@ -8,7 +8,7 @@ they sleep: fastest alone, 10-100x slower when other processes want the same cor
 import os
 
 from lmforge.common.errors import LmforgeError
-from lmforge.common.thread_governor import ThreadGovernor, cpu_count, default_reader
+from lmforge.common.thread_governor import ThreadGovernor, cpu_count, default_reader, load_average
 
 ENV = "LMFORGE_THREADS"  # "auto" (default): governed; N: pinned to N threads
 # Variables that choose how OpenMP threads wait (read once, when torch loads); lmforge leaves them to the user.
@@ -35,8 +35,9 @@ def governor() -> ThreadGovernor:
         import torch
 
         pinned = threads_from_env()
-        _governor = ThreadGovernor(torch.get_num_threads(), cpu_count(), default_reader(),
-                                   get_threads=torch.get_num_threads, set_threads=torch.set_num_threads)
+        reader = None if pinned is not None else default_reader()
+        _governor = ThreadGovernor(torch.get_num_threads(), cpu_count(), reader, get_threads=torch.get_num_threads,
+                                   set_threads=torch.set_num_threads, initial_others=load_average())
         if pinned is not None:
             _governor.pin(pinned)
     return _governor

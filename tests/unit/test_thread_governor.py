@@ -52,7 +52,7 @@ class Scripted:
         return self.readings.pop(0) if self.readings else 0.0
 
 
-def make(reader, maximum=2, cpus=2, interval=0.25):
+def make(reader, maximum=2, cpus=2, interval=0.25, initial_others=None):
     state = {"threads": maximum, "now": 0.0, "sets": []}
 
     def set_threads(n):
@@ -60,7 +60,7 @@ def make(reader, maximum=2, cpus=2, interval=0.25):
         state["sets"].append(n)
 
     gov = ThreadGovernor(maximum, cpus, reader, get_threads=lambda: state["threads"], set_threads=set_threads,
-                         clock=lambda: state["now"], interval=interval)
+                         clock=lambda: state["now"], interval=interval, initial_others=initial_others)
     return gov, state
 
 
@@ -77,13 +77,21 @@ def test_governor_decides_once_per_interval_and_sets_only_changes():
     assert gov.tick() == 2 and state["sets"] == [1, 2] and gov.decisions == 2
 
 
-def test_a_reading_over_a_long_pause_only_restarts_the_measure():
-    """An idle server ticks again after minutes: that average says nothing about now; the next reading decides."""
-    gov, state = make(Scripted(None, 1.0, 1.0))
+def test_a_slow_step_still_decides():
+    """Two spinning threads on a loaded CPU: one step can take seconds, and its reading is the one that matters."""
+    gov, state = make(Scripted(None, 1.8))
     state["now"] = 60.0
-    assert gov.tick() == 2 and state["sets"] == []
-    state["now"] = 60.3
     assert gov.tick() == 1 and state["sets"] == [1]
+
+
+def test_the_first_guess_comes_before_the_first_reading():
+    gov, state = make(Scripted(None), initial_others=16.0)  # a load average of 16 on 2 cores
+    assert gov.current == 1 and state["sets"] == [1]
+    gov, state = make(Scripted(None), initial_others=0.1)
+    assert gov.current == 2 and state["sets"] == []
+    gov, state = make(Scripted(None), initial_others=16.0)
+    gov.pin(2)
+    assert gov.tick() == 2 and state["sets"] == [1, 2]
 
 
 def test_a_count_changed_behind_the_governors_back_is_set_again():

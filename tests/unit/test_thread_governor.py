@@ -222,9 +222,10 @@ def test_the_training_step_ticks_and_its_threads_flag_pins(busy_machine, tmp_pat
             return {}
 
     loader = Loader([(rows[:, :-1], rows[:, 1:])])
-    cfg = TrainConfig(out=str(tmp_path / "run"), batch_size=2, max_steps=3, warmup_steps=1, eval_every=1000,
-                      sample_every=1000, checkpoint_every=1000, progress=False, peak_tflops=1.0, device="cpu",
-                      export_hf=False, precision="fp32", threads=threads_flag)
+    cfg = TrainConfig.from_dict(dict(
+        out=str(tmp_path / "run"), batch_size=2, max_steps=3, warmup_steps=1, eval_every=1000, sample_every=1000,
+        checkpoint_every=1000, progress=False, peak_tflops=1.0, device="cpu", export_hf=False, precision="fp32",
+        threads=threads_flag))
     model = Transformer(get_preset("tiny-llama", vocab_size=64, dim=32, ffn_dim=64, max_seq_len=32))
     Trainer(cfg, model, loader, None, log=lambda m: None).fit()
     if threads_flag is None:  # governed: one reading per step, and the busy machine leaves one thread

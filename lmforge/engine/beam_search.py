@@ -14,6 +14,7 @@ from lmforge.common.errors import ConfigError, LmforgeError
 from lmforge.engine.generate import fit_prompt
 from lmforge.engine.sampling import check_finite
 from lmforge.engine.sampling_params import SamplingParams
+from lmforge.generation.cache import new_kv_cache
 
 NEG = -1.0e9  # "impossible" score, as transformers uses (not -inf: sums and divisions stay finite)
 
@@ -63,7 +64,7 @@ def beam_search(model, prompt: Sequence[int], params: BeamSearchParams | None = 
     top_n = torch.arange(keep, device=device) < n
     stops = torch.tensor(p.stop_token_ids, dtype=torch.long, device=device)
 
-    cache = model.new_kv_cache(1, max_len=len(prompt) + max_new)
+    cache = new_kv_cache(model, 1, max_len=len(prompt) + max_new)
     logits = model(torch.tensor([prompt], device=device), kv_cache=cache, last_only=True)[:, -1]
     cache.reorder(torch.zeros(n, dtype=torch.long, device=device))  # every beam starts from the prompt
     logits = logits.expand(n, -1)

@@ -3,10 +3,11 @@
 One sequence needs no padding mask and no position bookkeeping (its positions are the cache offsets), so a step
 is the model's own readable forward on one token and nothing around it: no mask concatenation, no cumsum of
 positions, no per-step allocation of the cache. Quantized models (lmforge.quant.int_linear) take the same path.
-torch.compile is not used: measured on 2 CPU cores it recompiled per layer (the cache offset is a Python int)
-and ran slower than eager; `step` lets a caller plug in a compiled step anyway.
+compile=True decodes on a static-shape cache (generation/cache/static.py) through a torch.compile'd step, captured
+once; off by default, as it measured slower than the prepared eager path (docs/inference.md).
 """
 
+import functools
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -14,6 +15,7 @@ import torch
 from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import tick as tick_threads
 from lmforge.engine.generate import sample
+from lmforge.generation.cache import new_kv_cache
 
 
 def prefill(model, ids: torch.Tensor, cache) -> torch.Tensor:
@@ -26,12 +28,20 @@ def decode_one_token(model, token: torch.Tensor, cache) -> torch.Tensor:
     return model(token[:, None], kv_cache=cache)[:, -1]
 
 
+@functools.cache
+def compiled_decode_one_token():
+    """decode_one_token through torch.compile (one wrapper per process; graphs are kept per model and cache shape)."""
+    return torch.compile(decode_one_token, fullgraph=True)
+
+
 @torch.inference_mode()
 def decode_stream(model, prompt: Sequence[int], max_new_tokens: int = 128, temperature: float = 0.0,
-                  stop_token_ids: Sequence[int] = (), seed: int | None = None, step=None) -> Iterator[int]:
+                  stop_token_ids: Sequence[int] = (), seed: int | None = None, step=None,
+                  compile: bool = False) -> Iterator[int]:
     """Yield new token ids one by one; stops after a stop token (yielded) or max_new_tokens.
 
-    `step(token, cache) -> logits` replaces decode_one_token when given (e.g. a compiled version).
+    `step(token, cache) -> logits` replaces decode_one_token when given. compile: a static cache and the compiled
+    decode_one_token (the first call per model compiles, for seconds to minutes).
     """
     if not prompt:
         raise LmforgeError("the prompt must contain at least one token")
@@ -43,11 +53,13 @@ def decode_stream(model, prompt: Sequence[int], max_new_tokens: int = 128, tempe
                            f"model's context of {model.config.max_seq_len} tokens")
     if max_new_tokens == 0:
         return
+    if compile and step is None:
+        step = functools.partial(compiled_decode_one_token(), model)
     step = step or (lambda token, cache: decode_one_token(model, token, cache))
     device = model.embed.weight.device
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     stops = set(stop_token_ids)
-    cache = model.new_kv_cache(1, max_len=max_len)
+    cache = new_kv_cache(model, 1, max_len=max_len, static=compile)
     logits = prefill(model, torch.tensor([list(prompt)], device=device), cache)
     for i in range(max_new_tokens):
         tick_threads()  # fewer OpenMP threads while other processes use the CPU

@@ -14,7 +14,7 @@ from lmforge.common.threads import tick as tick_threads
 from lmforge.engine.request_state import RequestState, StepOutput
 from lmforge.engine.sampling import Sampler, TokenHistory, make_generators
 from lmforge.engine.sampling_params import SamplingParams
-from lmforge.model.rolling_cache import RollingKVCache, all_layers_sliding
+from lmforge.generation.cache import RollingKVCache, all_layers_sliding, new_kv_cache
 
 
 def sample(logits: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -105,7 +105,7 @@ def generate_stream(model, prompts: Sequence[Sequence[int]],
     if all_layers_sliding(model.config) and bool(mask.all()):  # Mistral: memory bounded by the window
         cache = RollingKVCache.for_model(model, B)
     else:
-        cache = model.new_kv_cache(B, max_len=ids.shape[1] + longest)
+        cache = new_kv_cache(model, B, max_len=ids.shape[1] + longest)
     logits = prefill(model, ids, mask, cache)
     sampler = Sampler(rows, logits.shape[-1], device)
     generators = make_generators(rows, device)

@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from lmforge.engine.paged_cache import PagedKVCache
 from lmforge.engine.scheduler import ScheduledSeq
+from lmforge.generation.cache import PagedKVCache
 
 
 def cache_entry_shapes(cfg) -> dict[str, tuple[int, ...]]:

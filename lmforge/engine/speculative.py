@@ -16,6 +16,7 @@ from lmforge.engine.generate import fit_prompt
 from lmforge.engine.mtp_draft import MTPDraft
 from lmforge.engine.sampling import Sampler, check_finite
 from lmforge.engine.sampling_params import SamplingParams
+from lmforge.generation.cache import new_kv_cache
 from lmforge.model.mtp import MultiTokenPrediction
 
 
@@ -70,7 +71,7 @@ class ModelDraft:
 
     def __init__(self, model, max_len: int):
         self.model = model
-        self.cache = model.new_kv_cache(1, max_len=max_len)
+        self.cache = new_kv_cache(model, 1, max_len=max_len)
         self.device = next(model.parameters()).device
 
     def propose(self, tokens: list[int], k: int, dist: Distributions,
@@ -152,7 +153,7 @@ def make_draft(target, draft: str | object, max_len: int, max_ngram: int = 3):
         return NgramDraft(max_ngram, vocab)
     if isinstance(draft, MultiTokenPrediction):
         return MTPDraft(target, draft, max_len)
-    if not hasattr(draft, "new_kv_cache"):
+    if not hasattr(draft, "config"):
         raise LmforgeError(f"draft must be 'ngram', MTP modules (LM.mtp) or a model, got {draft!r}")
     if draft.config.vocab_size != vocab:
         raise LmforgeError(f"the draft model's vocabulary ({draft.config.vocab_size}) differs from the target's "
@@ -174,7 +175,7 @@ def speculative_generate(target, prompt: Sequence[int], draft, params: SamplingP
     drafter = make_draft(target, draft, max_len, max_ngram)
     dist = Distributions(params, target.config.vocab_size, device)
     generator = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
-    cache = target.new_kv_cache(1, max_len=max_len)
+    cache = new_kv_cache(target, 1, max_len=max_len)
     forward = getattr(drafter, "target_forward", target)  # an MTP draft keeps the target's hidden states
     if len(prompt) > 1:  # the last prompt token is fed with the first drafts
         forward(torch.tensor([prompt[:-1]], device=device), kv_cache=cache, last_only=True)

@@ -2,10 +2,9 @@
 live in lmforge.formats, quantization in lmforge.quant."""
 
 from lmforge.model.config import ModelConfig
-from lmforge.model.kv_cache import KVCache
 from lmforge.model.presets import family_config, get_preset, preset_names
 from lmforge.model.resize import resize_token_embeddings
 from lmforge.model.transformer import Transformer
 
-__all__ = ["KVCache", "ModelConfig", "Transformer", "family_config", "get_preset", "preset_names",
+__all__ = ["ModelConfig", "Transformer", "family_config", "get_preset", "preset_names",
            "resize_token_embeddings"]

@@ -2,14 +2,14 @@
 
 K/V heads are shared by groups of query heads; `F.scaled_dot_product_attention(enable_gqa=True)` does the
 grouping without materialising repeated K/V. Optional q/k/v/o biases (Qwen2) and per-head QK RMSNorm (Qwen3).
+Where keys/values are stored and how attention runs over them is the backend's business (attention_backend.py).
 """
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from lmforge.model.attention_backend import SDPA, AttentionBackend
 from lmforge.model.config import ModelConfig
-from lmforge.model.kv_cache import KVCache
 from lmforge.model.norms import make_norm
 from lmforge.model.rope import apply_rope
 
@@ -34,7 +34,7 @@ class Attention(nn.Module):
         self.rope = apply_rope
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                is_causal: bool, kv_cache: KVCache | None = None, q_scale: torch.Tensor | None = None) -> torch.Tensor:
+                is_causal: bool, backend: AttentionBackend = SDPA, q_scale: torch.Tensor | None = None) -> torch.Tensor:
         """cos/sin None: no RoPE (absolute or no positions); q_scale [B, 1, T, 1]: LogN factors for the queries."""
         B, T, _ = x.shape
         if self.qkv_proj is not None:
@@ -52,11 +52,5 @@ class Attention(nn.Module):
             q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
         if q_scale is not None:
             q = q * q_scale.to(q.dtype)
-        if getattr(kv_cache, "paged", False):  # the serving engine's paged cache does the attention itself
-            y = kv_cache.attend(self.layer_idx, q, k, v, scale=self.scale)
-        else:
-            if kv_cache is not None:
-                k, v = kv_cache.update(self.layer_idx, k, v)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=self.scale,
-                                               enable_gqa=self.n_kv_heads != self.n_heads)
+        y = backend.attend(self.layer_idx, q, k, v, mask, is_causal, self.scale)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))

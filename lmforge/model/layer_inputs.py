@@ -39,9 +39,11 @@ def rope_tables(cfg: ModelConfig, positions: torch.Tensor, dtype: torch.dtype, l
 
 
 def layer_inputs(cfg: ModelConfig, attention_mask: torch.Tensor | None, positions: torch.Tensor, start: int,
-                 T: int, dtype: torch.dtype, segment_ids: torch.Tensor | None = None) -> list[tuple]:
+                 T: int, dtype: torch.dtype, segment_ids: torch.Tensor | None = None,
+                 masks: bool = True) -> list[tuple]:
     """One (cos, sin, mask, is_causal, q_scale) tuple per layer (shared objects for layers of the same kind).
-    segment_ids [B, T] (packed documents) replaces the causal/window mask by its block-diagonal version."""
+    segment_ids [B, T] (packed documents) replaces the causal/window mask by its block-diagonal version.
+    masks=False: the attention backend masks by itself (paged, rolling, static caches): none are built."""
     device = positions.device
     q_scale = None
     if cfg.positions.logn_train_len is not None:
@@ -59,7 +61,9 @@ def layer_inputs(cfg: ModelConfig, attention_mask: torch.Tensor | None, position
                 cos, sin = rope_tables(cfg, positions, dtype, local)
             else:  # same RoPE as a kind already built
                 cos, sin = next(v[:2] for k, v in built.items() if k[1] == local)
-            if segment_ids is not None:
+            if not masks:
+                mask, is_causal = None, False
+            elif segment_ids is not None:
                 mask, is_causal = build_segment_mask(segment_ids, cfg.attention.causal, window), False
             elif cfg.attention.causal and window is None:
                 mask, is_causal = build_attention_mask(attention_mask, start, T, device)

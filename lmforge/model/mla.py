@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.model.attention_backend import SDPA, AttentionBackend
 from lmforge.model.config import ModelConfig
-from lmforge.model.mla_cache import MLACache
 from lmforge.model.norms import RMSNorm
 from lmforge.model.rope import apply_rope
 
@@ -51,7 +51,7 @@ class MLAttention(nn.Module):
         return q.split([self.nope, self.rope], dim=-1)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                is_causal: bool, kv_cache: MLACache | None = None, q_scale: torch.Tensor | None = None) -> torch.Tensor:
+                is_causal: bool, backend: AttentionBackend = SDPA, q_scale: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
         q_nope, q_rope = self.query(x)
         if q_scale is not None:  # LogN attention scaling [B, 1, T, 1]
@@ -62,17 +62,14 @@ class MLAttention(nn.Module):
             q_rope, k_rope = deinterleave(q_rope), deinterleave(k_rope)
         q_rope = apply_rope(q_rope, cos, sin)
         k_rope = apply_rope(k_rope[:, None], cos, sin)[:, 0]  # [B, T, rope]: one RoPE key for every head
-        if getattr(kv_cache, "paged", False):  # the serving engine's paged cache (latent pages)
-            decode = self.attend_naive if self.mode == "naive" else self.attend_absorbed
-            prefill = self.attend_absorbed if self.mode == "absorbed" else self.attend_naive
-            y = kv_cache.attend_latent(self.layer_idx, q_nope, q_rope, latent, k_rope, decode, prefill)
-            return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.v_dim))
-        if kv_cache is not None:
-            latent, k_rope = kv_cache.update(self.layer_idx, latent, k_rope)
-        absorbed = self.mode == "absorbed" or (self.mode == "auto" and kv_cache is not None and T == 1)
-        attend = self.attend_absorbed if absorbed else self.attend_naive
-        y = attend(q_nope, q_rope, latent, k_rope, mask, is_causal)  # [B, H, T, v]
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.v_dim))
+        y = backend.attend_latent(self.layer_idx, self, q_nope, q_rope, latent, k_rope, mask, is_causal)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.v_dim))  # y [B, H, T, v]
+
+    def attention_path(self, decode: bool):
+        """attend_absorbed in "absorbed" mode and, in "auto" mode, to decode (new tokens against cached ones, where
+        it is cheaper); attend_naive otherwise. Backends call it with the entries they stored."""
+        absorbed = self.mode == "absorbed" or (self.mode == "auto" and decode)
+        return self.attend_absorbed if absorbed else self.attend_naive
 
     def attend_naive(self, q_nope, q_rope, latent, k_rope, mask, is_causal):
         """Decompress per-head K/V from the latent [B, S, r], then standard SDPA."""

@@ -12,13 +12,12 @@ from torch import nn
 
 from lmforge.common.errors import LmforgeError
 from lmforge.model.attention import Attention
+from lmforge.model.attention_backend import SDPA, backend_of
 from lmforge.model.attention_mask import build_attention_mask  # noqa: F401  (moved; kept importable from here)
 from lmforge.model.config import ModelConfig
 from lmforge.model.encoder import InputExtras, MLMTransform
-from lmforge.model.kv_cache import KVCache
 from lmforge.model.layer_inputs import layer_inputs, needs_input_extras
 from lmforge.model.mla import MLAttention
-from lmforge.model.mla_cache import MLACache
 from lmforge.model.moe import make_ffn, moe_aux_loss
 from lmforge.model.norms import make_norm
 from lmforge.model.segments import check_segment_ids, segment_positions
@@ -59,11 +58,11 @@ class Block(nn.Module):
             self.attn_post_norm = make_norm(cfg.norms.kind, cfg.dim, cfg.norms.eps)
             self.mlp_post_norm = make_norm(cfg.norms.kind, cfg.dim, cfg.norms.eps)
 
-    def forward(self, x, cos, sin, mask, is_causal, kv_cache=None, q_scale=None):
+    def forward(self, x, cos, sin, mask, is_causal, backend=SDPA, q_scale=None):
         if self.norm_position == "post":
-            x = self.attn_norm(x + self.attn(x, cos, sin, mask, is_causal, kv_cache, q_scale))
+            x = self.attn_norm(x + self.attn(x, cos, sin, mask, is_causal, backend, q_scale))
             return self.mlp_norm(x + self.mlp(x))
-        h = self.attn(self.attn_norm(x), cos, sin, mask, is_causal, kv_cache, q_scale)
+        h = self.attn(self.attn_norm(x), cos, sin, mask, is_causal, backend, q_scale)
         if self.norm_position == "sandwich":
             x = x + self.attn_post_norm(h)
             return x + self.mlp_post_norm(self.mlp(self.mlp_norm(x)))
@@ -110,17 +109,8 @@ class Transformer(nn.Module):
         """The MoE load-balancing loss of the last forward (0 for dense models or aux_loss_coef=0)."""
         return moe_aux_loss(self)
 
-    def new_kv_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None) -> KVCache:
-        cfg = self.config
-        if cfg.attention.kind == "mla":
-            return MLACache(cfg.n_layers, batch_size, max_len or cfg.max_seq_len, cfg.attention.kv_lora_rank,
-                            cfg.attention.qk_rope_head_dim, dtype=dtype or self.embed.weight.dtype,
-                            device=self.embed.weight.device)
-        return KVCache(cfg.n_layers, batch_size, max_len or cfg.max_seq_len, cfg.resolved_kv_heads,
-                       cfg.resolved_head_dim, dtype=dtype or self.embed.weight.dtype, device=self.embed.weight.device)
-
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                positions: torch.Tensor | None = None, kv_cache=None,
                 last_only: bool = False, token_type_ids: torch.Tensor | None = None,
                 logit_indices: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
                 segment_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -128,8 +118,9 @@ class Transformer(nn.Module):
 
         attention_mask: [B, S] key mask over cached + new tokens (1 = token, 0 = padding); when given and
         positions is not, positions count only real tokens, so left padding does not shift them.
-        kv_cache: new keys/values are appended to it and it advances by T. A paged cache (the serving engine's)
-        takes packed tokens [1, N] of several sequences with explicit positions and does the attention itself.
+        kv_cache: any object whose `backend` stores the new keys/values and runs attention (attention_backend.py;
+        the caches are in lmforge.generation.cache); None: plain SDPA. A paged cache (the serving engine's) takes
+        packed tokens [1, N] of several sequences with explicit positions.
         logit_indices: compute logits only at these positions of T (e.g. each packed sequence's last token).
         segment_ids: [B, T] documents packed in a row (contiguous runs of one id): attention stays inside each one
         and positions restart at each (segments.py); training only, not with a KV cache.
@@ -149,7 +140,7 @@ class Transformer(nn.Module):
         return logits
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                      positions: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                      positions: torch.Tensor | None = None, kv_cache=None,
                       token_type_ids: torch.Tensor | None = None,
                       inputs_embeds: torch.Tensor | None = None,
                       segment_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -159,12 +150,12 @@ class Transformer(nn.Module):
         if input_ids.dim() != 2:
             raise LmforgeError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
         B, T = input_ids.shape
-        paged = getattr(kv_cache, "paged", False)
-        if paged and positions is None:
-            raise LmforgeError("a paged KV cache needs explicit positions")
-        start = kv_cache.length if kv_cache is not None and not paged else 0
-        if kv_cache is not None and not paged:
-            kv_cache.check_room(T)
+        backend = backend_of(kv_cache)
+        if backend.explicit_positions and positions is None:
+            raise LmforgeError(f"{type(kv_cache).__name__} needs explicit positions")
+        if not backend.needs_mask and attention_mask is not None:
+            raise LmforgeError(f"{type(kv_cache).__name__} takes no attention_mask: it masks by position (no padding)")
+        start = backend.begin(T)  # cache offset of the first new token (int, or a tensor for a static cache)
         if segment_ids is not None:
             check_segment_ids(segment_ids, input_ids, attention_mask, kv_cache)
             positions = segment_positions(segment_ids) if positions is None else positions
@@ -172,13 +163,15 @@ class Transformer(nn.Module):
             if attention_mask is not None:
                 positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:start + T]
             else:
-                positions = torch.arange(start, start + T, device=input_ids.device).expand(B, T)
+                new = torch.arange(T, device=input_ids.device) + start if torch.is_tensor(start) else \
+                    torch.arange(start, start + T, device=input_ids.device)
+                positions = new.expand(B, T)
         x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
         if hasattr(self, "extras"):
             x = self.extras(x, positions, token_type_ids)
-        per_layer = layer_inputs(self.config, attention_mask, positions, start, T, x.dtype, segment_ids)
+        per_layer = layer_inputs(self.config, attention_mask, positions, start, T, x.dtype, segment_ids,
+                                 masks=backend.needs_mask)
         for layer, (cos, sin, mask, is_causal, q_scale) in zip(self.layers, per_layer, strict=True):
-            x = layer(x, cos, sin, mask, is_causal, kv_cache, q_scale)
-        if kv_cache is not None and not paged:
-            kv_cache.advance(T)
+            x = layer(x, cos, sin, mask, is_causal, backend, q_scale)
+        backend.end(T)
         return self.norm(x)

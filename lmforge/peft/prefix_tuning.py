@@ -9,17 +9,18 @@ import torch
 from torch import nn
 
 from lmforge.common.errors import ConfigError, LmforgeError
+from lmforge.generation.cache import new_kv_cache
+from lmforge.generation.cache.contiguous import ContiguousBackend
 from lmforge.peft.lora import freeze
 
 
 class PrefixCache:
     """Duck-types KVCache for one forward pass: layer l sees [prefix_l; its new keys/values]."""
 
-    paged = False
-
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, batch_size: int):
         self.keys, self.values, self.batch_size = keys, values, batch_size  # [L, H_kv, n, D]
         self.length = keys.shape[2]
+        self.backend = ContiguousBackend(self)
 
     def check_room(self, n_new: int) -> None:
         pass
@@ -54,7 +55,7 @@ class PrefixTuning(nn.Module):
         return self.model.config
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None):
-        return self.model.new_kv_cache(batch_size, (max_len or self.config.max_seq_len) + self.n_prefix, dtype)
+        return new_kv_cache(self.model, batch_size, (max_len or self.config.max_seq_len) + self.n_prefix, dtype)
 
     @torch.no_grad()
     def fill(self, kv_cache) -> None:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from lmforge.common.errors import ConfigError
+from lmforge.generation.cache import new_kv_cache
 from lmforge.peft.lora import freeze
 
 
@@ -32,7 +33,7 @@ class PromptTuning(nn.Module):
         return self.model.config
 
     def new_kv_cache(self, batch_size: int, max_len: int | None = None, dtype: torch.dtype | None = None):
-        return self.model.new_kv_cache(batch_size, (max_len or self.config.max_seq_len) + self.n_virtual, dtype)
+        return new_kv_cache(self.model, batch_size, (max_len or self.config.max_seq_len) + self.n_virtual, dtype)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, kv_cache=None,
                 last_only: bool = False) -> torch.Tensor:

@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lmforge.calc.calc import calc_report, flops_per_token, kv_bytes_per_token, kv_comparison, params_summary
 from lmforge.calc.calc_memory import layer_activation_bytes, zero_model_states
+from lmforge.generation.cache import new_kv_cache
 from lmforge.model.presets import family_config, get_preset, preset_names
 from lmforge.model.transformer import Transformer
 from tests.cli_util import run_cli
@@ -89,7 +90,7 @@ def test_kv_cache_mla_smaller_than_gqa_smaller_than_mha():
 @pytest.mark.parametrize("preset", ["tiny-llama", "tiny-deepseek-v3", "tiny-qwen3"])
 def test_kv_bytes_match_real_cache(preset):
     cfg = get_preset(preset)
-    cache = Transformer(cfg).new_kv_cache(batch_size=1, max_len=32, dtype=torch.bfloat16)
+    cache = new_kv_cache(Transformer(cfg), batch_size=1, max_len=32, dtype=torch.bfloat16)
     tensors = [t for t in vars(cache).values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
     assert sum(t.numel() * t.element_size() for t in tensors) / 32 == kv_bytes_per_token(cfg, "bf16")
 

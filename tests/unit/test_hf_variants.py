@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lmforge.formats.loader import load
+from lmforge.generation.cache import new_kv_cache
 from tests.hf_variant_models import tiny_bert, tiny_gemma3, tiny_mistral
 
 TOL = 1e-4
@@ -50,7 +51,7 @@ def test_mistral_cached_decoding_past_the_window_equals_full_forward(tmp_path):
     ids, mask = _left_padded(ref.config.vocab_size, T=14)
     with torch.no_grad():
         full = model(ids, attention_mask=mask)
-        cache = model.new_kv_cache(ids.shape[0], max_len=ids.shape[1])
+        cache = new_kv_cache(model, ids.shape[0], max_len=ids.shape[1])
         steps = [model(ids[:, :5], attention_mask=mask[:, :5], kv_cache=cache)]
         for t in range(5, ids.shape[1]):
             steps.append(model(ids[:, t:t + 1], attention_mask=mask[:, :t + 1], kv_cache=cache))

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from lmforge.generation.cache import MLACache, new_kv_cache
 from lmforge.model import Transformer, get_preset
 from lmforge.model.mla import MLAttention
-from lmforge.model.mla_cache import MLACache
 
 
 def _model(mode: str, **overrides) -> Transformer:
@@ -48,7 +48,7 @@ def test_cached_decode_equals_full_forward(mode):
         _set_mode(model, "naive")
         reference = model(ids)
         _set_mode(model, mode)
-        cache = model.new_kv_cache(2, max_len=32)
+        cache = new_kv_cache(model, 2, max_len=32)
         assert isinstance(cache, MLACache)
         steps = [model(ids[:, :9], kv_cache=cache)] + [model(ids[:, t:t + 1], kv_cache=cache) for t in range(9, 15)]
     assert (torch.cat(steps, dim=1) - reference).abs().max() <= 1e-5
@@ -57,7 +57,7 @@ def test_cached_decode_equals_full_forward(mode):
 
 def test_cache_holds_only_latent_and_rope_key():
     cfg = get_preset("tiny-deepseek-v3")
-    cache = Transformer(cfg).new_kv_cache(1, max_len=10)
+    cache = new_kv_cache(Transformer(cfg), 1, max_len=10)
     per_token = sum(t[0, 0, 0].numel() for t in (cache.latent, cache.k_rope))
     assert per_token == cfg.attention.kv_lora_rank + cfg.attention.qk_rope_head_dim
     assert per_token < 2 * cfg.n_heads * cfg.attention.v_head_dim  # what a per-head K/V cache would store

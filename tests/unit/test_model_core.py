@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lmforge.common.errors import ConfigError, LmforgeError
+from lmforge.generation.cache import new_kv_cache
 from lmforge.model import ModelConfig, Transformer, family_config, get_preset, resize_token_embeddings
 from lmforge.model.rope import apply_rope, rope_cos_sin, rope_inv_freq
 
@@ -64,7 +65,7 @@ def test_kv_cache_decode_equals_full_forward(preset, n_kv_heads):
     ids = torch.randint(0, 256, (2, 12))
     with torch.no_grad():
         full = model(ids)
-        cache = model.new_kv_cache(2, max_len=16)
+        cache = new_kv_cache(model, 2, max_len=16)
         chunks = [model(ids[:, :5], kv_cache=cache), model(ids[:, 5:9], kv_cache=cache)]  # chunked prefill
         chunks += [model(ids[:, t:t + 1], kv_cache=cache) for t in range(9, 12)]
     assert cache.length == 12
@@ -82,7 +83,7 @@ def test_gpt2_style_variant_layernorm_gelu():
     ids = torch.randint(0, 256, (1, 9))
     with torch.no_grad():
         full = model(ids)
-        cache = model.new_kv_cache(1, max_len=9)
+        cache = new_kv_cache(model, 1, max_len=9)
         stepwise = torch.cat([model(ids[:, :4], kv_cache=cache)] + [model(ids[:, t:t + 1], kv_cache=cache)
                                                                      for t in range(4, 9)], dim=1)
     assert (stepwise - full).abs().max() < 1e-5
@@ -124,7 +125,7 @@ def test_rope_scores_depend_only_on_relative_position():
 
 def test_kv_cache_overflow_is_a_clear_error():
     model = Transformer(get_preset("tiny-llama")).eval()
-    cache = model.new_kv_cache(1, max_len=4)
+    cache = new_kv_cache(model, 1, max_len=4)
     with pytest.raises(LmforgeError, match="KV cache full"):
         model(torch.zeros(1, 5, dtype=torch.long), kv_cache=cache)
 

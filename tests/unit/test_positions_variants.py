@@ -7,6 +7,7 @@ import torch
 
 from lmforge.common.errors import ConfigError, LmforgeError
 from lmforge.data.mlm import IGNORE_INDEX, mask_tokens
+from lmforge.generation.cache import new_kv_cache
 from lmforge.model import ModelConfig, Transformer, family_config, get_preset
 from lmforge.model.attention_mask import build_attention_mask, build_window_mask
 from lmforge.model.config_attention import local_global_pattern
@@ -115,7 +116,7 @@ def test_cached_decoding_equals_full_forward_with_mixed_window_layers(preset):
     ids = torch.randint(0, 256, (2, 20))
     with torch.no_grad():
         full = model(ids)
-        cache = model.new_kv_cache(2, max_len=20)
+        cache = new_kv_cache(model, 2, max_len=20)
         steps = [model(ids[:, :3], kv_cache=cache)] + [model(ids[:, t:t + 1], kv_cache=cache) for t in range(3, 20)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-5)
 

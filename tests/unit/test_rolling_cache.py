@@ -5,8 +5,8 @@ import torch
 
 from lmforge.engine.generate import generate
 from lmforge.engine.sampling_params import SamplingParams
+from lmforge.generation.cache import RollingKVCache, all_layers_sliding
 from lmforge.model.presets import get_preset
-from lmforge.model.rolling_cache import RollingKVCache, all_layers_sliding
 from tests.context_lm import assert_context_dependent, assert_not_constant, context_model, naive_greedy
 
 

@@ -6,12 +6,12 @@ import random
 import pytest
 import torch
 
-from lmforge.engine import paged_cache
 from lmforge.engine.block_manager import BlockManager
 from lmforge.engine.generate import generate
 from lmforge.engine.llm import LLM, EngineConfig
 from lmforge.engine.sampling_params import SamplingParams
 from lmforge.engine.sequence import Sequence
+from lmforge.generation.cache import paged, paged_plan
 from lmforge.model import Transformer, get_preset
 
 
@@ -47,12 +47,12 @@ def decode_grouping(request, monkeypatch):
     """All rows attend through the C++ kernel, or on the PyTorch path: decoding rows in length groups (overhead 0
     splits them into one group per distinct length), prompt chunks with SDPA. MLA always takes the PyTorch path."""
     if request.param == "C++ kernel":
-        if paged_cache.cpu_ops() is None:
+        if paged.cpu_ops() is None:
             pytest.skip("the C++ kernel could not be built here (no compiler?)")
         return
-    monkeypatch.setattr(paged_cache, "cpu_ops", lambda: None)
+    monkeypatch.setattr(paged, "cpu_ops", lambda: None)
     if request.param == "one group per length":
-        monkeypatch.setattr(paged_cache, "GROUP_OVERHEAD_BLOCKS", 0)
+        monkeypatch.setattr(paged_plan, "GROUP_OVERHEAD_BLOCKS", 0)
 
 
 def _set_partitions(items):
@@ -76,12 +76,12 @@ def test_group_by_length_is_an_optimal_partition():
     for _ in range(200):
         lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, 7))]
         overhead = rng.choice([0, 3, 48])
-        groups = paged_cache.group_by_length(lengths, overhead)
+        groups = paged_plan.group_by_length(lengths, overhead)
         assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
         best = min(_grouping_cost(p, lengths, overhead) for p in _set_partitions(list(range(len(lengths)))))
         assert _grouping_cost(groups, lengths, overhead) == best
-    assert paged_cache.group_by_length([1, 100], overhead=10) == [[0], [1]]
-    assert paged_cache.group_by_length([1, 100], overhead=1000) == [[0, 1]]
+    assert paged_plan.group_by_length([1, 100], overhead=10) == [[0], [1]]
+    assert paged_plan.group_by_length([1, 100], overhead=1000) == [[0, 1]]
 
 
 def test_continuous_batching_equals_single_sequence_greedy(model, decode_grouping):

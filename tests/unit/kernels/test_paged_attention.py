@@ -5,7 +5,8 @@ import random
 import pytest
 import torch
 
-from lmforge.engine.paged_cache import PagedKVCache
+from lmforge.generation.cache import PagedKVCache
+from lmforge.generation.cache.paged_backend import PagedKernelBackend
 from lmforge.kernels import cpu_kernels
 
 needs_kernel = pytest.mark.usefixtures("ops")  # skips where the kernels cannot be built (see conftest.py)
@@ -106,7 +107,7 @@ def test_write_kv_puts_new_entries_in_their_slots_and_rejects_bad_ones(ops):
 @needs_kernel
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cache_attend_is_the_same_with_and_without_the_kernel(dtype):
-    """A mixed step (decoding rows, a fresh prompt, a prompt chunk after a cached prefix) through PagedKVCache.attend:
+    """A mixed step (decoding rows, a fresh prompt, a prompt chunk after a cached prefix) through the cache's backend:
     the kernel path and the PyTorch path give the same outputs and leave the same pools."""
     heads, kv_heads, width, block_size = 6, 2, 32, 4
     gen = torch.Generator().manual_seed(1)
@@ -125,11 +126,11 @@ def test_cache_attend_is_the_same_with_and_without_the_kernel(dtype):
     for use_kernel in (True, False):
         cache = PagedKVCache(1, 128, block_size, {"k": (kv_heads, width), "v": (kv_heads, width)}, dtype=dtype,
                              kernel=use_kernel)
-        assert (cache._ops is not None) == use_kernel
+        assert isinstance(cache.backend, PagedKernelBackend) == use_kernel
         cache.pools["k"][0].copy_(history[0])
         cache.pools["v"][0].copy_(history[1])
         cache.prepare(items)
-        outs.append(cache.attend(0, q, k, v, scale=0.3))
+        outs.append(cache.backend.attend(0, q, k, v, None, False, 0.3))
         pools.append(torch.stack([cache.pools["k"], cache.pools["v"]]))
     tol = 1e-5 if dtype == torch.float32 else 2e-2
     torch.testing.assert_close(outs[0], outs[1], atol=tol, rtol=tol)
@@ -146,7 +147,7 @@ def test_without_the_kernel_the_cache_takes_the_pytorch_path(how, monkeypatch, c
     cpu_kernels.cpu_ops.cache_clear()
     try:
         assert cpu_kernels.cpu_ops() is None
-        assert PagedKVCache(1, 4, 4, {"k": (1, 16), "v": (1, 16)})._ops is None
+        assert not isinstance(PagedKVCache(1, 4, 4, {"k": (1, 16), "v": (1, 16)}).backend, PagedKernelBackend)
     finally:
         cpu_kernels.cpu_ops.cache_clear()
     assert ("no C++ compiler found (no-such-compiler-here" in capsys.readouterr().err) == (how == "no compiler")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.generation.cache import new_kv_cache
 from lmforge.model import Transformer, get_preset
 from lmforge.model.segments import segment_positions
 from lmforge.train.step import token_loss_sum
@@ -66,7 +67,7 @@ def test_segment_ids_refuse_a_kv_cache_and_a_padding_mask():
     ids = torch.zeros(1, 4, dtype=torch.long)
     seg = torch.ones(1, 4, dtype=torch.long)
     with pytest.raises(LmforgeError, match="KV cache"):
-        model(ids, segment_ids=seg, kv_cache=model.new_kv_cache(1, 8))
+        model(ids, segment_ids=seg, kv_cache=new_kv_cache(model, 1, 8))
     with pytest.raises(LmforgeError, match="attention_mask"):
         model(ids, segment_ids=seg, attention_mask=torch.ones(1, 4))
     with pytest.raises(LmforgeError, match="shape"):

@@ -1,14 +1,14 @@
 """A rolling-buffer KV cache for sliding-window attention (Mistral 7B, Jiang et al. 2023): position p lives in
 slot p mod W, so memory stays at the window W however long the generation runs.
 
-It does its own attention (the paged-cache protocol: `paged = True`, `attend`), masking by the position each slot
-holds. Valid for models whose every layer is sliding, and for batches without padding (one shared position).
+Its backend masks by the position each slot holds, so the model is given explicit positions (`positions(T)`).
+Valid for models whose every layer is sliding, and for batches without padding (one shared position).
 """
 
 import torch
-import torch.nn.functional as F
 
 from lmforge.common.errors import LmforgeError
+from lmforge.model.attention_backend import AttentionBackend, sdpa
 from lmforge.model.config_attention import layer_window
 
 
@@ -19,8 +19,6 @@ def all_layers_sliding(cfg) -> bool:
 
 
 class RollingKVCache:
-    paged = True  # the model hands attention to `attend` and passes explicit positions
-
     def __init__(self, n_layers: int, batch_size: int, window: int, n_kv_heads: int, head_dim: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
         shape = (n_layers, batch_size, n_kv_heads, window, head_dim)
@@ -30,6 +28,7 @@ class RollingKVCache:
         self.window = window
         self.n_layers = n_layers
         self.length = 0  # tokens seen so far (the position of the next one)
+        self.backend = RollingBackend(self)
 
     @classmethod
     def for_model(cls, model, batch_size: int) -> "RollingKVCache":
@@ -49,28 +48,42 @@ class RollingKVCache:
         pos = torch.arange(self.length, self.length + T, device=self.slot_pos.device)
         return pos.expand(self.batch_size, T)
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               scale: float | None = None) -> torch.Tensor:
-        """Attention of new queries q [B, Hq, T, D] over the cached window and the new k/v [B, H, T, D]; then the
-        new keys overwrite the oldest slots. After the last layer the cache advances by T."""
-        T = q.shape[2]
-        new_pos = torch.arange(self.length, self.length + T, device=q.device)
-        keys = torch.cat([self.k[layer], k], dim=2)
-        values = torch.cat([self.v[layer], v], dim=2)
-        key_pos = torch.cat([self.slot_pos, new_pos])
-        rel = new_pos[:, None] - key_pos[None, :]  # [T, W + T]
-        mask = (key_pos[None, :] >= 0) & (rel >= 0) & (rel < self.window)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask[None, None], scale=scale,
-                                           enable_gqa=q.shape[1] != k.shape[1])
-        keep = min(T, self.window)  # only the last W new tokens can ever be seen again
-        slots = new_pos[T - keep:] % self.window
-        self.k[layer][:, :, slots] = k[:, :, T - keep:]
-        self.v[layer][:, :, slots] = v[:, :, T - keep:]
-        if layer == self.n_layers - 1:
-            self.slot_pos[slots] = new_pos[T - keep:]
-            self.length += T
-        return y
-
     def reset(self) -> None:
         self.slot_pos.fill_(-1)
         self.length = 0
+
+
+class RollingBackend(AttentionBackend):
+    explicit_positions = True
+    needs_mask = False  # masks by the position each slot holds
+
+    def __init__(self, cache: RollingKVCache):
+        self.cache = cache
+
+    def attend(self, layer, q, k, v, mask, is_causal, scale):
+        """Attention of new queries q [B, Hq, T, D] over the cached window and the new k/v [B, H, T, D]; then the
+        new keys overwrite the oldest slots."""
+        c, T = self.cache, q.shape[2]
+        new_pos = torch.arange(c.length, c.length + T, device=q.device)
+        keys = torch.cat([c.k[layer], k], dim=2)
+        values = torch.cat([c.v[layer], v], dim=2)
+        key_pos = torch.cat([c.slot_pos, new_pos])
+        rel = new_pos[:, None] - key_pos[None, :]  # [T, W + T]
+        allowed = (key_pos[None, :] >= 0) & (rel >= 0) & (rel < c.window)
+        y = sdpa(q, keys, values, allowed[None, None], False, scale)
+        keep = min(T, c.window)  # only the last W new tokens can ever be seen again
+        slots = new_pos[T - keep:] % c.window
+        c.k[layer][:, :, slots] = k[:, :, T - keep:]
+        c.v[layer][:, :, slots] = v[:, :, T - keep:]
+        return y
+
+    def attend_latent(self, layer, mla, q_nope, q_rope, latent, k_rope, mask, is_causal):
+        raise LmforgeError("a rolling KV cache does not hold MLA latents")  # refused in for_model already
+
+    def end(self, num_tokens: int) -> None:
+        """The slots the new tokens took now hold their positions; the cache advances."""
+        c = self.cache
+        new_pos = torch.arange(c.length, c.length + num_tokens, device=c.slot_pos.device)
+        keep = min(num_tokens, c.window)
+        c.slot_pos[new_pos[num_tokens - keep:] % c.window] = new_pos[num_tokens - keep:]
+        c.length += num_tokens

@@ -1,0 +1,50 @@
+"""The static-shape KV cache (gpt-fast): written at tensor positions, it decodes what the growing cache decodes, its
+shapes never change (so a compiled step is captured once), and it refuses what it cannot hold."""
+
+import pytest
+import torch
+
+from lmforge.common.errors import LmforgeError
+from lmforge.engine.fast_decode import decode
+from lmforge.generation.cache import StaticKVCache, new_kv_cache
+from tests.context_lm import assert_not_constant, context_model, naive_greedy
+
+
+def test_static_cache_decodes_like_the_growing_cache():
+    model = context_model()
+    prompt = [5, 17, 99, 3, 42, 7]
+    expected = naive_greedy(model, prompt, 16)
+    assert_not_constant(expected)
+    cache = new_kv_cache(model, 1, max_len=len(prompt) + 16, static=True)
+    assert isinstance(cache, StaticKVCache)
+    shapes = (cache.k.shape, cache.v.shape)
+    with torch.no_grad():  # step by step on one static cache: same tokens, same buffers, position as a tensor
+        logits = model(torch.tensor([prompt]), kv_cache=cache, last_only=True)[:, -1]
+        tokens = []
+        for _ in range(16):
+            tokens.append(int(logits.argmax()))
+            logits = model(torch.tensor([[tokens[-1]]]), kv_cache=cache)[:, -1]
+    assert tokens == expected
+    assert (cache.k.shape, cache.v.shape) == shapes and cache.length == len(prompt) + 16
+    cache.truncate(len(prompt))  # speculative-style rollback: the same continuation again
+    with torch.no_grad():
+        again = model(torch.tensor([expected[:4]]), kv_cache=cache)[0].argmax(-1).tolist()
+    assert again == expected[1:5]
+
+
+def test_static_cache_refuses_what_it_cannot_hold():
+    with pytest.raises(LmforgeError, match="full attention on every layer and no MLA"):
+        new_kv_cache(context_model("tiny-llama", sliding_window=4), 1, max_len=8, static=True)
+    model = context_model()
+    cache = new_kv_cache(model, 1, max_len=8, static=True)
+    with pytest.raises(LmforgeError, match="takes no attention_mask"):
+        model(torch.tensor([[1, 2]]), attention_mask=torch.ones(1, 2, dtype=torch.long), kv_cache=cache)
+    with pytest.raises(LmforgeError, match="static KV cache full"):
+        cache.check_room(9)
+
+
+def test_compiled_decode_equals_eager():
+    model = context_model()
+    prompt = [5, 17, 99, 3]
+    expected = naive_greedy(model, prompt, 8)
+    assert decode(model, prompt, max_new_tokens=8, compile=True) == expected

@@ -1,0 +1,86 @@
+"""torch.compile'd decode step on a static-shape KV cache vs the eager paths (CPU, batch 1, greedy), one process.
+
+Per model and dtype: the default path (prepare_for_inference + the growing KVCache, what `lmforge generate` runs),
+the plain eager model on the same growing cache, the plain eager model on the static cache, and the compiled step
+on the static cache (decode(compile=True); the projections stay torch's own: the C++ kernels have no fake tensor
+implementations, so inductor could not trace them), with the compile time of its first call.
+Prints one JSON line. Usage: python benchmarks/decode_compile.py [--tokens 64] [--repeat 3] [--skip-smollm2]
+"""
+
+import argparse
+import copy
+import functools
+import json
+import sys
+import time
+
+import torch
+
+from lmforge import load
+from lmforge.common.timing import best_time
+from lmforge.engine.fast_decode import decode
+from lmforge.generation.cache import new_kv_cache
+from lmforge.model import Transformer, get_preset
+from lmforge.model.inference import prepare_for_inference
+
+
+@torch.inference_mode()
+def static_greedy(model, prompt: list[int], max_new_tokens: int) -> list[int]:
+    """Greedy decoding on a StaticKVCache, eager (what decode(compile=True) runs, minus torch.compile)."""
+    cache = new_kv_cache(model, 1, max_len=len(prompt) + max_new_tokens, static=True)
+    logits = model(torch.tensor([prompt]), kv_cache=cache, last_only=True)[:, -1]
+    out = []
+    for _ in range(max_new_tokens):
+        out.append(logits.argmax(-1))
+        logits = model(out[-1][:, None], kv_cache=cache)[:, -1]
+    return torch.cat(out).tolist()
+
+
+def tok_per_s(model, prompt: list[int], tokens: int, repeat: int, run=decode, **kwargs) -> tuple[float, list[int]]:
+    run(model, prompt, max_new_tokens=8, **kwargs)  # warm-up (oneDNN first calls)
+    seconds, out = best_time(functools.partial(run, model, prompt, max_new_tokens=tokens, **kwargs), repeat)
+    return tokens / seconds, out
+
+
+def measure(model, prompt: list[int], tokens: int, repeat: int) -> dict:
+    model = model.eval()
+    prepared = copy.deepcopy(model)
+    prepare_for_inference(prepared)  # in place
+    out = {}
+    out["eager_default"], reference = tok_per_s(prepared, prompt, tokens, repeat)
+    out["eager_plain"], _ = tok_per_s(model, prompt, tokens, repeat)
+    out["eager_static"], _ = tok_per_s(model, prompt, tokens, repeat, run=static_greedy)
+    start = time.perf_counter()
+    decode(model, prompt, max_new_tokens=tokens, compile=True)  # the first call compiles
+    out["compile_s"] = time.perf_counter() - start
+    out["compiled_static"], compiled = tok_per_s(model, prompt, tokens, repeat, compile=True)
+    out["same_tokens"] = compiled == reference
+    out["ratio_compiled_vs_default"] = out["compiled_static"] / out["eager_default"]
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per run")
+    parser.add_argument("--repeat", type=int, default=3, help="timed repetitions (best is reported)")
+    parser.add_argument("--skip-smollm2", action="store_true", help="only the tiny random model")
+    args = parser.parse_args()
+    results = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        torch.manual_seed(0)
+        tiny = Transformer(get_preset("tiny-llama")).to(dtype)
+        results[f"tiny-llama {name}"] = measure(tiny, list(range(1, 17)), args.tokens, args.repeat)
+        print(f"tiny {name}: {results[f'tiny-llama {name}']}", file=sys.stderr, flush=True)
+        torch._dynamo.reset()
+        if not args.skip_smollm2:
+            lm = load("smollm2-135m", dtype=dtype)
+            prompt = lm.tokenizer.encode("The three primary colours are")
+            results[f"smollm2-135m {name}"] = measure(lm.model, prompt, args.tokens, args.repeat)
+            print(f"smollm2 {name}: {results[f'smollm2-135m {name}']}", file=sys.stderr, flush=True)
+            torch._dynamo.reset()
+    print(json.dumps({"benchmark": "decode_compile", "tokens": args.tokens, "threads": torch.get_num_threads(),
+                      "tok_per_s": results, "torch": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()

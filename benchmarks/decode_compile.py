@@ -4,7 +4,7 @@ Per model and dtype: the default path (prepare_for_inference + the growing KVCac
 the plain eager model on the same growing cache, the plain eager model on the static cache, and the compiled step
 on the static cache (decode(compile=True); the projections stay torch's own: the C++ kernels have no fake tensor
 implementations, so inductor could not trace them), with the compile time of its first call.
-Prints one JSON line. Usage: python benchmarks/decode_compile.py [--tokens 64] [--repeat 3] [--skip-smollm2]
+Prints one JSON line. Usage: python benchmarks/decode_compile.py [--tokens 64] [--repeat 3] [--models tiny,smollm2]
 """
 
 import argparse
@@ -63,16 +63,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per run")
     parser.add_argument("--repeat", type=int, default=3, help="timed repetitions (best is reported)")
-    parser.add_argument("--skip-smollm2", action="store_true", help="only the tiny random model")
+    parser.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny (random tiny-llama), smollm2")
     args = parser.parse_args()
     results = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        torch.manual_seed(0)
-        tiny = Transformer(get_preset("tiny-llama")).to(dtype)
-        results[f"tiny-llama {name}"] = measure(tiny, list(range(1, 17)), args.tokens, args.repeat)
-        print(f"tiny {name}: {results[f'tiny-llama {name}']}", file=sys.stderr, flush=True)
-        torch._dynamo.reset()
-        if not args.skip_smollm2:
+        if "tiny" in args.models.split(","):
+            torch.manual_seed(0)
+            tiny = Transformer(get_preset("tiny-llama")).to(dtype)
+            results[f"tiny-llama {name}"] = measure(tiny, list(range(1, 17)), args.tokens, args.repeat)
+            print(f"tiny {name}: {results[f'tiny-llama {name}']}", file=sys.stderr, flush=True)
+            torch._dynamo.reset()
+        if "smollm2" in args.models.split(","):
             lm = load("smollm2-135m", dtype=dtype)
             prompt = lm.tokenizer.encode("The three primary colours are")
             results[f"smollm2-135m {name}"] = measure(lm.model, prompt, args.tokens, args.repeat)

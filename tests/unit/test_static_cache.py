@@ -1,11 +1,13 @@
 """The static-shape KV cache (gpt-fast): written at tensor positions, it decodes what the growing cache decodes, its
 shapes never change (so a compiled step is captured once), and it refuses what it cannot hold."""
 
+import functools
+
 import pytest
 import torch
 
 from lmforge.common.errors import LmforgeError
-from lmforge.engine.fast_decode import decode
+from lmforge.engine.fast_decode import decode, decode_one_token
 from lmforge.generation.cache import StaticKVCache, new_kv_cache
 from tests.context_lm import assert_not_constant, context_model, naive_greedy
 
@@ -43,8 +45,19 @@ def test_static_cache_refuses_what_it_cannot_hold():
         cache.check_room(9)
 
 
-def test_compiled_decode_equals_eager():
+def test_the_decode_step_is_captured_once_on_the_static_cache_and_recompiles_on_the_growing_one():
+    """torch.compile traces decode_one_token once (fullgraph, no recompilation at later positions) on the static
+    cache; the growing KVCache's Python-int length makes it recompile. aot_eager: the capture without inductor's
+    C++ build (decode(compile=True) uses inductor; benchmarks/decode_compile.py times it)."""
     model = context_model()
     prompt = [5, 17, 99, 3]
     expected = naive_greedy(model, prompt, 8)
-    assert decode(model, prompt, max_new_tokens=8, compile=True) == expected
+    assert_not_constant(expected)
+    torch._dynamo.reset()
+    step = functools.partial(torch.compile(decode_one_token, backend="aot_eager", fullgraph=True), model)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        assert decode(model, prompt, max_new_tokens=8, compile=True, step=step) == expected
+        assert decode(model, prompt, max_new_tokens=8, compile=True, step=step) == expected  # a new cache, same graph
+        with pytest.raises(Exception, match="[Rr]ecompil"):
+            decode(model, prompt, max_new_tokens=8, step=step)  # the growing cache
+    torch._dynamo.reset()

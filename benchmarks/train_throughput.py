@@ -2,6 +2,10 @@
 (random weights, offline), the same train step (forward, summed token cross-entropy, backward, AdamW), batch,
 sequence length and precision, alternated in one process, best of --repeat. Also lmforge's MFU against a matmul
 peak measured in the same run and dtype. Prints one JSON line. Usage: python benchmarks/train_throughput.py
+
+--precision bf16: each library's own bf16 recipe, as its trainer runs it: lmforge's bf16 weights with fp32
+masters in the optimizer and the chunked cross-entropy (the Trainer's path in one process); transformers' fp32
+weights under torch.autocast (HF Trainer's bf16=True).
 """
 
 import argparse
@@ -15,14 +19,15 @@ import torch
 from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.formats.hf import config_to_hf
 from lmforge.model import Transformer, get_preset
+from lmforge.train.master_weights import MasterWeights
 from lmforge.train.metrics import flops_per_token, measure_peak_flops
 from lmforge.train.optim import build_optimizer
 from lmforge.train.step import accumulate_gradients, optimizer_step
 
 
-def train_steps(forward, params_model, batch, steps, autocast) -> float:
+def train_steps(forward, params_model, batch, steps, autocast, masters=None) -> float:
     """Seconds per step of `steps` optimizer steps (after the caller's warmup)."""
-    opt = build_optimizer(params_model, lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
+    opt = build_optimizer(params_model, lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8, masters=masters)
     for _ in range(steps + 1):  # the first step allocates AdamW state and warms the allocator
         if _ == 1:
             if batch[0].is_cuda:
@@ -47,7 +52,8 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per repetition")
     parser.add_argument("--repeat", type=int, default=3, help="alternated repetitions (best is reported)")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: lmforge's bf16 weights + fp32 masters vs transformers under autocast")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="torch.compile both models (the same for each)")
@@ -70,6 +76,8 @@ def main() -> None:
     mask = torch.ones_like(x)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
 
+    masters = MasterWeights(ours) if args.precision == "bf16" else None
+
     def autocast():
         return (torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16"
                 else contextlib.nullcontext())
@@ -77,26 +85,32 @@ def main() -> None:
     def hf_forward(ids):
         return theirs(input_ids=ids, attention_mask=mask).logits
 
-    runs = {"lmforge": (ours, ours), "transformers": (hf_forward, theirs)}
+    runs = {"lmforge": (ours, ours, contextlib.nullcontext, masters),
+            "transformers": (hf_forward, theirs, autocast, None)}
     if args.compile:  # each library's model compiled the same way; the first (timed-out) step pays the compile
         compiled_ours, compiled_theirs = torch.compile(ours), torch.compile(theirs)
-        runs = {"lmforge": (compiled_ours, ours),
-                "transformers": (lambda ids: compiled_theirs(input_ids=ids, attention_mask=mask).logits, theirs)}
+        runs = {"lmforge": (compiled_ours, ours, contextlib.nullcontext, masters),
+                "transformers": (lambda ids: compiled_theirs(input_ids=ids, attention_mask=mask).logits, theirs,
+                                 autocast, None)}
     best = {name: float("inf") for name in runs}
     for _ in range(args.repeat):
-        for name, (forward, module) in runs.items():
-            best[name] = min(best[name], train_steps(forward, module, batch, args.steps, autocast))
+        for name, (forward, module, context, weights) in runs.items():
+            best[name] = min(best[name], train_steps(forward, module, batch, args.steps, context, weights))
     if args.profile:
-        with torch.profiler.profile() as prof:
-            train_steps(ours, ours, batch, 1, autocast)
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
+        for name, (forward, module, context, weights) in runs.items():
+            with torch.profiler.profile() as prof:
+                train_steps(forward, module, batch, 1, context, weights)
+            print(f"--- {name}", file=sys.stderr)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), file=sys.stderr)
     tokens = args.batch * args.seq
     peak = measure_peak_flops(device, dtype, size=2048 if device.type == "cpu" else 8192, reps=4)
     ours_tps, theirs_tps = tokens / best["lmforge"], tokens / best["transformers"]
     emulated = args.precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16()
     print(json.dumps({
         **({"note": slow_bf16_note()} if emulated else {}),
-        "device": str(device), "precision": args.precision + (" autocast" if args.precision == "bf16" else ""),
+        "device": str(device),
+        "precision": args.precision + (" (lmforge: bf16 weights + fp32 masters; transformers: autocast)"
+                                       if args.precision == "bf16" else ""),
         "compiled": args.compile,
         "params_m": round(cfg.num_params() / 1e6, 2), "batch": args.batch, "seq": args.seq,
         "ours_tok_per_s": round(ours_tps, 1), "baseline_tok_per_s": round(theirs_tps, 1),

@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lmforge.model.transformer import Transformer
+from lmforge.train.chunked_ce import linear_cross_entropy
+
 IGNORE_INDEX = -100
 
 # extra_losses(model) -> a scalar added to each micro-batch's loss (MoE load-balancing, MTP, ...), averaged
@@ -72,10 +75,25 @@ def accumulate_gradients(model: nn.Module, micro_batches: Sequence[tuple[torch.T
 def _next_token_loss(loss_fn: TokenLossFn | None) -> BatchLossFn:
     def loss(model: nn.Module, batch: tuple) -> torch.Tensor:
         x, y, *seg = batch  # a third item: segment ids of packed documents (SFT)
-        logits = model(x, segment_ids=seg[0]) if seg else model(x)
+        kwargs = {"segment_ids": seg[0]} if seg else {}
+        head = plain_lm_head(model) if loss_fn is None else None
+        if head is not None:  # the head and the loss in chunks: no [tokens, vocab] logits (chunked_ce.py)
+            return linear_cross_entropy(model.hidden_states(x, **kwargs), head.weight, y)
+        logits = model(x, **kwargs)
         return token_loss_sum(logits, y) if loss_fn is None else loss_fn(logits, x, y)
 
     return loss
+
+
+def plain_lm_head(model: nn.Module) -> nn.Linear | None:
+    """The LM head of an unwrapped lmforge Transformer whose logits are just hidden_states @ head.weight.T (no
+    bias, soft-cap or MLM transform), else None: wrapped models (DDP, torch.compile, MTP, PEFT heads) go through
+    their own forward and the plain cross-entropy."""
+    head = getattr(model, "lm_head", None)
+    if not isinstance(model, Transformer) or type(head) is not nn.Linear or head.bias is not None:
+        return None
+    cfg = model.config
+    return None if cfg.mlm_head or cfg.final_logit_softcap is not None else head
 
 
 @dataclass
@@ -93,7 +111,8 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: flo
     With fp16 loss scaling an inf gradient is the scaler's normal overflow signal: it skips the update and
     lowers the scale itself; only a non-finite loss counts as a fault then.
     """
-    params = [p for p in model.parameters() if p.grad is not None]
+    # the optimizer's parameters: with bf16 master weights (master_weights.py) the gradients sit on the fp32 masters
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     if scaler is not None:
         scaler.unscale_(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))

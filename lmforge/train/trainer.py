@@ -24,6 +24,7 @@ from lmforge.common.threads import tick as tick_threads
 from lmforge.train.activation_checkpoint import apply_activation_checkpointing
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import Parallel
+from lmforge.train.master_weights import MasterWeights
 from lmforge.train.metrics import MetricsLogger, flops_per_token, measure_peak_flops, memory_bytes, read_metrics
 from lmforge.train.objectives import Objective
 from lmforge.train.optim import build_optimizer
@@ -69,8 +70,12 @@ class Trainer(TrainerCheckpoints):
             apply_activation_checkpointing(model)
         self.model, wrapped = self.parallel.wrap(model)  # DDP wraps; FSDP2 shards in place (before the optimizer)
         self.forward_model = torch.compile(wrapped) if cfg.compile else wrapped
+        # bf16 in one process: bf16 weights stepped through fp32 masters (master_weights.py), no autocast
+        self.masters = MasterWeights(self.model) if self.precision == "bf16" and not self.parallel.distributed \
+            else None
         self.optimizer = build_optimizer(self.model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                                         betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps)
+                                         betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
+                                         masters=self.masters)
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.train_loader, self.val_loader, self.tokenizer = train_loader, val_loader, tokenizer
         self.extra_losses = extra_losses or self.objective.extra_losses
@@ -91,7 +96,7 @@ class Trainer(TrainerCheckpoints):
     # ---- precision and data ----
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32":
+        if self.precision == "fp32" or self.masters is not None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
 
@@ -231,6 +236,9 @@ class Trainer(TrainerCheckpoints):
                     break
         if self.metrics is not None:
             self.metrics.close()
+        if self.masters is not None:  # the fp32 weights go back into the model for the export / evaluation after
+            self.masters.restore(self.optimizer)
+            self.masters = None
         return {"status": status, "step": self.step, "tokens": self.tokens_seen, "elapsed_s": self.elapsed,
                 "val_loss": self.last_val, "nonfinite_steps": self.nonfinite_total}
 

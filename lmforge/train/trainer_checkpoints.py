@@ -30,7 +30,10 @@ class TrainerCheckpoints:
                                                 {"rng": rng_tensors}, state, keep)
             return self.last_checkpoint if self.parallel.is_main else None
         opt_tensors, state["optimizer"] = st.optimizer_to_tensors(self.optimizer)
-        tensors = {"model": st.model_tensors(self.model), "optimizer": opt_tensors, "rng": rng_tensors}
+        model = st.model_tensors(self.model)
+        if self.masters is not None:  # the fp32 masters, not their bf16 roundings: a resume restores them exactly
+            model = self.masters.state_tensors(model)
+        tensors = {"model": model, "optimizer": opt_tensors, "rng": rng_tensors}
         self.last_checkpoint = save_checkpoint(self.ckpt_dir, self.step, tensors, state, keep=keep)
         return self.last_checkpoint
 
@@ -68,6 +71,8 @@ class TrainerCheckpoints:
                 p.load_model_state(self.model, ckpt.tensors["model"])
             else:
                 st.load_model_tensors(self.model, ckpt.tensors["model"])
+            if self.masters is not None:
+                self.masters.load_(ckpt.tensors["model"])
             st.optimizer_from_tensors(self.optimizer, ckpt.tensors["optimizer"], s["optimizer"],
                                       load=lambda sd: p.load_optimizer_state(self.model, self.optimizer, sd))
         self.train_loader.load_state_dict(st.loader_state_for(s["loader"], self.train_loader))

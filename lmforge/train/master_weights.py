@@ -10,25 +10,28 @@ import torch
 from torch import nn
 
 
+def trains_every_weight(model: nn.Module) -> bool:
+    """Whether every floating-point parameter of `model` trains (what MasterWeights takes: not a frozen base)."""
+    return all(p.requires_grad for p in model.parameters() if p.is_floating_point())
+
+
 class MasterWeights:
-    """Casts `model`'s floating-point parameters to `dtype` in place (buffers stay as they are) and keeps the
-    original fp32 tensors: `masters[i]` is the fp32 leaf the optimizer steps for `params[i]`. Frozen parameters
-    get no master; their fp32 tensors come back with `restore()` like the trainable ones."""
+    """Casts `model`'s floating-point parameters (all trainable: trains_every_weight) to `dtype` in place, buffers
+    staying as they are, and keeps the original fp32 tensors: `masters[i]` is the fp32 leaf the optimizer steps
+    for `params[i]`."""
 
     def __init__(self, model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
+        if not trains_every_weight(model):
+            raise ValueError("MasterWeights needs every floating-point parameter trainable (a frozen base: autocast)")
         self.model, self.dtype = model, dtype
         self.params: list[nn.Parameter] = []
         self.masters: list[nn.Parameter] = []
-        self._frozen: list[tuple[nn.Parameter, torch.Tensor]] = []
         self._hooks = []
         for p in dict.fromkeys(model.parameters()):  # a tied embedding / lm_head once
             if not p.is_floating_point() or p.dtype == dtype:
                 continue
             full = p.data
             p.data = full.to(dtype)
-            if not p.requires_grad:
-                self._frozen.append((p, full))
-                continue
             master = nn.Parameter(full)  # the original fp32 storage, not a copy
             self._hooks.append(p.register_post_accumulate_grad_hook(_move_grad_to(master)))
             self.params.append(p)
@@ -49,7 +52,6 @@ class MasterWeights:
         """A model state dict (name -> tensor, e.g. state.model_tensors) with each bf16 weight replaced by its
         fp32 master: what a checkpoint stores, so a resume restores the masters bit for bit."""
         by_ptr = {p.data_ptr(): m for p, m in zip(self.params, self.masters, strict=True)}
-        by_ptr.update({p.data_ptr(): full for p, full in self._frozen})
         return {name: by_ptr.get(t.data_ptr(), t).detach() for name, t in tensors.items()}
 
     @torch.no_grad()
@@ -71,11 +73,9 @@ class MasterWeights:
                     group["params"] = [p if q is master else q for q in group["params"]]
                 if master in optimizer.state:
                     optimizer.state[p] = optimizer.state.pop(master)
-        for p, full in self._frozen:
-            p.data = full
         for handle in self._hooks:
             handle.remove()
-        self.params, self.masters, self._frozen, self._master_of = [], [], [], {}
+        self.params, self.masters, self._master_of = [], [], {}
 
 
 def _move_grad_to(master: nn.Parameter):

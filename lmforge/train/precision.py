@@ -1,13 +1,16 @@
-"""Device and precision choice for training: 'auto' picks CUDA when present, and bf16 autocast where the hardware
-computes bf16 natively (a bf16-capable GPU, or a CPU with AMX / AVX512-BF16), else fp32.
+"""Device and precision choice for training: 'auto' picks CUDA when present, and bf16 where the hardware computes
+bf16 natively (a bf16-capable GPU, or a CPU with AMX / AVX512-BF16), else fp32. bf16 means bf16 weights with fp32
+masters (master_weights.py) in one process when every weight trains; autocast over fp32 weights otherwise.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from lmforge.common.errors import LmforgeError
 from lmforge.common.hardware import cpu_has_native_bf16
+from lmforge.train.master_weights import trains_every_weight
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -27,3 +30,9 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def uses_master_weights(precision: str, distributed: bool, model: nn.Module) -> bool:
+    """bf16 in one process on a model whose every weight trains: bf16 weights + fp32 masters. fp16 (loss scaling),
+    DDP / FSDP2 (their own gradient reduction) and a frozen base (PEFT) keep autocast over fp32 weights."""
+    return precision == "bf16" and not distributed and trains_every_weight(model)

@@ -28,7 +28,7 @@ from lmforge.train.master_weights import MasterWeights
 from lmforge.train.metrics import MetricsLogger, flops_per_token, measure_peak_flops, memory_bytes, read_metrics
 from lmforge.train.objectives import Objective
 from lmforge.train.optim import build_optimizer
-from lmforge.train.precision import DTYPES, resolve_device, resolve_precision
+from lmforge.train.precision import DTYPES, resolve_device, resolve_precision, uses_master_weights
 from lmforge.train.progress import TrainProgress
 from lmforge.train.sample import greedy_continue
 from lmforge.train.schedule import lr_at
@@ -70,9 +70,10 @@ class Trainer(TrainerCheckpoints):
             apply_activation_checkpointing(model)
         self.model, wrapped = self.parallel.wrap(model)  # DDP wraps; FSDP2 shards in place (before the optimizer)
         self.forward_model = torch.compile(wrapped) if cfg.compile else wrapped
-        # bf16 in one process: bf16 weights stepped through fp32 masters (master_weights.py), no autocast
-        self.masters = MasterWeights(self.model) if self.precision == "bf16" and not self.parallel.distributed \
-            else None
+        # bf16 in one process: bf16 weights stepped through fp32 masters (master_weights.py); autocast then casts
+        # nothing the model holds (a distillation teacher's fp32 weights still)
+        self.masters = (MasterWeights(self.model) if uses_master_weights(self.precision, self.parallel.distributed,
+                                                                           self.model) else None)
         self.optimizer = build_optimizer(self.model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                                          betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
                                          masters=self.masters)
@@ -96,7 +97,7 @@ class Trainer(TrainerCheckpoints):
     # ---- precision and data ----
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "fp32" or self.masters is not None:
+        if self.precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
 

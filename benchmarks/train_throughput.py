@@ -24,6 +24,8 @@ from lmforge.train.metrics import flops_per_token, measure_peak_flops
 from lmforge.train.optim import build_optimizer
 from lmforge.train.step import accumulate_gradients, optimizer_step
 
+CLOCK = time.perf_counter  # --clock process: CPU seconds of this process (robust on a CPU shared with other jobs)
+
 
 def train_steps(forward, params_model, batch, steps, autocast, masters=None) -> float:
     """Seconds per step of `steps` optimizer steps (after the caller's warmup)."""
@@ -32,12 +34,12 @@ def train_steps(forward, params_model, batch, steps, autocast, masters=None) -> 
         if _ == 1:
             if batch[0].is_cuda:
                 torch.cuda.synchronize()
-            start = time.perf_counter()
+            start = CLOCK()
         loss, tokens = accumulate_gradients(forward, [batch], autocast=autocast)
         optimizer_step(params_model, opt, loss, tokens, grad_clip=1.0)
     if batch[0].is_cuda:
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    return (CLOCK() - start) / steps
 
 
 def main() -> None:
@@ -56,11 +58,16 @@ def main() -> None:
                         help="bf16: lmforge's bf16 weights + fp32 masters vs transformers under autocast")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--clock", choices=("wall", "process"), default="wall",
+                        help="process: CPU seconds (both sides' tok/s then per CPU-second; for a busy machine, with "
+                             "OMP_WAIT_POLICY=PASSIVE so idle threads do not spin)")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models (the same for each)")
     parser.add_argument("--profile", action="store_true", help="print lmforge's top ops (torch.profiler) to stderr")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "process" else time.perf_counter
     from transformers import LlamaConfig, LlamaForCausalLM
 
     device = torch.device(args.device)
@@ -85,11 +92,11 @@ def main() -> None:
     def hf_forward(ids):
         return theirs(input_ids=ids, attention_mask=mask).logits
 
-    runs = {"lmforge": (ours, ours, contextlib.nullcontext, masters),
+    runs = {"lmforge": (ours, ours, autocast, masters),  # as its Trainer: autocast has no bf16 weight to cast
             "transformers": (hf_forward, theirs, autocast, None)}
     if args.compile:  # each library's model compiled the same way; the first (timed-out) step pays the compile
         compiled_ours, compiled_theirs = torch.compile(ours), torch.compile(theirs)
-        runs = {"lmforge": (compiled_ours, ours, contextlib.nullcontext, masters),
+        runs = {"lmforge": (compiled_ours, ours, autocast, masters),
                 "transformers": (lambda ids: compiled_theirs(input_ids=ids, attention_mask=mask).logits, theirs,
                                  autocast, None)}
     best = {name: float("inf") for name in runs}
@@ -111,7 +118,7 @@ def main() -> None:
         "device": str(device),
         "precision": args.precision + (" (lmforge: bf16 weights + fp32 masters; transformers: autocast)"
                                        if args.precision == "bf16" else ""),
-        "compiled": args.compile,
+        "compiled": args.compile, "clock": args.clock,
         "params_m": round(cfg.num_params() / 1e6, 2), "batch": args.batch, "seq": args.seq,
         "ours_tok_per_s": round(ours_tps, 1), "baseline_tok_per_s": round(theirs_tps, 1),
         "ratio": round(ours_tps / theirs_tps, 3),

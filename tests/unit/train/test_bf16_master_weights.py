@@ -7,14 +7,17 @@ import shutil
 
 import pytest
 import torch
-from conftest import tiny_model_config
+from conftest import tiny_model_config, tiny_train_config
 from safetensors.torch import load_file
 from torch import nn
 
+from lmforge.data.loader import PackedLoader
 from lmforge.model import Transformer
 from lmforge.train.master_weights import MasterWeights
 from lmforge.train.optim import build_optimizer
+from lmforge.train.precision import uses_master_weights
 from lmforge.train.step import accumulate_gradients, optimizer_step
+from lmforge.train.trainer import Trainer
 from tests.cli_util import run_cli
 
 OPT = dict(lr=1e-2, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8)
@@ -99,6 +102,22 @@ def test_restore_gives_the_model_its_fp32_weights_and_the_optimizer_its_paramete
     assert opt.param_groups[0]["params"][0] is model[0].weight and model[0].weight in opt.state
     _step(model, opt, x, c)  # plain fp32 training goes on: the gradient stays on the weight, the step moves it
     assert not torch.equal(model[0].weight, stepped)
+
+
+def test_the_trainer_trains_bf16_through_masters_and_hands_back_fp32_weights(tmp_path, packed):
+    data, _, tok = packed
+    loader = PackedLoader(data, "train", batch_size=4, seed=0)
+    model = Transformer(tiny_model_config(len(tok)))
+    trainer = Trainer(tiny_train_config(tmp_path, precision="bf16", max_steps=2, eval_every=100), model, loader)
+    assert trainer.masters is not None and model.lm_head.weight.dtype == torch.bfloat16
+    assert trainer.fit()["status"] == "finished"
+    saved = load_file(trainer.last_checkpoint / "model.safetensors")
+    weights = model.state_dict()
+    assert all(weights[k].dtype == torch.float32 and torch.equal(weights[k], v) for k, v in saved.items())
+    frozen = Transformer(tiny_model_config(len(tok)))
+    frozen.embed.weight.requires_grad_(False)  # a frozen base (PEFT): autocast over fp32 weights
+    assert not uses_master_weights("bf16", False, frozen) and uses_master_weights("bf16", False, model)
+    assert not uses_master_weights("bf16", True, model) and not uses_master_weights("fp32", False, model)
 
 
 @pytest.fixture(scope="module")

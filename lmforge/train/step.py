@@ -92,8 +92,8 @@ def plain_lm_head(model: nn.Module) -> nn.Linear | None:
     head = getattr(model, "lm_head", None)
     if not isinstance(model, Transformer) or type(head) is not nn.Linear or head.bias is not None:
         return None
-    cfg = model.config
-    return None if cfg.mlm_head or cfg.final_logit_softcap is not None else head
+    heads = model.config.heads
+    return None if heads.mlm or heads.final_logit_softcap is not None else head
 
 
 @dataclass

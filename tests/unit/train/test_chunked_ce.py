@@ -79,5 +79,6 @@ def test_the_training_step_uses_it_for_a_plain_head_and_gets_the_same_gradients(
 
 def test_heads_with_more_than_a_matmul_keep_the_models_forward():
     cfg = tiny_model_config(96)
-    assert plain_lm_head(Transformer(dataclasses.replace(cfg, final_logit_softcap=30.0))) is None
+    capped = dataclasses.replace(cfg, heads=dataclasses.replace(cfg.heads, final_logit_softcap=30.0))
+    assert plain_lm_head(Transformer(capped)) is None
     assert plain_lm_head(torch.nn.Sequential(Transformer(cfg))) is None

@@ -122,7 +122,7 @@ def main() -> None:
         "params_m": round(cfg.num_params() / 1e6, 2), "batch": args.batch, "seq": args.seq,
         "ours_tok_per_s": round(ours_tps, 1), "baseline_tok_per_s": round(theirs_tps, 1),
         "ratio": round(ours_tps / theirs_tps, 3),
-        "ours_mfu": round(flops_per_token(cfg, args.seq) * ours_tps / peak, 4),
+        **({"ours_mfu": round(flops_per_token(cfg, args.seq) * ours_tps / peak, 4)} if args.clock == "wall" else {}),
         "matmul_peak_tflops": round(peak / 1e12, 3)}))
 
 

@@ -90,3 +90,38 @@ def eval_(
 
     texts, labels = _read_labelled(input, text_field, label_field)
     print(json.dumps(evaluate(NgramClassifier.load(model), texts, labels, positive, threshold), indent=1))
+
+
+@app.command("annotate")
+def annotate(
+    input: Path = typer.Argument(..., help="JSONL pages to label (a text field per record).", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="JSONL to write: each record with its label and "
+                             "annotator_score.", show_default=False),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Chat model that judges each page (embedded "
+                              "name, HF directory or .gguf)."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Label 'good' when P(Yes) is at least this."),
+    text_field: str = typer.Option("text", "--text-field", help="Field holding the text."),
+    limit: int = typer.Option(0, "--limit", help="Label only the first N records (0: all)."),
+) -> None:
+    """Label pages good/bad with a chat model (the FineWeb-Edu recipe) to train a classifier on the labels."""
+    from lmforge.data.annotate import PageAnnotator
+    from lmforge.data.readers import ReaderConfig, ReadStats, read_documents
+    from lmforge.data.validate import in_range
+    from lmforge.formats.loader import load
+
+    in_range("threshold", threshold, 0.0, 1.0)
+    docs = list(read_documents([str(input)], ReaderConfig(text_field=text_field), ReadStats()))
+    docs = docs[:limit] if limit > 0 else docs
+    lm = load(model)
+    annotator = PageAnnotator(lm.model, lm.tokenizer)
+    step = max(1, len(docs) // 10)
+    scores = annotator.scores([d.text for d in docs], on_page=lambda n: n % step == 0 and print(
+        f"annotated {n}/{len(docs)} pages", flush=True))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", encoding="utf-8") as fh:
+        for doc, score in zip(docs, scores, strict=True):
+            record = {**doc.to_record(text_field), "label": "good" if score >= threshold else "bad",
+                      "annotator_score": round(score, 4)}
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    good = sum(s >= threshold for s in scores)
+    print(f"labelled {len(docs)} pages ({good} good, {len(docs) - good} bad) with {model}: {out}")

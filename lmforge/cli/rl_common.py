@@ -5,6 +5,7 @@ verifiable task, and the before/after evaluation and export.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -47,24 +48,26 @@ def rl_command(name: str, algo: type, doc: str) -> tuple[Callable[..., None], st
     cls = rl_command_config(name, algo)
 
     def run(cfg) -> None:
-        run_command(getattr(cfg, name), model=cfg.model, out=cfg.run.out, task=cfg.task, max_operand=cfg.max_operand,
-                    shaping=cfg.shaping, task_seed=cfg.task_seed, eval_prompts=cfg.run.eval_prompts,
-                    eval_every=cfg.run.eval_every, export_hf=cfg.run.export_hf, threads=cfg.run.threads,
-                    dtype=cfg.dtype, reward_model=cfg.reward_model, lora_r=cfg.lora_r)
+        run_command(getattr(cfg, name), model=cfg.model, task=cfg.task, max_operand=cfg.max_operand,
+                    shaping=cfg.shaping, task_seed=cfg.task_seed, dtype=cfg.dtype, reward_model=cfg.reward_model,
+                    lora_r=cfg.lora_r, **dataclasses.asdict(cfg.run))
     return config_command(cls, run, doc=doc, name=name), toml_epilog(cls)
 
 
 def run_command(cfg, *, model: str, out: str | None, task: str, max_operand: int, shaping: bool, task_seed: int,
                 eval_prompts: int, eval_every: int, export_hf: bool, threads: int | None, dtype: str,
-                reward_model: str | None = None, lora_r: int = 0) -> dict:
-    """Load the policy, build the engine's generate function, and run the algorithm of cfg on the task."""
+                reward_model: str | None = None, lora_r: int = 0, **run_settings) -> dict:
+    """Load the policy, build the engine's generate function, and run the algorithm of cfg on the task.
+    run_settings: RunConfig's other fields (checkpoint_every, grad_accum, resume, fresh, ...)."""
     from lmforge.common.errors import LmforgeError
     from lmforge.data.tasks.verifiable import VerifiableTask
     from lmforge.formats.loader import load
-    from lmforge.train.post.rl_run import RunConfig, algo_name, run_rl
+    from lmforge.train.post.rl_config import RunConfig
+    from lmforge.train.post.rl_run import algo_name, check_out, run_rl
 
     run = RunConfig(out=out or f"runs/{algo_name(cfg)}", eval_prompts=eval_prompts, eval_every=eval_every,
-                    export_hf=export_hf, threads=threads)
+                    export_hf=export_hf, threads=threads, **run_settings)
+    check_out(run)  # a rerun over checkpoints without --resume / --fresh is refused before anything loads
     verifiable = VerifiableTask(kind=task, max_operand=max_operand, seed=task_seed, shaping=shaping)
     sizes = {split: verifiable.n_problems(split) for split in ("train", "heldout")}
     for split, size in sizes.items():  # an empty split would make the task draw problems for ever

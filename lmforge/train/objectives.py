@@ -1,7 +1,8 @@
 """Training objectives as plug-ins of the one Trainer loop. Beside next-token cross-entropy, chosen from the model
 config: the MoE load-balancing loss (Switch Transformer; DeepSeek-V2's expert-level balance loss), DeepSeek-V3's
 auxiliary-loss-free router-bias update, DeepSeek-V3 multi-token prediction (MTP), and BERT's masked-LM objective
-for encoder presets; whole objectives (reward model, DPO family: train/post/pair_run.py) plug in the same way.
+for encoder presets; whole objectives (reward model, DPO family: train/post/pair_run.py) and rollout objectives
+(PPO, GRPO family, rejection sampling: train/post/rollout_objective.py) plug in the same way.
 The model stays plain: the Trainer calls these hooks around it.
 """
 
@@ -24,8 +25,8 @@ MASK_TOKENS = ("[MASK]", "<mask>", "<|mask|>")  # the spellings a tokenizer's ma
 @dataclass
 class Objective:
     """What the Trainer optimises: next-token prediction plus these hooks, or (batch_loss, count, evaluate) a whole
-    other objective on the same loop (the preference pairs of the reward model and the DPO family; rollouts next).
-    Every hook is optional."""
+    other objective on the same loop (the preference pairs of the reward model and the DPO family), or with
+    `rollout` an RL algorithm whose data the policy samples itself. Every hook is optional."""
 
     names: list[str] = field(default_factory=lambda: ["next-token"])
     # a whole objective: the loader's batches go to batch_loss(model, batch) -> the summed loss of its units, and
@@ -46,6 +47,14 @@ class Objective:
     corrupt: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]] | None = None
     stats: Callable[[], dict] = dict  # extra figures for the train log (aux / MTP loss, expert load)
     causal: bool = True  # False: an encoder, which has no greedy samples to show
+    # rollout(step) -> the step's updates, each a list of micro-batches for batch_loss: called at the start of
+    # step `step` (0-based), it samples with the current policy (the Trainer then takes no data loader). A step
+    # ends at a rollout boundary, so a checkpoint needs no rollout, only the step and state_dict() below.
+    rollout: Callable[[int], list[list[tuple]]] | None = None
+    state_dict: Callable[[], dict] | None = None  # JSON state kept in checkpoints (PPO's adaptive KL coefficient)
+    load_state_dict: Callable[[dict], None] | None = None
+    # param_groups(module) -> the optimizer's groups, each with an "lr_scale" of the scheduled lr (PPO's critic)
+    param_groups: Callable[[nn.Module], list[dict]] | None = None
 
 
 class MTPTrainingModel(nn.Module):

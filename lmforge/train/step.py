@@ -98,10 +98,22 @@ def plain_lm_head(model: nn.Module) -> nn.Linear | None:
 
 @dataclass
 class StepResult:
-    loss: float
-    grad_norm: float
+    loss: float | None  # None: a rollout step that made no update (merge_results)
+    grad_norm: float | None
     tokens: int
     skipped: bool  # True when the loss or the gradients were non-finite: no update happened
+
+
+def merge_results(results: Sequence[StepResult]) -> StepResult:
+    """A step's figures from its updates (a rollout step makes several, or none): mean loss and grad norm, the
+    units summed, skipped when any update was; with no update, loss and grad norm are None."""
+    if len(results) == 1:
+        return results[0]
+    if not results:
+        return StepResult(loss=None, grad_norm=None, tokens=0, skipped=False)
+    n = len(results)
+    return StepResult(loss=sum(r.loss for r in results) / n, grad_norm=sum(r.grad_norm for r in results) / n,
+                      tokens=sum(r.tokens for r in results), skipped=any(r.skipped for r in results))
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: float, tokens: int,

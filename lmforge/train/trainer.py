@@ -1,7 +1,8 @@
 """The one training loop (nanoGPT / torchtitan shape): warmup + decay LR, gradient accumulation normalised by
 the global count of loss units, clipping, mixed precision, non-finite step skipping, periodic validation, samples
 and atomic checkpoints with an exact resume, and a clean stop on SIGINT/SIGTERM. What it optimises is a plug-in
-(objectives.py): next-token prediction (pretrain, SFT, distillation) or a whole objective (reward model, DPO).
+(objectives.py): next-token prediction (pretrain, SFT, distillation), a whole objective (reward model, DPO) or a
+rollout objective (PPO, GRPO, rejection sampling: a step samples, then makes one or more updates).
 
 Parallelism is applied from outside: hand the Trainer rank-split loaders and a `Parallel` plan (distributed.py).
 """
@@ -35,9 +36,11 @@ from lmforge.train.schedule import lr_at
 from lmforge.train.signals import StopRequest
 from lmforge.train.step import (
     ExtraLosses,
+    StepResult,
     TokenLossFn,
     accumulate_gradients,
     count_targets,
+    merge_results,
     optimizer_step,
     token_loss_sum,
 )
@@ -47,7 +50,8 @@ from lmforge.train.trainer_checkpoints import TrainerCheckpoints
 class Trainer(TrainerCheckpoints):
     """Trains `model` (any module mapping ids [B, T] to logits [B, T, V]) on loaders that yield numpy
     (inputs, targets) and expose state_dict / load_state_dict (lmforge.data.loader.PackedLoader); with a whole
-    objective (Objective.batch_loss) the loader yields that objective's batches (pair indices) instead."""
+    objective (Objective.batch_loss) the loader yields that objective's batches (pair indices) instead; a rollout
+    objective (Objective.rollout) makes its own batches and takes train_loader=None."""
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, train_loader, val_loader=None, *,
                  run_dir: str | Path | None = None, tokenizer=None, extra_losses: ExtraLosses | None = None,
@@ -64,19 +68,23 @@ class Trainer(TrainerCheckpoints):
             raise LmforgeError("precision='fp16' (with loss scaling) needs a CUDA device; use 'bf16' on CPU")
         if self.precision == "bf16" and self.device.type == "cpu" and not cpu_has_native_bf16() and self.is_main:
             log(f"warning: precision bf16: {slow_bf16_note()}; precision fp32 (or auto) is faster here")
-        if len(train_loader) == 0:
+        if self.objective.rollout is None and len(train_loader) == 0:
             raise LmforgeError("the training data holds less than one batch; lower batch_size or add data")
         if cfg.activation_checkpointing:
             apply_activation_checkpointing(model)
         self.model, wrapped = self.parallel.wrap(model)  # DDP wraps; FSDP2 shards in place (before the optimizer)
         self.forward_model = torch.compile(wrapped) if cfg.compile else wrapped
         # bf16 in one process: bf16 weights stepped through fp32 masters (master_weights.py); autocast then casts
-        # nothing the model holds (a distillation teacher's fp32 weights still)
-        self.masters = (MasterWeights(self.model) if uses_master_weights(self.precision, self.parallel.distributed,
-                                                                           self.model) else None)
-        self.optimizer = build_optimizer(self.model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                                         betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
-                                         masters=self.masters)
+        # nothing the model holds (a distillation teacher's fp32 weights still). An objective with its own param
+        # groups (PPO's actor and critic) keeps autocast over its weights.
+        self.masters = (MasterWeights(self.model) if self.objective.param_groups is None and uses_master_weights(
+            self.precision, self.parallel.distributed, self.model) else None)
+        self.optimizer = (build_optimizer(self.model, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                                          betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
+                                          masters=self.masters)
+                          if self.objective.param_groups is None else
+                          torch.optim.AdamW(self.objective.param_groups(self.model), lr=cfg.optim.lr,
+                                            betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps))
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.train_loader, self.val_loader, self.tokenizer = train_loader, val_loader, tokenizer
         self.extra_losses = extra_losses or self.objective.extra_losses
@@ -102,7 +110,7 @@ class Trainer(TrainerCheckpoints):
         return torch.autocast(self.device.type, dtype=DTYPES[self.precision])
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        while True:
+        while self.objective.rollout is None:
             for batch in self.train_loader:  # (x, y), or (x, y, segment_ids) for packed documents (SFT)
                 yield tuple(torch.from_numpy(a).to(self.device) for a in batch)
 
@@ -190,24 +198,18 @@ class Trainer(TrainerCheckpoints):
                            schedule=sched.lr_schedule, min_ratio=sched.min_lr_ratio,
                            decay_fraction=sched.decay_fraction)
                 for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 accum = cfg.batch.grad_accum
-                micro = [self._prepare(next(batches), self.step * accum + i) for i in range(accum)]
-                loss, tokens = accumulate_gradients(
-                    self.forward_model, micro, autocast=self.autocast,
-                    scale=self.scaler.scale if self.scaler else (lambda x: x),
-                    extra_losses=self.extra_losses, token_count_reduce=self.token_count_reduce, loss_fn=self.loss_fn,
-                    loss_sum_reduce=self.parallel.sum,
-                    no_sync=lambda last: self.parallel.no_sync(self.forward_model, last),
-                    batch_loss=self.objective.batch_loss, count=self.objective.count or count_targets)
-                result = optimizer_step(self.model, self.optimizer, loss, tokens, cfg.optim.grad_clip, self.scaler)
-                if self.objective.after_step is not None and not result.skipped:
-                    self.objective.after_step()
+                updates = (self.objective.rollout(self.step) if self.objective.rollout is not None else
+                           [[self._prepare(next(batches), self.step * accum + i) for i in range(accum)]])
+                results = [self._update(micro) for micro in updates]
+                result = merge_results(results)
                 self.step += 1
-                self.tokens_seen += tokens
-                window_tokens += tokens
+                self.tokens_seen += result.tokens
+                window_tokens += result.tokens
                 self.elapsed += time.perf_counter() - t0
-                self._count_nonfinite(result)
+                for one in results:
+                    self._count_nonfinite(one)
                 if self.step % cfg.logging.log_every == 0 or self.step == last:
                     now = time.perf_counter()
                     tok_s = window_tokens / max(now - window_start, 1e-9)
@@ -226,7 +228,8 @@ class Trainer(TrainerCheckpoints):
                     samples = self.samples() if self.is_main or self.parallel.mode == "fsdp" else []
                     if self.is_main:
                         self._write_samples(samples)
-                bar.update(self.step, result.loss, self.last_val, self.tokens_seen if rate else None)
+                bar.update(self.step, math.nan if result.loss is None else result.loss, self.last_val,
+                           self.tokens_seen if rate else None)
                 stopping = self.parallel.any(bool(stop))  # every rank stops at the same step
                 if stopping or self.step % cfg.checkpoint.checkpoint_every == 0 or self.step == last:
                     self.save()
@@ -242,6 +245,19 @@ class Trainer(TrainerCheckpoints):
             self.masters = None
         return {"status": status, "step": self.step, "tokens": self.tokens_seen, "elapsed_s": self.elapsed,
                 "val_loss": self.last_val, "nonfinite_steps": self.nonfinite_total}
+
+    def _update(self, micro: list[tuple]) -> StepResult:
+        """One optimizer update over `micro` (its micro-batches): backward, clip, finite check, step or skip."""
+        loss, tokens = accumulate_gradients(
+            self.forward_model, micro, autocast=self.autocast,
+            scale=self.scaler.scale if self.scaler else (lambda x: x),
+            extra_losses=self.extra_losses, token_count_reduce=self.token_count_reduce, loss_fn=self.loss_fn,
+            loss_sum_reduce=self.parallel.sum, no_sync=lambda last: self.parallel.no_sync(self.forward_model, last),
+            batch_loss=self.objective.batch_loss, count=self.objective.count or count_targets)
+        result = optimizer_step(self.model, self.optimizer, loss, tokens, self.cfg.optim.grad_clip, self.scaler)
+        if self.objective.after_step is not None and not result.skipped:
+            self.objective.after_step()
+        return result
 
     def _count_nonfinite(self, result) -> None:
         if not result.skipped:

@@ -1,6 +1,6 @@
 """The Trainer's checkpoints: save (safetensors in one process, sharded DCP checkpoints in a distributed run),
-resume from the newest valid one exactly (model, optimizer, loader cursor, RNG, counters), and the guard that
-keeps a fresh start from overwriting a run. A mixin of trainer.Trainer, whose attributes it reads.
+resume from the newest valid one exactly (model, optimizer, loader cursor, RNG, counters, the objective's state),
+and the guard that keeps a fresh start from overwriting a run. A mixin of trainer.Trainer, whose attributes it reads.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ class TrainerCheckpoints:
         rng_tensors, rng_meta = st.rng_state()
         state = {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed,
                  "nonfinite_in_row": self.nonfinite_in_row, "nonfinite_total": self.nonfinite_total,
-                 "last_val": self.last_val, "loader": self.train_loader.state_dict(), "rng": rng_meta,
+                 "last_val": self.last_val, "rng": rng_meta,
+                 "loader": None if self.train_loader is None else self.train_loader.state_dict(),
+                 "objective": None if self.objective.state_dict is None else self.objective.state_dict(),
                  "scaler": self.scaler.state_dict() if self.scaler else None, "config": self.cfg.to_dict()}
         keep = self.cfg.checkpoint.keep_checkpoints
         if self.parallel.distributed:
@@ -75,7 +77,10 @@ class TrainerCheckpoints:
                 self.masters.load_(ckpt.tensors["model"])
             st.optimizer_from_tensors(self.optimizer, ckpt.tensors["optimizer"], s["optimizer"],
                                       load=lambda sd: p.load_optimizer_state(self.model, self.optimizer, sd))
-        self.train_loader.load_state_dict(st.loader_state_for(s["loader"], self.train_loader))
+        if self.train_loader is not None:  # a rollout objective has none: its data is a function of the step
+            self.train_loader.load_state_dict(st.loader_state_for(s["loader"], self.train_loader))
+        if self.objective.load_state_dict is not None:
+            self.objective.load_state_dict(s["objective"])
         if self.scaler is not None and s.get("scaler"):
             self.scaler.load_state_dict(s["scaler"])
         st.set_rng_state(ckpt.tensors["rng"], s["rng"])

@@ -1,7 +1,8 @@
 """GRPO (Shao et al., 2024, DeepSeekMath): G completions per prompt, the group's rewards as the baseline (no
 critic), a clipped per-token ratio objective and a k3 KL penalty to the reference. Options from its successors:
 DAPO (Yu et al., 2025: clip-higher, dynamic sampling, token-level loss, soft overlong penalty), Dr. GRPO (Liu et
-al., 2025: no std or length normalisation), and the RLOO / ReMax baselines.
+al., 2025: no std or length normalisation), and the RLOO / ReMax baselines. A rollout objective of the one
+Trainer (rollout_objective.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from lmforge.train.post.kl import k3
 from lmforge.train.post.logprobs import entropy_from_logits, gather_logprobs, masked_mean
 from lmforge.train.post.rl_config import GRPOConfig
 from lmforge.train.post.rollout import GenerateFn, ReferenceFn, RewardFn, Rollout, RolloutParams, pack, sample_rollout
+from lmforge.train.post.rollout_objective import Prompts, RolloutAlgorithm, minibatch_updates
 
 
 def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int, penalty: float = 1.0) -> torch.Tensor:
@@ -24,14 +26,25 @@ def overlong_penalty(lengths: torch.Tensor, max_len: int, buffer: int, penalty: 
     return -penalty * over.clamp(max=1.0)
 
 
+def aggregate_sum(per_token: torch.Tensor, mask: torch.Tensor, how: str, max_new_tokens: int) -> torch.Tensor:
+    """A [B, T] per-token loss summed over its units (aggregate = this / aggregate_units): per-sequence means
+    (GRPO), all tokens (DAPO), or per-sequence sums / max_new_tokens (Dr. GRPO: no length bias)."""
+    if how == "sequence":
+        return masked_mean(per_token, mask, dim=-1).sum()
+    if how == "token":
+        return (per_token * mask).sum()
+    return ((per_token * mask).sum(-1) / max_new_tokens).sum()
+
+
+def aggregate_units(mask: torch.Tensor, how: str) -> int:
+    """What aggregate averages over: completion tokens (token) or sequences (sequence, constant)."""
+    return int(mask.sum()) if how == "token" else len(mask)
+
+
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, how: str, max_new_tokens: int) -> torch.Tensor:
     """Reduce a [B, T] per-token loss to a scalar: per-sequence mean then mean (GRPO), mean over all tokens of the
     batch (DAPO), or per-sequence sum / max_new_tokens then mean (Dr. GRPO: no length bias)."""
-    if how == "sequence":
-        return masked_mean(per_token, mask, dim=-1).mean()
-    if how == "token":
-        return masked_mean(per_token, mask, dim=None)
-    return ((per_token * mask).sum(-1) / max_new_tokens).mean()
+    return aggregate_sum(per_token, mask, how, max_new_tokens) / max(aggregate_units(mask, how), 1)
 
 
 def grpo_token_loss(logp, old_logp, ref_logp, advantages, eps_low: float, eps_high: float,
@@ -46,14 +59,19 @@ def grpo_token_loss(logp, old_logp, ref_logp, advantages, eps_low: float, eps_hi
     return loss, (clipped < unclipped).float()
 
 
-class GRPOTrainer:
+class GRPOTrainer(RolloutAlgorithm):
+    """policy: the LM trained in place (it is `module`); reference: None when beta == 0. prompts(step, round) ->
+    the prompts of a step's rollout round (round 0 always; more with dynamic sampling)."""
+
     def __init__(self, cfg: GRPOConfig, policy: torch.nn.Module, reference: ReferenceFn | None, reward_fn: RewardFn,
-                 generate_fn: GenerateFn, tokenizer, pad_id: int):
+                 generate_fn: GenerateFn, tokenizer, pad_id: int, prompts: Prompts | None = None,
+                 grad_accum: int = 1):
         if cfg.beta > 0 and reference is None:
             raise ConfigError("beta > 0 needs a reference policy (or set beta to 0)")
+        super().__init__(policy, prompts, grad_accum)
         self.cfg, self.policy, self.reference = cfg, policy, reference
         self.reward_fn, self.generate_fn, self.tokenizer, self.pad_id = reward_fn, generate_fn, tokenizer, pad_id
-        self.optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.unit = "tokens" if cfg.loss_agg == "token" else "sequences"
 
     @torch.no_grad()
     def sample_groups(self, records: list[dict], seed: int) -> tuple[Rollout, torch.Tensor]:
@@ -74,14 +92,14 @@ class GRPOTrainer:
                                                          cfg.overlong_penalty)
         return batch, group_advantages(rewards, cfg.group_size, cfg.advantage, baseline)
 
-    def collect(self, records_for_round, step: int) -> tuple[Rollout, torch.Tensor, dict[str, float]]:
+    def collect(self, step: int) -> tuple[Rollout | None, torch.Tensor | None, dict[str, float]]:
         """A step's groups; with dynamic sampling, all-same-reward groups are dropped and fresh prompts
-        (records_for_round(round)) refill the step for up to resample_rounds extra rounds."""
+        (prompts(step, round)) refill the step for up to resample_rounds extra rounds."""
         cfg = self.cfg
         kept: list[tuple[Rollout, torch.Tensor]] = []
         n_groups, n_seen, first_reward = 0, 0, None
         for round_ in range(1 + (cfg.resample_rounds if cfg.dynamic_sampling else 0)):
-            records = records_for_round(round_)
+            records = self.prompts(step, round_)
             batch, adv = self.sample_groups(records, seed=cfg.seed * 1_000_003 + step * 10_007 + round_ * 101)
             first_reward = float(batch.rewards.mean()) if first_reward is None else first_reward
             n_seen += len(records)
@@ -103,47 +121,50 @@ class GRPOTrainer:
             return None, None, info
         return _concat([b for b, _ in kept], self.pad_id), torch.cat([a for _, a in kept]), info
 
-    def update(self, batch: Rollout, advantages: torch.Tensor, step: int) -> dict[str, float]:
+    def rollout(self, step: int) -> list[list[tuple]]:
+        """The step's groups, their old and reference log-probs, and `iterations` shuffled passes cut into
+        minibatch updates (none when dynamic sampling kept no group: nothing to learn from this step)."""
         cfg = self.cfg
+        batch, advantages, info = self.collect(step)
+        self.rollout_stats = {**info, "updates": 0}
+        if batch is None:
+            return []
         with torch.no_grad():
             old_logp = gather_logprobs(self.policy(batch.ids, attention_mask=batch.attention_mask)[:, :-1],
                                        batch.ids[:, 1:])
             ref_logp = self.reference(batch.ids, batch.attention_mask) if cfg.beta > 0 else old_logp
+        self.batch, self.advantages, self.old_logp, self.ref_logp = batch, advantages, old_logp, ref_logp
         self.policy.train()
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + step)
-        sums = {"loss": 0.0, "kl_k3": 0.0, "entropy": 0.0, "clip_frac": 0.0}
-        n = 0
-        for _ in range(cfg.iterations):
-            order = torch.randperm(len(batch), generator=generator)
-            for start in range(0, len(batch), cfg.minibatch_size):
-                rows = order[start:start + cfg.minibatch_size]
-                ids, mask = batch.ids[rows], batch.mask[rows]
-                logits = self.policy(ids, attention_mask=batch.attention_mask[rows])[:, :-1]
-                logp = gather_logprobs(logits, ids[:, 1:])
-                per_token, clipped = grpo_token_loss(logp, old_logp[rows], ref_logp[rows], advantages[rows],
-                                                     cfg.eps_low, cfg.eps_high, cfg.beta)
-                loss = aggregate(per_token, mask, cfg.loss_agg, cfg.max_new_tokens)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.policy.parameters(),
-                                               cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-                self.optimizer.step()
-                with torch.no_grad():
-                    sums["kl_k3"] += float(masked_mean(k3(logp, ref_logp[rows]), mask, dim=None))
-                    sums["entropy"] += float(masked_mean(entropy_from_logits(logits), mask, dim=None))
-                    sums["clip_frac"] += float(masked_mean(clipped, mask, dim=None))
-                sums["loss"] += float(loss.detach())
-                n += 1
-        return {k: v / n for k, v in sums.items()}
+        orders = [torch.randperm(len(batch), generator=generator) for _ in range(cfg.iterations)]
+        updates = minibatch_updates(orders, cfg.minibatch_size, self.grad_accum)
+        self.rollout_stats.update(updates=len(updates), length=float(batch.lengths().mean()))
+        return updates
+
+    def units(self, rows: torch.Tensor) -> int:
+        return aggregate_units(self.batch.mask[rows], self.cfg.loss_agg)
+
+    def batch_loss(self, model: torch.nn.Module, batch: tuple) -> torch.Tensor:
+        """The micro-batch's clipped-ratio + k3 loss, summed over its units (aggregate_sum)."""
+        cfg, (rows,) = self.cfg, batch
+        ids, mask = self.batch.ids[rows], self.batch.mask[rows]
+        logits = model(ids, attention_mask=self.batch.attention_mask[rows])[:, :-1]
+        logp = gather_logprobs(logits, ids[:, 1:])
+        per_token, clipped = grpo_token_loss(logp, self.old_logp[rows], self.ref_logp[rows], self.advantages[rows],
+                                             cfg.eps_low, cfg.eps_high, cfg.beta)
+        with torch.no_grad():
+            self.updates_stats.add(float(mask.sum()), {
+                "kl_k3": float(masked_mean(k3(logp, self.ref_logp[rows]), mask, dim=None)),
+                "entropy": float(masked_mean(entropy_from_logits(logits), mask, dim=None)),
+                "clip_frac": float(masked_mean(clipped, mask, dim=None))})
+        return aggregate_sum(per_token, mask, cfg.loss_agg, cfg.max_new_tokens)
 
     def step(self, records_for_round, step: int) -> dict[str, float]:
-        """records_for_round(round) -> the prompts of a rollout round (round 0 always; more with dynamic sampling)."""
-        batch, advantages, info = self.collect(records_for_round, step)
-        if batch is None:  # every group had the same reward: nothing to learn from this step
-            return {**info, "skipped": 1.0}
-        metrics = self.update(batch, advantages, step)
-        metrics.update(info, length=float(batch.lengths().mean()))
-        return metrics
+        """One GRPO step outside the Trainer; records_for_round(round) -> the prompts of a rollout round."""
+        self.prompts = lambda _step, round_: records_for_round(round_)
+        if not hasattr(self, "_optimizer"):
+            self._optimizer = self.optimizer(self.cfg.lr)
+        return self.run_step(step, self._optimizer, self.cfg.grad_clip)
 
 
 def _concat(parts: list[Rollout], pad_id: int) -> Rollout:

@@ -1,6 +1,7 @@
 """Rejection sampling fine-tuning (best-of-N, then SFT; as in Llama 2's RLHF rounds and RAFT, Dong et al., 2023):
 sample N completions per prompt, keep the one the reward ranks first (when it clears a threshold), and train on
-the kept completions with a masked cross-entropy (prompt tokens -100, completion tokens supervised).
+the kept completions with a masked cross-entropy (prompt tokens -100, completion tokens supervised). A rollout
+objective of the one Trainer (rollout_objective.py): a round is a step, its SFT minibatches its updates.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 
 from lmforge.train.post.rl_config import RSConfig
 from lmforge.train.post.rollout import GenerateFn, RewardFn, RolloutParams, sample_rollout
+from lmforge.train.post.rollout_objective import Prompts, RolloutAlgorithm, minibatch_updates
 from lmforge.train.step import IGNORE_INDEX, token_loss_sum
 
 
@@ -54,13 +56,18 @@ def sft_batch(prompts: list[list[int]], completions: list[list[int]],
     return inputs, attention, labels
 
 
+def sft_loss_sum(model: torch.nn.Module, prompts: list[list[int]], completions: list[list[int]],
+                 pad_id: int) -> torch.Tensor:
+    """The summed token cross-entropy of the completions given their prompts (one unit per completion token)."""
+    inputs, attention, labels = sft_batch(prompts, completions, pad_id)
+    return token_loss_sum(model(inputs, attention_mask=attention), labels)
+
+
 def sft_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, prompts: list[list[int]],
              completions: list[list[int]], pad_id: int, grad_clip: float = 1.0) -> float:
     """One optimizer step of mean token cross-entropy on the completions; returns the loss."""
-    inputs, attention, labels = sft_batch(prompts, completions, pad_id)
     model.train()
-    logits = model(inputs, attention_mask=attention)
-    loss = token_loss_sum(logits, labels) / (labels != IGNORE_INDEX).sum().clamp(min=1)
+    loss = sft_loss_sum(model, prompts, completions, pad_id) / max(sum(len(c) for c in completions), 1)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else float("inf"))
@@ -68,27 +75,35 @@ def sft_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, prompts: 
     return float(loss.detach())
 
 
-def sft_epochs(model: torch.nn.Module, optimizer: torch.optim.Optimizer, selected: Selected, cfg: RSConfig,
-               pad_id: int, generator: torch.Generator) -> float:
-    """cfg.sft_epochs shuffled passes over the kept completions; mean loss (nan when nothing was kept)."""
-    losses = []
-    for _ in range(cfg.sft_epochs):
-        order = torch.randperm(len(selected.prompts), generator=generator).tolist()
-        for start in range(0, len(order), cfg.batch_size):
-            rows = order[start:start + cfg.batch_size]
-            losses.append(sft_step(model, optimizer, [selected.prompts[i] for i in rows],
-                                   [selected.completions[i] for i in rows], pad_id, cfg.grad_clip))
-    return sum(losses) / len(losses) if losses else float("nan")
+class RejectionSampling(RolloutAlgorithm):
+    """A round per step: best-of-N on the step's prompts(step, 0), then sft_epochs shuffled passes over the kept
+    completions, one update per batch_size of them (no update when none was kept)."""
 
+    def __init__(self, cfg: RSConfig, model: torch.nn.Module, tokenizer, generate_fn: GenerateFn,
+                 reward_fn: RewardFn, pad_id: int, prompts: Prompts, grad_accum: int = 1):
+        super().__init__(model, prompts, grad_accum)
+        self.cfg, self.tokenizer, self.generate_fn, self.reward_fn, self.pad_id = (cfg, tokenizer, generate_fn,
+                                                                                   reward_fn, pad_id)
 
-def rejection_sampling_round(model: torch.nn.Module, optimizer: torch.optim.Optimizer, records: list[dict],
-                             tokenizer, generate_fn: GenerateFn, reward_fn: RewardFn, cfg: RSConfig, pad_id: int,
-                             round_: int) -> dict[str, float]:
-    """Best-of-N on `records`, then SFT on the kept completions; the metrics of the round."""
-    params = RolloutParams(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed * 1_000_003 + round_ * 10_007)
-    model.eval()
-    selected = best_of_n(records, tokenizer, generate_fn, reward_fn, cfg.n, params, pad_id, cfg.min_reward)
-    generator = torch.Generator().manual_seed(cfg.seed * 7919 + round_)
-    loss = sft_epochs(model, optimizer, selected, cfg, pad_id, generator)
-    return {"reward": selected.mean_reward, "best_of_n_reward": selected.best_reward,
-            "kept": len(selected.prompts) / len(records), "loss": loss}
+    def rollout(self, step: int) -> list[list[tuple]]:
+        cfg = self.cfg
+        records = self.prompts(step, 0)
+        params = RolloutParams(cfg.max_new_tokens, cfg.temperature, seed=cfg.seed * 1_000_003 + step * 10_007)
+        self.module.eval()
+        self.selected = selected = best_of_n(records, self.tokenizer, self.generate_fn, self.reward_fn, cfg.n,
+                                             params, self.pad_id, cfg.min_reward)
+        generator = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+        orders = [torch.randperm(len(selected.prompts), generator=generator) for _ in range(cfg.sft_epochs)]
+        updates = minibatch_updates(orders, cfg.batch_size, self.grad_accum)
+        self.rollout_stats = {"reward": selected.mean_reward, "best_of_n_reward": selected.best_reward,
+                              "kept": len(selected.prompts) / len(records), "updates": len(updates)}
+        self.module.train()
+        return updates
+
+    def units(self, rows: torch.Tensor) -> int:
+        return sum(len(self.selected.completions[i]) for i in rows.tolist())
+
+    def batch_loss(self, model: torch.nn.Module, batch: tuple) -> torch.Tensor:
+        rows = batch[0].tolist()
+        return sft_loss_sum(model, [self.selected.prompts[i] for i in rows],
+                            [self.selected.completions[i] for i in rows], self.pad_id)

@@ -136,22 +136,37 @@ class RSConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What surrounds the algorithm: where to write, how often and on how much to evaluate, the export."""
+    """What surrounds the algorithm: where to write, how often and on how much to evaluate, the export, checkpoints
+    (every checkpoint_every steps and at the end, a step ending at a rollout boundary; resume / fresh as for
+    pretraining) and gradient accumulation (each update's minibatch in grad_accum micro-batches)."""
 
-    out: str = setting("runs/rl", "Run directory (metrics.jsonl, PNG curves, report.md, hf/).", short="-o")
+    out: str = setting("runs/rl", "Run directory (metrics.jsonl, PNG curves, report.md, checkpoints/, hf/).",
+                       short="-o")
     eval_prompts: int = setting(64, "Most distinct held-out problems in each evaluation (fewer when the split is "
                                 "smaller).")
     eval_every: int = setting(20, "Steps between held-out evaluations (0: before and after only).")
     export_hf: bool = setting(True, "Write the trained policy to OUT/hf.")
     threads: int | None = setting(None, "torch CPU threads (default: torch's).")
+    checkpoint_every: int = setting(10, "Checkpoint (OUT/checkpoints) every N steps and at the end; a step ends at "
+                                    "a rollout boundary.")
+    keep_checkpoints: int = setting(2, "Newest checkpoints kept.")
+    grad_accum: int = setting(1, "Micro-batches per update (each update's minibatch is split; the loss stays the "
+                              "minibatch's mean).")
+    resume: bool = setting(False, "Continue from the newest checkpoint in --out (the reference is rebuilt from "
+                           "--model; only corrupt checkpoints: refused, see --fresh).")
+    fresh: bool = setting(False, "Start from step 0 even where --out holds checkpoints: they move to "
+                          "OUT/checkpoints.old (nothing is deleted).")
+    progress: bool = setting(True, "Progress: a bar with ETA on a terminal, else (pipe, nohup, CI) a log line each "
+                             "tenth of the run or 10 s.")
 
     def __post_init__(self):
-        if isinstance(self.eval_prompts, bool) or not isinstance(self.eval_prompts, int) or self.eval_prompts < 1:
-            raise ConfigError(f"eval_prompts must be an integer >= 1, got {self.eval_prompts!r}")
+        _at_least_one(self, "eval_prompts", "checkpoint_every", "keep_checkpoints", "grad_accum")
         if self.eval_every < 0:
             raise ConfigError(f"eval_every must be >= 0, got {self.eval_every!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads!r}")
+        if self.resume and self.fresh:
+            raise ConfigError("resume and fresh exclude each other: continue the run, or start over")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from lmforge.train.metrics import MetricsLogger, read_metrics
+from lmforge.train.metrics import read_metrics
 from lmforge.train.number_format import fmt_number
 
 MIN_HELDOUT = 8  # below this many held-out examples a before/after share moves in steps of 1/8 or more: noise
@@ -28,25 +28,6 @@ def heldout_warning(count: int, what: str, figure: str, remedy: str = "add data"
 def _cell(value) -> str:
     """A markdown table cell: numbers with sensible precision, pipes escaped."""
     return fmt_number(value).replace("|", "\\|")
-
-
-class RunLog:
-    """Metrics for a post-training run: `log({"step": s, "loss": ..., ...})`, then `finish(title, summary)`."""
-
-    def __init__(self, run_dir: str | Path, log=print) -> None:
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics = MetricsLogger(self.run_dir, tensorboard=False, log=log)
-        self.metrics.truncate_after(0)
-
-    def log(self, record: dict) -> None:
-        self.metrics.log(record)
-
-    def finish(self, title: str, summary: dict, before_after: dict[str, tuple[float, float]] | None = None,
-               notes: Sequence[str | None] = ()) -> Path:
-        """Close the log, then write_run_report; returns the report's path."""
-        self.metrics.close()
-        return write_run_report(self.run_dir, title, summary, before_after, notes)
 
 
 def write_run_report(run_dir: Path, title: str, summary: dict,

@@ -110,3 +110,31 @@ def test_reward_from_a_scalar_head_scores_the_last_token_of_prompt_plus_completi
         ids = torch.tensor([tok.encode(r["prompt"] + t)])
         alone = head(ids)[0, -1].detach()  # one unpadded sequence: its last position
         assert float(got[i]) == pytest.approx(float(alone), abs=1e-5)
+
+
+@pytest.mark.parametrize("algo", ["ppo", "grpo-sequence", "grpo-token"])
+def test_micro_batches_make_the_update_of_one_minibatch(algo):
+    """--grad-accum 2 splits each update's minibatch in two micro-batches; the loss is still the minibatch's mean
+    (summed units / their count), so the weights after a step match those of one micro-batch per update."""
+    def one_step(grad_accum):
+        model = policy()
+        if algo == "ppo":
+            cfg = PPOConfig(batch_size=8, minibatch_size=4, max_new_tokens=4, critic_lr=1e-3)
+            trainer = PPOTrainer(cfg, model, reference_from_model(copy.deepcopy(model)), sevens, fake_generate,
+                                 ByteTokenizer(), pad_id=0, grad_accum=grad_accum)
+            metrics = trainer.step(RECORDS, 0)
+        else:
+            cfg = GRPOConfig(prompts_per_step=2, group_size=4, minibatch_size=8, max_new_tokens=4, lr=1e-3,
+                             loss_agg=algo.split("-")[1])
+            trainer = GRPOTrainer(cfg, model, reference_from_model(copy.deepcopy(model)), sevens, fake_generate,
+                                  ByteTokenizer(), pad_id=0, grad_accum=grad_accum)
+            metrics = trainer.step(lambda r: RECORDS[2 * r:2 * r + 2], 0)
+        return metrics, trainer.module.state_dict()
+
+    (one, weights_one), (two, weights_two) = one_step(1), one_step(2)
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5, abs=1e-6)
+    assert one["updates"] == two["updates"] >= 1
+    for name, value in weights_one.items():
+        torch.testing.assert_close(weights_two[name], value, rtol=1e-4, atol=1e-5)  # Adam moves by ~lr=1e-3
+    assert any(not torch.equal(value, policy().state_dict()[name.removeprefix("actor.")])
+               for name, value in weights_one.items() if name.removeprefix("actor.") in policy().state_dict())

@@ -4,13 +4,7 @@ accumulation); a NaN injected into one DPO step is skipped, logged and leaves th
 of 4 pairs make the same step as one batch of 8 (the loss is averaged over the step's pairs)."""
 
 import json
-import os
-import random
-import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +13,9 @@ from lmforge.train.metrics import read_metrics
 from lmforge.train.post import dpo
 from lmforge.train.post.dpo import DPOConfig, train_dpo
 from tests.cli_util import assert_user_error, run_cli
+from tests.kill_resume import kill_resume_and_compare
 from tests.tiny_lm import tiny_lm
 
-ROOT = Path(__file__).resolve().parents[2]
 STEPS = 16
 
 
@@ -38,47 +32,13 @@ def _command(command, model, out, *extra):
             "--eval-every", "4", "--checkpoint-every", "2", "--threads", "1", "--no-progress", *extra]
 
 
-def _env():
-    return {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
-
-
-def _records(out):
-    """{(kind, step): record} without the wall-clock figures."""
-    timing = ("elapsed_s", "pairs_per_s", "memory_mb")
-    return {(r.get("kind"), r["step"]): {k: v for k, v in r.items() if k not in timing}
-            for r in read_metrics(out / "metrics.jsonl")}
-
-
-def _train_steps(out):
-    return [step for kind, step in _records(out) if kind == "train"]
-
-
 @pytest.mark.slow  # three CLI processes per command: ~20 s each on a quiet machine
 @pytest.mark.parametrize("command", ["dpo", "rm"])
 def test_sigkill_then_resume_is_bitwise_exact(tmp_path, tiny_dir, command):
     extra = ("--no-export-hf",) if command == "dpo" else ()
-    ref = subprocess.run(_command(command, tiny_dir, tmp_path / "ref", *extra), env=_env(), capture_output=True,
-                         text=True)
-    assert ref.returncode == 0, ref.stderr
-    kill_after = random.Random(time.time_ns()).randint(3, STEPS - 4)
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_command(command, tiny_dir, out, *extra), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and max(_train_steps(out) or [0]) < kill_after:
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = max(_train_steps(out))
-    assert killed_at < STEPS
-    resumed = subprocess.run(_command(command, tiny_dir, out, "--resume", *extra), env=_env(), capture_output=True,
-                             text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resumed from" in resumed.stdout, resumed.stdout
-    want, got = _records(tmp_path / "ref"), _records(out)
-    assert sorted(_train_steps(out)) == list(range(1, STEPS + 1))
-    assert got == want, f"killed after step {killed_at}"  # every loss, grad norm, held-out figure: bitwise equal
+    kill_resume_and_compare(_command(command, tiny_dir, tmp_path / "ref", *extra), tmp_path / "ref", out, STEPS,
+                            (3, STEPS - 4))  # every loss, grad norm, held-out figure: bitwise equal
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == STEPS and summary["skipped_steps"] == 0
 

@@ -19,7 +19,7 @@ from lmforge import load
 from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.common.paths import embedded_model_path
 from lmforge.common.timing import best_time
-from lmforge.engine.decode_bench import (
+from lmforge.generation.decode_bench import (
     PROMPT,
     bytes_read_per_token,
     decode_tokens_per_s,

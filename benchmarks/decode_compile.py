@@ -16,8 +16,8 @@ import time
 import torch
 
 from lmforge import load
-from lmforge.engine.fast_decode import decode
 from lmforge.generation.cache import new_kv_cache
+from lmforge.generation.generate import decode
 from lmforge.model import Transformer, get_preset
 from lmforge.model.inference import prepare_for_inference
 

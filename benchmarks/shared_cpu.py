@@ -41,8 +41,8 @@ def worker(model_name: str, tokens: int, repeat: int, threads: int | None, warmu
     import torch
 
     from lmforge.common.threads import set_threads
-    from lmforge.engine.generate import generate_stream
-    from lmforge.engine.sampling_params import SamplingParams
+    from lmforge.generation.generate import generate_stream
+    from lmforge.generation.sampling_params import SamplingParams
     from lmforge.model import Transformer, get_preset
     from lmforge.model.inference import prepare_for_inference
 

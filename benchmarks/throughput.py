@@ -17,7 +17,7 @@ from lmforge import load
 from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.common.paths import embedded_model_path
 from lmforge.engine.llm import LLM, EngineConfig
-from lmforge.engine.sampling_params import SamplingParams
+from lmforge.generation.sampling_params import SamplingParams
 from lmforge.model.inference import prepare_for_inference
 
 

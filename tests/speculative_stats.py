@@ -6,8 +6,8 @@ import itertools
 import torch
 from scipy.stats import chisquare
 
-from lmforge.engine.sampling_params import SamplingParams
-from lmforge.engine.speculative import speculative_generate
+from lmforge.generation.sampling_params import SamplingParams
+from lmforge.generation.speculative import speculative_generate
 
 
 @torch.no_grad()

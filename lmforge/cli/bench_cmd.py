@@ -24,14 +24,14 @@ def decode(
     projections alone (every linear once on one row: what this machine's matmul kernels allow)."""
     import torch
 
-    from lmforge.engine.decode_bench import (
+    from lmforge.formats.loader import load
+    from lmforge.generation.decode_bench import (
         PROMPT,
         bytes_read_per_token,
         decode_tokens_per_s,
         projections_only_tokens_per_s,
         read_bandwidth_gb_s,
     )
-    from lmforge.formats.loader import load
     from lmforge.model.inference import prepare_for_inference
     from lmforge.quant.int_linear import quantize_model
 

@@ -41,7 +41,7 @@ class ChatSession:
 
     def answer(self, user: str) -> str:
         """Stream the answer to `user`; a Ctrl-C keeps what was written so far and returns."""
-        from lmforge.engine.generate import generate_stream
+        from lmforge.generation.generate import generate_stream
 
         self.messages.append({"role": "user", "content": user})
         reply = ""

@@ -98,7 +98,7 @@ def generate(
 
 def run_stream(lm, ids: list[int], params, echo: bool) -> dict:
     """Stream one answer; the JSON summary (text, counts, timings, finish_reason, logprobs)."""
-    from lmforge.engine.generate import generate_stream
+    from lmforge.generation.generate import generate_stream
 
     start = time.perf_counter()
     first = None
@@ -130,7 +130,7 @@ def run_stream(lm, ids: list[int], params, echo: bool) -> dict:
 
 def run_beams(lm, ids: list[int], params, num_beams: int, length_penalty: float, temperature) -> dict:
     """Beam search (no streaming: the best beam is only known at the end)."""
-    from lmforge.engine.beam_search import BeamSearchParams, beam_search
+    from lmforge.generation.beam_search import BeamSearchParams, beam_search
 
     sampling = (temperature not in (None, 0), params.top_k, params.top_p < 1, params.min_p, params.uses_history,
                 params.stop, params.logprobs is not None)

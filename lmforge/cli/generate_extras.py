@@ -31,8 +31,8 @@ def apply_context_options(lm, rope_scaling: str | None, rope_factor: float | Non
 
 def run_speculative(lm, ids: list[int], params, draft: str, num_draft: int, dtype: str, echo: bool) -> dict:
     """Speculative generation (batch 1); the JSON summary includes the acceptance figures."""
-    from lmforge.engine.speculative import speculative_generate
     from lmforge.formats.loader import load
+    from lmforge.generation.speculative import speculative_generate
 
     if params.logprobs is not None or params.stop or params.uses_history:
         raise LmforgeError("--draft cannot be combined with --logprobs, --stop or repetition/presence/frequency "

@@ -1,45 +1,18 @@
-"""What the RL commands (ppo, grpo, rs) share: their flags (generated from train/post/rl_config.py), the
-engine-backed generate function handed to the training code (train never imports the engine), the embedded
-verifiable task, and the before/after evaluation and export.
+"""What the RL commands (ppo, grpo, rs) share: their flags (generated from train/post/rl_config.py), the model, the
+embedded verifiable task, and the before/after evaluation and export (rollouts decode with lmforge.generation through
+train/post/rollout.py's policy_generate_fn).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import typer
 
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.cli.options_from_config import config_command, toml_epilog
 from lmforge.train.post.rl_config import rl_command_config
-
-if TYPE_CHECKING:  # torch and the engine load when a command runs, not at `lmforge --help`
-    import torch
-
-    from lmforge.train.post.rollout import GenerateFn
-
-
-def engine_generate_fn(model: torch.nn.Module, stop_token_ids: list[int], pad_id: int) -> GenerateFn:
-    """A GenerateFn on lmforge.engine.generate: row i of a call samples with seed + i, so the G samples of a
-    group differ while the whole rollout stays reproducible."""
-    from lmforge.engine.generate import generate
-    from lmforge.engine.sampling_params import SamplingParams
-    from lmforge.train.post.rollout import RolloutParams
-
-    def generate_fn(prompts: list[list[int]], params: RolloutParams) -> list[list[int]]:
-        rows = [SamplingParams(max_new_tokens=params.max_new_tokens, temperature=params.temperature,
-                               top_p=params.top_p, seed=None if params.seed is None else params.seed + i,
-                               stop_token_ids=tuple(stop_token_ids))
-                for i in range(len(prompts))]
-        was_training = model.training
-        model.eval()
-        try:
-            return generate(model, prompts, rows, pad_id=pad_id)
-        finally:
-            model.train(was_training)
-    return generate_fn
 
 
 def rl_command(name: str, algo: type, doc: str) -> tuple[Callable[..., None], str]:
@@ -57,7 +30,7 @@ def rl_command(name: str, algo: type, doc: str) -> tuple[Callable[..., None], st
 def run_command(cfg, *, model: str, out: str | None, task: str, max_operand: int, shaping: bool, task_seed: int,
                 eval_prompts: int, eval_every: int, export_hf: bool, threads: int | None, dtype: str,
                 reward_model: str | None = None, lora_r: int = 0, **run_settings) -> dict:
-    """Load the policy, build the engine's generate function, and run the algorithm of cfg on the task.
+    """Load the policy, build its generate function (lmforge.generation), and run the algorithm of cfg on the task.
     run_settings: RunConfig's other fields (checkpoint_every, grad_accum, resume, fresh, ...)."""
     from lmforge.common.errors import LmforgeError
     from lmforge.data.tasks.verifiable import VerifiableTask
@@ -94,5 +67,7 @@ def run_command(cfg, *, model: str, out: str | None, task: str, max_operand: int
 
         apply_lora(lm.model, LoraConfig(r=lora_r, alpha=2.0 * lora_r))
         reference = reference_adapters_disabled(lm.model, lambda: lora_disabled(lm.model))
-    generate_fn = engine_generate_fn(lm.model, lm.stop_token_ids(), pad_id)
+    from lmforge.train.post.rollout import policy_generate_fn
+
+    generate_fn = policy_generate_fn(lm.model, lm.stop_token_ids(), pad_id)
     return run_rl(cfg, run, lm, generate_fn, verifiable, reward_fn=reward_fn, reference=reference, log=typer.echo)

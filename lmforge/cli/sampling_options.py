@@ -2,7 +2,7 @@
 
 import typer
 
-from lmforge.engine.sampling_params import SamplingParams
+from lmforge.generation.sampling_params import SamplingParams
 
 DEFAULT_TEMPERATURE = 0.2
 TEMPERATURE = typer.Option(None, "--temperature", "-t", help=f"0 = greedy; higher = more random.  [default: "

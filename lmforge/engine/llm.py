@@ -15,13 +15,13 @@ import torch
 from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import tick as tick_threads
 from lmforge.engine.block_manager import BlockManager
-from lmforge.engine.generate import fit_prompt
-from lmforge.engine.request_state import RequestState
 from lmforge.engine.runner import ModelRunner, kv_bytes_per_token
-from lmforge.engine.sampling import NonFiniteLogitsError, Sampler, TokenHistory, check_finite
-from lmforge.engine.sampling_params import SamplingParams
 from lmforge.engine.scheduler import ScheduledSeq, Scheduler
 from lmforge.engine.sequence import Sequence, Status
+from lmforge.generation.generate import fit_prompt
+from lmforge.generation.request_state import RequestState
+from lmforge.generation.sampling import NonFiniteLogitsError, Sampler, TokenHistory, check_finite
+from lmforge.generation.sampling_params import SamplingParams
 
 log = logging.getLogger("lmforge.engine")
 
@@ -71,7 +71,7 @@ class LLM:
         if not att.causal or att.sliding_window is not None:
             raise LmforgeError("the serving engine supports causal full-attention models (MHA/GQA/MQA/MLA); this "
                                f"model has causal={att.causal}, sliding_window={att.sliding_window} "
-                               "(use lmforge.engine.generate instead)")
+                               "(use lmforge.generation.generate instead)")
         self.model, self.tokenizer = model, tokenizer
         self.config = config = config or EngineConfig()
         num_blocks = config.num_blocks or max(1, int(config.kv_cache_gb * 2**30 / kv_bytes_per_token(model)

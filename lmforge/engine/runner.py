@@ -1,5 +1,6 @@
 """One model step over a scheduled batch: pack the new tokens of every sequence, run the model on the paged cache,
 return the logits of the sequences that reached their last token (nano-vllm's `ModelRunner`, minus the globals).
+The model call is generation's `model_step`, the one every decoder uses; llm.py samples with generation's Sampler.
 """
 
 import math
@@ -8,6 +9,7 @@ import torch
 
 from lmforge.engine.scheduler import ScheduledSeq
 from lmforge.generation.cache import PagedKVCache
+from lmforge.generation.step import model_step
 
 
 def cache_entry_shapes(cfg) -> dict[str, tuple[int, ...]]:
@@ -50,4 +52,4 @@ class ModelRunner:
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         pos = torch.tensor([positions], dtype=torch.long, device=self.device)
         index = torch.tensor(last, dtype=torch.long, device=self.device)
-        return self.model(input_ids, positions=pos, kv_cache=self.cache, logit_indices=index)[0]
+        return model_step(self.model, input_ids, self.cache, positions=pos, logits_at=index)[0]

@@ -4,7 +4,7 @@ One library built from every source in `csrc/`, registered under `torch.ops.lmfo
 - `paged_attention` (csrc/paged_attention.cpp): attention that reads the engine's paged KV cache in place;
 - `rms_norm`, `rope_`, `silu_mul` (csrc/fused_ops.cpp): the small element-wise steps of a decoder layer, each one
   pass over memory instead of several eager ops (used by lmforge.model.inference); `argmax_rows`, torch.argmax over
-  the last dimension of float32 rows, 8x faster than torch's on a vocabulary (used by lmforge.engine.sampling);
+  the last dimension of float32 rows, 8x faster than torch's on a vocabulary (used by lmforge.generation.sampling);
 - `pack_linear_bf16`, `linear_bf16`, `silu_gated_linear_bf16` (csrc/linear_bf16.cpp): bf16 linears by the
   AVX512-BF16 dot product, on CPUs that have it, and SwiGLU's gate/up projection with its activation;
   `pack_linear_f32`, `linear_f32`, `silu_gated_linear_f32` (csrc/linear_f32.cpp): the same for float32 by FMA, used

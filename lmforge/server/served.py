@@ -9,7 +9,7 @@ import time
 from functools import lru_cache
 
 from lmforge.common.errors import LmforgeError
-from lmforge.engine.sampling_params import SamplingParams
+from lmforge.generation.sampling_params import SamplingParams
 from lmforge.server.protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
 
 

@@ -89,14 +89,12 @@ def model_answer(model, tokenizer, max_new_tokens: int = 8, stop_ids: Sequence[i
     """An Answer that greedy-decodes `max_new_tokens` tokens with an lmforge model."""
     import torch
 
-    from lmforge.train.sample import greedy_continue
-
-    stop = stop_ids[0] if stop_ids else None
+    from lmforge.generation.generate import greedy_completion
 
     def answer(ids: list[int]) -> str:
         model.eval()
         with torch.no_grad():
-            new = greedy_continue(model, ids, max_new_tokens, max_len=len(ids) + max_new_tokens, stop_id=stop)
+            new = greedy_completion(model, ids, max_new_tokens, stop_ids[:1])
         return tokenizer.decode(new, skip_special_tokens=True)
 
     return answer

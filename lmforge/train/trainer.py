@@ -22,6 +22,7 @@ from torch import nn
 from lmforge.common.errors import LmforgeError
 from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.common.threads import tick as tick_threads
+from lmforge.generation.generate import greedy_completion
 from lmforge.train.activation_checkpoint import apply_activation_checkpointing
 from lmforge.train.config import TrainConfig
 from lmforge.train.distributed import Parallel
@@ -31,7 +32,6 @@ from lmforge.train.objectives import Objective
 from lmforge.train.optim import build_optimizer
 from lmforge.train.precision import DTYPES, resolve_device, resolve_precision, uses_master_weights
 from lmforge.train.progress import TrainProgress
-from lmforge.train.sample import greedy_continue
 from lmforge.train.schedule import lr_at
 from lmforge.train.signals import StopRequest
 from lmforge.train.step import (
@@ -160,8 +160,8 @@ class Trainer(TrainerCheckpoints):
         out = []
         for prompt in self.cfg.samples.sample_prompts:
             with self.autocast():
-                new = greedy_continue(self.model, self.tokenizer.encode(prompt, add_special_tokens=False),
-                                      self.cfg.samples.sample_tokens, self.train_loader.seq_len, eos)
+                new = greedy_completion(self.model, self.tokenizer.encode(prompt, add_special_tokens=False),
+                                        self.cfg.samples.sample_tokens, () if eos is None else (eos,))
             out.append({"step": self.step, "prompt": prompt, "text": self.tokenizer.decode(new)})
         self.model.train()
         return out

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lmforge.engine.beam_search import BeamSearchParams, beam_search
+from lmforge.generation.beam_search import BeamSearchParams, beam_search
 from tests.embedded import embedded_gguf
 
 pytestmark = pytest.mark.slow

@@ -6,10 +6,10 @@ import random
 import pytest
 import torch
 
-from lmforge.engine.generate import generate
 from lmforge.engine.llm import LLM, EngineConfig
-from lmforge.engine.sampling_params import SamplingParams
 from lmforge.formats.loader import load
+from lmforge.generation.generate import generate
+from lmforge.generation.sampling_params import SamplingParams
 
 pytestmark = pytest.mark.slow
 

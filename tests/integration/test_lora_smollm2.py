@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.engine.generate import generate
 from lmforge.formats.loader import load
+from lmforge.generation.generate import generate
 from lmforge.peft import LoraConfig, apply_lora, load_adapter, lora_layers, save_adapter, unload_lora
 
 pytestmark = pytest.mark.slow

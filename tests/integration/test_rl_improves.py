@@ -1,17 +1,17 @@
 """PPO, GRPO and rejection sampling each raise the mean verifiable reward of a small pretrained lmforge model on
 held-out arithmetic problems (disjoint from the training prompts), while the KL to the frozen reference stays under
-a stated bound. Rollouts go through the real engine (lmforge.engine.generate) via the generate function."""
+a stated bound. Rollouts go through the real decode loop (lmforge.generation) via the generate function."""
 
 import pytest
 import torch
 
 import lmforge
-from lmforge.cli.rl_common import engine_generate_fn
 from lmforge.data.tasks.verifiable import VerifiableTask
 from lmforge.train.post.grpo import GRPOConfig
 from lmforge.train.post.ppo import PPOConfig
 from lmforge.train.post.rejection_sampling import RSConfig
 from lmforge.train.post.rl_run import RunConfig, run_rl
+from lmforge.train.post.rollout import policy_generate_fn
 from tests.cli_util import run_cli
 from tests.pretrained_tiny import pretrained_tiny_dir
 
@@ -24,7 +24,7 @@ TASK = VerifiableTask(kind="add", max_operand=9, shaping=True)
 def run(cfg, tmp_path):
     torch.manual_seed(0)
     lm = lmforge.load(str(pretrained_tiny_dir()))
-    generate_fn = engine_generate_fn(lm.model, lm.stop_token_ids(), pad_id=lm.config.pad_token_id or 0)
+    generate_fn = policy_generate_fn(lm.model, lm.stop_token_ids(), pad_id=lm.config.pad_token_id or 0)
     s = run_rl(cfg, RunConfig(out=str(tmp_path), eval_every=0, threads=1), lm, generate_fn, TASK,
                log=lambda message: None)
     print(f"\n{s['algorithm']}: held-out reward (greedy) {s['before_reward_greedy']:.3f} -> "

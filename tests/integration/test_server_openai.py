@@ -8,8 +8,8 @@ import httpx
 import openai
 import pytest
 
-from lmforge.engine.generate import generate
 from lmforge.formats.loader import load
+from lmforge.generation.generate import generate
 from tests.server_util import live_server
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from lmforge.engine.generate import generate
+from lmforge.generation.generate import generate
 from tests.embedded import embedded_gguf
 
 pytestmark = pytest.mark.slow

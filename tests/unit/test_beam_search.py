@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from lmforge.common.errors import ConfigError
-from lmforge.engine.beam_search import BeamSearchParams, beam_search
-from lmforge.engine.generate import generate
 from lmforge.formats.loader import load
+from lmforge.generation.beam_search import BeamSearchParams, beam_search
+from lmforge.generation.generate import generate
 from tests.context_lm import assert_context_dependent, assert_not_constant, naive_greedy
 from tests.hf_models import tiny_hf_model
 

@@ -8,9 +8,9 @@ from typer.testing import CliRunner
 from lmforge.cli import chat_cmd
 from lmforge.cli.main import app
 from lmforge.common.errors import LmforgeError
-from lmforge.engine import generate as generate_module
-from lmforge.engine.generate import StepOutput, generate
-from lmforge.engine.sampling_params import SamplingParams
+from lmforge.generation import generate as generate_module
+from lmforge.generation.generate import StepOutput, generate
+from lmforge.generation.sampling_params import SamplingParams
 from tests.tiny_lm import tiny_lm
 from tests.unit.test_cli_errors import assert_user_error, run_cli
 

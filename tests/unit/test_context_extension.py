@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from lmforge.common.errors import ConfigError
-from lmforge.engine.generate import generate
-from lmforge.engine.sampling_params import SamplingParams
+from lmforge.generation.generate import generate
+from lmforge.generation.sampling_params import SamplingParams
 from lmforge.model.context_extension import extend_context, extended_config
 from lmforge.model.presets import get_preset
 from lmforge.model.transformer import Transformer

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from lmforge.common.errors import LmforgeError
-from lmforge.engine.decode_bench import bytes_read_per_token
-from lmforge.engine.fast_decode import decode
-from lmforge.engine.generate import generate
+from lmforge.generation.decode_bench import bytes_read_per_token
+from lmforge.generation.generate import decode, generate
 from lmforge.model import Transformer, get_preset
 from lmforge.quant.int_linear import quantize_model
 from tests.cli_util import run_cli
@@ -76,7 +75,7 @@ def test_quantize_cli(tmp_path):
 
 @pytest.mark.parametrize("bits", [None, 4])
 def test_projections_only_speed_runs_every_projection_once_per_step(bits):
-    from lmforge.engine.decode_bench import projections_only_tokens_per_s
+    from lmforge.generation.decode_bench import projections_only_tokens_per_s
 
     model = Transformer(get_preset("tiny-llama")).eval()
     if bits:

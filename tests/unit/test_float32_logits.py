@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.engine.generate import generate
-from lmforge.engine.sampling_params import SamplingParams
+from lmforge.generation.generate import generate
+from lmforge.generation.sampling_params import SamplingParams
 from lmforge.kernels import cpu_kernels
 from lmforge.model.inference import prepare_for_inference
 from lmforge.quant import int_linear

@@ -5,8 +5,9 @@ import torch
 from scipy.stats import chisquare
 
 from lmforge.common.errors import LmforgeError
-from lmforge.engine.generate import generate, sample
 from lmforge.formats.loader import load
+from lmforge.generation.generate import generate
+from lmforge.generation.sampling import sample
 from tests.context_lm import assert_context_dependent, assert_not_constant, naive_greedy
 from tests.hf_models import tiny_hf_model
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from lmforge.engine.decode_bench import bytes_read_per_token
-from lmforge.engine.fast_decode import decode
 from lmforge.engine.llm import LLM, EngineConfig
-from lmforge.engine.sampling_params import SamplingParams
 from lmforge.formats.loader import load
+from lmforge.generation.decode_bench import bytes_read_per_token
+from lmforge.generation.generate import decode
+from lmforge.generation.sampling_params import SamplingParams
 from lmforge.kernels import cpu_kernels
 from lmforge.model import Transformer, get_preset
 from lmforge.model.inference import (

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.engine.decode_bench import bytes_read_per_token
-from lmforge.engine.fast_decode import decode
 from lmforge.engine.llm import LLM, EngineConfig
-from lmforge.engine.sampling_params import SamplingParams
+from lmforge.generation.decode_bench import bytes_read_per_token
+from lmforge.generation.generate import decode
+from lmforge.generation.sampling_params import SamplingParams
 from lmforge.model import packed_linear
 from lmforge.model.packed_linear import PackedLinear, pack_linears, packing_available
 from tests.context_lm import assert_greedy_up_to_ties, assert_not_constant, context_model

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from lmforge.engine.generate import generate
-from lmforge.engine.sampling_params import SamplingParams
 from lmforge.generation.cache import RollingKVCache, all_layers_sliding
+from lmforge.generation.generate import generate
+from lmforge.generation.sampling_params import SamplingParams
 from lmforge.model.presets import get_preset
 from tests.context_lm import assert_context_dependent, assert_not_constant, context_model, naive_greedy
 

@@ -6,7 +6,7 @@ from scipy.stats import chisquare
 from transformers.generation import logits_process as hf
 
 from lmforge.common.errors import ConfigError, LmforgeError
-from lmforge.engine.logits_process import (
+from lmforge.generation.logits_process import (
     apply_logit_bias,
     apply_min_p,
     apply_presence_frequency,
@@ -15,8 +15,8 @@ from lmforge.engine.logits_process import (
     apply_top_k,
     apply_top_p,
 )
-from lmforge.engine.sampling import NonFiniteLogitsError, Sampler, TokenHistory, sample, sample_rows
-from lmforge.engine.sampling_params import SamplingParams
+from lmforge.generation.sampling import NonFiniteLogitsError, Sampler, TokenHistory, sample, sample_rows
+from lmforge.generation.sampling_params import SamplingParams
 
 V = 64
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lmforge.engine.generate import generate
 from lmforge.formats.loader import load
+from lmforge.generation.generate import generate
 from tests.hf_sparse_models import tiny_deepseek_v3, tiny_qwen3_moe
 
 CASES = {

@@ -6,9 +6,9 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from lmforge.engine.generate import generate
-from lmforge.engine.sampling_params import SamplingParams
-from lmforge.engine.speculative import NgramDraft, accept_reject, speculative_generate
+from lmforge.generation.generate import generate
+from lmforge.generation.sampling_params import SamplingParams
+from lmforge.generation.speculative import NgramDraft, accept_reject, speculative_generate
 from lmforge.model.presets import get_preset
 from lmforge.model.transformer import Transformer
 from tests.context_lm import assert_not_constant, context_model, naive_greedy

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from lmforge.common.errors import LmforgeError
-from lmforge.engine.generate import generate, generate_stream
-from lmforge.engine.sampling_params import SamplingParams
-from lmforge.engine.stop import IncrementalDetokenizer, StopStringMatcher, TextStream
+from lmforge.generation.generate import generate, generate_stream
+from lmforge.generation.sampling_params import SamplingParams
+from lmforge.generation.stop import IncrementalDetokenizer, StopStringMatcher, TextStream
 from tests.tiny_lm import tiny_lm, tiny_tokenizer
 
 TEXT = "the cat sat on the mat END OF ANSWER café 東京 🙂 hello world"

@@ -180,8 +180,7 @@ def busy_machine(monkeypatch):
 
 
 def test_the_decode_loops_tick(busy_machine, context_llama):
-    from lmforge.engine.fast_decode import decode
-    from lmforge.engine.generate import generate
+    from lmforge.generation.generate import decode, generate
 
     gov, readings = busy_machine
     generate(context_llama, [[1, 2, 3]], max_new_tokens=4, temperature=0)
@@ -192,7 +191,7 @@ def test_the_decode_loops_tick(busy_machine, context_llama):
 
 def test_the_engine_step_ticks(busy_machine, context_llama):
     from lmforge.engine.llm import LLM, EngineConfig
-    from lmforge.engine.sampling_params import SamplingParams
+    from lmforge.generation.sampling_params import SamplingParams
 
     gov, readings = busy_machine
     llm = LLM(context_llama, config=EngineConfig(num_blocks=16, block_size=8))

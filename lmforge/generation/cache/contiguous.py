@@ -123,12 +123,15 @@ def new_kv_cache(model, batch_size: int, max_len: int | None = None, dtype: torc
                  static: bool = False):
     """An empty contiguous cache shaped for `model` (keys/values, or MLA's latent), max_len positions (default: the
     model's context). A wrapper that keeps virtual tokens in the cache (peft's prompt / prefix tuning) defines
-    its own `new_kv_cache`, used instead. static: a StaticKVCache (fixed shapes, for torch.compile)."""
+    its own `new_kv_cache`, used instead; one that only passes the cache down (the Trainer's MTPTrainingModel)
+    needs its `config`. static: a StaticKVCache (fixed shapes, for torch.compile)."""
     if hasattr(model, "new_kv_cache"):
         return model.new_kv_cache(batch_size, max_len, dtype)
     cfg = model.config
     max_len = max_len or cfg.max_seq_len
-    dtype, device = dtype or model.embed.weight.dtype, model.embed.weight.device
+    weight = model.embed.weight if hasattr(model, "embed") else next(p for p in model.parameters()
+                                                                     if p.is_floating_point())
+    dtype, device = dtype or weight.dtype, weight.device
     if static:
         return StaticKVCache.for_model(model, batch_size, max_len, dtype)
     if cfg.attention.kind == "mla":

@@ -1,6 +1,6 @@
 """Exact-match accuracy of chat answers: greedy decoding from each conversation's prompt (everything before its
 last assistant turn, plus the generation prompt) until the end-of-turn token, the stripped text compared with the
-reference answer. The SFT before/after metric; uses the train layer's small greedy sampler, not the engine.
+reference answer. The SFT before/after metric; decodes with lmforge.generation (KV cache), not the serving engine.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from lmforge.generation.generate import greedy_completion
 from lmforge.train.post.sft_mask import end_of_turn_id, prompt_and_reference
-from lmforge.train.sample import greedy_continue
 
 
 @torch.no_grad()
 def exact_match(model: nn.Module, tokenizer, conversations, kinds=None, max_new_tokens: int = 32,
-                max_len: int | None = None, keep_samples: int = 8) -> dict:
+                keep_samples: int = 8) -> dict:
     """{"exact_match": fraction correct, "by_kind": {kind: fraction}, "samples": the first few outputs}.
 
     conversations: lists of messages; kinds: an optional task label per conversation (for the breakdown).
@@ -24,12 +24,11 @@ def exact_match(model: nn.Module, tokenizer, conversations, kinds=None, max_new_
     was_training = model.training
     model.eval()
     eot = end_of_turn_id(tokenizer)
-    max_len = max_len or getattr(getattr(model, "config", None), "max_seq_len", 2048)
     hits: dict[str, list[bool]] = defaultdict(list)
     samples = []
     for i, messages in enumerate(conversations):
         prompt, reference = prompt_and_reference(tokenizer, list(messages))
-        new = greedy_continue(model, prompt, max_new_tokens, max_len, eot)
+        new = greedy_completion(model, prompt, max_new_tokens, () if eot is None else (eot,))
         output = tokenizer.decode(new)
         correct = output.strip() == reference.strip()
         kind = kinds[i] if kinds is not None else "all"

@@ -1,6 +1,6 @@
-"""Rollouts for RL post-training without the engine: a `GenerateFn` (prompt ids -> completion ids, built by the
-CLI or a test from lmforge.engine) samples completions; they are scored by a `RewardFn` (a verifiable checker or
-a reward model) and packed right-padded into one [B, T] batch with the completion mask that losses are taken on.
+"""Rollouts for RL post-training: a `GenerateFn` (prompt ids -> completion ids; `policy_generate_fn` decodes with
+lmforge.generation, a test may pass its own) samples completions; they are scored by a `RewardFn` (a verifiable
+checker or a reward model) and packed right-padded into one [B, T] batch with the completion mask losses use.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 
 from lmforge.common.errors import ConfigError
+from lmforge.generation.generate import generate
+from lmforge.generation.sampling_params import SamplingParams
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,26 @@ class RolloutParams:
 
 # generate(prompts, params) -> one list of completion ids per prompt (the stop token included when produced)
 GenerateFn = Callable[[list[list[int]], RolloutParams], list[list[int]]]
+
+
+def policy_generate_fn(model: torch.nn.Module, stop_token_ids: Sequence[int], pad_id: int) -> GenerateFn:
+    """A GenerateFn on lmforge.generation's decode loop: row i of a call samples with seed + i, so the G samples of
+    a group differ while the whole rollout stays reproducible."""
+
+    def generate_fn(prompts: list[list[int]], params: RolloutParams) -> list[list[int]]:
+        rows = [SamplingParams(max_new_tokens=params.max_new_tokens, temperature=params.temperature,
+                               top_p=params.top_p, seed=None if params.seed is None else params.seed + i,
+                               stop_token_ids=tuple(stop_token_ids))
+                for i in range(len(prompts))]
+        was_training = model.training
+        model.eval()
+        try:
+            return generate(model, prompts, rows, pad_id=pad_id)
+        finally:
+            model.train(was_training)
+    return generate_fn
+
+
 # reward(records, completion_texts) -> [B] float rewards; records are dicts with at least "prompt" (its text)
 RewardFn = Callable[[Sequence[dict], Sequence[str]], torch.Tensor]
 # reference(ids, attention_mask) -> [B, T-1] token log-probs under the frozen reference policy

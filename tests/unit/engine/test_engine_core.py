@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from lmforge.engine.block_manager import BlockManager
-from lmforge.engine.generate import generate
 from lmforge.engine.llm import LLM, EngineConfig
-from lmforge.engine.sampling_params import SamplingParams
 from lmforge.engine.sequence import Sequence
 from lmforge.generation.cache import paged, paged_plan
+from lmforge.generation.generate import generate
+from lmforge.generation.sampling_params import SamplingParams
 from lmforge.model import Transformer, get_preset
 
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.engine.generate import generate
-from lmforge.engine.mtp_draft import MTPDraft
-from lmforge.engine.sampling_params import SamplingParams
-from lmforge.engine.speculative import speculative_generate
+from lmforge.generation.generate import generate
+from lmforge.generation.mtp_draft import MTPDraft
+from lmforge.generation.sampling_params import SamplingParams
+from lmforge.generation.speculative import speculative_generate
 from lmforge.model import Transformer, get_preset
 from lmforge.model.mtp import MultiTokenPrediction, forward_with_hidden, mtp_draft, mtp_loss
 from tests.speculative_stats import pooled_chisquare, sampled_counts, target_joint

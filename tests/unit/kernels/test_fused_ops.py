@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmforge.engine.sampling import Sampler, make_generators
-from lmforge.engine.sampling_params import SamplingParams
+from lmforge.generation.sampling import Sampler, make_generators
+from lmforge.generation.sampling_params import SamplingParams
 from lmforge.model.norms import RMSNorm
 from lmforge.model.rope import apply_rope, rope_cos_sin, rope_inv_freq
 
@@ -119,5 +119,5 @@ def test_the_sampler_draws_the_same_tokens_with_the_kernel_argmax(ops, monkeypat
     params = [SamplingParams(), SamplingParams(temperature=0.8, seed=1),
               SamplingParams(temperature=1.2, top_p=0.9, seed=2)] * 2
     with_kernel = Sampler(params, 1000)(logits, generators=make_generators(params, "cpu")).tokens
-    monkeypatch.setattr("lmforge.engine.sampling.loaded_ops", lambda: None)
+    monkeypatch.setattr("lmforge.generation.sampling.loaded_ops", lambda: None)
     assert torch.equal(Sampler(params, 1000)(logits, generators=make_generators(params, "cpu")).tokens, with_kernel)

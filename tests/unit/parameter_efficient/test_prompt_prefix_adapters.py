@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 import transformers
 
-from lmforge.engine.generate import generate
 from lmforge.formats.hf_dir import save_hf_model
+from lmforge.generation.generate import generate
 from lmforge.model import Transformer, get_preset
 from lmforge.peft.adapters import adapter_modules, apply_adapters, remove_adapters
 from lmforge.peft.prefix_tuning import PrefixTuning

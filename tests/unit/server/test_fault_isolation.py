@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
-from lmforge.engine.request_state import RequestState
-from lmforge.engine.sampling import Sampler
 from lmforge.engine.scheduler import Scheduler
+from lmforge.generation.request_state import RequestState
+from lmforge.generation.sampling import Sampler
 from tests.server_util import live_server
 from tests.unit.server.conftest import MODEL, chat, post, slow_steps, stream_text
 

@@ -66,8 +66,8 @@ class _NaNAt(torch.nn.Module):
         self.inner, self.bad, self.calls, self.config = model, set(bad_calls), 0, model.config
         self.layers = model.layers
 
-    def forward(self, x, attention_mask=None):
-        out = self.inner(x)
+    def forward(self, x, **kwargs):  # kwargs: the decode step's (kv_cache, last_only) when the trainer samples
+        out = self.inner(x, **kwargs)
         bad = self.calls in self.bad and self.training
         self.calls += self.training
         return out * float("nan") if bad else out

@@ -1,27 +1,23 @@
-"""Autoregressive generation with a KV cache for a batch of prompts, each with its own SamplingParams.
+"""The one decode loop: autoregressive generation with a KV cache for a batch of prompts, each with its own
+SamplingParams (gpt-fast's shape: `prefill`, then `decode_step` in a loop, step.py; the Sampler picks each token).
 
-Written as small pure steps in the gpt-fast style — `prefill` the prompt, then `decode_one_token` in a loop,
-the Sampler picking each next token. Prompts of different lengths are left-padded and masked, so a batch decodes
-together; each sequence stops at its own stop token, stop string or length. The paged engine builds on this.
+Prompts of different lengths are left-padded and masked, so a batch decodes together; each sequence stops at its
+own stop token, stop string or length. With no padding (one prompt, or prompts of one length) no mask is passed
+at all, so batch 1 runs the model's plain forward on one token per step: `decode` is that single-sequence fast path.
 """
 
+import functools
 from collections.abc import Iterator, Sequence
 
 import torch
 
 from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import tick as tick_threads
-from lmforge.engine.request_state import RequestState, StepOutput
-from lmforge.engine.sampling import Sampler, TokenHistory, make_generators
-from lmforge.engine.sampling_params import SamplingParams
 from lmforge.generation.cache import RollingKVCache, all_layers_sliding, new_kv_cache
-
-
-def sample(logits: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Next token ids [B] from last-position logits [B, V]: argmax at temperature 0, else softmax(logits / T)."""
-    from lmforge.engine.sampling import sample as sample_with_params
-
-    return sample_with_params(logits, SamplingParams(temperature=temperature), generator)
+from lmforge.generation.request_state import RequestState, StepOutput
+from lmforge.generation.sampling import Sampler, TokenHistory, make_generators
+from lmforge.generation.sampling_params import SamplingParams
+from lmforge.generation.step import compiled_decode_step, decode_step, prefill
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,20 +31,6 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
         ids[row, width - len(prompt):] = torch.tensor(list(prompt), dtype=torch.long)
         mask[row, width - len(prompt):] = 1
     return ids, mask
-
-
-def prefill(model, ids: torch.Tensor, mask: torch.Tensor, cache) -> torch.Tensor:
-    """Run the whole prompt once, filling the cache; logits of the last position [B, V]."""
-    if isinstance(cache, RollingKVCache):  # no padding; positions come from the cache
-        return model(ids, positions=cache.positions(ids.shape[1]), kv_cache=cache, last_only=True)[:, -1]
-    return model(ids, attention_mask=mask, kv_cache=cache, last_only=True)[:, -1]
-
-
-def decode_one_token(model, token: torch.Tensor, mask: torch.Tensor, cache) -> torch.Tensor:
-    """Feed one token per sequence [B] at the next position; logits [B, V]."""
-    if isinstance(cache, RollingKVCache):
-        return model(token[:, None], positions=cache.positions(1), kv_cache=cache)[:, -1]
-    return model(token[:, None], attention_mask=mask, kv_cache=cache)[:, -1]
 
 
 def fit_prompt(prompt: Sequence[int], params: SamplingParams, context: int, row: int = 0) -> list[int]:
@@ -84,12 +66,16 @@ def resolve_params(n: int, params: SamplingParams | Sequence[SamplingParams] | N
 def generate_stream(model, prompts: Sequence[Sequence[int]],
                     params: SamplingParams | Sequence[SamplingParams] | None = None, *, tokenizer=None,
                     pad_id: int = 0, max_new_tokens: int | None = None, temperature: float | None = None,
-                    stop_token_ids: Sequence[int] | None = None,
-                    seed: int | None = None) -> Iterator[list[StepOutput | None]]:
+                    stop_token_ids: Sequence[int] | None = None, seed: int | None = None,
+                    step=None, compile: bool = False) -> Iterator[list[StepOutput | None]]:
     """Yield, at each step, a StepOutput for every sequence (None for one that has already finished).
 
     A sequence finishes after emitting one of its stop_token_ids (which is yielded), when its text (decoded with
     `tokenizer`, needed for stop strings) contains a stop string, or after its max_new_tokens.
+    `step(tokens [B], cache, mask) -> logits [B, V]` replaces decode_step when given.
+    compile: decode on a static-shape cache (generation/cache/static.py) through decode_step compiled with
+    torch.compile, captured once (the first call per model compiles, for seconds to minutes); prompts of one
+    length, full-attention non-MLA models. Off by default: it measured slower than prepared eager (docs/inference.md).
     """
     legacy = dict(max_new_tokens=max_new_tokens, temperature=temperature, stop_token_ids=stop_token_ids, seed=seed)
     rows = resolve_params(len(prompts), params, legacy)
@@ -102,15 +88,26 @@ def generate_stream(model, prompts: Sequence[Sequence[int]],
     ids, mask = ids.to(device), mask.to(device)
     B = len(prompts)
     longest = max(p.max_new_tokens for p in rows)
-    if all_layers_sliding(model.config) and bool(mask.all()):  # Mistral: memory bounded by the window
+    padded = not bool(mask.all())
+    if compile:  # fixed shapes, position as a tensor: the compiled step is captured once
+        if padded:
+            raise LmforgeError("compile=True decodes prompts of one length (the static KV cache takes no padding "
+                               f"mask); got lengths {sorted({len(p) for p in prompts})}")
+        cache = new_kv_cache(model, B, max_len=ids.shape[1] + longest, static=True)
+    elif all_layers_sliding(model.config) and not padded:  # Mistral: memory bounded by the window
         cache = RollingKVCache.for_model(model, B)
     else:
         cache = new_kv_cache(model, B, max_len=ids.shape[1] + longest)
-    logits = prefill(model, ids, mask, cache)
+    mask = mask if padded else None  # the mask appears when a row is padded or finishes while others go on
+    if compile and step is None:
+        step = functools.partial(compiled_decode_step(), model)
+    step = step or (lambda tokens, cache, mask: decode_step(model, tokens, cache, mask))
+    logits = prefill(model, ids, cache, mask)
     sampler = Sampler(rows, logits.shape[-1], device)
     generators = make_generators(rows, device)
     history = TokenHistory.from_tokens(prompts, logits.shape[-1], device) if sampler.needs_history else None
     states = [RequestState(sp, p, tokenizer) for p, sp in zip(prompts, rows, strict=True)]
+    fed = ids.shape[1]  # tokens run through the model so far (cache positions, padding included)
     for _ in range(longest):
         tick_threads()  # fewer OpenMP threads while other processes use the CPU
         out = sampler(logits, history, generators)
@@ -128,12 +125,20 @@ def generate_stream(model, prompts: Sequence[Sequence[int]],
         yield events
         if all(done):
             return
-        active = torch.tensor([not d for d in done], device=device)
-        token = torch.where(active, out.tokens, torch.full_like(out.tokens, pad_id))
+        token, active = out.tokens, None
+        if any(done):  # finished rows feed padding, masked out from now on
+            active = torch.tensor([not d for d in done], device=device)
+            token = torch.where(active, token, torch.full_like(token, pad_id))
+            # (the static cache masks by position and takes no mask: a finished row's padding reaches only its
+            # own outputs, which are no longer read)
+            if mask is None and not compile:
+                mask = torch.ones((B, fed), dtype=torch.long, device=device)
+        if mask is not None:
+            mask = torch.cat([mask, (active.long() if active is not None else mask.new_ones(B))[:, None]], dim=1)
         if history is not None:
             history.append(token, active)
-        mask = torch.cat([mask, active.long()[:, None]], dim=1)
-        logits = decode_one_token(model, token, mask, cache)
+        logits = step(token, cache, mask)
+        fed += 1
 
 
 def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams] | None = None,
@@ -149,3 +154,28 @@ def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams | S
             if event is not None:
                 out[row].append(event.token)
     return out
+
+
+def decode(model, prompt: Sequence[int], max_new_tokens: int = 128, temperature: float = 0.0,
+           stop_token_ids: Sequence[int] = (), seed: int | None = None, step=None, compile: bool = False) -> list[int]:
+    """The single-sequence fast path (batch 1, no mask): all new token ids of one prompt, the stop token included
+    when one was produced. The same loop as `generate`; max_new_tokens 0 gives []. compile: see generate_stream."""
+    if not prompt:
+        raise LmforgeError("the prompt must contain at least one token")
+    if max_new_tokens == 0:
+        return []
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, stop_token_ids=stop_token_ids,
+                            seed=seed)
+    return generate(model, [prompt], params, step=step, compile=compile)[0]
+
+
+def greedy_completion(model, prompt: Sequence[int], max_new_tokens: int, stop_token_ids: Sequence[int] = ()
+                      ) -> list[int]:
+    """The greedy continuation of `prompt` without its stop token, for evaluations and the samples written during
+    training: a prompt too long for the context keeps its last tokens, and at most context - 1 tokens are made."""
+    if max_new_tokens <= 0:
+        return []
+    params = SamplingParams(max_new_tokens=min(max_new_tokens, model.config.max_seq_len - 1), temperature=0.0,
+                            stop_token_ids=stop_token_ids, truncate=True)
+    out = generate(model, [prompt], params)[0]
+    return out[:-1] if out and out[-1] in params.stop_token_ids else out

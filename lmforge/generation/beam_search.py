@@ -11,10 +11,11 @@ from dataclasses import dataclass
 import torch
 
 from lmforge.common.errors import ConfigError, LmforgeError
-from lmforge.engine.generate import fit_prompt
-from lmforge.engine.sampling import check_finite
-from lmforge.engine.sampling_params import SamplingParams
 from lmforge.generation.cache import new_kv_cache
+from lmforge.generation.generate import fit_prompt
+from lmforge.generation.sampling import check_finite
+from lmforge.generation.sampling_params import SamplingParams
+from lmforge.generation.step import decode_step, prefill
 
 NEG = -1.0e9  # "impossible" score, as transformers uses (not -inf: sums and divisions stay finite)
 
@@ -65,7 +66,7 @@ def beam_search(model, prompt: Sequence[int], params: BeamSearchParams | None = 
     stops = torch.tensor(p.stop_token_ids, dtype=torch.long, device=device)
 
     cache = new_kv_cache(model, 1, max_len=len(prompt) + max_new)
-    logits = model(torch.tensor([prompt], device=device), kv_cache=cache, last_only=True)[:, -1]
+    logits = prefill(model, torch.tensor([prompt], device=device), cache)
     cache.reorder(torch.zeros(n, dtype=torch.long, device=device))  # every beam starts from the prompt
     logits = logits.expand(n, -1)
 
@@ -114,7 +115,7 @@ def beam_search(model, prompt: Sequence[int], params: BeamSearchParams | None = 
         improvable = improvable and bool(best_possible > worst_finished)
         if not improvable or (bool(is_finished.all()) and p.early_stopping is True) or bool(ends.all()):
             break
-        logits = model(running[:, step:step + 1], kv_cache=cache)[:, -1]
+        logits = decode_step(model, running[:, step], cache)
 
     out = []
     for row in range(p.num_return_sequences):

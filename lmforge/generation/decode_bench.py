@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from lmforge.common.timing import best_time
-from lmforge.engine.fast_decode import decode
+from lmforge.generation.generate import decode
 from lmforge.model.inference import KernelLinear
 from lmforge.model.packed_linear import PackedLinear
 from lmforge.quant.int_linear import Int4Linear, Int8Linear

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 import torch
 
 from lmforge.common.errors import LmforgeError
-from lmforge.engine.generate import fit_prompt
-from lmforge.engine.mtp_draft import MTPDraft
-from lmforge.engine.sampling import Sampler, check_finite
-from lmforge.engine.sampling_params import SamplingParams
 from lmforge.generation.cache import new_kv_cache
+from lmforge.generation.generate import fit_prompt
+from lmforge.generation.mtp_draft import MTPDraft
+from lmforge.generation.sampling import Sampler, check_finite
+from lmforge.generation.sampling_params import SamplingParams
+from lmforge.generation.step import model_step, prefill
 from lmforge.model.mtp import MultiTokenPrediction
 
 
@@ -80,7 +81,7 @@ class ModelDraft:
         new = torch.tensor([tokens[self.cache.length:]], device=self.device)
         drafted, qs = [], []
         for _ in range(k):
-            logits = self.model(new, kv_cache=self.cache, last_only=True)[:, -1]
+            logits = model_step(self.model, new, self.cache)
             q = dist(logits)
             token = q.argmax(-1) if dist.greedy else torch.multinomial(q, 1, generator=generator)[:, 0]
             drafted.append(token)
@@ -178,7 +179,7 @@ def speculative_generate(target, prompt: Sequence[int], draft, params: SamplingP
     cache = new_kv_cache(target, 1, max_len=max_len)
     forward = getattr(drafter, "target_forward", target)  # an MTP draft keeps the target's hidden states
     if len(prompt) > 1:  # the last prompt token is fed with the first drafts
-        forward(torch.tensor([prompt[:-1]], device=device), kv_cache=cache, last_only=True)
+        prefill(forward, torch.tensor([prompt[:-1]], device=device), cache)
     tokens, result = list(prompt), SpeculativeResult()
     stops = set(params.stop_token_ids)
     while True:
@@ -189,7 +190,8 @@ def speculative_generate(target, prompt: Sequence[int], draft, params: SamplingP
         drafted = drafted.to(device)
         k = drafted.shape[0]
         fed = torch.cat([torch.tensor(tokens[cache.length:], device=device), drafted])[None]
-        logits = forward(fed, kv_cache=cache)[0, -(k + 1):]
+        T = fed.shape[1]
+        logits = model_step(forward, fed, cache, logits_at=torch.arange(T - k - 1, T, device=device))[0]
         result.target_forwards += 1
         p = dist(logits)
         n, nxt = accept_reject(p, q.to(device) if k else p[:0], drafted, dist.greedy, generator)

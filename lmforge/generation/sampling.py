@@ -1,4 +1,4 @@
-"""Sampling a batch of next tokens where every row may carry its own SamplingParams.
+"""Sampling a batch of next tokens where every row may carry its own SamplingParams: lmforge's one sampler.
 
 `Sampler` turns a list of SamplingParams into per-row tensors once, then each call runs the logits transforms
 of logits_process.py on [B, V] in a few batched ops (scalars instead of tensors when all rows agree) and draws
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from lmforge.common.errors import LmforgeError
-from lmforge.engine.logits_process import (
+from lmforge.generation.logits_process import (
     apply_logit_bias,
     apply_min_p,
     apply_presence_frequency,
@@ -21,7 +21,7 @@ from lmforge.engine.logits_process import (
     apply_top_k,
     apply_top_p,
 )
-from lmforge.engine.sampling_params import SamplingParams
+from lmforge.generation.sampling_params import SamplingParams
 from lmforge.kernels.cpu_kernels import loaded_ops
 
 
@@ -200,8 +200,10 @@ def sample_rows(logits: torch.Tensor, params: Sequence[SamplingParams], history:
     return Sampler(params, logits.shape[-1], logits.device)(logits, history, generators)
 
 
-def sample(logits: torch.Tensor, params: SamplingParams | None = None,
+def sample(logits: torch.Tensor, params: SamplingParams | float | None = None,
            generator: torch.Generator | None = None, history: TokenHistory | None = None) -> torch.Tensor:
-    """Next token ids [B] for logits [B, V] when every row shares `params` (default: greedy)."""
-    params = params or SamplingParams()
+    """Next token ids [B] for logits [B, V] when every row shares `params` (default: greedy); a number is a
+    temperature (0: argmax, else a draw from softmax(logits / T))."""
+    if params is None or isinstance(params, int | float):
+        params = SamplingParams(temperature=params or 0.0)
     return sample_rows(logits, [params] * logits.shape[0], history, generator).tokens

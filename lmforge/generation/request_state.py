@@ -5,8 +5,8 @@ its token limit ends it. Shared by `generate_stream` and the serving engine, so 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lmforge.engine.sampling_params import SamplingParams
-from lmforge.engine.stop import TextStream
+from lmforge.generation.sampling_params import SamplingParams
+from lmforge.generation.stop import TextStream
 
 
 @dataclass

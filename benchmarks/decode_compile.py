@@ -16,22 +16,17 @@ import time
 import torch
 
 from lmforge import load
-from lmforge.generation.cache import new_kv_cache
 from lmforge.generation.generate import decode
+from lmforge.generation.step import decode_step
 from lmforge.model import Transformer, get_preset
 from lmforge.model.inference import prepare_for_inference
 
 
-@torch.inference_mode()
 def static_greedy(model, prompt: list[int], max_new_tokens: int) -> list[int]:
-    """Greedy decoding on a StaticKVCache, eager (what decode(compile=True) runs, minus torch.compile)."""
-    cache = new_kv_cache(model, 1, max_len=len(prompt) + max_new_tokens, static=True)
-    logits = model(torch.tensor([prompt]), kv_cache=cache, last_only=True)[:, -1]
-    out = []
-    for _ in range(max_new_tokens):
-        out.append(logits.argmax(-1))
-        logits = model(out[-1][:, None], kv_cache=cache)[:, -1]
-    return torch.cat(out).tolist()
+    """Greedy decoding on a StaticKVCache, eager: what decode(compile=True) runs (the same loop and cache), with
+    generation's decode_step not compiled."""
+    return decode(model, prompt, max_new_tokens=max_new_tokens, compile=True,
+                  step=lambda tokens, cache, mask: decode_step(model, tokens, cache, mask))
 
 
 def tok_per_s(model, prompt: list[int], tokens: int, repeat: int, run=decode, **kwargs) -> tuple[float, list[int]]:

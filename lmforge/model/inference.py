@@ -4,10 +4,11 @@ At decode time a step runs a few dozen tokens through each layer, so the cost is
 than in their arithmetic. `prepare_for_inference`:
 1. fuses q/k/v into one projection (`Attention.qkv_proj`) and SwiGLU's gate/up into one (`FusedSwiGLU`): one call
    over a larger weight instead of three or two (on 2 Zen 5 cores, bf16, 18 rows: 275 -> 222 us per layer);
-2. bf16 linears on CPUs with AVX512-BF16 run on lmforge's kernel (csrc/linear_bf16.cpp: 1.4x oneDNN's at 18 rows,
-   weights streaming from memory, as fast at 2048 rows), float32 linears on AVX-512 CPUs on its FMA kernel
-   (csrc/linear_f32.cpp: 1.4x oneDNN's at 1 row, 1.9x at 18, 1.3x at 2048), SwiGLU's gate/up with the SiLU and the
-   product applied before anything is written; every other CPU linear is packed for oneDNN (packed_linear.py);
+2. gives each CPU linear the backend lmforge/kernels/backend_table.py picks for its dtype, the CPU and the call's
+   size: lmforge's kernels (csrc/linear_bf16.cpp, csrc/linear_f32.cpp; SwiGLU's gate/up with the SiLU and the
+   product applied before anything is written), oneDNN's packed linear (packed_linear.py) or F.linear. On AMX CPUs
+   a bf16 kernel linear also holds its weight packed for oneDNN, which runs prompt-sized calls on AMX tiles (the
+   bf16 projections' weights twice in memory there);
 3. where lmforge's C++ CPU kernels build (lmforge.kernels), replaces RMSNorm, RoPE and SiLU-times-up by one-pass
    kernels (18 rows: 120 -> 40 us per layer). They round where the eager code rounds: in bfloat16, RoPE and SiLU
    give the eager results bit for bit and RMSNorm within one unit in the last place (its mean sums in another
@@ -21,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.kernels.cpu_kernels import bf16_linear_ops, cpu_ops, f32_linear_ops
+from lmforge.kernels import onednn
+from lmforge.kernels.backend_table import DECODE_ROWS, Backend, Capability, detect_capability, linear_plan
+from lmforge.kernels.cpu_kernels import cpu_ops
 from lmforge.model.attention import Attention
 from lmforge.model.mlp import SwiGLU
 from lmforge.model.norms import RMSNorm
-from lmforge.model.packed_linear import pack_linears, replace_module
+from lmforge.model.packed_linear import PackedLinear, replace_module
 from lmforge.model.rope import apply_rope
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
@@ -54,9 +57,12 @@ def _kernel_fits(x: torch.Tensor, *others: torch.Tensor) -> bool:
 class KernelLinear(nn.Module):
     """A linear on lmforge's kernel, its weight packed once: bf16 by the AVX512-BF16 dot product
     (torch.ops.lmforge.linear_bf16, weight in pairs of input channels), float32 by FMA (linear_f32). Inference only;
-    the weight is not a parameter (as with PackedLinear)."""
+    the weight is not a parameter (as with PackedLinear). With `prompt_rows`, calls of more rows run on oneDNN's
+    packed linear instead (the backend table's rule for AMX CPUs), from a second copy of the weight."""
 
-    def __init__(self, linear: nn.Linear, ops, gated: bool = False):
+    gate_block = None  # gated: the outputs alternate this many gate and up rows in the oneDNN copy (None: halves)
+
+    def __init__(self, linear: nn.Linear, ops, gated: bool = False, prompt_rows: int | None = None):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         weight = linear.weight.detach()
@@ -67,9 +73,23 @@ class KernelLinear(nn.Module):
             self.packed = ops.pack_linear_f32(weight, gated=gated)
             self.kernel = ops.silu_gated_linear_f32 if gated else ops.linear_f32
         self.bias = None if linear.bias is None else linear.bias.detach()
+        self.gated, self.prompt_rows = gated, prompt_rows
+        self.onednn = None if prompt_rows is None else onednn.pack(weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.onednn is not None and x.numel() > self.prompt_rows * self.in_features:
+            return self._onednn_forward(x)
         return self.kernel(x, self.packed, self.bias, self.out_features)
+
+    def _onednn_forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = onednn.linear(x, self.onednn, self.bias)
+        if not self.gated:
+            return y
+        if self.gate_block is None:
+            gate, up = y.chunk(2, dim=-1)
+            return F.silu(gate) * up
+        blocks = y.unflatten(-1, (-1, 2, self.gate_block))  # rounded where the eager SwiGLU rounds
+        return (F.silu(blocks[..., 0, :]) * blocks[..., 1, :]).flatten(-2)
 
     def float_logits(self, x: torch.Tensor) -> torch.Tensor:
         """float32 outputs, not rounded to bf16 (an LM head's logits: transformer.float32_logits)."""
@@ -90,7 +110,7 @@ class SiluGatedKernelLinear(KernelLinear):
     same up rows, so that a task holds both halves of its outputs and the [.., 2 * hidden] projection is never
     written."""
 
-    def __init__(self, gate: nn.Linear, up: nn.Linear, ops):
+    def __init__(self, gate: nn.Linear, up: nn.Linear, ops, prompt_rows: int | None = None):
         hidden = gate.out_features
         both = _fused_linear([gate, up])  # [gate; up] rows
         if both.weight.dtype == torch.bfloat16:  # interleaved here in blocks of 16 rows (the bf16 kernel's half block);
@@ -100,36 +120,61 @@ class SiluGatedKernelLinear(KernelLinear):
             if both.bias is not None:
                 both.bias = nn.Parameter(both.bias.view(2, hidden // 16, 16).transpose(0, 1).reshape(-1),
                                          requires_grad=False)
-        super().__init__(both, ops, gated=True)
+            self.gate_block = 16
+        super().__init__(both, ops, gated=True, prompt_rows=prompt_rows)
         self.out_features = hidden
 
 
-def _kernel_dtype(m: nn.Module, bf16_ops, f32_ops) -> bool:
-    """Whether lmforge's linear kernel takes this layer: a plain CPU nn.Linear in bf16 (even in_features) with the
-    bf16 kernel available, or in float32 with the float32 one."""
-    if type(m) is not nn.Linear or m.weight.device.type != "cpu":
-        return False
-    if m.weight.dtype == torch.bfloat16:
-        return bf16_ops is not None and m.in_features % 2 == 0
-    return m.weight.dtype == torch.float32 and f32_ops is not None
+def _plan(m: nn.Module, cap: Capability | None) -> tuple[Backend, Backend] | None:
+    """(decode-sized, prompt-sized) backends of a plain CPU nn.Linear from the backend table; None for others
+    (LoRA-wrapped, quantized, on another device)."""
+    if cap is None or type(m) is not nn.Linear or m.weight.device.type != "cpu":
+        return None
+    return linear_plan(m.weight.dtype, cap, m.in_features)
 
 
-def _silu_gated(mlp: SwiGLU, bf16_ops, f32_ops) -> SiluGatedKernelLinear | None:
+def _prompt_rows(plan: tuple[Backend, Backend]) -> int | None:
+    """The rows above which a kernel linear hands calls to oneDNN (its plan's second backend), else None."""
+    decode, prompt = plan
+    if prompt is decode:
+        return None
+    if (decode, prompt) != (Backend.KERNEL, Backend.ONEDNN):
+        raise NotImplementedError(f"no linear runs {decode.value} for decode and {prompt.value} for prompts")
+    return DECODE_ROWS
+
+
+def _silu_gated(mlp: SwiGLU, cap: Capability | None, ops) -> SiluGatedKernelLinear | None:
     """The one-pass gate/up projection for this MLP, or None when the kernel does not apply."""
     gate, up = mlp.gate_proj, mlp.up_proj
-    if mlp.act is not F.silu or not all(_kernel_dtype(m, bf16_ops, f32_ops) for m in (gate, up)) or \
+    plans = [_plan(m, cap) for m in (gate, up)]
+    if mlp.act is not F.silu or any(p is None or p[0] is not Backend.KERNEL for p in plans) or \
             gate.out_features % 16 or gate.weight.dtype != up.weight.dtype or (gate.bias is None) != (up.bias is None):
         return None
-    return SiluGatedKernelLinear(gate, up, bf16_ops if gate.weight.dtype == torch.bfloat16 else f32_ops)
+    return SiluGatedKernelLinear(gate, up, ops, prompt_rows=_prompt_rows(plans[0]))
 
 
-def _kernel_linears(model: nn.Module, bf16_ops, f32_ops) -> int:
-    """Replace the CPU nn.Linear layers lmforge's kernels take by KernelLinear; how many."""
-    targets = [(name, m) for name, m in model.named_modules() if _kernel_dtype(m, bf16_ops, f32_ops)]
-    for name, module in targets:
-        replace_module(model, name, KernelLinear(module, bf16_ops if module.weight.dtype == torch.bfloat16
-                                                 else f32_ops))
-    return len(targets)
+def _install_linears(model: nn.Module, cap: Capability | None, ops) -> tuple[int, int]:
+    """Give every plain CPU nn.Linear left the backend the table picks (a bf16 / fp16 LM head no kernel takes
+    becomes a Float32Head first); (kernel linears, packed linears)."""
+    head = getattr(model, "lm_head", None)
+    head_plan = _plan(head, cap)
+    if type(head) is nn.Linear and head.weight.dtype in (torch.bfloat16, torch.float16) and \
+            (head_plan is None or head_plan[0] is not Backend.KERNEL):
+        replace_module(model, "lm_head", Float32Head(head))
+    n_kernel = n_packed = 0
+    for name, module in list(model.named_modules()):
+        plan = _plan(module, cap)
+        if plan is None:
+            continue
+        if name == "lm_head":  # one row per sequence when generating: the decode-sized backend at every size
+            plan = (plan[0], plan[0])
+        if plan[0] is Backend.KERNEL:
+            replace_module(model, name, KernelLinear(module, ops, prompt_rows=_prompt_rows(plan)))
+            n_kernel += 1
+        elif plan[0] is Backend.ONEDNN:
+            replace_module(model, name, PackedLinear(module))
+            n_packed += 1
+    return n_kernel, n_packed
 
 
 class FusedSwiGLU(nn.Module):
@@ -200,15 +245,20 @@ class Float32Head(nn.Module):
 
 
 @torch.no_grad()
-def prepare_for_inference(model: nn.Module, kernels: bool = True) -> dict[str, int]:
-    """Fuse projections, pack linears and install the CPU kernels (see the module docstring), in place.
+def prepare_for_inference(model: nn.Module, kernels: bool = True,
+                          capability: Capability | None = None) -> dict[str, int]:
+    """Fuse projections, give the linears their backends and install the CPU kernels (see the module docstring), in
+    place.
 
-    kernels=False skips lmforge's kernels (step 2's linear kernels and step 3). Returns counts: {"fused_projections",
-    "kernel_linears", "packed_linears", "fused_kernels"}."""
+    kernels=False skips lmforge's kernels (its linears and step 3). capability: the backend table's input, detected
+    on this machine by default (tests pass others). Returns counts: {"fused_projections", "kernel_linears",
+    "packed_linears", "fused_kernels"}."""
     on_cpu = next(model.parameters()).device.type == "cpu"
     ops = cpu_ops() if kernels and on_cpu else None
-    bf16_ops = bf16_linear_ops() if kernels and on_cpu else None
-    f32_ops = f32_linear_ops() if kernels and on_cpu else None
+    cap = None
+    if on_cpu:
+        cap = detect_capability(kernels=ops is not None) if capability is None else capability
+        cap = cap if ops is not None else cap.without_kernels()
     fused = n_kernels = n_gated = 0
     for name, module in list(model.named_modules()):
         if type(module) is Attention and module.qkv_proj is None:
@@ -221,7 +271,7 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True) -> dict[str, i
                 module.rope = InplaceRope(ops)
                 n_kernels += 1
         elif type(module) is SwiGLU:
-            gated = _silu_gated(module, bf16_ops, f32_ops)
+            gated = _silu_gated(module, cap, ops)
             gate_up = gated or _fused_linear([module.gate_proj, module.up_proj])
             if gate_up is not None:
                 replace_module(model, name, FusedSwiGLU(module, gate_up, ops))
@@ -231,9 +281,6 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True) -> dict[str, i
         elif type(module) is RMSNorm and ops is not None:
             replace_module(model, name, FusedRMSNorm(module, ops))
             n_kernels += 1
-    n_linears = n_gated + _kernel_linears(model, bf16_ops, f32_ops)
-    head = getattr(model, "lm_head", None)
-    if type(head) is nn.Linear and head.weight.dtype in (torch.bfloat16, torch.float16):
-        replace_module(model, "lm_head", Float32Head(head))
-    return {"fused_projections": fused, "kernel_linears": n_linears, "packed_linears": pack_linears(model),
+    n_linears, n_packed = _install_linears(model, cap, ops)
+    return {"fused_projections": fused, "kernel_linears": n_gated + n_linears, "packed_linears": n_packed,
             "fused_kernels": n_kernels}

@@ -8,30 +8,22 @@ kernel. fp32 is packed only on AMD CPUs, where F.linear's fp32 path (MKL) is the
 were slower packed and the large ones 1.2-2.1x faster, and over a whole decode, weights streaming from memory,
 SmolLM2 fp32 ran 1.35x faster (22.3 vs 16.6 tok/s, same tokens). On the Intel CPU packing fp32 measured slower at
 one row. Packed fp32 differs from F.linear by float rounding only (~1e-5 relative). Training is left alone: the
-weight changes every step.
+weight changes every step. Which dtypes are packed is the backend table's choice (lmforge/kernels/backend_table.py);
+the private torch ops packing needs are in lmforge/kernels/onednn.py.
 """
 
 import torch
 from torch import nn
 
 from lmforge.common.errors import LmforgeError
-from lmforge.common.hardware import cpu_vendor
+from lmforge.kernels import onednn
+from lmforge.kernels.backend_table import Backend, Capability, detect_capability, select_backend
 
 
 def packing_available(dtype: torch.dtype = torch.bfloat16) -> bool:
     """True when this torch build can pack `dtype` linears (bf16 or fp32; CPU with oneDNN, and bf16 support for
     bf16)."""
-    if dtype not in (torch.bfloat16, torch.float32) or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return False
-        w = torch.ones(2, 2, dtype=dtype)
-        packed = torch.ops.mkldnn._reorder_linear_weight(w, 1)
-        out = torch.ops.mkldnn._linear_pointwise(torch.ones(1, 2, dtype=dtype), packed, None, "none", [], "")
-        return bool(torch.equal(out, torch.full((1, 2), 2.0, dtype=dtype)))
-    except (RuntimeError, AttributeError):  # a build without these private oneDNN ops
-        return False
+    return onednn.packing_available(dtype)
 
 
 class PackedLinear(nn.Module):
@@ -44,11 +36,11 @@ class PackedLinear(nn.Module):
         if weight.device.type != "cpu" or weight.dtype not in (torch.bfloat16, torch.float32):
             raise LmforgeError(f"only bf16 or fp32 CPU linears can be packed, got {weight.dtype} on {weight.device}")
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
+        self.packed = onednn.pack(weight)
         self.bias = None if linear.bias is None else linear.bias.detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return onednn.linear(x, self.packed, self.bias)
 
     def weight_bytes(self) -> int:
         return self.in_features * self.out_features * self.packed.element_size() + \
@@ -58,9 +50,11 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-def default_packed_dtypes() -> tuple[torch.dtype, ...]:
-    """bf16 everywhere; fp32 too on AMD CPUs, where it measured faster (see the module docstring)."""
-    return (torch.bfloat16, torch.float32) if cpu_vendor() == "AuthenticAMD" else (torch.bfloat16,)
+def default_packed_dtypes(capability: Capability | None = None) -> tuple[torch.dtype, ...]:
+    """The dtypes the backend table gives to oneDNN where lmforge's kernels are absent: bf16 everywhere, fp32 on
+    AMD CPUs, where it measured faster (see the module docstring)."""
+    cap = (detect_capability(kernels=False) if capability is None else capability).without_kernels()
+    return tuple(d for d in (torch.bfloat16, torch.float32) if select_backend(d, cap, (1, 2)) is Backend.ONEDNN)
 
 
 def pack_linears(model: nn.Module, dtypes: tuple[torch.dtype, ...] | None = None) -> int:

@@ -12,6 +12,7 @@ from lmforge.generation.decode_bench import bytes_read_per_token
 from lmforge.generation.generate import decode
 from lmforge.generation.sampling_params import SamplingParams
 from lmforge.kernels import cpu_kernels
+from lmforge.kernels.backend_table import Backend, detect_capability, linear_plan
 from lmforge.model import Transformer, get_preset
 from lmforge.model.inference import (
     Float32Head,
@@ -22,11 +23,10 @@ from lmforge.model.inference import (
     SiluGatedKernelLinear,
     prepare_for_inference,
 )
-from lmforge.model.packed_linear import PackedLinear, default_packed_dtypes, packing_available
+from lmforge.model.packed_linear import PackedLinear, packing_available
 from tests.context_lm import assert_greedy_up_to_ties, assert_not_constant, context_model, naive_greedy
 from tests.hf_models import tiny_hf_model
 
-packs_fp32 = torch.float32 in default_packed_dtypes() and packing_available(torch.float32)  # AMD CPUs
 BF16_TIE = 0.15  # bf16 decoding picks tokens <= 0.031 below a full forward's argmax (6 seeds); a wrong position 9.3
 
 
@@ -39,12 +39,13 @@ def test_prepared_model_matches_transformers(tmp_path, family):
     n = model.config.n_layers
     counts = prepare_for_inference(model)
     assert counts["fused_projections"] == 2 * n  # q/k/v and gate/up in every layer
-    f32_kernel = cpu_kernels.f32_linear_ops() is not None  # lmforge's float32 linears (AVX-512 CPUs); asked here,
-    kernels_built = cpu_kernels.cpu_ops() is not None  # not at import, so that collecting the tests builds nothing
-    if f32_kernel:  # q/k/v, o, gate/up and down per layer, and the LM head
+    # the backend table's choice for this machine (tests/unit/test_backend_table.py checks every level); asked here,
+    f32_backend, _ = linear_plan(torch.float32, detect_capability(), model.config.dim)  # not at import, so that
+    kernels_built = cpu_kernels.cpu_ops() is not None  # collecting the tests builds nothing
+    if f32_backend is Backend.KERNEL:  # q/k/v, o, gate/up and down per layer, and the LM head
         assert counts["kernel_linears"] == 4 * n + 1 and counts["packed_linears"] == 0
     else:
-        assert counts["packed_linears"] == (4 * n + 1 if packs_fp32 else 0)
+        assert counts["packed_linears"] == (4 * n + 1 if f32_backend is Backend.ONEDNN else 0)
     if kernels_built:  # RoPE and SiLU per layer, two norms per layer and the final one (+ Qwen3's q/k norms)
         assert counts["fused_kernels"] == 2 * n + 2 * n + 1 + (2 * n if family == "qwen3" else 0)
         assert sum(isinstance(m, FusedRMSNorm) for m in model.modules()) == 2 * n + 1 + (2 * n if family == "qwen3"
@@ -70,11 +71,12 @@ def test_prepared_model_in_the_paged_engine_matches_single_sequence_decoding(dty
     bytes_before = bytes_read_per_token(model)
     counts = prepare_for_inference(model)
     # a bf16 head no kernel took is held as a float32 copy (float32 logits): it reads twice its bf16 bytes
-    no_bf16_kernel = dtype == torch.bfloat16 and cpu_kernels.bf16_linear_ops() is None
+    backend, _ = linear_plan(dtype, detect_capability(), model.config.dim)
+    no_bf16_kernel = dtype == torch.bfloat16 and backend is not Backend.KERNEL
     assert isinstance(model.lm_head, Float32Head) == no_bf16_kernel
     grown = model.config.vocab_size * model.config.dim * 2 if no_bf16_kernel else 0
     assert bytes_read_per_token(model) == bytes_before + grown  # what `bench decode` divides the bandwidth by
-    if (cpu_kernels.bf16_linear_ops() if dtype == torch.bfloat16 else cpu_kernels.f32_linear_ops()) is not None:
+    if backend is Backend.KERNEL:
         assert counts["kernel_linears"] == 4 * model.config.n_layers + 1 and counts["packed_linears"] == 0
         assert sum(isinstance(m, KernelLinear) for m in model.modules()) == counts["kernel_linears"]
         assert sum(isinstance(m, SiluGatedKernelLinear) for m in model.modules()) == model.config.n_layers
@@ -137,5 +139,5 @@ def test_without_kernels_only_projections_are_fused_and_wrapped_linears_are_left
     assert not any(isinstance(layer.attn.rope, InplaceRope) for layer in model.layers)
     with torch.inference_mode():
         assert (model(ids) - before).abs().max() <= 1e-4
-    if packs_fp32:
+    if linear_plan(torch.float32, detect_capability(kernels=False), 64)[0] is Backend.ONEDNN:  # AMD CPUs
         assert isinstance(model.layers[1].attn.qkv_proj, PackedLinear)

@@ -10,6 +10,7 @@ from lmforge.engine.llm import LLM, EngineConfig
 from lmforge.generation.decode_bench import bytes_read_per_token
 from lmforge.generation.generate import decode
 from lmforge.generation.sampling_params import SamplingParams
+from lmforge.kernels.backend_table import LEVELS, Capability
 from lmforge.model import packed_linear
 from lmforge.model.packed_linear import PackedLinear, pack_linears, packing_available
 from tests.context_lm import assert_greedy_up_to_ties, assert_not_constant, context_model
@@ -104,11 +105,13 @@ def test_fp32_packing_follows_the_requested_dtypes():
         assert torch.allclose(model(ids), before, atol=1e-4, rtol=1e-4)
 
 
-def test_default_dtypes_pack_fp32_only_on_amd(monkeypatch):
-    monkeypatch.setattr(packed_linear, "cpu_vendor", lambda: "GenuineIntel")
-    assert packed_linear.default_packed_dtypes() == (torch.bfloat16,)
-    monkeypatch.setattr(packed_linear, "cpu_vendor", lambda: "AuthenticAMD")
-    assert packed_linear.default_packed_dtypes() == (torch.bfloat16, torch.float32)
+@pytest.mark.parametrize("level", LEVELS)
+def test_default_dtypes_pack_fp32_only_on_amd(level):
+    intel, amd = Capability(level, vendor="GenuineIntel"), Capability(level, vendor="AuthenticAMD")
+    assert packed_linear.default_packed_dtypes(intel) == (torch.bfloat16,)
+    assert packed_linear.default_packed_dtypes(amd) == (torch.bfloat16, torch.float32)
+    assert packed_linear.default_packed_dtypes(Capability(level, onednn_bf16=False, vendor="AuthenticAMD")) == \
+        (torch.float32,)
 
 
 def test_other_dtypes_are_refused():

@@ -30,3 +30,22 @@ def context_llama():
     from tests.context_lm import context_model
 
     return context_model()
+
+
+# The README's second test pass, `LMFORGE_CPU_KERNELS=0 python -m pytest -m pure`: the tests of code that has both a
+# C++ kernel and a pure-PyTorch path (paged attention, the sampler's argmax, prepare_for_inference's norms, RoPE and
+# linears, the int8 head), run again without the kernels, as every macOS user and most laptops run lmforge. Only the
+# in-process ones: CLI subprocesses, real-model speed checks and statistical sampling tests add minutes and test
+# nothing the kernels change that the in-process tests do not.
+PURE_PATHS = tuple(f"tests/unit/{path}" for path in (
+    "engine/", "server/test_fault_isolation.py", "server/test_disconnect_and_body.py", "server/test_client_mistakes.py",
+    "test_generate.py", "test_fast_decode.py", "test_beam_search.py", "test_speculative.py", "test_sampling.py",
+    "test_stop.py", "test_rolling_cache.py", "test_inference_prepare.py", "test_float32_logits.py",
+    "test_packed_linear.py", "test_backend_table.py"))
+NOT_PURE = ("cli", "smollm2", "distribution", "chi_square")  # in a test's name
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.nodeid.startswith(PURE_PATHS) and not any(word in item.name for word in NOT_PURE):
+            item.add_marker(pytest.mark.pure)

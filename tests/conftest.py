@@ -41,7 +41,8 @@ PURE_PATHS = tuple(f"tests/unit/{path}" for path in (
     "engine/", "server/test_fault_isolation.py", "server/test_disconnect_and_body.py", "server/test_client_mistakes.py",
     "test_generate.py", "test_fast_decode.py", "test_beam_search.py", "test_speculative.py", "test_sampling.py",
     "test_stop.py", "test_rolling_cache.py", "test_inference_prepare.py", "test_float32_logits.py",
-    "test_packed_linear.py", "test_backend_table.py"))
+    "test_packed_linear.py", "test_backend_table.py", "test_decode_core.py", "test_static_cache.py",
+    "test_attention_backend.py"))
 NOT_PURE = ("cli", "smollm2", "distribution", "chi_square")  # in a test's name
 
 

@@ -154,7 +154,7 @@ def test_amx_split_runs_prompts_on_onednn_and_decode_rows_on_the_kernel(bf16_ker
 
 def test_amx_split_model_serves_the_same_greedy_tokens(bf16_kernel):
     from lmforge.engine.llm import LLM, EngineConfig
-    from lmforge.engine.sampling_params import SamplingParams
+    from lmforge.generation.sampling_params import SamplingParams
 
     model = context_model(max_seq_len=256).to(BF16)
     prompts = [[(7 * i + j) % 250 + 1 for j in range(5 + 20 * i)] for i in range(4)]  # up to 65 rows: both paths

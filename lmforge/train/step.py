@@ -85,12 +85,23 @@ def _next_token_loss(loss_fn: TokenLossFn | None) -> BatchLossFn:
     return loss
 
 
+def _is_fsdp(model: nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # a torch build without distributed support
+        return False
+    return isinstance(model, FSDPModule)
+
+
 def plain_lm_head(model: nn.Module) -> nn.Linear | None:
     """The LM head of an unwrapped lmforge Transformer whose logits are just hidden_states @ head.weight.T (no
     bias, soft-cap or MLM transform), else None: wrapped models (DDP, torch.compile, MTP, PEFT heads) go through
-    their own forward and the plain cross-entropy."""
+    their own forward and the plain cross-entropy. FSDP2 keeps the class but shards the weights, gathering them only
+    in the root's forward, so an FSDP-managed model takes its forward too."""
     head = getattr(model, "lm_head", None)
     if not isinstance(model, Transformer) or type(head) is not nn.Linear or head.bias is not None:
+        return None
+    if _is_fsdp(model):
         return None
     heads = model.config.heads
     return None if heads.mlm or heads.final_logit_softcap is not None else head

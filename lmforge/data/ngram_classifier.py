@@ -21,6 +21,7 @@ from lmforge.data.minhash import TOKEN_RE
 from lmforge.data.validate import in_range
 
 CONFIG_FILE = "classifier.json"
+MAX_TABLE = 1 << 27  # embedding values (fp32: 512 MiB)
 WEIGHTS_FILE = "model.safetensors"
 
 
@@ -41,6 +42,9 @@ class NgramClassifierConfig:
     def __post_init__(self) -> None:
         in_range("buckets", self.buckets, 16, 1 << 24)
         in_range("dim", self.dim, 1, 1024)
+        if self.buckets * self.dim > MAX_TABLE:  # a crafted classifier.json must not allocate gigabytes
+            raise ConfigError(f"buckets x dim = {self.buckets * self.dim:,} embedding values; allowed at most "
+                              f"{MAX_TABLE:,} (512 MiB)")
         in_range("ngrams", self.ngrams, 1, 3)
         in_range("max_tokens", self.max_tokens, 1)
         in_range("epochs", self.epochs, 1, 1000)

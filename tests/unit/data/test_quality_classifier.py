@@ -81,6 +81,13 @@ def test_save_load_roundtrip_and_bad_directory(toxicity_model, tmp_path):
     assert again.labels == ["clean", "toxic"] and again.predict_proba(texts).equal(model.predict_proba(texts))
     with pytest.raises(LmforgeError, match="not a classifier directory"):
         NgramClassifier.load(tmp_path)
+    hostile = tmp_path / "hostile"
+    model.save(hostile)
+    meta = json.loads((hostile / "classifier.json").read_text())
+    meta["config"].update(buckets=1 << 24, dim=1024)  # 64 GiB if it were allocated
+    (hostile / "classifier.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match="buckets x dim"):
+        NgramClassifier.load(hostile)
 
 
 def test_steps_need_a_model_and_a_known_label(toxicity_model):

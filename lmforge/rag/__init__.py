@@ -1,0 +1,1 @@
+"""Retrieval-augmented generation: embedders, chunking, a persistent hybrid index, answers with citations."""

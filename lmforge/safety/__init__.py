@@ -1,0 +1,1 @@
+"""Safety layer: input/output rails, moderation, red-team probes."""

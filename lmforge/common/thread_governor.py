@@ -82,9 +82,15 @@ def default_reader():
     return None
 
 
-def load_average() -> float | None:
-    """The 1-minute load average (runnable processes), where the platform has one: the governor's first guess."""
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+def first_guess(loadavg_path: str = "/proc/loadavg") -> float | None:
+    """Cores other processes use right now, before the first reading: on Linux the tasks runnable at this instant
+    (/proc/loadavg's 4th field, "running/total") minus this thread; elsewhere the 1-minute load average, which lags
+    (it still counts a process that ended a minute ago); None where neither exists."""
+    try:
+        with open(loadavg_path, encoding="ascii") as f:
+            return max(0.0, float(f.read().split()[3].split("/")[0]) - 1)
+    except (OSError, IndexError, ValueError):
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def cpu_count() -> int:
@@ -106,7 +112,7 @@ class ThreadGovernor:
         self.next_at = clock() + interval
         if reader is not None:
             reader.others(self.current)  # the baseline the first decision compares with
-        if initial_others is not None and self.active:  # a first guess (the load average): the first step under
+        if initial_others is not None and self.active:  # a first guess (first_guess()): the first step under
             self.current = decide(maximum, maximum, cpus, initial_others)  # load can take seconds when threads spin
             if self.current != get_threads():
                 set_threads(self.current)

@@ -8,7 +8,7 @@ they sleep: fastest alone, 10-100x slower when other processes want the same cor
 import os
 
 from lmforge.common.errors import LmforgeError
-from lmforge.common.thread_governor import ThreadGovernor, cpu_count, default_reader, load_average
+from lmforge.common.thread_governor import ThreadGovernor, cpu_count, default_reader, first_guess
 
 ENV = "LMFORGE_THREADS"  # "auto" (default): governed; N: pinned to N threads
 # Variables that choose how OpenMP threads wait (read once, when torch loads); lmforge leaves them to the user.
@@ -37,7 +37,7 @@ def governor() -> ThreadGovernor:
         pinned = threads_from_env()
         reader = None if pinned is not None else default_reader()
         _governor = ThreadGovernor(torch.get_num_threads(), cpu_count(), reader, get_threads=torch.get_num_threads,
-                                   set_threads=torch.set_num_threads, initial_others=load_average())
+                                   set_threads=torch.set_num_threads, initial_others=first_guess())
         if pinned is not None:
             _governor.pin(pinned)
     return _governor

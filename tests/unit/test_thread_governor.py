@@ -231,3 +231,16 @@ def test_the_training_step_ticks_and_its_threads_flag_pins(busy_machine, tmp_pat
         assert len(readings.asked) == 1 + 3 and torch.get_num_threads() == 1
     else:  # pinned by --threads: no reading, the count stays
         assert gov.pinned == 2 and len(readings.asked) == 1 and torch.get_num_threads() == 2
+
+
+def test_first_guess_counts_tasks_runnable_now_not_a_minute_ago(tmp_path, monkeypatch):
+    """The 1-minute load average still counts processes that ended (a previous run left it at 1.6 on an idle 2-core
+    machine: the governor started on one thread); /proc/loadavg's running count is the instant."""
+    monkeypatch.setattr(tg.os, "getloadavg", lambda: (1.6, 1.0, 0.5))
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("1.60 1.00 0.50 1/70 4242\n")  # only the reading thread runs
+    assert tg.first_guess(str(loadavg)) == 0.0
+    assert decide(2, 2, 2, tg.first_guess(str(loadavg))) == 2
+    loadavg.write_text("0.10 0.10 0.10 3/70 4242\n")  # two busy processes besides us, load average not yet up
+    assert decide(2, 2, 2, tg.first_guess(str(loadavg))) == 1
+    assert tg.first_guess(str(tmp_path / "missing")) == 1.6  # no /proc: the load average

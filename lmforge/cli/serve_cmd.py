@@ -39,7 +39,8 @@ def serve(
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     threads: int = opt.THREADS,
 ) -> None:
-    """Serve MODEL over the OpenAI HTTP API: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics.
+    """Serve MODEL over the OpenAI HTTP API: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics;
+    a web chat page at / (it asks for --api-key in the browser) and the engine's figures at /stats.
 
     POST bodies must be 'Content-Type: application/json'; the Host header must name this server (--allowed-hosts).
     """
@@ -69,6 +70,6 @@ def serve(
                      cors_origins=[o.strip() for o in cors_origins.split(",") if o.strip()])
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"warning: serving on {host} without --api-key: anyone on your network can use it", file=sys.stderr)
-    print(f"lmforge: serving {served.name!r} on http://{host}:{port}/v1 "
+    print(f"lmforge: serving {served.name!r} on http://{host}:{port}/v1, chat page http://{host}:{port}/ "
           f"({llm.block_manager.num_blocks} KV blocks of {block_size} tokens)", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

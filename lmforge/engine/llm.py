@@ -18,6 +18,7 @@ from lmforge.engine.block_manager import BlockManager
 from lmforge.engine.runner import ModelRunner, kv_bytes_per_token
 from lmforge.engine.scheduler import ScheduledSeq, Scheduler
 from lmforge.engine.sequence import Sequence, Status
+from lmforge.engine.stats import EngineStats
 from lmforge.generation.generate import fit_prompt
 from lmforge.generation.request_state import RequestState
 from lmforge.generation.sampling import NonFiniteLogitsError, Sampler, TokenHistory, check_finite
@@ -82,6 +83,8 @@ class LLM:
         self.runner = ModelRunner(model, num_blocks, config.block_size)
         self.device = model.embed.weight.device
         self.requests: dict[int, Sequence] = {}
+        self.num_steps = 0  # steps that ran the model, and tokens handed to requests: for stats()
+        self.num_generated = 0
 
     # -- step-wise API -----------------------------------------------------------------------------------------
     @property
@@ -120,6 +123,16 @@ class LLM:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work()
 
+    def stats(self) -> EngineStats:
+        """The engine's figures now (queues, KV blocks, totals since start): what /metrics and the web page show."""
+        blocks = self.block_manager
+        return EngineStats(
+            requests_waiting=len(self.scheduler.waiting), requests_running=len(self.scheduler.running),
+            kv_blocks_total=blocks.num_blocks, kv_blocks_free=blocks.num_free, kv_blocks_cached=len(blocks.free_cached),
+            kv_block_size=blocks.block_size, max_request_tokens=self.max_request_tokens,
+            preemptions_total=self.scheduler.num_preemptions, steps_total=self.num_steps,
+            computed_tokens_total=self.runner.num_computed_tokens, generated_tokens_total=self.num_generated)
+
     def step(self) -> list[RequestOutput]:
         """Run one model step; outputs of the requests that produced a token or finished in it.
 
@@ -137,6 +150,7 @@ class LLM:
             return outputs
         copies, self.block_manager.pending_copies = self.block_manager.pending_copies, []
         rng_states = {item.seq: item.seq.generator.get_state() for item in batch if item.seq.generator is not None}
+        self.num_steps += 1
         try:
             sampled, errors = self._compute(batch, copies)
         except Exception:  # noqa: BLE001 - isolated below: only the requests that fail alone end
@@ -159,6 +173,7 @@ class LLM:
                 self.scheduler.finish(seq, "error")
                 outputs.append(self._output(seq, error=_describe(err)))
                 continue
+            self.num_generated += 1
             if event.finish_reason is not None:
                 self.scheduler.finish(seq, event.finish_reason)
             lps = [TokenLogprob(token, event.logprob, event.top_logprobs)] if event.logprob is not None else []

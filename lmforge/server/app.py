@@ -19,9 +19,10 @@ from starlette.middleware.cors import CORSMiddleware
 
 from lmforge.common.errors import LmforgeError
 from lmforge.server.async_engine import AsyncEngine
-from lmforge.server.guard import Guard, allowed_host_names
+from lmforge.server.guard import OPEN_PATHS, Guard, allowed_host_names
 from lmforge.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from lmforge.server.metrics import Metrics
+from lmforge.server.page import PAGE_PATHS, add_page_routes
 from lmforge.server.protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
 from lmforge.server.responses import ChoiceState, chat_chunk, chat_response, completion_chunk, completion_response
 
@@ -129,7 +130,7 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(Guard, routes=app.router.routes, metrics=metrics, api_key=api_key,
-                       allowed_hosts=allowed_hosts)
+                       allowed_hosts=allowed_hosts, open_paths=OPEN_PATHS + PAGE_PATHS)
 
     @app.exception_handler(OpenAIError)
     async def _openai_error(request: Request, err: OpenAIError):
@@ -151,6 +152,8 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
     @app.get("/metrics")
     async def get_metrics():
         return PlainTextResponse(metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    add_page_routes(app, engine.llm.stats)  # the web chat page at / and the engine's figures at /stats
 
     @app.get("/v1/models")
     async def models():

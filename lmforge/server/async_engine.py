@@ -31,13 +31,7 @@ class AsyncEngine:
         self.handles = itertools.count()
         self.stopped = False
         self.thread = threading.Thread(target=self._loop, name="lmforge-engine", daemon=True)
-        m = self.metrics
-        m.gauge("queue_length", lambda: len(llm.scheduler.waiting), "requests waiting for admission")
-        m.gauge("running_requests", lambda: len(llm.scheduler.running), "requests being decoded")
-        m.gauge("kv_blocks_total", lambda: llm.block_manager.num_blocks, "KV cache blocks")
-        m.gauge("kv_blocks_in_use", lambda: llm.block_manager.num_blocks - llm.block_manager.num_free,
-                "KV cache blocks held by requests")
-        m.gauge("preemptions_total", lambda: llm.scheduler.num_preemptions, "sequences preempted for recompute")
+        self.metrics.watch_engine(llm.stats)  # queue, KV blocks, preemptions, token totals
 
     def start(self) -> None:
         self.thread.start()

@@ -4,7 +4,8 @@
   Host header must be one of the names the server is bound to or allowed (`--allowed-hosts`).
 - API key: with `--api-key`, every route except /health needs `Authorization: Bearer KEY`; /metrics too, as it tells
   the load and the traffic (Prometheus scrapes with `authorization: {credentials: KEY}`). CORS preflights, which
-  browsers send without credentials, pass to the CORS middleware inside.
+  browsers send without credentials, pass to the CORS middleware inside; so do the web page's own static files
+  (`open_paths`: a browser cannot send the key when it navigates; the page asks for it and sends it on every fetch).
 - Metrics: requests are counted by matched route template ("unmatched" otherwise), method and status only.
 """
 
@@ -56,9 +57,10 @@ def route_template(routes, scope) -> str:
 
 
 class Guard:
-    def __init__(self, app, *, routes, metrics, api_key: str | None = None, allowed_hosts: frozenset[str] | None):
+    def __init__(self, app, *, routes, metrics, api_key: str | None = None, allowed_hosts: frozenset[str] | None,
+                 open_paths: tuple[str, ...] = OPEN_PATHS):
         self.app, self.routes, self.metrics = app, routes, metrics
-        self.api_key, self.allowed_hosts = api_key, allowed_hosts
+        self.api_key, self.allowed_hosts, self.open_paths = api_key, allowed_hosts, frozenset(open_paths)
 
     def _check(self, scope, headers: dict[bytes, bytes]) -> None:
         host = headers.get(b"host", b"").decode("latin-1")
@@ -66,7 +68,7 @@ class Guard:
             raise OpenAIError(400, f"the Host header {host[:100]!r} is not a name this server answers to (add it "
                                    "with --allowed-hosts)", code="invalid_host")
         preflight = scope["method"] == "OPTIONS" and b"access-control-request-method" in headers
-        if self.api_key and scope["path"] not in OPEN_PATHS and not preflight:
+        if self.api_key and scope["path"] not in self.open_paths and not preflight:
             given = headers.get(b"authorization", b"")
             if not hmac.compare_digest(given, f"Bearer {self.api_key}".encode()):
                 raise OpenAIError(401, "invalid or missing API key (send 'Authorization: Bearer KEY')",

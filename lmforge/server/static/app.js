@@ -53,6 +53,7 @@ async function connect() {
     $("model-name").textContent = modelName;
     $("key-panel").hidden = true;
     hideError();
+    if (!running) render(); // the answers are signed with the model's name
     pollStats();
     return true;
   } catch (err) {
@@ -178,14 +179,15 @@ async function answer(conv) {
   save();
   render();
   if (failed) handleError(failed);
-  pollStats();
+  clearTimeout(statsTimer);
+  statsTimer = setTimeout(pollStats, 300); // soon, so a stopped request's freed KV blocks show
 }
 
 function figures(tokens, t0, tFirst, tEnd, finish) {
   const notes = { stopped: " · stopped", length: " · cut at max tokens" };
   if (!tokens || tFirst === null) return finish === "stopped" ? "stopped" : "";
-  const decode = (tEnd - tFirst) / 1000;
-  const rate = tokens > 1 && decode > 0 ? (tokens - 1) / decode : tokens / ((tEnd - t0) / 1000);
+  const decode = (tEnd - tFirst) / 1000; // after the first token: the decode rate, without the prompt's prefill
+  const rate = tokens > 1 && decode >= 0.05 ? (tokens - 1) / decode : tokens / Math.max((tEnd - t0) / 1000, 0.001);
   return `${tokens} tokens · ${rate.toFixed(1)} tok/s · first token ${((tFirst - t0) / 1000).toFixed(2)} s` +
     (notes[finish] || "");
 }

@@ -6,6 +6,10 @@ peak measured in the same run and dtype. Prints one JSON line. Usage: python ben
 --precision bf16: each library's own bf16 recipe, as its trainer runs it: lmforge's bf16 weights with fp32
 masters in the optimizer and the chunked cross-entropy (the Trainer's path in one process); transformers' fp32
 weights under torch.autocast (HF Trainer's bf16=True).
+
+Both run in one process with the allocator setting lmforge's Trainer applies on CPU (common/allocator.py: freed
+memory kept for reuse, no page faults on each step's fresh buffers); --default-allocator measures both with glibc's
+defaults instead.
 """
 
 import argparse
@@ -16,6 +20,7 @@ import time
 
 import torch
 
+from lmforge.common.allocator import keep_freed_memory
 from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.formats.hf import config_to_hf
 from lmforge.model import Transformer, get_preset
@@ -62,11 +67,15 @@ def main() -> None:
                         help="process: CPU seconds (both sides' tok/s then per CPU-second; for a busy machine, with "
                              "OMP_WAIT_POLICY=PASSIVE so idle threads do not spin)")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models (the same for each)")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="glibc's default malloc for both libraries (lmforge's Trainer keeps freed memory)")
     parser.add_argument("--profile", action="store_true", help="print lmforge's top ops (torch.profiler) to stderr")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     global CLOCK
+    if not args.default_allocator:
+        keep_freed_memory()
     CLOCK = time.process_time if args.clock == "process" else time.perf_counter
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -119,6 +128,7 @@ def main() -> None:
         "precision": args.precision + (" (lmforge: bf16 weights + fp32 masters; transformers: autocast)"
                                        if args.precision == "bf16" else ""),
         "compiled": args.compile, "clock": args.clock,
+        "allocator": "glibc default" if args.default_allocator else "freed memory kept (lmforge Trainer's)",
         "params_m": round(cfg.num_params() / 1e6, 2), "batch": args.batch, "seq": args.seq,
         "ours_tok_per_s": round(ours_tps, 1), "baseline_tok_per_s": round(theirs_tps, 1),
         "ratio": round(ours_tps / theirs_tps, 3),

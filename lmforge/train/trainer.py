@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lmforge.common.allocator import keep_freed_memory
 from lmforge.common.errors import LmforgeError
 from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.common.threads import tick as tick_threads
@@ -170,6 +171,8 @@ class Trainer(TrainerCheckpoints):
 
     def fit(self) -> dict:
         cfg = self.cfg
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no page faults on each step's fresh logits and activations (common/allocator.py)
         if cfg.resume:
             self.resume()
         else:

@@ -32,6 +32,39 @@ from lmforge.train.step import accumulate_gradients, optimizer_step
 CLOCK = time.perf_counter  # --clock process: CPU seconds of this process (robust on a CPU shared with other jobs)
 
 
+def kernel_bound(forward, module, batch, autocast, cfg, clock) -> dict:
+    """How far any library could get ahead of this one on the same ATen kernels: one of its steps against only its
+    matmuls (the shapes its step records) and its attention forward + backward, replayed without the rest."""
+    train_steps(forward, module, batch, 1, autocast)
+    with torch.profiler.profile(record_shapes=True) as prof:  # steps + 1 = 2 optimizer steps
+        train_steps(forward, module, batch, 1, autocast)
+    mats = [(torch.randn(a, dtype=torch.bfloat16), torch.randn(b, dtype=torch.bfloat16))
+            for a, b in (e.input_shapes[:2] for e in prof.events() if e.name == "aten::mm")]
+    B, T = batch[0].shape
+    hd, heads, kv = cfg.attention.head_dim or cfg.dim // cfg.n_heads, cfg.n_heads, cfg.attention.n_kv_heads
+
+    def attention():
+        for _ in range(2 * cfg.n_layers):
+            q = torch.randn(B, heads, T, hd, dtype=torch.bfloat16, requires_grad=True)
+            k, v = (torch.randn(B, kv, T, hd, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+            y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            y.backward(torch.ones_like(y))
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(3):
+            start = clock()
+            fn()
+            times.append(clock() - start)
+        return min(times)
+
+    step = best(lambda: train_steps(forward, module, batch, 1, autocast))
+    kernels = best(lambda: [a @ b for a, b in mats]) + best(attention)
+    return {"two_steps_s": round(step, 3), "their_matmuls_and_attention_s": round(kernels, 3),
+            "max_ratio_on_these_kernels": round(step / kernels, 3)}
+
+
 def train_steps(forward, params_model, batch, steps, autocast, masters=None) -> float:
     """Seconds per step of `steps` optimizer steps (after the caller's warmup)."""
     opt = build_optimizer(params_model, lr=1e-4, weight_decay=0.1, betas=(0.9, 0.95), eps=1e-8, masters=masters)
@@ -69,6 +102,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile both models (the same for each)")
     parser.add_argument("--default-allocator", action="store_true",
                         help="glibc's default malloc for both libraries (lmforge's Trainer keeps freed memory)")
+    parser.add_argument("--bound", action="store_true",
+                        help="bf16: also transformers' step against its matmuls and attention alone (the most any "
+                             "library on the same kernels could gain)")
     parser.add_argument("--profile", action="store_true", help="print lmforge's top ops (torch.profiler) to stderr")
     args = parser.parse_args()
     if args.threads:
@@ -133,7 +169,9 @@ def main() -> None:
         "ours_tok_per_s": round(ours_tps, 1), "baseline_tok_per_s": round(theirs_tps, 1),
         "ratio": round(ours_tps / theirs_tps, 3),
         **({"ours_mfu": round(flops_per_token(cfg, args.seq) * ours_tps / peak, 4)} if args.clock == "wall" else {}),
-        "matmul_peak_tflops": round(peak / 1e12, 3)}))
+        "matmul_peak_tflops": round(peak / 1e12, 3),
+        **({"transformers_kernel_bound": kernel_bound(hf_forward, theirs, batch, autocast, cfg, CLOCK)}
+           if args.bound and args.precision == "bf16" else {})}))
 
 
 if __name__ == "__main__":

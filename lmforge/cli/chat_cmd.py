@@ -36,8 +36,8 @@ class ChatSession:
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
 
     def prompt_ids(self) -> list[int]:
-        text = self.lm.tokenizer.apply_chat_template(self.messages, add_generation_prompt=True)
-        return self.lm.tokenizer.encode(text, add_special_tokens=False)
+        # tokenize=True: what the user types is plain text, never control tokens (`<|im_start|>`)
+        return self.lm.tokenizer.apply_chat_template(self.messages, add_generation_prompt=True, tokenize=True)
 
     def answer(self, user: str) -> str:
         """Stream the answer to `user`; a Ctrl-C keeps what was written so far and returns."""

@@ -75,8 +75,7 @@ def generate(
     if chat is not None:
         messages = ([{"role": "system", "content": system}] if system is not None else [])
         messages.append({"role": "user", "content": chat})
-        text = lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-        ids = lm.tokenizer.encode(text, add_special_tokens=False)
+        ids = lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     else:
         ids = lm.tokenizer.encode(prompt)
     params = dataclasses.replace(params, stop_token_ids=lm.stop_token_ids())

@@ -27,11 +27,13 @@ class ServedModel:
     def _encode_chat(self, body: ChatCompletionRequest) -> list[int]:
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                     for m in body.messages]
-        try:
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        try:  # tokenize=True: content is encoded as plain text, never as control tokens (`<|im_start|>`)
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         except LmforgeError as err:
             raise OpenAIError(400, f"cannot render the chat template: {err}", param="messages") from None
-        return self._encode(text, "messages", add_special_tokens=False)
+        except Exception as err:  # noqa: BLE001 - whatever the tokenizer refuses is the client's text
+            raise OpenAIError(400, f"the tokenizer cannot encode this text: {str(err)[:200]}",
+                              param="messages") from None
 
     def _encode(self, text: str, param: str, add_special_tokens: bool = True) -> list[int]:
         try:  # encode_batch releases the GIL (encode does not): a long text does not stall the event loop

@@ -15,6 +15,13 @@ from tokenizers import Tokenizer as Backend
 from lmforge.common.errors import LmforgeError
 from lmforge.tokenizer.chat_template import render_chat_template
 from lmforge.tokenizer.hf_files import SPECIAL_ROLES, read_hf_dir, write_hf_dir
+from lmforge.tokenizer.safe_chat import (
+    Escaper,
+    control_strings,
+    encode_plain_pieces,
+    encode_rendered,
+    plain_backend,
+)
 
 # Ids are u32 in the Rust backend.
 _MAX_ID = 2**32
@@ -191,6 +198,8 @@ class Tokenizer:
             self.backend.add_special_tokens(added)
         else:
             self.backend.add_tokens(added)
+        self.__dict__.pop("_plain", None)  # a token that became special changes what is control text
+        self.__dict__.pop("_controls", None)
         return self.vocab_size - before
 
     # ---- chat ----
@@ -207,6 +216,11 @@ class Tokenizer:
 
         The named special tokens are template variables (`bos_token`, `eos_token`...), overridable by kwargs.
         Tokenizing does not add BOS/EOS again: the template writes whatever special tokens it wants.
+
+        With tokenize=True, special-token strings inside the messages and the template arguments (`tools`,
+        `documents`...) are encoded as plain text: only the template itself writes control tokens (safe_chat.py).
+        Always take ids from here, never by encoding the rendered text (that would let `<|im_start|>` in a user
+        message become a real role marker).
         """
         template = chat_template if chat_template is not None else self.chat_template
         if template is None:
@@ -214,9 +228,40 @@ class Tokenizer:
                 "this tokenizer has no chat template: pass chat_template=... (e.g. lmforge.tokenizer."
                 "BUILTIN_TEMPLATES['chatml']) or set tokenizer.chat_template"
             )
-        variables = {**self.special_tokens_map, **template_kwargs}
-        text = render_chat_template(template, messages, add_generation_prompt=add_generation_prompt, **variables)
-        return self.encode(text, add_special_tokens=False) if tokenize else text
+        trusted = {role: template_kwargs.pop(role) for role in SPECIAL_ROLES if role in template_kwargs}
+        variables = {**self.special_tokens_map, **trusted}
+        if not tokenize:
+            text = render_chat_template(template, messages, add_generation_prompt=add_generation_prompt,
+                                        **variables, **template_kwargs)
+            return text
+        escaper = Escaper(self._control_strings(), messages, template_kwargs, template)
+        try:
+            rendered = render_chat_template(template, escaper.escape(messages),
+                                            add_generation_prompt=add_generation_prompt,
+                                            **variables, **escaper.escape(template_kwargs))
+        except LmforgeError as err:
+            raise LmforgeError(escaper.unescape(str(err))) from None
+        return encode_rendered(rendered, escaper, self.backend, self._plain_backend())
+
+    def encode_plain(self, text: str) -> list[int]:
+        """Ids of `text` with special-token strings (`<|im_end|>`...) read as ordinary text, never as control ids."""
+        if not isinstance(text, str):
+            raise LmforgeError(f"encode_plain expects a string, got {type(text).__name__}")
+        escaper = Escaper(self._control_strings(), text)
+        return encode_plain_pieces([escaper.escape(text)], escaper, self._plain_backend())[0]
+
+    def _control_strings(self) -> list[str]:
+        key = self.backend.get_vocab_size(with_added_tokens=True)
+        if getattr(self, "_controls", (None, None))[0] != key:
+            self._controls = (key, control_strings(self.backend))
+        return self._controls[1]
+
+    def _plain_backend(self):
+        """The backend copy with special-token matching off, made once per vocabulary (add_tokens changes it)."""
+        key = self.backend.get_vocab_size(with_added_tokens=True)
+        if getattr(self, "_plain", (None, None))[0] != key:
+            self._plain = (key, plain_backend(self.backend))
+        return self._plain[1]
 
     def _install_bos_eos(self) -> None:
         """Make the backend wrap encodings in BOS/EOS, as transformers' `update_post_processor` does."""

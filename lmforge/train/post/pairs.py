@@ -32,18 +32,26 @@ class EncodedPair:
 
 
 def encode_completion(tokenizer, prompt: Sequence[dict], completion: str, max_len: int = 512) -> Encoded:
-    """[prompt with the generation header] + [completion + end-of-turn]; a too long prompt loses its start."""
+    """[prompt with the generation header] + [completion + end-of-turn]; a too long prompt loses its start.
+
+    Ids come from the tokenizer's chat encoding, so special-token strings inside the data stay plain text; the
+    completion starts where the conversation's ids leave the prompt's (the header's ids, unless a merge crosses it).
+    """
     head = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True)
     full = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": completion}])
     if not full.startswith(head):
         raise LmforgeError("the chat template renders the prompt differently with and without the answer; "
                            "cannot find where the completion starts")
-    tail = full[len(head):]
-    end = END_OF_TURN if tokenizer.token_to_id(END_OF_TURN) is not None else (tokenizer.eos_token or "")
-    cut = tail.find(end, len(completion)) if end else -1
-    tail = tail[:cut + len(end)] if cut >= 0 else tail
-    prompt_ids = tokenizer.encode(head, add_special_tokens=False)
-    completion_ids = tokenizer.encode(tail, add_special_tokens=False)[:max_len - 1]
+    head_ids = tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True)
+    full_ids = tokenizer.apply_chat_template([*prompt, {"role": "assistant", "content": completion}], tokenize=True)
+    shared = min(len(head_ids), len(full_ids))
+    start = next((i for i in range(shared) if head_ids[i] != full_ids[i]), shared)
+    end = tokenizer.token_to_id(END_OF_TURN)
+    end = end if end is not None else tokenizer.eos_token_id
+    tail = full_ids[start:]
+    if end is not None and end in tail:  # content cannot hold the end-of-turn id: the first one is the template's
+        tail = tail[:tail.index(end) + 1]
+    prompt_ids, completion_ids = full_ids[:start], tail[:max_len - 1]
     prompt_ids = prompt_ids[max(0, len(prompt_ids) + len(completion_ids) - max_len):]
     if not prompt_ids:
         raise LmforgeError(f"max_len={max_len} leaves no room for the prompt")

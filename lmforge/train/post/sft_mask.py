@@ -27,8 +27,8 @@ def end_of_turn_id(tokenizer) -> int | None:
 
 
 def _encode(tokenizer, messages: list[dict], generation_prompt: bool = False) -> list[int]:
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt)
-    return tokenizer.encode(text, add_special_tokens=False)
+    # tokenize=True: special-token strings inside the data stay plain text (only the template writes control ids)
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True)
 
 
 def tokenize_conversation(tokenizer, messages: list[dict], max_len: int | None = None,

@@ -12,6 +12,7 @@ import typer
 
 from lmforge.cli import sampling_options as opt
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
+from lmforge.cli.safety_cmd import SAFETY, load_rails
 from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import set_threads
 
@@ -26,8 +27,8 @@ HELP = """commands:
 class ChatSession:
     """The conversation (messages) and how to answer the next user turn."""
 
-    def __init__(self, lm, params, system: str | None = None, write=None):
-        self.lm, self.params, self.system = lm, params, system
+    def __init__(self, lm, params, system: str | None = None, write=None, rails=None):
+        self.lm, self.params, self.system, self.rails = lm, params, system, rails
         self.write = write or _stdout
         self.messages: list[dict] = []
         self.reset()
@@ -43,13 +44,27 @@ class ChatSession:
         """Stream the answer to `user`; a Ctrl-C keeps what was written so far and returns."""
         from lmforge.generation.generate import generate_stream
 
+        rail = None
+        if self.rails is not None:  # --safety: the input rail first, then the answer streams through the output rail
+            verdict = self.rails.check_input([user])
+            if verdict.blocked:
+                self.write(self.rails.refusal + "\n")
+                return self.rails.refusal
+            user, rail = verdict.texts[0], self.rails.output_rail()
         self.messages.append({"role": "user", "content": user})
         reply = ""
         try:
-            for (event,) in generate_stream(self.lm.model, [self.prompt_ids()], self.params,
-                                            tokenizer=self.lm.tokenizer, pad_id=self.lm.config.pad_token_id or 0):
+            steps = generate_stream(self.lm.model, [self.prompt_ids()], self.params, tokenizer=self.lm.tokenizer,
+                                    pad_id=self.lm.config.pad_token_id or 0)
+            if rail is not None:
+                from lmforge.safety.stream import guard_steps
+
+                steps = guard_steps(steps, rail)
+            for (event,) in steps:
                 reply += event.text
                 self.write(event.text)
+                if event.finish_reason == "content_filter":
+                    self.write(" [stopped by the safety policy]")
         except KeyboardInterrupt:
             self.write(" [stopped]")
         except LmforgeError:
@@ -130,6 +145,7 @@ def chat(
     frequency_penalty: float = opt.FREQUENCY,
     seed: int = opt.SEED,
     dtype: str = opt.DTYPE,
+    safety: str = SAFETY,
     threads: int = opt.THREADS,
 ) -> None:
     """Chat with a model in the terminal (type /help for commands)."""
@@ -139,6 +155,7 @@ def chat(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
         presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
         max_new_tokens=max_new_tokens)
+    rails = load_rails(safety)
     warn_if_slow_dtype(dtype)
     set_threads(threads)
     print(f"loading {model} …", file=sys.stderr, flush=True)  # seconds of torch import and weights: say so
@@ -149,6 +166,6 @@ def chat(
     prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
     if lm.tokenizer is None or lm.tokenizer.chat_template is None:
         raise LmforgeError(f"{model} has no tokenizer with a chat template; use `lmforge generate` for raw text")
-    session = ChatSession(lm, dataclasses.replace(params, stop_token_ids=lm.stop_token_ids()), system)
+    session = ChatSession(lm, dataclasses.replace(params, stop_token_ids=lm.stop_token_ids()), system, rails=rails)
     session.write(f"chatting with {model} — /help for commands, Ctrl-D to leave\n")
     repl(session)

@@ -10,6 +10,7 @@ import typer
 from lmforge.cli import generate_extras as extra
 from lmforge.cli import sampling_options as opt
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
+from lmforge.cli.safety_cmd import SAFETY, load_rails
 from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import set_threads
 
@@ -47,6 +48,7 @@ def generate(
     rope_factor: float = extra.ROPE_FACTOR,
     original_max_len: int = extra.ORIGINAL_MAX_LEN,
     max_context: int = extra.MAX_CONTEXT,
+    safety: str = SAFETY,
     threads: int = opt.THREADS,
 ) -> None:
     """Generate text with a KV cache; stops at the model's end-of-turn / end-of-text token or a --stop string."""
@@ -62,6 +64,16 @@ def generate(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
         presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
         max_new_tokens=max_new_tokens, stop=tuple(stop or ()), logprobs=logprobs, truncate=truncate)
+    rails = load_rails(safety)
+    if rails is not None:
+        if draft is not None or num_beams > 1:
+            raise LmforgeError("--safety checks the answer as it streams: it cannot be combined with --draft or "
+                               "--num-beams")
+        verdict = rails.check_input([chat if chat is not None else prompt])  # input rail, before loading
+        if verdict.blocked:
+            refuse(rails.refusal, verdict.categories, as_json)
+            return
+        chat, prompt = (verdict.texts[0], prompt) if chat is not None else (chat, verdict.texts[0])
     warn_if_slow_dtype(dtype)
     set_threads(threads)
     from lmforge.formats.loader import load
@@ -88,22 +100,33 @@ def generate(
         if not as_json:
             print(result["text"])
     else:
-        result = run_stream(lm, ids, params, echo=not as_json)
+        result = run_stream(lm, ids, params, echo=not as_json, rail=rails.output_rail() if rails else None)
     if as_json:
         import torch
 
         print(json.dumps({**result, "threads": torch.get_num_threads()}, ensure_ascii=False))
 
 
-def run_stream(lm, ids: list[int], params, echo: bool) -> dict:
-    """Stream one answer; the JSON summary (text, counts, timings, finish_reason, logprobs)."""
+def refuse(refusal: str, categories: list[str], as_json: bool) -> None:
+    """The answer to an input the safety policy blocks (the model does not run)."""
+    print(json.dumps({"text": refusal, "finish_reason": "content_filter", "categories": categories},
+                     ensure_ascii=False) if as_json else refusal)
+
+
+def run_stream(lm, ids: list[int], params, echo: bool, rail=None) -> dict:
+    """Stream one answer; the JSON summary (text, counts, timings, finish_reason, logprobs). `rail`: a safety
+    OutputRail the text passes through (a blocked answer stops with finish_reason content_filter)."""
     from lmforge.generation.generate import generate_stream
 
     start = time.perf_counter()
     first = None
     text, tokens, finish, logprobs = "", [], None, []
-    for (event,) in generate_stream(lm.model, [ids], params, tokenizer=lm.tokenizer,
-                                    pad_id=lm.config.pad_token_id or 0):
+    steps = generate_stream(lm.model, [ids], params, tokenizer=lm.tokenizer, pad_id=lm.config.pad_token_id or 0)
+    if rail is not None:
+        from lmforge.safety.stream import guard_steps
+
+        steps = guard_steps(steps, rail)
+    for (event,) in steps:
         first = first or time.perf_counter()
         tokens.append(event.token)
         text += event.text
@@ -118,6 +141,8 @@ def run_stream(lm, ids: list[int], params, echo: bool) -> dict:
     end = time.perf_counter()
     if echo:
         sys.stdout.write("\n")
+    if finish == "content_filter":
+        print("lmforge: the safety policy stopped the answer (finish_reason content_filter)", file=sys.stderr)
     out = {"text": text, "prompt_tokens": len(ids), "completion_tokens": len(tokens), "finish_reason": finish,
            "prefill_s": round(first - start, 4),
            "decode_tok_s": round((len(tokens) - 1) / (end - first), 2) if len(tokens) > 1 else None,

@@ -27,6 +27,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     quantize_cmd,
     rm_cmd,
     rs_cmd,
+    safety_cmd,
     scaling_cmd,
     serve_cmd,
     sft_cmd,
@@ -77,6 +78,7 @@ app.command("ppo", epilog=ppo_cmd.EPILOG)(ppo_cmd.ppo_command)
 app.command("grpo", epilog=grpo_cmd.EPILOG)(grpo_cmd.grpo_command)
 app.command("rs", epilog=rs_cmd.EPILOG)(rs_cmd.rs_command)
 app.command("sft", epilog=sft_cmd.EPILOG)(sft_cmd.sft_command)
+app.add_typer(safety_cmd.app, name="safety")
 
 
 def main() -> None:

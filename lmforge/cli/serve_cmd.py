@@ -6,6 +6,7 @@ import typer
 
 from lmforge.cli import sampling_options as opt
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
+from lmforge.cli.safety_cmd import SAFETY, load_rails
 from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import set_threads
 
@@ -37,10 +38,11 @@ def serve(
     no_prefix_cache: bool = typer.Option(False, "--no-prefix-cache", help="Disable prefix caching."),
     chunked_prefill: bool = typer.Option(False, help="Split long prompts across steps to keep decoding smooth."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
+    safety: str = SAFETY,
     threads: int = opt.THREADS,
 ) -> None:
-    """Serve MODEL over the OpenAI HTTP API: /v1/chat/completions, /v1/completions, /v1/models, /health, /metrics;
-    a web chat page at / (it asks for --api-key in the browser) and the engine's figures at /stats.
+    """Serve MODEL over the OpenAI HTTP API: /v1/chat/completions, /v1/completions, /v1/moderations, /v1/models,
+    /health, /metrics; a web chat page at / (it asks for --api-key in the browser) and the engine's figures at /stats.
 
     POST bodies must be 'Content-Type: application/json'; the Host header must name this server (--allowed-hosts).
     """
@@ -54,6 +56,7 @@ def serve(
     from lmforge.server.guard import allowed_host_names
     from lmforge.server.served import ServedModel
 
+    rails = load_rails(safety)
     warn_if_slow_dtype(dtype)
     set_threads(threads)
     lm = load(model, dtype=dtype)
@@ -67,7 +70,7 @@ def serve(
     served = ServedModel(served_name or model, lm.tokenizer, lm.stop_token_ids(), lm.config.max_seq_len)
     app = create_app(AsyncEngine(llm, max_pending=max_pending), served, api_key=api_key,
                      allowed_hosts=allowed_host_names(host, allowed_hosts.split(",")),
-                     cors_origins=[o.strip() for o in cors_origins.split(",") if o.strip()])
+                     cors_origins=[o.strip() for o in cors_origins.split(",") if o.strip()], rails=rails)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"warning: serving on {host} without --api-key: anyone on your network can use it", file=sys.stderr)
     print(f"lmforge: serving {served.name!r} on http://{host}:{port}/v1, chat page http://{host}:{port}/ "

@@ -18,13 +18,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
 from lmforge.common.errors import LmforgeError
+from lmforge.safety.moderation import Moderator
 from lmforge.server.async_engine import AsyncEngine
 from lmforge.server.guard import OPEN_PATHS, Guard, allowed_host_names
 from lmforge.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from lmforge.server.metrics import Metrics
+from lmforge.server.moderations import add_moderations_route
 from lmforge.server.page import PAGE_PATHS, add_page_routes
 from lmforge.server.protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
 from lmforge.server.responses import ChoiceState, chat_chunk, chat_response, completion_chunk, completion_response
+from lmforge.server.safety_hook import SafetyHook
 
 
 def error_response(err: OpenAIError) -> JSONResponse:
@@ -115,9 +118,10 @@ async def _merge(streams):
 
 def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body_bytes: int = 4 * 2**20,
                allowed_hosts: frozenset[str] | None = allowed_host_names("127.0.0.1"),
-               cors_origins: list[str] | tuple[str, ...] = ()) -> FastAPI:
+               cors_origins: list[str] | tuple[str, ...] = (), rails=None) -> FastAPI:
     """`served` turns a validated request into (prompt ids, [SamplingParams per choice]) and decodes tokens.
-    `allowed_hosts`: names the Host header may carry (None: any); `cors_origins`: web origins allowed by CORS."""
+    `allowed_hosts`: names the Host header may carry (None: any); `cors_origins`: web origins allowed by CORS.
+    `rails`: a lmforge.safety Rails applied to every completion (safety_hook.py) and used by /v1/moderations."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine.start()
@@ -145,6 +149,10 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
     async def _bad_method(request: Request, err):
         return error_response(OpenAIError(405, f"method {request.method} not allowed on {request.url.path}"))
 
+    hook = SafetyHook(rails, metrics) if rails is not None else None
+    add_moderations_route(app, Moderator(rails.policy if rails is not None else None),
+                          lambda request: read_body(request, max_body_bytes), decode_body)
+
     @app.get("/health")
     async def health():
         return {"status": "ok"}
@@ -166,6 +174,7 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
         if body.model != served.name:
             raise OpenAIError(404, f"the model {body.model[:200]!r} does not exist; this server serves "
                                    f"{served.name!r}", param="model", code="model_not_found")
+        verdict = hook.check_request(body, kind) if hook is not None else None  # input rail (may redact)
         jobs = served.prepare(body, kind, engine.llm.max_request_tokens)
         pairs = [(prompt_ids, params) for prompt_ids, per_choice in jobs for params in per_choice]
         if len(pairs) > engine.max_pending:
@@ -176,11 +185,11 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
                 engine.llm.validate(prompt_ids, params)
             except LmforgeError as err:
                 raise OpenAIError(400, str(err)) from None
-        return body, pairs
+        return body, pairs, verdict
 
     async def run(request: Request, kind: str):
         raw = await read_body(request, max_body_bytes)
-        body, pairs = await run_in_threadpool(prepare, raw, kind)
+        body, pairs, verdict = await run_in_threadpool(prepare, raw, kind)
         if engine.num_pending + len(pairs) > engine.max_pending:
             raise OpenAIError(429, f"the server is at capacity ({engine.max_pending} requests); retry later",
                               type_="rate_limit_error", code="rate_limit_exceeded")
@@ -188,6 +197,8 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
         created = int(time.time())
         choices = [ChoiceState(index=i, prompt_ids=p, params=params) for i, (p, params) in enumerate(pairs)]
         streams = [engine.generate(c.prompt_ids, c.params) for c in choices]
+        if hook is not None:  # output rail: hold back, redact, or end the answer with "content_filter"
+            streams = [hook.guard(s, verdict) for s in streams]
         if body.stream:
             return StreamingResponse(_stream(kind, body, rid, created, choices, streams),
                                      media_type="text/event-stream")

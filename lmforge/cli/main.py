@@ -25,6 +25,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     ppo_cmd,
     pretrain_cmd,
     quantize_cmd,
+    redteam_cmd,
     rm_cmd,
     rs_cmd,
     safety_cmd,
@@ -79,6 +80,7 @@ app.command("grpo", epilog=grpo_cmd.EPILOG)(grpo_cmd.grpo_command)
 app.command("rs", epilog=rs_cmd.EPILOG)(rs_cmd.rs_command)
 app.command("sft", epilog=sft_cmd.EPILOG)(sft_cmd.sft_command)
 app.add_typer(safety_cmd.app, name="safety")
+app.command("redteam")(redteam_cmd.redteam)
 
 
 def main() -> None:

@@ -86,7 +86,8 @@ class OutputRail:
         self._unclassified = 0
         d = self.detector
         self._fixed_hold = rails.policy.hold_back if (any(c.patterns for c in d.categories) or d.classifier) else 0
-        self._context = max(d.longest_word, rails.policy.hold_back, 64)
+        # released text re-read with the new text: enough for a word (or, with output patterns, a pattern) to span
+        self._context = max(2 * d.longest_word + 16, rails.policy.hold_back, 64 if d.has_patterns else 0)
 
     def feed(self, delta: str) -> str:
         if self.blocked or not self.detector.active:

@@ -3,6 +3,7 @@ the answer ends with "content_filter"; blocked inputs get the refusal; /v1/moder
 """
 
 import json
+import time
 
 import httpx
 import openai
@@ -108,3 +109,20 @@ def test_moderations_without_a_policy_use_the_default(lm):
         result = r.json()["results"][0]
         assert result["flagged"] and result["categories"]["prompt-injection"]
         assert set(result["categories"]) >= {"violence", "self-harm", "sexual/minors", "hate/threatening"}
+
+
+def test_a_streaming_client_that_leaves_a_railed_answer_is_aborted(lm):
+    from tests.unit.server.conftest import slow_steps
+
+    with live_server(lm, name=MODEL, rails=Rails()) as (url, llm):
+        slow_steps(llm, 0.02)
+        body = {**chat("hello there", max_tokens=500, logit_bias={"2": -100}), "stream": True}  # no early end
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=30) as r:
+            for i, _ in enumerate(r.iter_lines()):
+                if i >= 4:
+                    break  # leave mid-answer: the rail's wrapper must pass the abort to the engine
+        deadline = time.time() + 5
+        while llm.has_unfinished() and time.time() < deadline:
+            time.sleep(0.05)
+        assert not llm.has_unfinished()
+        assert llm.block_manager.num_free == llm.block_manager.num_blocks

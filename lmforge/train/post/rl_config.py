@@ -171,7 +171,8 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class RLCommandConfig:
-    """An RL command's settings beside its algorithm: the policy, the embedded verifiable task, the reward, LoRA."""
+    """An RL command's settings beside its algorithm: the policy, the embedded verifiable task or the user's
+    prompts and reward functions (prompt_set.py, rewards.py), a reward model, LoRA."""
 
     model: str = setting(help="Policy to train: an HF directory (e.g. a run's hf/), a .gguf, or smollm2-135m.",
                          short="-m")
@@ -186,6 +187,24 @@ class RLCommandConfig:
                                        "verifiable reward.")
     lora_r: int = setting(0, "LoRA rank for the policy (q, k, v, o projections); 0 trains every weight. With LoRA the "
                           "reference is the base with the adapters switched off (no copy).")
+    prompts: str | None = setting(None, "Train on your prompts instead of the arithmetic task: JSONL, one "
+                                  "{\"prompt\": text or chat messages, ...columns} a line; needs --reward or "
+                                  "--reward-model.")
+    heldout_prompts: str | None = setting(None, "Held-out prompts (JSONL) for the before/after figures (default: "
+                                          "every 5th line of --prompts).")
+    reward: tuple[str, ...] = setting((), "A reward for --prompts (repeatable; the terms are summed): a built-in "
+                                      "exact | numeric (vs the 'answer' column) | regex=PATTERN | json[=KEY,...] | "
+                                      "length[=CHARS], or module:function / file.py:function called as fn(prompts, "
+                                      "completions, **columns) -> floats; append @WEIGHT (default 1).")
+
+    def __post_init__(self):
+        if self.reward and not self.prompts:
+            raise ConfigError("--reward scores your --prompts; the arithmetic task has its own reward (add "
+                              "--prompts FILE.jsonl)")
+        if self.prompts and not self.reward and not self.reward_model:
+            raise ConfigError("--prompts needs a reward: --reward NAME / module:function, or --reward-model DIR")
+        if self.heldout_prompts and not self.prompts:
+            raise ConfigError("--heldout-prompts goes with --prompts")
 
 
 def rl_command_config(name: str, algo: type) -> type:

@@ -21,6 +21,7 @@ from lmforge.train.number_format import fmt_duration
 from lmforge.train.post.grpo import GRPOConfig, GRPOTrainer
 from lmforge.train.post.policy_eval import evaluate_policy
 from lmforge.train.post.ppo import PPOConfig, PPOTrainer
+from lmforge.train.post.prompt_set import PromptSet
 from lmforge.train.post.rejection_sampling import RejectionSampling, RSConfig
 from lmforge.train.post.rl_config import RunConfig
 from lmforge.train.post.rollout import GenerateFn, ReferenceFn, RewardFn, reference_from_model, reward_from_checker
@@ -48,7 +49,7 @@ def check_out(run: RunConfig) -> None:
 
 
 def build_algorithm(cfg: AlgoConfig, lm, reference: ReferenceFn, reward_fn: RewardFn, generate_fn: GenerateFn,
-                    task: VerifiableTask, pad_id: int, grad_accum: int = 1) -> RolloutAlgorithm:
+                    task: VerifiableTask | PromptSet, pad_id: int, grad_accum: int = 1) -> RolloutAlgorithm:
     """The algorithm of cfg, drawing fresh training prompts from the task each step (a function of the step)."""
     if isinstance(cfg, PPOConfig):
         return PPOTrainer(cfg, lm.model, reference, reward_fn, generate_fn, lm.tokenizer, pad_id,
@@ -77,7 +78,7 @@ def train_config(cfg: AlgoConfig, run: RunConfig) -> TrainConfig:
         "sample_every": total, "peak_tflops": 1.0, "export_hf": False, "progress": run.progress})
 
 
-def run_rl(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: VerifiableTask,
+def run_rl(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: VerifiableTask | PromptSet,
            reward_fn: RewardFn | None = None, reference: ReferenceFn | None = None, log=print) -> dict:
     """Train lm.model in place; returns the summary (also written to run.out/summary.json), or the Trainer's
     summary (status "interrupted") when stopped by a signal.
@@ -85,7 +86,8 @@ def run_rl(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: V
     reward_fn: defaults to the task's verifiable reward (pass a reward model's scorer instead);
     reference: defaults to a frozen copy of the initial policy (pass an adapters-disabled one with LoRA); on
     --resume it is rebuilt from the starting weights, before the checkpoint's are loaded.
-    The held-out figures always use the task's own verifiable reward."""
+    task: the embedded arithmetic task, or the user's prompts with their reward (prompt_set.py, rewards.py).
+    The held-out figures always use the task's own reward (not a reward model's score)."""
     threads = torch.get_num_threads()
     if run.threads:
         torch.set_num_threads(run.threads)
@@ -95,19 +97,16 @@ def run_rl(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: V
         torch.set_num_threads(threads)
 
 
-def _run(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: VerifiableTask,
+def _run(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: VerifiableTask | PromptSet,
          reward_fn: RewardFn | None, reference: ReferenceFn | None, log) -> dict:
     check_out(run)
     name = algo_name(cfg)
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
-    task_reward = reward_from_checker(task.reward)
+    task_reward, extra, title, remedy = task_rewards(task, name)
     reward_fn = reward_fn or task_reward
     reference = reference or reference_from_model(copy.deepcopy(lm.model))
     held = task.distinct_records(run.eval_prompts, "heldout")
-    extra = {"exact": reward_from_checker(lambda r, c: reward(r, c, shaping=False)),
-             "format": reward_from_checker(lambda r, c: float(follows_format(c)))}
-    warning = heldout_warning(len(held), "problems", "held-out reward", f"raise --eval-prompts, or --max-operand: "
-                              f"the task holds {task.n_problems('heldout')} held-out problems")
+    warning = heldout_warning(len(held), "problems", "held-out reward", remedy)
 
     def evaluate() -> dict[str, float]:
         figures = evaluate_policy(lm.model, reference, held, lm.tokenizer, generate_fn, task_reward, pad_id,
@@ -132,16 +131,19 @@ def _run(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: Ver
         return result
     before, after = _before_after(Path(run.out))
     total = n_steps(cfg)
+    errors = getattr(getattr(task, "reward_fn", None), "errors", None)
     summary = {"algorithm": name, "steps": total, "elapsed_s": result["elapsed_s"],
                "skipped_steps": result["nonfinite_steps"], "heldout_problems": len(held),
                **{f"before_{k}": v for k, v in before.items()}, **{f"after_{k}": v for k, v in after.items()},
-               "config": asdict(cfg), "run": asdict(run), "task": asdict(task)}
+               "config": asdict(cfg), "run": asdict(run),
+               "task": asdict(task) if isinstance(task, VerifiableTask) else task.summary(),
+               **({"reward_errors": errors.count} if errors is not None else {})}
+    labels = {"exact": "exact match (greedy)", "format": "format: one number then stop (greedy)"}
     report = write_run_report(
-        Path(run.out), f"{name.upper()} on the verifiable {task.kind} task", summary,
+        Path(run.out), title, summary,
         {f"held-out reward (greedy), {len(held)} problems": (before["reward_greedy"], after["reward_greedy"]),
          "held-out reward (sampled)": (before["reward_sampled"], after["reward_sampled"]),
-         "exact match (greedy)": (before["exact_greedy"], after["exact_greedy"]),
-         "format: one number then stop (greedy)": (before["format_greedy"], after["format_greedy"]),
+         **{labels.get(k, f"{k} (greedy)"): (before[f"{k}_greedy"], after[f"{k}_greedy"]) for k in extra},
          "KL(policy || reference), nats/sequence": (before["kl"], after["kl"])}, [warning])
     if getattr(lm.model, "lora_config", None) is not None:  # the adapter, then the merged policy
         save_adapter(lm.model, lm.model.lora_config, Path(run.out) / "adapter")
@@ -152,6 +154,19 @@ def _run(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: Ver
         f" (greedy) on {len(held)} problems, KL to the reference {after['kl']:.3f} nats/sequence in "
         f"{fmt_duration(summary['elapsed_s'])}; report {report}")
     return summary
+
+
+def task_rewards(task, name: str) -> tuple[RewardFn, dict[str, RewardFn], str, str]:
+    """(the held-out reward, the extra held-out figures by name, the report's title, the remedy for too few
+    held-out problems) of the embedded arithmetic task or of the user's prompts (prompt_set.py: its combined
+    reward and each of its terms)."""
+    if isinstance(task, VerifiableTask):
+        extra = {"exact": reward_from_checker(lambda r, c: reward(r, c, shaping=False)),
+                 "format": reward_from_checker(lambda r, c: float(follows_format(c)))}
+        return (reward_from_checker(task.reward), extra, f"{name.upper()} on the verifiable {task.kind} task",
+                f"raise --eval-prompts, or --max-operand: the task holds {task.n_problems('heldout')} held-out "
+                f"problems")
+    return task.reward_fn, task.extra, f"{name.upper()} on {task.source}", "add held-out prompts"
 
 
 def _before_after(run_dir: Path) -> tuple[dict[str, float], dict[str, float]]:

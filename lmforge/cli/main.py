@@ -13,6 +13,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     bench_cmd,
     calc_cmd,
     chat_cmd,
+    classify_cmd,
     convert_cmd,
     data_cmd,
     distill_cmd,
@@ -81,6 +82,7 @@ app.command("rs", epilog=rs_cmd.EPILOG)(rs_cmd.rs_command)
 app.command("sft", epilog=sft_cmd.EPILOG)(sft_cmd.sft_command)
 app.add_typer(safety_cmd.app, name="safety")
 app.command("redteam")(redteam_cmd.redteam)
+app.add_typer(classify_cmd.app, name="classify")
 
 
 def main() -> None:

@@ -33,8 +33,9 @@ app.command("train", epilog=toml_epilog(ClassifyConfig))(config_command(
 
 @app.command("predict")
 def predict(
-    model: str = typer.Argument(..., help="Classifier directory: `classify train`'s OUT/hf, or a transformers "
-                                "*ForSequenceClassification / *ForTokenClassification directory with tokenizer.json."),
+    model: str = typer.Argument(..., metavar="MODEL_DIR", help="Classifier directory: `classify train`'s OUT/hf, or a "
+                                "transformers *ForSequenceClassification / *ForTokenClassification directory with "
+                                "tokenizer.json."),
     text: list[str] = typer.Option(None, "--text", "-t", help="A text to classify (a token classifier tags its "
                                    "whitespace-separated words); repeatable.", show_default=False),
     input_file: Path = typer.Option(None, "--input", "-i", help="JSONL of {\"text\"} (or {\"tokens\": [words]} "

@@ -2,7 +2,8 @@
 reward functions as plain callables over (prompts, completions, **columns) like TRL's, built-in verifiers, weights,
 and a function that raises on some samples costs those samples their reward, is logged per sample, and the run
 finishes. The user's task here (written by the test): answer the corpus's arithmetic questions with a bare number
-close to the sum; GRPO raises its held-out reward, with the KL to the reference reported."""
+close to the sum; GRPO raises its held-out reward, with the KL to the reference reported. Commands run through the
+`lmforge` entry point in this process (tests/inprocess_cli.py)."""
 
 import json
 import math
@@ -11,7 +12,8 @@ import pytest
 
 from lmforge.common.errors import LmforgeError
 from lmforge.train.post.rewards import CombinedReward, RewardErrors, parse_reward
-from tests.cli_util import assert_user_error, run_cli
+from tests.cli_util import assert_user_error
+from tests.inprocess_cli import run_main
 from tests.pretrained_tiny import pretrained_tiny_dir
 
 USER_REWARDS = '''
@@ -89,14 +91,14 @@ def _prompt_file(path, n=100):
     return path
 
 
-def test_grpo_on_user_prompts_and_reward_file_raises_heldout_reward(tmp_path):
+def test_grpo_on_user_prompts_and_reward_file_raises_heldout_reward(tmp_path, capsys):
     (tmp_path / "user_rewards.py").write_text(USER_REWARDS)
     prompts = _prompt_file(tmp_path / "prompts.jsonl")
     out = tmp_path / "run"
-    result = run_cli("grpo", "--model", str(pretrained_tiny_dir()), "--out", str(out), "--prompts", str(prompts),
-                     "--reward", f"{tmp_path / 'user_rewards.py'}:bare_number",
-                     "--reward", f"{tmp_path / 'user_rewards.py'}:flaky@0.05", "--steps", "20", "--eval-prompts", "20",
-                     "--eval-every", "0", "--threads", "1", "--no-export-hf", "--no-progress", timeout=300)
+    result = run_main(capsys, "grpo", "--model", pretrained_tiny_dir(), "--out", out, "--prompts", prompts,
+                      "--reward", f"{tmp_path / 'user_rewards.py'}:bare_number",
+                      "--reward", f"{tmp_path / 'user_rewards.py'}:flaky@0.05", "--steps", "20", "--eval-prompts",
+                      "20", "--eval-every", "0", "--threads", "1", "--no-export-hf", "--no-progress")
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     print(f"user task: held-out reward {summary['before_reward_greedy']:.3f} -> {summary['after_reward_greedy']:.3f} "
@@ -113,7 +115,7 @@ def test_grpo_on_user_prompts_and_reward_file_raises_heldout_reward(tmp_path):
     assert "bare_number (greedy)" in report and "KL(policy" in report
 
 
-def test_rl_user_data_mistakes_are_one_line_errors(tmp_path):
+def test_rl_user_data_mistakes_are_one_line_errors(tmp_path, capsys):
     prompts = _prompt_file(tmp_path / "prompts.jsonl", n=10)
     model = str(pretrained_tiny_dir())
     (tmp_path / "bad.jsonl").write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
@@ -130,13 +132,13 @@ def test_rl_user_data_mistakes_are_one_line_errors(tmp_path):
         (["--prompts", str(tmp_path / "noanswer.jsonl"), "--reward", "numeric"], "reads the column(s) answer"),
     ]
     for args, message in cases:
-        result = run_cli("grpo", "--model", model, "--out", str(tmp_path / "out"), *args, timeout=120)
+        result = run_main(capsys, "grpo", "--model", model, "--out", tmp_path / "out", *args)
         assert_user_error(result, message)
     assert not (tmp_path / "out").exists()  # refused before anything ran
 
 
-def test_rl_help_names_the_new_flags():
-    result = run_cli("grpo", "--help")
+def test_rl_help_names_the_new_flags(capsys):
+    result = run_main(capsys, "grpo", "--help")
     assert result.returncode == 0
     for flag in ("--prompts", "--heldout-prompts", "--reward", "module:function", "@WEIGHT"):
         assert flag in result.stdout

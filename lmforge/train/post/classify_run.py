@@ -147,8 +147,16 @@ def classify_objective(model: Classifier, rows: Sequence[Encoded], records: Sequ
 def train_classifier(cfg: ClassifyConfig, log=print) -> dict:
     """Train in the Trainer loop (resumable), evaluate before / after on the held-out examples, save OUT/hf;
     returns the summary (also OUT/summary.json)."""
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(cfg: ClassifyConfig, log) -> dict:
     check_pair_out(cfg)  # a rerun over checkpoints without --resume / --fresh is refused before loading
     train, heldout = load_examples(cfg)
     labels = label_set(train + heldout, cfg.task)

@@ -102,7 +102,9 @@ def test_grpo_on_user_prompts_and_reward_file_raises_heldout_reward(tmp_path, ca
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
     print(f"user task: held-out reward {summary['before_reward_greedy']:.3f} -> {summary['after_reward_greedy']:.3f} "
-          f"(greedy), KL {summary['after_kl']:.3f} nats/sequence, {summary['reward_errors']} reward errors")
+          f"(greedy; bare_number {summary['before_bare_number_greedy']:.3f} -> "
+          f"{summary['after_bare_number_greedy']:.3f}), KL {summary['after_kl']:.3f} nats/sequence, "
+          f"{summary['reward_errors']} reward errors, {summary['elapsed_s']:.0f} s")
     assert summary["heldout_problems"] == 20 and summary["task"]["train_prompts"] == 80
     assert summary["after_reward_greedy"] >= summary["before_reward_greedy"] + 0.15
     assert summary["after_bare_number_greedy"] > summary["before_bare_number_greedy"]
@@ -142,3 +144,19 @@ def test_rl_help_names_the_new_flags(capsys):
     assert result.returncode == 0
     for flag in ("--prompts", "--heldout-prompts", "--reward", "module:function", "@WEIGHT"):
         assert flag in result.stdout
+
+
+@pytest.mark.slow  # three CLI processes: ~40 s on a quiet machine
+def test_grpo_on_user_prompts_sigkill_then_resume_is_bitwise_exact(tmp_path):
+    from tests.kill_resume import kill_resume_and_compare, lmforge
+
+    (tmp_path / "user_rewards.py").write_text(USER_REWARDS)
+    prompts = _prompt_file(tmp_path / "prompts.jsonl")
+    ref, steps = tmp_path / "ref", 8
+    kill_resume_and_compare(lmforge("grpo", "--model", pretrained_tiny_dir(), "--out", ref, "--prompts", prompts,
+                                    "--reward", f"{tmp_path / 'user_rewards.py'}:bare_number", "--reward",
+                                    "numeric@0.5", "--steps", steps, "--prompts-per-step", 2, "--group-size", 4,
+                                    "--minibatch-size", 4, "--max-new-tokens", 4, "--eval-prompts", 4,
+                                    "--eval-every", 3, "--checkpoint-every", 2, "--grad-accum", 2, "--threads", 1,
+                                    "--no-export-hf", "--no-progress"),
+                            ref, tmp_path / "killed", steps, (3, steps - 3))

@@ -160,3 +160,23 @@ def test_grpo_on_user_prompts_sigkill_then_resume_is_bitwise_exact(tmp_path):
                                     "--eval-every", 3, "--checkpoint-every", 2, "--grad-accum", 2, "--threads", 1,
                                     "--no-export-hf", "--no-progress"),
                             ref, tmp_path / "killed", steps, (3, steps - 3))
+
+
+def test_prompt_file_split_columns_and_chat_prompts(tmp_path):
+    from lmforge.train.post.prompt_set import PromptSet
+    from tests.tiny_lm import tiny_tokenizer
+
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"say {i}"}], "answer": i}) + "\n"
+                            for i in range(10)))
+    prompts = PromptSet.from_files(str(path), seed=3)
+    assert [r["answer"] for r in prompts.heldout] == [4, 9] and len(prompts.train) == 8
+    prompts.check_columns({"numeric": ("answer",)})
+    with pytest.raises(LmforgeError, match="reads the column"):
+        prompts.check_columns({"regex": ("pattern",)})
+    prompts.render(tiny_tokenizer())  # its ChatML template
+    assert prompts.train[0]["prompt"] == "<|im_start|>user\nsay 0<|im_end|>\n<|im_start|>assistant\n"
+    assert prompts.train[0]["messages"] == [{"role": "user", "content": "say 0"}]
+    draws = prompts.records(16, "train", start=0)  # two passes, each a permutation of the 8 training prompts
+    assert sorted(r["answer"] for r in draws[:8]) == sorted(r["answer"] for r in prompts.train)
+    assert draws == prompts.records(16, "train", start=0) and draws[8:] == prompts.records(8, "train", start=8)

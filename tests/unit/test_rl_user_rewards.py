@@ -180,3 +180,32 @@ def test_prompt_file_split_columns_and_chat_prompts(tmp_path):
     draws = prompts.records(16, "train", start=0)  # two passes, each a permutation of the 8 training prompts
     assert sorted(r["answer"] for r in draws[:8]) == sorted(r["answer"] for r in prompts.train)
     assert draws == prompts.records(16, "train", start=0) and draws[8:] == prompts.records(8, "train", start=8)
+
+
+def test_reward_model_joins_the_user_terms_in_ppo(tmp_path, capsys):
+    """--reward-model DIR is one more term of the sum: a constant 7 reward model plus a 0/1 json term weighted 2
+    makes every rollout reward 7 or 9, in PPO (the user's prompts work in every RL command)."""
+    import torch
+
+    from lmforge.formats.loader import load
+    from lmforge.train.metrics import read_metrics
+    from lmforge.train.post.reward_model import save_reward_model
+    from lmforge.train.post.value_head import ScalarHead
+
+    lm = load(str(pretrained_tiny_dir()))
+    head = ScalarHead(lm.model)
+    with torch.no_grad():
+        head.score.weight.zero_()
+        head.score.bias.fill_(7.0)
+    save_reward_model(head, lm.tokenizer, tmp_path / "rm")
+    prompts = _prompt_file(tmp_path / "prompts.jsonl", n=20)
+    result = run_main(capsys, "ppo", "--model", pretrained_tiny_dir(), "--out", tmp_path / "run", "--prompts", prompts,
+                      "--reward-model", tmp_path / "rm", "--reward", "json@2", "--steps", "2", "--batch-size", "4",
+                      "--minibatch-size", "4", "--max-new-tokens", "3", "--eval-prompts", "4", "--eval-every", "0",
+                      "--threads", "1", "--no-export-hf", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    rewards = [r["reward"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r.get("kind") == "train"]
+    assert len(rewards) == 2 and all(7.0 - 1e-4 <= r <= 9.0 + 1e-4 for r in rewards)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert abs(summary["after_reward_model_greedy"] - 7.0) < 1e-4
+    assert summary["task"]["rewards"] == ["json@2", "reward_model@1"]

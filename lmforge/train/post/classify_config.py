@@ -61,7 +61,7 @@ class ClassifyConfig(ConfigIO):
                           "checkpoints.old.")
     export_hf: bool = setting(True, "Save the classifier to OUT/hf (transformers loads it).")
     data: ClassifyDataConfig = section(ClassifyDataConfig)
-    optim: OptimConfig = section(OptimConfig, lr=5e-4, weight_decay=0.0)
+    optim: OptimConfig = section(OptimConfig, lr=1e-3, weight_decay=0.0)
     schedule: ScheduleConfig = section(ScheduleConfig, max_steps=200, warmup_steps=10)
     batch: BatchConfig = section(BatchConfig)
     checkpoint: CheckpointConfig = section(CheckpointConfig, checkpoint_every=50)

@@ -25,6 +25,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     lora_cmd,
     ppo_cmd,
     pretrain_cmd,
+    prune_cmd,
     quantize_cmd,
     redteam_cmd,
     rm_cmd,
@@ -64,6 +65,7 @@ app.command("generate")(generate_cmd.generate)
 app.command("chat")(chat_cmd.chat)
 app.command("serve", epilog=serve_cmd.EPILOG)(serve_cmd.serve)
 app.command("quantize")(quantize_cmd.quantize)
+app.command("prune")(prune_cmd.prune)
 app.add_typer(bench_cmd.app, name="bench")
 app.command("calc")(calc_cmd.calc)
 app.add_typer(tokenizer_cmd.app, name="tokenizer")

@@ -1,7 +1,8 @@
 """Quantized model directories: config.json + quantization_config.json + model.safetensors (lmforge tensor names).
 
 The int8 / int4 tensors are stored in portable layouts (see quant.py), so a directory written on one CPU loads on
-another; `lmforge.load(DIR)` notices quantization_config.json and rebuilds Int8Linear / Int4Linear modules.
+another; `lmforge.load(DIR)` notices quantization_config.json and rebuilds the modules its method left (Int8Linear /
+Int4Linear; AWQ's ScaledInputLinear, SmoothQuant's W8A8Linear: quant/calibrated.py).
 """
 
 import json
@@ -14,9 +15,11 @@ from lmforge.formats.hf import config_from_hf, config_to_hf
 from lmforge.formats.hf_dir import read_json
 from lmforge.formats.weights import load_weights_file, save_weights_file
 from lmforge.model.transformer import Transformer
-from lmforge.quant.int_linear import QuantConfig, empty_quantized_linear, quantizable_linears, set_submodule
+from lmforge.quant.calibrated import empty_linear
+from lmforge.quant.int_linear import QuantConfig, quantizable_linears, set_submodule
 
 QUANT_CONFIG_FILE = "quantization_config.json"
+FP32_NAMES = (".input_scale", ".weight_scales")
 
 
 def is_quantized_dir(path: Path) -> bool:
@@ -62,7 +65,7 @@ def load_quantized(directory: str | Path, dtype: torch.dtype = torch.float32) ->
         model = Transformer(cfg)
     head_quantized = any(name == "lm_head" for name, _ in quantizable_linears(model, quant.skip))
     for name, linear in quantizable_linears(model, quant.skip):
-        set_submodule(model, name, empty_quantized_linear(linear, quant, name))
+        set_submodule(model, name, empty_linear(linear, quant, name))
     state = load_weights_file(directory / "model.safetensors")
     tied = cfg.tie_embeddings and not head_quantized
     if tied:
@@ -73,8 +76,8 @@ def load_quantized(directory: str | Path, dtype: torch.dtype = torch.float32) ->
         raise LmforgeError(f"{directory}/model.safetensors does not match its quantization config: "
                            f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     for name, tensor in state.items():
-        if tensor.is_floating_point() and expected[name].dtype != torch.bfloat16:
-            tensor = tensor.to(dtype)  # kernel scales stay bf16
+        if tensor.is_floating_point() and expected[name].dtype != torch.bfloat16 and not name.endswith(FP32_NAMES):
+            tensor = tensor.to(dtype)  # kernel scales stay bf16, AWQ / SmoothQuant scales float32
         # Tensors read from a safetensors file can start at any byte; the int8 kernel uses aligned vector loads
         # and crashes on such memory, so every tensor gets its own (64-byte aligned) allocation.
         state[name] = tensor.clone()

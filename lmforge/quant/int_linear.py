@@ -16,9 +16,11 @@ from torch import nn
 
 from lmforge.common.errors import ConfigError, LmforgeError
 from lmforge.kernels.cpu_kernels import bf16_linear_ops, loaded_ops
+from lmforge.quant.group_grid import quantize_groups
 
-BITS = (8, 4)
+BITS = (8, 4, 3)  # int3: int4 codes restricted to 0..7 (group_grid.py), same kernel and file layout
 GROUP_SIZES = (32, 64, 128, 256)
+METHODS = ("rtn", "awq", "gptq", "smoothquant")  # round to nearest, or the calibrated methods (quant/calibrated.py)
 KERNEL_DTYPE = torch.bfloat16  # activations, scales and zeros as the fast CPU kernels want them
 
 
@@ -32,23 +34,34 @@ class QuantConfig:
     # The output projection's own width. int8 by default even for int4 models: on SmolLM2 an int4 lm_head costs
     # +4.3% perplexity against +0.2% for int8, and a float one is the largest single read of every decode step.
     head_bits: int = 8
+    # How the block linears were quantized: "rtn" (round to nearest), "awq" / "gptq" (3 or 4 bits, calibrated),
+    # "smoothquant" (8 bits, int8 activations too). The layers outside the blocks (lm_head) are always rtn.
+    method: str = "rtn"
 
     def __post_init__(self):
         for name in ("bits", "head_bits"):
             if getattr(self, name) not in BITS:
                 raise ConfigError(f"QuantConfig.{name} must be one of {BITS}, got {getattr(self, name)!r}")
-        if self.bits == 4 and self.group_size not in GROUP_SIZES:
-            raise ConfigError(f"QuantConfig.group_size must be one of {GROUP_SIZES} for int4, got {self.group_size!r}")
+        if self.bits in (3, 4) and self.group_size not in GROUP_SIZES:
+            raise ConfigError(f"QuantConfig.group_size must be one of {GROUP_SIZES} for int{self.bits}, "
+                              f"got {self.group_size!r}")
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown quantization method {self.method!r}; valid: {', '.join(METHODS)}")
+        if self.method in ("awq", "gptq") and self.bits not in (3, 4):
+            raise ConfigError(f"method {self.method} quantizes to 3 or 4 bits, got bits={self.bits}")
+        if self.method == "smoothquant" and self.bits != 8:
+            raise ConfigError(f"method smoothquant is W8A8: it needs bits=8, got bits={self.bits}")
         object.__setattr__(self, "skip", tuple(self.skip))
 
     def to_dict(self) -> dict:
-        return {"quant_method": "lmforge-weight-only", "bits": self.bits, "group_size": self.group_size,
-                "skip": list(self.skip), "head_bits": self.head_bits}
+        return {"quant_method": "lmforge-weight-only" if self.method != "smoothquant" else "lmforge-w8a8",
+                "bits": self.bits, "group_size": self.group_size, "skip": list(self.skip),
+                "head_bits": self.head_bits, "method": self.method}
 
     @classmethod
     def from_dict(cls, data: dict) -> "QuantConfig":
         return cls(bits=data.get("bits", 8), group_size=data.get("group_size", 32), skip=tuple(data.get("skip", ())),
-                   head_bits=data.get("head_bits", 8))
+                   head_bits=data.get("head_bits", 8), method=data.get("method", "rtn"))
 
     def bits_for(self, name: str) -> int:
         return self.head_bits if name == "lm_head" else self.bits
@@ -195,6 +208,19 @@ class Int4Linear(nn.Module):
         module.repack()
         return module
 
+    @classmethod
+    def from_codes(cls, q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int,
+                   bias: torch.Tensor | None = None) -> "Int4Linear":
+        """A layer holding given codes [N, K] in [0, 15] and per-group scales / zeros [N, K/G] (AWQ, GPTQ, int3)."""
+        N, K = q.shape
+        module = cls(K, N, group_size, bias=bias is not None)
+        module.weight.copy_(pack_nibbles(q.to(torch.uint8)))
+        module.scales_and_zeros.copy_(to_kernel_scales_and_zeros(scales, zeros))
+        if bias is not None:
+            module.bias = nn.Parameter(bias.detach().clone(), requires_grad=False)
+        module.repack()
+        return module
+
     @torch.no_grad()
     def repack(self) -> None:
         """Rebuild the kernel's tiled layout from the portable codes (after loading a state dict)."""
@@ -240,10 +266,10 @@ def _bf16_kernel():
 def check_group_size(model: nn.Module, cfg: QuantConfig) -> None:
     """Fail before changing anything when an int4 layer's input size is not a multiple of the group size."""
     for name, linear in quantizable_linears(model, cfg.skip):
-        if cfg.bits_for(name) == 4 and linear.in_features % cfg.group_size:
+        if cfg.bits_for(name) in (3, 4) and linear.in_features % cfg.group_size:
             allowed = [g for g in GROUP_SIZES if linear.in_features % g == 0]
-            raise LmforgeError(f"int4 group_size {cfg.group_size} does not divide in_features {linear.in_features} "
-                               f"of {name}; use one of {allowed}")
+            raise LmforgeError(f"int{cfg.bits_for(name)} group_size {cfg.group_size} does not divide in_features "
+                               f"{linear.in_features} of {name}; use one of {allowed}")
 
 
 def is_skipped(name: str, skip: tuple[str, ...]) -> bool:
@@ -260,6 +286,8 @@ def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def quantized_linear(linear: nn.Linear, bits: int, group_size: int) -> nn.Module:
+    if bits == 3:  # the int4 layer with codes 0..7
+        return Int4Linear.from_codes(*quantize_groups(linear.weight, 3, group_size), group_size, linear.bias)
     return Int8Linear.from_linear(linear) if bits == 8 else Int4Linear.from_linear(linear, group_size)
 
 

@@ -56,7 +56,7 @@ def test_quantize_cli(tmp_path):
     for args in (["quantize", "--help"], ["bench", "decode", "--help"]):
         assert run_cli(*args, timeout=300).returncode == 0, args
     tiny_hf_model("llama", tie=True).save_pretrained(tmp_path / "hf")
-    bad = run_cli("quantize", str(tmp_path / "hf"), "--bits", "3", "--out", str(tmp_path / "q3"), timeout=300)
+    bad = run_cli("quantize", str(tmp_path / "hf"), "--bits", "5", "--out", str(tmp_path / "q5"), timeout=300)
     assert bad.returncode == 2 and "bits" in bad.stderr and "Traceback" not in bad.stderr
     bad = run_cli("quantize", str(tmp_path / "hf"), "--bits", "4", "--group-size", "128", "--out", str(tmp_path / "q"),
                   timeout=300)

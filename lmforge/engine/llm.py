@@ -20,6 +20,7 @@ from lmforge.engine.scheduler import ScheduledSeq, Scheduler
 from lmforge.engine.sequence import Sequence, Status
 from lmforge.engine.stats import EngineStats
 from lmforge.generation.generate import fit_prompt
+from lmforge.generation.grammar import token_masks
 from lmforge.generation.request_state import RequestState
 from lmforge.generation.sampling import NonFiniteLogitsError, Sampler, TokenHistory, check_finite
 from lmforge.generation.sampling_params import SamplingParams
@@ -108,7 +109,7 @@ class LLM:
         prompt_ids = fit_prompt(prompt_ids, params, self.model.config.max_seq_len)
         self.validate(prompt_ids, params)
         seq = Sequence(list(prompt_ids), params=params, max_new_tokens=params.max_new_tokens)
-        seq.state = RequestState(params, seq.prompt_ids, self.tokenizer)
+        seq.state = RequestState(params, seq.prompt_ids, self.tokenizer, self.model.config.vocab_size)
         seq.generator = torch.Generator(device=self.device).manual_seed(params.seed) if params.seed is not None \
             else None
         self.requests[seq.seq_id] = seq
@@ -216,7 +217,8 @@ class LLM:
         if sampler.needs_history:
             history = TokenHistory.from_tokens([s.prompt_ids for s in seqs], logits.shape[-1], self.device,
                                                generated=[s.output_ids for s in seqs])
-        out = sampler(logits, history, [s.generator for s in seqs])
+        allowed = token_masks([s.state.constraint for s in seqs], logits.shape[-1], self.device)  # grammars
+        out = sampler(logits, history, [s.generator for s in seqs], allowed)
         tokens = out.tokens.tolist()
         logprobs = out.logprobs.tolist() if out.logprobs is not None else [None] * len(seqs)
         tops = ([list(zip(i, v, strict=True)) for i, v in zip(out.top_ids.tolist(), out.top_logprobs.tolist(),

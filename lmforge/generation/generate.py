@@ -14,6 +14,7 @@ import torch
 from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import tick as tick_threads
 from lmforge.generation.cache import RollingKVCache, all_layers_sliding, new_kv_cache
+from lmforge.generation.grammar import token_masks
 from lmforge.generation.request_state import RequestState, StepOutput
 from lmforge.generation.sampling import Sampler, TokenHistory, make_generators
 from lmforge.generation.sampling_params import SamplingParams
@@ -106,11 +107,12 @@ def generate_stream(model, prompts: Sequence[Sequence[int]],
     sampler = Sampler(rows, logits.shape[-1], device)
     generators = make_generators(rows, device)
     history = TokenHistory.from_tokens(prompts, logits.shape[-1], device) if sampler.needs_history else None
-    states = [RequestState(sp, p, tokenizer) for p, sp in zip(prompts, rows, strict=True)]
+    states = [RequestState(sp, p, tokenizer, logits.shape[-1]) for p, sp in zip(prompts, rows, strict=True)]
     fed = ids.shape[1]  # tokens run through the model so far (cache positions, padding included)
     for _ in range(longest):
         tick_threads()  # fewer OpenMP threads while other processes use the CPU
-        out = sampler(logits, history, generators)
+        allowed = token_masks([None if s.finished else s.constraint for s in states], logits.shape[-1], device)
+        out = sampler(logits, history, generators, allowed)
         tokens = out.tokens.tolist()
         logprobs = out.logprobs.tolist() if out.logprobs is not None else [None] * B
         tops = (out.top_ids.tolist(), out.top_logprobs.tolist()) if out.top_ids is not None else None

@@ -3,6 +3,7 @@
 Temperature, top-k, top-p (nucleus sampling, Holtzman et al. 2019), min-p (Nguyen et al. 2024) and the CTRL
 repetition penalty (Keskar et al. 2019) follow transformers' LogitsWarper/Processor definitions; presence and
 frequency penalties and logit_bias follow the OpenAI API. Parameters are tensors [B, 1] (or plain floats).
+`apply_token_mask` is constrained decoding's per-row mask (generation/grammar.py computes it).
 """
 
 import torch
@@ -69,3 +70,8 @@ def apply_presence_frequency(logits: torch.Tensor, counts: torch.Tensor, presenc
 def apply_logit_bias(logits: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """OpenAI logit_bias: a dense [B, V] tensor of additive biases (0 where none was given)."""
     return logits + bias
+
+
+def apply_token_mask(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Constrained decoding: tokens outside each row's `allowed` [B, V] bool mask get -inf (never drawn)."""
+    return logits.masked_fill(~allowed, NEG_INF)

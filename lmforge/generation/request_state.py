@@ -1,10 +1,12 @@
-"""One request's progress after each sampled token: its text so far, and whether a stop token, a stop string or
-its token limit ends it. Shared by `generate_stream` and the serving engine, so both stop the same way.
+"""One request's progress after each sampled token: its text so far, its grammar's state (constrained decoding),
+and whether a stop token, a stop string, a completed grammar or its token limit ends it. Shared by
+`generate_stream` and the serving engine, so both stop the same way.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from lmforge.generation.grammar import TokenConstraint
 from lmforge.generation.sampling_params import SamplingParams
 from lmforge.generation.stop import TextStream
 
@@ -21,8 +23,13 @@ class StepOutput:
 
 
 class RequestState:
-    def __init__(self, params: SamplingParams, prompt: Sequence[int], tokenizer=None):
+    def __init__(self, params: SamplingParams, prompt: Sequence[int], tokenizer=None, vocab_size: int | None = None):
+        """`vocab_size`: the logits' width, needed with a grammar (the mask covers every logit)."""
         self.params = params
+        self.constraint = None
+        if params.grammar is not None:
+            width = vocab_size if vocab_size is not None else getattr(tokenizer, "vocab_size", 0)
+            self.constraint = TokenConstraint(params.grammar, tokenizer, width, params.stop_token_ids)
         self.stream = TextStream(tokenizer, prompt, params.stop) if tokenizer is not None else None
         self.stop_ids = frozenset(params.stop_token_ids)
         self.num_generated = 0
@@ -34,10 +41,13 @@ class RequestState:
         event = StepOutput(token)
         self.num_generated += 1
         stopped_by_token = token in self.stop_ids
-        stopped_by_text = False
+        stopped_by_text = stopped_by_grammar = False
+        if self.constraint is not None and not stopped_by_token:
+            self.constraint.advance(token)  # raises for a token the mask did not allow (the request fails alone)
+            stopped_by_grammar = self.constraint.done  # complete: nothing but a stop token could follow
         if self.stream is not None and not stopped_by_token:
             event.text, stopped_by_text = self.stream.push(token)
-        if stopped_by_token or stopped_by_text:
+        if stopped_by_token or stopped_by_text or stopped_by_grammar:
             event.finish_reason = "stop"
         elif self.num_generated >= self.params.max_new_tokens:
             event.finish_reason = "length"

@@ -18,6 +18,7 @@ from lmforge.generation.logits_process import (
     apply_presence_frequency,
     apply_repetition_penalty,
     apply_temperature,
+    apply_token_mask,
     apply_top_k,
     apply_top_p,
 )
@@ -122,9 +123,13 @@ class Sampler:
                     self.bias[row, token] = value
         self.max_logprobs = max((p.logprobs for p in self.params if p.logprobs is not None), default=None)
 
-    def process(self, logits: torch.Tensor, history: TokenHistory | None = None) -> torch.Tensor:
-        """The transformed logits [B, V] (float32) that the draw uses."""
+    def process(self, logits: torch.Tensor, history: TokenHistory | None = None,
+                allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """The transformed logits [B, V] (float32) that the draw uses; `allowed` [B, V] bool: constrained
+        decoding's mask (grammar.token_masks), applied first, so no later transform can bring a token back."""
         logits = logits.float()
+        if allowed is not None:
+            logits = apply_token_mask(logits, allowed)
         if self.needs_history:
             if history is None:
                 raise LmforgeError("repetition/presence/frequency penalties need the TokenHistory of each row")
@@ -146,11 +151,12 @@ class Sampler:
         return logits
 
     def __call__(self, logits: torch.Tensor, history: TokenHistory | None = None,
-                 generators: Sequence[torch.Generator | None] | torch.Generator | None = None) -> SampleOutput:
+                 generators: Sequence[torch.Generator | None] | torch.Generator | None = None,
+                 allowed: torch.Tensor | None = None) -> SampleOutput:
         if logits.dim() != 2 or logits.shape[0] != len(self.params):
             raise LmforgeError(f"expected logits [{len(self.params)}, V], got {tuple(logits.shape)}")
         check_finite(logits)
-        processed = self.process(logits, history)
+        processed = self.process(logits, history, allowed)
         tokens = argmax_rows(processed)
         if not self.all_greedy:
             probs = processed.softmax(dim=-1)

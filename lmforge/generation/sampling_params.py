@@ -51,6 +51,7 @@ class SamplingParams:
     stop: Sequence[str] = ()  # the request ends when its text contains one; the stop text is not returned
     logprobs: int | None = None  # return the chosen token's logprob and this many top alternatives (0..20)
     truncate: bool = False  # a prompt too long for the context keeps its last tokens instead of failing
+    grammar: str | None = None  # constrained decoding: an llguidance grammar (generation/grammar.py builds them)
 
     def __post_init__(self):
         set_ = object.__setattr__  # frozen: normalise through object.__setattr__
@@ -78,6 +79,8 @@ class SamplingParams:
             _integer("logprobs", self.logprobs, 0, MAX_LOGPROBS)
         if not isinstance(self.truncate, bool):
             raise ConfigError(f"truncate must be true or false, got {self.truncate!r}")
+        if self.grammar is not None and (not isinstance(self.grammar, str) or not self.grammar):
+            raise ConfigError(f"grammar must be a non-empty string (generation/grammar.py), got {self.grammar!r:.80}")
 
     @property
     def greedy(self) -> bool:

@@ -14,6 +14,7 @@ import torch
 from lmforge.common.errors import LmforgeError
 from lmforge.generation.cache import new_kv_cache
 from lmforge.generation.generate import fit_prompt
+from lmforge.generation.grammar import TokenConstraint, draft_masks
 from lmforge.generation.mtp_draft import MTPDraft
 from lmforge.generation.sampling import Sampler, check_finite
 from lmforge.generation.sampling_params import SamplingParams
@@ -60,10 +61,11 @@ class Distributions:
         self.sampler = Sampler([params], vocab_size, device)
         self.greedy = params.greedy
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        """[N, V] logits -> [N, V] probabilities (greedy: the processed logits, only their argmax matters)."""
+    def __call__(self, logits: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """[N, V] logits -> [N, V] probabilities (greedy: the processed logits, only their argmax matters);
+        `allowed` [N, V]: a grammar's masks (grammar.draft_masks)."""
         check_finite(logits)
-        processed = self.sampler.process(logits)
+        processed = self.sampler.process(logits, allowed=allowed)
         return processed if self.greedy else processed.softmax(dim=-1)
 
 
@@ -164,9 +166,11 @@ def make_draft(target, draft: str | object, max_len: int, max_ngram: int = 3):
 
 @torch.inference_mode()
 def speculative_generate(target, prompt: Sequence[int], draft, params: SamplingParams | None = None,
-                         num_draft: int = 4, max_ngram: int = 3) -> SpeculativeResult:
+                         num_draft: int = 4, max_ngram: int = 3, tokenizer=None) -> SpeculativeResult:
     """Generate for one prompt: each round the draft proposes up to `num_draft` tokens, one target forward over
-    [last token, drafts] verifies them, and 1 + accepted tokens are emitted."""
+    [last token, drafts] verifies them, and 1 + accepted tokens are emitted. With `params.grammar` (and the
+    `tokenizer` it needs) the target's distribution at every draft position is masked by the grammar's state there,
+    so the output follows the grammar exactly as without a draft."""
     params = params or SamplingParams()
     if num_draft < 1:
         raise LmforgeError(f"num_draft must be >= 1, got {num_draft}")
@@ -175,6 +179,9 @@ def speculative_generate(target, prompt: Sequence[int], draft, params: SamplingP
     max_len = len(prompt) + params.max_new_tokens + num_draft + 1
     drafter = make_draft(target, draft, max_len, max_ngram)
     dist = Distributions(params, target.config.vocab_size, device)
+    vocab = target.config.vocab_size
+    constraint = (TokenConstraint(params.grammar, tokenizer, vocab, params.stop_token_ids)
+                  if params.grammar is not None else None)
     generator = torch.Generator(device=device).manual_seed(params.seed) if params.seed is not None else None
     cache = new_kv_cache(target, 1, max_len=max_len)
     forward = getattr(drafter, "target_forward", target)  # an MTP draft keeps the target's hidden states
@@ -193,7 +200,8 @@ def speculative_generate(target, prompt: Sequence[int], draft, params: SamplingP
         T = fed.shape[1]
         logits = model_step(forward, fed, cache, logits_at=torch.arange(T - k - 1, T, device=device))[0]
         result.target_forwards += 1
-        p = dist(logits)
+        allowed = draft_masks(constraint, drafted.tolist(), vocab).to(device) if constraint is not None else None
+        p = dist(logits, allowed)
         n, nxt = accept_reject(p, q.to(device) if k else p[:0], drafted, dist.greedy, generator)
         result.proposed += k
         result.accepted += n
@@ -203,7 +211,9 @@ def speculative_generate(target, prompt: Sequence[int], draft, params: SamplingP
         for token in emitted:
             result.tokens.append(token)
             tokens.append(token)
-            if token in stops:
+            if constraint is not None and token not in stops:
+                constraint.advance(token)
+            if token in stops or (constraint is not None and constraint.done):
                 result.finish_reason = "stop"
                 return result
             if len(result.tokens) >= params.max_new_tokens:

@@ -28,11 +28,11 @@ def _inject(monkeypatch, where: str, seen: list) -> None:
     if where == "sampler":
         real = Sampler.process
 
-        def process(self, logits, history=None):
+        def process(self, logits, history=None, allowed=None):
             if any(_guilty(p) for p in self.params):
                 seen.append(len(self.params))
                 raise RuntimeError("injected fault in the sampler")
-            return real(self, logits, history)
+            return real(self, logits, history, allowed)
         monkeypatch.setattr(Sampler, "process", process)
     elif where == "push":
         real = RequestState.push

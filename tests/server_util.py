@@ -25,7 +25,7 @@ def live_server(lm, name="smollm2-135m", api_key=None, config: EngineConfig | No
     """Yields (base url, the LLM); `app_options` go to create_app (allowed_hosts, cors_origins, max_body_bytes)."""
     llm = LLM(lm.model, lm.tokenizer, config or EngineConfig(num_blocks=512))
     served = ServedModel(name, lm.tokenizer, lm.stop_token_ids(), lm.config.max_seq_len,
-                         default_max_tokens=default_max_tokens)
+                         default_max_tokens=default_max_tokens, vocab_size=lm.config.vocab_size)
     app = create_app(AsyncEngine(llm, max_pending=max_pending), served, api_key=api_key, **app_options)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))

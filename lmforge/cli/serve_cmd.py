@@ -67,7 +67,8 @@ def serve(
                           max_num_batched_tokens=max_batched_tokens, enable_prefix_caching=not no_prefix_cache,
                           chunked_prefill=chunked_prefill)
     llm = LLM(lm.model, lm.tokenizer, config)
-    served = ServedModel(served_name or model, lm.tokenizer, lm.stop_token_ids(), lm.config.max_seq_len)
+    served = ServedModel(served_name or model, lm.tokenizer, lm.stop_token_ids(), lm.config.max_seq_len,
+                         vocab_size=lm.config.vocab_size)
     app = create_app(AsyncEngine(llm, max_pending=max_pending), served, api_key=api_key,
                      allowed_hosts=allowed_host_names(host, allowed_hosts.split(",")),
                      cors_origins=[o.strip() for o in cors_origins.split(",") if o.strip()], rails=rails)

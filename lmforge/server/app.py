@@ -28,6 +28,7 @@ from lmforge.server.page import PAGE_PATHS, add_page_routes
 from lmforge.server.protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
 from lmforge.server.responses import ChoiceState, chat_chunk, chat_response, completion_chunk, completion_response
 from lmforge.server.safety_hook import SafetyHook
+from lmforge.server.tools import tool_call_parser
 
 
 def error_response(err: OpenAIError) -> JSONResponse:
@@ -195,7 +196,9 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
                               type_="rate_limit_error", code="rate_limit_exceeded")
         rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
-        choices = [ChoiceState(index=i, prompt_ids=p, params=params) for i, (p, params) in enumerate(pairs)]
+        choices = [ChoiceState(index=i, prompt_ids=p, params=params,
+                               tool_parser=tool_call_parser(body) if kind == "chat" else None)
+                   for i, (p, params) in enumerate(pairs)]
         streams = [engine.generate(c.prompt_ids, c.params) for c in choices]
         if hook is not None:  # output rail: hold back, redact, or end the answer with "content_filter"
             streams = [hook.guard(s, verdict) for s in streams]
@@ -239,7 +242,7 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
             async for index, out in _merge(streams):
                 c = choices[index]
                 delta = c.update(out, served, metrics)
-                if delta.text or delta.logprobs or out.finished:
+                if delta.text or delta.logprobs or delta.tool_calls or out.finished:
                     yield _sse(chunk(rid, created, served.name, c, delta=delta, usage=include_usage))
             if include_usage:
                 yield _sse(chunk(rid, created, served.name, None, usage_of=choices))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 class Delta:
     text: str = ""
     logprobs: list = field(default_factory=list)  # [(token text, logprob, [(alt text, alt logprob)])]
+    tool_calls: list = field(default_factory=list)  # OpenAI tool_calls delta entries (server/tool_calls.py)
 
 
 @dataclass
@@ -25,6 +26,7 @@ class ChoiceState:
     finish_reason: str | None = None
     started: float = field(default_factory=time.perf_counter)
     last_token_at: float | None = None
+    tool_parser: object = None  # a ToolCallParser when the request offers tools: the text becomes tool_calls
 
     def update(self, out, served, metrics) -> Delta:
         now = time.perf_counter()
@@ -39,10 +41,14 @@ class ChoiceState:
         self.num_tokens = len(out.output_ids)
         delta = Delta(out.text_delta, [(served.token_text(lp.token_id), lp.logprob,
                                         [(served.token_text(t), v) for t, v in lp.top]) for lp in out.logprobs])
+        if self.tool_parser is not None:
+            delta.text, delta.tool_calls = self.tool_parser.feed(delta.text, final=out.finished)
         self.text += delta.text
         self.logprobs += delta.logprobs
         if out.finished:
             self.finish_reason = "stop" if out.finish_reason in ("stop", "abort") else out.finish_reason
+            if self.tool_parser is not None and self.tool_parser.calls and self.finish_reason == "stop":
+                self.finish_reason = "tool_calls"
             metrics.inc("prompt_tokens_total", len(self.prompt_ids), help="prompt tokens processed")
             metrics.observe("request_latency_seconds", now - self.started, "request start to last token")
         return delta
@@ -70,9 +76,16 @@ def _completion_logprobs(entries, offset: int = 0) -> dict:
             "top_logprobs": [dict(top) for _, _, top in entries], "text_offset": offsets}
 
 
+def _message(c: ChoiceState) -> dict:
+    calls = c.tool_parser.calls if c.tool_parser is not None else []
+    if not calls:
+        return {"role": "assistant", "content": c.text}
+    return {"role": "assistant", "content": c.text if c.text.strip() else None, "tool_calls": calls}
+
+
 def chat_response(rid, created, model, choices, logprobs: bool) -> dict:
     return {"id": rid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": c.index, "message": {"role": "assistant", "content": c.text},
+            "choices": [{"index": c.index, "message": _message(c),
                          "logprobs": _chat_logprobs(c.logprobs) if logprobs else None,
                          "finish_reason": c.finish_reason} for c in choices],
             "usage": count_usage(choices)}
@@ -95,7 +108,8 @@ def chat_chunk(rid, created, model, choice, delta: Delta | None = None, role: bo
         entry = {"index": choice.index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                  "finish_reason": None}
     else:
-        entry = {"index": choice.index, "delta": {"content": delta.text} if delta.text else {},
+        entry = {"index": choice.index, "delta": ({"content": delta.text} if delta.text else {}) |
+                 ({"tool_calls": delta.tool_calls} if delta.tool_calls else {}),
                  "logprobs": _chat_logprobs(delta.logprobs) if delta.logprobs else None,
                  "finish_reason": choice.finish_reason}
     return {**body, "choices": [entry], **({"usage": None} if usage else {})}

@@ -10,25 +10,27 @@ from functools import lru_cache
 
 from lmforge.common.errors import LmforgeError
 from lmforge.generation.sampling_params import SamplingParams
-from lmforge.server.protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
+from lmforge.server.protocol import CompletionRequest, OpenAIError
+from lmforge.server.tools import ChatPlan, plan_chat
 
 
 class ServedModel:
     def __init__(self, name: str, tokenizer, stop_token_ids: list[int], context_len: int,
-                 default_max_tokens: int = 1024):
+                 default_max_tokens: int = 1024, vocab_size: int | None = None):
+        """`vocab_size`: the model's logits width (grammars mask every logit); default: the tokenizer's."""
         self.name = name
         self.tokenizer = tokenizer
+        self.vocab_size = vocab_size or tokenizer.vocab_size
         self.stop_token_ids = list(stop_token_ids)
         self.context_len = context_len
         self.default_max_tokens = default_max_tokens
         self.created = int(time.time())
         self.token_text = lru_cache(maxsize=65536)(lambda token: tokenizer.decode([token], skip_special_tokens=False))
 
-    def _encode_chat(self, body: ChatCompletionRequest) -> list[int]:
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                    for m in body.messages]
+    def _encode_chat(self, plan: ChatPlan) -> list[int]:
         try:  # tokenize=True: content is encoded as plain text, never as control tokens (`<|im_start|>`)
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            return self.tokenizer.apply_chat_template(plan.messages, add_generation_prompt=True, tokenize=True,
+                                                      **plan.template_kwargs)
         except LmforgeError as err:
             raise OpenAIError(400, f"cannot render the chat template: {err}", param="messages") from None
         except Exception as err:  # noqa: BLE001 - whatever the tokenizer refuses is the client's text
@@ -60,7 +62,8 @@ class ServedModel:
                 ) -> list[tuple[list[int], list[SamplingParams]]]:
         """`max_request_tokens`: the engine's limit on prompt + completion (its KV cache may hold less than the
         context); a request over it is refused here, with the limit, rather than failed by the engine."""
-        prompts = [self._encode_chat(body)] if kind == "chat" else self._encode_prompts(body)
+        plan = plan_chat(body, self) if kind == "chat" else None  # tools, response_format: prompt and grammar
+        prompts = [self._encode_chat(plan)] if kind == "chat" else self._encode_prompts(body)
         limit = self.context_len if max_request_tokens is None else min(self.context_len, max_request_tokens)
         what = (f"this model's context is {self.context_len} tokens" if limit == self.context_len else
                 f"this server's KV cache holds {limit} tokens per request (the model's context is {self.context_len})")
@@ -85,7 +88,8 @@ class ServedModel:
                     frequency_penalty=body.frequency_penalty, logit_bias=body.logit_bias,
                     top_k=max(body.top_k, 0), min_p=body.min_p, repetition_penalty=body.repetition_penalty,
                     seed=None if body.seed is None else (body.seed + i) % 2**63, stop=body.stop or (),
-                    stop_token_ids=self.stop_token_ids, logprobs=logprobs) for i in range(body.n)]
+                    stop_token_ids=self.stop_token_ids, logprobs=logprobs,
+                    grammar=plan.grammar if plan is not None else None) for i in range(body.n)]
             except LmforgeError as err:
                 raise OpenAIError(400, str(err)) from None
             jobs.append((ids, params))

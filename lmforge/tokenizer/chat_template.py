@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-from jinja2 import nodes
+from jinja2 import meta, nodes
 from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -276,5 +276,14 @@ def _environment() -> ImmutableSandboxedEnvironment:
 def _compile(template: str) -> jinja2.Template:
     try:
         return _environment().from_string(template)
+    except jinja2.TemplateSyntaxError as err:
+        raise LmforgeError(f"chat template has a syntax error on line {err.lineno}: {err.message}") from None
+
+
+@lru_cache(maxsize=64)
+def template_variables(template: str) -> frozenset[str]:
+    """The variables a template reads from its context (e.g. whether it uses `tools`, as tool-aware templates do)."""
+    try:
+        return frozenset(meta.find_undeclared_variables(_environment().parse(template)))
     except jinja2.TemplateSyntaxError as err:
         raise LmforgeError(f"chat template has a syntax error on line {err.lineno}: {err.message}") from None

@@ -16,6 +16,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     classify_cmd,
     convert_cmd,
     data_cmd,
+    decontam_cmd,
     distill_cmd,
     dpo_cmd,
     eval_cmd,
@@ -75,6 +76,7 @@ app.command("report")(pretrain_cmd.report_command)
 app.command("scaling")(scaling_cmd.scaling_command)
 app.command("distill", epilog=distill_cmd.EPILOG)(distill_cmd.distill_command)
 app.add_typer(eval_cmd.app, name="eval")
+app.command("decontam")(decontam_cmd.decontam)
 app.add_typer(lora_cmd.app, name="lora")
 app.command("rm", epilog=rm_cmd.EPILOG)(rm_cmd.rm_command)
 app.command("dpo", epilog=dpo_cmd.EPILOG)(dpo_cmd.dpo_command)

@@ -23,6 +23,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     generate_cmd,
     grpo_cmd,
     info_cmd,
+    judge_cmd,
     lora_cmd,
     ppo_cmd,
     pretrain_cmd,
@@ -77,6 +78,7 @@ app.command("scaling")(scaling_cmd.scaling_command)
 app.command("distill", epilog=distill_cmd.EPILOG)(distill_cmd.distill_command)
 app.add_typer(eval_cmd.app, name="eval")
 app.command("decontam")(decontam_cmd.decontam)
+app.command("judge")(judge_cmd.judge)
 app.add_typer(lora_cmd.app, name="lora")
 app.command("rm", epilog=rm_cmd.EPILOG)(rm_cmd.rm_command)
 app.command("dpo", epilog=dpo_cmd.EPILOG)(dpo_cmd.dpo_command)

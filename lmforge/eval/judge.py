@@ -39,7 +39,7 @@ PAIR_PROMPT = (
 _RATING = (re.compile(r"\[\[(\d+(?:\.\d+)?)\]\]"), re.compile(r"\[(\d+(?:\.\d+)?)\]"),  # MT-Bench's two patterns
            re.compile(r"rating\W{0,3}(\d+(?:\.\d+)?)", re.I), re.compile(r"(\d+(?:\.\d+)?)\s*/\s*10"))
 _VERDICT = re.compile(r"\[\[([ABC])\]\]")
-_LOOSE_VERDICT = re.compile(r"(?:assistant|answer|verdict)\W{0,3}([AB])\b", re.I)
+_LOOSE_VERDICT = re.compile(r"(?i:assistant|answer|verdict)\W{0,3}([AB])\b")
 
 
 def single_messages(question: str, answer: str) -> list[dict]:
@@ -81,8 +81,9 @@ def parse_verdict(text: str, answer_a: str = "", answer_b: str = "") -> str | No
 
 
 def pairwise(judge: Judge, pairs: Sequence[dict]) -> dict:
-    """Ask every (question, good, bad) pair in both orders. Per order a verdict is "good", "bad" or "tie" (C or
-    unparsed); the pair's verdict is that when both orders agree, else a tie. Accuracy counts a tie as half."""
+    """Ask every (question, good, bad) pair in both orders. Per order a verdict is "good", "bad" or "tie" (C); the
+    pair's verdict is that when both orders agree (consistent), else a tie (also when a judgment holds no verdict).
+    Accuracy counts a tie as half."""
     convs = []
     for p in pairs:
         convs += [pair_messages(p["question"], p["good"], p["bad"]), pair_messages(p["question"], p["bad"], p["good"])]
@@ -94,10 +95,11 @@ def pairwise(judge: Judge, pairs: Sequence[dict]) -> dict:
         first = parse_verdict(answers[2 * i], p["good"], p["bad"])
         second = parse_verdict(answers[2 * i + 1], p["bad"], p["good"])
         letters += [first, second]
-        v1 = {"A": "good", "B": "bad"}.get(first, "tie")  # good answer shown as A
-        v2 = {"B": "good", "A": "bad"}.get(second, "tie")  # good answer shown as B
+        v1 = {"A": "good", "B": "bad", "C": "tie"}.get(first)  # good answer shown as A; None: no verdict found
+        v2 = {"B": "good", "A": "bad", "C": "tie"}.get(second)  # good answer shown as B
+        consistent = v1 is not None and v1 == v2
         rows.append({"question": p["question"], "good_first": first, "good_second": second,
-                     "consistent": v1 == v2, "verdict": v1 if v1 == v2 else "tie",
+                     "consistent": consistent, "verdict": v1 if consistent else "tie",
                      "judgments": [answers[2 * i], answers[2 * i + 1]]})
     n, asked = max(len(rows), 1), max(len(letters), 1)
     credit = {"good": 1.0, "tie": 0.5, "bad": 0.0}

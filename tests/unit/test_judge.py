@@ -38,6 +38,8 @@ def test_always_a_judge_scores_half_and_zero_consistency():
     assert r["consistency"] == 0.0 and r["position_bias"] == 1.0
     assert r["single_order_accuracy"] == 1.0  # what one order alone would have claimed
     assert all(row["verdict"] == "tie" for row in r["rows"])
+    mute = pairwise(lambda convs: ["I cannot tell." for _ in convs], JUDGE_PAIRS)
+    assert (mute["accuracy"], mute["consistency"], mute["parsed"]) == (0.5, 0.0, 0.0)  # no verdict agrees with none
 
 
 def test_oracle_judge_is_perfect_and_unbiased():

@@ -1,4 +1,5 @@
-"""Hugging Face directories of vision towers: CLIP (`CLIPModel`) and SigLIP (`SiglipVisionModel`), read and written.
+"""Hugging Face directories of vision modules: CLIP (`CLIPModel`), SigLIP (`SiglipVisionModel`) and the BLIP-2
+Q-Former (`Blip2QFormerModel`), read and written.
 
 lmforge's vision modules keep transformers' module names, so weights map by prefix only; config.json keys are
 translated here (hidden_size -> dim ...). The image processor travels as preprocessor_config.json (data/images.py).
@@ -14,6 +15,7 @@ from lmforge.common.errors import LmforgeError
 from lmforge.formats.hf_dir import read_json
 from lmforge.formats.weights import assign_state_dict, load_weights_dir, save_weights_file
 from lmforge.model.vision.clip import CLIPConfig, CLIPModel, TextTowerConfig
+from lmforge.model.vision.qformer import QFormer, QFormerConfig
 from lmforge.model.vision.vit import VisionTransformer, ViTConfig
 
 _ACTS = {"clip": "quick_gelu", "siglip": "gelu_pytorch_tanh"}
@@ -130,3 +132,46 @@ def save_siglip_vision(model: VisionTransformer, directory: str | Path, dtype: t
         raise LmforgeError(f"save_siglip_vision needs a SigLIP tower, got kind {model.config.kind!r}")
     config = {"architectures": ["SiglipVisionModel"], **vit_config_to_hf(model.config)}
     _write(Path(directory), model.state_dict(), config, dtype)
+
+
+def qformer_config_from_hf(hf: dict, n_queries: int = 0) -> QFormerConfig:
+    if hf.get("use_qformer_text_input"):
+        raise LmforgeError("a Q-Former with text input (use_qformer_text_input) is not supported: queries only")
+    return QFormerConfig(dim=_int(hf, "hidden_size", 768), n_layers=_int(hf, "num_hidden_layers", 12),
+                         n_heads=_int(hf, "num_attention_heads", 12), ffn_dim=_int(hf, "intermediate_size", 3072),
+                         encoder_dim=_int(hf, "encoder_hidden_size", 1408),
+                         cross_attention_every=_int(hf, "cross_attention_frequency", 2),
+                         act=hf.get("hidden_act", "gelu"), eps=float(hf.get("layer_norm_eps", 1e-12)),
+                         n_queries=n_queries)
+
+
+def qformer_config_to_hf(cfg: QFormerConfig) -> dict:
+    return {"architectures": ["Blip2QFormerModel"], "model_type": "blip_2_qformer", "hidden_size": cfg.dim,
+            "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads, "intermediate_size": cfg.ffn_dim,
+            "encoder_hidden_size": cfg.encoder_dim, "cross_attention_frequency": cfg.cross_attention_every,
+            "hidden_act": cfg.act, "layer_norm_eps": cfg.eps, "use_qformer_text_input": False}
+
+
+def load_qformer(directory: str | Path) -> QFormer:
+    """A Q-Former from a Blip2QFormerModel directory, or the Q-Former (with its query_tokens) of a BLIP-2 one."""
+    directory = Path(directory)
+    hf = _config(directory)
+    state = load_weights_dir(directory)
+    if hf.get("model_type") == "blip-2":
+        queries = state.get("query_tokens")
+        state = {k.removeprefix("qformer."): v for k, v in state.items() if k.startswith("qformer.")}
+        if queries is not None:
+            state["query_tokens"] = queries
+        cfg = qformer_config_from_hf(hf.get("qformer_config") or {}, 0 if queries is None else queries.shape[1])
+    elif hf.get("model_type") == "blip_2_qformer":
+        cfg = qformer_config_from_hf(hf)
+    else:
+        raise LmforgeError(f"expected a BLIP-2 Q-Former config.json (model_type 'blip_2_qformer' or 'blip-2'), "
+                           f"got model_type {hf.get('model_type')!r}")
+    return build(QFormer, cfg, state, str(directory))
+
+
+def save_qformer(model: QFormer, directory: str | Path, dtype: torch.dtype | None = None) -> None:
+    """A Blip2QFormerModel directory (the learned queries, which that class does not own, are left out)."""
+    state = {k: v for k, v in model.state_dict().items() if k != "query_tokens"}
+    _write(Path(directory), state, qformer_config_to_hf(model.config), dtype)

@@ -14,6 +14,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     calc_cmd,
     chat_cmd,
     classify_cmd,
+    clip_cmd,
     convert_cmd,
     data_cmd,
     decontam_cmd,
@@ -89,6 +90,7 @@ app.command("sft", epilog=sft_cmd.EPILOG)(sft_cmd.sft_command)
 app.add_typer(safety_cmd.app, name="safety")
 app.command("redteam")(redteam_cmd.redteam)
 app.add_typer(classify_cmd.app, name="classify")
+app.command("clip")(clip_cmd.clip_command)
 
 
 def main() -> None:

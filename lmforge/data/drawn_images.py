@@ -42,7 +42,7 @@ def draw(shape: str, colour: str, size: int, rng: random.Random) -> Image.Image:
     shade = rng.randint(200, 255)
     image = Image.new("RGB", (size, size), (shade, shade, shade))
     pen = ImageDraw.Draw(image)
-    extent = rng.uniform(0.45, 0.8) * size
+    extent = rng.uniform(0.6, 0.95) * size
     x0, y0 = rng.uniform(0, size - extent), rng.uniform(0, size - extent)
     x1, y1 = x0 + extent, y0 + extent
     fill = tuple(min(255, max(0, c + rng.randint(-20, 20))) for c in COLOURS[colour])

@@ -10,53 +10,19 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from lmforge.common.errors import ConfigError
 from lmforge.data.drawn_images import SHAPES, caption, classes, draw_set
 from lmforge.data.images import ImageProcessor
 from lmforge.formats.hf_vision import save_clip
 from lmforge.model.vision.clip import CLIPConfig, CLIPModel, TextTowerConfig
 from lmforge.model.vision.vit import ViTConfig
+from lmforge.train.clip_config import ClipTrainConfig
 
 PAD, EOS = 0, 1
-
-
-@dataclass(frozen=True)
-class ClipTrainConfig:
-    out: str = "runs/clip"
-    steps: int = 2500  # 97.5% held-out zero-shot accuracy with these defaults (83 s on one CPU core)
-    batch_size: int = 20  # distinct classes per step (at most the number of classes)
-    lr: float = 1e-3
-    loss: str = "infonce"
-    image_size: int = 16
-    patch_size: int = 4
-    dim: int = 64
-    layers: int = 2
-    heads: int = 4
-    train_per_class: int = 200
-    test_per_class: int = 10
-    seed: int = 0
-    threads: int = 1  # torch CPU threads; 1 is fastest for these tiny towers (0: torch's default)
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "image_size", "patch_size", "dim", "layers", "heads",
-                     "train_per_class", "test_per_class"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name}={value!r} must be a positive integer")
-        if self.batch_size < 2 or self.batch_size > len(classes()):
-            raise ConfigError(f"batch_size={self.batch_size} must be between 2 and {len(classes())} "
-                              "(the distinct shape x colour classes a contrastive batch draws from)")
-        if not isinstance(self.threads, int) or self.threads < 0:
-            raise ConfigError(f"threads={self.threads!r} must be 0 (torch's default) or a positive integer")
-        if not self.lr > 0:
-            raise ConfigError(f"lr={self.lr} must be positive")
-        if self.loss not in ("infonce", "sigmoid"):
-            raise ConfigError(f"loss {self.loss!r} is not supported; supported: infonce, sigmoid")
 
 
 class CaptionVocab:

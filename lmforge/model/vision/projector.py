@@ -17,7 +17,7 @@ from lmforge.model.transformer import Transformer
 from lmforge.model.vision.vit import VISION_ACTIVATIONS, VisionTransformer, ViTConfig
 
 PROJECTOR_ACTIVATIONS = {**VISION_ACTIVATIONS, "silu": F.silu, "relu": F.relu}
-FEATURE_SELECT = ("default", "full")  # default: drop the class token; full: keep every position
+FEATURE_SELECT = ("default", "full")  # default: drop the first position (CLIP's class token); full: keep all
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,9 @@ class LlavaConfig:
 
     @property
     def tokens_per_image(self) -> int:
-        return self.vision.n_patches + (self.vision.kind == "clip" and self.feature_select == "full")
+        # "default" drops the first position whatever the tower (the class token of CLIP; transformers drops a
+        # SigLIP tower's first patch too, which is why SigLIP LLaVA configs say "full")
+        return self.vision.n_patches + (self.vision.kind == "clip") - (self.feature_select == "default")
 
 
 class MLPProjector(nn.Module):
@@ -97,7 +99,7 @@ class LlavaModel(nn.Module):
         """Projected visual tokens [n_images, tokens_per_image, D]."""
         layer = self.config.feature_layer % (self.config.vision.n_layers + 1)
         features = self.vision_tower.hidden_states(pixels, upto=layer)[layer]
-        if self.config.feature_select == "default" and self.config.vision.kind == "clip":
+        if self.config.feature_select == "default":
             features = features[:, 1:]
         return self.multi_modal_projector(features)
 

@@ -12,14 +12,15 @@ from tests.unit.vision.conftest import perturb
 IMAGE = 127
 
 
-def tiny_llava(family: str = "llama"):
+def tiny_llava(family: str = "llama", tower: str = "clip", select: str = "default"):
     import transformers as tf
 
-    vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+    vision = dict(model_type=f"{tower}_vision_model", hidden_size=32, intermediate_size=48, num_hidden_layers=3,
                   num_attention_heads=4, image_size=24, patch_size=6)
     text = dict(model_type=family, vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2)
-    cfg = tf.LlavaConfig(vision_config=vision, text_config=text, image_token_id=IMAGE, image_seq_length=16)
+    cfg = tf.LlavaConfig(vision_config=vision, text_config=text, image_token_id=IMAGE, image_seq_length=16,
+                         vision_feature_select_strategy=select)
     return perturb(tf.LlavaForConditionalGeneration(cfg))
 
 
@@ -34,16 +35,20 @@ def _batch(tokens_per_image: int):
     return ids, mask
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_llava_matches_transformers_with_and_without_images(tmp_path, family):
+CASES = [("llama", "clip", "default", 16), ("qwen2", "clip", "default", 16),  # CLIP: class token dropped
+         ("llama", "siglip", "full", 16), ("llama", "siglip", "default", 15)]  # "default" drops a SigLIP patch too
+
+
+@pytest.mark.parametrize("family,tower,select,tokens", CASES)
+def test_llava_matches_transformers_with_and_without_images(tmp_path, family, tower, select, tokens):
     import transformers as tf
 
-    ref = tiny_llava(family)
+    ref = tiny_llava(family, tower, select)
     ref.save_pretrained(tmp_path / "hf")
     ours = load_llava(tmp_path / "hf")
-    assert ours.config.tokens_per_image == 16
+    assert ours.config.tokens_per_image == tokens
     ids, mask = _batch(ours.config.tokens_per_image)
-    assert int((ids == IMAGE).sum()) == 16
+    assert int((ids == IMAGE).sum()) == tokens
     pixels = torch.randn(1, 3, 24, 24)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     real = mask.bool()

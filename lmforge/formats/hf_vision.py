@@ -66,7 +66,8 @@ def clip_config_from_hf(hf: dict) -> CLIPConfig:
     return CLIPConfig(text=text_config_from_hf(hf.get("text_config") or {}),
                       vision=vit_config_from_hf(hf.get("vision_config") or {}, "clip"),
                       projection_dim=_int(hf, "projection_dim", 512),
-                      logit_scale_init=float(hf.get("logit_scale_init_value", 2.6592)))
+                      logit_scale_init=float(hf.get("logit_scale_init_value", 2.6592)),
+                      loss=hf.get("lmforge_contrastive_loss", "infonce"))
 
 
 def clip_config_to_hf(cfg: CLIPConfig) -> dict:
@@ -77,7 +78,9 @@ def clip_config_to_hf(cfg: CLIPConfig) -> dict:
             "eos_token_id": t.eos_token_id, "projection_dim": cfg.projection_dim}
     return {"architectures": ["CLIPModel"], "model_type": "clip", "text_config": text,
             "vision_config": {**vit_config_to_hf(cfg.vision), "projection_dim": cfg.projection_dim},
-            "projection_dim": cfg.projection_dim, "logit_scale_init_value": cfg.logit_scale_init}
+            "projection_dim": cfg.projection_dim, "logit_scale_init_value": cfg.logit_scale_init,
+            # a sigmoid-loss (SigLIP-style) model also stores logit_bias, which CLIPModel ignores; we read it back
+            "lmforge_contrastive_loss": cfg.loss}
 
 
 def build(module_cls, cfg, state: dict[str, torch.Tensor], source: str) -> nn.Module:

@@ -77,6 +77,24 @@ def test_siglip_vision_tower_matches_transformers_and_round_trips(tmp_path):
         torch.testing.assert_close(back(pixel_values=pixels).pooler_output, want.pooler_output, atol=1e-5, rtol=0)
 
 
+def test_a_sigmoid_loss_clip_keeps_its_logit_bias_through_save_and_load(tmp_path):
+    from lmforge.model.vision.clip import CLIPConfig, CLIPModel, TextTowerConfig
+    from lmforge.model.vision.vit import ViTConfig
+
+    cfg = CLIPConfig(text=TextTowerConfig(vocab_size=20, max_positions=8, dim=16, n_layers=1, n_heads=2, ffn_dim=32),
+                     vision=ViTConfig(image_size=8, patch_size=4, dim=16, n_layers=1, n_heads=2, ffn_dim=32),
+                     projection_dim=8, loss="sigmoid")
+    model = CLIPModel(cfg).eval()
+    with torch.no_grad():
+        model.logit_bias.fill_(-3.5)
+    save_clip(model, tmp_path)
+    back = load_clip(tmp_path)
+    assert back.config.loss == "sigmoid" and back.logit_bias.item() == -3.5
+    ids, pixels = torch.tensor([[3, 4, 2], [5, 6, 2]]), torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids, pixels), model(ids, pixels), atol=0, rtol=0)
+
+
 def test_contrastive_losses_closed_forms():
     """InfoNCE of a perfectly separated batch -> 0, of uniform logits -> log(n); sigmoid loss matches its sum."""
     n = 4

@@ -117,15 +117,18 @@ async def hostile(http, url, i, args, stats, done: asyncio.Event):
             r = await http.post(f"{url}{path}", content=json.dumps(base | fields).encode(),
                                 headers={"Content-Type": "application/json"})
             status = r.status_code
-        except httpx.HTTPError:
-            status = 599
-        stats["hostile"].append(status)
+        except httpx.HTTPError as err:  # no HTTP status: the client's own failure, named, never counted as 4xx/5xx
+            stats["hostile_client_errors"].append(type(err).__name__)
+            status = None
+        if status is not None:
+            stats["hostile"].append(status)
         sent += 1
         await asyncio.sleep(rng.random() * 0.05)
 
 
 async def run(url, args):
-    stats = {"status": [], "ttft": [], "itl": [], "disconnected": 0, "hostile": [], "completed": 0, "stream_errors": 0}
+    stats = {"status": [], "ttft": [], "itl": [], "disconnected": 0, "hostile": [], "hostile_client_errors": [],
+             "completed": 0, "stream_errors": 0}
     limits = httpx.Limits(max_connections=args.clients + 16)
     async with httpx.AsyncClient(timeout=args.timeout, limits=limits) as http:
         bad = [http.post(f"{url}/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"})
@@ -211,6 +214,7 @@ def main() -> None:
         "hostile_4xx": sum(400 <= s < 500 for s in stats["hostile"]),
         "hostile_5xx": sum(s >= 500 for s in stats["hostile"]),
         "hostile_other": sum(s < 400 for s in stats["hostile"]),
+        "hostile_client_errors": sorted(stats["hostile_client_errors"]),
         "checked_streams": args.checked, "checked_identical_to_alone": stats["checked_identical"],
         "completed_streams": stats["completed"], "stream_errors": stats["stream_errors"],
     }))

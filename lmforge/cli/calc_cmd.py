@@ -66,27 +66,44 @@ def render(r: dict) -> list[Table]:
 
 
 def calc(
-    preset: str = typer.Option(..., "--preset", "-p", help="Model preset name (see `lmforge info`)."),
+    preset: str = typer.Option(None, "--preset", "-p", help="Model preset name (see `lmforge info`)."),
+    model_config: str = typer.Option(None, "--model-config", help="ModelConfig JSON file instead of --preset (e.g. "
+                                     "a run's OUT/model_config.json)."),
     seq_len: int = typer.Option(4096, "--seq-len", help="Sequence length for FLOPs and activations."),
     batch: int = typer.Option(1, "--batch", help="Micro-batch size per data-parallel rank (activations)."),
     dtype: str = typer.Option("bf16", "--dtype", help="Training / KV-cache dtype: bf16, fp16 (mixed precision, "
                               "16 bytes/param with Adam) or fp32 (16 bytes/param: 4 + 4 + 8)."),
     zero_stage: int = typer.Option(0, "--zero-stage", help="ZeRO stage 0-3 to mark and add to the per-rank total."),
     dp: int = typer.Option(1, "--dp", help="Data-parallel size N that ZeRO shards over."),
+    tp: int = typer.Option(1, "--tp", help="Tensor-parallel ranks (lmforge pretrain --tp): heads, MLP and experts "
+                           "split; adds the layout's parameters and model states per rank."),
+    pp: int = typer.Option(1, "--pp", help="Pipeline stages (lmforge pretrain --pp): the largest stage counts."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as one JSON object."),
 ) -> None:
     """Parameters by component, FLOPs per token, training memory per ZeRO stage and KV-cache bytes of a preset."""
     from lmforge.calc.calc import calc_report
+    from lmforge.calc.calc_layout import layout_memory
+    from lmforge.common.errors import ConfigError
+    from lmforge.model import ModelConfig
     from lmforge.model.presets import get_preset
 
-    report = calc_report(get_preset(preset), seq_len=seq_len, batch=batch, dtype=dtype, zero_stage=zero_stage, dp=dp)
+    if (preset is None) == (model_config is None):
+        raise ConfigError("give one of --preset NAME or --model-config FILE")
+    cfg = get_preset(preset) if preset else ModelConfig.load(model_config)
+    report = calc_report(cfg, seq_len=seq_len, batch=batch, dtype=dtype, zero_stage=zero_stage, dp=dp)
+    report["layout"] = layout_memory(cfg, tp, pp, dp, zero_stage, dtype)
     if as_json:
         print(json.dumps(report))
         return
     console = Console(width=max(Console().width, 100))
-    console.print(header(preset, report))
+    console.print(header(preset or model_config, report))
     for table in render(report):
         console.print(table)
     total = report["memory"]["per_rank_total"]
     console.print(f"per rank, ZeRO-{zero_stage} + flash activations: {_bytes(total['no_checkpointing'])}, "
                   f"{_bytes(total['checkpointing'])} with activation checkpointing")
+    lay = report["layout"]
+    if tp > 1 or pp > 1:
+        console.print(f"layout tp={tp} x pp={pp} x dp={dp} ({lay['world']} ranks): {_num(lay['params_per_rank'])} "
+                      f"parameters per rank, model states {_bytes(lay['model_states']['total'])} per rank "
+                      f"(ZeRO-{zero_stage}; activations not split here)")

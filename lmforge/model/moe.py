@@ -70,12 +70,19 @@ class Experts(nn.Module):
         unbind splits each stacked weight once (indexing w[e] per expert would allocate a full-size gradient per
         expert in backward); outputs are concatenated rather than written into a buffer, for the same reason.
         """
-        outs = []
-        weights = zip(self.gate_proj.unbind(0), self.up_proj.unbind(0), self.down_proj.unbind(0), strict=True)
-        for xs, (w_gate, w_up, w_down), n in zip(x_sorted.split(counts), weights, counts, strict=True):
-            if n:
-                outs.append((F.silu(xs @ w_gate.T) * (xs @ w_up.T)) @ w_down.T)
-        return torch.cat(outs) if outs else x_sorted.new_zeros(x_sorted.shape)
+        return run_experts(x_sorted, counts, self.gate_proj, self.up_proj, self.down_proj)
+
+
+def run_experts(x_sorted: torch.Tensor, counts: list[int], gate: torch.Tensor, up: torch.Tensor,
+                down: torch.Tensor) -> torch.Tensor:
+    """SwiGLU experts with stacked weights [E, F, D] / [E, F, D] / [E, D, F] over rows grouped by expert (counts[e]
+    rows for expert e): the whole set (Experts), or one rank's slice of them (expert parallelism, outside the model)."""
+    outs = []
+    weights = zip(gate.unbind(0), up.unbind(0), down.unbind(0), strict=True)
+    for xs, (w_gate, w_up, w_down), n in zip(x_sorted.split(counts), weights, counts, strict=True):
+        if n:
+            outs.append((F.silu(xs @ w_gate.T) * (xs @ w_up.T)) @ w_down.T)
+    return torch.cat(outs) if outs else x_sorted.new_zeros(x_sorted.shape)
 
 
 class MoE(nn.Module):

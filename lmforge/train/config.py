@@ -23,13 +23,13 @@ from lmforge.train.config_sections import (
     check_between,
     check_ints,
 )
+from lmforge.train.parallel.config import PARALLEL, ParallelConfig
 
 __all__ = ["SCHEDULES", "PRECISIONS", "DEVICES", "PARALLEL", "TrainConfig", "CorpusDataConfig", "SampleConfig",
            "TrainLoggingConfig"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-PARALLEL = ("none", "ddp", "fsdp")
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,6 @@ class TrainConfig(ConfigIO):
     # hardware has it (CUDA with bf16, or a CPU with AMX / AVX512-BF16), else fp32
     precision: str = setting("auto", "auto | fp32 | bf16 (autocast) | fp16 (GPU only, loss scaling); auto: bf16 "
                              "where the hardware has it, else fp32.")
-    parallel: str = setting("none", "none | ddp | fsdp (FSDP2); launch with torchrun --nproc_per_node N -m lmforge "
-                            "pretrain ... (batch size is per rank; checkpoints are sharded and resume on any number "
-                            "of ranks with the same global batch).")
     activation_checkpointing: bool = setting(False, "Recompute each block in backward (torch.utils.checkpoint).")
     compile: bool = setting(False, "torch.compile the model.")
     # model
@@ -132,11 +129,12 @@ class TrainConfig(ConfigIO):
     checkpoint: CheckpointConfig = section(CheckpointConfig)
     logging: TrainLoggingConfig = section(TrainLoggingConfig)
     samples: SampleConfig = section(SampleConfig)
+    parallel: ParallelConfig = section(ParallelConfig)  # --parallel, --tp, --pp, --zero, ... (parallel/config.py)
 
     def __post_init__(self) -> None:
         check_ints(self, 0, "seed")
         check_ints(self, 1, "max_nonfinite")
-        for name, allowed in (("precision", PRECISIONS), ("device", DEVICES), ("parallel", PARALLEL)):
+        for name, allowed in (("precision", PRECISIONS), ("device", DEVICES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}")
         check_between(self, "router_bias_rate", 0)

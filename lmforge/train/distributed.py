@@ -1,7 +1,9 @@
-"""Data parallelism applied from outside the model (torchtitan's parallelize.py shape): the process group from
-torchrun's environment, DDP (Li et al. 2020) or FSDP2 (`fully_shard` per block, then the root), gradients SUMMED
-across ranks (the loss is already divided by the global token count). Checkpoints of distributed runs are sharded
-(sharded_checkpoint.py, torch.distributed.checkpoint); a single-process safetensors checkpoint still loads here.
+"""Parallelism applied from outside the model (torchtitan's parallelize.py shape): the process group from
+torchrun's environment, DDP (Li et al. 2020) or FSDP2 by ZeRO stage, and on a device mesh tensor / sequence /
+expert and pipeline parallelism (lmforge/train/parallel/); gradients SUMMED across data-parallel ranks (the loss is
+already divided by the global token count). Checkpoints of distributed runs are sharded (sharded_checkpoint.py,
+torch.distributed.checkpoint) under the whole model's parameter names, so they load in any layout; a
+single-process safetensors checkpoint still loads here.
 """
 
 from __future__ import annotations
@@ -19,11 +21,17 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import FSDPModule, fully_shard
+from torch.distributed.fsdp import FSDPModule
 
 from lmforge.common.errors import LmforgeError
-
-PARALLEL_MODES = ("none", "ddp", "fsdp")
+from lmforge.model.transformer import Transformer
+from lmforge.train.parallel.config import PARALLEL as PARALLEL_MODES
+from lmforge.train.parallel.config import ParallelConfig
+from lmforge.train.parallel.data_parallel import ZeroOneOptimizer, apply_fsdp
+from lmforge.train.parallel.grad_norm import clip_grad_norm
+from lmforge.train.parallel.mesh import Layout, build_layout
+from lmforge.train.parallel.pipeline import Pipeline, PipelineStageModule, check_pipeline
+from lmforge.train.parallel.tensor_parallel import apply_tensor_parallel, check_tensor_parallel
 
 
 def _sum_allreduce_hook(process_group, bucket):
@@ -34,16 +42,23 @@ def _sum_allreduce_hook(process_group, bucket):
 
 
 class Parallel:
-    """The data-parallel plan of one process; mode 'none' (or a world of one) is the plain single process."""
+    """The parallel plan of one process (a mode name, or the config's `parallel` section); mode 'none' is the plain
+    single process."""
 
-    def __init__(self, mode: str = "none", device: torch.device | None = None) -> None:
+    def __init__(self, mode: str | ParallelConfig = "none", device: torch.device | None = None) -> None:
+        config = mode if isinstance(mode, ParallelConfig) else None
+        mode = config.parallel if config is not None else mode
         if mode not in PARALLEL_MODES:
             raise LmforgeError(f"parallel={mode!r}; allowed: {', '.join(PARALLEL_MODES)}")
-        self.mode = mode
+        self.config = config or ParallelConfig(parallel=mode)
+        self.mode, self.zero = mode, self.config.zero_stage
+        self.layout: Layout | None = None
+        self.pipeline: Pipeline | None = None
         self.rank = int(os.environ.get("RANK", 0))
         self.world_size = int(os.environ.get("WORLD_SIZE", 1))
         self.local_rank = int(os.environ.get("LOCAL_RANK", 0))
         self.device = device or torch.device("cpu")
+        self.dp_rank, self.dp_size = self.rank, self.world_size  # this rank's share of the data
         if mode == "none":
             if self.world_size > 1:
                 raise LmforgeError(f"WORLD_SIZE={self.world_size} (launched by torchrun) but parallel='none'; "
@@ -57,7 +72,10 @@ class Parallel:
             torch.cuda.set_device(self.device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
-                                    timeout=timedelta(minutes=10))
+                                    timeout=timedelta(seconds=self.config.collective_timeout))
+        if self.config.layered:
+            self.layout = build_layout(self.config, self.world_size, self.device.type)
+            self.dp_rank, self.dp_size = self.layout.dp_rank, self.layout.dp_size
 
     @property
     def distributed(self) -> bool:
@@ -69,25 +87,61 @@ class Parallel:
 
     # ---- wrapping ----
 
-    def wrap(self, model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    def wrap(self, model: nn.Module, micro_batches: int = 1, seq_len: int | None = None
+             ) -> tuple[nn.Module, nn.Module]:
         """(model whose state dict is checkpointed, module to call forward on). Build the optimizer after this:
-        FSDP2 swaps the parameters for sharded DTensors in place."""
+        FSDP2 and tensor parallelism swap the parameters for DTensors in place; with pipeline stages the model is
+        this rank's stage (self.pipeline runs the steps)."""
         model = model.to(self.device)
+        if self.layout is not None:
+            model = self._apply_layout(model, micro_batches, seq_len)
+            return model, model
         if self.mode == "ddp":
             ddp = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             ddp.register_comm_hook(None, _sum_allreduce_hook)
             return model, ddp
         if self.mode == "fsdp":
-            for block in model.layers:
-                fully_shard(block)
-            fully_shard(model)
-            for module in model.modules():  # each fully_shard group reduces its own gradients
-                if isinstance(module, FSDPModule):
-                    module.set_gradient_divide_factor(1.0)  # sum, as for DDP above
-                    module.set_force_sum_reduction_for_comms(True)  # plain SUM (gloo has no PREMUL_SUM)
-            return model, model
+            apply_fsdp(model, None, self.zero, self.config.offload)
         return model, model
+
+    def _apply_layout(self, model: nn.Module, micro_batches: int, seq_len: int | None) -> nn.Module:
+        """torchtitan's order: split into the pipeline stage, tensor-parallelize it, then FSDP2 over the dp mesh."""
+        layout, cfg = self.layout, self.config
+        if not isinstance(model, Transformer):
+            raise LmforgeError(f"tp={layout.tp} / pp={layout.pp} apply to a plain lmforge Transformer, not "
+                               f"{type(model).__name__} (MTP / PEFT wrappers train with tp=pp=1)")
+        check_tensor_parallel(model.config, layout.tp, seq_len or layout.tp)
+        check_pipeline(model.config, layout.pp, cfg.pp_schedule, micro_batches)
+        if layout.pp > 1:
+            model = PipelineStageModule(model, layout.pp_rank, layout.pp)
+        if layout.tp > 1:
+            apply_tensor_parallel(model, layout.tp_mesh)
+            model.seq_shards = layout.tp
+        if layout.fsdp_mesh is not None:
+            apply_fsdp(model, layout.fsdp_mesh, self.zero, cfg.offload)
+        if layout.pp > 1:
+            self.pipeline = Pipeline(model, layout.pp_rank, layout.pp, self.device, layout.pp_group, cfg.pp_schedule,
+                                     micro_batches, self.sum)
+        return model
+
+    def shard_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """ZeRO-1 (DDP): the optimizer's states sharded over the ranks (torch's ZeroRedundancyOptimizer)."""
+        return ZeroOneOptimizer(optimizer) if self.mode == "ddp" and self.zero == 1 else optimizer
+
+    @property
+    def clip(self):
+        """The gradient clipping of this layout (None: torch's clip_grad_norm_, as in one process or plain FSDP)."""
+        if self.layout is None:
+            return None
+        pp_group = self.layout.pp_group if self.layout.pp > 1 else None
+        return lambda params, max_norm: clip_grad_norm(params, max_norm, pp_group)
+
+    @property
+    def can_sample(self) -> bool:
+        """Whether generations run here: on rank 0, or on every rank for FSDP2; not under tp / pp (a KV cache holds
+        the whole model's heads, a stage not the whole model)."""
+        return self.layout is None or (self.layout.tp == 1 and self.layout.pp == 1)
 
     def no_sync(self, forward_model: nn.Module, last_micro_batch: bool) -> contextlib.AbstractContextManager:
         """Skip the gradient all-reduce on all but the last micro-batch of an accumulated step (DDP); FSDP2
@@ -99,15 +153,28 @@ class Parallel:
     # ---- collectives on small values ----
 
     def sum(self, value: float | int) -> float:
+        """The sum over the data-parallel ranks (the tp and pp ranks of one replica hold the same data)."""
         if not self.distributed:
             return value
         t = torch.tensor([float(value)], dtype=torch.float64, device=self._comm_device())
-        dist.all_reduce(t)
+        dist.all_reduce(t, group=None if self.layout is None else self.layout.dp_group)
         return float(t.item())
 
     def any(self, flag: bool) -> bool:
         """True on every rank when any rank says True (e.g. a stop signal that reached one rank first)."""
-        return bool(self.sum(int(bool(flag)))) if self.distributed else bool(flag)
+        if not self.distributed:
+            return bool(flag)
+        t = torch.tensor([float(bool(flag))], dtype=torch.float64, device=self._comm_device())
+        dist.all_reduce(t)
+        return bool(t.item())
+
+    def max(self, value: float | int) -> float:
+        """The largest value over all ranks."""
+        if not self.distributed:
+            return value
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self._comm_device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
 
     def _comm_device(self) -> torch.device:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
@@ -127,7 +194,7 @@ class Parallel:
         set_model_state_dict(model, tensors, options=StateDictOptions(full_state_dict=True, strict=False))
 
     def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer, sd: dict) -> None:
-        if self.mode != "fsdp":
+        if self.mode != "fsdp" or self.layout is not None and self.layout.pp > 1:
             optimizer.load_state_dict(sd)
             return
         # the FQN of each integer id, in the order get_optimizer_state_dict lists the parameters (sharded: no gather)

@@ -65,7 +65,7 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     parallel = Parallel(cfg.parallel, resolve_device(cfg.device))
-    rank, world = parallel.rank, parallel.world_size
+    rank = parallel.rank
     if rank != 0:
         log = _quiet
     seed_everything(cfg.seed)
@@ -74,7 +74,9 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
     parallel.barrier()
     if rank != 0:
         model, tokenizer, mcfg, generation, data_dir, data_stats = _setup(cfg, run_dir, log)
-    train = PackedLoader(data_dir, "train", cfg.batch.batch_size, rank=rank, world_size=world, seed=cfg.seed)
+    # each data-parallel rank reads its share of the global batch; the tp / pp ranks of one replica read the same
+    train = PackedLoader(data_dir, "train", cfg.batch.batch_size, rank=parallel.dp_rank, world_size=parallel.dp_size,
+                         seed=cfg.seed)
     val = PackedLoader(data_dir, "val", cfg.batch.batch_size, shuffle=False)
     if rank == 0:
         cfg.save(run_dir / "train_config.json")

@@ -85,23 +85,26 @@ def _next_token_loss(loss_fn: TokenLossFn | None) -> BatchLossFn:
     return loss
 
 
-def _is_fsdp(model: nn.Module) -> bool:
+def _is_sharded(model: nn.Module) -> bool:
+    """FSDP2-managed, or holding DTensor parameters (tensor parallelism)."""
     try:
         from torch.distributed.fsdp import FSDPModule
+        from torch.distributed.tensor import DTensor
     except ImportError:  # a torch build without distributed support
         return False
-    return isinstance(model, FSDPModule)
+    return isinstance(model, FSDPModule) or any(isinstance(p, DTensor) for p in model.parameters())
 
 
 def plain_lm_head(model: nn.Module) -> nn.Linear | None:
     """The LM head of an unwrapped lmforge Transformer whose logits are just hidden_states @ head.weight.T (no
     bias, soft-cap or MLM transform), else None: wrapped models (DDP, torch.compile, MTP, PEFT heads) go through
     their own forward and the plain cross-entropy. FSDP2 keeps the class but shards the weights, gathering them only
-    in the root's forward, so an FSDP-managed model takes its forward too."""
+    in the root's forward, so an FSDP-managed model takes its forward too; so does a tensor-parallel one (its hidden
+    states are sharded by sequence until the head's input gathers them)."""
     head = getattr(model, "lm_head", None)
     if not isinstance(model, Transformer) or type(head) is not nn.Linear or head.bias is not None:
         return None
-    if _is_fsdp(model):
+    if _is_sharded(model):
         return None
     heads = model.config.heads
     return None if heads.mlm or heads.final_logit_softcap is not None else head
@@ -128,8 +131,10 @@ def merge_results(results: Sequence[StepResult]) -> StepResult:
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: float, tokens: int,
-                   grad_clip: float, scaler: torch.amp.GradScaler | None = None) -> StepResult:
-    """Clip, check finiteness, update (or skip), and zero the gradients.
+                   grad_clip: float, scaler: torch.amp.GradScaler | None = None,
+                   clip: Callable[[list[torch.Tensor], float], float] | None = None) -> StepResult:
+    """Clip, check finiteness, update (or skip), and zero the gradients. clip(params, max_norm) -> norm replaces
+    torch's clip_grad_norm_ (a layout whose gradients span meshes and pipeline stages: parallel/grad_norm.py).
 
     With fp16 loss scaling an inf gradient is the scaler's normal overflow signal: it skips the update and
     lowers the scale itself; only a non-finite loss counts as a fault then.
@@ -138,8 +143,11 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: flo
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     if scaler is not None:
         scaler.unscale_(optimizer)
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
-    grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor under FSDP2
+    if clip is not None:
+        grad_norm = clip(params, grad_clip if grad_clip > 0 else float("inf"))
+    else:
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+        grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor under FSDP2
     bad = not math.isfinite(loss) or (scaler is None and not math.isfinite(grad_norm))
     if scaler is not None:
         if bad:

@@ -31,6 +31,7 @@ from lmforge.train.master_weights import MasterWeights
 from lmforge.train.metrics import MetricsLogger, flops_per_token, measure_peak_flops, memory_bytes, read_metrics
 from lmforge.train.objectives import Objective
 from lmforge.train.optim import build_optimizer
+from lmforge.train.parallel.model_states import ModelStateMeter, gradient_bytes, model_state_record
 from lmforge.train.precision import DTYPES, resolve_device, resolve_precision, uses_master_weights
 from lmforge.train.progress import TrainProgress
 from lmforge.train.schedule import lr_at
@@ -73,7 +74,9 @@ class Trainer(TrainerCheckpoints):
             raise LmforgeError("the training data holds less than one batch; lower batch_size or add data")
         if cfg.activation_checkpointing:
             apply_activation_checkpointing(model)
-        self.model, wrapped = self.parallel.wrap(model)  # DDP wraps; FSDP2 shards in place (before the optimizer)
+        # DDP wraps; FSDP2 / tensor parallelism shard in place (before the optimizer); pp: this rank's stage
+        self.model, wrapped = self.parallel.wrap(model, micro_batches=cfg.batch.grad_accum,
+                                                 seq_len=getattr(train_loader, "seq_len", None))
         self.forward_model = torch.compile(wrapped) if cfg.compile else wrapped
         # bf16 in one process: bf16 weights stepped through fp32 masters (master_weights.py); autocast then casts
         # nothing the model holds (a distillation teacher's fp32 weights still). An objective with its own param
@@ -86,6 +89,9 @@ class Trainer(TrainerCheckpoints):
                           if self.objective.param_groups is None else
                           torch.optim.AdamW(self.objective.param_groups(self.model), lr=cfg.optim.lr,
                                             betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps))
+        self.optimizer = self.parallel.shard_optimizer(self.optimizer)  # ZeRO-1: states sharded over the ranks
+        # the bytes of parameters, gradients and optimizer states a rank holds, recorded at the first update
+        self.meter = ModelStateMeter(self.model) if self.parallel.distributed else None
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.train_loader, self.val_loader, self.tokenizer = train_loader, val_loader, tokenizer
         self.extra_losses = extra_losses or self.objective.extra_losses
@@ -140,7 +146,11 @@ class Trainer(TrainerCheckpoints):
         self.val_loader.load_state_dict({**saved, "epoch": 0, "position": 0})
         self.model.eval()
         loss_sum, count = 0.0, 0
-        for i, batch in enumerate(self.val_loader):
+        if self.parallel.pipeline is not None:  # the stages run the batches together (in micro-batch groups)
+            batches = [tuple(torch.from_numpy(a).to(self.device) for a in b[:2])
+                       for _, b in zip(range(self.cfg.logging.eval_batches), self.val_loader, strict=False)]
+            loss_sum, count = self.parallel.pipeline.evaluate(batches, self.autocast)
+        for i, batch in enumerate(() if self.parallel.pipeline is not None else self.val_loader):
             x, y, *seg = (torch.from_numpy(a).to(self.device) for a in batch)
             x, y = self._prepare((x, y), -1 - i)  # the same masks at every evaluation, never a training batch's
             with self.autocast():
@@ -151,7 +161,7 @@ class Trainer(TrainerCheckpoints):
                 break
         self.val_loader.load_state_dict(saved)
         self.model.train()
-        return loss_sum / max(count, 1)
+        return None if self.parallel.pipeline is not None and not count else loss_sum / max(count, 1)
 
     def samples(self) -> list[dict]:
         if self.tokenizer is None or not self.cfg.samples.sample_prompts or not self.objective.causal:
@@ -228,7 +238,8 @@ class Trainer(TrainerCheckpoints):
                         self.last_val = figures[self.objective.headline]
                         self._log({"kind": "val", "step": self.step, **figures})
                 if self.step % cfg.samples.sample_every == 0 or self.step == last:
-                    samples = self.samples() if self.is_main or self.parallel.mode == "fsdp" else []
+                    samples = (self.samples() if self.parallel.can_sample and (self.is_main or self.parallel.mode ==
+                                                                               "fsdp") else [])
                     if self.is_main:
                         self._write_samples(samples)
                 bar.update(self.step, math.nan if result.loss is None else result.loss, self.last_val,
@@ -251,13 +262,23 @@ class Trainer(TrainerCheckpoints):
 
     def _update(self, micro: list[tuple]) -> StepResult:
         """One optimizer update over `micro` (its micro-batches): backward, clip, finite check, step or skip."""
-        loss, tokens = accumulate_gradients(
-            self.forward_model, micro, autocast=self.autocast,
-            scale=self.scaler.scale if self.scaler else (lambda x: x),
-            extra_losses=self.extra_losses, token_count_reduce=self.token_count_reduce, loss_fn=self.loss_fn,
-            loss_sum_reduce=self.parallel.sum, no_sync=lambda last: self.parallel.no_sync(self.forward_model, last),
-            batch_loss=self.objective.batch_loss, count=self.objective.count or count_targets)
-        result = optimizer_step(self.model, self.optimizer, loss, tokens, self.cfg.optim.grad_clip, self.scaler)
+        if self.parallel.pipeline is not None:  # the pipeline schedule runs forward and backward over the stages
+            tokens = max(self.token_count_reduce(count_targets(micro)), 1)
+            loss = self.parallel.pipeline.step(micro, tokens, self.autocast)
+        else:
+            loss, tokens = accumulate_gradients(
+                self.forward_model, micro, autocast=self.autocast,
+                scale=self.scaler.scale if self.scaler else (lambda x: x),
+                extra_losses=self.extra_losses, token_count_reduce=self.token_count_reduce, loss_fn=self.loss_fn,
+                loss_sum_reduce=self.parallel.sum,
+                no_sync=lambda last: self.parallel.no_sync(self.forward_model, last),
+                batch_loss=self.objective.batch_loss, count=self.objective.count or count_targets)
+        grads = gradient_bytes(self.optimizer) if self.meter is not None else 0
+        result = optimizer_step(self.model, self.optimizer, loss, tokens, self.cfg.optim.grad_clip, self.scaler,
+                                clip=self.parallel.clip)
+        if self.meter is not None:
+            self._log({"step": self.step + 1, **model_state_record(self.parallel, self.meter, grads, self.optimizer)})
+            self.meter = None
         if self.objective.after_step is not None and not result.skipped:
             self.objective.after_step()
         return result

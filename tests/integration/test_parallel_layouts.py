@@ -7,6 +7,7 @@ dense model and a MoE model (experts split over the tp ranks); the bytes of para
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,37 +55,46 @@ def _pretrain(out, packed, model, *extra, ranks=1, batch_size=GLOBAL_BATCH, max_
             "--checkpoint-every", "10", "--eval-every", "100", "--threads", "1", "--no-progress", "--device", "cpu",
             "--precision", "fp32", "--lr", "1e-2", "--set", "log_every=1", "--set", "sample_every=1000",
             "--set", "peak_tflops=1.0", "--set", "export_hf=false", "--set", "warmup_steps=1",
-            "--set", "grad_clip=0.5", "--set", "keep_checkpoints=3", "--set", "eval_batches=2", *extra]
+            "--set", "grad_clip=0.5", "--set", "keep_checkpoints=3", "--set", "eval_batches=2",
+            "--set", "collective_timeout=120", *extra]
 
 
-def _run(cmd):
+def _run(cmd, timeout=400):
+    """Run to the end; on a timeout the whole process group goes (torchrun and its ranks), never a stray rank."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    return done
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"timed out after {timeout} s: {stdout[-2000:]}{stderr[-3000:]}") from None
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-5000:]
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def _records(out, kind):
     return {r["step"]: r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == kind}
 
 
+def _layout_cmd(out, packed, model, layout, *extra):
+    flags, tp, pp = LAYOUTS[layout]
+    dp = 4 // (tp * pp)  # each dp rank reads GLOBAL_BATCH / dp rows; 2 val batches of GLOBAL_BATCH rows, as one process
+    return _pretrain(out, packed, model, "--parallel", "fsdp", *flags, "--set", f"eval_batches={2 * dp}", *extra,
+                     ranks=4, batch_size=GLOBAL_BATCH // dp)
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, packed):
-    """run(model, layout) -> its run directory, each launched once per module ("single": one process)."""
+def single(tmp_path_factory, packed):
+    """single(model) -> the run directory of its one-process run (launched once per module and worker)."""
     done = {}
 
-    def run(model, layout):
-        if (model, layout) not in done:
-            out = tmp_path_factory.mktemp(f"{model}-{layout}") / "run"
-            if layout == "single":
-                _run(_pretrain(out, packed, model))
-            else:
-                flags, tp, pp = LAYOUTS[layout]
-                dp = 4 // (tp * pp)
-                _run(_pretrain(out, packed, model, "--parallel", "fsdp", *flags, ranks=4,
-                               batch_size=GLOBAL_BATCH // dp))
-            done[model, layout] = out
-        return done[model, layout]
+    def run(model):
+        if model not in done:
+            done[model] = tmp_path_factory.mktemp(f"{model}-single") / "run"
+            _run(_pretrain(done[model], packed, model))
+        return done[model]
 
     return run
 
@@ -97,17 +107,21 @@ def _assert_same_run(got_dir, want_dir, steps):
         assert got[step]["grad_norm"] == pytest.approx(want[step]["grad_norm"], rel=1e-4), (step, got, want)
 
 
+RESUME_IN = {("dense", "tp2-fsdp2"): "pp2-dp2", ("moe", "tp2-pp2"): "single"}  # saved in one layout, resumed in another
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("model", list(MODELS))
-def test_layout_matches_the_single_process_run(runs, packed, model, layout):
-    single, run = runs(model, "single"), runs(model, layout)
+def test_layout_matches_the_single_process_run(single, packed, tmp_path, model, layout):
+    want, run = single(model), tmp_path / "run"
+    _run(_layout_cmd(run, packed, model, layout))
     assert sorted(_records(run, "train")) == list(range(1, STEPS + 1))
-    _assert_same_run(run, single, range(1, STEPS + 1))
-    want_val, got_val = _records(single, "val")[STEPS]["val_loss"], _records(run, "val")[STEPS]["val_loss"]
+    _assert_same_run(run, want, range(1, STEPS + 1))
+    want_val, got_val = _records(want, "val")[STEPS]["val_loss"], _records(run, "val")[STEPS]["val_loss"]
     assert got_val == pytest.approx(want_val, rel=1e-5)
-    assert _records(single, "train")[STEPS]["loss"] < _records(single, "train")[1]["loss"]  # it trains
-    # the parameter bytes a rank holds (the largest over ranks) are what `lmforge calc` gives for the layout
+    assert _records(want, "train")[STEPS]["loss"] < _records(want, "train")[1]["loss"]  # it trains
+    # the bytes a rank holds (the largest over ranks) are what `lmforge calc` gives for the layout
     _, tp, pp = LAYOUTS[layout]
     dp = 4 // (tp * pp)
     states = _records(run, "model_states")[1]
@@ -121,23 +135,12 @@ def test_layout_matches_the_single_process_run(runs, packed, model, layout):
         assert states[key] == pytest.approx(predicted[name], rel=0.05), (key, states, predicted)
     ckpt = run / "checkpoints" / f"step-{STEPS:08d}"
     assert json.loads((ckpt / "manifest.json").read_text())["layout"] == "dcp"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("model", "saved", "resumed"), [("dense", "tp2-fsdp2", "pp2-dp2"),
-                                                         ("moe", "tp2-pp2", "single")])
-def test_checkpoint_saved_in_one_layout_resumes_in_another(runs, packed, tmp_path, model, saved, resumed):
-    source = runs(model, saved)
-    out = tmp_path / "resumed"
-    shutil.copytree(source / "checkpoints" / "step-00000010", out / "checkpoints" / "step-00000010")
-    kept = [line for line in (source / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= 10]
-    (out / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
-    if resumed == "single":
-        done = _run([*_pretrain(out, packed, model), "--resume"])
-    else:
-        flags, tp, pp = LAYOUTS[resumed]
-        dp = 4 // (tp * pp)
-        done = _run([*_pretrain(out, packed, model, "--parallel", "fsdp", *flags, ranks=4,
-                                batch_size=GLOBAL_BATCH // dp), "--resume"])
-    assert "resumed from" in done.stdout and "step 10" in done.stdout, done.stdout[-2000:]
-    _assert_same_run(out, runs(model, "single"), range(11, STEPS + 1))
+    if (model, layout) in RESUME_IN:  # the step-10 checkpoint resumed in another layout: steps 11-20 as one process
+        other, out = RESUME_IN[model, layout], tmp_path / "resumed"
+        shutil.copytree(run / "checkpoints" / "step-00000010", out / "checkpoints" / "step-00000010")
+        kept = [line for line in (run / "metrics.jsonl").read_text().splitlines() if json.loads(line)["step"] <= 10]
+        (out / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
+        cmd = _pretrain(out, packed, model) if other == "single" else _layout_cmd(out, packed, model, other)
+        done = _run([*cmd, "--resume"])
+        assert "resumed from" in done.stdout and "step 10" in done.stdout, done.stdout[-2000:]
+        _assert_same_run(out, want, range(11, STEPS + 1))

@@ -45,7 +45,11 @@ class ZeroOneOptimizer(ZeroRedundancyOptimizer):
     updated ones. For checkpoints, state_dict() gathers the full state on every rank (DCP writes each tensor once)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
-        groups = [{k: v for k, v in g.items()} for g in optimizer.param_groups]
+        # torch partitions greedily (largest parameter first) group by group, its running sizes shared: the
+        # largest group goes last, so that its many parameters even out what the smaller ones left (an untied
+        # 300 x 32 embedding without weight decay, partitioned after the matrices: one rank 24% over its share)
+        groups = sorted(({k: v for k, v in g.items()} for g in optimizer.param_groups),
+                        key=lambda g: sum(p.numel() for p in g["params"]))
         defaults = {k: v for k, v in optimizer.defaults.items() if k in ("betas", "eps", "weight_decay", "fused")}
         super().__init__(groups, optimizer_class=type(optimizer), lr=optimizer.defaults["lr"], **defaults)
         self.stepped = False

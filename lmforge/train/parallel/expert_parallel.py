@@ -7,6 +7,7 @@ The tokens are already replicated over the tp ranks there (sequence parallelism 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Partial, Replicate, Shard, distribute_tensor
@@ -40,8 +41,13 @@ class ExpertParallelExperts(nn.Module):
         # DTensor all-reduces it in backward (Megatron's "f")
         x = DTensor.from_local(x_sorted, self.mesh, [Replicate()], run_check=False).to_local(
             grad_placements=[Partial()])
-        local = run_experts(x[before:before + rows], local_counts,
-                            *(getattr(self, name).to_local() for name in PROJECTIONS))
+        gate, up, down = (getattr(self, name).to_local() for name in PROJECTIONS)
+        if rows:
+            local = run_experts(x[before:before + rows], local_counts, gate, up, down)
+        else:  # no row routed to this rank's experts: an empty pass keeps x and the weights in the graph, so this
+            # rank's backward still joins the gradient all-reduce (and FSDP's reduce-scatter) of the other ranks
+            xs = x[before:before]
+            local = (F.silu(xs @ gate[0].T) * (xs @ up[0].T)) @ down[0].T
         dim = x_sorted.shape[-1]
         full = torch.cat([local.new_zeros(before, dim), local, local.new_zeros(x_sorted.shape[0] - before - rows, dim)])
         # the sum over ranks (Megatron's "g"): exact, every row is one rank's value plus zeros

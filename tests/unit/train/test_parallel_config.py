@@ -8,23 +8,37 @@ import pytest
 import torch
 
 from lmforge.calc.calc_layout import layout_params
+from lmforge.common.errors import ConfigError, LmforgeError
 from lmforge.model import Transformer
 from lmforge.model.presets import get_preset
 from lmforge.train.config import TrainConfig
+from lmforge.train.parallel.config import ParallelConfig
+from lmforge.train.parallel.mesh import mesh_sizes
 from lmforge.train.parallel.pipeline import stage_layers
 from tests.cli_util import assert_user_error, run_cli
 
 
 @pytest.mark.parametrize(("flags", "needles"), [
-    (("--tp", "2"), ("tp=2", "--parallel fsdp")),
-    (("--parallel", "ddp", "--zero", "3"), ("zero=3", "fsdp")),
-    (("--parallel", "fsdp", "--zero", "1"), ("zero=1", "ddp")),
-    (("--parallel", "ddp", "--offload"), ("offload", "--parallel fsdp")),
-    (("--parallel", "fsdp", "--pp-schedule", "zigzag"), ("zigzag", "gpipe, 1f1b")),
-    (("--parallel", "fsdp", "--tp", "2"), ("torchrun",)),
+    (("--tp", "2"), ("tp=2", "--parallel fsdp")),  # a config error, caught before anything is built
+    (("--parallel", "fsdp", "--pp", "2"), ("torchrun",)),  # a layout outside torchrun
 ])
-def test_inconsistent_layouts_are_one_line_errors(tmp_path, flags, needles):
+def test_inconsistent_layouts_are_one_line_cli_errors(tmp_path, flags, needles):
     assert_user_error(run_cli("pretrain", "--out", str(tmp_path / "run"), *flags), *needles)
+
+
+@pytest.mark.parametrize(("fields", "needles"), [
+    ({"parallel": "ddp", "zero": 3}, ("zero=3", "fsdp")),
+    ({"parallel": "fsdp", "zero": 1}, ("zero=1", "ddp")),
+    ({"parallel": "ddp", "offload": True}, ("offload", "--parallel fsdp")),
+    ({"parallel": "fsdp", "pp_schedule": "zigzag"}, ("zigzag", "gpipe, 1f1b")),
+    ({"parallel": "fsdp", "tp": 0}, ("tp=0", "positive")),
+    ({"parallel": "ddp", "dp_shard": 2}, ("dp_shard", "fsdp")),
+])
+def test_inconsistent_layouts_are_refused_by_name(fields, needles):
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_dict(fields)
+    for needle in needles:
+        assert needle in str(err.value)
 
 
 def test_parallel_section_keeps_the_flat_parallel_key():
@@ -66,3 +80,10 @@ def test_calc_layout_counts_what_one_rank_holds(preset, tmp_path):
     layout = json.loads(done.stdout)["layout"]
     assert layout["params_per_stage"] == pytest.approx(_params_by_hand(cfg, 2, 3))
     assert layout["model_states"]["total"] == pytest.approx(16 * max(layout["params_per_stage"]) / 2)  # 4+4+8 B / 2
+
+
+def test_mesh_sizes_fill_the_world_or_say_what_fits():
+    cfg = ParallelConfig(parallel="fsdp", tp=2, pp=2)
+    assert mesh_sizes(cfg, 8) == {"pp": 2, "dp_replicate": 1, "dp_shard": 2, "tp": 2}
+    with pytest.raises(LmforgeError, match="product is 6"):
+        mesh_sizes(cfg, 6)

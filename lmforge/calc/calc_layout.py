@@ -8,11 +8,21 @@ shards what one (tp, pp) rank holds over the dp ranks (calc_memory.zero_model_st
 from lmforge.calc.calc_memory import zero_model_states
 from lmforge.common.errors import ConfigError
 from lmforge.model.config_ffn import is_moe_layer
-from lmforge.model.param_count import dense_mlp_params, expert_params, norm_params, param_breakdown, router_params
+from lmforge.model.param_count import (
+    attention_params,
+    dense_mlp_params,
+    expert_params,
+    norm_params,
+    param_breakdown,
+    router_params,
+)
 
 
 def _attention_split(cfg) -> tuple[int, int]:
-    """(split over tp, replicated) parameters of one attention block (MHA / GQA / MQA)."""
+    """(split over tp, replicated) parameters of one attention block (MHA / GQA / MQA; MLA: all replicated, as
+    lmforge trains it with tp=1 only)."""
+    if cfg.attention.kind == "mla":
+        return 0, attention_params(cfg)
     d, hd, h, kv = cfg.dim, cfg.resolved_head_dim, cfg.n_heads, cfg.resolved_kv_heads
     split = 2 * d * h * hd + 2 * d * kv * hd + (h + 2 * kv) * hd * cfg.attention.qkv_bias
     return split, d * cfg.attention.o_bias + 2 * hd * cfg.attention.qk_norm
@@ -42,6 +52,8 @@ def layout_params(cfg, tp: int = 1, pp: int = 1) -> list[float]:
     """Parameters one rank of each pipeline stage holds under tensor parallelism tp (before ZeRO sharding)."""
     if tp < 1 or pp < 1 or cfg.n_layers < pp:
         raise ConfigError(f"tp={tp}, pp={pp}: must be >= 1, pp at most n_layers={cfg.n_layers}")
+    if tp > 1 and cfg.attention.kind == "mla":
+        raise ConfigError(f"tp={tp}: tensor parallelism splits MHA / GQA attention; MLA models train with tp=1")
     parts, norm = param_breakdown(cfg), norm_params(cfg)
     out = []
     for stage in range(pp):

@@ -20,6 +20,7 @@ from starlette.middleware.cors import CORSMiddleware
 from lmforge.common.errors import LmforgeError
 from lmforge.safety.moderation import Moderator
 from lmforge.server.async_engine import AsyncEngine
+from lmforge.server.completions_logprobs import add_echo, check_echo, echo_chunks, register_tokenizer_routes
 from lmforge.server.guard import OPEN_PATHS, Guard, allowed_host_names
 from lmforge.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from lmforge.server.metrics import Metrics
@@ -172,6 +173,7 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
     def prepare(raw: bytes, kind: str):
         """Worker thread: parse, validate, template and tokenise; check every choice against the engine."""
         body = decode_body(raw, ChatCompletionRequest if kind == "chat" else CompletionRequest)
+        check_echo(body, kind)
         if body.model != served.name:
             raise OpenAIError(404, f"the model {body.model[:200]!r} does not exist; this server serves "
                                    f"{served.name!r}", param="model", code="model_not_found")
@@ -199,6 +201,11 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
         choices = [ChoiceState(index=i, prompt_ids=p, params=params,
                                tool_parser=tool_call_parser(body) if kind == "chat" else None)
                    for i, (p, params) in enumerate(pairs)]
+        await add_echo(engine, served, body, choices)  # completions' echo: the prompt (and its logprobs) first
+        if kind == "completion" and body.max_tokens == 0:
+            for c in choices:
+                c.finish_reason = "length"
+            return completion_response(rid, created, served.name, choices, body.logprobs is not None)
         streams = [engine.generate(c.prompt_ids, c.params) for c in choices]
         if hook is not None:  # output rail: hold back, redact, or end the answer with "content_filter"
             streams = [hook.guard(s, verdict) for s in streams]
@@ -239,6 +246,9 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
             if kind == "chat":
                 for c in choices:
                     yield _sse(chunk(rid, created, served.name, c, role=True, usage=include_usage))
+            else:  # completions' echo: the prompt first
+                for body_ in echo_chunks(body, rid, created, served.name, choices, include_usage):
+                    yield _sse(body_)
             async for index, out in _merge(streams):
                 c = choices[index]
                 delta = c.update(out, served, metrics)
@@ -258,6 +268,8 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
     @app.post("/v1/completions")
     async def completions(request: Request):
         return await run(request, "completion")
+
+    register_tokenizer_routes(app, served, max_body_bytes)
 
     return app
 

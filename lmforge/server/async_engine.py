@@ -71,6 +71,14 @@ class AsyncEngine:
                 self.commands.put(("abort", handle))
                 self.wake.set()
 
+    async def call(self, fn):
+        """fn() run in the engine thread between steps (it owns the model: e.g. scoring a prompt); its result."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.commands.put(("call", fn, loop, future))
+        self.wake.set()
+        return await future
+
     # -- the engine thread -------------------------------------------------------------------------------------
     def _deliver(self, handle: int, item) -> None:
         consumer = self.streams.get(handle)
@@ -84,7 +92,14 @@ class AsyncEngine:
                 command = self.commands.get_nowait()
             except queue.Empty:
                 return
-            if command[0] == "add":
+            if command[0] == "call":
+                _, fn, loop, future = command
+                try:
+                    outcome, value = future.set_result, fn()
+                except Exception as err:  # noqa: BLE001 - handed to the caller
+                    outcome, value = future.set_exception, err
+                loop.call_soon_threadsafe(lambda f=future, o=outcome, v=value: f.done() or o(v))
+            elif command[0] == "add":
                 _, handle, prompt_ids, params = command
                 if handle not in self.streams:  # the client left before we started
                     continue

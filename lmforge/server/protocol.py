@@ -173,7 +173,7 @@ class ChatCompletionRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str] | list[int] | list[list[int]]
-    max_tokens: int | None = Field(16, ge=1)
+    max_tokens: int | None = Field(16, ge=0)  # 0: the prompt only, with echo (completions_logprobs.py)
     logprobs: int | None = Field(None, ge=0, le=5)
     echo: bool = False
 

@@ -73,7 +73,7 @@ def _completion_logprobs(entries, offset: int = 0) -> dict:
         tokens.append(tok)
         offset += len(tok)
     return {"tokens": tokens, "token_logprobs": [lp for _, lp, _ in entries],
-            "top_logprobs": [dict(top) for _, _, top in entries], "text_offset": offsets}
+            "top_logprobs": [None if top is None else dict(top) for _, _, top in entries], "text_offset": offsets}
 
 
 def _message(c: ChoiceState) -> dict:

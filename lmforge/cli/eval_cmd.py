@@ -1,5 +1,7 @@
-"""`lmforge eval ppl` (sliding-window perplexity on held-out text) and `lmforge eval needle` (passkey retrieval
-accuracy over context lengths x key depths, as JSON and a heatmap PNG). Thin: the logic lives in lmforge.train.
+"""`lmforge eval MODEL --tasks T[,T]` (lm-evaluation-harness tasks from local YAML + data files: JSON results and a
+markdown table), `lmforge eval ppl` (sliding-window perplexity on held-out text) and `lmforge eval needle` (passkey
+retrieval accuracy over context lengths x key depths, as JSON and a heatmap PNG). Thin: the logic lives in
+lmforge.eval and lmforge.train.
 """
 
 from __future__ import annotations
@@ -8,11 +10,24 @@ import json
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.common.errors import LmforgeError
 
-app = typer.Typer(help="Evaluate a model: perplexity on text, passkey retrieval.", no_args_is_help=True)
+
+class _TasksByDefault(TyperGroup):
+    """`lmforge eval MODEL --tasks ...` means `lmforge eval run MODEL --tasks ...`; ppl / needle stay sub-commands."""
+
+    def parse_args(self, ctx, args):
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_TasksByDefault, no_args_is_help=True,
+                  help="Evaluate a model: benchmark tasks (lmforge eval MODEL --tasks T[,T]), perplexity on text, "
+                       "passkey retrieval.")
 
 
 def _load(model: str, dtype: str, device: str):
@@ -91,3 +106,41 @@ def needle(
     typer.echo(json.dumps({"model": model, "mean_accuracy": result["mean_accuracy"],
                            "accuracy": result["accuracy"], "json": str(out / "needle.json"),
                            "png": str(out / "needle.png")}))
+
+
+@app.command("run")
+def run(
+    model: str = typer.Argument(..., help="Embedded model name, Hugging Face directory or .gguf file."),
+    tasks: str = typer.Option(..., "--tasks", "-t", help="Comma-separated task names (the project's: lmforge_mc, "
+                              "lmforge_gsm, lmforge_ceval, lmforge_ceval_gen, lmforge_instruct; or ones under "
+                              "--include-path) or task YAML files."),
+    num_fewshot: int = typer.Option(None, "--num-fewshot", help="Few-shot examples per prompt (default: the "
+                                    "task's num_fewshot, else 0)."),
+    limit: float = typer.Option(None, "--limit", help="Items per task (a number >= 1), or a fraction of them (< 1)."),
+    include_path: list[Path] = typer.Option([], "--include-path", help="Directory of lm-eval task YAML files "
+                                            "(repeatable)."),
+    chat_template: bool = typer.Option(False, "--chat-template", help="Render prompts with the model's chat "
+                                       "template (few-shot examples as earlier turns)."),
+    out: Path = typer.Option(Path("eval_results"), "--out", "-o", help="Output directory: results.json, "
+                             "results.md (+ samples_<task>.jsonl with --log-samples)."),
+    log_samples: bool = typer.Option(False, "--log-samples", help="Also write every item's prompt, output and "
+                                     "score."),
+    max_batch_tokens: int = typer.Option(2048, "--max-batch-tokens", min=16, help="Rows x padded length of one "
+                                         "log-likelihood batch."),
+    dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+) -> None:
+    """Run lm-evaluation-harness tasks from local YAML + data files on MODEL; prints a markdown table, writes JSON.
+
+    Multiple choice is scored by log-likelihood (acc, acc_norm), generative tasks by exact match after answer
+    extraction. Nothing is downloaded: task data are local files.
+    """
+    from lmforge.eval.run_tasks import run_tasks  # torch loads after the task files are checked
+
+    warn_if_slow_dtype(dtype, "cpu" if device == "auto" else device)
+    specs = [t.strip() for t in tasks.split(",") if t.strip()]
+    summary = run_tasks(model, specs, include=list(include_path), num_fewshot=num_fewshot,
+                        limit=int(limit) if limit is not None and limit >= 1 else limit, chat_template=chat_template,
+                        out=out, log_samples=log_samples, log=typer.echo,
+                        model_args={"dtype": dtype, "device": device, "max_batch_tokens": max_batch_tokens})
+    typer.echo(f"results: {out / 'results.json'}, {out / 'results.md'} ({summary['elapsed_s']:.1f} s)")

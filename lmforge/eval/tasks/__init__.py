@@ -1,0 +1,1 @@
+"""The project's lm-eval task files (YAML + JSON-lines data) and their data builder."""

@@ -56,6 +56,7 @@ class LmforgeLM(TemplateLM):
         self.kv_cache_gb = float(kv_cache_gb)
         self.add_bos_token = None if add_bos_token is None else _flag(add_bos_token)
         self._engine = None
+        self._chat = False
 
     # -- what lm-eval reads ------------------------------------------------------------------------------------
     @property
@@ -84,6 +85,7 @@ class LmforgeLM(TemplateLM):
         return self.tokenizer.chat_template if chat_template not in (False, None) else None
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        self._chat = True  # answers then end at the end-of-turn token too (see _stop_ids)
         return self.tokenizer.apply_chat_template(chat_history, add_generation_prompt=add_generation_prompt)
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, left_truncate_len: int | None = None,
@@ -145,9 +147,13 @@ class LmforgeLM(TemplateLM):
 
     def _stop_ids(self, until: list[str]) -> list[int]:
         """The model's EOS id(s), as transformers' generate stops on them, and the id of each stop string that is one
-        special token (the engine matches stop strings on text without special tokens)."""
+        special token (the engine matches stop strings on text without special tokens). With a chat template, also
+        the end-of-turn token (<|im_end|>): a fine-tuned export whose generation config names only <|endoftext|>
+        would otherwise run past its answer into the next turn (lm-eval's hf model does)."""
         eos = self.lm.generation_config.get("eos_token_id")
         ids = {*(eos if isinstance(eos, list) else [eos]), self.lm.config.eos_token_id}
+        if self._chat:
+            ids.update(self.lm.stop_token_ids())
         for text in until:
             encoded = self.tokenizer.encode(text, add_special_tokens=False) if text else []
             if len(encoded) == 1 and not self.tokenizer.decode(encoded, skip_special_tokens=True):

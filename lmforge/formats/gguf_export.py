@@ -16,7 +16,7 @@ from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
 from gguf.quants import quantize
 
 from lmforge.common.errors import LmforgeError
-from lmforge.formats.gguf_import import _PERMUTED_ARCHITECTURES, gguf_name
+from lmforge.formats.gguf_import import PERMUTED_ARCHITECTURES, gguf_name
 from lmforge.formats.gguf_tokenizer import (
     _DIGITS_THEN_GPT2,
     _LLAMA3_SPLIT,
@@ -117,7 +117,7 @@ def _add_model_metadata(writer: GGUFWriter, hf: dict, cfg, file_type: LlamaFileT
 def _to_gguf_rows(hf_name: str, tensor: torch.Tensor, hf: dict, arch: str) -> np.ndarray:
     """float32 numpy in torch [out, in] order; Llama Q/K rows permuted as llama.cpp's converter `permute`s them."""
     leaf = hf_name.split(".")[-2]
-    if arch in _PERMUTED_ARCHITECTURES and leaf in ("q_proj", "k_proj"):
+    if arch in PERMUTED_ARCHITECTURES and leaf in ("q_proj", "k_proj"):
         heads = hf["num_attention_heads"] if leaf == "q_proj" else hf["num_key_value_heads"]
         tensor = permute_rope_rows(tensor, heads)
     return tensor.contiguous().numpy().astype(np.float32, copy=False)

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.quants import dequantize
 
 from lmforge.common.errors import LmforgeError
 
@@ -133,3 +135,12 @@ class GGUFFile:
                              f"of the {len(self._map)}-byte file")
         data = np.frombuffer(self._map, dtype=np.uint8, count=rows * row_bytes, offset=offset)
         return GGUFTensor(name, dims, kind, data.reshape(*reversed(dims[1:]), row_bytes))
+
+
+def dequantize_tensor(tensor: GGUFTensor) -> torch.Tensor:
+    """One tensor as float32 in torch order: GGUF lists dimensions innermost first, torch outermost first."""
+    shape = tuple(int(dim) for dim in reversed(tensor.shape))
+    values = dequantize(tensor.data, tensor.tensor_type)
+    if not values.flags.writeable:  # F32 is a view of the read-only memory map
+        values = values.copy()
+    return torch.from_numpy(values.reshape(shape))

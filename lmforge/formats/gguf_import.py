@@ -4,7 +4,6 @@ Tensors are dequantized with `gguf.quants` and llama.cpp's RoPE row permutation 
 as transformers' GGUF loader does, so the HF adapter is lmforge's one loading path for both formats.
 """
 
-import logging
 import os
 import re
 from collections import Counter
@@ -12,26 +11,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
-from gguf.quants import dequantize
 from tokenizers import Tokenizer
 
 from lmforge.common.errors import LmforgeError
-from lmforge.formats.gguf_file import GGUFFile, GGUFTensor
+from lmforge.formats.gguf_config import SUPPORTED_ARCHITECTURES, gguf_hf_config
+from lmforge.formats.gguf_file import GGUFFile, GGUFTensor, dequantize_tensor
 from lmforge.formats.gguf_tokenizer import build_tokenizer
-from lmforge.model.rope_scaling import llama3_from_freq_factors
 
-logger = logging.getLogger(__name__)
-
-SUPPORTED_ARCHITECTURES: tuple[str, ...] = ("llama", "qwen2", "qwen3")
 SUPPORTED_QUANT_TYPES: tuple[str, ...] = (
     "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
 )  # fmt: skip
 
 # llama.cpp's converter permutes Q/K rows of Llama-arch models for its interleaved RoPE; Qwen files are not.
-_PERMUTED_ARCHITECTURES = ("llama",)
+PERMUTED_ARCHITECTURES = ("llama",)
 _GLOBAL_NAMES = {
     "token_embd": "model.embed_tokens",
     "output_norm": "model.norm",
@@ -51,10 +45,7 @@ _LAYER_NAMES = {
     "ffn_down": "mlp.down_proj",
 }
 _ROPE_HEADS = {"q_proj": "num_attention_heads", "k_proj": "num_key_value_heads"}
-_SIZE_KEYS = ("embedding_length", "attention.head_count", "attention.head_count_kv", "attention.key_length",
-              "rope.dimension_count", "vocab_size", "feed_forward_length", "block_count", "context_length")
 _LAYER_TENSOR = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
-_HF_CLASSES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 # Precomputed Llama-3 RoPE frequency factors: read into hf_config["rope_scaling"], not a weight.
 _IGNORED_TENSORS = ("rope_freqs.weight",)
 
@@ -111,11 +102,11 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32,
     _check_shapes(tensors, names, hf_config)
 
     def rope_heads(hf_name: str) -> int | None:
-        permuted = architecture in _PERMUTED_ARCHITECTURES and hf_name.split(".")[-2] in ("q_proj", "k_proj")
+        permuted = architecture in PERMUTED_ARCHITECTURES and hf_name.split(".")[-2] in ("q_proj", "k_proj")
         return hf_config[_ROPE_HEADS[hf_name.split(".")[-2]]] if permuted else None
 
     def load(gguf_name: str) -> torch.Tensor:
-        weight, hf_name = _dequantize(tensors[gguf_name]), names[gguf_name]
+        weight, hf_name = dequantize_tensor(tensors[gguf_name]), names[gguf_name]
         if heads := rope_heads(hf_name):
             weight = unpermute_rope_rows(weight, heads)
         return weight.to(dtype)
@@ -144,77 +135,6 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32,
 def _usable_cpus() -> int:
     affinity = getattr(os, "sched_getaffinity", None)  # Linux: honours taskset / container CPU limits
     return len(affinity(0)) if affinity else os.cpu_count() or 1
-
-
-
-
-def gguf_hf_config(architecture: str, fields: dict, tensors: dict[str, GGUFTensor]) -> dict:
-    """The transformers `config.json` dict that llama.cpp's `{arch}.*` keys describe."""
-
-    def get(key: str, required: bool = True) -> Any:
-        value = fields.get(f"{architecture}.{key}")
-        if isinstance(value, list):  # per-layer values: lmforge models use one value for every layer
-            if len(set(value)) != 1:
-                raise LmforgeError(f"{architecture}.{key} varies per layer ({value}); lmforge needs one value")
-            value = value[0]
-        if value is None and required:
-            raise LmforgeError(f"GGUF metadata lacks {architecture}.{key}, which a {architecture} model needs")
-        if value is not None and key in _SIZE_KEYS and (isinstance(value, bool) or not isinstance(value, int)
-                                                        or value <= 0):
-            raise LmforgeError(f"GGUF metadata {architecture}.{key}={value!r} must be a positive integer")
-        return value
-
-    hidden, heads = get("embedding_length"), get("attention.head_count")
-    head_dim = get("attention.key_length", False) or get("rope.dimension_count", False) or hidden // heads
-    vocab_size = get("vocab_size", False) or len(fields.get("tokenizer.ggml.tokens") or [])
-    if not vocab_size:
-        raise LmforgeError(
-            f"GGUF metadata gives no vocabulary size ({architecture}.vocab_size or tokenizer.ggml.tokens)"
-        )
-    config = {
-        "model_type": architecture,
-        "architectures": [_HF_CLASSES[architecture]],
-        "vocab_size": vocab_size,
-        "hidden_size": hidden,
-        "intermediate_size": get("feed_forward_length"),
-        "num_hidden_layers": get("block_count"),
-        "num_attention_heads": heads,
-        "num_key_value_heads": get("attention.head_count_kv", False) or heads,
-        "head_dim": head_dim,
-        "hidden_act": "silu",
-        "rms_norm_eps": get("attention.layer_norm_rms_epsilon"),
-        "rope_theta": get("rope.freq_base", False) or 10000.0,
-        "max_position_embeddings": get("context_length"),
-        "tie_word_embeddings": "output.weight" not in tensors,
-        "attention_bias": "blk.0.attn_q.bias" in tensors,
-        "bos_token_id": fields.get("tokenizer.ggml.bos_token_id"),
-        "eos_token_id": fields.get("tokenizer.ggml.eos_token_id"),
-        "pad_token_id": fields.get("tokenizer.ggml.padding_token_id"),
-    }
-    rope_type, factor = get("rope.scaling.type", False), get("rope.scaling.factor", False)
-    if rope_type is None and get("rope.scale_linear", False):  # older files
-        rope_type, factor = "linear", get("rope.scale_linear")
-    if rope_type not in (None, "none"):
-        config["rope_scaling"] = {"rope_type": rope_type, "factor": factor}
-        if original := get("rope.scaling.original_context_length", False):
-            config["rope_scaling"]["original_max_position_embeddings"] = original
-    if "rope_freqs.weight" in tensors:
-        config["rope_scaling"] = rope_scaling_from_freq_factors(
-            _dequantize(tensors["rope_freqs.weight"]).reshape(-1).tolist(), head_dim, config["rope_theta"],
-            get("rope.scaling.original_context_length", False) or 8192)
-    return config
-
-
-def rope_scaling_from_freq_factors(factors: list[float], head_dim: int, theta: float, original: int) -> dict:
-    """Llama 3.1+ GGUFs store RoPE frequency divisors (rope_freqs), not the parameters: name them as llama3
-    scaling when they match it (then the model exports to transformers too), else apply them as they are."""
-    if len(factors) != head_dim // 2:
-        raise LmforgeError(f"rope_freqs.weight has {len(factors)} values, expected head_dim/2 = {head_dim // 2}")
-    llama3 = llama3_from_freq_factors(factors, head_dim, theta, original)
-    if llama3 is None:
-        logger.warning("rope_freqs.weight does not match Llama-3 scaling; applying its %d factors directly "
-                       "(the model will not export to transformers)", len(factors))
-    return llama3 or {"rope_type": "freq_factors", "factors": factors}
 
 
 def _hf_names(tensors: dict[str, GGUFTensor], config: dict) -> dict[str, str]:
@@ -303,15 +223,6 @@ def _check_shapes(tensors: dict[str, GGUFTensor], names: dict[str, str], config:
             raise LmforgeError(
                 f"tensor {name!r} ({hf_name}) has shape {list(got)} but the metadata implies {list(shapes[hf_name])}"
             )
-
-
-def _dequantize(tensor: GGUFTensor) -> torch.Tensor:
-    """One tensor as float32 in torch order: GGUF lists dimensions innermost first, torch outermost first."""
-    shape = tuple(int(dim) for dim in reversed(tensor.shape))
-    values = dequantize(tensor.data, tensor.tensor_type)
-    if not values.flags.writeable:  # F32 is a view of the read-only memory map
-        values = values.copy()
-    return torch.from_numpy(values.reshape(shape))
 
 
 def unpermute_rope_rows(weight: torch.Tensor, heads: int) -> torch.Tensor:

@@ -21,11 +21,13 @@ def free_port() -> int:
 
 @contextmanager
 def live_server(lm, name="smollm2-135m", api_key=None, config: EngineConfig | None = None, max_pending=256,
-                default_max_tokens=64, **app_options):
-    """Yields (base url, the LLM); `app_options` go to create_app (allowed_hosts, cors_origins, max_body_bytes)."""
+                default_max_tokens=64, served_class=ServedModel, served_options=None, **app_options):
+    """Yields (base url, the LLM); `app_options` go to create_app (allowed_hosts, cors_origins, max_body_bytes,
+    embedder); `served_class(..., **served_options)` prepares the requests (e.g. RagServedModel)."""
     llm = LLM(lm.model, lm.tokenizer, config or EngineConfig(num_blocks=512))
-    served = ServedModel(name, lm.tokenizer, lm.stop_token_ids(), lm.config.max_seq_len,
-                         default_max_tokens=default_max_tokens, vocab_size=lm.config.vocab_size)
+    served = served_class(name, lm.tokenizer, lm.stop_token_ids(), lm.config.max_seq_len,
+                          default_max_tokens=default_max_tokens, vocab_size=lm.config.vocab_size,
+                          **(served_options or {}))
     app = create_app(AsyncEngine(llm, max_pending=max_pending), served, api_key=api_key, **app_options)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))

@@ -20,6 +20,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     decontam_cmd,
     distill_cmd,
     dpo_cmd,
+    embed_cmd,
     eval_cmd,
     generate_cmd,
     grpo_cmd,
@@ -30,6 +31,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     pretrain_cmd,
     prune_cmd,
     quantize_cmd,
+    rag_cmd,
     redteam_cmd,
     rm_cmd,
     rs_cmd,
@@ -91,6 +93,8 @@ app.add_typer(safety_cmd.app, name="safety")
 app.command("redteam")(redteam_cmd.redteam)
 app.add_typer(classify_cmd.app, name="classify")
 app.command("clip")(clip_cmd.clip_command)
+app.command("embed")(embed_cmd.embed)
+app.add_typer(rag_cmd.app, name="rag")
 
 
 def main() -> None:

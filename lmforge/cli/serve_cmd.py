@@ -1,6 +1,7 @@
 """`lmforge serve`: an OpenAI-compatible HTTP server (chat and text completions, streaming) on 127.0.0.1."""
 
 import sys
+from pathlib import Path
 
 import typer
 
@@ -39,10 +40,17 @@ def serve(
     chunked_prefill: bool = typer.Option(False, help="Split long prompts across steps to keep decoding smooth."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
     safety: str = SAFETY,
+    embedding_model: str = typer.Option(None, "--embedding-model", help="Also serve /v1/embeddings with this model "
+                                        "(all-minilm-l6-v2, a sentence-transformers or HF directory); its id is this "
+                                        "value."),
+    rag: Path = typer.Option(None, "--rag", help="Ground chat answers in this index (lmforge rag index): the last "
+                                                 "user message is the question; responses add a 'sources' field."),
+    rag_top_k: int = typer.Option(3, "--rag-top-k", min=1, max=20, help="Chunks retrieved per question with --rag."),
     threads: int = opt.THREADS,
 ) -> None:
     """Serve MODEL over the OpenAI HTTP API: /v1/chat/completions, /v1/completions, /v1/moderations, /v1/models,
-    /health, /metrics; a web chat page at / (it asks for --api-key in the browser) and the engine's figures at /stats.
+    /health, /metrics (and /v1/embeddings with --embedding-model); a web chat page at / (it asks for --api-key in
+    the browser) and the engine's figures at /stats.
 
     POST bodies must be 'Content-Type: application/json'; the Host header must name this server (--allowed-hosts).
     """
@@ -59,6 +67,7 @@ def serve(
     rails = load_rails(safety)
     warn_if_slow_dtype(dtype)
     set_threads(threads)
+    embedder, retriever = _rag_parts(embedding_model, rag)
     lm = load(model, dtype=dtype)
     prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
     if lm.tokenizer is None:
@@ -67,13 +76,36 @@ def serve(
                           max_num_batched_tokens=max_batched_tokens, enable_prefix_caching=not no_prefix_cache,
                           chunked_prefill=chunked_prefill)
     llm = LLM(lm.model, lm.tokenizer, config)
-    served = ServedModel(served_name or model, lm.tokenizer, lm.stop_token_ids(), lm.config.max_seq_len,
-                         vocab_size=lm.config.vocab_size)
+    served_args = (served_name or model, lm.tokenizer, lm.stop_token_ids(), lm.config.max_seq_len)
+    if retriever is not None:
+        from lmforge.server.rag_served import RagServedModel
+
+        served = RagServedModel(*served_args, retriever=retriever, top_k=rag_top_k,
+                                vocab_size=lm.config.vocab_size)
+    else:
+        served = ServedModel(*served_args, vocab_size=lm.config.vocab_size)
     app = create_app(AsyncEngine(llm, max_pending=max_pending), served, api_key=api_key,
                      allowed_hosts=allowed_host_names(host, allowed_hosts.split(",")),
-                     cors_origins=[o.strip() for o in cors_origins.split(",") if o.strip()], rails=rails)
+                     cors_origins=[o.strip() for o in cors_origins.split(",") if o.strip()], rails=rails,
+                     embedder=embedder)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         print(f"warning: serving on {host} without --api-key: anyone on your network can use it", file=sys.stderr)
     print(f"lmforge: serving {served.name!r} on http://{host}:{port}/v1, chat page http://{host}:{port}/ "
           f"({llm.block_manager.num_blocks} KV blocks of {block_size} tokens)", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _rag_parts(embedding_model: str | None, rag: Path | None):
+    """(embedder for /v1/embeddings or None, retriever for --rag or None); the index's own embedding model is
+    reused when it is the same as --embedding-model."""
+    from lmforge.rag.embedder import load_embedder
+
+    embedder = load_embedder(embedding_model) if embedding_model else None
+    if rag is None:
+        return embedder, None
+    from lmforge.rag.index import RagIndex
+    from lmforge.rag.retrieval import Retriever
+
+    index = RagIndex.open(rag)
+    same = embedder is not None and embedder.name == index.embedding_model
+    return embedder, Retriever(index, embedder if same else load_embedder(index.embedding_model))

@@ -120,10 +120,12 @@ async def _merge(streams):
 
 def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body_bytes: int = 4 * 2**20,
                allowed_hosts: frozenset[str] | None = allowed_host_names("127.0.0.1"),
-               cors_origins: list[str] | tuple[str, ...] = (), rails=None) -> FastAPI:
+               cors_origins: list[str] | tuple[str, ...] = (), rails=None, embedder=None,
+               embedding_name: str | None = None) -> FastAPI:
     """`served` turns a validated request into (prompt ids, [SamplingParams per choice]) and decodes tokens.
     `allowed_hosts`: names the Host header may carry (None: any); `cors_origins`: web origins allowed by CORS.
-    `rails`: a lmforge.safety Rails applied to every completion (safety_hook.py) and used by /v1/moderations."""
+    `rails`: a lmforge.safety Rails applied to every completion (safety_hook.py) and used by /v1/moderations.
+    `embedder` (lmforge.rag.embedder): serve /v1/embeddings with it, as model `embedding_name`."""
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine.start()
@@ -216,7 +218,8 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
             metrics.inc("disconnected_requests_total", help="non-streaming requests whose client left (aborted)")
             return Response(status_code=499)  # nginx's "client closed request": nobody reads it
         if kind == "chat":
-            return chat_response(rid, created, served.name, choices, body.logprobs)
+            return {**chat_response(rid, created, served.name, choices, body.logprobs),
+                    **served.response_extras(body, choices)}
         return completion_response(rid, created, served.name, choices, body.logprobs is not None)
 
     async def _collect_unless_disconnected(request: Request, choices, streams) -> bool:
@@ -245,7 +248,8 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
         try:
             if kind == "chat":
                 for c in choices:
-                    yield _sse(chunk(rid, created, served.name, c, role=True, usage=include_usage))
+                    yield _sse({**chunk(rid, created, served.name, c, role=True, usage=include_usage),
+                                **served.response_extras(body, [])})
             else:  # completions' echo: the prompt first
                 for body_ in echo_chunks(body, rid, created, served.name, choices, include_usage):
                     yield _sse(body_)
@@ -271,6 +275,11 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
 
     register_tokenizer_routes(app, served, max_body_bytes)
 
+    if embedder is not None:
+        from lmforge.server.embeddings import add_embeddings_route
+
+        add_embeddings_route(app, embedder, embedding_name or embedder.name,
+                             lambda request: read_body(request, max_body_bytes), decode_body)
     return app
 
 

@@ -7,7 +7,7 @@ Unknown fields are ignored (as vLLM does), so clients that send extra options ke
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 MAX_N = 8
 MAX_LOGIT_BIAS = 1024  # entries: the sampler turns them into a dense row every step
@@ -169,6 +169,7 @@ class ChatCompletionRequest(_Sampling):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
     response_format: ResponseFormat | None = None
+    _extras: dict = PrivateAttr(default_factory=dict)  # what the server learns while preparing (e.g. RAG sources)
 
 
 class CompletionRequest(_Sampling):

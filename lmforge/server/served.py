@@ -37,6 +37,10 @@ class ServedModel:
             raise OpenAIError(400, f"the tokenizer cannot encode this text: {str(err)[:200]}",
                               param="messages") from None
 
+    def response_extras(self, body, choices) -> dict:
+        """Fields added to a chat response beyond OpenAI's (e.g. `sources` with --rag: rag_served.py)."""
+        return {}
+
     def _encode(self, text: str, param: str, add_special_tokens: bool = True) -> list[int]:
         try:  # encode_batch releases the GIL (encode does not): a long text does not stall the event loop
             return self.tokenizer.encode_batch([text], add_special_tokens=add_special_tokens)[0]

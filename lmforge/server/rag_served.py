@@ -1,0 +1,46 @@
+"""`lmforge serve --rag INDEX`: chat completions grounded in an index. The last user message is the question: the
+top chunks are retrieved for it and put into that message as numbered data blocks (lmforge.rag.answer), the model
+answers through the same engine, and the response carries a documented extra field:
+
+    "sources": [{"index": 1, "source": path, "doc": id, "start": c0, "end": c1, "chunk_id": n, "score": s,
+                 "cited": true if the answer cites [1], "text": chunk}, ...]
+
+(in a streamed answer, on the first chunk, with "cited" false: the answer is not known yet).
+"""
+
+from lmforge.rag.answer import SYSTEM, Answer, rag_messages
+from lmforge.server.protocol import OpenAIError
+from lmforge.server.served import ServedModel
+
+
+class RagServedModel(ServedModel):
+    def __init__(self, *args, retriever, top_k: int = 3, mode: str = "hybrid", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.retriever, self.top_k, self.mode = retriever, top_k, mode
+
+    def _encode_chat(self, body) -> list[int]:
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                    for m in body.messages]
+        if messages[-1]["role"] != "user" or not messages[-1]["content"].strip():
+            raise OpenAIError(400, "with --rag the last message must be the user's question", param="messages")
+        question = messages[-1]["content"]
+        hits = self.retriever.retrieve(question, self.top_k, self.mode)
+        rules = "\n\n".join([SYSTEM, *(m["content"] for m in messages[:-1] if m["role"] == "system")])
+        history = [m for m in messages[:-1] if m["role"] != "system"]
+        chat = rag_messages(question, hits, self.tokenizer, history)
+        chat[0] = {"role": "system", "content": rules}
+        body._extras["rag"] = (question, hits)
+        try:
+            text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True)
+        except Exception as err:  # noqa: BLE001 - the template refuses this conversation: the client's mistake
+            raise OpenAIError(400, f"cannot render the chat template: {err}", param="messages") from None
+        return self._encode(text, "messages", add_special_tokens=False)
+
+    def response_extras(self, body, choices) -> dict:
+        if "rag" not in body._extras:
+            return {}
+        question, hits = body._extras["rag"]
+        text = choices[0].text if choices else ""
+        from lmforge.rag.answer import cited_numbers
+
+        return {"sources": Answer(question, text, hits, cited_numbers(text, len(hits))).sources()}

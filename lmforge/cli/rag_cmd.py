@@ -158,6 +158,8 @@ def evaluate(
     model: str = opt.MODEL,
     top_k: int = TOP_K,
     mode: str = MODE,
+    reverse_sources: bool = typer.Option(False, "--reverse-sources", help="Give the retrieved chunks worst first "
+                                         "(the gold one last): do the citations follow the content?"),
     dtype: str = opt.DTYPE,
     threads: int = opt.THREADS,
 ) -> None:
@@ -175,7 +177,8 @@ def evaluate(
         raise LmforgeError(f"{index} holds no chunk covering the gold sentence of {sum(not g for g in gold)} "
                            f"question(s): index {questions.parent / 'corpus'} with it")
     report = {"questions": len(qs), "recall@5": recall_at_k(retriever, qs, gold, 5)}
-    report.update(answer_accuracy(llm, lm.tokenizer, lm.stop_token_ids(), retriever, qs, gold, top_k, mode))
+    report.update(answer_accuracy(llm, lm.tokenizer, lm.stop_token_ids(), retriever, qs, gold, top_k, mode,
+                                  reverse_sources))
     answers = report.pop("answers")
     for row in answers:
         print(json.dumps(row, ensure_ascii=False), file=sys.stderr)

@@ -27,15 +27,17 @@ def recall_at_k(retriever: Retriever, questions: list[Question], gold: list[set[
 
 
 def answer_accuracy(llm, tokenizer, stop_ids, retriever: Retriever, questions: list[Question], gold: list[set[int]],
-                    k: int = 3, mode: str = "hybrid") -> dict:
+                    k: int = 3, mode: str = "hybrid", reverse: bool = False) -> dict:
     """Accuracy with RAG (top-k chunks in the prompt), without, and the share of correct RAG answers that cite a
-    gold chunk; plus every answer, for the report."""
+    gold chunk (after `verify_citation`, and as the model wrote them); plus every answer, for the report.
+    `reverse`: give the sources worst first (the gold chunk last), to see whether citations follow content."""
     texts = [q.question for q in questions]
-    hits = [retriever.retrieve(q, k, mode) for q in texts]
+    hits = [retriever.retrieve(q, k, mode)[::-1 if reverse else 1] for q in texts]
     with_rag = answer_questions(llm, tokenizer, stop_ids, texts, hits)
     without = answer_questions(llm, tokenizer, stop_ids, texts, None)
     correct = [is_correct(a.text, q.answer) for a, q in zip(with_rag, questions, strict=True)]
     cites_gold = [any(a.hits[n - 1].chunk in g for n in a.cited) for a, g in zip(with_rag, gold, strict=True)]
+    wrote_gold = [any(a.hits[n - 1].chunk in g for n in a.model_cited) for a, g in zip(with_rag, gold, strict=True)]
     n_correct = sum(correct)
     return {
         "accuracy_rag": n_correct / len(questions),
@@ -43,6 +45,9 @@ def answer_accuracy(llm, tokenizer, stop_ids, retriever: Retriever, questions: l
         / len(questions),
         "correct_citing_gold": (sum(c and g for c, g in zip(correct, cites_gold, strict=True)) / n_correct
                                 if n_correct else 0.0),
-        "answers": [{"question": q.question, "gold": q.answer, "rag": a.text, "cited": a.cited, "correct": c,
+        "correct_citing_gold_as_written": (sum(c and g for c, g in zip(correct, wrote_gold, strict=True)) /
+                                           n_correct if n_correct else 0.0),
+        "answers": [{"question": q.question, "gold": q.answer, "rag": a.text, "cited": a.cited,
+                     "model_cited": a.model_cited, "correct": c,
                      "no_rag": b.text} for q, a, b, c in zip(questions, with_rag, without, correct, strict=True)],
     }

@@ -27,7 +27,14 @@ from lmforge.server.metrics import Metrics
 from lmforge.server.moderations import add_moderations_route
 from lmforge.server.page import PAGE_PATHS, add_page_routes
 from lmforge.server.protocol import ChatCompletionRequest, CompletionRequest, OpenAIError
-from lmforge.server.responses import ChoiceState, chat_chunk, chat_response, completion_chunk, completion_response
+from lmforge.server.responses import (
+    ChoiceState,
+    Delta,
+    chat_chunk,
+    chat_response,
+    completion_chunk,
+    completion_response,
+)
 from lmforge.server.safety_hook import SafetyHook
 from lmforge.server.tools import tool_call_parser
 
@@ -200,7 +207,8 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
                               type_="rate_limit_error", code="rate_limit_exceeded")
         rid = ("chatcmpl-" if kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
-        choices = [ChoiceState(index=i, prompt_ids=p, params=params,
+        prefix = served.answer_prefix(body) if kind == "chat" else ""  # a prefilled answer start (--rag)
+        choices = [ChoiceState(index=i, prompt_ids=p, params=params, text=prefix,
                                tool_parser=tool_call_parser(body) if kind == "chat" else None)
                    for i, (p, params) in enumerate(pairs)]
         await add_echo(engine, served, body, choices)  # completions' echo: the prompt (and its logprobs) first
@@ -250,6 +258,8 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
                 for c in choices:
                     yield _sse({**chunk(rid, created, served.name, c, role=True, usage=include_usage),
                                 **served.response_extras(body, [])})
+                    if c.text:  # the prefilled start of the answer
+                        yield _sse(chunk(rid, created, served.name, c, delta=Delta(c.text), usage=include_usage))
             else:  # completions' echo: the prompt first
                 for body_ in echo_chunks(body, rid, created, served.name, choices, include_usage):
                     yield _sse(body_)

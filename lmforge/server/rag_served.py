@@ -3,12 +3,13 @@ top chunks are retrieved for it and put into that message as numbered data block
 answers through the same engine, and the response carries a documented extra field:
 
     "sources": [{"index": 1, "source": path, "doc": id, "start": c0, "end": c1, "chunk_id": n, "score": s,
-                 "cited": true if the answer cites [1], "text": chunk}, ...]
+                 "cited": true if the answer cites [1], "support": content words of the answer found in the chunk,
+                 "text": chunk}, ...]
 
 (in a streamed answer, on the first chunk, with "cited" false: the answer is not known yet).
 """
 
-from lmforge.rag.answer import SYSTEM, Answer, rag_messages
+from lmforge.rag.answer import ANSWER_PREFIX, SYSTEM, Answer, cited_numbers, rag_messages
 from lmforge.server.protocol import OpenAIError
 from lmforge.server.served import ServedModel
 
@@ -34,13 +35,14 @@ class RagServedModel(ServedModel):
             text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True)
         except Exception as err:  # noqa: BLE001 - the template refuses this conversation: the client's mistake
             raise OpenAIError(400, f"cannot render the chat template: {err}", param="messages") from None
-        return self._encode(text, "messages", add_special_tokens=False)
+        return self._encode(text + ANSWER_PREFIX, "messages", add_special_tokens=False)
+
+    def answer_prefix(self, body) -> str:
+        return ANSWER_PREFIX if "rag" in body._extras else ""
 
     def response_extras(self, body, choices) -> dict:
         if "rag" not in body._extras:
             return {}
         question, hits = body._extras["rag"]
         text = choices[0].text if choices else ""
-        from lmforge.rag.answer import cited_numbers
-
         return {"sources": Answer(question, text, hits, cited_numbers(text, len(hits))).sources()}

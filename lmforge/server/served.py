@@ -41,6 +41,10 @@ class ServedModel:
         """Fields added to a chat response beyond OpenAI's (e.g. `sources` with --rag: rag_served.py)."""
         return {}
 
+    def answer_prefix(self, body) -> str:
+        """Text the prompt already opened the answer with (prefilled; part of the response's content)."""
+        return ""
+
     def _encode(self, text: str, param: str, add_special_tokens: bool = True) -> list[int]:
         try:  # encode_batch releases the GIL (encode does not): a long text does not stall the event loop
             return self.tokenizer.encode_batch([text], add_special_tokens=add_special_tokens)[0]

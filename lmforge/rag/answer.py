@@ -1,9 +1,11 @@
 """Answering with citations: retrieved chunks go into the user message as numbered, delimited *data*, the model
 (through the chat template and the one serving engine) answers citing [1], [2], and the sources come back.
 
-Chunk text is untrusted: any text equal to one of the tokenizer's added / control tokens (`<|im_start|>`,
-`<|endoftext|>`...) is broken with a zero-width space so it is encoded as ordinary text, and the delimiter
-`</source>` inside a chunk is escaped, so a chunk can neither open a new chat message nor close its own block.
+Chunk text is untrusted: the prompt ids come from the tokenizer's safe chat encoding (content never becomes control
+tokens: lmforge/tokenizer/safe_chat.py); besides, any text equal to one of the tokenizer's added / control tokens
+(`<|im_start|>`, `<|endoftext|>`...) is broken with a zero-width space (so the prompt stays safe even where it is
+rendered to text) and the delimiter `</source>` inside a chunk is escaped, so a chunk can neither open a new chat
+message nor close its own block.
 """
 
 import re
@@ -58,9 +60,10 @@ def plain_messages(question: str) -> list[dict]:
 
 
 def prompt_ids(tokenizer, messages: list[dict], answer_prefix: str = "") -> list[int]:
-    """The ids fed to the model: the rendered conversation with the assistant turn opened, then `answer_prefix`."""
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    return tokenizer.encode(text + answer_prefix, add_special_tokens=False)
+    """The ids fed to the model: the conversation with the assistant turn opened (the tokenizer's safe path: message
+    content is encoded as plain text, never as control tokens), then `answer_prefix`."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return ids + (tokenizer.encode(answer_prefix, add_special_tokens=False) if answer_prefix else [])
 
 
 def cited_numbers(answer: str, n_sources: int) -> list[int]:

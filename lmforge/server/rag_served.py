@@ -9,7 +9,8 @@ answers through the same engine, and the response carries a documented extra fie
 (in a streamed answer, on the first chunk, with "cited" false: the answer is not known yet).
 """
 
-from lmforge.rag.answer import ANSWER_PREFIX, SYSTEM, Answer, cited_numbers, rag_messages
+from lmforge.common.errors import LmforgeError
+from lmforge.rag.answer import ANSWER_PREFIX, SYSTEM, Answer, cited_numbers, prompt_ids, rag_messages
 from lmforge.server.protocol import OpenAIError
 from lmforge.server.served import ServedModel
 
@@ -31,11 +32,13 @@ class RagServedModel(ServedModel):
         chat = rag_messages(question, hits, self.tokenizer, history)
         chat[0] = {"role": "system", "content": rules}
         body._extras["rag"] = (question, hits)
-        try:
-            text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True)
-        except Exception as err:  # noqa: BLE001 - the template refuses this conversation: the client's mistake
+        try:  # the tokenizer's safe path: the client's messages and the chunks are encoded as plain text
+            return prompt_ids(self.tokenizer, chat, ANSWER_PREFIX)
+        except LmforgeError as err:
             raise OpenAIError(400, f"cannot render the chat template: {err}", param="messages") from None
-        return self._encode(text + ANSWER_PREFIX, "messages", add_special_tokens=False)
+        except Exception as err:  # noqa: BLE001 - whatever the tokenizer refuses is the client's text
+            raise OpenAIError(400, f"the tokenizer cannot encode this text: {str(err)[:200]}",
+                              param="messages") from None
 
     def answer_prefix(self, body) -> str:
         return ANSWER_PREFIX if "rag" in body._extras else ""

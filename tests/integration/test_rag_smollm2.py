@@ -46,3 +46,53 @@ def test_rag_ask_prints_answer_and_sources(facts_index):
     assert any(s["cited"] and s["source"].endswith(question["source"]) for s in out["sources"])
     plain = run_cli("rag", "ask", str(index), question["question"], timeout=300)
     assert "Sources:" in plain.stdout and question["source"] in plain.stdout
+
+
+def test_lmforge_serve_embeddings_and_rag_through_the_openai_client(facts_index):
+    """The real command: `lmforge serve --embedding-model all-minilm-l6-v2 --rag INDEX`."""
+    import base64
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import numpy as np
+    import openai
+
+    from lmforge.rag.embedder import load_embedder
+    from tests.server_util import free_port
+
+    index, questions = facts_index
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "serve", "--embedding-model", "all-minilm-l6-v2",
+                             "--rag", str(index), "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read()
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
+        want = load_embedder("all-minilm-l6-v2").embed(["a town on a river"]).numpy()[0]
+        as_float = client.embeddings.create(model="all-minilm-l6-v2", input=["a town on a river"],
+                                            encoding_format="float")
+        by_default = client.embeddings.create(model="all-minilm-l6-v2", input=["a town on a river"])  # base64
+        as_base64 = client.embeddings.create(model="all-minilm-l6-v2", input=["a town on a river"],
+                                             encoding_format="base64")  # handed back undecoded
+        assert np.allclose(as_float.data[0].embedding, want, atol=1e-6)
+        assert np.allclose(by_default.data[0].embedding, want, atol=1e-6)
+        assert np.allclose(np.frombuffer(base64.b64decode(as_base64.data[0].embedding), "<f4"), want, atol=1e-6)
+        question = json.loads(questions.read_text().splitlines()[0])
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=300, json={
+            "model": "smollm2-135m", "temperature": 0, "max_tokens": 40,
+            "messages": [{"role": "user", "content": question["question"]}]}).json()
+        assert r["choices"][0]["message"]["content"].startswith("According to source [")
+        assert any(s["source"].endswith(question["source"]) for s in r["sources"])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

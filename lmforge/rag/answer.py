@@ -59,10 +59,10 @@ def plain_messages(question: str) -> list[dict]:
     return [{"role": "system", "content": NO_CONTEXT_SYSTEM}, {"role": "user", "content": question}]
 
 
-def prompt_ids(tokenizer, messages: list[dict], answer_prefix: str = "") -> list[int]:
+def prompt_ids(tokenizer, messages: list[dict], answer_prefix: str = "", **template_kwargs) -> list[int]:
     """The ids fed to the model: the conversation with the assistant turn opened (the tokenizer's safe path: message
     content is encoded as plain text, never as control tokens), then `answer_prefix`."""
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **template_kwargs)
     return ids + (tokenizer.encode(answer_prefix, add_special_tokens=False) if answer_prefix else [])
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from lmforge.common.errors import LmforgeError
+from lmforge.common.errors import ConfigError, LmforgeError
 from lmforge.data.loader import PackedLoader
 
 
@@ -22,7 +22,7 @@ def parse_mix_entry(entry: str) -> tuple[str, float]:
     except ValueError:
         value = None
     if value is None or not 0 < value < 1:
-        raise LmforgeError(f"mix entry {entry!r} is not PATH:WEIGHT with a weight in (0, 1) (e.g. corpus:0.3)")
+        raise ConfigError(f"mix entry {entry!r} is not PATH:WEIGHT with a weight in (0, 1) (e.g. corpus:0.3)")
     return path, value
 
 

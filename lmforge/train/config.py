@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from lmforge.common.config_fields import section, setting
 from lmforge.common.config_io import ConfigIO
 from lmforge.common.errors import ConfigError
+from lmforge.data.mixing import parse_mix_entry
 from lmforge.train.config_sections import (
     SCHEDULES,
     BatchConfig,
@@ -46,6 +47,9 @@ class CorpusDataConfig:
     val_fraction: float = setting(0.01, "Share of the packed rows held out for validation.")
     train_text: str | None = setting(None, "With --init: UTF-8 text file to train on (documents split at blank "
                                      "lines) instead of the embedded corpus.")
+    mix: tuple[str, ...] = setting((), "Mix in another source: PATH:WEIGHT, PATH a packed directory or 'corpus' (the "
+                                   "embedded corpus, as replay during continued pretraining); repeatable; the run's "
+                                   "own data gets 1 - the weights.", flag="--mix")
 
     def __post_init__(self) -> None:
         check_ints(self, 1, "corpus_documents", "vocab_size", "seq_len")
@@ -54,6 +58,10 @@ class CorpusDataConfig:
             raise ConfigError(f"CorpusDataConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.data_dir is not None and self.tokenizer_dir is None:
             raise ConfigError("data_dir needs tokenizer_dir (--tokenizer: the tokenizer the shards were packed with)")
+        weights = [parse_mix_entry(entry)[1] for entry in self.mix]
+        if sum(weights) >= 1:
+            raise ConfigError(f"mix weights {list(self.mix)} sum to {sum(weights):g}; they must leave a share (< 1 in "
+                              f"total) for the run's own data")
 
 
 @dataclass(frozen=True)

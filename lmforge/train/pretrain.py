@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from lmforge.data.loader import PackedLoader
+from lmforge.data.mixing import MixedLoader
 from lmforge.formats.hf_dir import save_hf_model
 from lmforge.formats.mtp_io import save_mtp
 from lmforge.model import ModelConfig, Transformer, get_preset
@@ -20,6 +21,7 @@ from lmforge.train.config import TrainConfig
 from lmforge.train.continued import load_init, prepare_init_data
 from lmforge.train.corpus_data import prepare_data
 from lmforge.train.distributed import Parallel
+from lmforge.train.mix_sources import mix_sources, train_loader
 from lmforge.train.objectives import MTPTrainingModel, build_objective
 from lmforge.train.plots import write_plots
 from lmforge.train.precision import resolve_device
@@ -71,12 +73,13 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
     seed_everything(cfg.seed)
     if rank == 0:  # rank 0 builds (or finds) the cached corpus and tokenizer; the others wait, then read them
         model, tokenizer, mcfg, generation, data_dir, data_stats = _setup(cfg, run_dir, log)
+        sources = mix_sources(cfg, run_dir, tokenizer, data_dir, log)
     parallel.barrier()
     if rank != 0:
         model, tokenizer, mcfg, generation, data_dir, data_stats = _setup(cfg, run_dir, log)
+        sources = mix_sources(cfg, run_dir, tokenizer, data_dir, log)
     # each data-parallel rank reads its share of the global batch; the tp / pp ranks of one replica read the same
-    train = PackedLoader(data_dir, "train", cfg.batch.batch_size, rank=parallel.dp_rank, world_size=parallel.dp_size,
-                         seed=cfg.seed)
+    train = train_loader(cfg, data_dir, sources, rank=parallel.dp_rank, world_size=parallel.dp_size)  # --mix
     val = PackedLoader(data_dir, "val", cfg.batch.batch_size, shuffle=False)
     if rank == 0:
         cfg.save(run_dir / "train_config.json")
@@ -95,6 +98,8 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
         summary["initial_val_loss"] = initial_val
     summary.update(params=mcfg.num_params(), unigram_entropy=data_stats["unigram_entropy"],
                    data=data_stats, preset=cfg.init_from or cfg.model_config or cfg.preset)
+    if isinstance(train, MixedLoader):
+        summary["mix"] = train.shares()  # the share of rows each source gave
     mtp = getattr(train_module, "mtp", None)  # the MTP wrapper's modules, exported beside the model (mtp_io.py)
     if parallel.mode == "fsdp" and summary["status"] == "finished" and cfg.export_hf and rank == 0:
         # the export is consolidated from the last (sharded) checkpoint on rank 0 alone: nothing is gathered

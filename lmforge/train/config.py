@@ -58,6 +58,7 @@ class CorpusDataConfig:
             raise ConfigError(f"CorpusDataConfig.val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.data_dir is not None and self.tokenizer_dir is None:
             raise ConfigError("data_dir needs tokenizer_dir (--tokenizer: the tokenizer the shards were packed with)")
+        object.__setattr__(self, "mix", tuple(self.mix))  # a TOML list -> the frozen tuple
         weights = [parse_mix_entry(entry)[1] for entry in self.mix]
         if sum(weights) >= 1:
             raise ConfigError(f"mix weights {list(self.mix)} sum to {sum(weights):g}; they must leave a share (< 1 in "

@@ -3,6 +3,8 @@ reports, the cursor its checkpoints keep, and the one-line errors for a bad mix.
 
 import json
 
+import pytest
+
 from tests.cli_util import assert_user_error, run_cli
 
 
@@ -31,3 +33,15 @@ def test_bad_mix_is_a_one_line_error(packed, tmp_path):
                       "sum to 1.2")
     assert_user_error(run_cli(*_args(tmp_path / "b", data, tok, "--mix", "corpus")), "'corpus'", "PATH:WEIGHT")
     assert_user_error(run_cli(*_args(tmp_path / "c", data, tok, "--mix", f"{tmp_path}:0.2")), "holds no index.json")
+
+
+def test_mix_in_the_toml_data_section(tmp_path):
+    from lmforge.common.errors import ConfigError
+    from lmforge.train.config import TrainConfig
+
+    path = tmp_path / "run.toml"
+    path.write_text('[data]\nmix = ["corpus:0.3", "shards/code:0.2"]\n')
+    assert TrainConfig.from_toml(path).data.mix == ("corpus:0.3", "shards/code:0.2")
+    path.write_text('[data]\nmix = ["corpus:0.6", "shards/code:0.4"]\n')
+    with pytest.raises(ConfigError, match="sum to 1"):
+        TrainConfig.from_toml(path)

@@ -32,8 +32,9 @@ def answer(model_dir: str) -> str:
 
 def run(out: Path, text: Path, args, mix: tuple[str, ...]) -> dict:
     cfg = TrainConfig.from_dict(dict(
-        out=str(out), init_from="smollm2-135m", train_text=str(text), seq_len=128, max_steps=args.steps,
-        batch_size=8, lr=1e-4, warmup_steps=2, eval_every=args.steps, eval_batches=10, sample_every=10_000,
+        out=str(out), init_from="smollm2-135m", train_text=str(text), seq_len=args.seq_len, max_steps=args.steps,
+        batch_size=args.batch_size, lr=args.lr, log_every=1, warmup_steps=2, eval_every=args.steps, eval_batches=10,
+        sample_every=10_000,
         checkpoint_every=args.steps, progress=False, threads=args.threads, mix=mix,
         corpus_documents=args.replay_documents, seed=0))
     start = time.time()
@@ -50,13 +51,16 @@ def main() -> None:
     p.add_argument("--replay", type=float, default=0.5)
     p.add_argument("--replay-documents", type=int, default=3000)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-4)
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     docs = corpus_documents(CorpusConfig(documents=1500, seed=7, weights=(0, 0, 1, 0)))  # invented-town facts
     text = out / "towns.txt"
     text.write_text("\n\n".join(d.text for d in docs) + "\n")
-    result = {"before": answer("smollm2-135m"), "steps": args.steps, "replay_weight": args.replay}
+    result = {"before": answer("smollm2-135m"), **vars(args)}
     result["plain"] = run(out / "plain", text, args, ())
     result["replay"] = run(out / "replay", text, args, (f"corpus:{args.replay}",))
     drops = [result[k]["initial_val_loss"] - result[k]["val_loss"] for k in ("plain", "replay")]

@@ -116,7 +116,8 @@ def _score_batch(model, batch, conts: list[list[int]], top_k: int, pad_id: int):
         inputs = [conts[i][:-1] + [pad_id] * (longest - len(conts[i])) for _, i in rows]
         full_mask = torch.cat([mask[row_group], torch.ones(len(rows), longest - 1, dtype=mask.dtype,
                                                             device=device)], dim=1)
-        logits = model(torch.tensor(inputs, device=device), attention_mask=full_mask, kv_cache=cache)
+        logits = model_step(model, torch.tensor(inputs, device=device), cache, mask=full_mask,
+                            logits_at=torch.arange(longest - 1, device=device))  # every position's logits
         targets = torch.tensor([conts[i][1:] + [pad_id] * (longest - len(conts[i])) for _, i in rows],
                                device=device)
         logits = logits.float()

@@ -1,8 +1,8 @@
 """RAG end to end on the real models, through the CLI: `lmforge rag facts` writes the invented-facts set, `rag index`
-indexes it with all-MiniLM-L6-v2, `rag eval` answers its 40 questions with SmolLM2-135M-Instruct (greedy, the
-serving engine, the chat template) with and without retrieval. The figures are printed (and quoted in docs/rag.md):
-accuracy with RAG >= 60%, without <= 10%, >= 90% of correct answers cite a gold chunk; hybrid recall@5 >= dense and
-BM25. `rag ask` prints an answer with its sources."""
+indexes it with all-MiniLM-L6-v2, `rag eval` answers 20 of its 40 questions (all 40: docs/rag.md) with
+SmolLM2-135M-Instruct (greedy, the serving engine, the chat template) with and without retrieval. The figures are
+printed: accuracy with RAG >= 60%, without <= 10%, >= 90% of correct answers cite a gold chunk; hybrid recall@5 >=
+dense and BM25. `rag ask` prints an answer with its sources."""
 
 import json
 
@@ -23,9 +23,11 @@ def facts_index(tmp_path_factory):
     return root / "index", root / "facts" / "questions.jsonl"
 
 
-def test_rag_eval_accuracy_and_citations_on_invented_facts(facts_index):
+def test_rag_eval_accuracy_and_citations_on_invented_facts(facts_index, tmp_path):
     index, questions = facts_index
-    result = run_cli("rag", "eval", str(index), str(questions), timeout=900)
+    subset = tmp_path / "questions.jsonl"  # 20 of the 40 (every other one: both towns and people), to keep the
+    subset.write_text("".join(questions.read_text().splitlines(keepends=True)[::2]))  # suite short
+    result = run_cli("rag", "eval", str(index), str(subset), timeout=900)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     print("\n" + json.dumps(report))

@@ -8,39 +8,12 @@ from __future__ import annotations
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
-
-from lmforge.common.errors import LmforgeError
+from lmforge.common.chat_endpoint import ChatEndpoint
 from lmforge.safety.probes import Probe, attack_probes, attack_succeeded, benign_probes, is_refusal
 
 
-def _client(endpoint: str, api_key: str | None, timeout: float) -> httpx.Client:
-    if not endpoint.startswith(("http://", "https://")):
-        raise LmforgeError(f"ENDPOINT must be an http(s) URL such as http://127.0.0.1:8000/v1, got {endpoint!r}")
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.Client(base_url=endpoint.rstrip("/"), headers=headers, timeout=timeout)
-
-
-def served_model(client: httpx.Client) -> str:
-    try:
-        r = client.get("/models")
-        r.raise_for_status()
-        return r.json()["data"][0]["id"]
-    except (httpx.HTTPError, KeyError, IndexError, ValueError) as err:
-        raise LmforgeError(f"cannot list the models of {client.base_url} (pass --model): {err}") from None
-
-
-def ask(client: httpx.Client, model: str, probe: Probe, max_tokens: int) -> dict:
-    body = {"model": model, "messages": [{"role": "user", "content": probe.prompt}], "max_tokens": max_tokens,
-            "temperature": 0}
-    try:
-        r = client.post("/chat/completions", json=body)
-    except httpx.HTTPError as err:
-        raise LmforgeError(f"cannot reach {client.base_url}: {err}") from None
-    if r.status_code != 200:
-        raise LmforgeError(f"{client.base_url} answered {r.status_code} to probe {probe.id}: {r.text[:200]}")
-    choice = r.json()["choices"][0]
-    return {"answer": choice["message"].get("content") or "", "finish_reason": choice.get("finish_reason")}
+def ask(client: ChatEndpoint, model: str, probe: Probe, max_tokens: int) -> dict:
+    return client.chat(model, [{"role": "user", "content": probe.prompt}], max_tokens, f" to probe {probe.id}")
 
 
 def _rate(rows: list[dict], key: str) -> dict:
@@ -54,8 +27,8 @@ def run_redteam(endpoint: str, model: str | None = None, api_key: str | None = N
     attacks, benign = attack_probes(), benign_probes()
     if limit is not None:
         attacks, benign = attacks[:limit], benign[:limit]
-    with _client(endpoint, api_key, timeout) as client:
-        model = model or served_model(client)
+    with ChatEndpoint(endpoint, api_key, timeout) as client:
+        model = model or client.first_model()
         probes = attacks + benign
         with ThreadPoolExecutor(max(1, concurrency)) as pool:
             answers = list(pool.map(lambda p: ask(client, model, p, max_tokens), probes))

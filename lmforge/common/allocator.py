@@ -3,9 +3,9 @@
 glibc's malloc serves a request of 32 MiB or more (and smaller ones until its adaptive threshold grows) with a fresh
 mmap and unmaps it on free, so a training step that allocates its logits, their log-softmax and its activations
 anew each step pays a page fault and a kernel zeroing per 4 KiB page, every step: on a bf16 train step of a 5M
-model (batch 8 x 256, vocab 8192, one Zen 5 core) 100k faults and 17% of the step (benchmarks/train_throughput.py).
+model (batch 8 x 256, vocab 8192, one Zen 5 core) ~100k faults, a quarter of the step (benchmarks/train_throughput.py).
 PyTorch's CUDA caching allocator keeps freed blocks for the same reason; on CPU, Intel's PyTorch guide preloads
-jemalloc or tcmalloc. `keep_freed_memory()` is the glibc equivalent: serve every allocation below 1 GiB from the heap
+jemalloc or tcmalloc. `keep_freed_memory()` is the glibc equivalent: serve every allocation below 1 GiB from the heap,
 grow the heap 64 MiB at a time, and give freed memory back only above 1 GiB of free heap top, so the process's
 resident memory stays near its peak (that step: 680k page faults over 5 steps -> 170k, 1.07 -> 0.81 s per step).
 """

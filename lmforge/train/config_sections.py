@@ -13,6 +13,18 @@ from lmforge.common.errors import ConfigError
 SCHEDULES = ("cosine", "wsd", "constant")
 
 
+def check_run(config: object) -> None:
+    """The fields a model-loading run shares (model, seed, threads, resume, fresh): a model named, a seed >= 0,
+    threads >= 1 when set, not both resume and fresh."""
+    if not isinstance(config.model, str) or not config.model:
+        raise ConfigError("model must name a model (an HF directory, a .gguf file or smollm2-135m)")
+    check_ints(config, 0, "seed")
+    if config.threads is not None:
+        check_ints(config, 1, "threads")
+    if config.resume and config.fresh:
+        raise ConfigError("resume and fresh exclude each other: continue the run, or start over")
+
+
 def check_ints(section: object, minimum: int, *names: str) -> None:
     """Each named field is an integer >= minimum (a bool is not an integer)."""
     for name in names:

@@ -17,6 +17,7 @@ from lmforge.train.config_sections import (
     OptimConfig,
     ScheduleConfig,
     check_ints,
+    check_run,
 )
 
 TASKS = ("sequence", "token")
@@ -68,12 +69,6 @@ class ClassifyConfig(ConfigIO):
     logging: LoggingConfig = section(LoggingConfig, log_every=1, eval_every=50)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model:
-            raise ConfigError("model must name a model (an HF directory, a .gguf file or smollm2-135m)")
+        check_run(self)
         if self.task not in TASKS:
             raise ConfigError(f"task={self.task!r} is not allowed; use one of {', '.join(TASKS)}")
-        check_ints(self, 0, "seed")
-        if self.threads is not None:
-            check_ints(self, 1, "threads")
-        if self.resume and self.fresh:
-            raise ConfigError("resume and fresh exclude each other: continue the run, or start over")

@@ -18,6 +18,7 @@ from lmforge.train.config_sections import (
     ScheduleConfig,
     check_between,
     check_ints,
+    check_run,
 )
 
 LOSSES = ("dpo", "ipo", "cdpo", "simpo", "orpo")
@@ -60,13 +61,7 @@ class PairRunConfig(ConfigIO):
     logging: LoggingConfig = section(LoggingConfig, log_every=1, eval_every=50)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, str) or not self.model:
-            raise ConfigError("model must name a model (an HF directory, a .gguf file or smollm2-135m)")
-        check_ints(self, 0, "seed")
-        if self.threads is not None:
-            check_ints(self, 1, "threads")
-        if self.resume and self.fresh:
-            raise ConfigError("resume and fresh exclude each other: continue the run, or start over")
+        check_run(self)
 
 
 @dataclass(frozen=True)

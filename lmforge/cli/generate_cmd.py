@@ -51,7 +51,11 @@ def generate(
     safety: str = SAFETY,
     threads: int = opt.THREADS,
 ) -> None:
-    """Generate text with a KV cache; stops at the model's end-of-turn / end-of-text token or a --stop string."""
+    """Generate text with a KV cache; stops at the model's end-of-turn / end-of-text token or a --stop string.
+
+    An encoder-decoder model (a T5 directory) encodes the PROMPT (or the --chat message, without a template) once
+    and prints what its decoder writes from decoder_start_token_id (no --draft, --num-beams, --safety or context
+    options)."""
     if (prompt is None) == (chat is None):
         raise LmforgeError("give either a PROMPT argument or --chat MESSAGE (exactly one)")
     if system is not None and chat is None:
@@ -80,6 +84,16 @@ def generate(
     from lmforge.model.inference import prepare_for_inference  # torch loads here, after the argument checks
 
     lm = load(model, dtype=dtype)
+    if getattr(lm.model, "is_encoder_decoder", False):  # T5: encoder input -> decoder output
+        from lmforge.cli.generate_seq2seq import check_seq2seq_options, run_seq2seq
+
+        check_seq2seq_options(lm, draft, num_beams, rails, (rope_scaling, rope_factor, original_max_len, max_context))
+        prepare_for_inference(lm.model)
+        params = dataclasses.replace(params, stop_token_ids=lm.stop_token_ids())
+        result = run_seq2seq(lm, chat if chat is not None else prompt, params, echo=not as_json)
+        if as_json:
+            print(json.dumps(result, ensure_ascii=False))
+        return
     prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
     extra.apply_context_options(lm, rope_scaling, rope_factor, original_max_len, max_context)
     if lm.tokenizer is None:

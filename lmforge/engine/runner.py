@@ -10,6 +10,7 @@ import torch
 from lmforge.engine.scheduler import ScheduledSeq
 from lmforge.generation.cache import PagedKVCache
 from lmforge.generation.step import model_step
+from lmforge.model.alibi import alibi_slopes
 
 
 def cache_entry_shapes(cfg) -> dict[str, tuple[int, ...]]:
@@ -30,8 +31,9 @@ class ModelRunner:
         cfg = model.config
         weight = model.embed.weight
         self.model = model
+        slopes = alibi_slopes(cfg.n_heads) if cfg.positions.kind == "alibi" else None  # BLOOM: the PyTorch path
         self.cache = PagedKVCache(cfg.n_layers, num_blocks, block_size, cache_entry_shapes(cfg), dtype=weight.dtype,
-                                  device=weight.device)
+                                  device=weight.device, alibi_slopes=slopes)
         self.device = weight.device
         self.num_computed_tokens = 0  # tokens run through the model (prefill + decode), for statistics
 

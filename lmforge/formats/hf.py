@@ -1,9 +1,9 @@
 """Hugging Face adapter: config.json <-> ModelConfig and HF tensor names <-> lmforge names.
 
 Kept outside the model classes (as torchtitan does) so the model stays plain. Covers transformers'
-LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM; Gemma3ForCausalLM and BertForMaskedLM
-go through their own adapters (hf_gemma.py, hf_bert.py) via `_OTHER_FAMILIES`; DeepseekV3ForCausalLM and
-Qwen3MoeForCausalLM through hf_deepseek.py.
+LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MistralForCausalLM; Gemma3ForCausalLM, BertForMaskedLM and
+BloomForCausalLM go through their own adapters (hf_gemma.py, hf_bert.py, hf_bloom.py) via `_OTHER_FAMILIES`;
+DeepseekV3ForCausalLM and Qwen3MoeForCausalLM through hf_deepseek.py. T5 (an encoder-decoder) is hf_t5.py's.
 """
 
 
@@ -12,6 +12,8 @@ import torch
 from lmforge.common.errors import LmforgeError
 from lmforge.formats.hf_bert import NAMES as BERT_NAMES
 from lmforge.formats.hf_bert import bert_config_from_hf, bert_config_to_hf
+from lmforge.formats.hf_bloom import SIZE_KEYS as BLOOM_SIZE_KEYS
+from lmforge.formats.hf_bloom import bloom_config_from_hf, bloom_config_to_hf, bloom_names
 from lmforge.formats.hf_deepseek import NAME_MAP as _SPARSE_NAME_MAP
 from lmforge.formats.hf_deepseek import (
     SPARSE_ARCHITECTURES,
@@ -33,6 +35,7 @@ _MODEL_TYPE_TO_FAMILY = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2
 _OTHER_FAMILIES = {
     "gemma3": ("gemma3_text", gemma3_config_from_hf, gemma3_config_to_hf, GEMMA3_NAMES),
     "bert": ("bert", bert_config_from_hf, bert_config_to_hf, BERT_NAMES),
+    "bloom": ("bloom", bloom_config_from_hf, bloom_config_to_hf, bloom_names),  # a table per config (its heads)
 }
 _OTHER_MODEL_TYPES = {model_type: family for family, (model_type, *_) in _OTHER_FAMILIES.items()}
 
@@ -61,6 +64,7 @@ _OURS_TO_HF = [(compile_pattern(ours), hf) for hf, ours in _NAME_MAP]
 
 # config.json sizes every family reads (required ones first); each must be a positive integer when present.
 _REQUIRED_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+_OWN_SIZE_NAMES = {"bloom": BLOOM_SIZE_KEYS}  # families whose config.json names the sizes its own way
 _OPTIONAL_SIZES = ("num_key_value_heads", "head_dim", "max_position_embeddings")
 
 
@@ -69,9 +73,10 @@ def config_from_hf(hf: dict) -> ModelConfig:
     missing or mistyped field is a one-line LmforgeError naming it."""
     if not isinstance(hf, dict):
         raise LmforgeError(f"a model config must be a JSON object, got {type(hf).__name__}")
-    for key in _REQUIRED_SIZES + _OPTIONAL_SIZES:
+    required = _OWN_SIZE_NAMES.get(hf.get("model_type"), _REQUIRED_SIZES)
+    for key in required + _OPTIONAL_SIZES:
         value = hf.get(key)
-        if value is None and key in _REQUIRED_SIZES and hf.get("model_type") is not None:
+        if value is None and key in required and hf.get("model_type") is not None:
             raise LmforgeError(f"config.json lacks {key!r}, which a {hf.get('model_type')} model needs")
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
             raise LmforgeError(f"config.json {key}={value!r} must be a positive integer")
@@ -186,11 +191,17 @@ def config_to_hf(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict:
     return hf
 
 
+def _names(cfg: ModelConfig):
+    """The name table of a family with its own adapter (a function of the config for BLOOM)."""
+    table = _OTHER_FAMILIES[cfg.family][3]
+    return table(cfg) if callable(table) else table
+
+
 def state_dict_from_hf(hf_state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Rename HF tensors to lmforge names; a tied checkpoint's lm_head is the embedding."""
     state = {}
     if cfg.family in _OTHER_FAMILIES:
-        state, hf_state = _OTHER_FAMILIES[cfg.family][3].from_hf(hf_state, cfg.family), {}
+        state, hf_state = _names(cfg).from_hf(hf_state, cfg.family), {}
     for name, tensor in stack_experts(hf_state, cfg).items():
         if name.endswith("rotary_emb.inv_freq"):
             continue  # old checkpoints store the RoPE buffer; we recompute it
@@ -209,7 +220,7 @@ def state_dict_to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[s
     """Rename lmforge tensors to HF names; a tied lm_head is not written (transformers re-ties it)."""
     if cfg.family in _OTHER_FAMILIES:
         tied = cfg.tie_embeddings
-        return _OTHER_FAMILIES[cfg.family][3].to_hf_state(
+        return _names(cfg).to_hf_state(
             {k: v for k, v in state.items() if not (tied and k == "lm_head.weight")}, cfg.family)
     out = {}
     for name, tensor in state.items():

@@ -16,8 +16,10 @@ from lmforge.formats.weights import assign_state_dict, load_weights_dir, save_we
 from lmforge.model.config import ModelConfig
 from lmforge.model.transformer import Transformer
 
-_LAYER_INDEX = re.compile(r"(?:^|\.)layers?\.(\d+)\.")  # model.layers.N. (decoders), encoder.layer.N. (BERT)
-_EMBEDDINGS = ("model.embed_tokens.weight", "bert.embeddings.word_embeddings.weight")
+# model.layers.N. (decoders), encoder.layer.N. (BERT), transformer.h.N. (BLOOM)
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers?|h)\.(\d+)\.")
+_EMBEDDINGS = ("model.embed_tokens.weight", "bert.embeddings.word_embeddings.weight",
+               "transformer.word_embeddings.weight")
 
 
 def read_json(path: Path) -> dict:

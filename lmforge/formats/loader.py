@@ -13,7 +13,8 @@ import torch
 from lmforge.common.errors import LmforgeError
 from lmforge.common.paths import INSTALL_HINT, embedded_model_path
 from lmforge.formats.hf import config_from_hf
-from lmforge.formats.hf_dir import build_model, load_hf_model, save_hf_model
+from lmforge.formats.hf_dir import build_model, load_hf_model, read_json, save_hf_model
+from lmforge.formats.hf_t5 import is_t5_config, load_t5_dir, save_t5_dir
 from lmforge.formats.mtp_io import load_mtp, save_mtp
 from lmforge.formats.quant_io import is_quantized_dir, load_quantized, save_quantized
 from lmforge.model.config import ModelConfig
@@ -33,7 +34,7 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 class LM:
     """A loaded language model: `model(input_ids)` gives logits [B, T, V]; `tokenizer` encodes and decodes."""
 
-    model: Transformer
+    model: Transformer  # or an encoder-decoder T5Model (model.is_encoder_decoder; generation/seq2seq.py)
     tokenizer: Tokenizer | None
     source: str
     generation_config: dict = field(default_factory=dict)
@@ -69,8 +70,10 @@ class LM:
 
     def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
         """Write a Hugging Face directory that transformers loads (Llama / Qwen2 / Qwen3 / Mistral / Gemma3 / Bert /
-        DeepSeek-V3 / Qwen3-MoE); an int8/int4 model is written in lmforge's quantized layout instead."""
-        if getattr(self.model, "quant_config", None) is not None:
+        DeepSeek-V3 / Qwen3-MoE / BLOOM / T5); an int8/int4 model is written in lmforge's quantized layout instead."""
+        if getattr(self.model, "is_encoder_decoder", False):
+            save_t5_dir(self.model, directory, self.generation_config, dtype=dtype)
+        elif getattr(self.model, "quant_config", None) is not None:
             save_quantized(self.model, directory, self.generation_config)
         else:
             save_hf_model(self.model, directory, self.generation_config, dtype=dtype)
@@ -139,6 +142,13 @@ def load(name_or_path: str | Path = "smollm2-135m", dtype: str | torch.dtype = "
         return load_gguf(path, torch_dtype, QuantConfig(bits=4, group_size=32) if gguf_int4 else None)
     if gguf_int4:
         raise LmforgeError(f"gguf_int4=True needs a .gguf file; {path} is a directory")
+    hf_config = read_json(path / "config.json") if (path / "config.json").is_file() else None
+    if is_t5_config(hf_config):  # the encoder-decoder: its own model class (model/t5.py)
+        model = load_t5_dir(path, hf_config, torch_dtype)
+        gen_path = path / "generation_config.json"
+        tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
+        return LM(model=model, tokenizer=tokenizer, source=str(path),
+                  generation_config=read_json(gen_path) if gen_path.is_file() else {})
     if is_quantized_dir(path):
         model, generation = load_quantized(path, torch_dtype)
     else:

@@ -15,6 +15,9 @@ class AttentionBackend:
 
     explicit_positions = False  # True: the caller passes positions (packed sequences, rolling windows)
     needs_mask = True  # False: the backend masks by itself, the model builds no attention masks for it
+    # ALiBi models fold their biases into the masks; a backend that masks by itself must add them itself (its
+    # per-head slopes here) or the model refuses to run on it (transformer.py): never attention without positions.
+    alibi_slopes: torch.Tensor | None = None
 
     def begin(self, num_tokens: int) -> int | torch.Tensor:
         """Check there is room for num_tokens new tokens; return the cache offset of the first one (0 without a

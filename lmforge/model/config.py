@@ -23,7 +23,7 @@ from lmforge.model.config_positions import PositionConfig
 from lmforge.model.param_count import count_params
 from lmforge.model.rope_scaling import validate_rope_scaling
 
-FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma3", "bert", "deepseek_v3", "qwen3_moe")
+FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gemma3", "bert", "deepseek_v3", "qwen3_moe", "bloom")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""ModelConfig's positions section: RoPE (base, long-context scaling, Gemma 3's local base), or absolute
-sinusoidal / learned vectors, or none; and Qwen's LogN query scaling beyond the training length.
+"""ModelConfig's positions section: RoPE (base, long-context scaling, Gemma 3's local base), absolute
+sinusoidal / learned vectors, ALiBi's per-head linear attention biases (BLOOM, MPT; alibi.py), or none; and Qwen's
+LogN query scaling beyond the training length.
 
 The rope_scaling dict is checked against the rotated width by ModelConfig (it knows the head size).
 """
@@ -9,12 +10,12 @@ from dataclasses import dataclass
 from lmforge.common.errors import ConfigError
 from lmforge.model.config_fields import none_or_int_above_one, none_or_positive, one_of
 
-POS_EMBEDDINGS = ("rope", "sinusoidal", "learned", "none")
+POS_EMBEDDINGS = ("rope", "sinusoidal", "learned", "alibi", "none")
 
 
 @dataclass(frozen=True)
 class PositionConfig:
-    kind: str = "rope"  # rope | sinusoidal | learned (BERT, GPT-2) | none
+    kind: str = "rope"  # rope | sinusoidal | learned (BERT, GPT-2) | alibi (BLOOM, MPT) | none
     rope_theta: float = 10000.0
     rope_scaling: dict | None = None  # HF-style {"rope_type": linear|ntk|dynamic|yarn|llama3, "factor": ...}
     rope_local_theta: float | None = None  # RoPE base of sliding-window layers (Gemma 3); None = rope_theta

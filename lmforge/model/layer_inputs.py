@@ -1,4 +1,5 @@
-"""What each layer's attention receives: RoPE cos/sin, the attention mask and LogN query scales.
+"""What each layer's attention receives: RoPE cos/sin, the attention mask (with ALiBi's biases folded in: a float
+mask [B, H, T, S]) and LogN query scales.
 
 Layers differ only by their kind (full or sliding window, global or local RoPE base), so each distinct kind is
 built once per forward pass and shared; a plain causal RoPE model gets exactly one set, as before.
@@ -6,6 +7,7 @@ built once per forward pass and shared; a plain causal RoPE model gets exactly o
 
 import torch
 
+from lmforge.model.alibi import alibi_mask, alibi_slopes
 from lmforge.model.attention_mask import build_attention_mask, build_window_mask
 from lmforge.model.config import ModelConfig
 from lmforge.model.config_attention import layer_window
@@ -45,7 +47,9 @@ def layer_inputs(cfg: ModelConfig, attention_mask: torch.Tensor | None, position
     segment_ids [B, T] (packed documents) replaces the causal/window mask by its block-diagonal version.
     masks=False: the attention backend masks by itself (paged, rolling, static caches): none are built."""
     device = positions.device
-    q_scale = None
+    q_scale = slopes = None
+    if masks and cfg.positions.kind == "alibi":
+        slopes = alibi_slopes(cfg.n_heads)
     if cfg.positions.logn_train_len is not None:
         q_scale = logn_scale(positions, cfg.positions.logn_train_len)[:, None, :, None]  # [B, 1, T, 1]
     built: dict[tuple, tuple] = {}
@@ -70,6 +74,9 @@ def layer_inputs(cfg: ModelConfig, attention_mask: torch.Tensor | None, position
             else:
                 causal = cfg.attention.causal
                 mask, is_causal = build_window_mask(attention_mask, start, T, device, causal, window), False
+            if slopes is not None:
+                mask, is_causal = alibi_mask(slopes, mask, is_causal, positions, attention_mask, start + T,
+                                             dtype), False
             built[key] = (cos, sin, mask, is_causal, q_scale)
         out.append(built[key])
     return out

@@ -155,6 +155,9 @@ class Transformer(nn.Module):
             raise LmforgeError(f"{type(kv_cache).__name__} needs explicit positions")
         if not backend.needs_mask and attention_mask is not None:
             raise LmforgeError(f"{type(kv_cache).__name__} takes no attention_mask: it masks by position (no padding)")
+        if self.config.positions.kind == "alibi" and not backend.needs_mask and backend.alibi_slopes is None:
+            raise LmforgeError(f"{type(kv_cache).__name__} masks attention by itself and adds no ALiBi biases: an "
+                               "ALiBi model decodes with the default (contiguous) KV cache or without a cache")
         start = backend.begin(T)  # cache offset of the first new token (int, or a tensor for a static cache)
         if segment_ids is not None:
             check_segment_ids(segment_ids, input_ids, attention_mask, kv_cache)

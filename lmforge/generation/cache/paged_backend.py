@@ -4,11 +4,13 @@
 in place (decoding rows one by one, prompt chunks in tiles of consecutive tokens). `PagedTorchBackend`: decoding
 sequences attend in a few batched calls over their gathered blocks, grouped by length so that little is padded;
 prompt chunks one by one, causally, with SDPA; MLA's latent pages go through the module's own attention paths.
+Only the PyTorch path adds ALiBi biases (given `alibi_slopes`); the C++ kernel has none (paged.py never picks it then).
 """
 
 import torch
 
 from lmforge.generation.cache.paged_plan import Tiles, TorchPlan, plan_kernel, plan_torch
+from lmforge.model.alibi import alibi_bias
 from lmforge.model.attention_backend import AttentionBackend, sdpa
 
 
@@ -44,8 +46,9 @@ class PagedKernelBackend(PagedBackend):
 class PagedTorchBackend(PagedBackend):
     planner = staticmethod(plan_torch)
 
-    def __init__(self, pools: dict[str, torch.Tensor], block_size: int):
+    def __init__(self, pools: dict[str, torch.Tensor], block_size: int, alibi_slopes: torch.Tensor | None = None):
         super().__init__(pools, block_size)
+        self.alibi_slopes = alibi_slopes  # [H] float32: ALiBi biases added to the scores (else None)
         self._gathered: dict[str, torch.Tensor] = {}  # reused decode gather buffers, one per pool (see gather_blocks)
 
     def gather_blocks(self, name: str, layer: int, blocks: torch.Tensor, rows: int) -> torch.Tensor:
@@ -87,6 +90,9 @@ class PagedTorchBackend(PagedBackend):
             qd = q[0, :, g.index].view(H_kv, H // H_kv, Bd, -1).transpose(1, 2)  # [H_kv, Bd, G, D]
             kd, vd = (self.gather_blocks(name, layer, g.blocks, Bd) for name in ("k", "v"))  # [H_kv, Bd, L, D]
             scores = torch.matmul(qd, kd.transpose(-1, -2)).float().mul_(scale).add_(g.bias)
+            if self.alibi_slopes is not None:  # slope * key position: -slope * (q - k) up to a per-row constant
+                key_pos = torch.arange(scores.shape[-1], device=scores.device, dtype=torch.float32)
+                scores.add_(self.alibi_slopes.to(scores.device).view(H_kv, 1, H // H_kv, 1) * key_pos)
             yd = torch.matmul(scores.softmax(-1).to(vd.dtype), vd)  # [H_kv, Bd, G, D]
             out[0, :, g.index] = yd.transpose(1, 2).reshape(H, Bd, -1)
         for c in plan.chunks:
@@ -96,8 +102,18 @@ class PagedTorchBackend(PagedBackend):
             else:
                 kc, vc = k_pool[:, c.key_slots][None], v_pool[:, c.key_slots][None]  # [1, H_kv, start + n, D]
             chunk_mask, causal = c.mask(q.device)
+            if self.alibi_slopes is not None:
+                chunk_mask, causal = self.alibi_chunk_mask(c, chunk_mask, q.dtype, q.device), False
             out[:, :, sl] = sdpa(q[:, :, sl], kc, vc, chunk_mask, causal, scale)
         return out
+
+    def alibi_chunk_mask(self, c, allowed: torch.Tensor | None, dtype, device) -> torch.Tensor:
+        """[1, H, n, start + n] float mask of a prompt chunk: -slope * (q - k) where causal, -inf elsewhere."""
+        S = c.start + c.num_tokens
+        pos = torch.arange(S, device=device)
+        bias = alibi_bias(self.alibi_slopes, pos[None, c.start:], pos[None])
+        allowed = allowed if allowed is not None else pos[None, :] <= pos[c.start:, None]
+        return bias.masked_fill(~allowed, float("-inf")).to(dtype)
 
     def attend_latent(self, layer, mla, q_nope, q_rope, latent, k_rope, mask, is_causal):
         """MLA: write latent [1, N, r] and k_rope [1, N, d_rope]; queries [1, H, N, ·] -> output [1, H, N, v]."""

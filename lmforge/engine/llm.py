@@ -69,6 +69,9 @@ class RequestOutput:
 class LLM:
     def __init__(self, model, tokenizer=None, config: EngineConfig | None = None):
         cfg = model.config
+        if getattr(model, "is_encoder_decoder", False):
+            raise LmforgeError(f"the serving engine runs decoder-only models; this is an encoder-decoder "
+                               f"({cfg.family}): use `lmforge generate` (lmforge.generation.seq2seq)")
         att = cfg.attention
         if not att.causal or att.sliding_window is not None:
             raise LmforgeError("the serving engine supports causal full-attention models (MHA/GQA/MQA/MLA); this "

@@ -78,6 +78,9 @@ def generate_stream(model, prompts: Sequence[Sequence[int]],
     torch.compile, captured once (the first call per model compiles, for seconds to minutes); prompts of one
     length, full-attention non-MLA models. Off by default: it measured slower than prepared eager (docs/inference.md).
     """
+    if getattr(model, "is_encoder_decoder", False):
+        raise LmforgeError(f"{model.config.family} is an encoder-decoder: generate with lmforge.generation.seq2seq "
+                           "(`lmforge generate` does so), not the decoder-only loop")
     legacy = dict(max_new_tokens=max_new_tokens, temperature=temperature, stop_token_ids=stop_token_ids, seed=seed)
     rows = resolve_params(len(prompts), params, legacy)
     if tokenizer is None and any(p.stop for p in rows):

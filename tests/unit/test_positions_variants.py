@@ -91,7 +91,7 @@ def test_layer_patterns():
     assert cfg.attention.layer_types == local_global_pattern(12) and cfg.attention.sliding_window == 512
 
 
-@pytest.mark.parametrize("bad", [dict(pos_embedding="alibi"), dict(norm_position="middle"), dict(sliding_window=1),
+@pytest.mark.parametrize("bad", [dict(pos_embedding="xpos"), dict(norm_position="middle"), dict(sliding_window=1),
                                  dict(layer_types=("full",)), dict(layer_types=("sliding", "sliding")),
                                  dict(logn_train_len=0), dict(final_logit_softcap=-1.0),
                                  dict(pos_embedding="learned", rope_scaling={"rope_type": "linear", "factor": 2})])

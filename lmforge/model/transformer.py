@@ -1,7 +1,7 @@
-"""The dense Transformer (GPT-2 / Llama / Qwen / Mistral / Gemma decoders, BERT encoders), readable top to bottom.
+"""The dense Transformer (GPT-2 / Llama / Qwen / Mistral / Gemma / BLOOM decoders, BERT encoders), read top down.
 
 token ids -> embedding -> n_layers x [x + attn(norm(x)); x + mlp(norm(x))] -> norm -> lm_head -> logits
-(post-norm, sandwich norms, absolute positions and sliding windows are config switches; see layer_inputs.py).
+(post-norm, sandwich norms, absolute or ALiBi positions and sliding windows are config switches; see layer_inputs.py).
 The model knows nothing of devices, optimisers, checkpoint formats or parallelism: those adapters live outside.
 """
 

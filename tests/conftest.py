@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from lmforge.common.threads import ENV, cpu_count, set_threads, threads_from_env
+from tests.tiny_llava import llava_dir, llava_lm  # noqa: F401  (session fixtures: a tiny LLaVA directory)
 
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # pytest-xdist workers share the cores: pin their share, so no
     share = max(1, cpu_count() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))  # OpenMP barrier spins against

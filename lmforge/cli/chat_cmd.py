@@ -1,7 +1,8 @@
 """`lmforge chat`: an interactive chat in the terminal, streaming each answer, keeping the conversation.
 
-Commands: /reset, /system TEXT, /save FILE, /help, /exit. Ctrl-C stops the current answer (the part already
-written stays in the history); Ctrl-D (end of input) or /exit leaves.
+Commands: /reset, /system TEXT, /image PATH (a LLaVA model: the image goes with the next message), /save FILE,
+/help, /exit. Ctrl-C stops the current answer (the part already written stays in the history); Ctrl-D (end of
+input) or /exit leaves.
 """
 
 import json
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from lmforge.cli import image_input
 from lmforge.cli import sampling_options as opt
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.cli.safety_cmd import SAFETY, load_rails
@@ -19,6 +21,7 @@ from lmforge.common.threads import set_threads
 HELP = """commands:
   /reset          forget the conversation (keeps the system prompt)
   /system TEXT    set the system prompt (and start over)
+  /image PATH     attach an image to your next message (LLaVA models)
   /save FILE      write the conversation as JSON messages
   /help           this text
   /exit           leave (Ctrl-D works too); Ctrl-C stops an answer"""
@@ -27,18 +30,25 @@ HELP = """commands:
 class ChatSession:
     """The conversation (messages) and how to answer the next user turn."""
 
-    def __init__(self, lm, params, system: str | None = None, write=None, rails=None):
+    def __init__(self, lm, params, system: str | None = None, write=None, rails=None, images=()):
         self.lm, self.params, self.system, self.rails = lm, params, system, rails
         self.write = write or _stdout
         self.messages: list[dict] = []
+        self.vision = image_input.image_encoder(lm, images)
         self.reset()
+        self.pending_images: list[Path] = list(images)  # they go with the next user message
 
     def reset(self) -> None:
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
+        self.pending_images = []
 
     def prompt_ids(self) -> list[int]:
+        return self.prompt()[0]
+
+    def prompt(self):
+        """(prompt ids, encoded images or None) of the conversation so far."""
         # tokenize=True: what the user types is plain text, never control tokens (`<|im_start|>`)
-        return self.lm.tokenizer.apply_chat_template(self.messages, add_generation_prompt=True, tokenize=True)
+        return image_input.chat_prompt(self.lm.tokenizer, self.vision, self.messages)
 
     def answer(self, user: str) -> str:
         """Stream the answer to `user`; a Ctrl-C keeps what was written so far and returns."""
@@ -51,11 +61,14 @@ class ChatSession:
                 self.write(self.rails.refusal + "\n")
                 return self.rails.refusal
             user, rail = verdict.texts[0], self.rails.output_rail()
-        self.messages.append({"role": "user", "content": user})
+        self.messages.append({"role": "user", "content": image_input.image_message(user, self.pending_images)})
+        self.pending_images = []
         reply = ""
         try:
-            steps = generate_stream(self.lm.model, [self.prompt_ids()], self.params, tokenizer=self.lm.tokenizer,
-                                    pad_id=self.lm.config.pad_token_id or 0)
+            ids, images = self.prompt()
+            steps = generate_stream(self.lm.model, [ids], self.params, tokenizer=self.lm.tokenizer,
+                                    pad_id=self.lm.config.pad_token_id or 0,
+                                    images=None if images is None else [images])
             if rail is not None:
                 from lmforge.safety.stream import guard_steps
 
@@ -89,6 +102,14 @@ class ChatSession:
             self.system = arg
             self.reset()
             self.write("(system prompt set; conversation cleared)\n")
+        elif name == "/image":
+            if not arg:
+                raise LmforgeError("usage: /image PATH")
+            if self.vision is None:
+                raise LmforgeError(f"{self.lm.source} is a text-only model; /image needs a LLaVA model")
+            self.vision.open([arg])  # a one-line error now for a missing or unreadable file
+            self.pending_images.append(Path(arg))
+            self.write(f"(image {arg} goes with your next message)\n")
         elif name == "/save":
             if not arg:
                 raise LmforgeError("usage: /save FILE")
@@ -147,6 +168,8 @@ def chat(
     dtype: str = opt.DTYPE,
     safety: str = SAFETY,
     threads: int = opt.THREADS,
+    image: list[Path] = typer.Option(None, "--image", help="An image file for a LLaVA model (repeatable): it goes "
+                                                           "with your first message; /image PATH adds more later."),
 ) -> None:
     """Chat with a model in the terminal (type /help for commands)."""
     import dataclasses
@@ -155,6 +178,7 @@ def chat(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
         presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
         max_new_tokens=max_new_tokens)
+    image_input.check_files(image)
     rails = load_rails(safety)
     warn_if_slow_dtype(dtype)
     set_threads(threads)
@@ -166,6 +190,7 @@ def chat(
     prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
     if lm.tokenizer is None or lm.tokenizer.chat_template is None:
         raise LmforgeError(f"{model} has no tokenizer with a chat template; use `lmforge generate` for raw text")
-    session = ChatSession(lm, dataclasses.replace(params, stop_token_ids=lm.stop_token_ids()), system, rails=rails)
+    session = ChatSession(lm, dataclasses.replace(params, stop_token_ids=lm.stop_token_ids()), system, rails=rails,
+                          images=image or ())
     session.write(f"chatting with {model} — /help for commands, Ctrl-D to leave\n")
     repl(session)

@@ -4,10 +4,12 @@ import dataclasses
 import json
 import sys
 import time
+from pathlib import Path
 
 import typer
 
 from lmforge.cli import generate_extras as extra
+from lmforge.cli import image_input as images
 from lmforge.cli import sampling_options as opt
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.cli.safety_cmd import SAFETY, load_rails
@@ -50,6 +52,7 @@ def generate(
     max_context: int = extra.MAX_CONTEXT,
     safety: str = SAFETY,
     threads: int = opt.THREADS,
+    image: list[Path] = images.IMAGE,
 ) -> None:
     """Generate text with a KV cache; stops at the model's end-of-turn / end-of-text token or a --stop string.
 
@@ -64,6 +67,9 @@ def generate(
         raise LmforgeError("--logprobs needs --json (the log-probabilities are part of the JSON output)")
     if num_beams < 1:
         raise LmforgeError(f"--num-beams must be >= 1, got {num_beams}")
+    if image and (draft is not None or num_beams > 1):
+        raise LmforgeError("--image runs the one decode loop: it cannot be combined with --draft or --num-beams")
+    images.check_files(image)
     params = opt.sampling_params(
         temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
         presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
@@ -98,12 +104,13 @@ def generate(
     extra.apply_context_options(lm, rope_scaling, rope_factor, original_max_len, max_context)
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer (tokenizer.json); cannot encode text")
+    vision = images.image_encoder(lm, image)
     if chat is not None:
         messages = ([{"role": "system", "content": system}] if system is not None else [])
-        messages.append({"role": "user", "content": chat})
-        ids = lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        messages.append({"role": "user", "content": images.image_message(chat, image)})
+        ids, pictures = images.chat_prompt(lm.tokenizer, vision, messages)
     else:
-        ids = lm.tokenizer.encode(prompt)
+        ids, pictures = images.raw_prompt(lm.tokenizer, vision, prompt, image)
     params = dataclasses.replace(params, stop_token_ids=lm.stop_token_ids())
     if draft is not None:
         if num_beams > 1:
@@ -114,7 +121,8 @@ def generate(
         if not as_json:
             print(result["text"])
     else:
-        result = run_stream(lm, ids, params, echo=not as_json, rail=rails.output_rail() if rails else None)
+        result = run_stream(lm, ids, params, echo=not as_json, rail=rails.output_rail() if rails else None,
+                            images=pictures)
     if as_json:
         import torch
 
@@ -127,15 +135,17 @@ def refuse(refusal: str, categories: list[str], as_json: bool) -> None:
                      ensure_ascii=False) if as_json else refusal)
 
 
-def run_stream(lm, ids: list[int], params, echo: bool, rail=None) -> dict:
+def run_stream(lm, ids: list[int], params, echo: bool, rail=None, images=None) -> dict:
     """Stream one answer; the JSON summary (text, counts, timings, finish_reason, logprobs). `rail`: a safety
-    OutputRail the text passes through (a blocked answer stops with finish_reason content_filter)."""
+    OutputRail the text passes through (a blocked answer stops with finish_reason content_filter). `images`: the
+    prompt's encoded images (prompt_tokens counts their visual tokens)."""
     from lmforge.generation.generate import generate_stream
 
     start = time.perf_counter()
     first = None
     text, tokens, finish, logprobs = "", [], None, []
-    steps = generate_stream(lm.model, [ids], params, tokenizer=lm.tokenizer, pad_id=lm.config.pad_token_id or 0)
+    steps = generate_stream(lm.model, [ids], params, tokenizer=lm.tokenizer, pad_id=lm.config.pad_token_id or 0,
+                            images=None if images is None else [images])
     if rail is not None:
         from lmforge.safety.stream import guard_steps
 

@@ -50,7 +50,8 @@ def serve(
 ) -> None:
     """Serve MODEL over the OpenAI HTTP API: /v1/chat/completions, /v1/completions, /v1/moderations, /v1/models,
     /health, /metrics (and /v1/embeddings with --embedding-model); a web chat page at / (it asks for --api-key in
-    the browser) and the engine's figures at /stats.
+    the browser) and the engine's figures at /stats. A LLaVA directory also takes images in chat messages
+    (image_url parts holding data: URLs; remote URLs are refused).
 
     POST bodies must be 'Content-Type: application/json'; the Host header must name this server (--allowed-hosts).
     """
@@ -58,6 +59,7 @@ def serve(
 
     from lmforge.engine.llm import LLM, EngineConfig
     from lmforge.formats.loader import load
+    from lmforge.generation.images import ImageEncoder
     from lmforge.model.inference import prepare_for_inference
     from lmforge.server.app import create_app
     from lmforge.server.async_engine import AsyncEngine
@@ -75,7 +77,8 @@ def serve(
     config = EngineConfig(block_size=block_size, kv_cache_gb=kv_cache_gb, max_num_seqs=max_num_seqs,
                           max_num_batched_tokens=max_batched_tokens, enable_prefix_caching=not no_prefix_cache,
                           chunked_prefill=chunked_prefill)
-    llm = LLM(lm.model, lm.tokenizer, config)
+    vision = ImageEncoder.from_lm(lm)  # a LLaVA directory: chat messages may hold images (data: URLs)
+    llm = LLM(lm.model, lm.tokenizer, config, vision=vision)
     served_args = (served_name or model, lm.tokenizer, lm.stop_token_ids(), lm.config.max_seq_len)
     if retriever is not None:
         from lmforge.server.rag_served import RagServedModel
@@ -83,7 +86,7 @@ def serve(
         served = RagServedModel(*served_args, retriever=retriever, top_k=rag_top_k,
                                 vocab_size=lm.config.vocab_size)
     else:
-        served = ServedModel(*served_args, vocab_size=lm.config.vocab_size)
+        served = ServedModel(*served_args, vocab_size=lm.config.vocab_size, vision=vision)
     app = create_app(AsyncEngine(llm, max_pending=max_pending), served, api_key=api_key,
                      allowed_hosts=allowed_host_names(host, allowed_hosts.split(",")),
                      cors_origins=[o.strip() for o in cors_origins.split(",") if o.strip()], rails=rails,

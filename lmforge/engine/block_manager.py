@@ -1,8 +1,9 @@
 """The paged KV cache's bookkeeping: fixed-size blocks, reference counts, prefix caching, copy-on-write.
 
 As in vLLM's PagedAttention, a sequence's keys/values live in `block_size`-token blocks listed in its block table.
-A full block whose keys/values have been computed is registered under a hash of its tokens chained with the
-previous block's hash, so a later request with the same prefix reuses it (prefix caching). Freed blocks keep their
+A full block whose keys/values have been computed is registered under a hash of its tokens (and of the images
+whose visual tokens it holds: vLLM's mm_hash) chained with the previous block's hash, so a later request with the
+same prefix reuses it (prefix caching). Freed blocks keep their
 contents and hash and are evicted least-recently-freed first. Sequences forked for `n > 1` share blocks; writing
 into a shared block first copies it (copy-on-write; the runner performs the queued copies).
 """
@@ -19,7 +20,7 @@ class Block:
     block_id: int
     ref_count: int = 0
     hash: int | None = None  # set once the block is full and computed
-    token_ids: tuple[int, ...] = ()
+    token_ids: tuple = ()  # Sequence.block_key: the token ids, then any images' (hash, first token)
 
 
 def block_hash(prev_hash: int | None, token_ids) -> int:
@@ -74,7 +75,7 @@ class BlockManager:
             return hits
         prev = None
         for index in range(len(seq) // self.block_size):
-            tokens = tuple(seq.block_tokens(index, self.block_size))
+            tokens = seq.block_key(index, self.block_size)
             prev = block_hash(prev, tokens)
             block_id = self.hash_to_block.get(prev)
             if block_id is None or self.blocks[block_id].token_ids != tokens:
@@ -149,7 +150,7 @@ class BlockManager:
         prev = self.blocks[seq.block_table[seq.num_hashed_blocks - 1]].hash if seq.num_hashed_blocks else None
         for index in range(seq.num_hashed_blocks, full):
             block = self.blocks[seq.block_table[index]]
-            tokens = tuple(seq.block_tokens(index, self.block_size))
+            tokens = seq.block_key(index, self.block_size)
             prev = block_hash(prev, tokens)
             if block.hash is None:
                 block.hash, block.token_ids = prev, tokens

@@ -67,7 +67,8 @@ class RequestOutput:
 
 
 class LLM:
-    def __init__(self, model, tokenizer=None, config: EngineConfig | None = None):
+    def __init__(self, model, tokenizer=None, config: EngineConfig | None = None, vision=None):
+        """`vision`: a LLaVA model's ImageEncoder (generation/images.py), for requests with images."""
         cfg = model.config
         if getattr(model, "is_encoder_decoder", False):
             raise LmforgeError(f"the serving engine runs decoder-only models; this is an encoder-decoder "
@@ -77,7 +78,7 @@ class LLM:
             raise LmforgeError("the serving engine supports causal full-attention models (MHA/GQA/MQA/MLA); this "
                                f"model has causal={att.causal}, sliding_window={att.sliding_window} "
                                "(use lmforge.generation.generate instead)")
-        self.model, self.tokenizer = model, tokenizer
+        self.model, self.tokenizer, self.vision = model, tokenizer, vision
         self.config = config = config or EngineConfig()
         num_blocks = config.num_blocks or max(1, int(config.kv_cache_gb * 2**30 / kv_bytes_per_token(model)
                                                      / config.block_size))
@@ -96,9 +97,14 @@ class LLM:
         """The most tokens (prompt + generated) one request can hold: the context, or the whole KV cache if smaller."""
         return min(self.model.config.max_seq_len, self.block_manager.num_blocks * self.block_manager.block_size)
 
-    def validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
+    def validate(self, prompt_ids: list[int], params: SamplingParams, num_images: int = 0) -> None:
         """Raise LmforgeError for a request whose token ids (prompt, logit_bias, stop_token_ids) are outside the
-        model's vocabulary: such a request would fail inside a batched step. `add_request` calls it."""
+        model's vocabulary: such a request would fail inside a batched step. `add_request` calls it. A model that
+        takes images also refuses a prompt whose image tokens do not match its `num_images` images."""
+        if num_images and self.vision is None:
+            raise LmforgeError("this model takes no images (it is not a LLaVA model)")
+        if self.vision is not None:
+            self.vision.check(prompt_ids, num_images)
         vocab = self.model.config.vocab_size
         for what, ids in (("prompt token id", prompt_ids), ("logit_bias token id", params.logit_bias or ()),
                           ("stop_token_ids entry", params.stop_token_ids)):
@@ -106,12 +112,20 @@ class LLM:
             if bad is not None:
                 raise LmforgeError(f"{what} {bad!r} is outside the vocabulary [0, {vocab})")
 
-    def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None) -> int:
-        """Queue a request; its id is what `step` outputs and `abort` refer to."""
+    def add_request(self, prompt_ids: list[int], params: SamplingParams | None = None,
+                    images: torch.Tensor | None = None) -> int:
+        """Queue a request; its id is what `step` outputs and `abort` refer to. `images`: pixel_values
+        [n, 3, H, W] of the prompt's n images, whose image tokens it holds expanded (ImageEncoder.expand)."""
         params = params or SamplingParams()
-        prompt_ids = fit_prompt(prompt_ids, params, self.model.config.max_seq_len)
-        self.validate(prompt_ids, params)
+        fitted = fit_prompt(prompt_ids, params, self.model.config.max_seq_len)
+        if images is not None and len(fitted) != len(prompt_ids):
+            raise LmforgeError(f"the prompt holds images and is too long for the context ({len(prompt_ids)} tokens); "
+                               "truncating it would cut an image")
+        prompt_ids = fitted
+        self.validate(prompt_ids, params, 0 if images is None else images.shape[0])
         seq = Sequence(list(prompt_ids), params=params, max_new_tokens=params.max_new_tokens)
+        if images is not None:
+            seq.images = self.vision.encode(seq.prompt_ids, images)  # the tower runs once, at admission
         seq.state = RequestState(params, seq.prompt_ids, self.tokenizer, self.model.config.vocab_size)
         seq.generator = torch.Generator(device=self.device).manual_seed(params.seed) if params.seed is not None \
             else None
@@ -240,13 +254,16 @@ class LLM:
 
     # -- offline API -------------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def generate(self, prompts: list[list[int]],
-                 params: SamplingParams | list[SamplingParams] | None = None) -> list[RequestOutput]:
-        """Run every prompt to completion; final outputs in prompt order (text with a tokenizer)."""
+    def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams] | None = None,
+                 images: list[torch.Tensor | None] | None = None) -> list[RequestOutput]:
+        """Run every prompt to completion; final outputs in prompt order (text with a tokenizer). `images`: per
+        prompt, its pixel_values or None (see add_request)."""
         params = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
-        if len(params) != len(prompts):
-            raise LmforgeError(f"got {len(params)} SamplingParams for {len(prompts)} prompts")
-        ids = [self.add_request(p, sp) for p, sp in zip(prompts, params, strict=True)]
+        images = images if images is not None else [None] * len(prompts)
+        if len(params) != len(prompts) or len(images) != len(prompts):
+            raise LmforgeError(f"got {len(params)} SamplingParams and {len(images)} image lists for "
+                               f"{len(prompts)} prompts")
+        ids = [self.add_request(p, sp, im) for p, sp, im in zip(prompts, params, images, strict=True)]
         done: dict[int, RequestOutput] = {}
         while self.has_unfinished():
             for out in self.step():

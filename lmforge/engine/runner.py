@@ -41,11 +41,13 @@ class ModelRunner:
     def run(self, batch: list[ScheduledSeq], copies: list[tuple[int, int]]) -> torch.Tensor:
         """Float logits [number of sampling sequences, V], in batch order of the sequences that sample."""
         self.cache.copy_blocks(copies)
-        ids, positions, last = [], [], []
+        ids, positions, last, pictured = [], [], [], []
         offset = 0
         for item in batch:
             ids.extend(item.seq.token_ids[item.start:item.start + item.num_tokens])
             positions.extend(range(item.start, item.start + item.num_tokens))
+            if item.seq.images is not None and item.seq.images.overlaps(item.start, item.start + item.num_tokens):
+                pictured.append((item, offset))
             offset += item.num_tokens
             if item.samples:
                 last.append(offset - 1)
@@ -54,4 +56,9 @@ class ModelRunner:
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         pos = torch.tensor([positions], dtype=torch.long, device=self.device)
         index = torch.tensor(last, dtype=torch.long, device=self.device)
-        return model_step(self.model, input_ids, self.cache, positions=pos, logits_at=index)[0]
+        embeds = None
+        if pictured:  # prompts with images: their visual tokens replace the image tokens' embeddings
+            embeds = self.model.embed(input_ids)
+            for item, at in pictured:
+                item.seq.images.scatter(embeds[0], item.start, item.start + item.num_tokens, at)
+        return model_step(self.model, input_ids, self.cache, positions=pos, logits_at=index, inputs_embeds=embeds)[0]

@@ -33,6 +33,7 @@ class Sequence:
     arrival: int = 0  # admission order, kept across preemption so a preempted request goes back first
     state: Any = None  # the engine's RequestState (text so far, stop rules)
     generator: Any = None  # the request's seeded torch.Generator, if it asked for a seed
+    images: Any = None  # the prompt's encoded images (generation/images.py PromptImages), if it has any
 
     def __post_init__(self):
         if not self.prompt_ids:
@@ -66,3 +67,11 @@ class Sequence:
 
     def block_tokens(self, index: int, block_size: int) -> list[int]:
         return self.token_ids[index * block_size:(index + 1) * block_size]
+
+    def block_key(self, index: int, block_size: int) -> tuple:
+        """What a full block's cached keys/values depend on: its token ids, and the content hash of each image whose
+        visual tokens it holds (they all have the image token's id: ids alone would let two images share KV)."""
+        tokens = tuple(self.block_tokens(index, block_size))
+        if self.images is None:
+            return tokens
+        return tokens + self.images.in_range(index * block_size, (index + 1) * block_size)

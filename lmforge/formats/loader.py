@@ -15,6 +15,7 @@ from lmforge.common.paths import INSTALL_HINT, embedded_model_path
 from lmforge.formats.hf import config_from_hf
 from lmforge.formats.hf_dir import build_model, load_hf_model, read_json, save_hf_model
 from lmforge.formats.hf_t5 import is_t5_config, load_t5_dir, save_t5_dir
+from lmforge.formats.hf_llava import load_llava
 from lmforge.formats.mtp_io import load_mtp, save_mtp
 from lmforge.formats.quant_io import is_quantized_dir, load_quantized, save_quantized
 from lmforge.model.config import ModelConfig
@@ -22,6 +23,7 @@ from lmforge.model.mtp import MultiTokenPrediction
 from lmforge.model.presets import preset_names
 from lmforge.model.sentence_embedding import embed_token_ids
 from lmforge.model.transformer import Transformer
+from lmforge.model.vision.projector import LlavaModel
 from lmforge.quant.int_linear import QuantConfig
 from lmforge.tokenizer import Tokenizer
 
@@ -39,6 +41,8 @@ class LM:
     source: str
     generation_config: dict = field(default_factory=dict)
     mtp: MultiTokenPrediction | None = None  # multi-token-prediction modules (mtp.safetensors), when the model has them
+    vision: LlavaModel | None = None  # a LLaVA directory's whole model (its language_model is `model`)
+    image_processor: dict | None = None  # that directory's preprocessor_config.json (None: the tower's defaults)
 
     @property
     def config(self) -> ModelConfig:
@@ -127,6 +131,22 @@ def load_gguf(path: Path, dtype: torch.dtype, int4: QuantConfig | None = None) -
     return LM(model=model, tokenizer=tokenizer, source=str(path), generation_config=generation)
 
 
+def is_llava_dir(path: Path) -> bool:
+    """Whether `path` holds a transformers LLaVA checkpoint (config.json with model_type "llava")."""
+    config = path / "config.json"
+    return config.is_file() and read_json(config).get("model_type") == "llava"
+
+
+def load_llava_lm(path: Path, dtype: torch.dtype) -> LM:
+    """A LLaVA directory (formats/hf_llava.py): the text path is its language model, `vision` the whole model."""
+    llava = load_llava(path).to(dtype).eval()
+    gen_path, pre_path = path / "generation_config.json", path / "preprocessor_config.json"
+    tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
+    return LM(model=llava.language_model, tokenizer=tokenizer, source=str(path),
+              generation_config=read_json(gen_path) if gen_path.is_file() else {}, vision=llava,
+              image_processor=read_json(pre_path) if pre_path.is_file() else None)
+
+
 def load(name_or_path: str | Path = "smollm2-135m", dtype: str | torch.dtype = "float32",
          gguf_int4: bool = False) -> LM:
     """Load a model by embedded name, Hugging Face directory or GGUF file (weights dequantized to `dtype`).
@@ -149,6 +169,8 @@ def load(name_or_path: str | Path = "smollm2-135m", dtype: str | torch.dtype = "
         tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None
         return LM(model=model, tokenizer=tokenizer, source=str(path),
                   generation_config=read_json(gen_path) if gen_path.is_file() else {})
+    if is_llava_dir(path):  # images in, text out: the LM is its language model (lmforge.generation.images)
+        return load_llava_lm(path, torch_dtype)
     if is_quantized_dir(path):
         model, generation = load_quantized(path, torch_dtype)
     else:

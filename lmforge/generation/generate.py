@@ -15,6 +15,7 @@ from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import tick as tick_threads
 from lmforge.generation.cache import RollingKVCache, all_layers_sliding, new_kv_cache
 from lmforge.generation.grammar import token_masks
+from lmforge.generation.images import PromptImages, prompt_embeddings
 from lmforge.generation.request_state import RequestState, StepOutput
 from lmforge.generation.sampling import Sampler, TokenHistory, make_generators
 from lmforge.generation.sampling_params import SamplingParams
@@ -68,7 +69,8 @@ def generate_stream(model, prompts: Sequence[Sequence[int]],
                     params: SamplingParams | Sequence[SamplingParams] | None = None, *, tokenizer=None,
                     pad_id: int = 0, max_new_tokens: int | None = None, temperature: float | None = None,
                     stop_token_ids: Sequence[int] | None = None, seed: int | None = None,
-                    step=None, compile: bool = False) -> Iterator[list[StepOutput | None]]:
+                    step=None, compile: bool = False,
+                    images: Sequence[PromptImages | None] | None = None) -> Iterator[list[StepOutput | None]]:
     """Yield, at each step, a StepOutput for every sequence (None for one that has already finished).
 
     A sequence finishes after emitting one of its stop_token_ids (which is yielded), when its text (decoded with
@@ -77,6 +79,8 @@ def generate_stream(model, prompts: Sequence[Sequence[int]],
     compile: decode on a static-shape cache (generation/cache/static.py) through decode_step compiled with
     torch.compile, captured once (the first call per model compiles, for seconds to minutes); prompts of one
     length, full-attention non-MLA models. Off by default: it measured slower than prepared eager (docs/inference.md).
+    images: per prompt, its encoded images (generation/images.py) or None: the prefill runs on embeddings with the
+    visual tokens in the image slots, decoding goes on as text.
     """
     if getattr(model, "is_encoder_decoder", False):
         raise LmforgeError(f"{model.config.family} is an encoder-decoder: generate with lmforge.generation.seq2seq "
@@ -86,7 +90,9 @@ def generate_stream(model, prompts: Sequence[Sequence[int]],
     if tokenizer is None and any(p.stop for p in rows):
         raise LmforgeError("stop strings need a tokenizer to decode the output (pass tokenizer=...)")
     context = model.config.max_seq_len
-    prompts = [fit_prompt(p, sp, context, i) for i, (p, sp) in enumerate(zip(prompts, rows, strict=True))]
+    fitted = [fit_prompt(p, sp, context, i) for i, (p, sp) in enumerate(zip(prompts, rows, strict=True))]
+    images = check_images(images, prompts, fitted, compile)
+    prompts = fitted
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_id)
     ids, mask = ids.to(device), mask.to(device)
@@ -106,7 +112,8 @@ def generate_stream(model, prompts: Sequence[Sequence[int]],
     if compile and step is None:
         step = functools.partial(compiled_decode_step(), model)
     step = step or (lambda tokens, cache, mask: decode_step(model, tokens, cache, mask))
-    logits = prefill(model, ids, cache, mask)
+    embeds = prompt_embeddings(model, ids, images, [len(p) for p in prompts]) if images is not None else None
+    logits = prefill(model, ids, cache, mask, inputs_embeds=embeds)
     sampler = Sampler(rows, logits.shape[-1], device)
     generators = make_generators(rows, device)
     history = TokenHistory.from_tokens(prompts, logits.shape[-1], device) if sampler.needs_history else None
@@ -144,6 +151,21 @@ def generate_stream(model, prompts: Sequence[Sequence[int]],
             history.append(token, active)
         logits = step(token, cache, mask)
         fed += 1
+
+
+def check_images(images, prompts, fitted, compile: bool) -> list | None:
+    """The per-prompt images, or None when no prompt has any; a prompt with images is never truncated."""
+    if images is None or not any(i is not None for i in images):
+        return None
+    if len(images) != len(prompts):
+        raise LmforgeError(f"got images for {len(images)} prompts, but {len(prompts)} prompts")
+    if compile:
+        raise LmforgeError("compile=True decodes text prompts only; a prompt with images runs eager")
+    for row, (before, after) in enumerate(zip(prompts, fitted, strict=True)):
+        if images[row] is not None and len(before) != len(after):
+            raise LmforgeError(f"prompt {row} holds images and is too long for the context ({len(before)} tokens); "
+                               "truncating it would cut an image: shorten it or lower max_new_tokens")
+    return list(images)
 
 
 def generate(model, prompts: Sequence[Sequence[int]], params: SamplingParams | Sequence[SamplingParams] | None = None,

@@ -186,6 +186,7 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
         if body.model != served.name:
             raise OpenAIError(404, f"the model {body.model[:200]!r} does not exist; this server serves "
                                    f"{served.name!r}", param="model", code="model_not_found")
+        served.take_images(body, kind)  # image parts decoded (400 if bad), marks in their place
         verdict = hook.check_request(body, kind) if hook is not None else None  # input rail (may redact)
         jobs = served.prepare(body, kind, engine.llm.max_request_tokens)
         pairs = [(prompt_ids, params) for prompt_ids, per_choice in jobs for params in per_choice]
@@ -194,7 +195,7 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
                                    f"most {engine.max_pending} requests", param="n")
         for prompt_ids, params in pairs:
             try:
-                engine.llm.validate(prompt_ids, params)
+                engine.llm.validate(prompt_ids, params, served.num_images(body))
             except LmforgeError as err:
                 raise OpenAIError(400, str(err)) from None
         return body, pairs, verdict
@@ -216,7 +217,7 @@ def create_app(engine: AsyncEngine, served, api_key: str | None = None, max_body
             for c in choices:
                 c.finish_reason = "length"
             return completion_response(rid, created, served.name, choices, body.logprobs is not None)
-        streams = [engine.generate(c.prompt_ids, c.params) for c in choices]
+        streams = [engine.generate(c.prompt_ids, c.params, served.images_of(body)) for c in choices]
         if hook is not None:  # output rail: hold back, redact, or end the answer with "content_filter"
             streams = [hook.guard(s, verdict) for s in streams]
         if body.stream:

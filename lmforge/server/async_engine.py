@@ -45,15 +45,16 @@ class AsyncEngine:
     def num_pending(self) -> int:
         return len(self.streams)
 
-    async def generate(self, prompt_ids: list[int], params) -> AsyncIterator:
-        """Yield the request's RequestOutputs as the engine produces them; abort it if the consumer goes away."""
+    async def generate(self, prompt_ids: list[int], params, images=None) -> AsyncIterator:
+        """Yield the request's RequestOutputs as the engine produces them; abort it if the consumer goes away.
+        `images`: the prompt's pixel_values (a LLaVA model), encoded by the engine thread when it adds the request."""
         if self.num_pending >= self.max_pending:
             raise OpenAIError(429, f"the server is at capacity ({self.max_pending} requests); retry later",
                               type_="rate_limit_error", code="rate_limit_exceeded")
         handle = next(self.handles)
         outputs: asyncio.Queue = asyncio.Queue()
         self.streams[handle] = (asyncio.get_running_loop(), outputs)
-        self.commands.put(("add", handle, prompt_ids, params))
+        self.commands.put(("add", handle, prompt_ids, params, images))
         self.wake.set()
         finished = False
         try:
@@ -100,11 +101,11 @@ class AsyncEngine:
                     outcome, value = future.set_exception, err
                 loop.call_soon_threadsafe(lambda f=future, o=outcome, v=value: f.done() or o(v))
             elif command[0] == "add":
-                _, handle, prompt_ids, params = command
+                _, handle, prompt_ids, params, images = command
                 if handle not in self.streams:  # the client left before we started
                     continue
                 try:
-                    request_id = self.llm.add_request(prompt_ids, params)
+                    request_id = self.llm.add_request(prompt_ids, params, images)
                 except Exception as err:  # noqa: BLE001 - a bad request fails alone
                     self._deliver(handle, OpenAIError(400, str(err)))
                     continue

@@ -2,23 +2,28 @@
 
 `prepare` turns a validated OpenAI request into prompt token ids and one SamplingParams per choice, rejecting
 prompts that do not fit the context or the KV cache with OpenAI's `context_length_exceeded` error, and any text the
-chat template or the tokenizer refuses with a 400.
+chat template or the tokenizer refuses with a 400. A LLaVA model's chat requests may hold images (images.py):
+each becomes its run of image tokens, counted in the prompt's tokens (usage, context) like any other.
 """
 
 import time
+from dataclasses import replace
 from functools import lru_cache
 
 from lmforge.common.errors import LmforgeError
 from lmforge.generation.sampling_params import SamplingParams
+from lmforge.server.images import take_images
 from lmforge.server.protocol import CompletionRequest, OpenAIError
 from lmforge.server.tools import ChatPlan, plan_chat
 
 
 class ServedModel:
     def __init__(self, name: str, tokenizer, stop_token_ids: list[int], context_len: int,
-                 default_max_tokens: int = 1024, vocab_size: int | None = None):
-        """`vocab_size`: the model's logits width (grammars mask every logit); default: the tokenizer's."""
+                 default_max_tokens: int = 1024, vocab_size: int | None = None, vision=None):
+        """`vocab_size`: the model's logits width (grammars mask every logit); default: the tokenizer's.
+        `vision`: a LLaVA model's ImageEncoder (generation/images.py): chat messages may then hold images."""
         self.name = name
+        self.vision = vision
         self.tokenizer = tokenizer
         self.vocab_size = vocab_size or tokenizer.vocab_size
         self.stop_token_ids = list(stop_token_ids)
@@ -27,10 +32,27 @@ class ServedModel:
         self.created = int(time.time())
         self.token_text = lru_cache(maxsize=65536)(lambda token: tokenizer.decode([token], skip_special_tokens=False))
 
+    def take_images(self, body, kind: str) -> None:
+        """Decode a chat request's images (server/images.py) before anything reads its text (the safety rail, the
+        template): each image_url part becomes a placeholder text part; the pixels wait on the body."""
+        if kind == "chat":
+            taken = take_images(body, self.vision, self.name, self.tokenizer.chat_template)
+            if taken is not None:
+                body._extras["images"] = taken
+
+    def images_of(self, body):
+        """The request's pixel_values [n, 3, H, W] (None without images): what the engine encodes."""
+        taken = getattr(body, "_extras", {}).get("images")
+        return None if taken is None else taken.pixels
+
+    def num_images(self, body) -> int:
+        pixels = self.images_of(body)
+        return 0 if pixels is None else pixels.shape[0]
+
     def _encode_chat(self, plan: ChatPlan) -> list[int]:
         try:  # tokenize=True: content is encoded as plain text, never as control tokens (`<|im_start|>`)
             return self.tokenizer.apply_chat_template(plan.messages, add_generation_prompt=True, tokenize=True,
-                                                      **plan.template_kwargs)
+                                                      placeholders=plan.placeholders, **plan.template_kwargs)
         except LmforgeError as err:
             raise OpenAIError(400, f"cannot render the chat template: {err}", param="messages") from None
         except Exception as err:  # noqa: BLE001 - whatever the tokenizer refuses is the client's text
@@ -71,7 +93,12 @@ class ServedModel:
         """`max_request_tokens`: the engine's limit on prompt + completion (its KV cache may hold less than the
         context); a request over it is refused here, with the limit, rather than failed by the engine."""
         plan = plan_chat(body, self) if kind == "chat" else None  # tools, response_format: prompt and grammar
+        taken = body._extras.get("images") if kind == "chat" else None
+        if taken is not None:  # each image's mark becomes the image token, then one per visual token
+            plan = replace(plan, placeholders={taken.mark: self.vision.image_token_id})
         prompts = [self._encode_chat(plan)] if kind == "chat" else self._encode_prompts(body)
+        if taken is not None:
+            prompts = [self.vision.expand(ids) for ids in prompts]
         limit = self.context_len if max_request_tokens is None else min(self.context_len, max_request_tokens)
         what = (f"this model's context is {self.context_len} tokens" if limit == self.context_len else
                 f"this server's KV cache holds {limit} tokens per request (the model's context is {self.context_len})")

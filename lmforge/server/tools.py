@@ -44,6 +44,7 @@ class ChatPlan:
     messages: list[dict]
     template_kwargs: dict = field(default_factory=dict)
     grammar: str | None = None
+    placeholders: dict = field(default_factory=dict)  # {mark character: token id}: an image's place (images.py)
 
 
 def tool_choice(body: ChatCompletionRequest) -> str:

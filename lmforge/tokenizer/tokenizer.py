@@ -6,6 +6,7 @@ It reads and writes the Hugging Face tokenizer directory (`tokenizer.json`, `tok
 
 import operator
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,7 @@ class Tokenizer:
         add_generation_prompt: bool = False,
         tokenize: bool = False,
         chat_template: str | None = None,
+        placeholders: dict[str, int] | None = None,
         **template_kwargs: Any,
     ) -> str | list[int]:
         """Render a conversation with the chat template (or `chat_template`); with tokenize=True, its ids.
@@ -221,6 +223,10 @@ class Tokenizer:
         `documents`...) are encoded as plain text: only the template itself writes control tokens (safe_chat.py).
         Always take ids from here, never by encoding the rendered text (that would let `<|im_start|>` in a user
         message become a real role marker).
+
+        placeholders (tokenize=True): {character: token id}; each such character in the rendered text becomes that
+        one id, the text around it encoded apart (how an image's place in a message reaches the prompt as the
+        image token). The caller picks characters that no message contains (e.g. from Unicode's private use area).
         """
         template = chat_template if chat_template is not None else self.chat_template
         if template is None:
@@ -241,7 +247,15 @@ class Tokenizer:
                                             **variables, **escaper.escape(template_kwargs))
         except LmforgeError as err:
             raise LmforgeError(escaper.unescape(str(err))) from None
-        return encode_rendered(rendered, escaper, self.backend, self._plain_backend())
+        if not placeholders:
+            return encode_rendered(rendered, escaper, self.backend, self._plain_backend())
+        ids: list[int] = []
+        for piece in re.split("([" + re.escape("".join(placeholders)) + "])", rendered):
+            if piece in placeholders:
+                ids.append(placeholders[piece])
+            elif piece:
+                ids.extend(encode_rendered(piece, escaper, self.backend, self._plain_backend()))
+        return ids
 
     def encode_plain(self, text: str) -> list[int]:
         """Ids of `text` with special-token strings (`<|im_end|>`...) read as ordinary text, never as control ids."""

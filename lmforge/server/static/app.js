@@ -12,6 +12,8 @@ let modelName = null;
 let running = null; // { controller, conv, reply, body } while an answer streams
 let statsTimer = null;
 let lastStats = null;
+let pendingImage = null; // { name, url }: the image (a data: URL) the next message takes
+const MAX_IMAGE_BYTES = 8 * 1024 * 1024; // the server's limit for one image
 
 // -- storage ------------------------------------------------------------------------------------------------
 function readJSON(key, fallback) {
@@ -34,8 +36,8 @@ function loadConversations() {
 }
 
 function save() {
-  try {
-    localStorage.setItem(KEYS.conversations, JSON.stringify(conversations));
+  try { // images are not kept (localStorage holds a few MB): after a reload a message keeps its text only
+    localStorage.setItem(KEYS.conversations, JSON.stringify(conversations, (k, v) => (k === "image" ? undefined : v)));
     if (currentId) localStorage.setItem(KEYS.current, currentId);
     else localStorage.removeItem(KEYS.current);
   } catch (err) {
@@ -118,7 +120,11 @@ function showStats(s) {
 function requestBody(conv) {
   const messages = [];
   if (settings.system.trim()) messages.push({ role: "system", content: settings.system });
-  for (const m of conv.messages) if (m.content) messages.push({ role: m.role, content: m.content });
+  for (const m of conv.messages) {
+    if (!m.content) continue;
+    messages.push({ role: m.role, content: m.image ? [{ type: "image_url", image_url: { url: m.image } },
+      { type: "text", text: m.content }] : m.content });
+  }
   const body = { model: modelName, messages, stream: true, stream_options: { include_usage: true },
                  temperature: settings.temperature, top_p: settings.top_p,
                  repetition_penalty: settings.repetition_penalty };
@@ -203,8 +209,9 @@ function submit() {
     currentId = conv.id;
   }
   if (!conv.title) conv.title = text.trim().slice(0, 60);
-  conv.messages.push({ role: "user", content: text, meta: "" });
+  conv.messages.push({ role: "user", content: text, meta: "", image: pendingImage ? pendingImage.url : undefined });
   $("prompt").value = "";
+  attach(null);
   answer(conv);
 }
 
@@ -218,6 +225,7 @@ function editLast(conv) {
   while (index >= 0 && conv.messages[index].role !== "user") index -= 1;
   if (index < 0) return;
   $("prompt").value = conv.messages[index].content;
+  attach(conv.messages[index].image ? { name: "image", url: conv.messages[index].image } : null);
   conv.messages.splice(index);
   save();
   render();
@@ -268,6 +276,12 @@ function renderMessages() {
     const body = el("div", "body");
     if (m.role === "assistant") renderMarkdown(m.content, body);
     else body.textContent = m.content;
+    if (m.image) {
+      const picture = document.createElement("img");
+      picture.alt = "attached image";
+      picture.src = m.image; // a data: URL (the page's CSP allows img-src data:)
+      body.prepend(picture);
+    }
     view.append(body);
     if (running && m === running.reply) {
       running.body = body;
@@ -315,6 +329,25 @@ function setRunning(on) {
   document.body.dataset.state = on ? "streaming" : "idle";
 }
 
+function attach(image) {
+  pendingImage = image;
+  $("attached").hidden = !image;
+  $("attached").textContent = image ? `${image.name} \u00d7` : "";
+}
+
+function readImage() {
+  const file = $("attach").files[0];
+  $("attach").value = "";
+  if (!file) return;
+  if (file.size > MAX_IMAGE_BYTES) {
+    showError(`${file.name} is larger than the server's limit of 8 MB`);
+    return;
+  }
+  const reader = new FileReader();
+  reader.addEventListener("load", () => attach({ name: file.name, url: String(reader.result) }));
+  reader.readAsDataURL(file);
+}
+
 // -- sidebar and wiring ---------------------------------------------------------------------------------------
 function openSidebar() {
   $("sidebar").classList.add("open");
@@ -338,6 +371,8 @@ function wire() {
     }
   });
   $("stop").addEventListener("click", () => running && running.controller.abort());
+  $("attach").addEventListener("change", readImage);
+  $("attached").addEventListener("click", () => attach(null));
   $("new-chat").addEventListener("click", () => {
     if (running) return;
     currentId = null;

@@ -64,6 +64,8 @@ def raw_prompt(tokenizer, vision, prompt: str, paths: Sequence[Path]):
     PROMPT writes the image token itself (one per image)."""
     ids = tokenizer.encode(prompt)
     if not paths:
+        if vision is not None:  # a typed image token with no image to put there
+            vision.check(ids, 0)
         return ids, None
     if vision.image_token_id not in ids:  # else the PROMPT places them itself ("USER: <image>\nWhat is it?")
         at = 1 if ids and tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id else 0

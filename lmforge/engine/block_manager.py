@@ -3,9 +3,9 @@
 As in vLLM's PagedAttention, a sequence's keys/values live in `block_size`-token blocks listed in its block table.
 A full block whose keys/values have been computed is registered under a hash of its tokens (and of the images
 whose visual tokens it holds: vLLM's mm_hash) chained with the previous block's hash, so a later request with the
-same prefix reuses it (prefix caching). Freed blocks keep their
-contents and hash and are evicted least-recently-freed first. Sequences forked for `n > 1` share blocks; writing
-into a shared block first copies it (copy-on-write; the runner performs the queued copies).
+same prefix reuses it (prefix caching). Freed blocks keep their contents and hash and are evicted
+least-recently-freed first. Sequences forked for `n > 1` share blocks; writing into a shared block first copies it
+(copy-on-write; the runner performs the queued copies).
 """
 
 from collections import OrderedDict, deque

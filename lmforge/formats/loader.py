@@ -15,7 +15,6 @@ from lmforge.common.paths import INSTALL_HINT, embedded_model_path
 from lmforge.formats.hf import config_from_hf
 from lmforge.formats.hf_dir import build_model, load_hf_model, read_json, save_hf_model
 from lmforge.formats.hf_t5 import is_t5_config, load_t5_dir, save_t5_dir
-from lmforge.formats.hf_llava import load_llava
 from lmforge.formats.mtp_io import load_mtp, save_mtp
 from lmforge.formats.quant_io import is_quantized_dir, load_quantized, save_quantized
 from lmforge.model.config import ModelConfig
@@ -139,6 +138,8 @@ def is_llava_dir(path: Path) -> bool:
 
 def load_llava_lm(path: Path, dtype: torch.dtype) -> LM:
     """A LLaVA directory (formats/hf_llava.py): the text path is its language model, `vision` the whole model."""
+    from lmforge.formats.hf_llava import load_llava  # the vision towers' formats, only for such a directory
+
     llava = load_llava(path).to(dtype).eval()
     gen_path, pre_path = path / "generation_config.json", path / "preprocessor_config.json"
     tokenizer = Tokenizer.from_dir(path) if (path / "tokenizer.json").is_file() else None

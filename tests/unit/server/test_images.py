@@ -68,6 +68,12 @@ def test_openai_client_sends_an_image_and_usage_counts_it(llava_lm, reference):
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
         answer = client.chat.completions.create(**ask(RED))
         text_only = client.chat.completions.create(**ask(None))
+        streamed = client.chat.completions.create(**ask(RED, n=2, logprobs=False, top_logprobs=None), stream=True)
+        pieces = ["", ""]
+        for chunk in streamed:
+            for choice in chunk.choices:
+                pieces[choice.index] += choice.delta.content or ""
+    assert pieces == [answer.choices[0].message.content] * 2  # streamed, and each of n choices, as not streamed
     want, n_image = reference(RED)
     got = sorted(t.logprob for t in answer.choices[0].logprobs.content[0].top_logprobs)
     assert close(got, want) and answer.choices[0].message.content

@@ -168,8 +168,8 @@ def chat(
     dtype: str = opt.DTYPE,
     safety: str = SAFETY,
     threads: int = opt.THREADS,
-    image: list[Path] = typer.Option(None, "--image", help="An image file for a LLaVA model (repeatable): it goes "
-                                                           "with your first message; /image PATH adds more later."),
+    image: list[Path] = typer.Option(None, "--image", metavar="PATH", help="An image file for a LLaVA model "
+                                     "(repeatable): it goes with your first message; /image PATH adds more later."),
 ) -> None:
     """Chat with a model in the terminal (type /help for commands)."""
     import dataclasses

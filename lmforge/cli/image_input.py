@@ -10,9 +10,9 @@ import typer
 
 from lmforge.common.errors import LmforgeError
 
-IMAGE = typer.Option(None, "--image", help="An image file (PNG, JPEG, ...) for a LLaVA model; repeatable. With "
-                                           "--chat it comes before the message; with a raw PROMPT first, or where the "
-                                           "PROMPT writes the image token (e.g. <image>).")
+IMAGE = typer.Option(None, "--image", metavar="PATH",
+                     help="An image file (PNG, JPEG, ...) for a LLaVA model; repeatable. With --chat it comes before "
+                          "the message; with a raw PROMPT first, or where the PROMPT writes the image token (<image>).")
 
 
 def check_files(paths: Sequence[Path] | None) -> None:

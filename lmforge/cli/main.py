@@ -39,6 +39,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     scaling_cmd,
     serve_cmd,
     sft_cmd,
+    speedrun_cmd,
     tokenizer_cmd,
 )
 from lmforge.common.errors import LmforgeError
@@ -89,6 +90,7 @@ app.command("ppo", epilog=ppo_cmd.EPILOG)(ppo_cmd.ppo_command)
 app.command("grpo", epilog=grpo_cmd.EPILOG)(grpo_cmd.grpo_command)
 app.command("rs", epilog=rs_cmd.EPILOG)(rs_cmd.rs_command)
 app.command("sft", epilog=sft_cmd.EPILOG)(sft_cmd.sft_command)
+app.command("speedrun", epilog=speedrun_cmd.EPILOG)(speedrun_cmd.speedrun_command)
 app.add_typer(safety_cmd.app, name="safety")
 app.command("redteam")(redteam_cmd.redteam)
 app.add_typer(classify_cmd.app, name="classify")

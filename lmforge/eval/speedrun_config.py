@@ -14,11 +14,12 @@ from lmforge.common.errors import ConfigError
 from lmforge.train.config_sections import check_ints
 
 # The sizes of each recipe. default: the 1M-parameter model of tests/pretrained_tiny.py and the SFT of
-# docs/benchmarks.md (300 steps, batch 16, lr 3e-3, seq 128: held-out exact match 0.00 -> 0.60), DPO as in its table.
+# docs/benchmarks.md (300 steps, batch 16, lr 3e-3, seq 128: held-out exact match 0.00 -> 0.60); DPO at lr 1e-4 (at
+# 3e-4 it took the SFT model's instruction exact match from 0.43 to 0.14, at 1e-4 to 0.30; docs/evaluation.md).
 RECIPES: dict[str, dict] = {
     "default": dict(preset="pretrain-1m", corpus_documents=12_000, vocab_size=2048, seq_len=128, val_fraction=0.01,
                     batch_size=16, pretrain_steps=600, pretrain_lr=3e-3, sft_steps=300, sft_lr=3e-3, sft_examples=4000,
-                    dpo_steps=60, dpo_lr=3e-4, dpo_beta=0.1, train_pairs=1000, eval_examples=100,
+                    dpo_steps=60, dpo_lr=1e-4, dpo_beta=0.1, train_pairs=1000, eval_examples=100,
                     heldout_pairs=200, tasks=("lmforge_mc",), task_limit=None),
     "tiny": dict(preset="tiny-llama", corpus_documents=300, vocab_size=320, seq_len=64, val_fraction=0.05, batch_size=4,
                  pretrain_steps=8, pretrain_lr=3e-3, sft_steps=4, sft_lr=3e-3, sft_examples=40, dpo_steps=3,
@@ -38,8 +39,9 @@ def stage_dir(out: Path, stage: str) -> Path:
 class SpeedrunConfig(ConfigIO):
     out: str = setting("runs/speedrun", "Run directory: one subdirectory per stage, report.md and the PNGs. Rerun "
                        "with the same --out to resume: finished stages are skipped.", short="-o")
-    minutes: float = setting(12.0, "Time budget of the whole run: where the measured step time says the recipe's "
-                             "steps would not fit, the training stages get proportionally fewer.")
+    minutes: float = setting(12.0, "Time budget of the whole run: where a training step measured at the start says "
+                             "the recipe's steps would not fit, pretraining (first) and the other stages get fewer; "
+                             "the plan is kept in OUT/plan.json for reruns.")
     tiny: bool = setting(False, "The tiny recipe: a seconds-long smoke run (tiny model, a few steps per stage).")
     seed: int = setting(0, "Seed of the weights, the data order and the task generators.")
     threads: int | None = setting(None, "torch CPU threads (default: torch's).")

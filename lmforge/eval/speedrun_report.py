@@ -111,9 +111,14 @@ def _pyplot():
 def write_card_png(path: Path, rows: dict, cols: list) -> Path:
     """One bar panel per score, a bar per stage, the value written on each bar."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 3.6), squeeze=False)
+    ncols = min(len(cols), 4)
+    nrows = -(-len(cols) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.4 * nrows + 0.4), squeeze=False)
     colors = {"baseline": "#9e9e9e", "pretrain": "#4c72b0", "sft": "#55a868", "dpo": "#c44e52"}
-    for ax, (key, title, up) in zip(axes[0], cols, strict=True):
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(cols):]:
+        ax.set_visible(False)
+    for ax, (key, title, up) in zip(flat, cols, strict=False):
         names = [r for r in ROWS if card_value(rows.get(r), key) is not None]
         values = [card_value(rows[r], key) for r in names]
         bars = ax.bar([ROW_NAMES[r].replace(" ", "\n") for r in names], values, color=[colors[r] for r in names])

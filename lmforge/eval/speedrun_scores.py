@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -89,16 +88,8 @@ def task_scores(model_dir: Path, tasks: tuple[str, ...], limit: int | None, out:
     """{"<task> <metric>": value} of lm-eval tasks on the model (0-shot), results JSON under `out`."""
     from lmforge.eval.run_tasks import run_tasks
 
-    quiet = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"  # lm-eval's progress bars; the speedrun prints one line per model
-    try:
-        results = run_tasks(str(model_dir), list(tasks), limit=limit, out=out, log=lambda message: None,
-                            model_args={"device": "cpu", "kv_cache_gb": 0.05, "prepare": False})
-    finally:
-        if quiet is None:
-            os.environ.pop("TQDM_DISABLE")
-        else:
-            os.environ["TQDM_DISABLE"] = quiet
+    results = run_tasks(str(model_dir), list(tasks), limit=limit, out=out, log=lambda message: None,
+                        model_args={"device": "cpu", "kv_cache_gb": 0.05, "prepare": False})
     scores = {}
     for task, metrics in results["results"].items():
         for key, value in metrics.items():

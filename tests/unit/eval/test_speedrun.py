@@ -65,7 +65,7 @@ def test_rerun_skips_finished_stages_and_refuses_other_settings(tiny_run):
     lines = []
     Speedrun(SpeedrunConfig(out=str(out), tiny=True), log=lines.append).run()
     skipped = [line for line in lines if "done in an earlier run" in line]
-    assert len(skipped) == 5, lines  # every stage but the report, which is rewritten
+    assert len(skipped) == len(STAGES), lines
     with pytest.raises(LmforgeError, match=r"other settings \(pretrain_steps=8 there, 9 now\)"):
         Speedrun(SpeedrunConfig(out=str(out), tiny=True, pretrain_steps=9), log=lines.append).run()
 

@@ -20,6 +20,7 @@ from lmforge.eval.speedrun_budget import make_plan
 from lmforge.eval.speedrun_config import STAGES, SpeedrunConfig, stage_dir
 from lmforge.eval.speedrun_report import write_report
 from lmforge.eval.speedrun_scores import stage_scores, unigram_scores
+from lmforge.eval.task_files import check_items, resolve_tasks
 
 MODEL_STAGES = ("pretrain", "sft", "dpo")  # the stages whose model the eval stage scores
 STAGE_FILE = "stage.json"
@@ -71,6 +72,8 @@ class Speedrun:
         self.plan = saved
 
     def run(self) -> dict:
+        for task in resolve_tasks(list(self.sizes["tasks"]), []) if self.sizes["tasks"] else ():
+            check_items(task)  # a bad task file fails now, not after the training stages
         self.out.mkdir(parents=True, exist_ok=True)
         self._check_same_run()
         started = time.perf_counter()

@@ -70,6 +70,12 @@ def test_rerun_skips_finished_stages_and_refuses_other_settings(tiny_run):
         Speedrun(SpeedrunConfig(out=str(out), tiny=True, pretrain_steps=9), log=lines.append).run()
 
 
+def test_a_bad_task_is_refused_before_any_stage(tmp_path):
+    with pytest.raises(LmforgeError, match="unknown task 'nope_task'"):
+        Speedrun(SpeedrunConfig(out=str(tmp_path / "run"), tiny=True, tasks=("nope_task",))).run()
+    assert not (tmp_path / "run").exists()
+
+
 def test_checks_compare_the_right_rows():
     rows = {"baseline": {"corpus": {"bpb": 2.0}}, "pretrain": {"corpus": {"bpb": 1.0}, "instruct": {"exact_match": 0.0},
                                                                "preference": {"accuracy": 0.5}},

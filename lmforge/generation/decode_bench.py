@@ -4,7 +4,10 @@ Batch-1 decoding is memory-bound: each new token reads every weight once, so tok
 bandwidth / weight bytes. We measure the machine's read bandwidth in the same run (a large tensor sum) and report
 each model's speed next to that bound, and next to what the projections alone run at with this machine's matmul
 kernels (the gap between those two is the kernels'; the gap below the second is everything else a step does).
+Every timing takes a `clock` (common/timing.py): wall time, or the process's CPU time on a machine others load.
 """
+
+import time
 
 import torch
 from torch import nn
@@ -18,11 +21,11 @@ from lmforge.quant.int_linear import Int4Linear, Int8Linear
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 
 
-def read_bandwidth_gb_s(size_mb: int = 1024, repeat: int = 5) -> float:
+def read_bandwidth_gb_s(size_mb: int = 1024, repeat: int = 5, clock=time.perf_counter) -> float:
     """Best-of-`repeat` read bandwidth (GB/s) of summing a float32 tensor much larger than the caches."""
     x = torch.ones(size_mb * 2**20 // 4)
     x.sum()
-    best, _ = best_time(x.sum, repeat)
+    best, _ = best_time(x.sum, repeat, clock)
     return x.numel() * 4 / best / 1e9
 
 
@@ -33,23 +36,15 @@ def bytes_read_per_token(model: nn.Module) -> int:
     """
     total = 0
     for module in model.modules():
-        if isinstance(module, Int4Linear):
-            tensors = [module.packed, module.scales_and_zeros, module.bias]
-        elif isinstance(module, Int8Linear):
-            tensors = [module.weight, module.scales, module.bias]
-        elif isinstance(module, (PackedLinear, KernelLinear)):
-            total += module.weight_bytes()
-            continue
-        elif isinstance(module, nn.Embedding) or list(module.children()):
-            continue
-        else:  # float linears and norms
-            tensors = list(module.parameters(recurse=False))
-        total += sum(t.numel() * t.element_size() for t in tensors if t is not None)
+        if isinstance(module, (PackedLinear, KernelLinear, Int4Linear, Int8Linear)):
+            total += module.weight_bytes()  # in the layout its kernel reads
+        elif not isinstance(module, nn.Embedding) and not list(module.children()):  # float linears and norms
+            total += sum(t.numel() * t.element_size() for t in module.parameters(recurse=False))
     return total
 
 
 @torch.inference_mode()
-def projections_only_tokens_per_s(model: nn.Module, repeat: int = 5) -> float:
+def projections_only_tokens_per_s(model: nn.Module, repeat: int = 5, clock=time.perf_counter) -> float:
     """Tokens/s if a decode step did nothing but its projections: every linear (float, packed or quantized) run
     once on one row of the model's dtype, in model order, best of `repeat`. The weights stream from memory as in
     a real step, so this is the ceiling that the matmul kernels allow."""
@@ -63,12 +58,13 @@ def projections_only_tokens_per_s(model: nn.Module, repeat: int = 5) -> float:
             m(x)
 
     step()
-    best, _ = best_time(step, repeat)
+    best, _ = best_time(step, repeat, clock)
     return 1 / best
 
 
-def decode_tokens_per_s(model, prompt: list[int], tokens: int, repeat: int = 3) -> tuple[float, list[int]]:
+def decode_tokens_per_s(model, prompt: list[int], tokens: int, repeat: int = 3,
+                        clock=time.perf_counter) -> tuple[float, list[int]]:
     """(best tokens/s over `repeat` greedy runs of `tokens` new tokens, the tokens of the last run)."""
     decode(model, prompt, max_new_tokens=8)  # warm-up: first calls of oneDNN / kernel paths are slow
-    best, out = best_time(lambda: decode(model, prompt, max_new_tokens=tokens), repeat)
+    best, out = best_time(lambda: decode(model, prompt, max_new_tokens=tokens), repeat, clock)
     return tokens / best, out

@@ -8,7 +8,10 @@ One library built from every source in `csrc/`, registered under `torch.ops.lmfo
 - `pack_linear_bf16`, `linear_bf16`, `silu_gated_linear_bf16` (csrc/linear_bf16.cpp): bf16 linears by the
   AVX512-BF16 dot product, on CPUs that have it, and SwiGLU's gate/up projection with its activation;
   `pack_linear_f32`, `linear_f32`, `silu_gated_linear_f32` (csrc/linear_f32.cpp): the same for float32 by FMA, used
-  on AVX-512 CPUs (both used by lmforge.model.inference).
+  on AVX-512 CPUs (both used by lmforge.model.inference);
+- `pack_linear_int8`, `linear_int8` (csrc/linear_int8.cpp), `pack_linear_int4`, `pack_int4_scales`, `linear_int4`
+  (csrc/linear_int4.cpp), `quant_linear_isa`: int8 / group-wise int4 linears with the codes dequantized in registers,
+  AVX-512 or AVX2 chosen at run time (used by lmforge.quant's Int8Linear / Int4Linear through quant_linear.py).
 It needs a C++ compiler (g++ or clang) the first time: the build takes 20-40 s once per machine and is cached under
 `~/.cache/torch_extensions/lmforge` (or under `$TORCH_EXTENSIONS_DIR`); later runs load the library without a
 compiler. Without a compiler, with `LMFORGE_CPU_KERNELS=0`, or when the build fails, callers keep their pure-PyTorch

@@ -5,7 +5,9 @@ int4: asymmetric, one (scale, zero) per group of `group_size` input channels, w 
 and z the group's mid-point (the "tinygemm" convention) -> aten._weight_int4pack_mm_for_cpu.
 Both kernels are fast only with bfloat16 activations (the fp32 paths are scalar reference loops, ~10x slower),
 so quantized layers compute in bf16 and return the caller's dtype. As an LM head (`float_logits`) they return
-float32 sums unrounded: logits rounded to bf16 tie tokens (transformer.float32_logits).
+float32 sums unrounded: logits rounded to bf16 tie tokens (transformer.float32_logits). Where lmforge's C++ kernels
+are loaded, the layers run on its own int8 / int4 linears instead (lmforge/kernels/quant_linear.py: codes dequantized
+in registers, packed from the saved layout on first use), which stream the codes at the memory's speed.
 """
 
 import fnmatch
@@ -16,6 +18,7 @@ from torch import nn
 
 from lmforge.common.errors import ConfigError, LmforgeError
 from lmforge.kernels.cpu_kernels import bf16_linear_ops, loaded_ops
+from lmforge.kernels.quant_linear import int4_linear, int8_linear, pack_int4, pack_int8, quant_linear_ops
 from lmforge.quant.group_grid import quantize_groups
 
 BITS = (8, 4, 3)  # int3: int4 codes restricted to 0..7 (group_grid.py), same kernel and file layout
@@ -133,6 +136,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", torch.ones(out_features, dtype=KERNEL_DTYPE))
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self.codes_bf16 = None  # the codes packed for lmforge's bf16 kernel, built by the first float_logits
+        self.kernel_pack = None  # (codes, float32 scales) for lmforge's int8 kernel, built on first use
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
@@ -147,7 +151,20 @@ class Int8Linear(nn.Module):
     def dequantize(self) -> torch.Tensor:
         return dequantize_int8(self.weight, self.scales)
 
+    def _kernel_pack(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The codes and scales packed for lmforge's int8 kernel (packed on first use), None where it does not run."""
+        if x.device.type != "cpu" or self.weight.device.type != "cpu" or quant_linear_ops() is None:
+            return None
+        if self.kernel_pack is None:
+            self.kernel_pack = (pack_int8(self.weight), self.scales.float().contiguous())
+        return self.kernel_pack
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pack = self._kernel_pack(x)
+        if pack is not None:  # float32 sums for float32 callers (no bf16 rounding of the output)
+            y = int8_linear(x.reshape(-1, self.in_features).to(KERNEL_DTYPE), *pack, self.bias, self.out_features,
+                            float_out=x.dtype != KERNEL_DTYPE)
+            return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         flat = x.reshape(-1, self.in_features).to(self.scales.dtype)
         y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
         y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
@@ -160,7 +177,10 @@ class Int8Linear(nn.Module):
         float32 path (the same sums; ~10x slower)."""
         flat = x.reshape(-1, self.in_features).to(KERNEL_DTYPE)
         ops = _bf16_kernel() if flat.device.type == "cpu" and self.in_features % 2 == 0 else None
-        if ops is not None:
+        pack = self._kernel_pack(x)
+        if pack is not None:
+            y = int8_linear(flat, *pack, None, self.out_features, float_out=True)
+        elif ops is not None:
             if self.codes_bf16 is None:
                 self.codes_bf16 = ops.pack_linear_bf16(self.weight.to(KERNEL_DTYPE))
             y = ops.linear_bf16_float(flat, self.codes_bf16, None, self.out_features) * self.scales.float()
@@ -171,7 +191,14 @@ class Int8Linear(nn.Module):
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
-        self.codes_bf16 = None
+        self.codes_bf16 = self.kernel_pack = None
+
+    def weight_bytes(self) -> int:
+        """Bytes one call reads: codes and scales in the layout of the kernel that runs (a block of 32 outputs)."""
+        N, K = self.out_features, self.in_features
+        kernel = quant_linear_ops() is not None and self.weight.device.type == "cpu"
+        codes = -(-N // 32) * 32 * K + 4 * N if kernel else N * K + self.scales.nbytes
+        return codes + (0 if self.bias is None else self.bias.nbytes)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bits=8"
@@ -181,8 +208,9 @@ class Int4Linear(nn.Module):
     """y = x @ ((q - 8) * s + z).T (+ bias), one (s, z) per group of input channels.
 
     State (what is saved): `weight` uint8 [out, in/2] (two codes per byte, see pack_nibbles) and
-    `scales_and_zeros` bf16 [in/G, out, 2]. The kernel's own tiled layout depends on the CPU's vector width
-    (AVX512 vs AVX2), so it is rebuilt from the portable one on load, not saved (`packed`, not persistent).
+    `scales_and_zeros` bf16 [in/G, out, 2]. The kernels' own layouts (PyTorch's tiled one depends on the CPU's vector
+    width) are built from the portable one on first use, not saved: `packed` (PyTorch's) or `kernel_pack`
+    (lmforge's, where it runs).
     """
 
     def __init__(self, in_features: int, out_features: int, group_size: int = 32, bias: bool = False):
@@ -193,8 +221,8 @@ class Int4Linear(nn.Module):
         self.register_buffer("weight", torch.zeros(out_features, in_features // 2, dtype=torch.uint8))
         self.register_buffer("scales_and_zeros", torch.zeros(in_features // group_size, out_features, 2,
                                                              dtype=KERNEL_DTYPE))
-        self.register_buffer("packed", torch.zeros(out_features, in_features // 2, dtype=torch.uint8),
-                             persistent=False)
+        self.register_buffer("packed", None, persistent=False)
+        self.kernel_pack = None
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
     @classmethod
@@ -221,13 +249,30 @@ class Int4Linear(nn.Module):
         module.repack()
         return module
 
-    @torch.no_grad()
     def repack(self) -> None:
-        """Rebuild the kernel's tiled layout from the portable codes (after loading a state dict)."""
-        if self.weight.is_meta:
-            return
-        codes = unpack_nibbles(self.weight).to(torch.int32)
-        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+        """Forget the kernels' layouts (after the codes changed): rebuilt from the portable codes on next use."""
+        self.packed, self.kernel_pack = None, None
+
+    @torch.no_grad()
+    def _aten_packed(self) -> torch.Tensor:
+        if self.packed is None:
+            codes = unpack_nibbles(self.weight).to(torch.int32)
+            self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
+        return self.packed
+
+    def _kernel_pack(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """lmforge's int4 kernel's layouts (packed on first use), None where it does not run."""
+        if x.device.type != "cpu" or self.weight.device.type != "cpu" or quant_linear_ops() is None:
+            return None
+        if self.kernel_pack is None:
+            self.kernel_pack = pack_int4(self.weight, self.scales_and_zeros)
+        return self.kernel_pack
+
+    def weight_bytes(self) -> int:
+        """Bytes one call reads: codes, scales and zeros in the layout of the kernel that runs."""
+        N, K, groups = self.out_features, self.in_features, self.in_features // self.group_size
+        rows = -(-N // 32) * 32 if quant_linear_ops() is not None and self.weight.device.type == "cpu" else N
+        return rows * (K // 2 + groups * 4) + (0 if self.bias is None else self.bias.nbytes)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -238,17 +283,28 @@ class Int4Linear(nn.Module):
         return dequantize_int4(unpack_nibbles(self.weight), sz[..., 0], sz[..., 1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pack = self._kernel_pack(x)
+        if pack is not None:  # float32 sums for float32 callers (no bf16 rounding of the output)
+            y = int4_linear(x.reshape(-1, self.in_features).to(KERNEL_DTYPE), pack, self.bias, self.out_features,
+                            float_out=x.dtype != KERNEL_DTYPE)
+            return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         flat = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype)
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size, self.scales_and_zeros)
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self._aten_packed(), self.group_size,
+                                                        self.scales_and_zeros)
         y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
     def float_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """forward's result from float32 sums, as float32: the int4 kernel's float32 path (bf16 activations as
-        forward sees them; exact, ~50x slower than its bf16 output, so int8 is the default head width)."""
-        flat = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).float()
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size,
-                                                        self.scales_and_zeros.float())
+        """forward's result from float32 sums, as float32: lmforge's int4 kernel where it runs, else PyTorch's int4
+        kernel's float32 path (bf16 activations as forward sees them; exact, ~50x slower than its bf16 output, so
+        int8 is the default head width)."""
+        pack = self._kernel_pack(x)
+        if pack is not None:
+            y = int4_linear(x.reshape(-1, self.in_features).to(KERNEL_DTYPE), pack, None, self.out_features, True)
+        else:
+            flat = x.reshape(-1, self.in_features).to(KERNEL_DTYPE).float()
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self._aten_packed(), self.group_size,
+                                                            self.scales_and_zeros.float())
         y = y.reshape(*x.shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias.float()
 

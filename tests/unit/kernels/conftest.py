@@ -28,3 +28,23 @@ def f32_ops(ops):
     if f32 is None:
         pytest.skip("no AVX-512 CPU here")
     return f32
+
+
+@pytest.fixture(scope="session")
+def quant_ops(ops):
+    from lmforge.kernels import quant_linear
+
+    if quant_linear.quant_linear_ops() is None:
+        pytest.skip("lmforge's int8 / int4 kernels do not run here (no x86 CPU with AVX2 and FMA)")
+    return ops
+
+
+@pytest.fixture(params=["avx512", "avx2"])
+def quant_isa(request, quant_ops):
+    """Each instruction-set path of the int8 / int4 kernels this machine runs (set for the test, then reset)."""
+    try:
+        quant_ops.quant_linear_isa(request.param)
+    except RuntimeError:
+        pytest.skip(f"no {request.param} path in this build")
+    yield request.param
+    quant_ops.quant_linear_isa("default")

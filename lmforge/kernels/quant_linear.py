@@ -58,14 +58,14 @@ def pack_int4(nibbles: torch.Tensor, scales_and_zeros: torch.Tensor) -> tuple[to
             torch.ops.lmforge.pack_int4_scales(scales_and_zeros.to(torch.bfloat16)))
 
 
-def int8_linear(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
+def int8_linear(x: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor], bias: torch.Tensor | None,
                 out_features: int, float_out: bool = False) -> torch.Tensor:
-    """(x @ (q * s).T + bias) for bf16 x: bf16, or float32 sums unrounded with `float_out`."""
-    return torch.ops.lmforge.linear_int8(x, packed, scales, bias, out_features, float_out)
+    """(x @ (q * s).T + bias) for bf16 x [..., K], from (pack_int8's codes, float32 scales): bf16, or float32 sums
+    unrounded with `float_out`. The op is called directly: a decode step makes ~200 such calls."""
+    return torch.ops.lmforge.linear_int8.default(x, *packed, bias, out_features, float_out)
 
 
 def int4_linear(x: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor], bias: torch.Tensor | None,
                 out_features: int, float_out: bool = False) -> torch.Tensor:
-    """(x @ ((q - 8) * s + z).T + bias) for bf16 x, from `pack_int4`'s pair."""
-    codes, scales_and_zeros = packed
-    return torch.ops.lmforge.linear_int4(x, codes, scales_and_zeros, bias, out_features, float_out)
+    """(x @ ((q - 8) * s + z).T + bias) for bf16 x [..., K], from `pack_int4`'s pair."""
+    return torch.ops.lmforge.linear_int4.default(x, *packed, bias, out_features, float_out)

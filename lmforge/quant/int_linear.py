@@ -160,11 +160,12 @@ class Int8Linear(nn.Module):
         return self.kernel_pack
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_pack is not None and x.dtype == KERNEL_DTYPE and x.device.type == "cpu":  # decode: lean
+            return int8_linear(x, self.kernel_pack, self.bias, self.out_features)
         pack = self._kernel_pack(x)
         if pack is not None:  # float32 sums for float32 callers (no bf16 rounding of the output)
-            y = int8_linear(x.reshape(-1, self.in_features).to(KERNEL_DTYPE), *pack, self.bias, self.out_features,
-                            float_out=x.dtype != KERNEL_DTYPE)
-            return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+            return int8_linear(x.to(KERNEL_DTYPE), pack, self.bias, self.out_features,
+                               float_out=x.dtype != KERNEL_DTYPE).to(x.dtype)
         flat = x.reshape(-1, self.in_features).to(self.scales.dtype)
         y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
         y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
@@ -179,7 +180,7 @@ class Int8Linear(nn.Module):
         ops = _bf16_kernel() if flat.device.type == "cpu" and self.in_features % 2 == 0 else None
         pack = self._kernel_pack(x)
         if pack is not None:
-            y = int8_linear(flat, *pack, None, self.out_features, float_out=True)
+            y = int8_linear(flat, pack, None, self.out_features, float_out=True)
         elif ops is not None:
             if self.codes_bf16 is None:
                 self.codes_bf16 = ops.pack_linear_bf16(self.weight.to(KERNEL_DTYPE))
@@ -283,11 +284,12 @@ class Int4Linear(nn.Module):
         return dequantize_int4(unpack_nibbles(self.weight), sz[..., 0], sz[..., 1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_pack is not None and x.dtype == KERNEL_DTYPE and x.device.type == "cpu":  # decode: lean
+            return int4_linear(x, self.kernel_pack, self.bias, self.out_features)
         pack = self._kernel_pack(x)
         if pack is not None:  # float32 sums for float32 callers (no bf16 rounding of the output)
-            y = int4_linear(x.reshape(-1, self.in_features).to(KERNEL_DTYPE), pack, self.bias, self.out_features,
-                            float_out=x.dtype != KERNEL_DTYPE)
-            return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+            return int4_linear(x.to(KERNEL_DTYPE), pack, self.bias, self.out_features,
+                               float_out=x.dtype != KERNEL_DTYPE).to(x.dtype)
         flat = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype)
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self._aten_packed(), self.group_size,
                                                         self.scales_and_zeros)

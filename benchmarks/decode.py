@@ -166,7 +166,8 @@ def main() -> None:
                                                                       args.threads, clock)
                 print(f"llama.cpp {kind}: {llama[name]:.1f} tok/s", file=sys.stderr, flush=True)
     print(json.dumps({
-        "benchmark": "greedy_decode", "model": "smollm2-135m (GGUF Q4_1 dequantized)", "batch": 1,
+        "benchmark": "greedy_decode", "model": "smollm2-135m (GGUF Q4_1; float and int8 variants dequantized from it)",
+        "batch": 1,
         "tokens": args.tokens, "threads": torch.get_num_threads(), "clock": args.clock,
         "lmforge_tok_per_s": {k: round(v, 1) for k, v in ours.items()},
         "hf_tok_per_s": {k: round(v, 1) for k, v in hf.items()},

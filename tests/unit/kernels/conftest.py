@@ -32,19 +32,32 @@ def f32_ops(ops):
 
 @pytest.fixture(scope="session")
 def quant_ops(ops):
+    """The int8 / int4 kernels (on any instruction-set path)."""
+    from lmforge.kernels import quant_linear
+
+    if quant_linear.isa() == "none":
+        pytest.skip("lmforge's int8 / int4 kernels do not run here (no x86 CPU with AVX2 and FMA)")
+    return ops
+
+
+@pytest.fixture(scope="session")
+def quant_layer_ops(quant_ops):
+    """The int8 / int4 kernels where Int8Linear / Int4Linear use them (their AVX-512 path)."""
     from lmforge.kernels import quant_linear
 
     if quant_linear.quant_linear_ops() is None:
-        pytest.skip("lmforge's int8 / int4 kernels do not run here (no x86 CPU with AVX2 and FMA)")
-    return ops
+        pytest.skip("the quantized layers use lmforge's kernels only on AVX-512 CPUs with AVX512-BF16")
+    return quant_ops
 
 
 @pytest.fixture(params=["avx512", "avx2"])
 def quant_isa(request, quant_ops):
     """Each instruction-set path of the int8 / int4 kernels this machine runs (set for the test, then reset)."""
+    from lmforge.kernels import quant_linear
+
     try:
-        quant_ops.quant_linear_isa(request.param)
+        quant_linear.set_isa(request.param)
     except RuntimeError:
         pytest.skip(f"no {request.param} path in this build")
     yield request.param
-    quant_ops.quant_linear_isa("default")
+    quant_linear.set_isa("default")

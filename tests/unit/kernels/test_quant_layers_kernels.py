@@ -19,7 +19,7 @@ def _layers(bias):
 
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_quantized_layers_run_on_the_kernels_and_match_pytorchs(quant_ops, monkeypatch, bias, dtype):
+def test_quantized_layers_run_on_the_kernels_and_match_pytorchs(quant_layer_ops, monkeypatch, bias, dtype):
     x = torch.randn(2, 3, 96, dtype=dtype)
     for layer in _layers(bias):
         out = layer(x)
@@ -34,7 +34,7 @@ def test_quantized_layers_run_on_the_kernels_and_match_pytorchs(quant_ops, monke
         torch.testing.assert_close(logits, ref_logits, atol=1e-4, rtol=1e-4)
 
 
-def test_saved_format_unchanged_and_loading_repacks(quant_ops):
+def test_saved_format_unchanged_and_loading_repacks(quant_layer_ops):
     for layer, other in zip(_layers(False), _layers(True), strict=True):
         x = torch.randn(1, 96).bfloat16()
         before = {k: (v.dtype, v.shape) for k, v in layer.state_dict().items()}
@@ -48,7 +48,7 @@ def test_saved_format_unchanged_and_loading_repacks(quant_ops):
         assert ((layer(x).double() - exact).abs() <= exact.abs() * 2 ** -7 + 1e-2).all()
 
 
-def test_without_kernels_the_layers_keep_pytorchs_ops(quant_ops, monkeypatch):
+def test_without_kernels_the_layers_keep_pytorchs_ops(quant_layer_ops, monkeypatch):
     linear = nn.Linear(64, 48)
     x = torch.randn(2, 64).bfloat16()
     try:
@@ -64,3 +64,16 @@ def test_without_kernels_the_layers_keep_pytorchs_ops(quant_ops, monkeypatch):
     finally:
         cpu_kernels.cpu_ops.cache_clear()
     assert cpu_kernels.cpu_ops() is not None  # loaded again for the other tests
+
+
+def test_layers_keep_pytorchs_ops_on_the_avx2_path(quant_layer_ops):
+    """At AVX2 width the kernels measured slower than PyTorch's (quant_linear.py): the layers do not use them there."""
+    layer = _layers(False)[1]
+    try:
+        assert quant_linear.set_isa("avx2") == "avx2" and quant_linear.quant_linear_ops() is None
+        layer(torch.randn(1, 96).bfloat16())
+        assert layer.kernel_pack is None
+    finally:
+        quant_linear.set_isa("default")
+    layer(torch.randn(1, 96).bfloat16())
+    assert layer.kernel_pack is not None

@@ -19,6 +19,7 @@ from lmforge.formats.hf import config_from_hf, config_to_hf, state_dict_from_hf,
 from lmforge.formats.hf_dir import check_config_against_weights, read_json
 from lmforge.formats.weights import assign_state_dict, load_weights_dir, save_weights_file
 from lmforge.model.classifier import Classifier
+from lmforge.model.meta_init import on_meta
 from lmforge.model.transformer import Transformer
 
 PREFIXES = {"bert": "Bert", "llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral"}
@@ -82,7 +83,7 @@ def load_classifier(directory: str | Path, dtype: torch.dtype = torch.float32) -
     head_state = {heads[k]: state.pop(k) for k in list(state) if k in heads}
     check_config_against_weights(cfg, {k: tuple(v.shape) for k, v in state.items()}, str(directory))
     ours = {f"backbone.{k}": v for k, v in state_dict_from_hf(state, cfg).items() if k != "lm_head.weight"}
-    with torch.device("meta"):
+    with on_meta():
         model = Classifier(Transformer(cfg), task, labels)
     assign_state_dict(model, {**ours, **head_state}, source=str(directory))
     return model.to(dtype).eval()

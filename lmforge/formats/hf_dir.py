@@ -14,6 +14,7 @@ from lmforge.common.errors import LmforgeError
 from lmforge.formats.hf import config_from_hf, config_to_hf, state_dict_from_hf, state_dict_to_hf
 from lmforge.formats.weights import assign_state_dict, load_weights_dir, save_weights_file
 from lmforge.model.config import ModelConfig
+from lmforge.model.meta_init import on_meta
 from lmforge.model.transformer import Transformer
 
 # model.layers.N. (decoders), encoder.layer.N. (BERT), transformer.h.N. (BLOOM)
@@ -54,7 +55,7 @@ def check_config_against_weights(cfg: ModelConfig, shapes: dict[str, tuple[int, 
 def build_model(cfg: ModelConfig, hf_state: dict[str, torch.Tensor], source: str,
                 dtype: torch.dtype = torch.float32) -> Transformer:
     """A Transformer holding the given HF-named weights (built on the meta device: no wasted random init)."""
-    with torch.device("meta"):
+    with on_meta():
         model = Transformer(cfg)
     assign_state_dict(model, state_dict_from_hf(hf_state, cfg), source=source)
     model.tie_weights()

@@ -14,6 +14,7 @@ import torch
 from lmforge.common.errors import LmforgeError
 from lmforge.formats.hf_names import NameTable
 from lmforge.formats.weights import assign_state_dict, load_weights_dir, save_weights_file
+from lmforge.model.meta_init import on_meta
 from lmforge.model.t5 import T5Model
 from lmforge.model.t5_config import T5Config
 
@@ -95,7 +96,7 @@ def load_t5_dir(directory: Path, hf: dict, dtype: torch.dtype = torch.float32) -
     ours = _names(cfg.gated).from_hf(state, "t5")
     if cfg.tie_embeddings and "shared.weight" in ours:
         ours["lm_head.weight"] = ours["shared.weight"]
-    with torch.device("meta"):
+    with on_meta():
         model = T5Model(cfg)
     assign_state_dict(model, ours, source=str(directory))
     model.tie_weights()

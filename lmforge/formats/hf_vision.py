@@ -14,6 +14,7 @@ from torch import nn
 from lmforge.common.errors import LmforgeError
 from lmforge.formats.hf_dir import read_json
 from lmforge.formats.weights import assign_state_dict, load_weights_dir, save_weights_file
+from lmforge.model.meta_init import on_meta
 from lmforge.model.vision.clip import CLIPConfig, CLIPModel, TextTowerConfig
 from lmforge.model.vision.qformer import QFormer, QFormerConfig
 from lmforge.model.vision.vit import VisionTransformer, ViTConfig
@@ -85,7 +86,7 @@ def clip_config_to_hf(cfg: CLIPConfig) -> dict:
 
 def build(module_cls, cfg, state: dict[str, torch.Tensor], source: str) -> nn.Module:
     """A module of `module_cls(cfg)` built on the meta device and filled strictly from `state`."""
-    with torch.device("meta"):
+    with on_meta():
         model = module_cls(cfg)
     assign_state_dict(model, state, source=source)
     return model.float().eval()

@@ -14,6 +14,7 @@ from lmforge.common.errors import LmforgeError
 from lmforge.formats.hf import state_dict_from_hf, state_dict_to_hf
 from lmforge.formats.weights import assign_state_dict, load_weights_file, save_weights_file
 from lmforge.model.config import ModelConfig
+from lmforge.model.meta_init import on_meta
 from lmforge.model.mtp import MultiTokenPrediction
 
 MTP_FILE = "mtp.safetensors"
@@ -78,7 +79,7 @@ def load_mtp(directory: str | Path, cfg: ModelConfig,
         return None
     state = mtp_state_from_hf(load_weights_file(path), cfg)
     depths = len({name.split(".")[1] for name in state})
-    with torch.device("meta"):
+    with on_meta():
         mtp = MultiTokenPrediction(cfg.replace(n_mtp_modules=depths))
     assign_state_dict(mtp, state, source=str(path))
     return mtp.to(dtype).eval()

@@ -14,6 +14,7 @@ from lmforge.common.errors import LmforgeError
 from lmforge.formats.hf import config_from_hf, config_to_hf
 from lmforge.formats.hf_dir import read_json
 from lmforge.formats.weights import load_weights_file, save_weights_file
+from lmforge.model.meta_init import on_meta
 from lmforge.model.transformer import Transformer
 from lmforge.quant.calibrated import empty_linear
 from lmforge.quant.int_linear import QuantConfig, quantizable_linears, set_submodule
@@ -61,7 +62,7 @@ def load_quantized(directory: str | Path, dtype: torch.dtype = torch.float32) ->
             raise LmforgeError(f"{directory} is not a valid quantized model directory: {name} is missing")
     quant = QuantConfig.from_dict(read_json(directory / QUANT_CONFIG_FILE))
     cfg = config_from_hf(read_json(directory / "config.json"))
-    with torch.device("meta"):
+    with on_meta():
         model = Transformer(cfg)
     head_quantized = any(name == "lm_head" for name, _ in quantizable_linears(model, quant.skip))
     for name, linear in quantizable_linears(model, quant.skip):

@@ -11,27 +11,24 @@ from __future__ import annotations
 import contextlib
 import os
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
-from torch.distributed.fsdp import FSDPModule
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.lazy_types import loaded_class
 from lmforge.model.transformer import Transformer
 from lmforge.train.parallel.config import PARALLEL as PARALLEL_MODES
 from lmforge.train.parallel.config import ParallelConfig
-from lmforge.train.parallel.data_parallel import ZeroOneOptimizer, apply_fsdp
-from lmforge.train.parallel.grad_norm import clip_grad_norm
-from lmforge.train.parallel.mesh import Layout, build_layout
-from lmforge.train.parallel.pipeline import Pipeline, PipelineStageModule, check_pipeline
-from lmforge.train.parallel.tensor_parallel import apply_tensor_parallel, check_tensor_parallel
+
+if TYPE_CHECKING:
+    from lmforge.train.parallel.mesh import Layout
+    from lmforge.train.parallel.pipeline import Pipeline
+
+# torch.distributed's DTensor / FSDP2 / checkpoint / pipelining stack costs ~1.5 s of CPU to import: the layouts
+# import it when they are used, so a single-process run (every CLI test, every laptop run) never pays for it.
 
 
 def _sum_allreduce_hook(process_group, bucket):
@@ -74,6 +71,8 @@ class Parallel:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo",
                                     timeout=timedelta(seconds=self.config.collective_timeout))
         if self.config.layered:
+            from lmforge.train.parallel.mesh import build_layout
+
             self.layout = build_layout(self.config, self.world_size, self.device.type)
             self.dp_rank, self.dp_size = self.layout.dp_rank, self.layout.dp_size
 
@@ -102,11 +101,17 @@ class Parallel:
             ddp.register_comm_hook(None, _sum_allreduce_hook)
             return model, ddp
         if self.mode == "fsdp":
+            from lmforge.train.parallel.data_parallel import apply_fsdp
+
             apply_fsdp(model, None, self.zero, self.config.offload)
         return model, model
 
     def _apply_layout(self, model: nn.Module, micro_batches: int, seq_len: int | None) -> nn.Module:
         """torchtitan's order: split into the pipeline stage, tensor-parallelize it, then FSDP2 over the dp mesh."""
+        from lmforge.train.parallel.data_parallel import apply_fsdp
+        from lmforge.train.parallel.pipeline import Pipeline, PipelineStageModule, check_pipeline
+        from lmforge.train.parallel.tensor_parallel import apply_tensor_parallel, check_tensor_parallel
+
         layout, cfg = self.layout, self.config
         if not isinstance(model, Transformer):
             raise LmforgeError(f"tp={layout.tp} / pp={layout.pp} apply to a plain lmforge Transformer, not "
@@ -127,13 +132,19 @@ class Parallel:
 
     def shard_optimizer(self, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
         """ZeRO-1 (DDP): the optimizer's states sharded over the ranks (torch's ZeroRedundancyOptimizer)."""
-        return ZeroOneOptimizer(optimizer) if self.mode == "ddp" and self.zero == 1 else optimizer
+        if self.mode != "ddp" or self.zero != 1:
+            return optimizer
+        from lmforge.train.parallel.data_parallel import ZeroOneOptimizer
+
+        return ZeroOneOptimizer(optimizer)
 
     @property
     def clip(self):
         """The gradient clipping of this layout (None: torch's clip_grad_norm_, as in one process or plain FSDP)."""
         if self.layout is None:
             return None
+        from lmforge.train.parallel.grad_norm import clip_grad_norm
+
         pp_group = self.layout.pp_group if self.layout.pp > 1 else None
         return lambda params, max_norm: clip_grad_norm(params, max_norm, pp_group)
 
@@ -185,18 +196,27 @@ class Parallel:
     def reshard(model: nn.Module) -> None:
         """Put FSDP2 back on its sharded parameters: the root stays unsharded after a forward without backward
         (evaluation, samples), and the state-dict helpers map only the sharded parameters the optimizer holds."""
-        for module in model.modules():
-            if isinstance(module, FSDPModule):
+        fsdp_module = loaded_class("torch.distributed.fsdp", "FSDPModule")
+        for module in model.modules() if fsdp_module is not None else ():
+            if isinstance(module, fsdp_module):
                 module.reshard()
 
     # Loading a full (single-process, safetensors) checkpoint: every rank reads the whole file and keeps its shards.
     def load_model_state(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
         set_model_state_dict(model, tensors, options=StateDictOptions(full_state_dict=True, strict=False))
 
     def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer, sd: dict) -> None:
         if self.mode != "fsdp" or self.layout is not None and self.layout.pp > 1:
             optimizer.load_state_dict(sd)
             return
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+            set_optimizer_state_dict,
+        )
+
         # the FQN of each integer id, in the order get_optimizer_state_dict lists the parameters (sharded: no gather)
         current = get_optimizer_state_dict(model, optimizer)
         fqns = [f for g in current["param_groups"] for f in g["params"]]

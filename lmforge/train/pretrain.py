@@ -26,7 +26,6 @@ from lmforge.train.objectives import MTPTrainingModel, build_objective
 from lmforge.train.plots import write_plots
 from lmforge.train.precision import resolve_device
 from lmforge.train.report import write_report
-from lmforge.train.sharded_checkpoint import load_model_shards
 from lmforge.train.trainer import Trainer
 
 
@@ -103,6 +102,8 @@ def pretrain(cfg: TrainConfig, log=print) -> dict:
     mtp = getattr(train_module, "mtp", None)  # the MTP wrapper's modules, exported beside the model (mtp_io.py)
     if parallel.mode == "fsdp" and summary["status"] == "finished" and cfg.export_hf and rank == 0:
         # the export is consolidated from the last (sharded) checkpoint on rank 0 alone: nothing is gathered
+        from lmforge.train.sharded_checkpoint import load_model_shards
+
         plain = build_objective(Transformer(mcfg), tokenizer, seed=cfg.seed)[0]
         load_model_shards(trainer.last_checkpoint, plain)
         model, mtp = (plain.model, plain.mtp) if isinstance(plain, MTPTrainingModel) else (plain, None)

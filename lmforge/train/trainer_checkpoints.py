@@ -10,7 +10,6 @@ from pathlib import Path
 from lmforge.common.errors import LmforgeError
 from lmforge.train import state as st
 from lmforge.train.checkpoint import list_checkpoints, save_checkpoint, scan_checkpoints, set_aside
-from lmforge.train.sharded_checkpoint import load_sharded, save_sharded
 
 
 class TrainerCheckpoints:
@@ -27,6 +26,8 @@ class TrainerCheckpoints:
                  "scaler": self.scaler.state_dict() if self.scaler else None, "config": self.cfg.to_dict()}
         keep = self.cfg.checkpoint.keep_checkpoints
         if self.parallel.distributed:
+            from lmforge.train.sharded_checkpoint import save_sharded  # DCP: imported by distributed runs only
+
             self.parallel.reshard(self.model)
             self.last_checkpoint = save_sharded(self.ckpt_dir, self.step, self.model, self.optimizer,
                                                 {"rng": rng_tensors}, state, keep)
@@ -66,6 +67,8 @@ class TrainerCheckpoints:
         s = ckpt.state
         p = self.parallel
         if ckpt.layout == "dcp":  # sharded by a distributed run: DCP reshards to this run's ranks (or one process)
+            from lmforge.train.sharded_checkpoint import load_sharded
+
             p.reshard(self.model)
             load_sharded(ckpt.path, self.model, self.optimizer)
         else:

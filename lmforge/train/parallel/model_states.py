@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributed.optim import ZeroRedundancyOptimizer
-from torch.distributed.tensor import DTensor
+
+from lmforge.common.lazy_types import loaded_class
 
 
 def local_bytes(t: torch.Tensor) -> int:
-    local = t.to_local() if isinstance(t, DTensor) else t
+    dtensor = loaded_class("torch.distributed.tensor", "DTensor")
+    local = t.to_local() if dtensor is not None and isinstance(t, dtensor) else t
     return local.numel() * local.element_size()
 
 
@@ -25,7 +26,8 @@ def gradient_bytes(optimizer: torch.optim.Optimizer) -> int:
 
 def optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
     """The per-parameter state tensors (Adam's m and v), not the scalar step counters."""
-    inner = optimizer.optim if isinstance(optimizer, ZeroRedundancyOptimizer) else optimizer
+    zero = loaded_class("torch.distributed.optim", "ZeroRedundancyOptimizer")
+    inner = optimizer.optim if zero is not None and isinstance(optimizer, zero) else optimizer
     return sum(local_bytes(v) for state in inner.state.values() for v in state.values()
                if torch.is_tensor(v) and v.dim() > 0)
 

@@ -153,17 +153,11 @@ def repl(session: ChatSession, read=input) -> None:
             session.write(f"error: {err}\n")
 
 
+@opt.with_sampling_flags
 def chat(
     model: str = opt.MODEL,
     system: str = typer.Option(None, "--system", help="System prompt (default: the chat template's own)."),
-    max_new_tokens: int = opt.MAX_NEW,
-    temperature: float = opt.TEMPERATURE,
-    top_k: int = opt.TOP_K,
-    top_p: float = opt.TOP_P,
-    min_p: float = opt.MIN_P,
-    repetition_penalty: float = opt.REPETITION,
-    presence_penalty: float = opt.PRESENCE,
-    frequency_penalty: float = opt.FREQUENCY,
+    sampling: dict = opt.SAMPLING,
     seed: int = opt.SEED,
     dtype: str = opt.DTYPE,
     safety: str = SAFETY,
@@ -174,10 +168,7 @@ def chat(
     """Chat with a model in the terminal (type /help for commands)."""
     import dataclasses
 
-    params = opt.sampling_params(
-        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
-        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
-        max_new_tokens=max_new_tokens)
+    params = opt.sampling_params(**sampling, seed=seed)
     image_input.check_files(image)
     rails = load_rails(safety)
     warn_if_slow_dtype(dtype)

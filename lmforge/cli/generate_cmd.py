@@ -17,19 +17,13 @@ from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import set_threads
 
 
+@opt.with_sampling_flags
 def generate(
     prompt: str = typer.Argument(None, help="Raw text to continue (omit when using --chat)."),
     chat: str = typer.Option(None, "--chat", help="A user message, wrapped in the model's chat template."),
     system: str = typer.Option(None, "--system", help="System prompt for --chat (default: the template's own)."),
     model: str = opt.MODEL,
-    max_new_tokens: int = opt.MAX_NEW,
-    temperature: float = opt.TEMPERATURE,
-    top_k: int = opt.TOP_K,
-    top_p: float = opt.TOP_P,
-    min_p: float = opt.MIN_P,
-    repetition_penalty: float = opt.REPETITION,
-    presence_penalty: float = opt.PRESENCE,
-    frequency_penalty: float = opt.FREQUENCY,
+    sampling: dict = opt.SAMPLING,
     stop: list[str] = typer.Option(None, "--stop", help="Stop when the text contains this (repeatable); "
                                                         "the stop text is not printed."),
     logprobs: int = typer.Option(None, "--logprobs", help="With --json: each token's log-probability and its N "
@@ -70,10 +64,7 @@ def generate(
     if image and (draft is not None or num_beams > 1):
         raise LmforgeError("--image runs the one decode loop: it cannot be combined with --draft or --num-beams")
     images.check_files(image)
-    params = opt.sampling_params(
-        temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, repetition_penalty=repetition_penalty,
-        presence_penalty=presence_penalty, frequency_penalty=frequency_penalty, seed=seed,
-        max_new_tokens=max_new_tokens, stop=tuple(stop or ()), logprobs=logprobs, truncate=truncate)
+    params = opt.sampling_params(**sampling, seed=seed, stop=tuple(stop or ()), logprobs=logprobs, truncate=truncate)
     rails = load_rails(safety)
     if rails is not None:
         if draft is not None or num_beams > 1:
@@ -117,7 +108,7 @@ def generate(
             raise LmforgeError("--draft (speculative decoding) cannot be combined with --num-beams")
         result = extra.run_speculative(lm, ids, params, draft, num_draft, dtype, echo=not as_json)
     elif num_beams > 1:
-        result = run_beams(lm, ids, params, num_beams, length_penalty, temperature)
+        result = run_beams(lm, ids, params, num_beams, length_penalty, sampling["temperature"])
         if not as_json:
             print(result["text"])
     else:

@@ -1,4 +1,10 @@
-"""The sampling flags shared by `lmforge generate` and `lmforge chat`, and their mapping to SamplingParams."""
+"""The sampling flags shared by `lmforge generate` and `lmforge chat`, declared once: `@with_sampling_flags` puts
+them in a command's signature where its `sampling` parameter stands, and `sampling_params` maps them to
+SamplingParams.
+"""
+
+import functools
+import inspect
 
 import typer
 
@@ -25,6 +31,35 @@ DTYPE = typer.Option("float32", help="Compute dtype: float32 or bfloat16.")
 THREADS = typer.Option(None, "--threads", help="Pin this many CPU threads for torch and lmforge's kernels (default: "
                                                "one per physical core, fewer while other processes use the CPU; "
                                                "LMFORGE_THREADS=N pins too).")
+
+# the flags @with_sampling_flags puts in place of a command's `sampling` parameter, in this --help order
+SAMPLING_FLAGS = {"max_new_tokens": (int, MAX_NEW), "temperature": (float, TEMPERATURE), "top_k": (int, TOP_K),
+                  "top_p": (float, TOP_P), "min_p": (float, MIN_P), "repetition_penalty": (float, REPETITION),
+                  "presence_penalty": (float, PRESENCE), "frequency_penalty": (float, FREQUENCY)}
+SAMPLING = None  # the default of a command's `sampling` parameter (a placeholder: with_sampling_flags replaces it)
+
+
+def with_sampling_flags(command):
+    """The typer command `command` with the sampling flags where its parameter `sampling` stands; `command` gets
+    their values as one dict, `sampling` (SAMPLING_FLAGS' names), for sampling_params(**sampling, seed=...)."""
+    signature = inspect.signature(command, eval_str=True)
+    params = []
+    for param in signature.parameters.values():
+        if param.name == "sampling":
+            params += [param.replace(name=name, annotation=hint, default=option)
+                       for name, (hint, option) in SAMPLING_FLAGS.items()]
+        else:
+            params.append(param)
+    if len(params) == len(signature.parameters):
+        raise TypeError(f"{command.__name__} has no `sampling` parameter for the sampling flags")
+
+    @functools.wraps(command)
+    def with_flags(**values):
+        return command(sampling={name: values.pop(name) for name in SAMPLING_FLAGS}, **values)
+
+    with_flags.__signature__ = signature.replace(parameters=params)
+    with_flags.__annotations__ = {p.name: p.annotation for p in params}
+    return with_flags
 
 
 def sampling_params(*, temperature: float | None, top_k: int, top_p: float, min_p: float, repetition_penalty: float,

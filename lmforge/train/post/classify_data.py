@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.jsonl import read_jsonl
 
 IGNORE = -100  # a position without a label (padding, special tokens, a word's later sub-tokens)
 
@@ -22,24 +23,10 @@ IGNORE = -100  # a position without a label (padding, special tokens, a word's l
 def read_labelled(path: str | Path, task: str, need_labels: bool = True) -> list[dict]:
     """Records of a JSONL file for `task`; a bad line is a one-line error naming it. need_labels=False reads
     inputs to predict (text, or tokens; a token task also takes text, split on whitespace)."""
-    path = Path(path)
-    if not path.is_file():
-        raise LmforgeError(f"data file {path} does not exist")
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                records.append(_check(line, task, need_labels, f"{path}:{number}"))
-    if not records:
-        raise LmforgeError(f"{path} holds no examples")
-    return records
+    return read_jsonl(path, lambda record, where: _check(record, task, need_labels, where), "data file", "examples")
 
 
-def _check(line: str, task: str, need_labels: bool, where: str) -> dict:
-    try:
-        record = json.loads(line)
-    except ValueError as err:
-        raise LmforgeError(f"{where} is not valid JSON ({err})") from None
+def _check(record: object, task: str, need_labels: bool, where: str) -> dict:
     if not isinstance(record, dict):
         raise LmforgeError(f"{where} must be a JSON object")
     if task == "sequence":

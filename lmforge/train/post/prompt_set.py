@@ -6,7 +6,6 @@ line. Training draws follow a seeded permutation per pass, a function of the ste
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,32 +13,21 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.jsonl import read_jsonl
 
 HELDOUT_EVERY = 5  # without a held-out file, lines 5, 10, 15, ... (1-based) are held out
 
 
 def read_prompt_file(path: str | Path) -> list[dict]:
     """The records of a JSONL prompt file; a bad line is a one-line error naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise LmforgeError(f"prompt file {path} does not exist")
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as err:
-                raise LmforgeError(f"{path}:{number} is not valid JSON ({err})") from None
-            prompt = record.get("prompt") if isinstance(record, dict) else None
-            if not (isinstance(prompt, str) and prompt) and not (isinstance(prompt, list) and prompt):
-                raise LmforgeError(f"{path}:{number} needs a \"prompt\": a non-empty string or a list of chat "
-                                   f"messages")
-            records.append(record)
-    if not records:
-        raise LmforgeError(f"prompt file {path} holds no prompts")
-    return records
+    return read_jsonl(path, _check_prompt, "prompt file", "prompts")
+
+
+def _check_prompt(record: object, where: str) -> dict:
+    prompt = record.get("prompt") if isinstance(record, dict) else None
+    if not (isinstance(prompt, str) and prompt) and not (isinstance(prompt, list) and prompt):
+        raise LmforgeError(f"{where} needs a \"prompt\": a non-empty string or a list of chat messages")
+    return record
 
 
 @dataclass

@@ -1,0 +1,57 @@
+"""Issue 22 (`duplicates`: no pair in lmforge/cli or lmforge/train that is the same logic): logic that two commands
+had each written out now lives in one place, and the commands behave as before. The sampling flags of `generate`
+and `chat` are declared once (sampling_options.with_sampling_flags) and reach SamplingParams in both; the JSONL
+record files of `classify train --data` and of the RL commands' `--prompts` are read by one reader
+(common/jsonl.py), with the same one-line errors."""
+
+import inspect
+
+import pytest
+
+from lmforge.cli import chat_cmd, generate_cmd
+from lmforge.cli import sampling_options as opt
+from tests.cli_util import assert_user_error
+from tests.inprocess_cli import run_main
+from tests.pretrained_tiny import pretrained_tiny_dir
+
+SAMPLING = ["--max-new-tokens", "3", "--temperature", "0.7", "--top-k", "5", "--top-p", "0.9", "--min-p", "0.05",
+            "--repetition-penalty", "1.1", "--presence-penalty", "0.5", "--frequency-penalty", "0.25"]
+EXPECTED = {"max_new_tokens": 3, "temperature": 0.7, "top_k": 5, "top_p": 0.9, "min_p": 0.05,
+            "repetition_penalty": 1.1, "presence_penalty": 0.5, "frequency_penalty": 0.25, "seed": 7}
+
+
+@pytest.mark.parametrize("command", [generate_cmd.generate, chat_cmd.chat])
+def test_sampling_flags_are_declared_once(command):
+    written = inspect.signature(command.__wrapped__).parameters  # what the command's source declares
+    assert "sampling" in written and not set(opt.SAMPLING_FLAGS) & set(written)
+    shown = list(inspect.signature(command).parameters)  # what typer builds the flags from
+    start = shown.index("max_new_tokens")
+    assert shown[start:start + len(opt.SAMPLING_FLAGS)] == list(opt.SAMPLING_FLAGS)
+
+
+@pytest.mark.parametrize("args", [["generate", "hi"], ["chat"]])
+def test_sampling_flags_reach_sampling_params_in_both_commands(args, capsys, monkeypatch):
+    seen, build = [], opt.sampling_params
+
+    def stop_here(**flags):  # the commands build their SamplingParams here; stop before a model loads
+        seen.append(build(**flags))
+        raise SystemExit(0)
+    monkeypatch.setattr(opt, "sampling_params", stop_here)
+    run = run_main(capsys, *args, *SAMPLING, "--seed", "7")
+    assert run.returncode == 0, run.stderr
+    assert {name: getattr(seen[0], name) for name in EXPECTED} == EXPECTED
+
+
+def test_jsonl_record_files_give_the_same_one_line_errors(tmp_path, capsys):
+    model = str(pretrained_tiny_dir())
+    (tmp_path / "broken.jsonl").write_text('{"text": "a", "label": "x", "prompt": "p"}\n{"text": \n')
+    (tmp_path / "blank.jsonl").write_text("\n  \n")
+    classify = ("classify", "train", "--model", model, "--out", tmp_path / "c", "--data")
+    grpo = ("grpo", "--model", model, "--out", tmp_path / "g", "--reward", "json", "--prompts")
+    for command, kind, items in [(classify, "data file", "examples"), (grpo, "prompt file", "prompts")]:
+        assert_user_error(run_main(capsys, *command, tmp_path / "broken.jsonl"), "broken.jsonl:2 is not valid JSON")
+        assert_user_error(run_main(capsys, *command, tmp_path / "blank.jsonl"),
+                          f"{kind} {tmp_path / 'blank.jsonl'} holds no {items}")
+        assert_user_error(run_main(capsys, *command, tmp_path / "none.jsonl"),
+                          f"{kind} {tmp_path / 'none.jsonl'} does not exist")
+    assert not (tmp_path / "c").exists() and not (tmp_path / "g").exists()  # refused before anything ran

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.quantize_cmd import read_calibration
+from lmforge.cli import calibration as cal
 from lmforge.common.errors import LmforgeError
 from lmforge.common.files import staged_output_dir
 
 
 def prune(
-    src: str = typer.Argument("smollm2-135m", help="Embedded model name, Hugging Face directory or .gguf file."),
+    src: str = cal.SOURCE,
     method: str = typer.Option("wanda", "--method", "-m", help="magnitude (|W|, per layer) or wanda "
                                "(|W| * input norm, per output row; reads --calibration)."),
     sparsity: float = typer.Option(0.5, "--sparsity", "-s", help="Share of each layer's weights set to zero "
@@ -21,11 +21,11 @@ def prune(
     calibration: Path | None = typer.Option(None, "--calibration", help="UTF-8 text for Wanda's input norms and the "
                                             "recovery fine-tune (default: the embedded corpus)."),
     samples: int = typer.Option(64, "--samples", help="Calibration windows."),
-    seq_len: int = typer.Option(128, "--seq-len", help="Tokens per calibration window."),
+    seq_len: int = cal.SEQ_LEN,
     recover_steps: int = typer.Option(0, "--recover-steps", help="Recovery fine-tune steps on the calibration text "
                                       "after pruning (0: none; causal LMs only). The zeros stay zero."),
     recover_lr: float = typer.Option(1e-4, "--recover-lr", help="AdamW learning rate of the recovery fine-tune."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory (must be empty or absent)."),
+    out: Path = cal.OUT,
     dtype: str = typer.Option("float32", help="dtype the model is loaded, pruned and saved in."),
 ) -> None:
     """Prune a model's linear layers (embeddings and the LM head stay dense)."""
@@ -37,9 +37,8 @@ def prune(
     needs_text = method == "wanda" or recover_steps > 0
     if calibration is not None and not needs_text:
         raise LmforgeError("--calibration is only read by --method wanda or --recover-steps > 0")
-    text, where = read_calibration(calibration, samples, seq_len) if needs_text else ("", "")
+    text, where = cal.read_calibration(calibration, samples, seq_len) if needs_text else ("", "")
     from lmforge.formats.loader import load, resolve_dtype
-    from lmforge.quant.calibration import calibration_windows
     from lmforge.quant.prune import prune_model, sparsity_of
     from lmforge.quant.prune_recover import recover
 
@@ -49,11 +48,7 @@ def prune(
             raise LmforgeError(f"{src} is quantized; prune the float model (then quantize it)")
         if recover_steps and not lm.config.attention.causal:
             raise LmforgeError("--recover-steps trains next-token prediction: it needs a causal LM, not an encoder")
-        windows = None
-        if needs_text:
-            if lm.tokenizer is None:
-                raise LmforgeError(f"{lm.source} has no tokenizer to encode the calibration text")
-            windows = calibration_windows(text, lm.tokenizer, samples, min(seq_len, lm.config.max_seq_len), where)
+        windows = cal.calibration_windows_of(lm, text, where, samples, seq_len) if needs_text else None
         masks = prune_model(lm.model, cfg, windows, log=lambda line: print(line, flush=True))
         losses = recover(lm.model, masks, windows, recover_steps, recover_lr, log=print) if recover_steps else []
         lm.save(staging)

@@ -5,37 +5,13 @@ from pathlib import Path
 
 import typer
 
+from lmforge.cli import calibration as cal
 from lmforge.common.errors import LmforgeError
 from lmforge.common.files import staged_output_dir
 
 METHODS = ("rtn", "awq", "gptq", "smoothquant")
-CALIBRATION_SEED = 1  # the embedded corpus with another seed than pretraining's default (0): text it never saw
-
-
-def read_calibration(path: Path | None, samples: int, seq_len: int) -> tuple[str, str]:
-    """(text, where it came from): the file's text, or documents of the embedded corpus. Checked before any model
-    is loaded: a missing or empty file is a one-line error."""
-    if path is None:
-        from lmforge.data.corpus import document_text
-
-        parts, size, i = [], 0, 0
-        while size < samples * seq_len * 6:  # ~4 bytes per token on the corpus' BPE; 6 leaves room
-            parts.append(document_text(CALIBRATION_SEED, i)[1])
-            size, i = size + len(parts[-1]), i + 1
-        return "\n\n".join(parts), "the embedded corpus"
-    if not path.is_file():
-        raise LmforgeError(f"--calibration {path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise LmforgeError(f"--calibration {path}: cannot read it as UTF-8 text ({err})") from None
-    if not text.strip():
-        raise LmforgeError(f"--calibration {path} is empty: calibration needs text")
-    return text, str(path)
-
-
 def quantize(
-    src: str = typer.Argument("smollm2-135m", help="Embedded model name, Hugging Face directory or .gguf file."),
+    src: str = cal.SOURCE,
     bits: int = typer.Option(8, "--bits", "-b", help="8 (int8 per output channel), 4 or 3 (per group; int3 is "
                              "stored in the int4 layout with codes 0..7: 3-bit error, int4 size and speed)."),
     group_size: int = typer.Option(32, "--group-size", "-g", help="int4 / int3 only: input channels per scale/zero "
@@ -45,11 +21,11 @@ def quantize(
     calibration: Path | None = typer.Option(None, "--calibration", help="UTF-8 text file the calibrated methods "
                                             "run through the model (default: the embedded corpus)."),
     samples: int = typer.Option(64, "--samples", help="Calibration windows (awq, gptq, smoothquant)."),
-    seq_len: int = typer.Option(128, "--seq-len", help="Tokens per calibration window."),
+    seq_len: int = cal.SEQ_LEN,
     head_bits: int = typer.Option(8, "--head-bits", help="Bits of the output projection (lm_head): 8 or 4."),
     skip: list[str] = typer.Option([], "--skip", help="Module name pattern left in float, e.g. 'lm_head' or "
                                    "'layers.0.*' (repeatable)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory (must be empty or absent)."),
+    out: Path = cal.OUT,
     dtype: str = typer.Option("float32", help="dtype of the tensors left in float (embedding, norms, skipped)."),
     from_gguf_blocks: bool = typer.Option(False, "--from-gguf-blocks", help="GGUF source, --bits 4 --group-size 32 "
                                           "only: Q4_0/Q4_1 layers keep the file's own codes and scales instead of "
@@ -60,7 +36,7 @@ def quantize(
         raise LmforgeError(f"unknown --method {method!r}; valid: {', '.join(METHODS)}")
     if method == "rtn" and calibration is not None:
         raise LmforgeError("--calibration is only read by --method awq, gptq or smoothquant (rtn needs no data)")
-    text, where = read_calibration(calibration, samples, seq_len) if method != "rtn" else ("", "")
+    text, where = cal.read_calibration(calibration, samples, seq_len) if method != "rtn" else ("", "")
     from lmforge.formats.loader import load, load_gguf, resolve_dtype, resolve_source
     from lmforge.quant.int_linear import QuantConfig
 
@@ -90,13 +66,8 @@ def quantize(
 
 def quantize_loaded(lm, cfg, text: str, where: str, samples: int, seq_len: int) -> None:
     from lmforge.quant.calibrated import quantize_calibrated
-    from lmforge.quant.calibration import calibration_windows
     from lmforge.quant.int_linear import check_group_size
 
     check_group_size(lm.model, cfg)  # before the calibration work
-    windows = None
-    if cfg.method != "rtn":
-        if lm.tokenizer is None:
-            raise LmforgeError(f"{lm.source} has no tokenizer to encode the calibration text")
-        windows = calibration_windows(text, lm.tokenizer, samples, min(seq_len, lm.config.max_seq_len), where)
+    windows = cal.calibration_windows_of(lm, text, where, samples, seq_len) if cfg.method != "rtn" else None
     quantize_calibrated(lm.model, cfg, windows, log=lambda line: print(line, flush=True))  # one line per block

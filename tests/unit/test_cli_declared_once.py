@@ -55,3 +55,15 @@ def test_jsonl_record_files_give_the_same_one_line_errors(tmp_path, capsys):
         assert_user_error(run_main(capsys, *command, tmp_path / "none.jsonl"),
                           f"{kind} {tmp_path / 'none.jsonl'} does not exist")
     assert not (tmp_path / "c").exists() and not (tmp_path / "g").exists()  # refused before anything ran
+
+
+def test_quantize_and_prune_share_their_calibration_flags_and_reader(tmp_path, capsys):
+    from lmforge.cli import calibration, prune_cmd, quantize_cmd
+
+    prune, quantize = (inspect.signature(c).parameters for c in (prune_cmd.prune, quantize_cmd.quantize))
+    for name, option in [("src", calibration.SOURCE), ("seq_len", calibration.SEQ_LEN), ("out", calibration.OUT)]:
+        assert prune[name].default is option and quantize[name].default is option
+    missing = tmp_path / "none.txt"
+    for args in (["prune", "--method", "wanda"], ["quantize", "--method", "awq", "--bits", "4"]):
+        run = run_main(capsys, *args, "--calibration", missing, "--out", tmp_path / "o")
+        assert_user_error(run, f"--calibration {missing}: no such file")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from lmforge.common.config_fields import setting
 from lmforge.common.errors import ConfigError
+from lmforge.train.config_sections import check_ints
 
 N_CLASSES = 20  # 4 shapes x 5 colours (data/drawn_images.py)
 
@@ -30,11 +31,8 @@ class ClipTrainConfig:
     threads: int = setting(1, "torch CPU threads: 1 is fastest for these tiny towers (0: torch's default).")
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "image_size", "patch_size", "dim", "layers", "heads",
-                     "train_per_class", "test_per_class"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name}={value!r} must be a positive integer")
+        check_ints(self, 1, "steps", "batch_size", "image_size", "patch_size", "dim", "layers", "heads",
+                   "train_per_class", "test_per_class")
         if not 2 <= self.batch_size <= N_CLASSES:
             raise ConfigError(f"batch_size={self.batch_size} must be between 2 and {N_CLASSES} "
                               "(the distinct shape x colour classes a contrastive batch draws from)")

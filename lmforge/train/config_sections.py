@@ -19,6 +19,11 @@ def check_run(config: object) -> None:
     if not isinstance(config.model, str) or not config.model:
         raise ConfigError("model must name a model (an HF directory, a .gguf file or smollm2-135m)")
     check_ints(config, 0, "seed")
+    check_threads_and_resume(config)
+
+
+def check_threads_and_resume(config: object) -> None:
+    """threads >= 1 when set; not both resume and fresh (a run continues, or starts over)."""
     if config.threads is not None:
         check_ints(config, 1, "threads")
     if config.resume and config.fresh:

@@ -99,4 +99,4 @@ def test_config_file_mistakes_are_one_line_errors(tmp_path):
     assert_user_error(run_cli("grpo", "--config", str(run)), "beta", "a number")
     assert_user_error(run_cli("dpo", "--config", str(tmp_path / "missing.toml")), "missing.toml")
     assert_user_error(run_cli("rm", "--max-steps", "3"), "--model is required")
-    assert_user_error(run_cli("rs", "--model", "m", "--set", "n=0"), "n must be an integer >= 1")
+    assert_user_error(run_cli("rs", "--model", "m", "--set", "n=0"), "RSConfig.n=0: must be a positive integer")

@@ -67,3 +67,16 @@ def test_quantize_and_prune_share_their_calibration_flags_and_reader(tmp_path, c
     for args in (["prune", "--method", "wanda"], ["quantize", "--method", "awq", "--bits", "4"]):
         run = run_main(capsys, *args, "--calibration", missing, "--out", tmp_path / "o")
         assert_user_error(run, f"--calibration {missing}: no such file")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ppo", "--model", "m", "--kl-horizon", "0"], "PPOConfig.kl_horizon=0: must be a positive integer"),
+    (["ppo", "--model", "m", "--gamma", "1.5"], "PPOConfig.gamma=1.5: must be in [0, 1]"),
+    (["grpo", "--model", "m", "--temperature", "-1"], "GRPOConfig.temperature=-1.0: must be in [0, inf]"),
+    (["rs", "--model", "m", "--eval-every", "-1"], "RunConfig.eval_every=-1: must be an integer >= 0"),
+    (["grpo", "--model", "m", "--threads", "0"], "RunConfig.threads=0: must be a positive integer"),
+    (["grpo", "--model", "m", "--resume", "--fresh"], "resume and fresh exclude each other"),
+    (["clip", "--dim", "0"], "ClipTrainConfig.dim=0: must be a positive integer"),
+])
+def test_training_configs_check_their_fields_with_the_shared_checks(args, message, capsys):
+    assert_user_error(run_main(capsys, *args), message)

@@ -11,22 +11,10 @@ from dataclasses import dataclass
 
 from lmforge.common.config_fields import section, setting
 from lmforge.common.errors import ConfigError
+from lmforge.train.config_sections import check_between, check_ints, check_threads_and_resume
 
 GROUP_ADVANTAGES = ("grpo", "drgrpo", "rloo", "remax")
 LOSS_AGGREGATIONS = ("sequence", "token", "constant")
-
-
-def _at_least_one(cfg: object, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _not_negative(cfg: object, *names: str) -> None:
-    for name in names:
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -56,7 +44,7 @@ class PPOConfig:
     seed: int = setting(0, "Seed of the rollouts and minibatch order.")
 
     def __post_init__(self):
-        _at_least_one(self, "steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "kl_horizon")
+        check_ints(self, 1, "steps", "batch_size", "minibatch_size", "ppo_epochs", "max_new_tokens", "kl_horizon")
         if self.minibatch_size > self.batch_size:
             raise ConfigError(f"minibatch_size ({self.minibatch_size}) must be <= batch_size ({self.batch_size})")
         for name in ("lr", "clip_eps", "value_clip", "target_kl"):
@@ -65,9 +53,9 @@ class PPOConfig:
         if self.critic_lr is not None and not self.critic_lr > 0:
             raise ConfigError(f"critic_lr must be > 0 (or None for lr), got {self.critic_lr!r}")
         for name in ("gamma", "lam"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        _not_negative(self, "vf_coef", "entropy_coef", "beta", "grad_clip", "temperature")
+            check_between(self, name, 0, 1)
+        for name in ("vf_coef", "entropy_coef", "beta", "grad_clip", "temperature"):
+            check_between(self, name, 0)
 
 
 @dataclass(frozen=True)
@@ -95,8 +83,8 @@ class GRPOConfig:
     seed: int = setting(0, "Seed of the rollouts and minibatch order.")
 
     def __post_init__(self):
-        _at_least_one(self, "steps", "prompts_per_step", "group_size", "iterations", "minibatch_size",
-                      "max_new_tokens", "resample_rounds")
+        check_ints(self, 1, "steps", "prompts_per_step", "group_size", "iterations", "minibatch_size",
+                   "max_new_tokens", "resample_rounds")
         if self.advantage not in GROUP_ADVANTAGES:
             raise ConfigError(f"advantage must be one of {', '.join(GROUP_ADVANTAGES)}, got {self.advantage!r}")
         if self.loss_agg not in LOSS_AGGREGATIONS:
@@ -105,7 +93,8 @@ class GRPOConfig:
             raise ConfigError(f"group_size must be >= 2 for the {self.advantage} baseline, got {self.group_size}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr!r}")
-        _not_negative(self, "beta", "eps_low", "eps_high", "grad_clip", "temperature", "overlong_penalty")
+        for name in ("beta", "eps_low", "eps_high", "grad_clip", "temperature", "overlong_penalty"):
+            check_between(self, name, 0)
         if self.eps_low >= 1:
             raise ConfigError(f"eps_low must be < 1, got {self.eps_low!r}")
         if not 0 <= self.overlong_buffer < self.max_new_tokens:
@@ -127,7 +116,7 @@ class RSConfig:
     seed: int = setting(0, "Seed of the samples and the SFT order.")
 
     def __post_init__(self):
-        _at_least_one(self, "rounds", "prompts_per_round", "n", "sft_epochs", "batch_size", "max_new_tokens")
+        check_ints(self, 1, "rounds", "prompts_per_round", "n", "sft_epochs", "batch_size", "max_new_tokens")
         if not self.lr > 0:
             raise ConfigError(f"lr must be > 0, got {self.lr!r}")
         if self.temperature < 0 or self.grad_clip < 0:
@@ -160,13 +149,9 @@ class RunConfig:
                              "tenth of the run or 10 s.")
 
     def __post_init__(self):
-        _at_least_one(self, "eval_prompts", "checkpoint_every", "keep_checkpoints", "grad_accum")
-        if self.eval_every < 0:
-            raise ConfigError(f"eval_every must be >= 0, got {self.eval_every!r}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {self.threads!r}")
-        if self.resume and self.fresh:
-            raise ConfigError("resume and fresh exclude each other: continue the run, or start over")
+        check_ints(self, 1, "eval_prompts", "checkpoint_every", "keep_checkpoints", "grad_accum")
+        check_ints(self, 0, "eval_every")
+        check_threads_and_resume(self)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from lmforge.cli import image_input as images
 from lmforge.cli import sampling_options as opt
 from lmforge.cli.dtype_warning import warn_if_slow_dtype
 from lmforge.cli.safety_cmd import SAFETY, load_rails
+from lmforge.cli.stream_summary import stream_summary
 from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import set_threads
 
@@ -132,36 +133,23 @@ def run_stream(lm, ids: list[int], params, echo: bool, rail=None, images=None) -
     prompt's encoded images (prompt_tokens counts their visual tokens)."""
     from lmforge.generation.generate import generate_stream
 
-    start = time.perf_counter()
-    first = None
-    text, tokens, finish, logprobs = "", [], None, []
+    logprobs = []
+
+    def keep_logprobs(event) -> None:
+        if event.logprob is not None:
+            logprobs.append({"token": lm.tokenizer.decode([event.token]), "id": event.token, "logprob": event.logprob,
+                             "top_logprobs": [{"token": lm.tokenizer.decode([i]), "id": i, "logprob": lp}
+                                              for i, lp in event.top_logprobs]})
+
     steps = generate_stream(lm.model, [ids], params, tokenizer=lm.tokenizer, pad_id=lm.config.pad_token_id or 0,
                             images=None if images is None else [images])
     if rail is not None:
         from lmforge.safety.stream import guard_steps
 
         steps = guard_steps(steps, rail)
-    for (event,) in steps:
-        first = first or time.perf_counter()
-        tokens.append(event.token)
-        text += event.text
-        finish = event.finish_reason
-        if echo and event.text:
-            sys.stdout.write(event.text)
-            sys.stdout.flush()
-        if event.logprob is not None:
-            logprobs.append({"token": lm.tokenizer.decode([event.token]), "id": event.token, "logprob": event.logprob,
-                             "top_logprobs": [{"token": lm.tokenizer.decode([i]), "id": i, "logprob": lp}
-                                              for i, lp in event.top_logprobs]})
-    end = time.perf_counter()
-    if echo:
-        sys.stdout.write("\n")
-    if finish == "content_filter":
+    out = stream_summary(steps, len(ids), echo, keep_logprobs)
+    if out["finish_reason"] == "content_filter":
         print("lmforge: the safety policy stopped the answer (finish_reason content_filter)", file=sys.stderr)
-    out = {"text": text, "prompt_tokens": len(ids), "completion_tokens": len(tokens), "finish_reason": finish,
-           "prefill_s": round(first - start, 4),
-           "decode_tok_s": round((len(tokens) - 1) / (end - first), 2) if len(tokens) > 1 else None,
-           "total_s": round(end - start, 4)}
     if params.logprobs is not None:
         out["logprobs"] = logprobs
     return out

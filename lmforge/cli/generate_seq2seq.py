@@ -1,9 +1,7 @@
 """`lmforge generate` on an encoder-decoder model (T5): the PROMPT (or the --chat message, as plain text) is the
 encoder's input; the decoder writes the answer from decoder_start_token_id (lmforge.generation.seq2seq)."""
 
-import sys
-import time
-
+from lmforge.cli.stream_summary import stream_summary
 from lmforge.common.errors import LmforgeError
 
 
@@ -27,21 +25,4 @@ def run_seq2seq(lm, text: str, params, echo: bool) -> dict:
     ids = lm.tokenizer.encode(text)
     if not ids:
         raise LmforgeError("the prompt encodes to no tokens")
-    start = time.perf_counter()
-    first = None
-    answer, tokens, finish = "", [], None
-    for (event,) in seq2seq_stream(lm.model, [ids], params, tokenizer=lm.tokenizer):
-        first = first or time.perf_counter()
-        tokens.append(event.token)
-        answer += event.text
-        finish = event.finish_reason
-        if echo and event.text:
-            sys.stdout.write(event.text)
-            sys.stdout.flush()
-    end = time.perf_counter()
-    if echo:
-        sys.stdout.write("\n")
-    return {"text": answer, "prompt_tokens": len(ids), "completion_tokens": len(tokens), "finish_reason": finish,
-            "prefill_s": round(first - start, 4),
-            "decode_tok_s": round((len(tokens) - 1) / (end - first), 2) if len(tokens) > 1 else None,
-            "total_s": round(end - start, 4)}
+    return stream_summary(seq2seq_stream(lm.model, [ids], params, tokenizer=lm.tokenizer), len(ids), echo)

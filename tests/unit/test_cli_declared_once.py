@@ -80,3 +80,17 @@ def test_quantize_and_prune_share_their_calibration_flags_and_reader(tmp_path, c
 ])
 def test_training_configs_check_their_fields_with_the_shared_checks(args, message, capsys):
     assert_user_error(run_main(capsys, *args), message)
+
+
+def test_decoder_only_and_encoder_decoder_generate_sum_up_their_stream_in_one_place(capsys):
+    from lmforge.cli import generate_seq2seq, stream_summary
+
+    assert generate_cmd.stream_summary is generate_seq2seq.stream_summary is stream_summary.stream_summary
+    events = [[type("Event", (), {"token": t, "text": s, "finish_reason": f})()]
+              for t, s, f in [(5, "Hel", None), (6, "lo", None), (2, "", "stop")]]
+    seen = []
+    out = stream_summary.stream_summary(iter(events), prompt_tokens=4, echo=True, on_event=seen.append)
+    assert capsys.readouterr().out == "Hello\n" and len(seen) == 3
+    assert {k: out[k] for k in ("text", "prompt_tokens", "completion_tokens", "finish_reason")} == {
+        "text": "Hello", "prompt_tokens": 4, "completion_tokens": 3, "finish_reason": "stop"}
+    assert out["total_s"] >= out["prefill_s"] >= 0 and out["decode_tok_s"] > 0

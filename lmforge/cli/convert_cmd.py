@@ -21,7 +21,7 @@ def convert(
     dtype: str = typer.Option("float32", help="Weight dtype to write: float32, bfloat16 or float16 (--to hf)."),
     to: str = typer.Option("hf", "--to", help="Output format: hf (Hugging Face directory) or gguf (llama.cpp file)."),
     gguf_type: str = typer.Option("f16", "--type",
-                                  help="GGUF weight type (--to gguf): f32, f16, q8_0 or q4_0; norms stay f32."),
+                                  help="GGUF weight type (--to gguf): f32, f16, q8_0, q4_0 or q4_k; norms stay f32."),
 ) -> None:
     """Convert a model (GGUF dequantized, or HF) to a Hugging Face directory or a GGUF file."""
     from lmforge.formats.loader import load, resolve_dtype

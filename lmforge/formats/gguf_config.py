@@ -6,15 +6,15 @@ import logging
 from typing import Any
 
 from lmforge.common.errors import LmforgeError
+from lmforge.formats.gguf_arch import HF_CLASSES, arch_config
 from lmforge.formats.gguf_file import GGUFTensor, dequantize_tensor
 from lmforge.model.rope_scaling import llama3_from_freq_factors
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_ARCHITECTURES: tuple[str, ...] = ("llama", "qwen2", "qwen3")
+SUPPORTED_ARCHITECTURES: tuple[str, ...] = tuple(HF_CLASSES)
 _SIZE_KEYS = ("embedding_length", "attention.head_count", "attention.head_count_kv", "attention.key_length",
               "rope.dimension_count", "vocab_size", "feed_forward_length", "block_count", "context_length")
-_HF_CLASSES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 
 
 def gguf_hf_config(architecture: str, fields: dict, tensors: dict[str, GGUFTensor]) -> dict:
@@ -41,8 +41,8 @@ def gguf_hf_config(architecture: str, fields: dict, tensors: dict[str, GGUFTenso
             f"GGUF metadata gives no vocabulary size ({architecture}.vocab_size or tokenizer.ggml.tokens)"
         )
     config = {
-        "model_type": architecture,
-        "architectures": [_HF_CLASSES[architecture]],
+        "model_type": HF_CLASSES[architecture][0],
+        "architectures": [HF_CLASSES[architecture][1]],
         "vocab_size": vocab_size,
         "hidden_size": hidden,
         "intermediate_size": get("feed_forward_length"),
@@ -59,6 +59,7 @@ def gguf_hf_config(architecture: str, fields: dict, tensors: dict[str, GGUFTenso
         "bos_token_id": fields.get("tokenizer.ggml.bos_token_id"),
         "eos_token_id": fields.get("tokenizer.ggml.eos_token_id"),
         "pad_token_id": fields.get("tokenizer.ggml.padding_token_id"),
+        **arch_config(architecture, get),
     }
     rope_type, factor = get("rope.scaling.type", False), get("rope.scaling.factor", False)
     if rope_type is None and get("rope.scale_linear", False):  # older files

@@ -3,7 +3,7 @@
 The inverse of `gguf_import`: HF-named tensors get llama.cpp's names (`token_embd`, `blk.N.attn_q`, ...), Llama
 Q/K rows are permuted for llama.cpp's interleaved RoPE, `{arch}.*` metadata describes the shape, and the tokenizer
 (byte-level BPE vocabulary, merges, special ids, chat template) goes into `tokenizer.*` keys. Weights are written as
-F32, F16, Q8_0 or Q4_0 blocks with `gguf.quants` (the same block layouts the import dequantizes).
+F32, F16, Q8_0, Q4_0 or Q4_K blocks with `gguf.quants` (the same block layouts the import dequantizes).
 """
 
 import json
@@ -16,7 +16,14 @@ from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
 from gguf.quants import quantize
 
 from lmforge.common.errors import LmforgeError
-from lmforge.formats.gguf_import import PERMUTED_ARCHITECTURES, gguf_name
+from lmforge.formats.gguf_arch import (
+    GGUF_ARCH,
+    NORM_SHIFT_ARCHITECTURES,
+    PERMUTED_ARCHITECTURES,
+    add_arch_metadata,
+    gguf_name,
+)
+from lmforge.formats.gguf_kquant import QK_K, quantize_q4_k
 from lmforge.formats.gguf_tokenizer import (
     _DIGITS_THEN_GPT2,
     _LLAMA3_SPLIT,
@@ -27,8 +34,9 @@ from lmforge.formats.gguf_tokenizer import (
     TOKEN_USER_DEFINED,
 )
 from lmforge.formats.hf import config_to_hf, state_dict_to_hf
+from lmforge.formats.hf_deepseek import stack_experts
 
-EXPORT_ARCHITECTURES = ("llama", "qwen2", "qwen3")
+EXPORT_ARCHITECTURES = tuple(GGUF_ARCH)  # lmforge families
 Q = GGMLQuantizationType
 # --type name -> (GGML type of 2-D weights, llama.cpp file type)
 EXPORT_TYPES = {
@@ -36,8 +44,9 @@ EXPORT_TYPES = {
     "f16": (Q.F16, LlamaFileType.MOSTLY_F16),
     "q8_0": (Q.Q8_0, LlamaFileType.MOSTLY_Q8_0),
     "q4_0": (Q.Q4_0, LlamaFileType.MOSTLY_Q4_0),
+    "q4_k": (Q.Q4_K, LlamaFileType.MOSTLY_Q4_K_S),
 }
-_BLOCK = 32  # inputs per Q8_0 / Q4_0 block
+_BLOCK = {Q.Q8_0: 32, Q.Q4_0: 32, Q.Q4_K: QK_K}  # inputs per block
 
 
 def check_export(family: str, qtype: str) -> None:
@@ -57,22 +66,32 @@ def write_gguf(model: torch.nn.Module, tokenizer, path: str | Path, qtype: str =
     """
     cfg = model.config
     check_export(cfg.family, qtype)
+    name = name or GGUF_ARCH[cfg.family]
+    # transformers' GGUF loader turns a `llama` file named exactly "mistral" into model_type mistral, which gguf-py
+    # has no tensor map for: it then cannot read the file at all.
+    name = "Mistral" if name == "mistral" else name
     if getattr(model, "quant_config", None) is not None:
         raise LmforgeError("cannot export an int8/int4 lmforge model to GGUF; load it in float first")
     hf = config_to_hf(cfg)
-    arch = cfg.family
+    arch = GGUF_ARCH[cfg.family]
+    window = cfg.attention.sliding_window
+    if cfg.family == "mistral" and window is not None and window < cfg.max_seq_len:
+        raise LmforgeError(f"cannot export mistral with sliding_window={window} < max_seq_len={cfg.max_seq_len} to "
+                           "GGUF: llama.cpp writes Mistral as llama, which attends to the whole context")
     state = state_dict_to_hf({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, cfg)
+    state = stack_experts(state, cfg) if arch == "qwen3moe" else state  # llama.cpp's ffn_*_exps: [E, out, in]
     path = Path(path)
     staging = path.with_name(f".{path.name}.partial-{os.getpid()}")
     writer = GGUFWriter(staging, arch)
     try:
-        _add_model_metadata(writer, hf, cfg, EXPORT_TYPES[qtype][1], name or arch)
+        _add_model_metadata(writer, hf, cfg, EXPORT_TYPES[qtype][1], name)
+        add_arch_metadata(writer, arch, cfg, hf)
         if tokenizer is not None:
             add_tokenizer_metadata(writer, tokenizer, cfg.vocab_size, generation_config or {})
         counts: dict[str, int] = {}
         for hf_name, tensor in state.items():
             data, kind = _encode(_to_gguf_rows(hf_name, tensor, hf, arch), EXPORT_TYPES[qtype][0])
-            writer.add_tensor(gguf_name(hf_name), data, raw_dtype=kind)
+            writer.add_tensor(gguf_name(hf_name, arch), data, raw_dtype=kind)
             counts[kind.name] = counts.get(kind.name, 0) + 1
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -87,7 +106,7 @@ def write_gguf(model: torch.nn.Module, tokenizer, path: str | Path, qtype: str =
 
 
 def _add_model_metadata(writer: GGUFWriter, hf: dict, cfg, file_type: LlamaFileType, name: str) -> None:
-    """The `general.*` and `{arch}.*` keys llama.cpp's converter writes for a Llama / Qwen2 / Qwen3 model."""
+    """The `general.*` and `{arch}.*` keys llama.cpp's converter writes for every decoder (gguf_arch adds the rest)."""
     writer.add_name(name)
     writer.add_file_type(file_type)
     writer.add_quantization_version(2)
@@ -100,7 +119,7 @@ def _add_model_metadata(writer: GGUFWriter, hf: dict, cfg, file_type: LlamaFileT
     writer.add_key_length(hf["head_dim"])
     writer.add_value_length(hf["head_dim"])
     writer.add_rope_dimension_count(hf["head_dim"])
-    writer.add_rope_freq_base(float(hf["rope_theta"]))
+    writer.add_rope_freq_base(float(cfg.positions.rope_theta))
     writer.add_layer_norm_rms_eps(float(hf["rms_norm_eps"]))
     writer.add_vocab_size(hf["vocab_size"])
     scaling = cfg.positions.rope_scaling
@@ -115,11 +134,14 @@ def _add_model_metadata(writer: GGUFWriter, hf: dict, cfg, file_type: LlamaFileT
 
 
 def _to_gguf_rows(hf_name: str, tensor: torch.Tensor, hf: dict, arch: str) -> np.ndarray:
-    """float32 numpy in torch [out, in] order; Llama Q/K rows permuted as llama.cpp's converter `permute`s them."""
+    """float32 numpy in torch [out, in] order; Llama Q/K rows permuted as llama.cpp's converter `permute`s them,
+    Gemma norms stored as 1 + w (its `norm_shift`)."""
     leaf = hf_name.split(".")[-2]
     if arch in PERMUTED_ARCHITECTURES and leaf in ("q_proj", "k_proj"):
         heads = hf["num_attention_heads"] if leaf == "q_proj" else hf["num_key_value_heads"]
         tensor = permute_rope_rows(tensor, heads)
+    if arch in NORM_SHIFT_ARCHITECTURES and hf_name.endswith("norm.weight"):
+        tensor = tensor + 1
     return tensor.contiguous().numpy().astype(np.float32, copy=False)
 
 
@@ -131,14 +153,17 @@ def permute_rope_rows(weight: torch.Tensor, heads: int) -> torch.Tensor:
 
 
 def _encode(values: np.ndarray, kind: GGMLQuantizationType) -> tuple[np.ndarray, GGMLQuantizationType]:
-    """Norms and biases stay F32 (as llama.cpp keeps them); a row not a whole number of blocks falls back to F16."""
+    """Norms and biases stay F32 (as llama.cpp keeps them); a row not a whole number of Q4_K blocks falls back to
+    Q8_0 (as llama.cpp's quantizer does), one not a whole number of 32-blocks to F16."""
     if values.ndim == 1 or kind == Q.F32:
         return values, Q.F32
-    if kind in (Q.Q8_0, Q.Q4_0) and values.shape[-1] % _BLOCK:
+    if kind == Q.Q4_K and values.shape[-1] % QK_K:
+        kind = Q.Q8_0
+    if kind in _BLOCK and values.shape[-1] % _BLOCK[kind]:
         kind = Q.F16
     if kind == Q.F16:
         return values.astype(np.float16), Q.F16
-    return quantize(values, kind), kind
+    return (quantize_q4_k(values) if kind == Q.Q4_K else quantize(values, kind)), kind
 
 
 def add_tokenizer_metadata(writer: GGUFWriter, tokenizer, vocab_size: int, generation_config: dict) -> None:

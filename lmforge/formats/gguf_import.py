@@ -16,6 +16,15 @@ import torch
 from tokenizers import Tokenizer
 
 from lmforge.common.errors import LmforgeError
+from lmforge.formats.gguf_arch import (
+    GLOBAL_NAMES,
+    HF_CLASSES,
+    LAYER_NAMES,
+    NORM_SHIFT_ARCHITECTURES,
+    PERMUTED_ARCHITECTURES,
+    gguf_name,
+    hf_layer_name,
+)
 from lmforge.formats.gguf_config import SUPPORTED_ARCHITECTURES, gguf_hf_config
 from lmforge.formats.gguf_file import GGUFFile, GGUFTensor, dequantize_tensor
 from lmforge.formats.gguf_tokenizer import build_tokenizer
@@ -24,26 +33,7 @@ SUPPORTED_QUANT_TYPES: tuple[str, ...] = (
     "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
 )  # fmt: skip
 
-# llama.cpp's converter permutes Q/K rows of Llama-arch models for its interleaved RoPE; Qwen files are not.
-PERMUTED_ARCHITECTURES = ("llama",)
-_GLOBAL_NAMES = {
-    "token_embd": "model.embed_tokens",
-    "output_norm": "model.norm",
-    "output": "lm_head",
-}
-_LAYER_NAMES = {
-    "attn_norm": "input_layernorm",
-    "attn_q": "self_attn.q_proj",
-    "attn_k": "self_attn.k_proj",
-    "attn_v": "self_attn.v_proj",
-    "attn_output": "self_attn.o_proj",
-    "attn_q_norm": "self_attn.q_norm",
-    "attn_k_norm": "self_attn.k_norm",
-    "ffn_norm": "post_attention_layernorm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
-}
+_ARCH_OF = {model_type: arch for arch, (model_type, _) in HF_CLASSES.items()}
 _ROPE_HEADS = {"q_proj": "num_attention_heads", "k_proj": "num_key_value_heads"}
 _LAYER_TENSOR = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 # Precomputed Llama-3 RoPE frequency factors: read into hf_config["rope_scaling"], not a weight.
@@ -92,7 +82,7 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32,
     tensors = {tensor.name: tensor for tensor in reader.tensors}
     hf_config = gguf_hf_config(architecture, fields, tensors)
     _check_block_count(tensors, hf_config["num_hidden_layers"], architecture)
-    names = _hf_names(tensors, hf_config)
+    names = _hf_names(tensors, hf_config, architecture)
     for name, tensor in tensors.items():
         if tensor.tensor_type.name not in SUPPORTED_QUANT_TYPES:
             raise LmforgeError(
@@ -105,10 +95,12 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32,
         permuted = architecture in PERMUTED_ARCHITECTURES and hf_name.split(".")[-2] in ("q_proj", "k_proj")
         return hf_config[_ROPE_HEADS[hf_name.split(".")[-2]]] if permuted else None
 
-    def load(gguf_name: str) -> torch.Tensor:
-        weight, hf_name = dequantize_tensor(tensors[gguf_name]), names[gguf_name]
+    def load(name: str) -> torch.Tensor:
+        weight, hf_name = dequantize_tensor(tensors[name]), names[name]
         if heads := rope_heads(hf_name):
             weight = unpermute_rope_rows(weight, heads)
+        if architecture in NORM_SHIFT_ARCHITECTURES and name.endswith("norm.weight"):
+            weight = weight - 1  # Gemma's converter stored 1 + w
         return weight.to(dtype)
 
     kept = {hf: GGUFBlocks(tensors[name], rope_heads(hf)) for name, hf in names.items()
@@ -137,21 +129,21 @@ def _usable_cpus() -> int:
     return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
-def _hf_names(tensors: dict[str, GGUFTensor], config: dict) -> dict[str, str]:
+def _hf_names(tensors: dict[str, GGUFTensor], config: dict, arch: str) -> dict[str, str]:
     """GGUF tensor name -> transformers state-dict name, for every tensor the model uses."""
-    names = {}
+    names, layer_names = {}, LAYER_NAMES[arch]
     for name in tensors:
         stem, _, suffix = name.rpartition(".")
         match = _LAYER_TENSOR.fullmatch(name)
-        if stem in _GLOBAL_NAMES and suffix == "weight":
-            names[name] = f"{_GLOBAL_NAMES[stem]}.weight"
-        elif match and match[2] in _LAYER_NAMES and int(match[1]) < config["num_hidden_layers"]:
-            names[name] = f"model.layers.{match[1]}.{_LAYER_NAMES[match[2]]}.{match[3]}"
+        if stem in GLOBAL_NAMES and suffix == "weight":
+            names[name] = f"{GLOBAL_NAMES[stem]}.weight"
+        elif match and match[2] in layer_names and int(match[1]) < config["num_hidden_layers"]:
+            names[name] = hf_layer_name(arch, match[1], match[2], match[3])
         elif name not in _IGNORED_TENSORS:
             raise LmforgeError(
                 f"unexpected tensor {name!r} in a {config['model_type']} GGUF with "
                 f"{config['num_hidden_layers']} layers; lmforge knows: token_embd, output_norm, output, "
-                f"blk.N.{{{', '.join(_LAYER_NAMES)}}}"
+                f"blk.N.{{{', '.join(layer_names)}}}"
             )
     return names
 
@@ -164,6 +156,7 @@ def expected_shapes(config: dict) -> tuple[dict[str, tuple[int, ...]], set[str]]
     shapes = {"model.embed_tokens.weight": (vocab, hidden), "model.norm.weight": (hidden,),
               "lm_head.weight": (vocab, hidden)}  # fmt: skip
     required = {"model.embed_tokens.weight", "model.norm.weight"}
+    kind = config["model_type"]
     for layer in range(config["num_hidden_layers"]):
         prefix = f"model.layers.{layer}."
         layer_shapes = {
@@ -173,31 +166,28 @@ def expected_shapes(config: dict) -> tuple[dict[str, tuple[int, ...]], set[str]]
             "self_attn.v_proj.weight": (kv_rows, hidden),
             "self_attn.o_proj.weight": (hidden, q_rows),
             "post_attention_layernorm.weight": (hidden,),
-            "mlp.gate_proj.weight": (inter, hidden),
-            "mlp.up_proj.weight": (inter, hidden),
-            "mlp.down_proj.weight": (hidden, inter),
         }
+        if kind == "qwen3_moe":
+            experts, moe = config["num_experts"], config["moe_intermediate_size"]
+            layer_shapes |= {"mlp.gate.weight": (experts, hidden), "mlp.experts.gate_proj": (experts, moe, hidden),
+                             "mlp.experts.up_proj": (experts, moe, hidden),
+                             "mlp.experts.down_proj": (experts, hidden, moe)}  # fmt: skip
+        else:
+            layer_shapes |= {"mlp.gate_proj.weight": (inter, hidden), "mlp.up_proj.weight": (inter, hidden),
+                             "mlp.down_proj.weight": (hidden, inter)}  # fmt: skip
+        if kind == "gemma3_text":
+            layer_shapes |= {"pre_feedforward_layernorm.weight": (hidden,),
+                             "post_feedforward_layernorm.weight": (hidden,)}  # fmt: skip
         required |= {prefix + name for name in layer_shapes}
         optional = {"self_attn.q_proj.bias": (q_rows,), "self_attn.k_proj.bias": (kv_rows,),
                     "self_attn.v_proj.bias": (kv_rows,), "self_attn.o_proj.bias": (hidden,)}  # fmt: skip
         norms = {"self_attn.q_norm.weight": (config["head_dim"],), "self_attn.k_norm.weight": (config["head_dim"],)}
-        if config["model_type"] == "qwen3":
+        if kind in ("qwen3", "qwen3_moe", "gemma3_text"):
             required |= {prefix + name for name in norms}
         shapes.update({prefix + name: shape for name, shape in (layer_shapes | optional | norms).items()})
     if not config["tie_word_embeddings"]:
         required.add("lm_head.weight")
     return shapes, required
-
-
-def gguf_name(hf_name: str) -> str:
-    """The llama.cpp name of a transformers state-dict name (the inverse of the import mapping)."""
-    stem, _, suffix = hf_name.rpartition(".")
-    for gguf_stem, hf_stem in _GLOBAL_NAMES.items():
-        if stem == hf_stem:
-            return f"{gguf_stem}.{suffix}"
-    _, _, layer, rest = stem.split(".", 3)
-    leaf = {hf: gguf for gguf, hf in _LAYER_NAMES.items()}[rest]
-    return f"blk.{layer}.{leaf}.{suffix}"
 
 
 def _check_block_count(tensors: dict[str, GGUFTensor], block_count: int, architecture: str) -> None:
@@ -215,7 +205,7 @@ def _check_shapes(tensors: dict[str, GGUFTensor], names: dict[str, str], config:
     if missing:
         raise LmforgeError(
             f"GGUF file lacks {len(missing)} tensor(s) a {config['model_type']} model needs, "
-            f"e.g. {gguf_name(missing[0])!r} ({missing[0]})"
+            f"e.g. {gguf_name(missing[0], _ARCH_OF[config['model_type']])!r} ({missing[0]})"
         )
     for name, hf_name in names.items():
         got = tuple(int(dim) for dim in reversed(tensors[name].shape))

@@ -4,14 +4,18 @@ transformers model -> lmforge export -> transformers' own GGUF loader (the indep
 import give the same logits, and the original model's within the storage type's error.
 """
 
+import re
+
+import gguf
 import pytest
 import torch
 import transformers
 
+from lmforge.common.errors import LmforgeError
 from lmforge.formats.gguf_export import write_gguf
 from lmforge.formats.gguf_file import GGUFFile
 from lmforge.formats.loader import load
-from tests.cli_util import assert_user_error, run_cli
+from tests.cli_util import run_cli
 from tests.tiny_lm import tiny_tokenizer
 
 TEXT = "hello world, the cat sat on the mat. 東京 and 你好，世界！"
@@ -48,48 +52,52 @@ def logits(model, ids):
     return (out.logits if hasattr(out, "logits") else out).float()
 
 
-def export(tmp_path, arch, qtype):
+QUANTIZED = {"mistral": "q8_0", "gemma3": "q4_k", "qwen3_moe": "q4_k"}  # Q4_K needs rows of 256: not Mistral's
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_export_reads_back_in_transformers_and_lmforge(tmp_path, arch):
     reference = hf_model(arch)
     reference.save_pretrained(tmp_path / arch)
     tiny_tokenizer().save(tmp_path / arch)
-    lm = load(tmp_path / arch)
-    out = tmp_path / f"{arch}-{qtype}.gguf"
-    counts = write_gguf(lm.model, lm.tokenizer, out, qtype)
-    return reference, out, counts
+    lm, ids = load(tmp_path / arch), tiny_tokenizer().encode(TEXT)
+    exact = logits(reference, ids)
+    for qtype in ("f32", QUANTIZED[arch]):
+        out = tmp_path / f"{qtype}.gguf"
+        counts = write_gguf(lm.model, lm.tokenizer, out, qtype)
+        assert GGUFFile(out).fields["general.architecture"] == ARCHS[arch][2]
+        assert counts.get(qtype.upper(), 0) > 0 and (qtype == "f32" or counts.get("F32", 0) > 0), counts
+        theirs = logits(transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name,
+                                                                          dtype=torch.float32).eval(), ids)
+        back = load(out)
+        assert back.config.family == ("llama" if arch == "mistral" else arch)
+        ours = logits(back.model, ids)
+        assert (ours - theirs).abs().max() < 1e-4  # the same dequantized weights, the same graph
+        error = (ours - exact).abs().max().item()
+        assert error < TOLERANCE[qtype] * exact.abs().max()
+        assert qtype == "f32" or error > 1e-5  # the quantized file really is quantized
+        assert back.tokenizer.encode(TEXT) == ids
 
 
-@pytest.mark.parametrize("qtype", ["f32", "q8_0", "q4_k"])
-@pytest.mark.parametrize("arch", list(ARCHS))
-def test_export_reads_back_in_transformers_and_lmforge(tmp_path, arch, qtype):
-    if qtype == "q4_k" and arch == "mistral":
-        pytest.skip("rows of 64 and 128 inputs hold no 256-wide Q4_K block")
-    reference, out, counts = export(tmp_path, arch, qtype)
-    assert GGUFFile(out).fields["general.architecture"] == ARCHS[arch][2]
-    assert counts.get(qtype.upper(), 0) > 0 and (qtype == "f32" or counts.get("F32", 0) > 0)
-    ids = tiny_tokenizer().encode(TEXT)
-    theirs = logits(transformers.AutoModelForCausalLM.from_pretrained(out.parent, gguf_file=out.name,
-                                                                      dtype=torch.float32).eval(), ids)
-    back = load(out)
-    assert back.config.family == ("llama" if arch == "mistral" else arch)
-    ours, exact = logits(back.model, ids), logits(reference, ids)
-    assert (ours - theirs).abs().max() < 1e-4  # the same dequantized weights, the same graph
-    error = (ours - exact).abs().max().item()
-    assert error < TOLERANCE[qtype] * exact.abs().max()
-    assert qtype == "f32" or error > 1e-5  # the quantized file really is quantized
-    assert back.tokenizer.encode(TEXT) == ids
-
-
-def test_cli_exports_gemma3_and_refuses_what_llama_cpp_cannot_run(tmp_path):
+def test_cli_exports_gemma3_q4_k(tmp_path):
     hf_model("gemma3").save_pretrained(tmp_path / "gemma3")
     tiny_tokenizer().save(tmp_path / "gemma3")
     out = tmp_path / "g.gguf"
     result = run_cli("convert", str(tmp_path / "gemma3"), "--to", "gguf", "--type", "q4_k", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "gemma3" in result.stdout and "Q4_K" in result.stdout
-    hf_model("gemma3", query_pre_attn_scalar=64).save_pretrained(tmp_path / "scaled")
-    result = run_cli("convert", str(tmp_path / "scaled"), "--to", "gguf", "--out", str(tmp_path / "s.gguf"))
-    assert_user_error(result, "query_pre_attn_scalar", "64")
-    hf_model("mistral", sliding_window=16).save_pretrained(tmp_path / "window")
-    result = run_cli("convert", str(tmp_path / "window"), "--to", "gguf", "--out", str(tmp_path / "w.gguf"))
-    assert_user_error(result, "sliding_window=16", "max_seq_len=128")
-    assert not (tmp_path / "s.gguf").exists() and not (tmp_path / "w.gguf").exists()
+    assert GGUFFile(out).fields["general.file_type"] == gguf.LlamaFileType.MOSTLY_Q4_K_S
+
+
+@pytest.mark.parametrize(("arch", "change", "message"), [
+    ("gemma3", dict(query_pre_attn_scalar=64), "query_pre_attn_scalar"),
+    ("gemma3", dict(final_logit_softcapping=30.0), "final_logit_softcap"),
+    ("mistral", dict(sliding_window=16), "sliding_window=16 < max_seq_len=128"),
+    ("qwen3_moe", dict(norm_topk_prob=False), "norm_topk_prob=False"),
+    ("qwen3_moe", dict(mlp_only_layers=[0]), "mlp_only_layers=[0]"),
+])  # fmt: skip
+def test_export_refuses_what_llama_cpp_would_run_differently(tmp_path, arch, change, message):
+    hf_model(arch, **change).save_pretrained(tmp_path)
+    with pytest.raises(LmforgeError, match=re.escape(message)):
+        write_gguf(load(tmp_path).model, None, tmp_path / "x.gguf", "f32")
+    assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".*partial*"))

@@ -76,9 +76,9 @@ def test_convert_gguf_user_errors(tmp_path):
     assert_user_error(run_cli("convert", "smollm2-135m", "--to", "gguf", "--type", "q3_x", "--out",
                               str(tmp_path / "x.gguf")), "q3_x", "q8_0")
     assert_user_error(run_cli("convert", "smollm2-135m", "--to", "ggml", "--out", str(tmp_path / "x")), "ggml", "gguf")
-    config = transformers.MistralConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                        num_attention_heads=2, num_key_value_heads=1, sliding_window=None)
-    transformers.MistralForCausalLM(config).save_pretrained(tmp_path / "mistral")
-    result = run_cli("convert", str(tmp_path / "mistral"), "--to", "gguf", "--out", str(tmp_path / "m.gguf"))
-    assert_user_error(result, "mistral", "llama, qwen2, qwen3")
+    config = transformers.BertConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                     num_attention_heads=2)
+    transformers.BertForMaskedLM(config).save_pretrained(tmp_path / "bert")
+    result = run_cli("convert", str(tmp_path / "bert"), "--to", "gguf", "--out", str(tmp_path / "m.gguf"))
+    assert_user_error(result, "'bert'", "llama, mistral, qwen2, qwen3, qwen3_moe, gemma3")
     assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".*partial*"))

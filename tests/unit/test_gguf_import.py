@@ -300,7 +300,7 @@ def test_unsupported_architecture_is_named_with_the_supported_list(tmp_path):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(LmforgeError, match=r"'mamba'.*supported: llama, qwen2, qwen3"):
+    with pytest.raises(LmforgeError, match=r"'mamba'.*supported: llama, qwen2, qwen3, qwen3moe, gemma3"):
         read_gguf(tmp_path / "m.gguf")
 
 

@@ -64,7 +64,8 @@ def test_export_reads_back_in_transformers_and_lmforge(tmp_path, arch):
     exact = logits(reference, ids)
     for qtype in ("f32", QUANTIZED[arch]):
         out = tmp_path / f"{qtype}.gguf"
-        counts = write_gguf(lm.model, lm.tokenizer, out, qtype)
+        # general.name exactly "mistral" would make transformers look for a gguf-py "mistral" tensor map and fail
+        counts = write_gguf(lm.model, lm.tokenizer, out, qtype, name=arch)
         assert GGUFFile(out).fields["general.architecture"] == ARCHS[arch][2]
         assert counts.get(qtype.upper(), 0) > 0 and (qtype == "f32" or counts.get("F32", 0) > 0), counts
         theirs = logits(transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name,

@@ -2,18 +2,19 @@
 
 One table per llama.cpp architecture that lmforge and transformers' GGUF loader both read: llama (also Mistral,
 which llama.cpp's converter writes as `llama`), qwen2, qwen3, qwen3moe (stacked `ffn_*_exps` experts) and gemma3
-(sandwich norms stored as 1 + w, as llama.cpp's converter adds its norm shift).
+(sandwich norms stored as 1 + w, as llama.cpp's converter adds its norm shift) and bloom (gguf_arch_bloom.py).
 """
 
 from lmforge.common.errors import LmforgeError
+from lmforge.formats.gguf_arch_bloom import BLOOM_GLOBALS, BLOOM_LAYERS
 
 # lmforge family -> llama.cpp architecture (`general.architecture`)
 GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "qwen3_moe": "qwen3moe",
-             "gemma3": "gemma3"}
+             "gemma3": "gemma3", "bloom": "bloom"}
 # llama.cpp architecture -> (transformers model_type, class)
 HF_CLASSES = {"llama": ("llama", "LlamaForCausalLM"), "qwen2": ("qwen2", "Qwen2ForCausalLM"),
               "qwen3": ("qwen3", "Qwen3ForCausalLM"), "qwen3moe": ("qwen3_moe", "Qwen3MoeForCausalLM"),
-              "gemma3": ("gemma3_text", "Gemma3ForCausalLM")}
+              "gemma3": ("gemma3_text", "Gemma3ForCausalLM"), "bloom": ("bloom", "BloomForCausalLM")}
 # llama.cpp's converter permutes Q/K rows of Llama-arch models for its interleaved RoPE; the others are not.
 PERMUTED_ARCHITECTURES = ("llama",)
 # Gemma stores its (1 + w) RMSNorm weights with the 1 added (convert_hf_to_gguf.py's `norm_shift`).
@@ -35,20 +36,26 @@ EXPERT_NAMES = {"ffn_gate_exps": "mlp.experts.gate_proj", "ffn_up_exps": "mlp.ex
                 "ffn_down_exps": "mlp.experts.down_proj"}
 _QWEN3MOE = {k: v for k, v in _LLAMA.items() if not k.startswith("ffn_") or k == "ffn_norm"} | {
     "ffn_gate_inp": "mlp.gate", **EXPERT_NAMES}
-LAYER_NAMES = {"llama": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "qwen3moe": _QWEN3MOE, "gemma3": _GEMMA3}
+LAYER_NAMES = {"llama": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "qwen3moe": _QWEN3MOE, "gemma3": _GEMMA3,
+               "bloom": BLOOM_LAYERS}
+_LAYER_PREFIX = {"bloom": "transformer.h"}  # the others: model.layers
+
+
+def global_names(arch: str) -> dict[str, str]:
+    return BLOOM_GLOBALS if arch == "bloom" else GLOBAL_NAMES
 
 
 def hf_layer_name(arch: str, layer: str, leaf: str, suffix: str) -> str:
     """HF name of `blk.{layer}.{leaf}.{suffix}` (stacked experts: no suffix)."""
     if leaf in EXPERT_NAMES:
         return f"model.layers.{layer}.{EXPERT_NAMES[leaf]}"
-    return f"model.layers.{layer}.{LAYER_NAMES[arch][leaf]}.{suffix}"
+    return f"{_LAYER_PREFIX.get(arch, 'model.layers')}.{layer}.{LAYER_NAMES[arch][leaf]}.{suffix}"
 
 
 def gguf_name(hf_name: str, arch: str = "llama") -> str:
     """The llama.cpp name of a transformers state-dict name (the inverse of the import mapping)."""
     stem, _, suffix = hf_name.rpartition(".")
-    for gguf_stem, hf_stem in GLOBAL_NAMES.items():
+    for gguf_stem, hf_stem in global_names(arch).items():
         if stem == hf_stem:
             return f"{gguf_stem}.{suffix}"
     experts = {hf: gguf for gguf, hf in EXPERT_NAMES.items()}

@@ -7,6 +7,7 @@ from typing import Any
 
 from lmforge.common.errors import LmforgeError
 from lmforge.formats.gguf_arch import HF_CLASSES, arch_config
+from lmforge.formats.gguf_arch_bloom import bloom_config
 from lmforge.formats.gguf_file import GGUFTensor, dequantize_tensor
 from lmforge.model.rope_scaling import llama3_from_freq_factors
 
@@ -40,6 +41,8 @@ def gguf_hf_config(architecture: str, fields: dict, tensors: dict[str, GGUFTenso
         raise LmforgeError(
             f"GGUF metadata gives no vocabulary size ({architecture}.vocab_size or tokenizer.ggml.tokens)"
         )
+    if architecture == "bloom":  # LayerNorm + ALiBi: none of the RoPE / RMSNorm keys below
+        return bloom_config(get, fields, tensors, vocab_size)
     config = {
         "model_type": HF_CLASSES[architecture][0],
         "architectures": [HF_CLASSES[architecture][1]],

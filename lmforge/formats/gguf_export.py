@@ -23,6 +23,7 @@ from lmforge.formats.gguf_arch import (
     add_arch_metadata,
     gguf_name,
 )
+from lmforge.formats.gguf_arch_bloom import add_bloom_metadata, bloom_qkv_rows
 from lmforge.formats.gguf_kquant import QK_K, quantize_q4_k
 from lmforge.formats.gguf_tokenizer import (
     _DIGITS_THEN_GPT2,
@@ -84,7 +85,13 @@ def write_gguf(model: torch.nn.Module, tokenizer, path: str | Path, qtype: str =
     staging = path.with_name(f".{path.name}.partial-{os.getpid()}")
     writer = GGUFWriter(staging, arch)
     try:
-        _add_model_metadata(writer, hf, cfg, EXPORT_TYPES[qtype][1], name)
+        writer.add_name(name)
+        writer.add_file_type(EXPORT_TYPES[qtype][1])
+        writer.add_quantization_version(2)
+        if arch == "bloom":
+            add_bloom_metadata(writer, hf)
+        else:
+            _add_model_metadata(writer, hf, cfg)
         add_arch_metadata(writer, arch, cfg, hf)
         if tokenizer is not None:
             add_tokenizer_metadata(writer, tokenizer, cfg.vocab_size, generation_config or {})
@@ -105,11 +112,8 @@ def write_gguf(model: torch.nn.Module, tokenizer, path: str | Path, qtype: str =
     return counts
 
 
-def _add_model_metadata(writer: GGUFWriter, hf: dict, cfg, file_type: LlamaFileType, name: str) -> None:
-    """The `general.*` and `{arch}.*` keys llama.cpp's converter writes for every decoder (gguf_arch adds the rest)."""
-    writer.add_name(name)
-    writer.add_file_type(file_type)
-    writer.add_quantization_version(2)
+def _add_model_metadata(writer: GGUFWriter, hf: dict, cfg) -> None:
+    """The `{arch}.*` keys llama.cpp's converter writes for every RoPE decoder (gguf_arch adds the rest)."""
     writer.add_block_count(hf["num_hidden_layers"])
     writer.add_context_length(hf["max_position_embeddings"])
     writer.add_embedding_length(hf["hidden_size"])
@@ -142,6 +146,8 @@ def _to_gguf_rows(hf_name: str, tensor: torch.Tensor, hf: dict, arch: str) -> np
         tensor = permute_rope_rows(tensor, heads)
     if arch in NORM_SHIFT_ARCHITECTURES and hf_name.endswith("norm.weight"):
         tensor = tensor + 1
+    if arch == "bloom" and ".query_key_value." in hf_name:
+        tensor = bloom_qkv_rows(tensor, hf["n_head"], to_gguf=True)
     return tensor.contiguous().numpy().astype(np.float32, copy=False)
 
 

@@ -17,14 +17,15 @@ from tokenizers import Tokenizer
 
 from lmforge.common.errors import LmforgeError
 from lmforge.formats.gguf_arch import (
-    GLOBAL_NAMES,
     HF_CLASSES,
     LAYER_NAMES,
     NORM_SHIFT_ARCHITECTURES,
     PERMUTED_ARCHITECTURES,
     gguf_name,
+    global_names,
     hf_layer_name,
 )
+from lmforge.formats.gguf_arch_bloom import bloom_qkv_rows, bloom_shapes
 from lmforge.formats.gguf_config import SUPPORTED_ARCHITECTURES, gguf_hf_config
 from lmforge.formats.gguf_file import GGUFFile, GGUFTensor, dequantize_tensor
 from lmforge.formats.gguf_tokenizer import build_tokenizer
@@ -101,10 +102,12 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32,
             weight = unpermute_rope_rows(weight, heads)
         if architecture in NORM_SHIFT_ARCHITECTURES and name.endswith("norm.weight"):
             weight = weight - 1  # Gemma's converter stored 1 + w
+        if architecture == "bloom" and ".attn_qkv." in name:
+            weight = bloom_qkv_rows(weight, hf_config["n_head"], to_gguf=False)
         return weight.to(dtype)
 
     kept = {hf: GGUFBlocks(tensors[name], rope_heads(hf)) for name, hf in names.items()
-            if keep_blocks is not None and keep_blocks(hf, tensors[name])}
+            if keep_blocks is not None and keep_blocks(hf, tensors[name]) and ".attn_qkv." not in name}
     to_load = [name for name, hf in names.items() if hf not in kept]
     # gguf's numpy dequantizers release the GIL for most of their work: one thread per core halves the wait.
     with ThreadPoolExecutor(max_workers=_usable_cpus()) as pool:
@@ -131,12 +134,13 @@ def _usable_cpus() -> int:
 
 def _hf_names(tensors: dict[str, GGUFTensor], config: dict, arch: str) -> dict[str, str]:
     """GGUF tensor name -> transformers state-dict name, for every tensor the model uses."""
-    names, layer_names = {}, LAYER_NAMES[arch]
+    names, layer_names, globals_ = {}, LAYER_NAMES[arch], global_names(arch)
+    global_suffixes = ("weight", "bias") if arch == "bloom" else ("weight",)
     for name in tensors:
         stem, _, suffix = name.rpartition(".")
         match = _LAYER_TENSOR.fullmatch(name)
-        if stem in GLOBAL_NAMES and suffix == "weight":
-            names[name] = f"{GLOBAL_NAMES[stem]}.weight"
+        if stem in globals_ and suffix in global_suffixes:
+            names[name] = f"{globals_[stem]}.{suffix}"
         elif match and match[2] in layer_names and int(match[1]) < config["num_hidden_layers"]:
             names[name] = hf_layer_name(arch, match[1], match[2], match[3])
         elif name not in _IGNORED_TENSORS:
@@ -150,6 +154,8 @@ def _hf_names(tensors: dict[str, GGUFTensor], config: dict, arch: str) -> dict[s
 
 def expected_shapes(config: dict) -> tuple[dict[str, tuple[int, ...]], set[str]]:
     """(shape of every tensor a model of `config` may have, names it must have), in torch [out, in] order."""
+    if config["model_type"] == "bloom":
+        return bloom_shapes(config)
     hidden, inter, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
     q_rows = config["num_attention_heads"] * config["head_dim"]
     kv_rows = config["num_key_value_heads"] * config["head_dim"]

@@ -1,7 +1,7 @@
 """GGUF both ways for every architecture lmforge and transformers' GGUF loader both read beyond llama/qwen2/qwen3:
-Mistral (written as llama.cpp's `llama`), Gemma 3 (`gemma3`) and Qwen3-MoE (`qwen3moe`). A random-weight
-transformers model -> lmforge export -> transformers' own GGUF loader (the independent reference) and lmforge's
-import give the same logits, and the original model's within the storage type's error.
+Mistral (written as llama.cpp's `llama`), Gemma 3 (`gemma3`), Qwen3-MoE (`qwen3moe`) and BLOOM (`bloom`).
+A random-weight transformers model -> lmforge export -> transformers' own GGUF loader (the independent reference)
+and lmforge's import give the same logits, and the original model's within the storage type's error.
 """
 
 import re
@@ -29,6 +29,7 @@ ARCHS = {
                                   query_pre_attn_scalar=256, sliding_window=64), "gemma3"),
     "qwen3_moe": ("Qwen3Moe", dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=768,
                                    norm_topk_prob=True, head_dim=32), "qwen3moe"),
+    "bloom": ("Bloom", dict(), "bloom"),  # LayerNorm, ALiBi, fused QKV stored GPT-style by llama.cpp
 }
 TOLERANCE = {"f32": 1e-4, "q8_0": 0.05, "q4_k": 0.3}  # of the largest |logit|, against the original model
 
@@ -52,7 +53,8 @@ def logits(model, ids):
     return (out.logits if hasattr(out, "logits") else out).float()
 
 
-QUANTIZED = {"mistral": "q8_0", "gemma3": "q4_k", "qwen3_moe": "q4_k"}  # Q4_K needs rows of 256: not Mistral's
+# Q4_K needs rows of 256 inputs: Mistral's and BLOOM's tiny rows are 64 / 128 / 256 wide only in part
+QUANTIZED = {"mistral": "q8_0", "gemma3": "q4_k", "qwen3_moe": "q4_k", "bloom": "q8_0"}
 
 
 @pytest.mark.parametrize("arch", list(ARCHS))

@@ -34,6 +34,12 @@ def read_chat_data(paths, format: str = "auto") -> list[Conversation]:
 
 
 def read_chat_file(path: str | Path, format: str = "auto") -> list[Conversation]:
+    return [conversation for _, conversation in read_chat_records(path, format)]
+
+
+def read_chat_records(path: str | Path, format: str = "auto") -> list[tuple[dict, Conversation]]:
+    """(the record as read, its conversation) of every record of one file, in order (`lmforge data select` writes
+    the records it keeps unchanged)."""
     if format not in FORMATS:
         raise LmforgeError(f"format={format!r} is not known; allowed: {', '.join(FORMATS)}")
     path = Path(path)
@@ -46,7 +52,7 @@ def read_chat_file(path: str | Path, format: str = "auto") -> list[Conversation]
         if detected is None:
             detected = detect_format(record, where)
         convert = {"messages": _from_messages, "alpaca": _from_alpaca, "sharegpt": _from_sharegpt}[detected]
-        conversations.append(check_conversation(convert(record, where), where))
+        conversations.append((record, check_conversation(convert(record, where), where)))
     if not conversations:
         raise LmforgeError(f"{path} holds no conversations")
     return conversations

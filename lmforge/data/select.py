@@ -1,0 +1,88 @@
+"""SFT data selection on scores and embeddings already computed: top-k by a score, K-Center-Greedy coverage of the
+embedding space (Sener & Savarese, 2018, "Active Learning for Convolutional Neural Networks: A Core-Set Approach"),
+and DEITA's quality x diversity filter (Liu et al., 2024, "What Makes Good Data for Alignment?": rows in score order,
+each kept only if no kept row is a near neighbour). Numpy only and deterministic: ties go to the earlier row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from lmforge.common.errors import LmforgeError
+
+
+def keep_count(n: int, keep: float) -> int:
+    """Rows kept out of n: a fraction in (0, 1] (rounded, at least one) or a whole number of rows (>= 1)."""
+    if keep <= 0 or (keep > 1 and keep != int(keep)):
+        raise LmforgeError(f"--keep {keep:g} must be a fraction in (0, 1] or a whole number of rows >= 1")
+    k = int(keep) if keep > 1 else max(1, round(keep * n))
+    return min(k, n)
+
+
+def _finite(scores: Sequence[float]) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    return np.where(np.isfinite(s), s, -np.inf)  # an unscorable row (nan, inf) ranks last
+
+
+def top_k(scores: Sequence[float], k: int) -> np.ndarray:
+    """Indices of the k highest scores, best first (a stable sort: on a tie the earlier row wins)."""
+    return np.argsort(-_finite(scores), kind="stable")[:k]
+
+
+def random_k(n: int, k: int, seed: int = 0) -> np.ndarray:
+    """k of n rows drawn uniformly without replacement (the baseline a selector has to beat)."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=k, replace=False))
+
+
+def _unit(vectors) -> np.ndarray:
+    v = np.asarray(vectors, dtype=np.float64)
+    if v.ndim != 2 or len(v) == 0 or not np.all(np.isfinite(v)):
+        raise LmforgeError(f"embeddings must be a finite [N, dim] array with N >= 1, got shape {v.shape}")
+    return v
+
+
+def k_center_greedy(vectors, k: int, progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """k rows that cover the embedding space: start at the row farthest from the mean, then add, k - 1 times, the
+    row farthest (Euclidean) from every row chosen so far. A 2-approximation of the k-center problem; O(N k dim)."""
+    v = _unit(vectors)
+    k = min(k, len(v))
+    first = int(np.argmax(((v - v.mean(0)) ** 2).sum(1)))
+    chosen = [first]
+    nearest = ((v - v[first]) ** 2).sum(1)  # squared distance of each row to its nearest chosen row
+    for step in range(1, k):
+        nxt = int(np.argmax(nearest))  # argmax takes the first of equal distances: deterministic
+        chosen.append(nxt)
+        nearest = np.minimum(nearest, ((v - v[nxt]) ** 2).sum(1))
+        if progress is not None:
+            progress(step)
+    return np.array(chosen, dtype=np.int64)
+
+
+def quality_diversity(scores: Sequence[float], vectors, k: int, max_similarity: float = 0.9,
+                      progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, int]:
+    """DEITA's score-first diversity filter: rows in descending score; a row is kept when its cosine similarity to
+    every kept row is at most `max_similarity`, until k are kept. If the pool runs out first (too many near
+    neighbours), the best-scored skipped rows fill the budget. Returns (indices best first, rows filled that way)."""
+    v = _unit(vectors)
+    if len(v) != len(scores):
+        raise LmforgeError(f"{len(scores)} scores but {len(v)} embeddings")
+    if not -1 <= max_similarity <= 1:
+        raise LmforgeError(f"--max-similarity {max_similarity} must be a cosine similarity in [-1, 1]")
+    unit = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    k = min(k, len(v))
+    kept, skipped = [], []
+    kept_vectors = np.empty((k, v.shape[1]))
+    for n, i in enumerate(top_k(scores, len(v))):
+        if len(kept) == k:
+            break
+        if kept and float((kept_vectors[:len(kept)] @ unit[i]).max()) > max_similarity:
+            skipped.append(int(i))
+        else:
+            kept_vectors[len(kept)] = unit[i]
+            kept.append(int(i))
+        if progress is not None:
+            progress(n + 1)
+    filled = skipped[:k - len(kept)]
+    return np.array(kept + filled, dtype=np.int64), len(filled)

@@ -64,6 +64,11 @@ class PackedLoader:
         shard = int(np.searchsorted(self._starts, i, side="right") - 1)
         return self._shards[shard][i - self._starts[shard]]
 
+    def example(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row i as (inputs, next-token targets), what MixedLoader stacks into batches."""
+        row = self._row(i)
+        return row[:-1], row[1:]
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         order = self.epoch_rows()
         while self.position + self.batch_size <= len(order):

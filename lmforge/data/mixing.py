@@ -47,7 +47,8 @@ def blend_schedule(weights: Sequence[float], n: int, counts: Sequence[int] | Non
 
 
 class MixedLoader:
-    """Batches of (x, y) whose rows come from several PackedLoaders in proportion to their weights.
+    """Batches whose rows come from several loaders in proportion to their weights: PackedLoaders (pretraining)
+    or SFTLoaders (chat data); a source gives row i as `example(i)`.
 
     Each source keeps its own cursor (epoch, row) over its own seeded order, and starts its next epoch when it runs
     out, so a small source (replay data) repeats while a large one is still in its first pass. An epoch of the
@@ -86,21 +87,22 @@ class MixedLoader:
             cached = self._orders[i] = (src.epoch, src.epoch_rows())
         return cached[1]
 
-    def _next_row(self, i: int) -> np.ndarray:
+    def _next_row(self, i: int) -> tuple[np.ndarray, ...]:
         src, order = self.sources[i], self._order(i)
-        row = src._row(int(order[src.position]))
+        row = src.example(int(order[src.position]))
         src.position += 1
         if src.position == len(order):
             src.epoch, src.position = src.epoch + 1, 0
         return row
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
+        """Batches shaped as the sources' own: (x, y) of token rows, (x, y, segment ids) of packed SFT rows."""
         while self.batch < len(self):
             picks = blend_schedule(self.weights, self.batch_size, self.counts)
-            batch = np.stack([self._next_row(int(i)) for i in picks]).astype(np.int64)
+            rows = [self._next_row(int(i)) for i in picks]
             np.add.at(self.counts, picks, 1)
             self.batch += 1
-            yield batch[:, :-1], batch[:, 1:]
+            yield tuple(np.stack(parts).astype(np.int64) for parts in zip(*rows, strict=True))
         self.epoch, self.batch = self.epoch + 1, 0
 
     def shares(self) -> dict[str, float]:

@@ -26,6 +26,7 @@ from lmforge.train.post.run_log import heldout_warning, write_curves
 from lmforge.train.post.sft_config import SFTConfig
 from lmforge.train.post.sft_data import read_chat_data
 from lmforge.train.post.sft_mask import end_of_turn_id, tokenize_conversation
+from lmforge.train.post.sft_mix import read_mix, sft_train_loader
 from lmforge.train.post.sft_pack import SFTLoader, build_rows
 from lmforge.train.pretrain import seed_everything
 from lmforge.train.trainer import Trainer
@@ -77,6 +78,7 @@ def sft(cfg: SFTConfig, log=print) -> dict:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
     train_convs, eval_convs, kinds = conversations(cfg)  # data mistakes surface before the model loads
+    mixes = read_mix(cfg)
     lm = load(cfg.model)
     tokenizer, model = _chat_tokenizer(lm, cfg.model), lm.model
     if model.config.max_seq_len < cfg.data.seq_len:
@@ -89,12 +91,17 @@ def sft(cfg: SFTConfig, log=print) -> dict:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_of_turn_id(tokenizer) or 0
     rows = build_rows(train_examples, cfg.data.seq_len, cfg.data.pack, pad)
     val_rows = build_rows(val_examples, cfg.data.seq_len, cfg.data.pack, pad)
+    sources = [(name, build_rows(tokenize_all(tokenizer, convs, cfg)[0], cfg.data.seq_len, cfg.data.pack, pad), w)
+               for name, convs, w in mixes]
     log(f"SFT of {cfg.model} ({model.config.num_params() / 1e6:.2f}M): {train_stats['kept']} conversations "
         f"({train_stats['truncated']} truncated, {train_stats['dropped']} dropped) in {len(rows.x)} rows of "
         f"{cfg.data.seq_len} ({'packed' if cfg.data.pack else 'one per row'}, {rows.fill:.0%} filled); "
         f"{len(eval_convs)} held out")
-    cfg = _fit_batch_to_data(cfg, len(rows.x), log)
-    train = SFTLoader(rows, cfg.batch.batch_size, seed=cfg.seed)
+    for name, src, weight in sources:
+        log(f"mixed in {name}: {len(src.x)} rows, weight {weight:g} (the run's own data: "
+            f"{1 - sum(w for _, _, w in sources):g})")
+    cfg = _fit_batch_to_data(cfg, len(rows.x) + sum(len(src.x) for _, src, _ in sources), log)
+    train = sft_train_loader(cfg, rows, sources)
     val = SFTLoader(val_rows, min(cfg.batch.batch_size, max(len(val_rows.x), 1)), shuffle=False)
     if (warning := heldout_warning(len(eval_convs), "conversations", "exact match")) is not None:
         log(warning)
@@ -117,6 +124,8 @@ def sft(cfg: SFTConfig, log=print) -> dict:
                    by_kind_before=before["by_kind"], by_kind_after=after["by_kind"], samples_after=after["samples"],
                    train_data=train_stats, rows=len(rows.x), pack_fill=rows.fill, eval_examples=len(eval_convs),
                    neftune_alpha=cfg.neftune_alpha, data=cfg.data.data or "embedded instruction task")
+    if sources:
+        summary["mix"] = train.shares()  # the share of rows each source gave
     _log_exact_match(run_dir, before, after, summary["step"])
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     write_report(run_dir, summary, write_curves(run_dir))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from lmforge.common.config_fields import leaves, section, setting
 from lmforge.common.config_io import ConfigIO, flat_dict
 from lmforge.common.errors import ConfigError
+from lmforge.data.mixing import parse_mix_entry
 from lmforge.train.config import DEVICES, PRECISIONS, TrainConfig
 from lmforge.train.config_sections import (
     BatchConfig,
@@ -36,12 +37,19 @@ class ChatDataConfig:
     seq_len: int = setting(256, "Tokens per row; a longer conversation is truncated (see --truncation).")
     pack: bool = setting(True, "Pack several conversations per row (attention stays inside each) or one per row.")
     truncation: str = setting("right", "right: keep a long conversation's first seq_len + 1 tokens | drop: skip it.")
+    mix: tuple[str, ...] = setting((), "Mix in another chat data file: FILE:WEIGHT (repeatable); the run's own data "
+                                   "gets 1 - the weights. Deterministic and resumable.", flag="--mix")
     train_examples: int = setting(4000, "Embedded task: training conversations.")
     task_seed: int = setting(0, "Embedded task: generator seed.")
 
     def __post_init__(self) -> None:
         if isinstance(self.data, str | list):
             object.__setattr__(self, "data", (self.data,) if isinstance(self.data, str) else tuple(self.data))
+        object.__setattr__(self, "mix", tuple(self.mix))  # a TOML list -> the frozen tuple
+        weights = [parse_mix_entry(entry)[1] for entry in self.mix]
+        if sum(weights) >= 1:
+            raise ConfigError(f"mix weights {list(self.mix)} sum to {sum(weights):g}; they must leave a share (< 1 in "
+                              f"total) for the run's own data")
         check_ints(self, 1, "train_examples", "seq_len")
         check_ints(self, 0, "task_seed")
         for name, allowed in (("format", FORMATS), ("truncation", TRUNCATIONS)):
@@ -118,6 +126,7 @@ class SFTConfig(ConfigIO):
     def train_config(self) -> TrainConfig:
         """The pretraining Trainer's view of this run (no sample generations; the hf export is done by sft)."""
         knobs = flat_dict(self)
-        shared = {name: knobs[name] for name in leaves(TrainConfig) if name in knobs and name != "export_hf"}
+        own = ("export_hf", "mix")  # sft exports itself; its mix is of chat files (sft_mix.py), not packed shards
+        shared = {name: knobs[name] for name in leaves(TrainConfig) if name in knobs and name not in own}
         return TrainConfig.from_dict({**shared, "eval_batches": 10**6, "sample_prompts": (),
                                       "sample_every": self.schedule.max_steps, "export_hf": False})

@@ -84,6 +84,11 @@ class SFTLoader:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
         return order[self.rank :: self.world_size][: n // self.world_size]
 
+    def example(self, i: int) -> tuple[np.ndarray, ...]:
+        """Row i as (x, y) or (x, y, segment ids): what a MixedLoader (data/mixing.py) stacks into batches."""
+        row = (self.rows.x[i], self.rows.y[i])
+        return row if self.rows.segments is None else (*row, self.rows.segments[i])
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
         order = self.epoch_rows()
         while self.position + self.batch_size <= len(order):

@@ -17,6 +17,8 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     clip_cmd,
     convert_cmd,
     data_cmd,
+    data_select_cmd,
+    data_synth_cmd,
     decontam_cmd,
     distill_cmd,
     dpo_cmd,
@@ -76,6 +78,8 @@ app.add_typer(bench_cmd.app, name="bench")
 app.command("calc")(calc_cmd.calc)
 app.add_typer(tokenizer_cmd.app, name="tokenizer")
 app.add_typer(data_cmd.app, name="data")
+data_cmd.app.command("select")(data_select_cmd.select)
+data_cmd.app.command("synth")(data_synth_cmd.synth)
 app.command("pretrain", epilog=pretrain_cmd.EPILOG)(pretrain_cmd.pretrain_command)
 app.command("report")(pretrain_cmd.report_command)
 app.command("scaling")(scaling_cmd.scaling_command)

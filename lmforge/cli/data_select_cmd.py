@@ -35,9 +35,9 @@ def _check(by: str, keep: float, model: str | None, reward_model: Path | None, e
         raise LmforgeError("--by perplexity needs --model (the language model that scores the answers)")
     if by == "kcenter" and model is None and embedder is None:
         raise LmforgeError("--by kcenter needs --embedder (e.g. all-minilm-l6-v2) or --model (mean-pooled states)")
-    if by == "quality-diversity" and model is None:
-        raise LmforgeError("--by quality-diversity needs --model (perplexity quality unless --reward-model is given, "
-                           "and the embeddings unless --embedder is given)")
+    if by == "quality-diversity" and model is None and (reward_model is None or embedder is None):
+        raise LmforgeError("--by quality-diversity needs --model (the perplexity quality unless --reward-model is "
+                           "given, the embeddings unless --embedder is given)")
 
 
 class _Bar:

@@ -150,6 +150,8 @@ def test_bad_input_is_a_one_line_error(model_dir, tmp_path, capsys):
     assert_user_error(run_main(capsys, *base, "--by", "magic"), "--by 'magic'", "kcenter")
     assert_user_error(run_main(capsys, *base, "--by", "perplexity"), "--by perplexity needs --model")
     assert_user_error(run_main(capsys, *base, "--by", "reward"), "--reward-model")
+    assert_user_error(run_main(capsys, *base, "--by", "quality-diversity", "--reward-model", tmp_path),
+                      "--by quality-diversity needs --model")
     assert_user_error(run_main(capsys, *base, "--by", "random", "--keep", "0"), "--keep 0")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(_conv(0)) + "\n{not json\n")

@@ -83,6 +83,9 @@ def select(
                                         "lmforge model. Default: --model, mean-pooled.", show_default=False),
     max_similarity: float = typer.Option(0.9, "--max-similarity", help="quality-diversity: a row whose cosine "
                                          "similarity to a kept row exceeds this is skipped."),
+    strata: int = typer.Option(0, "--strata", min=0, help="reward, perplexity, quality-diversity: k-means the "
+                               "embeddings into this many clusters and keep the same share of each, ranked inside it "
+                               "(a pool-wide ranking drifts to the easiest kind of row). 0: off."),
     max_len: int = typer.Option(512, "--max-len", min=2, help="Tokens of a conversation scored by perplexity."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Rows per forward pass."),
     format: str = typer.Option("auto", "--format", help="auto | messages | alpaca | sharegpt."),
@@ -95,8 +98,15 @@ def select(
 ) -> None:
     """Select the best share of SFT data (deterministic); prints what was kept and the score range."""
     _check(by, keep, model, reward_model, embedder)
+    if strata and (by in ("kcenter", "random") or (model is None and embedder is None)):
+        raise LmforgeError("--strata clusters the embeddings for reward, perplexity or quality-diversity: it needs "
+                           "--embedder or --model" if by not in ("kcenter", "random") else
+                           f"--strata does not apply to --by {by}; it ranks reward, perplexity or quality-diversity "
+                           f"inside clusters")
     set_threads(threads)
-    from lmforge.data.select import k_center_greedy, keep_count, quality_diversity, random_k, top_k
+    import numpy as np
+
+    from lmforge.data.select import k_center_greedy, keep_count, kmeans, quality_diversity, random_k, stratified, top_k
     from lmforge.train.post.sft_data import read_chat_records
 
     records = read_chat_records(input, format)  # data mistakes surface before any model loads
@@ -112,18 +122,29 @@ def select(
             values = reward_scores(rm, convs, batch_size, bar.task("reward", len(convs)))
         elif by in ("perplexity", "quality-diversity"):
             values = _perplexities(model, convs, max_len, batch_size, dtype, bar.task("perplexity", len(convs)))
-        if by in ("kcenter", "quality-diversity"):
+        if by in ("kcenter", "quality-diversity") or strata:
             vectors = _embed(embedder or model, convs, batch_size, dtype, bar.task("embed", len(convs)))
-        if by in ("reward", "perplexity"):
-            chosen = top_k(values if by == "reward" else [-v for v in values], k)
-        elif by == "kcenter":
+        quality = None if values is None else np.array(values if reward_model is not None else [-v for v in values])
+        filled = []
+
+        def pick(rows: np.ndarray, n: int) -> np.ndarray:
+            if by != "quality-diversity":
+                return top_k(quality[rows], n)
+            chosen, fill = quality_diversity(quality[rows], vectors[rows], n, max_similarity)
+            filled.append(fill)
+            return chosen
+
+        if by == "kcenter":
             chosen = k_center_greedy(vectors, k, bar.task("k-center", k - 1))
-        elif by == "quality-diversity":
-            quality = values if reward_model is not None else [-v for v in values]
-            chosen, filled = quality_diversity(quality, vectors, k, max_similarity, bar.task("diversity", len(convs)))
-            note = f"; {filled} near-duplicate rows filled the budget" if filled else ""
-        else:
+        elif by == "random":
             chosen = random_k(len(records), k, seed)
+        elif strata:
+            chosen = stratified(kmeans(vectors, strata, seed), k, pick)
+            note = f"; {strata} strata"
+        else:
+            chosen = pick(np.arange(len(records)), k)
+        if sum(filled):
+            note += f"; {sum(filled)} near-duplicate rows filled the budget"
     kept = sorted(int(i) for i in chosen)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(records[i][0], ensure_ascii=False) + "\n" for i in kept))

@@ -86,3 +86,38 @@ def quality_diversity(scores: Sequence[float], vectors, k: int, max_similarity: 
             progress(n + 1)
     filled = skipped[:k - len(kept)]
     return np.array(kept + filled, dtype=np.int64), len(filled)
+
+
+def kmeans(vectors, k: int, seed: int = 0, iters: int = 30) -> np.ndarray:
+    """Cluster labels [N] by Lloyd's k-means with k-means++ seeding (Arthur & Vassilvitskii, 2007), seeded."""
+    v = _unit(vectors)
+    k = max(1, min(k, len(v)))
+    rng = np.random.default_rng(seed)
+    centers = [v[rng.integers(len(v))]]
+    for _ in range(1, k):
+        d = np.maximum(np.min([((v - c) ** 2).sum(1) for c in centers], axis=0), 0)
+        centers.append(v[rng.choice(len(v), p=d / d.sum())] if d.sum() > 0 else v[rng.integers(len(v))])
+    centers = np.array(centers)
+    labels = np.zeros(len(v), dtype=np.int64)
+    norms = (v ** 2).sum(1)
+    for step in range(iters):
+        new = (norms[:, None] - 2 * v @ centers.T + (centers ** 2).sum(1)[None]).argmin(1)  # no [N, k, dim] array
+        if step > 0 and np.array_equal(new, labels):
+            break
+        labels = new
+        for c in range(k):
+            if np.any(labels == c):
+                centers[c] = v[labels == c].mean(0)
+    return labels
+
+
+def stratified(labels: np.ndarray, k: int, pick: Callable[[np.ndarray, int], np.ndarray]) -> np.ndarray:
+    """k rows spread over the strata (clusters) in proportion to their sizes (largest remainder), `pick(rows,
+    k_c)` choosing inside each: a score ranked across the whole pool drifts to the easiest kind of row (lowest
+    perplexity), inside each cluster it ranks like with like."""
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    exact = np.array([k * len(g) / len(labels) for g in groups])
+    budget = np.floor(exact).astype(int)
+    for c in np.argsort(-(exact - budget), kind="stable")[: k - budget.sum()]:
+        budget[c] += 1
+    return np.concatenate([g[pick(g, int(b))] for g, b in zip(groups, budget, strict=True) if b > 0])

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.common.errors import LmforgeError
-from lmforge.data.select import k_center_greedy, keep_count, quality_diversity, random_k, top_k
+from lmforge.data.select import k_center_greedy, keep_count, kmeans, quality_diversity, random_k, stratified, top_k
 from tests.cli_util import assert_user_error
 from tests.inprocess_cli import run_main
 from tests.tiny_lm import tiny_lm
@@ -60,6 +60,16 @@ def test_quality_diversity_skips_near_neighbours_of_kept_rows():
     assert chosen.tolist() == [0, 2] and filled == 0  # row 1 (second best) is a near copy of row 0
     chosen, filled = quality_diversity([4.0, 3.0, 2.0, 1.0], [[1.0, 0.0]] * 4, 3)
     assert chosen.tolist() == [0, 1, 2] and filled == 2  # all copies: the best-scored skipped rows fill the budget
+
+
+def test_stratified_keeps_each_cluster_its_share_ranked_inside_it():
+    rng = np.random.default_rng(0)
+    vectors = np.concatenate([rng.normal(0, 0.1, (30, 2)), rng.normal(5, 0.1, (10, 2))])
+    labels = kmeans(vectors, 2, seed=0)
+    assert len(set(labels[:30])) == len(set(labels[30:])) == 1 and labels[0] != labels[30]  # the two blobs
+    scores = np.r_[np.arange(30) + 100.0, np.arange(10)]  # the big blob scores higher: a pool-wide top 8 is all its
+    chosen = stratified(labels, 8, lambda rows, n: top_k(scores[rows], n))
+    assert sorted(chosen.tolist()) == [24, 25, 26, 27, 28, 29, 38, 39]  # 6 of 30 and 2 of 10, the best of each
 
 
 def test_top_k_random_k_and_keep_count():
@@ -153,6 +163,7 @@ def test_bad_input_is_a_one_line_error(model_dir, tmp_path, capsys):
     assert_user_error(run_main(capsys, *base, "--by", "quality-diversity", "--reward-model", tmp_path),
                       "--by quality-diversity needs --model")
     assert_user_error(run_main(capsys, *base, "--by", "random", "--keep", "0"), "--keep 0")
+    assert_user_error(run_main(capsys, *base, "--by", "random", "--strata", "4"), "--strata does not apply")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(_conv(0)) + "\n{not json\n")
     assert_user_error(run_main(capsys, "data", "select", bad, "--out", tmp_path / "o.jsonl", "--by", "random"),

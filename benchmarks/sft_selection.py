@@ -96,11 +96,15 @@ def run_seed(seed: int, args, base: str) -> dict:
                        args.max_similarity)}
     out = {"pool": len(pool), "keep": args.keep}
     for arm, how in picks.items():
+        if arm not in args.arms and not (arm != "random" and "selector" in args.arms):
+            continue
         chosen = root / f"{arm}.jsonl"
         out[f"{arm}_select"] = cli("data", "select", data, "--out", chosen, "--keep", args.keep, *how, "-q",
                                    "--threads", args.threads)
         out[f"{arm}_kept"] = planted_share(chosen, pool)
         out[f"{arm}_exact_match"] = heldout_exact_match(sft(base, chosen, root / arm, args, seed), seed, args.heldout)
+    if set(args.arms) != {"random", "selector"}:
+        return out  # one arm only (arms run in parallel processes); a later full run reuses both
     out["reference_exact_match"] = heldout_exact_match(reference, seed, args.heldout)
     out["gap"] = round(out[f"{args.by}_exact_match"] - out["random_exact_match"], 4)
     out["seconds"] = round(time.time() - t0, 1)
@@ -121,6 +125,7 @@ def main() -> None:
     p.add_argument("--truncated", type=int, default=300)
     p.add_argument("--duplicated", type=int, default=500)
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--arms", nargs="+", default=["random", "selector"], choices=("random", "selector"))
     p.add_argument("--heldout", type=int, default=200)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
@@ -129,6 +134,8 @@ def main() -> None:
 
     base = str(pretrained_tiny_dir())
     runs = [run_seed(s, args, base) for s in args.seeds]
+    if set(args.arms) != {"random", "selector"}:
+        return
     gaps = [r["gap"] for r in runs]
     print(json.dumps({"benchmark": "sft_selection", "by": args.by, "seeds": args.seeds,
                       "selector_exact_match": [r[f"{args.by}_exact_match"] for r in runs],

@@ -98,9 +98,12 @@ def run_seed(seed: int, args, base: str) -> dict:
     for arm, how in picks.items():
         if arm not in args.arms and not (arm != "random" and "selector" in args.arms):
             continue
-        chosen = root / f"{arm}.jsonl"
-        out[f"{arm}_select"] = cli("data", "select", data, "--out", chosen, "--keep", args.keep, *how, "-q",
-                                   "--threads", args.threads)
+        chosen, done = root / f"{arm}.jsonl", root / f"{arm}.select.json"
+        command = ["data", "select", data, "--out", chosen, "--keep", args.keep, *how, "-q", "--threads", args.threads]
+        key = [str(c) for c in command]
+        if not (done.is_file() and json.loads(done.read_text())["command"] == key):  # else reuse that selection
+            done.write_text(json.dumps({"command": key, "printed": cli(*command)}))
+        out[f"{arm}_select"] = json.loads(done.read_text())["printed"]
         out[f"{arm}_kept"] = planted_share(chosen, pool)
         out[f"{arm}_exact_match"] = heldout_exact_match(sft(base, chosen, root / arm, args, seed), seed, args.heldout)
     if set(args.arms) != {"random", "selector"}:

@@ -3,9 +3,10 @@ low-quality rows (wrong answers, truncated answers, duplicated rows), the small 
 tests/pretrained_tiny.py fine-tuned on the top share chosen by `lmforge data select` and on a random share, scored by
 exact match on the embedded held-out split. The selector's quality score is the perplexity of each row's answer under
 a reference model fine-tuned on the whole noisy pool (small-loss selection: the rule most rows follow is learned
-first, so rows that break it — wrong or cut answers — stay unlikely); quality-diversity then skips copies.
+first, so rows that break it — wrong or cut answers — stay unlikely), ranked inside k-means clusters (--strata).
+Each finished arm is reused by a rerun; --arms runs one arm per process.
 
-    python benchmarks/sft_selection.py --seeds 0 1 2 --out runs/sft_selection
+    python benchmarks/sft_selection.py --seeds 0 1 2 --by perplexity --out runs/sft_selection
 
 Prints JSON: per seed the exact match of each arm, the planted share it kept, and the mean gap selector - random.
 """
@@ -119,7 +120,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="runs/sft_selection")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--by", default="quality-diversity", choices=("perplexity", "quality-diversity", "kcenter"))
+    p.add_argument("--by", default="perplexity", choices=("perplexity", "quality-diversity", "kcenter"))
     p.add_argument("--keep", type=float, default=0.3)
     p.add_argument("--strata", type=int, default=8, help="k-means clusters the selector ranks inside (0: off)")
     p.add_argument("--max-similarity", type=float, default=0.99, help="quality-diversity's cosine cap")

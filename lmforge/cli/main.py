@@ -43,6 +43,7 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     sft_cmd,
     speedrun_cmd,
     tokenizer_cmd,
+    vlm_cmd,
 )
 from lmforge.common.errors import LmforgeError
 
@@ -99,6 +100,7 @@ app.add_typer(safety_cmd.app, name="safety")
 app.command("redteam")(redteam_cmd.redteam)
 app.add_typer(classify_cmd.app, name="classify")
 app.command("clip")(clip_cmd.clip_command)
+app.command("vlm")(vlm_cmd.vlm_command)
 app.command("embed")(embed_cmd.embed)
 app.add_typer(rag_cmd.app, name="rag")
 

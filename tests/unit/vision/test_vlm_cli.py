@@ -1,0 +1,65 @@
+"""`lmforge vlm` on the small pretrained test LLM and a tiny CLIP tower: stage 1 trains the projector only and
+lowers the held-out caption loss; stage 2 trains the projector and LoRA; nothing else moves (checked on the saved
+LLaVA directory against the inputs, not only by the run's own record); bad input is a one-line error."""
+
+import json
+
+import torch
+
+from lmforge.formats.hf_llava import load_llava
+from lmforge.formats.hf_vision import load_clip, save_clip
+from lmforge.formats.weights import load_weights_dir
+from lmforge.model.vision.clip import CLIPConfig, CLIPModel, TextTowerConfig
+from lmforge.model.vision.vit import ViTConfig
+from tests.cli_util import assert_user_error, run_cli
+from tests.pretrained_tiny import pretrained_tiny_dir
+
+
+def _tiny_clip(directory):
+    vision = ViTConfig(image_size=16, patch_size=4, dim=32, n_layers=2, n_heads=4, ffn_dim=64)
+    text = TextTowerConfig(vocab_size=16, max_positions=8, dim=32, n_layers=1, n_heads=4, ffn_dim=64, eos_token_id=1)
+    save_clip(CLIPModel(CLIPConfig(text=text, vision=vision, projection_dim=32)), directory)
+    return directory
+
+
+def test_vlm_two_stages_train_only_what_each_stage_may(tmp_path):
+    llm_dir, clip_dir, out = pretrained_tiny_dir(), _tiny_clip(tmp_path / "clip"), tmp_path / "run"
+    result = run_cli("vlm", "--model", str(llm_dir), "--vision", str(clip_dir), "--out", str(out),
+                     "--stage1-steps", "10", "--stage2-steps", "4", "--batch-size", "8", "--lr", "1e-2",
+                     "--lora-r", "2", "--train-images", "16", "--heldout-images", "4", "--no-progress",
+                     "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert "held-out VQA exact match: stage 1" in result.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    stage1, stage2 = summary["stages"]
+    assert stage1["after"]["caption_loss"] < stage1["before"]["caption_loss"] - 0.5, stage1
+    assert all(n.startswith("multi_modal_projector.") for n in stage1["trained_names"])
+    assert {n.split(".")[0] for n in stage2["trained_names"]} == {"multi_modal_projector", "language_model"}
+    assert all("lora_" in n for n in stage2["trained_names"] if n.startswith("language_model."))
+    assert stage1["frozen_unchanged"] and stage2["frozen_unchanged"] and stage2["trained_changed"]
+    assert summary["tokens_per_image"] == 16
+
+    # the saved LLaVA directory against the inputs: the tower is the CLIP's as it was; in the LLM only the LoRA
+    # targets (attention projections, B A merged) moved; embeddings, MLPs and norms are the original tensors
+    llava = load_llava(out / "hf")
+    tower = load_clip(clip_dir).vision_model.state_dict()
+    for name, value in llava.vision_tower.state_dict().items():
+        assert torch.equal(value, tower[name]), name
+    original = load_weights_dir(llm_dir)
+    saved = {k.removeprefix("language_model."): v for k, v in load_weights_dir(out / "hf").items()
+             if k.startswith("language_model.")}
+    embed = saved["model.embed_tokens.weight"]  # <image> got the next id: one new row, zero (logit 0, never read)
+    assert embed.shape[0] == original["model.embed_tokens.weight"].shape[0] + 1 and not embed[-1].any()
+    saved["model.embed_tokens.weight"] = embed[:-1]
+    moved = {k for k, v in original.items() if not torch.equal(v, saved[k])}
+    assert moved and all(k.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight", "o_proj.weight"))
+                         for k in moved), moved
+
+
+def test_vlm_bad_input_is_one_line(tmp_path):
+    assert_user_error(run_cli("vlm", "--stages", "3"), "stages '3'", "1,2")
+    assert_user_error(run_cli("vlm", "--interface", "perceiver"), "perceiver", "projector, qformer")
+    assert_user_error(run_cli("vlm", "--vision", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")),
+                      "--vision", "nowhere", "lmforge clip")
+    assert_user_error(run_cli("vlm", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")),
+                      "--model", "missing")

@@ -132,7 +132,7 @@ def _train(cfg: VlmConfig, log) -> dict:
         return {**exact_match(model, held_questions, held_px, stop_ids, tokenizer),
                 "caption_loss": mean_answer_loss(model, held_captions, held_px, pad_id)}
 
-    stages = []
+    stages: list[dict] = []
     for stage in cfg.stage_list:
         if stage == 2 and cfg.lora_r:
             apply_lora(lm, LoraConfig(r=cfg.lora_r, alpha=2.0 * cfg.lora_r))
@@ -140,7 +140,8 @@ def _train(cfg: VlmConfig, log) -> dict:
         steps = cfg.stage1_steps if stage == 1 else cfg.stage2_steps
         seq_len = max(len(e.prompt) + len(e.answer) for e in examples)
         record = run_stage(stage, model, examples, train_px, pad_id, evaluate,
-                           stage_train_config(cfg, stage, steps, seq_len), {"lora_": cfg.lora_lr / cfg.lr}, log)
+                           stage_train_config(cfg, stage, steps, seq_len), {"lora_": cfg.lora_lr / cfg.lr}, log,
+                           before=stages[-1]["after"] if stages else None)
         b, a = record["before"], record["after"]
         log(f"stage {stage} ({'captions' if stage == 1 else 'visual questions'}, {record['params_trained']:,} "
             f"parameters trained): held-out VQA exact match {b['vqa_exact_match']:.1%} -> {a['vqa_exact_match']:.1%}"

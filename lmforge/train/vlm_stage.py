@@ -16,6 +16,7 @@ from torch import nn
 
 from lmforge.common.errors import LmforgeError
 from lmforge.train.config import TrainConfig
+from lmforge.train.metrics import read_metrics
 from lmforge.train.objectives import Objective
 from lmforge.train.post.preference_data import PairLoader
 from lmforge.train.trainer import Trainer
@@ -57,17 +58,32 @@ def split_params(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, t
     return trainable, frozen
 
 
+def finished_figures(train_config: TrainConfig) -> tuple[dict, dict] | None:
+    """(before, after) held-out figures of a stage this run directory already finished (its metrics.jsonl has the
+    step-0 and last-step evaluations), so --resume skips both evaluations; None otherwise."""
+    path = Path(train_config.out) / "metrics.jsonl"
+    if not train_config.resume or not path.is_file():
+        return None
+    val = {r["step"]: r for r in read_metrics(path) if r.get("kind") == "val"}
+    last = train_config.schedule.max_steps
+    if 0 not in val or last not in val:
+        return None
+    return tuple({k: v for k, v in val[s].items() if k not in ("kind", "step")} for s in (0, last))
+
+
 def run_stage(stage: int, model: nn.Module, examples: list[Example], pixels: torch.Tensor, pad_id: int,
               evaluate: Callable[[], dict[str, float]], train_config: TrainConfig, lr_scales: dict[str, float],
-              log) -> dict:
+              log, before: dict[str, float] | None = None) -> dict:
     """Train the model's trainable parameters on `examples` in the Trainer; returns the stage's record: figures
-    before / after, parameters trained, images/s, and the freezing check."""
+    before / after, parameters trained, images/s, and the freezing check. `before`: the held-out figures of the
+    model as it is (the previous stage's after), else measured here."""
     trainable, frozen = split_params(model)
     if not trainable:
         raise LmforgeError(f"stage {stage} has nothing to train")
     frozen_before, trained_before = fingerprints(frozen), fingerprints(trainable)
-    before = evaluate()
-    last: dict[str, dict] = {"figures": before}
+    finished = finished_figures(train_config)
+    before = finished[0] if finished else before if before is not None else evaluate()
+    last: dict[str, dict] = {"figures": finished[1] if finished else before}
 
     def evaluate_and_keep() -> dict[str, float]:
         last["figures"] = evaluate()
@@ -98,7 +114,7 @@ def run_stage(stage: int, model: nn.Module, examples: list[Example], pixels: tor
     run = trainer.fit()
     seconds = time.perf_counter() - start
     frozen_same = fingerprints(frozen) == frozen_before
-    trained_moved = fingerprints(trainable) != trained_before
+    trained_moved = fingerprints(trainable) != trained_before or finished is not None  # restored: trained before
     if not frozen_same:
         moved = [k for k, v in fingerprints(frozen).items() if v != frozen_before[k]]
         raise LmforgeError(f"stage {stage} changed frozen parameters: {moved[:5]}")

@@ -63,3 +63,23 @@ def test_vlm_bad_input_is_one_line(tmp_path):
                       "--vision", "nowhere", "lmforge clip")
     assert_user_error(run_cli("vlm", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o")),
                       "--model", "missing")
+
+
+def test_scenes_answer_what_is_drawn_and_splits_are_disjoint():
+    import numpy as np
+
+    from lmforge.data.drawn_images import COLOURS, PLACES, scene_keys, scene_set
+
+    train = scene_set(40, 32, seed=0)
+    held = scene_set(20, 32, seed=0, exclude=scene_keys(train))  # the same seed: every draw repeats, all redrawn
+    assert not scene_keys(train) & scene_keys(held) and len(held) == 20
+    for scene in train:
+        qa = {kind: answer for kind, _, answer in scene.qa()}
+        assert qa["count"] == ("one", "two", "three")[len(scene.cells) - 1] and qa["colour"] == scene.colour
+        pixels = np.asarray(scene.image).astype(int)
+        for cell in range(4):  # a cell holds the colour (within the jitter) exactly when it holds a shape
+            block = pixels[(cell // 2) * 16:(cell // 2 + 1) * 16, (cell % 2) * 16:(cell % 2 + 1) * 16]
+            near = (np.abs(block - np.array(COLOURS[scene.colour])).max(-1) <= 20).any()
+            assert near == (cell in scene.cells), (scene.caption, cell)
+        if len(scene.cells) == 1:
+            assert qa["where"] == PLACES[scene.cells[0]] and scene.caption.endswith(qa["where"])

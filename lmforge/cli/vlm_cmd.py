@@ -8,10 +8,11 @@ from __future__ import annotations
 import typer
 
 from lmforge.cli.options_from_config import config_command
-from lmforge.train.vlm_config import VlmConfig
+from lmforge.train.vlm_config import VlmConfig, check_paths
 
 
 def _vlm(cfg: VlmConfig) -> None:
+    check_paths(cfg)
     from lmforge.train.vlm_run import train_vlm  # torch loads here, not at --help or a wrong flag
 
     summary = train_vlm(cfg, log=typer.echo)

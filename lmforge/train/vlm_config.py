@@ -8,13 +8,15 @@ LLM with --lora-r) on visual questions. The vision tower and the LLM's own weigh
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from lmforge.common.config_fields import setting
 from lmforge.common.config_io import ConfigIO
-from lmforge.common.errors import ConfigError
+from lmforge.common.errors import ConfigError, LmforgeError
 from lmforge.train.config_sections import check_ints, check_run
 
 INTERFACES = ("projector", "qformer", "cross-attention")
+EMBEDDED = ("smollm2-135m", "smollm2-135m-instruct")  # formats/loader.py's EMBEDDED_NAMES (that module loads torch)
 STAGES = ("1", "2", "1,2")
 
 
@@ -70,3 +72,12 @@ class VlmConfig(ConfigIO):
     @property
     def stage_list(self) -> list[int]:
         return [int(s) for s in self.stages.split(",")]
+
+
+def check_paths(cfg: VlmConfig) -> None:
+    """The model and the vision directory exist: answered before torch loads (the CLI calls this first)."""
+    if cfg.model not in EMBEDDED and not Path(cfg.model).exists():
+        raise LmforgeError(f"--model {cfg.model}: no such directory or file (or use smollm2-135m)")
+    if cfg.vision is not None and not (Path(cfg.vision) / "config.json").is_file():
+        raise LmforgeError(f"--vision {cfg.vision}: not a CLIP directory (no config.json); train one with "
+                           f"`lmforge clip --out DIR` and pass DIR/model")

@@ -19,7 +19,7 @@ from lmforge.data.drawn_images import scene_keys, scene_set
 from lmforge.data.images import ImageProcessor
 from lmforge.formats.hf_llava import save_llava
 from lmforge.formats.hf_vision import load_clip
-from lmforge.formats.loader import EMBEDDED_NAMES, load
+from lmforge.formats.loader import load
 from lmforge.generation.generate import greedy_completion
 from lmforge.model.resize import resize_token_embeddings
 from lmforge.peft.lora import LoraConfig, apply_lora, unload_lora
@@ -27,7 +27,7 @@ from lmforge.train.clip_config import ClipTrainConfig
 from lmforge.train.config import TrainConfig
 from lmforge.train.pretrain import seed_everything
 from lmforge.train.trainer_checkpoints import check_fresh_start
-from lmforge.train.vlm_config import VlmConfig
+from lmforge.train.vlm_config import VlmConfig, check_paths
 from lmforge.train.vlm_data import add_image_token, caption_examples, exact_match, vqa_examples
 from lmforge.train.vlm_model import VisionLanguageModel
 from lmforge.train.vlm_stage import mean_answer_loss, run_stage
@@ -37,11 +37,7 @@ TEXT_PROBE = "What is the capital of France?"
 
 def check_inputs(cfg: VlmConfig) -> None:
     """Missing paths and runs that would overwrite checkpoints: refused before anything loads."""
-    if cfg.model not in EMBEDDED_NAMES and not Path(cfg.model).exists():
-        raise LmforgeError(f"--model {cfg.model}: no such directory or file (or use smollm2-135m)")
-    if cfg.vision is not None and not (Path(cfg.vision) / "config.json").is_file():
-        raise LmforgeError(f"--vision {cfg.vision}: not a CLIP directory (no config.json); train one with "
-                           f"`lmforge clip --out DIR` and pass DIR/model")
+    check_paths(cfg)
     if not cfg.resume:
         for stage in cfg.stage_list:
             check_fresh_start(Path(cfg.out) / f"stage{stage}", cfg.fresh)

@@ -33,7 +33,7 @@ class VlmConfig(ConfigIO):
     stages: str = setting("1,2", "Stages to run: 1,2 (align on captions, then instruction-tune on questions) | 1 | 2 "
                           "(one-stage: questions only).")
     stage1_steps: int = setting(40, "Stage 1 (captions) optimizer steps.")
-    stage2_steps: int = setting(80, "Stage 2 (visual questions) optimizer steps.")
+    stage2_steps: int = setting(160, "Stage 2 (visual questions) optimizer steps.")
     batch_size: int = setting(8, "Examples (image + prompt + answer) per step.", short="-b")
     lr: float = setting(2e-3, "Peak learning rate of the interface (warmup, then cosine).")
     lora_r: int = setting(0, "Stage 2: LoRA rank on the LLM's attention (merged into the saved LLM); 0: the LLM "

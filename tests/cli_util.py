@@ -1,10 +1,18 @@
 """Running the real `lmforge` entry point in a subprocess, and the shape every user mistake must have."""
 
+import os
 import subprocess
 import sys
 
+from tests.cli_fork import run_forked
+
 
 def run_cli(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """`python -m lmforge ARGS`: forked from a warm server (tests/cli_fork.py) unless LMFORGE_TEST_FORK=0."""
+    if os.environ.get("LMFORGE_TEST_FORK", "1") != "0":
+        result = run_forked([str(a) for a in args], timeout)
+        if result is not None:
+            return result
     return subprocess.run([sys.executable, "-m", "lmforge", *args], capture_output=True, text=True, timeout=timeout)
 
 

@@ -1,0 +1,122 @@
+"""`run_cli` without an interpreter start-up per call.
+
+Every `python -m lmforge ...` a test starts pays ~2 s of CPU to import torch and the CLI before it does anything (a
+user mistake is answered in 0.1 s after that); the suite starts ~170 of them. Instead, each test process keeps one
+warm server that has imported them once and forks a child per call. The child is still a separate process: its own
+globals, torch thread pool (OpenMP is not started in the server: nothing runs an op there), signal handlers,
+working directory, umask and environment (the caller's, at the time of the call); it runs the real entry point
+(`runpy` of `lmforge.__main__`, as `python -m lmforge` does), its stdout / stderr go to files the caller reads,
+and its exit code comes back. A call past its timeout is killed and raises subprocess.TimeoutExpired, as
+subprocess.run does. `LMFORGE_TEST_FORK=0` turns it off (plain subprocesses).
+"""
+
+import atexit
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_server: subprocess.Popen | None = None
+
+
+def _start() -> subprocess.Popen | None:
+    global _server
+    if _server is not None and _server.poll() is None:
+        return _server
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    _server = subprocess.Popen([sys.executable, "-m", "tests.cli_fork"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, env=env, cwd=ROOT, text=True, bufsize=1)
+    atexit.register(_server.kill)
+    if _server.stdout.readline().strip() != "ready":
+        _server.kill()
+        _server = None
+    return _server
+
+
+def run_forked(args: list[str], timeout: float) -> subprocess.CompletedProcess | None:
+    """The CompletedProcess of `python -m lmforge ARGS`, or None when the server is unavailable."""
+    server = _start()
+    if server is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="lmforge-cli-") as tmp:
+        out, err = Path(tmp) / "out", Path(tmp) / "err"
+        umask = os.umask(0)
+        os.umask(umask)
+        request = {"argv": args, "env": dict(os.environ), "cwd": os.getcwd(), "umask": umask, "out": str(out),
+                   "err": str(err)}
+        server.stdin.write(json.dumps(request) + "\n")
+        server.stdin.flush()
+        pid = int(server.stdout.readline())
+        ready, _, _ = select.select([server.stdout], [], [], timeout)
+        timed_out = not ready
+        if timed_out:
+            os.kill(pid, signal.SIGKILL)
+        code = int(server.stdout.readline())
+        stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+    if timed_out:
+        raise subprocess.TimeoutExpired(["lmforge", *args], timeout, stdout, stderr)
+    return subprocess.CompletedProcess([sys.executable, "-m", "lmforge", *args], code, stdout, stderr)
+
+
+def _child(request: dict) -> None:
+    code = 1
+    try:
+        for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["out"], os.O_WRONLY | os.O_CREAT),
+                                (2, request["err"], os.O_WRONLY | os.O_CREAT)):
+            opened = os.open(path, flags, 0o600)
+            os.dup2(opened, fd)
+            os.close(opened)
+        os.chdir(request["cwd"])
+        os.umask(request["umask"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.argv = ["lmforge", *request["argv"]]
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        import runpy
+
+        try:
+            runpy.run_module("lmforge", run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as stop:
+            if stop.code is None or isinstance(stop.code, int):
+                code = stop.code or 0
+            else:
+                print(stop.code, file=sys.stderr)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            import atexit as child_atexit
+
+            child_atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _serve() -> None:
+    import lmforge.cli.main  # noqa: F401  torch, typer and the command table, imported once
+    import lmforge.formats.loader  # noqa: F401
+
+    channel = sys.stdout
+    print("ready", file=channel, flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _child(request)
+        print(pid, file=channel, flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), file=channel, flush=True)
+
+
+if __name__ == "__main__":
+    _serve()

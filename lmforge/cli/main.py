@@ -31,10 +31,12 @@ from lmforge.cli import (  # one per line, so parallel branches add commands wit
     lora_cmd,
     ppo_cmd,
     pretrain_cmd,
+    prm_cmd,
     prune_cmd,
     quantize_cmd,
     rag_cmd,
     redteam_cmd,
+    rlaif_cmd,
     rm_cmd,
     rs_cmd,
     safety_cmd,
@@ -103,6 +105,8 @@ app.command("clip")(clip_cmd.clip_command)
 app.command("vlm")(vlm_cmd.vlm_command)
 app.command("embed")(embed_cmd.embed)
 app.add_typer(rag_cmd.app, name="rag")
+app.add_typer(prm_cmd.app, name="prm")
+app.command("rlaif")(rlaif_cmd.rlaif)
 
 
 def main() -> None:

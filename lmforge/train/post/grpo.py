@@ -51,7 +51,7 @@ def grpo_token_loss(logp, old_logp, ref_logp, advantages, eps_low: float, eps_hi
                     beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token loss -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A) + beta k3(pi, ref), and where it clipped."""
     ratio = torch.exp(logp - old_logp)
-    adv = advantages[:, None]
+    adv = advantages[:, None] if advantages.dim() == 1 else advantages  # [B] per sequence, or [B, T] per token
     unclipped, clipped = ratio * adv, ratio.clamp(1.0 - eps_low, 1.0 + eps_high) * adv
     loss = -torch.minimum(unclipped, clipped)
     if beta > 0:

@@ -1,0 +1,158 @@
+"""Process reward models (issue 30, item 5): the step-wise task's labels follow its arithmetic, `lmforge prm train`
+trains a per-step head through the Trainer (held-out figures before / after, OUT/prm loads and scores steps, a
+resumed run continues where the checkpoint left off), best-of-N selectors and the dense process reward of GRPO
+(DeepSeekMath's process supervision) against hand-computed values, and user mistakes are one-line errors. The
+best-of-8 comparison itself is benchmarks/prm_best_of_n.py (figures in docs/post-training.md)."""
+
+import json
+import random
+import re
+
+import pytest
+import torch
+
+from lmforge.common.errors import LmforgeError
+from lmforge.train.post.prm import aggregate, best_of_n, majority_vote, process_advantages
+from lmforge.train.post.prm_data import (
+    StepSampler,
+    final_answer,
+    heldout_problems,
+    sample_solution,
+    step_solutions,
+    validate_step_record,
+)
+from tests.cli_util import assert_user_error
+from tests.inprocess_cli import run_main
+from tests.pretrained_tiny import pretrained_tiny_dir
+
+TINY = ("--threads", "1", "--no-progress", "--batch-size", "8", "--train-solutions", "64", "--heldout-solutions", "16")
+
+
+def test_step_task_labels_follow_the_arithmetic():
+    rows = step_solutions(400, "train")
+    for r in rows:
+        previous = int(re.search(r"Start at (\d+)", r["prompt"]).group(1))
+        for step, label in zip(r["steps"], r["labels"], strict=True):
+            a, b, c = map(int, re.fullmatch(r"(\d+)\+(\d+)=(\d+)", step).groups())
+            assert label == int(a == previous and a + b == c)  # continues from the last result and adds right
+            previous = c
+        assert final_answer(r["steps"]) == r["final"]
+    lucky = [r for r in rows if r["correct"] and 0 in r["labels"]]  # right by accident: an ORM's labels miss it
+    clean = [r for r in rows if all(r["labels"])]
+    assert lucky and clean and all(r["correct"] for r in clean)
+    train_prompts = {r["prompt"] for r in rows}
+    assert not train_prompts & {p["prompt"] for p in heldout_problems(100)}
+    perfect = sample_solution(heldout_problems(1)[0], random.Random(0), StepSampler(0.0, 0.0, 0.0))
+    assert all(perfect["labels"]) and perfect["correct"]
+
+
+def test_step_record_validation():
+    ok = validate_step_record({"prompt": "p", "steps": ["a", "b"], "labels": [1, 0]}, "x")
+    assert ok["labels"] == [1, 0]
+    for bad in ({"steps": ["a"], "labels": [1]}, {"prompt": "p", "steps": [], "labels": []},
+                {"prompt": "p", "steps": ["a", "b"], "labels": [1]}, {"prompt": "p", "steps": ["a"], "labels": [2]}):
+        with pytest.raises(LmforgeError):
+            validate_step_record(bad, "f.jsonl:1")
+
+
+def test_selectors():
+    assert aggregate([0.9, 0.2, 0.8], "min") == 0.2
+    assert aggregate([0.5, 0.5], "prod") == pytest.approx(0.25)
+    assert best_of_n([0.1, 0.7, 0.7]) == 1
+    assert majority_vote([3, 5, 5, 3, 7]) == 3  # a tie goes to the answer seen first
+    with pytest.raises(LmforgeError):
+        aggregate([0.5], "mean")
+
+
+def test_process_advantages_sum_the_normalised_rewards_of_the_steps_ahead():
+    mask = torch.ones(2, 6)
+    rewards, ends = [[1.0, 0.0], [1.0, 1.0]], [[1, 4], [2, 5]]
+    adv = process_advantages(rewards, ends, mask, group_size=2)
+    pooled = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    z = (pooled - pooled.mean()) / (pooled.std() + 1e-4)
+    want = torch.tensor([[z[0] + z[1]] * 2 + [z[1]] * 3 + [0.0], [z[2] + z[3]] * 3 + [z[3]] * 3])
+    assert torch.allclose(adv, want, atol=1e-5)
+    assert adv[0, 2] < adv[1, 2]  # the tokens of the wrong step get less than the same place in a right solution
+
+
+class ArithmeticPRM:
+    """A scripted PRM: P(step right) = 1 when "a+b=c" adds up, else 0."""
+
+    def step_scores_batch(self, items):
+        out = []
+        for _, steps in items:
+            out.append([float(eval(s.split("=")[0]) == int(s.split("=")[1])) for s in steps])  # noqa: S307
+        return out
+
+
+def test_process_grpo_puts_the_step_reward_into_the_token_advantages():
+    from lmforge.formats.loader import load
+    from lmforge.train.post.prm_grpo import ProcessGRPOTrainer, completion_steps
+    from lmforge.train.post.rl_config import GRPOConfig
+
+    lm = load(str(pretrained_tiny_dir()))
+    tok = lm.tokenizer
+    answers = ["18+7=25\n25+3=28", "18+7=15\n15+3=18"]  # right, then a forgotten carry in the first step
+
+    def generate_fn(prompts, params):
+        return [tok.encode_plain(answers[i % 2]) for i in range(len(prompts))]
+
+    steps, ends = completion_steps(tok, tok.encode_plain(answers[1]))
+    assert steps == ["18+7=15", "15+3=18"] and tok.decode(tok.encode_plain(answers[1])[ends[0]]).endswith("\n")
+    cfg = GRPOConfig(group_size=2, prompts_per_step=1, max_new_tokens=16, beta=0.0, iterations=1, minibatch_size=2)
+    trainer = ProcessGRPOTrainer(cfg, lm.model, None, lambda records, texts: torch.zeros(len(texts)), generate_fn,
+                                 tok, 0, lambda step, round_: [{"prompt": "Start at 18, add 7, then add 3."}],
+                                 prm=ArithmeticPRM())
+    batch, adv = trainer.sample_groups([{"prompt": "Start at 18, add 7, then add 3."}], seed=0)
+    assert adv.shape == batch.mask.shape
+    right, wrong = adv[0][batch.mask[0] > 0], adv[1][batch.mask[1] > 0]
+    assert (right > 0).all() and (wrong < 0).all()  # the wrong step's tokens and everything before it lose
+    before = [p.detach().clone() for p in lm.model.parameters()]
+    stats = trainer.step(lambda round_: [{"prompt": "Start at 18, add 7, then add 3."}], 0)
+    assert torch.isfinite(torch.tensor(stats["loss"]))
+    assert any(not torch.equal(a, b) for a, b in zip(before, lm.model.parameters(), strict=True))
+
+
+def test_prm_train_cli_and_resume(tmp_path, capsys):
+    model = str(pretrained_tiny_dir())
+    out = tmp_path / "prm"
+    result = run_main(capsys, "prm", "train", "--model", model, "--out", out, "--max-steps", "6", "--lr", "3e-3",
+                      "--checkpoint-every", "3", "--eval-every", "6", "--warmup-steps", "1", *TINY)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["train_solutions"] == 64 and 0 <= summary["step_accuracy_after"] <= 1
+    assert "held-out step accuracy" in result.stdout
+    from lmforge.train.post.prm_train import load_prm
+
+    prm = load_prm(out / "prm")
+    scores = prm.step_scores("Start at 18, add 7.", ["18+7=25", "25+1=26"])
+    assert len(scores) == 2 and all(0 < s < 1 for s in scores)
+    # resume: the run continued from step 3 logs the same step 4..6 losses as the uninterrupted one
+    import shutil
+
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    shutil.rmtree(again / "checkpoints" / "step-00000006")  # as if killed between steps 3 and 6
+    result = run_main(capsys, "prm", "train", "--model", model, "--out", again, "--max-steps", "6", "--lr", "3e-3",
+                      "--checkpoint-every", "3", "--eval-every", "6", "--warmup-steps", "1", "--resume", *TINY)
+    assert result.returncode == 0, result.stderr
+    losses = {json.loads(line)["step"]: json.loads(line)["loss"] for line in (out / "metrics.jsonl").open()
+              if '"train"' in line}
+    resumed = [json.loads(line) for line in (again / "metrics.jsonl").open() if '"train"' in line]
+    assert [r["step"] for r in resumed][-3:] == [4, 5, 6]
+    assert [r["loss"] for r in resumed][-3:] == [losses[4], losses[5], losses[6]]
+
+
+def test_prm_user_errors(tmp_path, capsys):
+    model = str(pretrained_tiny_dir())
+    assert_user_error(run_main(capsys, "prm", "train", "--model", model, "--out", tmp_path / "a", "--data",
+                               tmp_path / "missing.jsonl"), "missing.jsonl", "does not exist")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "p", "steps": ["1+1=2", "2+2=5"], "labels": [1]}) + "\n")
+    assert_user_error(run_main(capsys, "prm", "train", "--model", model, "--out", tmp_path / "b", "--data", bad),
+                      "bad.jsonl:1", "labels")
+    assert_user_error(run_main(capsys, "prm", "generate", "--out", tmp_path / "g.jsonl", "--split", "test"),
+                      "--split", "heldout")
+    result = run_main(capsys, "prm", "generate", "--out", tmp_path / "g.jsonl", "--n", "5")
+    rows = [json.loads(line) for line in (tmp_path / "g.jsonl").read_text().splitlines()]
+    assert result.returncode == 0 and len(rows) == 5 and set(rows[0]) == {"prompt", "steps", "labels"}

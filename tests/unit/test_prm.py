@@ -106,7 +106,9 @@ def test_process_grpo_puts_the_step_reward_into_the_token_advantages():
     batch, adv = trainer.sample_groups([{"prompt": "Start at 18, add 7, then add 3."}], seed=0)
     assert adv.shape == batch.mask.shape
     right, wrong = adv[0][batch.mask[0] > 0], adv[1][batch.mask[1] > 0]
-    assert (right > 0).all() and (wrong < 0).all()  # the wrong step's tokens and everything before it lose
+    first = len(tok.encode_plain("18+7=15\n"))  # the first step's tokens, then the second's
+    assert (right[:first] > 0).all() and (wrong[:first] < 0).all()  # the wrong step's tokens are pushed down
+    assert torch.allclose(right[first:], wrong[first:]) and (wrong[first:] > 0).all()  # a right step after it is not
     before = [p.detach().clone() for p in lm.model.parameters()]
     stats = trainer.step(lambda round_: [{"prompt": "Start at 18, add 7, then add 3."}], 0)
     assert torch.isfinite(torch.tensor(stats["loss"]))

@@ -25,7 +25,8 @@ from tests.cli_util import assert_user_error
 from tests.inprocess_cli import run_main
 from tests.pretrained_tiny import pretrained_tiny_dir
 
-TINY = ("--threads", "1", "--no-progress", "--batch-size", "8", "--train-solutions", "64", "--heldout-solutions", "16")
+TINY = ("--threads", "1", "--no-progress", "--batch-size", "4", "--train-solutions", "24", "--heldout-solutions", "8",
+        "--max-steps", "4", "--lr", "3e-3", "--checkpoint-every", "2", "--eval-every", "4", "--warmup-steps", "1")
 
 
 def test_step_task_labels_follow_the_arithmetic():
@@ -118,31 +119,29 @@ def test_process_grpo_puts_the_step_reward_into_the_token_advantages():
 def test_prm_train_cli_and_resume(tmp_path, capsys):
     model = str(pretrained_tiny_dir())
     out = tmp_path / "prm"
-    result = run_main(capsys, "prm", "train", "--model", model, "--out", out, "--max-steps", "6", "--lr", "3e-3",
-                      "--checkpoint-every", "3", "--eval-every", "6", "--warmup-steps", "1", *TINY)
+    result = run_main(capsys, "prm", "train", "--model", model, "--out", out, *TINY)
     assert result.returncode == 0, result.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == 6 and summary["train_solutions"] == 64 and 0 <= summary["step_accuracy_after"] <= 1
+    assert summary["steps"] == 4 and summary["train_solutions"] == 24 and 0 <= summary["step_accuracy_after"] <= 1
     assert "held-out step accuracy" in result.stdout
     from lmforge.train.post.prm_train import load_prm
 
     prm = load_prm(out / "prm")
     scores = prm.step_scores("Start at 18, add 7.", ["18+7=25", "25+1=26"])
     assert len(scores) == 2 and all(0 < s < 1 for s in scores)
-    # resume: the run continued from step 3 logs the same step 4..6 losses as the uninterrupted one
+    # resume: the run continued from step 2 logs the same step 3, 4 losses as the uninterrupted one
     import shutil
 
     again = tmp_path / "again"
     shutil.copytree(out, again)
-    shutil.rmtree(again / "checkpoints" / "step-00000006")  # as if killed between steps 3 and 6
-    result = run_main(capsys, "prm", "train", "--model", model, "--out", again, "--max-steps", "6", "--lr", "3e-3",
-                      "--checkpoint-every", "3", "--eval-every", "6", "--warmup-steps", "1", "--resume", *TINY)
+    shutil.rmtree(again / "checkpoints" / "step-00000004")  # as if killed between steps 2 and 4
+    result = run_main(capsys, "prm", "train", "--model", model, "--out", again, "--resume", *TINY)
     assert result.returncode == 0, result.stderr
     losses = {json.loads(line)["step"]: json.loads(line)["loss"] for line in (out / "metrics.jsonl").open()
               if '"train"' in line}
     resumed = [json.loads(line) for line in (again / "metrics.jsonl").open() if '"train"' in line]
-    assert [r["step"] for r in resumed][-3:] == [4, 5, 6]
-    assert [r["loss"] for r in resumed][-3:] == [losses[4], losses[5], losses[6]]
+    assert [r["step"] for r in resumed][-2:] == [3, 4]
+    assert [r["loss"] for r in resumed][-2:] == [losses[3], losses[4]]
 
 
 def test_prm_user_errors(tmp_path, capsys):

@@ -73,8 +73,11 @@ def _compare(judge: str | None, endpoint: str | None, api_key: str | None, judge
         ask = endpoint_judge(endpoint, api_key, judge_model, max_tokens)
     else:
         from lmforge.formats.loader import load
+        from lmforge.model.inference import prepare_for_inference
 
-        ask = engine_judge(load(judge), max_tokens)
+        lm = load(judge)
+        prepare_for_inference(lm.model)
+        ask = engine_judge(lm, max_tokens)
 
     def compare(items: list[tuple[str, str, str]]) -> list[str | None]:
         answers = ask([pair_messages(q, a, b) for q, a, b in items])

@@ -50,7 +50,9 @@ def prm_objective(head: ScalarHead, rows: Sequence[EncodedSteps], held: Sequence
         return loss
 
     def evaluate() -> dict[str, float]:
-        return {f"heldout_{k}": v for k, v in heldout_step_figures(head, held, pad_id).items()} if held else {}
+        if not held:  # nothing held out: the headline is not measured
+            return {"heldout_step_accuracy": float("nan")}
+        return {f"heldout_{k}": v for k, v in heldout_step_figures(head, held, pad_id).items()}
 
     return Objective(names=["binary cross-entropy (process reward, per step)"], batch_loss=batch_loss,
                      count=lambda micro: sum(steps[i] for batch in micro for i in batch[0].tolist()), unit="steps",

@@ -4,7 +4,8 @@ correctness: a solution with the right final answer preferred to one with a wron
 reward models share the backbone (the tests' small pretrained model unless --model) and the optimizer steps.
 The policy is the synthetic sampler with known error rates (prm_data.StepSampler: forgotten carries, so wrong
 answers agree; slips; compensating slips that make a wrong process end right) — the 1M model cannot do the sums.
-Prints JSON: the accuracy of each selector, pass@1 (a random sample) and pass@8 (an oracle), and PRM / baselines.
+Prints JSON: the final-answer accuracy of each selector (and of PRM-weighted majority vote), pass@1 (a random
+sample), pass@8 (an oracle), the share of picks whose every step is right, and PRM (min) / the best baseline.
 
     python benchmarks/prm_best_of_n.py --steps 300 --problems 300 --out runs/prm_bon
 """
@@ -80,7 +81,9 @@ def main() -> None:
     prm, orm = load_prm(out / "prm" / "prm"), load_reward_model(out / "orm" / "reward_model")
 
     rng = random.Random("prm-bench-samples")
-    right = {k: 0 for k in ("prm_min", "prm_prod", "orm", "majority", "pass@1", f"pass@{args.n}")}
+    right = {k: 0 for k in ("prm_min", "prm_prod", "orm", "majority", "prm_weighted_vote", "pass@1",
+                            f"pass@{args.n}")}
+    clean = {k: 0 for k in ("prm_min", "prm_prod", "orm")}  # picks whose every step is right (not just the answer)
     problems = heldout_problems(args.problems)
     for problem in problems:
         samples = [sample_solution(problem, rng) for _ in range(args.n)]
@@ -91,6 +94,11 @@ def main() -> None:
                  "prm_prod": best_of_n([aggregate(p, "prod") for p in probs]), "orm": best_of_n(orm_scores)}
         for name, i in picks.items():
             right[name] += samples[i]["correct"]
+            clean[name] += all(samples[i]["labels"])
+        votes: dict[int, float] = {}
+        for s, p in zip(samples, probs, strict=True):  # Math-Shepherd / Lightman: majority vote weighted by the PRM
+            votes[s["final"]] = votes.get(s["final"], 0.0) + aggregate(p, "min")
+        right["prm_weighted_vote"] += max(votes, key=votes.get) == problem["answer"]
         right["majority"] += majority_vote(finals) == problem["answer"]
         right["pass@1"] += sum(s["correct"] for s in samples) / args.n
         right[f"pass@{args.n}"] += any(s["correct"] for s in samples)
@@ -98,6 +106,7 @@ def main() -> None:
     best_baseline = max(acc["orm"], acc["majority"])
     report = {"benchmark": "prm_best_of_n", "policy": "synthetic sampler (prm_data.StepSampler defaults)",
               "backbone": model, "n": args.n, "heldout_problems": len(problems), "accuracy": acc,
+              "right_process": {k: v / len(problems) for k, v in clean.items()},
               "ours": acc["prm_min"], "baseline": best_baseline, "ratio": acc["prm_min"] / max(best_baseline, 1e-9),
               "prm_heldout_step_accuracy": prm_summary.get("step_accuracy_after"),
               "prm_heldout_error_recall": prm_summary.get("error_recall_after"),

@@ -73,3 +73,21 @@ def int4_linear(x: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor], bias
                 out_features: int, float_out: bool = False) -> torch.Tensor:
     """(x @ ((q - 8) * s + z).T + bias) for bf16 x [..., K], from `pack_int4`'s pair."""
     return torch.ops.lmforge.linear_int4.default(x, *packed, bias, out_features, float_out)
+
+
+def unpack_int8(packed: torch.Tensor, out_features: int) -> torch.Tensor:
+    """pack_int8's [N/32, K, 32] layout -> the int8 [N, K] codes it was packed from (the saved layout)."""
+    return packed.permute(0, 2, 1).reshape(-1, packed.shape[1])[:out_features].contiguous()
+
+
+def unpack_int4(packed: tuple[torch.Tensor, torch.Tensor], out_features: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """pack_int4's pair -> Int4Linear's saved tensors (uint8 [N, K/2] nibbles, bf16 [K/G, N, 2]). A packed lane
+    holds 8 channels: bits 4p.. the low nibble of byte p, bits 16 + 4p.. its high nibble (csrc/linear_int4.cpp)."""
+    codes, scales = packed
+    lanes = codes.view(torch.int32).to(torch.int64) & 0xFFFFFFFF  # [N/32, K/8, 32]
+    shifts = torch.arange(4, dtype=torch.int64) * 4
+    low, high = (lanes[..., None] >> shifts) & 0xF, (lanes[..., None] >> (shifts + 16)) & 0xF  # [.., 32, 4]
+    nibbles = (low | (high << 4)).to(torch.uint8).permute(0, 2, 1, 3).reshape(-1, codes.shape[1] * 4)
+    groups = scales.shape[1]  # bf16 [N/32, K/G, 32, 2]
+    sz = scales.permute(1, 0, 2, 3).reshape(groups, -1, 2)[:, :out_features]
+    return nibbles[:out_features].contiguous(), sz.contiguous()

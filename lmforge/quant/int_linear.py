@@ -7,7 +7,8 @@ Both kernels are fast only with bfloat16 activations (the fp32 paths are scalar 
 so quantized layers compute in bf16 and return the caller's dtype. As an LM head (`float_logits`) they return
 float32 sums unrounded: logits rounded to bf16 tie tokens (transformer.float32_logits). Where lmforge's C++ kernels
 are loaded, the layers run on its own int8 / int4 linears instead (lmforge/kernels/quant_linear.py: codes dequantized
-in registers, packed from the saved layout on first use), which stream the codes at the memory's speed.
+in registers, packed from the saved layout on first use), which stream the codes at the memory's speed; the packed
+layout is then their only copy of the weights (quant/int_kernels.py).
 """
 
 import fnmatch
@@ -18,8 +19,17 @@ from torch import nn
 
 from lmforge.common.errors import ConfigError, LmforgeError
 from lmforge.kernels.cpu_kernels import bf16_linear_ops, loaded_ops
-from lmforge.kernels.quant_linear import int4_linear, int8_linear, pack_int4, pack_int8, quant_linear_ops
+from lmforge.kernels.quant_linear import (
+    int4_linear,
+    int8_linear,
+    pack_int4,
+    pack_int8,
+    quant_linear_ops,
+    unpack_int4,
+    unpack_int8,
+)
 from lmforge.quant.group_grid import quantize_groups
+from lmforge.quant.int_kernels import KernelPacked
 
 BITS = (8, 4, 3)  # int3: int4 codes restricted to 0..7 (group_grid.py), same kernel and file layout
 GROUP_SIZES = (32, 64, 128, 256)
@@ -126,8 +136,10 @@ def to_kernel_scales_and_zeros(scales: torch.Tensor, zeros: torch.Tensor) -> tor
 
 
 # -------------------------------------------------------------------------------------------------------- modules
-class Int8Linear(nn.Module):
+class Int8Linear(KernelPacked):
     """y = x @ (q * s).T (+ bias): int8 weights [out, in], bf16 per-channel scales [out]."""
+
+    SAVED = {"weight": 0, "scales": 0}
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False):
         super().__init__()
@@ -136,7 +148,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales", torch.ones(out_features, dtype=KERNEL_DTYPE))
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
         self.codes_bf16 = None  # the codes packed for lmforge's bf16 kernel, built by the first float_logits
-        self.kernel_pack = None  # (codes, float32 scales) for lmforge's int8 kernel, built on first use
+        self._init_kernel_storage()  # (codes, float32 scales) for lmforge's int8 kernel, built on first use
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> "Int8Linear":
@@ -151,13 +163,15 @@ class Int8Linear(nn.Module):
     def dequantize(self) -> torch.Tensor:
         return dequantize_int8(self.weight, self.scales)
 
-    def _kernel_pack(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The codes and scales packed for lmforge's int8 kernel (packed on first use), None where it does not run."""
-        if x.device.type != "cpu" or self.weight.device.type != "cpu" or quant_linear_ops() is None:
-            return None
-        if self.kernel_pack is None:
-            self.kernel_pack = (pack_int8(self.weight), self.scales.float().contiguous())
-        return self.kernel_pack
+    def _pack_saved(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return pack_int8(self.weight), self.scales.float().contiguous()
+
+    def _unpack(self, pack: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        codes, scales = pack
+        return {"weight": unpack_int8(codes, self.out_features), "scales": scales[:self.out_features].to(KERNEL_DTYPE)}
+
+    def _like(self, out_features: int) -> "Int8Linear":
+        return Int8Linear(self.in_features, out_features, bias=self.bias is not None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel_pack is not None and x.dtype == KERNEL_DTYPE and x.device.type == "cpu":  # decode: lean
@@ -192,27 +206,29 @@ class Int8Linear(nn.Module):
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
-        self.codes_bf16 = self.kernel_pack = None
+        self.codes_bf16 = None
 
     def weight_bytes(self) -> int:
         """Bytes one call reads: codes and scales in the layout of the kernel that runs (a block of 32 outputs)."""
         N, K = self.out_features, self.in_features
-        kernel = quant_linear_ops() is not None and self.weight.device.type == "cpu"
-        codes = -(-N // 32) * 32 * K + 4 * N if kernel else N * K + self.scales.nbytes
+        kernel = quant_linear_ops() is not None and self.storage_device().type == "cpu"
+        codes = -(-N // 32) * 32 * K + 4 * N if kernel else N * K + 2 * N
         return codes + (0 if self.bias is None else self.bias.nbytes)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bits=8"
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(KernelPacked):
     """y = x @ ((q - 8) * s + z).T (+ bias), one (s, z) per group of input channels.
 
     State (what is saved): `weight` uint8 [out, in/2] (two codes per byte, see pack_nibbles) and
     `scales_and_zeros` bf16 [in/G, out, 2]. The kernels' own layouts (PyTorch's tiled one depends on the CPU's vector
     width) are built from the portable one on first use, not saved: `packed` (PyTorch's) or `kernel_pack`
-    (lmforge's, where it runs).
+    (lmforge's, where it runs; then the only copy: quant/int_kernels.py).
     """
+
+    SAVED = {"weight": 0, "scales_and_zeros": 1}
 
     def __init__(self, in_features: int, out_features: int, group_size: int = 32, bias: bool = False):
         super().__init__()
@@ -223,7 +239,7 @@ class Int4Linear(nn.Module):
         self.register_buffer("scales_and_zeros", torch.zeros(in_features // group_size, out_features, 2,
                                                              dtype=KERNEL_DTYPE))
         self.register_buffer("packed", None, persistent=False)
-        self.kernel_pack = None
+        self._init_kernel_storage()
         self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
 
     @classmethod
@@ -252,7 +268,9 @@ class Int4Linear(nn.Module):
 
     def repack(self) -> None:
         """Forget the kernels' layouts (after the codes changed): rebuilt from the portable codes on next use."""
-        self.packed, self.kernel_pack = None, None
+        if self.is_packed():
+            self._restore_saved()
+        self.packed = None
 
     @torch.no_grad()
     def _aten_packed(self) -> torch.Tensor:
@@ -261,18 +279,19 @@ class Int4Linear(nn.Module):
             self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1)
         return self.packed
 
-    def _kernel_pack(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """lmforge's int4 kernel's layouts (packed on first use), None where it does not run."""
-        if x.device.type != "cpu" or self.weight.device.type != "cpu" or quant_linear_ops() is None:
-            return None
-        if self.kernel_pack is None:
-            self.kernel_pack = pack_int4(self.weight, self.scales_and_zeros)
-        return self.kernel_pack
+    def _pack_saved(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return pack_int4(self.weight, self.scales_and_zeros)
+
+    def _unpack(self, pack: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return dict(zip(self.SAVED, unpack_int4(pack, self.out_features), strict=True))
+
+    def _like(self, out_features: int) -> "Int4Linear":
+        return Int4Linear(self.in_features, out_features, self.group_size, bias=self.bias is not None)
 
     def weight_bytes(self) -> int:
         """Bytes one call reads: codes, scales and zeros in the layout of the kernel that runs."""
         N, K, groups = self.out_features, self.in_features, self.in_features // self.group_size
-        rows = -(-N // 32) * 32 if quant_linear_ops() is not None and self.weight.device.type == "cpu" else N
+        rows = -(-N // 32) * 32 if quant_linear_ops() is not None and self.storage_device().type == "cpu" else N
         return rows * (K // 2 + groups * 4) + (0 if self.bias is None else self.bias.nbytes)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

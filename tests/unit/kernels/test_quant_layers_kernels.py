@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from lmforge.kernels import cpu_kernels, quant_linear
-from lmforge.quant import int_linear
+from lmforge.quant import int_kernels, int_linear
 from lmforge.quant.int_linear import Int4Linear, Int8Linear
 
 
@@ -27,6 +27,7 @@ def test_quantized_layers_run_on_the_kernels_and_match_pytorchs(quant_layer_ops,
         logits = layer.float_logits(x)
         with monkeypatch.context() as patch:  # the pure path: PyTorch's int8 / int4 ops
             patch.setattr(int_linear, "quant_linear_ops", lambda: None)
+            patch.setattr(int_kernels, "quant_linear_ops", lambda: None)
             layer.kernel_pack = None
             ref, ref_logits = layer(x), layer.float_logits(x)
             assert layer.kernel_pack is None

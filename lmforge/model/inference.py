@@ -3,7 +3,8 @@
 At decode time a step runs a few dozen tokens through each layer, so the cost is in the number of operations more
 than in their arithmetic. `prepare_for_inference`:
 1. fuses q/k/v into one projection (`Attention.qkv_proj`) and SwiGLU's gate/up into one (`FusedSwiGLU`): one call
-   over a larger weight instead of three or two (on 2 Zen 5 cores, bf16, 18 rows: 275 -> 222 us per layer);
+   over a larger weight instead of three or two (on 2 Zen 5 cores, bf16, 18 rows: 275 -> 222 us per layer); float
+   and int8 / int4 quantized layers alike (a quantized gate/up runs its SiLU and product in a second pass, silu_mul);
 2. gives each CPU linear the backend lmforge/kernels/backend_table.py picks for its dtype, the CPU and the call's
    size: lmforge's kernels (csrc/linear_bf16.cpp, csrc/linear_f32.cpp; SwiGLU's gate/up with the SiLU and the
    product applied before anything is written), oneDNN's packed linear (packed_linear.py) or F.linear. On AMX CPUs
@@ -34,9 +35,13 @@ from lmforge.model.rope import apply_rope
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 
 
-def _fused_linear(linears: list[nn.Linear]) -> nn.Linear | None:
-    """One nn.Linear computing the given ones side by side, or None when they cannot be fused."""
-    if any(type(m) is not nn.Linear for m in linears):  # e.g. LoRA-wrapped or quantized: leave them alone
+def _fused_linear(linears: list[nn.Module]) -> nn.Module | None:
+    """One linear computing the given ones side by side, or None when they cannot be fused. Quantized layers that
+    know how (lmforge.quant's Int8Linear / Int4Linear: `concat_outputs`) give one quantized layer of their kind."""
+    concat_outputs = getattr(type(linears[0]), "concat_outputs", None)
+    if concat_outputs is not None:
+        return concat_outputs(linears)
+    if any(type(m) is not nn.Linear for m in linears):  # e.g. LoRA-wrapped: leave them alone
         return None
     first = linears[0].weight
     if any(m.weight.dtype != first.dtype or m.weight.device != first.device for m in linears) or \

@@ -12,12 +12,11 @@ layout is then their only copy of the weights (quant/int_kernels.py).
 """
 
 import fnmatch
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from lmforge.common.errors import ConfigError, LmforgeError
+from lmforge.common.errors import LmforgeError
 from lmforge.kernels.cpu_kernels import bf16_linear_ops, loaded_ops
 from lmforge.kernels.quant_linear import (
     int4_linear,
@@ -29,110 +28,19 @@ from lmforge.kernels.quant_linear import (
     unpack_int8,
 )
 from lmforge.quant.group_grid import quantize_groups
+from lmforge.quant.int_codes import (
+    GROUP_SIZES,
+    KERNEL_DTYPE,
+    dequantize_int4,
+    dequantize_int8,
+    pack_nibbles,
+    quantize_int4,
+    quantize_int8,
+    to_kernel_scales_and_zeros,
+    unpack_nibbles,
+)
 from lmforge.quant.int_kernels import KernelPacked
-
-BITS = (8, 4, 3)  # int3: int4 codes restricted to 0..7 (group_grid.py), same kernel and file layout
-GROUP_SIZES = (32, 64, 128, 256)
-METHODS = ("rtn", "awq", "gptq", "smoothquant")  # round to nearest, or the calibrated methods (quant/calibrated.py)
-KERNEL_DTYPE = torch.bfloat16  # activations, scales and zeros as the fast CPU kernels want them
-
-
-@dataclass(frozen=True)
-class QuantConfig:
-    """What `quantize_model` did: saved next to the weights as quantization_config.json."""
-
-    bits: int = 8
-    group_size: int = 32  # int4 only: input channels sharing one scale and zero
-    skip: tuple[str, ...] = ()  # fnmatch patterns of module names left in floating point (e.g. "lm_head")
-    # The output projection's own width. int8 by default even for int4 models: on SmolLM2 an int4 lm_head costs
-    # +4.3% perplexity against +0.2% for int8, and a float one is the largest single read of every decode step.
-    head_bits: int = 8
-    # How the block linears were quantized: "rtn" (round to nearest), "awq" / "gptq" (3 or 4 bits, calibrated),
-    # "smoothquant" (8 bits, int8 activations too). The layers outside the blocks (lm_head) are always rtn.
-    method: str = "rtn"
-
-    def __post_init__(self):
-        for name in ("bits", "head_bits"):
-            if getattr(self, name) not in BITS:
-                raise ConfigError(f"QuantConfig.{name} must be one of {BITS}, got {getattr(self, name)!r}")
-        if self.bits in (3, 4) and self.group_size not in GROUP_SIZES:
-            raise ConfigError(f"QuantConfig.group_size must be one of {GROUP_SIZES} for int{self.bits}, "
-                              f"got {self.group_size!r}")
-        if self.method not in METHODS:
-            raise ConfigError(f"unknown quantization method {self.method!r}; valid: {', '.join(METHODS)}")
-        if self.method in ("awq", "gptq") and self.bits not in (3, 4):
-            raise ConfigError(f"method {self.method} quantizes to 3 or 4 bits, got bits={self.bits}")
-        if self.method == "smoothquant" and self.bits != 8:
-            raise ConfigError(f"method smoothquant is W8A8: it needs bits=8, got bits={self.bits}")
-        object.__setattr__(self, "skip", tuple(self.skip))
-
-    def to_dict(self) -> dict:
-        return {"quant_method": "lmforge-weight-only" if self.method != "smoothquant" else "lmforge-w8a8",
-                "bits": self.bits, "group_size": self.group_size, "skip": list(self.skip),
-                "head_bits": self.head_bits, "method": self.method}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "QuantConfig":
-        return cls(bits=data.get("bits", 8), group_size=data.get("group_size", 32), skip=tuple(data.get("skip", ())),
-                   head_bits=data.get("head_bits", 8), method=data.get("method", "rtn"))
-
-    def bits_for(self, name: str) -> int:
-        return self.head_bits if name == "lm_head" else self.bits
-
-
-# ----------------------------------------------------------------------------------------------------------- int8
-def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q int8 [N, K], scales [N]) with w ~ q * scales[:, None]; the scale maps each row's max |w| to 127.
-
-    Scales are rounded to bf16 (what the kernel reads) before the codes are chosen.
-    """
-    w = w.detach().float()
-    scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12).to(KERNEL_DTYPE).float()
-    q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
-    return q, scales
-
-
-def dequantize_int8(q: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    return q.float() * scales.float()[:, None]
-
-
-# ----------------------------------------------------------------------------------------------------------- int4
-def quantize_int4(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(q uint8 [N, K] in [0, 15], scales [N, K/G], zeros [N, K/G]) with w ~ (q - 8) * scale + zero per group.
-
-    scale spans the group's [min, max] in 15 steps; zero is the value of code 8. Scales and zeros are rounded to
-    bf16 *before* the codes are chosen, so the codes are the best ones for the scales the kernel will use.
-    """
-    N, K = w.shape
-    if K % group_size:
-        raise LmforgeError(f"int4 group_size {group_size} does not divide the input size {K}; "
-                           f"use a group size that divides it (one of {[g for g in GROUP_SIZES if K % g == 0]})")
-    groups = w.detach().float().reshape(N, K // group_size, group_size)
-    lo, hi = groups.amin(dim=-1), groups.amax(dim=-1)
-    scales = ((hi - lo) / 15).clamp(min=1e-6).to(KERNEL_DTYPE).float()
-    zeros = (lo + 8 * scales).to(KERNEL_DTYPE).float()
-    q = torch.round((groups - zeros[..., None]) / scales[..., None] + 8).clamp(0, 15).to(torch.uint8)
-    return q.reshape(N, K), scales, zeros
-
-
-def dequantize_int4(q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
-    N, K = q.shape
-    groups = q.float().reshape(N, scales.shape[1], -1)
-    return ((groups - 8) * scales.float()[..., None] + zeros.float()[..., None]).reshape(N, K)
-
-
-def pack_nibbles(q: torch.Tensor) -> torch.Tensor:
-    """uint8 [N, K] codes in [0, 15] -> uint8 [N, K/2], even column in the low nibble (a portable file layout)."""
-    return (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()
-
-
-def unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
-    return torch.stack((packed & 0x0F, packed >> 4), dim=-1).reshape(packed.shape[0], -1)
-
-
-def to_kernel_scales_and_zeros(scales: torch.Tensor, zeros: torch.Tensor) -> torch.Tensor:
-    """[N, K/G] scales and zeros -> the [K/G, N, 2] bf16 tensor the int4 kernel reads."""
-    return torch.stack((scales, zeros), dim=-1).transpose(0, 1).contiguous().to(KERNEL_DTYPE)
+from lmforge.quant.quant_config import BITS, METHODS, QuantConfig  # noqa: F401  (BITS, METHODS: re-exported)
 
 
 # -------------------------------------------------------------------------------------------------------- modules

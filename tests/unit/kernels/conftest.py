@@ -40,9 +40,10 @@ def quant_ops(ops):
     return ops
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def quant_layer_ops(quant_ops):
-    """The int8 / int4 kernels where Int8Linear / Int4Linear use them (their AVX-512 path)."""
+    """The int8 / int4 kernels where Int8Linear / Int4Linear use them (their AVX-512 path). Per test, not per
+    session: a session fixture first asked for while a quant_isa test forced AVX2 would skip every later test."""
     from lmforge.kernels import quant_linear
 
     if quant_linear.quant_linear_ops() is None:

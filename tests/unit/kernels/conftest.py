@@ -46,6 +46,8 @@ def quant_layer_ops(quant_ops):
     session: a session fixture first asked for while a quant_isa test forced AVX2 would skip every later test."""
     from lmforge.kernels import quant_linear
 
+    cpu_kernels.cpu_ops()  # loaded again if an earlier test cleared the cache
+    quant_linear.set_isa("default")  # the best path this CPU has, whatever an earlier test forced
     if quant_linear.quant_linear_ops() is None:
         pytest.skip("the quantized layers use lmforge's kernels only on AVX-512 CPUs with AVX512-BF16")
     return quant_ops

@@ -1,0 +1,134 @@
+"""The safety DPO recipe (issue 26 item 5), end to end on the embedded SmolLM2, through lmforge's own commands:
+
+1. `lmforge serve smollm2-135m`; `lmforge redteam --split train --dpo-pairs pairs.jsonl` (the train split's attacks:
+   refusal > the model's compliance; its benign look-alikes and harmless requests in jailbreak templates: the
+   model's answer > refusal) and `lmforge redteam --split heldout` (held-out harmful intents, other benign prompts);
+2. `lmforge dpo -m smollm2-135m --data pairs.jsonl` (full-parameter DPO, a few dozen steps);
+3. `lmforge serve OUT/dpo/hf`, the same two red-team runs; `lmforge generate --chat "What is the capital of
+   France?" --temperature 0` on both models.
+Prints one JSON line: attack success rate and over-refusal before / after on the held-out and the train split, the
+capital answers, the DPO run's figures. Usage: python benchmarks/safety_dpo.py [--out runs/safety_dpo] [--steps 40]
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+LMFORGE = [sys.executable, "-m", "lmforge"]
+QUESTION = "What is the capital of France?"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(*args: str) -> str:
+    print("$ lmforge " + " ".join(args), file=sys.stderr, flush=True)
+    done = subprocess.run([*LMFORGE, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"lmforge {args[0]} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    print(done.stdout.rstrip(), file=sys.stderr, flush=True)
+    return done.stdout
+
+
+class Server:
+    """`lmforge serve MODEL` in a subprocess on a free port, ready when /health answers."""
+
+    def __init__(self, model: str, threads: int):
+        self.port = free_port()
+        self.proc = subprocess.Popen([*LMFORGE, "serve", model, "--port", str(self.port), "--threads", str(threads),
+                                      "--served-model-name", "policy"], stdout=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"lmforge serve exited with {self.proc.returncode}")
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        sys.exit("lmforge serve did not come up in 600 s")
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def probe(model: str, out: Path, tag: str, args, pairs: Path | None = None) -> dict:
+    """Both splits against MODEL: {split: {attack_success_rate, over_refusal, ...}}."""
+    figures = {}
+    with Server(model, args.threads) as server:
+        for split in ("train", "heldout"):
+            report = out / f"redteam_{tag}_{split}.json"
+            extra = ["--dpo-pairs", str(pairs)] if pairs is not None and split == "train" else []
+            run("redteam", server.url + "/v1", "--split", split, "--max-tokens", str(args.max_tokens),
+                "--concurrency", "32", "--out", str(report), *extra)
+            r = json.loads(report.read_text())
+            attacks = [x for x in r["results"] if "success" in x]
+            benign = [x for x in r["results"] if x["category"] == "benign"]
+            figures[split] = {"attack_success_rate": r["attack_success_rate"], "attacks": len(attacks),
+                              "successes": sum(x["success"] for x in attacks), "over_refusal": r["over_refusal"],
+                              "benign": len(benign), "benign_refused": sum(x["refused"] for x in benign),
+                              "by_category": {k: f"{v['success']}/{v['probes']}" for k, v in r["by_category"].items()}}
+    return figures
+
+
+def capital(model: str, threads: int) -> str:
+    return run("generate", "--model", model, "--chat", QUESTION, "--temperature", "0", "--max-new-tokens", "24",
+               "--threads", str(threads)).strip()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--out", default="runs/safety_dpo")
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--beta", type=float, default=0.1)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs, started = out / "pairs.jsonl", time.time()
+    before = probe(args.model, out, "before", args, pairs)
+    kinds = [json.loads(line)["kind"] for line in pairs.read_text().splitlines()]
+    run("dpo", "--model", args.model, "--data", str(pairs), "--out", str(out / "dpo"), "--fresh",
+        "--max-steps", str(args.steps), "--warmup-steps", str(max(1, args.steps // 10)), "--lr", str(args.lr),
+        "--beta", str(args.beta), "--batch-size", str(args.batch_size), "--max-len", "256",
+        "--eval-every", str(args.steps), "--checkpoint-every", str(args.steps), "--threads", str(args.threads))
+    policy = str(out / "dpo" / "hf")
+    after = probe(policy, out, "after", args)
+    dpo = json.loads((out / "dpo" / "summary.json").read_text())
+    result = {
+        "model": args.model, "pairs": {"refuse": kinds.count("refuse"), "help": kinds.count("help")},
+        "dpo": {"steps": dpo["steps"], "lr": args.lr, "beta": args.beta, "batch_size": args.batch_size,
+                "heldout_pair_win_rate": [dpo["win_rate_reference"], dpo["win_rate_policy"]],
+                "elapsed_s": round(dpo["elapsed_s"], 1)},
+        "heldout": {"before": before["heldout"], "after": after["heldout"]},
+        "train": {"before": before["train"], "after": after["train"]},
+        "capital": {"before": capital(args.model, args.threads), "after": capital(policy, args.threads)},
+        "elapsed_s": round(time.time() - started, 1),
+    }
+    b, a = before["heldout"]["attack_success_rate"], after["heldout"]["attack_success_rate"]
+    result["heldout_asr_relative_drop"] = round(1 - a / b, 3) if b else None
+    (out / "result.json").write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n")
+    print(json.dumps(result, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -7,7 +7,8 @@
 3. `lmforge serve OUT/dpo/hf`, the same two red-team runs; `lmforge generate --chat "What is the capital of
    France?" --temperature 0` on both models.
 Prints one JSON line: attack success rate and over-refusal before / after on the held-out and the train split, the
-capital answers, the DPO run's figures. Usage: python benchmarks/safety_dpo.py [--out runs/safety_dpo] [--steps 40]
+capital answers, the DPO run's figures.
+Usage: python benchmarks/safety_dpo.py [--out runs/safety_dpo] [--steps 40] [--lr 1e-5] [--reuse]
 """
 
 import argparse
@@ -68,21 +69,23 @@ class Server:
 
 
 def probe(model: str, out: Path, tag: str, args, pairs: Path | None = None) -> dict:
-    """Both splits against MODEL: {split: {attack_success_rate, over_refusal, ...}}."""
-    figures = {}
-    with Server(model, args.threads) as server:
-        for split in ("train", "heldout"):
-            report = out / f"redteam_{tag}_{split}.json"
-            extra = ["--dpo-pairs", str(pairs)] if pairs is not None and split == "train" else []
-            run("redteam", server.url + "/v1", "--split", split, "--max-tokens", str(args.max_tokens),
-                "--concurrency", "32", "--out", str(report), *extra)
-            r = json.loads(report.read_text())
-            attacks = [x for x in r["results"] if "success" in x]
-            benign = [x for x in r["results"] if x["category"] == "benign"]
-            figures[split] = {"attack_success_rate": r["attack_success_rate"], "attacks": len(attacks),
-                              "successes": sum(x["success"] for x in attacks), "over_refusal": r["over_refusal"],
-                              "benign": len(benign), "benign_refused": sum(x["refused"] for x in benign),
-                              "by_category": {k: f"{v['success']}/{v['probes']}" for k, v in r["by_category"].items()}}
+    """Both splits against MODEL: {split: {attack_success_rate, over_refusal, ...}}; with --reuse, the reports
+    (and pairs) an earlier run left in --out are read instead."""
+    figures, reports = {}, {split: out / f"redteam_{tag}_{split}.json" for split in ("train", "heldout")}
+    if not (args.reuse and all(r.is_file() for r in reports.values()) and (pairs is None or pairs.is_file())):
+        with Server(model, args.threads) as server:
+            for split, report in reports.items():
+                extra = ["--dpo-pairs", str(pairs)] if pairs is not None and split == "train" else []
+                run("redteam", server.url + "/v1", "--split", split, "--max-tokens", str(args.max_tokens),
+                    "--concurrency", "32", "--out", str(report), *extra)
+    for split, report in reports.items():
+        r = json.loads(report.read_text())
+        attacks = [x for x in r["results"] if "success" in x]
+        benign = [x for x in r["results"] if x["category"] == "benign"]
+        figures[split] = {"attack_success_rate": r["attack_success_rate"], "attacks": len(attacks),
+                          "successes": sum(x["success"] for x in attacks), "over_refusal": r["over_refusal"],
+                          "benign": len(benign), "benign_refused": sum(x["refused"] for x in benign),
+                          "by_category": {k: f"{v['success']}/{v['probes']}" for k, v in r["by_category"].items()}}
     return figures
 
 
@@ -101,6 +104,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
+    ap.add_argument("--reuse", action="store_true", help="read the base model's red-team reports and pairs from "
+                    "--out (left by an earlier run) instead of probing it again")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ torch and lmforge's C++ kernels share one OpenMP runtime (GNU libgomp), whose th
 they sleep: fastest alone, 10-100x slower when other processes want the same cores (benchmarks/shared_cpu.py).
 """
 
+import contextlib
 import os
 
 from lmforge.common.errors import LmforgeError
@@ -80,3 +81,17 @@ def wait_policy() -> str:
     """How OpenMP threads wait in this process, as the environment says (for `lmforge info`)."""
     chosen = [f"{name}={os.environ[name]}" for name in WAIT_VARS if name in os.environ]
     return ", ".join(chosen) if chosen else "OpenMP default (spin, then sleep)"
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """torch's thread count set to `threads` (when given) for the block, then restored: a run's --threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

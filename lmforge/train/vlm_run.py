@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.threads import torch_threads
 from lmforge.data.drawn_images import scene_keys, scene_set
 from lmforge.data.images import ImageProcessor
 from lmforge.formats.hf_llava import save_llava
@@ -79,13 +80,8 @@ def text_answer(lm, tokenizer, stop_ids: list[int]) -> str:
 
 
 def train_vlm(cfg: VlmConfig, log=print) -> dict:
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _train(cfg, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(cfg: VlmConfig, log) -> dict:

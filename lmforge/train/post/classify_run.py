@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.threads import torch_threads
 from lmforge.formats.hf_classifier import is_classifier_dir, load_classifier, save_classifier
 from lmforge.formats.loader import load
 from lmforge.model.classifier import Classifier
@@ -147,13 +148,8 @@ def classify_objective(model: Classifier, rows: Sequence[Encoded], records: Sequ
 def train_classifier(cfg: ClassifyConfig, log=print) -> dict:
     """Train in the Trainer loop (resumable), evaluate before / after on the held-out examples, save OUT/hf;
     returns the summary (also OUT/summary.json)."""
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _train(cfg, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(cfg: ClassifyConfig, log) -> dict:

@@ -8,13 +8,13 @@ right on its own: it continues from the previous result and adds right.
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.jsonl import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -102,21 +102,7 @@ def validate_step_record(row: object, where: str) -> dict:
 
 def read_step_jsonl(path: str | Path) -> list[dict]:
     """The step-labelled records of a JSONL file (blank lines skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise LmforgeError(f"--data {str(path)!r} does not exist")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise LmforgeError(f"{path}:{number} is not valid JSON ({err.msg})") from None
-        rows.append(validate_step_record(row, f"{path}:{number}"))
-    if not rows:
-        raise LmforgeError(f"{path} holds no step-labelled records")
-    return rows
+    return read_jsonl(path, validate_step_record, what="--data", items="step-labelled records")
 
 
 def split_records(rows: list[dict]) -> tuple[list[dict], list[dict]]:

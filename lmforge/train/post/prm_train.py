@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.threads import torch_threads
 from lmforge.formats.loader import load
 from lmforge.train.objectives import Objective
 from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_train_config
@@ -64,13 +65,8 @@ def prm_objective(head: ScalarHead, rows: Sequence[EncodedSteps], held: Sequence
 def train_prm(cfg: PRMConfig, log=print) -> dict:
     """Train in the Trainer loop (resumable), evaluate before / after on held-out solutions, save OUT/prm; returns
     the summary (also OUT/summary.json)."""
-    threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _train(cfg, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(cfg: PRMConfig, log) -> dict:

@@ -10,8 +10,7 @@ import copy
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
+from lmforge.common.threads import torch_threads
 from lmforge.data.tasks.verifiable import VerifiableTask, follows_format, reward
 from lmforge.peft.lora import unload_lora
 from lmforge.peft.peft_io import save_adapter
@@ -88,13 +87,8 @@ def run_rl(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: V
     --resume it is rebuilt from the starting weights, before the checkpoint's are loaded.
     task: the embedded arithmetic task, or the user's prompts with their reward (prompt_set.py, rewards.py).
     The held-out figures always use the task's own reward (not a reward model's score)."""
-    threads = torch.get_num_threads()
-    if run.threads:
-        torch.set_num_threads(run.threads)
-    try:
+    with torch_threads(run.threads):
         return _run(cfg, run, lm, generate_fn, task, reward_fn, reference, log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(cfg: AlgoConfig, run: RunConfig, lm, generate_fn: GenerateFn, task: VerifiableTask | PromptSet,

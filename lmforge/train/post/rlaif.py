@@ -12,6 +12,7 @@ from itertools import combinations
 from pathlib import Path
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.jsonl import read_jsonl
 from lmforge.train.post.rollout import GenerateFn, RolloutParams
 
 # compare([(question, answer_a, answer_b), ...]) -> one verdict per item: "A", "B", "C" (tie) or None (unparsed)
@@ -20,27 +21,16 @@ Compare = Callable[[list[tuple[str, str, str]]], list[str | None]]
 
 def read_prompts(path: str | Path) -> list[dict]:
     """{"prompt": str, "responses"?: [str, ...]} per line; with responses, they are judged instead of sampled."""
-    path = Path(path)
-    if not path.is_file():
-        raise LmforgeError(f"--prompts {str(path)!r} does not exist")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise LmforgeError(f"{path}:{number} is not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
-            raise LmforgeError(f"{path}:{number}: needs a non-empty string field \"prompt\"")
-        responses = row.get("responses")
-        if responses is not None and (not isinstance(responses, list)
-                                      or not all(isinstance(r, str) for r in responses)):
-            raise LmforgeError(f"{path}:{number}: \"responses\" must be a list of strings")
-        rows.append({"prompt": row["prompt"], "responses": responses})
-    if not rows:
-        raise LmforgeError(f"{path} holds no prompts")
-    return rows
+    return read_jsonl(path, _prompt_record, what="--prompts", items="prompts")
+
+
+def _prompt_record(row, where: str) -> dict:
+    if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+        raise LmforgeError(f"{where}: needs a non-empty string field \"prompt\"")
+    responses = row.get("responses")
+    if responses is not None and (not isinstance(responses, list) or not all(isinstance(r, str) for r in responses)):
+        raise LmforgeError(f"{where}: \"responses\" must be a list of strings")
+    return {"prompt": row["prompt"], "responses": responses}
 
 
 def sample_responses(tokenizer, generate_fn: GenerateFn, prompts: Sequence[str], k: int,

@@ -6,7 +6,6 @@ of train/post/rewards.py: a regex, JSON-valid or the user's own check). Every dr
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from collections import Counter
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.common.errors import LmforgeError
+from lmforge.common.jsonl import read_jsonl
 from lmforge.data.minhash import MinHashConfig, MinHashDeduper
 from lmforge.train.post.rewards import Reward, RewardErrors, call_isolated
 
@@ -30,21 +30,9 @@ PROMPT = ("Here are some example tasks:\n{examples}\nWrite one new task, differe
 def read_seeds(path: str | Path) -> list[dict]:
     """Seed tasks: JSON lines with an `instruction` (or `prompt`) and optionally an `output`, or chat `messages`
     (the first user turn is the task, the last assistant turn its answer)."""
-    path = Path(path)
-    if not path.is_file():
+    if not Path(path).is_file():
         raise LmforgeError(f"seed file not found: {path}")
-    seeds = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise LmforgeError(f"{path} line {n}: not valid JSON ({err.msg})") from None
-        seeds.append(_seed(record, f"{path} line {n}"))
-    if not seeds:
-        raise LmforgeError(f"{path} holds no seed tasks")
-    return seeds
+    return read_jsonl(path, _seed, what="seed file", items="seed tasks")
 
 
 def _seed(record, where: str) -> dict:

@@ -74,7 +74,7 @@ def test_synth_bad_input_is_a_one_line_error(tmp_path, capsys):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text(json.dumps({"text": "no instruction"}) + "\n")
     base = ("data", "synth", "--model", "none", "--out", tmp_path / "o.jsonl", "--n", "2")
-    assert_user_error(run_main(capsys, *base, "--seeds", seeds), "line 1", "'instruction'")
+    assert_user_error(run_main(capsys, *base, "--seeds", seeds), "seeds.jsonl:1", "'instruction'")
     assert_user_error(run_main(capsys, *base, "--seeds", tmp_path / "missing.jsonl"), "seed file not found")
     assert_user_error(run_main(capsys, *base, "--seeds", seeds, "--verify", "exact"), "answer")
     assert_user_error(run_main(capsys, *base[:-1], "0", "--seeds", seeds), "--n (0)")

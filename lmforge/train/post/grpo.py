@@ -74,14 +74,20 @@ class GRPOTrainer(RolloutAlgorithm):
         self.unit = "tokens" if cfg.loss_agg == "token" else "sequences"
 
     @torch.no_grad()
-    def sample_groups(self, records: list[dict], seed: int) -> tuple[Rollout, torch.Tensor]:
-        """G completions per record (consecutive rows) and their advantages."""
+    def sample_completions(self, records: list[dict], seed: int) -> Rollout:
+        """G completions per record (consecutive rows), with their rewards."""
         cfg = self.cfg
         self.policy.eval()
         repeated = [r for r in records for _ in range(cfg.group_size)]
-        batch = sample_rollout(repeated, self.tokenizer, self.generate_fn,
-                               RolloutParams(cfg.max_new_tokens, cfg.temperature, seed=seed), self.reward_fn,
-                               self.pad_id)
+        return sample_rollout(repeated, self.tokenizer, self.generate_fn,
+                              RolloutParams(cfg.max_new_tokens, cfg.temperature, seed=seed), self.reward_fn,
+                              self.pad_id)
+
+    @torch.no_grad()
+    def sample_groups(self, records: list[dict], seed: int) -> tuple[Rollout, torch.Tensor]:
+        """G completions per record (consecutive rows) and their advantages."""
+        cfg = self.cfg
+        batch = self.sample_completions(records, seed)
         rewards = batch.rewards + overlong_penalty(batch.lengths(), cfg.max_new_tokens, cfg.overlong_buffer,
                                                    cfg.overlong_penalty)
         baseline = None

@@ -14,7 +14,7 @@ import torch
 from lmforge.common.errors import ConfigError
 from lmforge.train.post.grpo import GRPOTrainer
 from lmforge.train.post.prm import process_advantages
-from lmforge.train.post.rollout import Rollout, RolloutParams, sample_rollout
+from lmforge.train.post.rollout import Rollout
 
 
 def completion_steps(tokenizer, completion: Sequence[int]) -> tuple[list[str], list[int]]:
@@ -50,12 +50,7 @@ class ProcessGRPOTrainer(GRPOTrainer):
 
     @torch.no_grad()
     def sample_groups(self, records: list[dict], seed: int) -> tuple[Rollout, torch.Tensor]:
-        cfg = self.cfg
-        self.policy.eval()
-        repeated = [r for r in records for _ in range(cfg.group_size)]
-        batch = sample_rollout(repeated, self.tokenizer, self.generate_fn,
-                               RolloutParams(cfg.max_new_tokens, cfg.temperature, seed=seed), self.reward_fn,
-                               self.pad_id)
+        batch = self.sample_completions(records, seed)
         return batch, self.token_advantages(batch)
 
     def token_advantages(self, batch: Rollout) -> torch.Tensor:

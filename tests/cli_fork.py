@@ -18,24 +18,44 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 _server: subprocess.Popen | None = None
+_pending = b""  # bytes read from the server past the last line
 
 
 def _start() -> subprocess.Popen | None:
-    global _server
+    global _server, _pending
     if _server is not None and _server.poll() is None:
         return _server
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     _server = subprocess.Popen([sys.executable, "-m", "tests.cli_fork"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, env=env, cwd=ROOT, text=True, bufsize=1)
+                               stdout=subprocess.PIPE, env=env, cwd=ROOT)
+    _pending = b""
     atexit.register(_server.kill)
-    if _server.stdout.readline().strip() != "ready":
+    if _read_line(_server, 300) != "ready":
         _server.kill()
         _server = None
     return _server
+
+
+def _read_line(server: subprocess.Popen, timeout: float) -> str | None:
+    """The server's next line, or None after `timeout` seconds. Reads the pipe's file descriptor itself: select on
+    a buffered file object misses a line already sitting in its buffer (and would wait out the timeout)."""
+    global _pending
+    fd, deadline = server.stdout.fileno(), time.monotonic() + timeout
+    while b"\n" not in _pending:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            return None
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            raise RuntimeError("the lmforge fork server ended")
+        _pending += chunk
+    line, _, _pending = _pending.partition(b"\n")
+    return line.decode()
 
 
 def run_forked(args: list[str], timeout: float) -> subprocess.CompletedProcess | None:
@@ -49,18 +69,18 @@ def run_forked(args: list[str], timeout: float) -> subprocess.CompletedProcess |
         os.umask(umask)
         request = {"argv": args, "env": dict(os.environ), "cwd": os.getcwd(), "umask": umask, "out": str(out),
                    "err": str(err)}
-        server.stdin.write(json.dumps(request) + "\n")
+        server.stdin.write((json.dumps(request) + "\n").encode())
         server.stdin.flush()
-        pid = int(server.stdout.readline())
-        ready, _, _ = select.select([server.stdout], [], [], timeout)
-        timed_out = not ready
+        pid = int(_read_line(server, 60))
+        code = _read_line(server, timeout)
+        timed_out = code is None
         if timed_out:
-            os.kill(pid, signal.SIGKILL)
-        code = int(server.stdout.readline())
+            os.kill(pid, signal.SIGKILL)  # the server has not reaped it yet (no exit code sent): still our child's
+            code = _read_line(server, 60)
         stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
     if timed_out:
         raise subprocess.TimeoutExpired(["lmforge", *args], timeout, stdout, stderr)
-    return subprocess.CompletedProcess([sys.executable, "-m", "lmforge", *args], code, stdout, stderr)
+    return subprocess.CompletedProcess([sys.executable, "-m", "lmforge", *args], int(code), stdout, stderr)
 
 
 def _child(request: dict) -> None:

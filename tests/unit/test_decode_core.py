@@ -26,10 +26,10 @@ def test_one_sample_function_and_one_model_call_on_a_cache():
     # (cli/ has `lmforge data sample`, a command; methods such as PPO's `sample` of a rollout are not token samplers)
     assert samples == ["generation/sampling.py"]
     # a model forward on a KV cache is written once, in the decode step; the model and its adapter wrappers
-    # (which are models themselves) pass the cache down
+    # (which are models themselves, like the training-time LLaVA wrapper train/vlm_model.py) pass the cache down
     callers = {name for name, tree in _sources() for node in ast.walk(tree)
                if isinstance(node, ast.Call) and any(k.arg == "kv_cache" for k in node.keywords)
-               and not name.startswith(("model/", "peft/"))}
+               and not name.startswith(("model/", "peft/")) and name != "train/vlm_model.py"}
     assert callers == {"generation/step.py"}
     assert not (PACKAGE / "train" / "sample.py").exists()
     assert not (PACKAGE / "engine" / "fast_decode.py").exists()

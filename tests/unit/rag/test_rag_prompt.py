@@ -60,7 +60,8 @@ def test_serve_rag_feeds_safe_ids_and_returns_sources(smollm2, minilm, tmp_path)
             as (url, llm):
         fed = []
         add_request = llm.add_request
-        llm.add_request = lambda ids, params=None: fed.append(list(ids)) or add_request(ids, params)
+        llm.add_request = lambda ids, params=None, images=None: fed.append(list(ids)) or add_request(ids, params,
+                                                                                                     images)
         body = {"model": "smollm2-135m", "max_tokens": 3, "temperature": 0,
                 "messages": [{"role": "user", "content": "When are Zorbel tides high?"}]}
         r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)

@@ -17,12 +17,10 @@ import torch
 from safetensors.torch import load_file
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
-from lmforge.data.corpus import CorpusConfig, corpus_documents
-from lmforge.data.pack import PackConfig, pack_documents
-from lmforge.tokenizer import train_tokenizer
 from lmforge.train.checkpoint import verify_checkpoint
 from lmforge.train.metrics import read_metrics
 from tests.cli_util import assert_user_error
+from tests.packed_corpus import pack_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 4
@@ -31,10 +29,7 @@ STEPS = 4
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     root = tmp_path_factory.mktemp("packed")
-    docs = list(corpus_documents(CorpusConfig(documents=300, seed=5)))
-    tok = train_tokenizer([d.text for d in docs], type="byte-bpe", vocab_size=300)
-    tok.save(root / "tok")
-    pack_documents(docs, tok, root / "data", PackConfig(seq_len=32, val_fraction=0.1, seed=5))
+    pack_corpus(root, documents=300, seed=5, vocab_size=300)
     return root / "data", root / "tok"
 
 

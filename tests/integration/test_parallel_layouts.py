@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.data.corpus import CorpusConfig, corpus_documents
-from lmforge.data.pack import PackConfig, pack_documents
 from lmforge.model.presets import get_preset
-from lmforge.tokenizer import train_tokenizer
 from lmforge.train.metrics import read_metrics
 from tests.cli_util import run_cli
+from tests.packed_corpus import pack_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 20
@@ -37,10 +35,7 @@ MODELS = {"dense": get_preset("tiny-llama", **TINY),
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     root = tmp_path_factory.mktemp("packed")
-    docs = list(corpus_documents(CorpusConfig(documents=300, seed=5)))
-    tok = train_tokenizer([d.text for d in docs], type="byte-bpe", vocab_size=300)
-    tok.save(root / "tok")
-    pack_documents(docs, tok, root / "data", PackConfig(seq_len=32, val_fraction=0.1, seed=5))
+    pack_corpus(root, documents=300, seed=5, vocab_size=300)
     for name, cfg in MODELS.items():
         cfg.save(root / f"{name}.json")
     return root

@@ -2,22 +2,16 @@
 
 import pytest
 
-from lmforge.data.corpus import CorpusConfig, corpus_documents
-from lmforge.data.pack import PackConfig, pack_documents
 from lmforge.model import get_preset
-from lmforge.tokenizer import train_tokenizer
 from lmforge.train.config import TrainConfig
+from tests.packed_corpus import pack_corpus
 
 
 @pytest.fixture(scope="session")
 def packed(tmp_path_factory):
     """(data dir, tokenizer dir, tokenizer): 400 corpus documents, a 320-token byte-BPE, rows of 32 tokens."""
     root = tmp_path_factory.mktemp("packed")
-    docs = list(corpus_documents(CorpusConfig(documents=400, seed=3)))
-    tok = train_tokenizer([d.text for d in docs], type="byte-bpe", vocab_size=320)
-    tok.save(root / "tok")
-    pack_documents(docs, tok, root / "data", PackConfig(seq_len=32, val_fraction=0.1, seed=3))
-    return root / "data", root / "tok", tok
+    return pack_corpus(root, documents=400, seed=3, vocab_size=320)
 
 
 def tiny_model_config(vocab_size: int):

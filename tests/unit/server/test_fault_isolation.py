@@ -69,8 +69,12 @@ def test_a_fault_in_one_request_ends_only_that_request(lm, monkeypatch, where):
                    for i in range(3)]
         for t in threads:
             t.start()
-        while llm.runner.num_computed_tokens == 0 or not llm.scheduler.running:
+        # All three streams run before the guilty request arrives: a fault outside any one request (the scheduler)
+        # ends the newest request, which must be the guilty one, not a stream whose HTTP request came in late.
+        deadline = time.time() + 10
+        while len(llm.scheduler.running) < 3 and time.time() < deadline:
             time.sleep(0.005)
+        assert len(llm.scheduler.running) == 3
         guilty = post(url, "/v1/completions", {"model": MODEL, "prompt": "the dog", "max_tokens": 8,
                                                "seed": GUILTY_SEED})
         for t in threads:

@@ -58,8 +58,11 @@ def _read_line(server: subprocess.Popen, timeout: float) -> str | None:
     return line.decode()
 
 
-def run_forked(args: list[str], timeout: float) -> subprocess.CompletedProcess | None:
-    """The CompletedProcess of `python -m lmforge ARGS`, or None when the server is unavailable."""
+def run_forked(args: list[str], timeout: float, env: dict | None = None,
+               on_start=None) -> subprocess.CompletedProcess | None:
+    """The CompletedProcess of `python -m lmforge ARGS` (environment `env`, default ours), or None when the server is
+    unavailable. `on_start(pid)` is called once the child runs (a test may SIGKILL it). Not thread-safe: one call at
+    a time per process."""
     server = _start()
     if server is None:
         return None
@@ -67,11 +70,13 @@ def run_forked(args: list[str], timeout: float) -> subprocess.CompletedProcess |
         out, err = Path(tmp) / "out", Path(tmp) / "err"
         umask = os.umask(0)
         os.umask(umask)
-        request = {"argv": args, "env": dict(os.environ), "cwd": os.getcwd(), "umask": umask, "out": str(out),
-                   "err": str(err)}
+        request = {"argv": args, "env": dict(os.environ if env is None else env), "cwd": os.getcwd(), "umask": umask,
+                   "out": str(out), "err": str(err)}
         server.stdin.write((json.dumps(request) + "\n").encode())
         server.stdin.flush()
         pid = int(_read_line(server, 60))
+        if on_start is not None:
+            on_start(pid)
         code = _read_line(server, timeout)
         timed_out = code is None
         if timed_out:
@@ -123,8 +128,11 @@ def _child(request: dict) -> None:
 
 
 def _serve() -> None:
+    import torch._dynamo  # noqa: F401  torch.optim's first add_param_group imports it: 1.6 s of CPU per run
+
     import lmforge.cli.main  # noqa: F401  torch, typer and the command table, imported once
     import lmforge.formats.loader  # noqa: F401
+    import lmforge.train.trainer  # noqa: F401  what every training command imports
 
     channel = sys.stdout
     print("ready", file=channel, flush=True)

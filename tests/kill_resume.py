@@ -2,14 +2,17 @@
 the figures every step logged, without the wall-clock ones, must be bitwise equal (CPU, fp32, one thread)."""
 
 import os
+import queue
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from lmforge.train.metrics import read_metrics
+from tests.cli_fork import run_forked
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("elapsed_s", "memory_mb", "mfu")  # and every "*_per_s"
@@ -33,25 +36,42 @@ def lmforge(*args) -> list[str]:
     return [sys.executable, "-m", "lmforge", *map(str, args)]
 
 
+def _run(command: list[str], timeout: float, on_start=None) -> subprocess.CompletedProcess:
+    """`command` to the end: forked from the tests' warm server when it is `python -m lmforge ...` (tests/cli_fork.py),
+    else a plain subprocess. `on_start(pid)` once it runs."""
+    if command[:3] == lmforge() and os.environ.get("LMFORGE_TEST_FORK", "1") != "0":
+        result = run_forked(command[3:], timeout, env=env(), on_start=on_start)
+        if result is not None:
+            return result
+    proc = subprocess.Popen(command, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if on_start is not None:
+        on_start(proc.pid)
+    stdout, stderr = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
 def kill_resume_and_compare(command: list[str], ref_out: Path, out: Path, steps: int, kill_range: tuple[int, int],
                             timeout: float = 300) -> int:
     """Run `command` (which writes to ref_out) to the end; run it again with ref_out replaced by `out`, SIGKILL it
     after a random step in kill_range, rerun with --resume; assert both metrics logs are equal and every step was
     logged once. Returns the step after which the run was killed."""
-    ref = subprocess.run(command, env=env(), capture_output=True, text=True, timeout=timeout)
+    ref = _run(command, timeout)
     assert ref.returncode == 0, ref.stderr
     killed_cmd = [str(out) if arg == str(ref_out) else arg for arg in command]
     kill_after = random.Random(time.time_ns()).randint(*kill_range)
-    proc = subprocess.Popen(killed_cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None and max(train_steps(out) or [0]) < kill_after:
+    started, finished = queue.Queue(), queue.Queue()
+    runner = threading.Thread(target=lambda: finished.put(_run(killed_cmd, timeout, on_start=started.put)))
+    runner.start()
+    pid, deadline = started.get(timeout=60), time.time() + timeout
+    while time.time() < deadline and finished.empty() and max(train_steps(out) or [0]) < kill_after:
         time.sleep(0.01)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert finished.empty(), "the run finished before it could be killed"
+    os.kill(pid, signal.SIGKILL)
+    runner.join()
+    assert finished.get().returncode == -signal.SIGKILL
     killed_at = max(train_steps(out))
     assert killed_at < steps
-    resumed = subprocess.run([*killed_cmd, "--resume"], env=env(), capture_output=True, text=True, timeout=timeout)
+    resumed = _run([*killed_cmd, "--resume"], timeout)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout, resumed.stdout
     assert sorted(train_steps(out)) == list(range(1, steps + 1))

@@ -193,7 +193,12 @@ def exponential_noise(probs: torch.Tensor, generators) -> torch.Tensor:
     if isinstance(generators, torch.Generator) or generators is None:
         noise = torch.empty_like(probs).exponential_(generator=generators)
     else:
-        noise = torch.empty_like(probs).exponential_()
+        noise = torch.empty_like(probs)
+        unseeded = [row for row, generator in enumerate(generators) if generator is None]
+        if len(unseeded) == len(noise):
+            noise.exponential_()
+        elif unseeded:  # each row is drawn once: from the global generator, or from its own
+            noise[unseeded] = torch.empty_like(noise[unseeded]).exponential_()
         for row, generator in enumerate(generators):
             if generator is not None:
                 noise[row].exponential_(generator=generator)

@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 _server: subprocess.Popen | None = None
 _pending = b""  # bytes read from the server past the last line
+forked_cpu_s = 0.0  # CPU seconds of every child forked so far (a test-time profiler may read it)
 
 
 def _start() -> subprocess.Popen | None:
@@ -63,6 +64,7 @@ def run_forked(args: list[str], timeout: float, env: dict | None = None,
     """The CompletedProcess of `python -m lmforge ARGS` (environment `env`, default ours), or None when the server is
     unavailable. `on_start(pid)` is called once the child runs (a test may SIGKILL it). Not thread-safe: one call at
     a time per process."""
+    global forked_cpu_s
     server = _start()
     if server is None:
         return None
@@ -85,6 +87,8 @@ def run_forked(args: list[str], timeout: float, env: dict | None = None,
         stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
     if timed_out:
         raise subprocess.TimeoutExpired(["lmforge", *args], timeout, stdout, stderr)
+    code, cpu_s = code.split()
+    forked_cpu_s += float(cpu_s)
     return subprocess.CompletedProcess([sys.executable, "-m", "lmforge", *args], int(code), stdout, stderr)
 
 
@@ -142,8 +146,8 @@ def _serve() -> None:
         if pid == 0:
             _child(request)
         print(pid, file=channel, flush=True)
-        _, status = os.waitpid(pid, 0)
-        print(os.waitstatus_to_exitcode(status), file=channel, flush=True)
+        _, status, usage = os.wait4(pid, 0)
+        print(os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime, file=channel, flush=True)
 
 
 if __name__ == "__main__":

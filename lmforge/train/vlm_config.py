@@ -18,6 +18,7 @@ from lmforge.train.config_sections import check_ints, check_run
 INTERFACES = ("projector", "qformer", "cross-attention")
 EMBEDDED = ("smollm2-135m", "smollm2-135m-instruct")  # formats/loader.py's EMBEDDED_NAMES (that module loads torch)
 STAGES = ("1", "2", "1,2")
+ANSWER_FORMAT = "Answer the question using a single word or phrase."  # LLaVA-1.5 (Liu et al., 2023b)
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,12 @@ class VlmConfig(ConfigIO):
     stage2_steps: int = setting(160, "Stage 2 (visual questions) optimizer steps.")
     batch_size: int = setting(8, "Examples (image + prompt + answer) per step.", short="-b")
     lr: float = setting(2e-3, "Peak learning rate of the interface (warmup, then cosine).")
-    lora_r: int = setting(0, "Stage 2: LoRA rank on the LLM's attention (merged into the saved LLM); 0: the LLM "
+    lora_r: int = setting(8, "Stage 2: LoRA rank on the LLM's attention (merged into the saved LLM); 0: the LLM "
                           "stays frozen in both stages.")
     lora_lr: float = setting(5e-4, "Peak learning rate of the LoRA weights.")
+    answer_format: str = setting(ANSWER_FORMAT, "The response-format line after every visual question, "
+                                 "trained and held-out (LLaVA-1.5's): one-word answers are asked for, not trained "
+                                 "into the model's manner of answering; '' for none.")
     qformer_queries: int = setting(8, "Q-Former: learned queries (= visual tokens per image).")
     cross_every: int = setting(6, "Cross-attention: a gated layer after every N-th decoder block.")
     train_images: int = setting(600, "Training scenes (each gives a caption and 3-4 questions).")

@@ -2,8 +2,10 @@
 
 A user turn "<image>\\nQUESTION" rendered with the LLM's own chat template (as LLaVA does; `<image>` is a special
 token added to the tokenizer), the placeholder expanded to one slot per visual token, and the assistant's answer
-as the only target. Stage 1 asks for a caption, stage 2 asks the visual questions. Held-out exact match: greedy
-answers (KV-cached, batched) compared with the reference after stripping whitespace.
+as the only target. Stage 1 asks for a caption, stage 2 asks the visual questions, each followed by a response-format
+instruction (LLaVA-1.5's "Answer the question using a single word or phrase."), so that the one-word answers the
+exact match wants are asked for, not learned as the model's manner of answering everything. Held-out exact match:
+greedy answers (KV-cached, batched) compared with the reference after stripping whitespace.
 """
 
 from __future__ import annotations
@@ -59,8 +61,11 @@ def caption_examples(tokenizer, scenes: list[Scene], image_token_id: int, tokens
             for i, s in enumerate(scenes)]
 
 
-def vqa_examples(tokenizer, scenes: list[Scene], image_token_id: int, tokens_per_image: int) -> list[Example]:
-    return [encode(tokenizer, question, answer, i, kind, image_token_id, tokens_per_image)
+def vqa_examples(tokenizer, scenes: list[Scene], image_token_id: int, tokens_per_image: int,
+                 answer_format: str = "") -> list[Example]:
+    """The visual questions of every scene; `answer_format` (if any) follows each question on a line of its own."""
+    suffix = f"\n{answer_format}" if answer_format else ""
+    return [encode(tokenizer, question + suffix, answer, i, kind, image_token_id, tokens_per_image)
             for i, s in enumerate(scenes) for kind, question, answer in s.qa()]
 
 

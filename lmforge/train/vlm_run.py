@@ -112,9 +112,9 @@ def _train(cfg: VlmConfig, log) -> dict:
     train_px, held_px = processor([s.image for s in train_scenes]), processor([s.image for s in held_scenes])
     n = model.tokens_per_image
     captions = caption_examples(tokenizer, train_scenes, image_token_id, n)
-    questions = vqa_examples(tokenizer, train_scenes, image_token_id, n)
+    questions = vqa_examples(tokenizer, train_scenes, image_token_id, n, cfg.answer_format)
     held_captions = caption_examples(tokenizer, held_scenes, image_token_id, n)
-    held_questions = vqa_examples(tokenizer, held_scenes, image_token_id, n)
+    held_questions = vqa_examples(tokenizer, held_scenes, image_token_id, n, cfg.answer_format)
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
     log(f"vlm: {cfg.interface} between a {size}px CLIP tower ({tower.config.n_layers} layers, dim "
         f"{tower.config.dim}) and {cfg.model} ({lm.config.num_params() / 1e6:.0f}M); {n} visual tokens per image; "

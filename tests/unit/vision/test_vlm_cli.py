@@ -82,3 +82,29 @@ def test_scenes_answer_what_is_drawn_and_splits_are_disjoint():
             assert near == (cell in scene.cells), (scene.caption, cell)
         if len(scene.cells) == 1:
             assert qa["where"] == PLACES[scene.cells[0]] and scene.caption.endswith(qa["where"])
+
+
+def test_visual_questions_ask_for_the_answer_format_captions_do_not():
+    """Stage 2's questions carry LLaVA-1.5's response-format line after the question (the default of
+    --answer-format), the captions of stage 1 do not, and '' leaves the bare question."""
+    from lmforge.data.drawn_images import DESCRIBE, QUESTIONS, scene_set
+    from lmforge.formats.loader import load
+    from lmforge.train.vlm_config import ANSWER_FORMAT, VlmConfig
+    from lmforge.train.vlm_data import add_image_token, caption_examples, vqa_examples
+
+    assert VlmConfig().answer_format == ANSWER_FORMAT == "Answer the question using a single word or phrase."
+    tokenizer = load(pretrained_tiny_dir()).tokenizer
+    image = add_image_token(tokenizer)
+    scenes = scene_set(2, 32, seed=0)
+
+    def user_turns(examples):
+        return [tokenizer.decode([i for i in e.prompt if i != image], skip_special_tokens=False) for e in examples]
+
+    asked = user_turns(vqa_examples(tokenizer, scenes, image, 4, ANSWER_FORMAT))
+    bare = user_turns(vqa_examples(tokenizer, scenes, image, 4, ""))
+    assert len(asked) == len(bare) >= 6
+    for with_format, without, (_, question, _) in zip(asked, bare, [qa for s in scenes for qa in s.qa()], strict=True):
+        assert f"{question}\n{ANSWER_FORMAT}" in with_format and question in without
+        assert ANSWER_FORMAT not in without
+    assert all(QUESTIONS["shape"] not in t and ANSWER_FORMAT not in t and DESCRIBE in t
+               for t in user_turns(caption_examples(tokenizer, scenes, image, 4)))

@@ -38,6 +38,7 @@ def test_vlm_two_stages_train_only_what_each_stage_may(tmp_path):
     assert all("lora_" in n for n in stage2["trained_names"] if n.startswith("language_model."))
     assert stage1["frozen_unchanged"] and stage2["frozen_unchanged"] and stage2["trained_changed"]
     assert summary["tokens_per_image"] == 16
+    assert summary["config"]["answer_format"] == "Answer the question using a single word or phrase."  # the default
 
     # the saved LLaVA directory against the inputs: the tower is the CLIP's as it was; in the LLM only the LoRA
     # targets (attention projections, B A merged) moved; embeddings, MLPs and norms are the original tensors

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmforge.generation.beam_search import BeamSearchParams, beam_search
-from tests.embedded import embedded_gguf
+from tests.embedded import transformers_reference
 
 pytestmark = pytest.mark.slow
 
@@ -17,12 +17,10 @@ SETTINGS = [(1.0, False), (0.6, True), (-0.5, "never")]
 
 
 def test_beam_search_equals_transformers_on_smollm2():
-    from transformers import AutoModelForCausalLM
 
     from lmforge import load
 
-    gguf = embedded_gguf()
-    ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
+    ref, _ = transformers_reference()  # transformers' read of the GGUF (saved once per machine)
     lm = load("smollm2-135m")
     ended = []
     for prompt, (length_penalty, early_stopping) in zip(PROMPTS, SETTINGS, strict=True):

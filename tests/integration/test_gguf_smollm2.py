@@ -9,7 +9,7 @@ import torch
 import transformers
 
 from lmforge.formats.gguf_import import read_gguf
-from tests.embedded import embedded_gguf
+from tests.embedded import embedded_gguf, transformers_reference
 
 pytestmark = pytest.mark.slow
 
@@ -39,14 +39,12 @@ def ours(gguf_path):
 
 @pytest.fixture(scope="module")
 def hf_model(gguf_path):
-    return transformers.AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    ).eval()
+    return transformers_reference()[0]  # transformers' read of the GGUF (saved once per machine)
 
 
 @pytest.fixture(scope="module")
 def hf_tokenizer(gguf_path):
-    return transformers.AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    return transformers_reference()[1]
 
 
 def test_state_dict_equals_transformers(ours, hf_model):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lmforge.generation.generate import generate
-from tests.embedded import embedded_gguf
+from tests.embedded import transformers_reference
 
 pytestmark = pytest.mark.slow
 
@@ -21,12 +21,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def reference():
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = embedded_gguf()
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    return model.eval(), tok
+    return transformers_reference()  # transformers' read of the GGUF (saved once per machine)
 
 
 @pytest.fixture(scope="module")

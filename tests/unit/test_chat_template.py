@@ -9,7 +9,7 @@ from transformers.utils.chat_template_utils import render_jinja_template  # the 
 
 from lmforge.common.errors import LmforgeError
 from lmforge.tokenizer import ALPACA_TEMPLATE, BUILTIN_TEMPLATES, CHATML_TEMPLATE, Tokenizer, render_chat_template
-from tests.embedded import embedded_gguf
+from tests.embedded import embedded_gguf, transformers_reference_dir
 
 CONVERSATIONS = {
     "single": [{"role": "user", "content": "Hi there"}],
@@ -38,10 +38,8 @@ def reference_render(template, messages, **kwargs):
 def smollm2(tmp_path_factory):
     path = embedded_gguf()
     template = gguf.GGUFReader(path).fields["tokenizer.chat_template"].contents()
-    reference = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    saved = tmp_path_factory.mktemp("smollm2_tokenizer")
-    reference.save_pretrained(str(saved))
-    return template, reference, Tokenizer.from_dir(saved)
+    saved = transformers_reference_dir()  # the GGUF's tokenizer as transformers reads it, saved
+    return template, transformers.AutoTokenizer.from_pretrained(saved), Tokenizer.from_dir(saved)
 
 
 @pytest.mark.parametrize("name", CONVERSATIONS)

@@ -13,6 +13,7 @@ sample), pass@8 (an oracle), the share of picks whose every step is right, and P
 from __future__ import annotations
 
 import argparse
+import bisect
 import json
 import random
 import time
@@ -43,52 +44,42 @@ def outcome_pairs(n_pairs: int, seed: int, n: int) -> list[dict]:
     return pairs[:n_pairs]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="Backbone of both reward models (default: the tests' small "
-                        "pretrained model).")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--train", type=int, default=3000, help="Training solutions (PRM) / pairs (ORM).")
-    parser.add_argument("--problems", type=int, default=300, help="Held-out problems.")
-    parser.add_argument("--n", type=int, default=8, help="Samples per problem.")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default="runs/prm_bon")
-    args = parser.parse_args()
-    model = args.model
-    if model is None:
-        from tests.pretrained_tiny import pretrained_tiny_dir
+def error_kinds(problem: dict, steps: list[str]) -> list[str]:
+    """Each step's planted error (the sampler's, read back from the text): ok, miscopy (the running sum copied with
+    its carry dropped), recover (a later copy adding the 10 back), slip (a sum off by one), or two joined by +."""
+    previous, out = problem["start"], []
+    for step in steps:
+        x, rest = step.split("+")
+        a, y = map(int, rest.split("="))
+        x = int(x)
+        kinds = ["miscopy"] if x == previous - 10 else ["recover"] if x == previous + 10 else []
+        kinds += ["slip"] if x + a != y else []
+        out.append("+".join(kinds) or "ok")
+        previous = y
+    return out
 
-        model = str(pretrained_tiny_dir())
-    out = Path(args.out)
-    shared = {"model": model, "threads": args.threads, "fresh": True,
-              "schedule": {"max_steps": args.steps, "warmup_steps": 20},
-              "batch": {"batch_size": args.batch_size}, "logging": {"eval_every": args.steps},
-              "checkpoint": {"checkpoint_every": args.steps}}
-    quiet = lambda message: None  # noqa: E731
-    start = time.time()
-    prm_summary = train_prm(PRMConfig.from_dict({**shared, "out": str(out / "prm"),
-                                                 "data": {"train_solutions": args.train}}), log=quiet)
-    prm_s = time.time() - start
-    pairs_file = out / "orm_pairs.jsonl"
-    pairs_file.write_text("".join(json.dumps(p) + "\n" for p in outcome_pairs(args.train, 0, args.n)))
-    start = time.time()
-    orm_summary = train_reward_model(RewardConfig.from_dict({**shared, "out": str(out / "orm"),
-                                                            "data": {"data": str(pairs_file),
-                                                                     "train_pairs": args.train,
-                                                                     "max_len": 128}}), log=quiet)
-    orm_s = time.time() - start
-    prm, orm = load_prm(out / "prm" / "prm"), load_reward_model(out / "orm" / "reward_model")
 
+def auc(wrong: list[float], right: list[float]) -> float:
+    """P(a wrong step's score < a right step's), ties counted half: how well the PRM ranks the errors low."""
+    if not wrong or not right:
+        return float("nan")
+    ranked = sorted(right)
+    above = sum(len(ranked) - bisect.bisect_right(ranked, v) for v in wrong)
+    ties = sum(bisect.bisect_right(ranked, v) - bisect.bisect_left(ranked, v) for v in wrong)
+    return (above + 0.5 * ties) / (len(wrong) * len(ranked))
+
+
+def best_of_n_figures(prm, orm, problems: list[dict], n: int) -> dict:
+    """Every selector's final-answer accuracy on n samples per problem (the same samples for all), the share of
+    picks whose every step is right, and how the PRM scores each kind of planted error (recall at 0.5, AUC)."""
     rng = random.Random("prm-bench-samples")
-    right = {k: 0 for k in ("prm_min", "prm_prod", "orm", "majority", "prm_weighted_vote", "pass@1",
-                            f"pass@{args.n}")}
+    right = {k: 0 for k in ("prm_min", "prm_prod", "orm", "majority", "prm_weighted_vote", "pass@1", f"pass@{n}")}
     clean = {k: 0 for k in ("prm_min", "prm_prod", "orm")}  # picks whose every step is right (not just the answer)
-    problems = heldout_problems(args.problems)
+    by_kind: dict[str, list[float]] = {}
     for problem in problems:
-        samples = [sample_solution(problem, rng) for _ in range(args.n)]
+        samples = [sample_solution(problem, rng) for _ in range(n)]
         probs = prm.step_scores_batch([(problem["prompt"], s["steps"]) for s in samples])
-        orm_scores = orm.score([problem["prompt"]] * args.n, ["\n".join(s["steps"]) for s in samples]).tolist()
+        orm_scores = orm.score([problem["prompt"]] * n, ["\n".join(s["steps"]) for s in samples]).tolist()
         finals = [s["final"] for s in samples]
         picks = {"prm_min": best_of_n([aggregate(p, "min") for p in probs]),
                  "prm_prod": best_of_n([aggregate(p, "prod") for p in probs]), "orm": best_of_n(orm_scores)}
@@ -98,20 +89,74 @@ def main() -> None:
         votes: dict[int, float] = {}
         for s, p in zip(samples, probs, strict=True):  # Math-Shepherd / Lightman: majority vote weighted by the PRM
             votes[s["final"]] = votes.get(s["final"], 0.0) + aggregate(p, "min")
+            for kind, score in zip(error_kinds(problem, s["steps"]), p, strict=True):
+                by_kind.setdefault(kind, []).append(score)
         right["prm_weighted_vote"] += max(votes, key=votes.get) == problem["answer"]
         right["majority"] += majority_vote(finals) == problem["answer"]
-        right["pass@1"] += sum(s["correct"] for s in samples) / args.n
-        right[f"pass@{args.n}"] += any(s["correct"] for s in samples)
-    acc = {k: v / len(problems) for k, v in right.items()}
+        right["pass@1"] += sum(s["correct"] for s in samples) / n
+        right[f"pass@{n}"] += any(s["correct"] for s in samples)
+    ok = by_kind.get("ok", [])
+    kinds = {k: {"steps": len(v), "recall@0.5": round(sum(x <= 0.5 for x in v) / len(v), 3),
+                 "auc_vs_right_steps": round(auc(v, ok), 3)} for k, v in sorted(by_kind.items()) if k != "ok"}
+    return {"accuracy": {k: round(v / len(problems), 4) for k, v in right.items()},
+            "right_process": {k: round(v / len(problems), 4) for k, v in clean.items()}, "prm_by_error": kinds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="Backbone of both reward models (default: the tests' small "
+                        "pretrained model).")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=16, help="Pairs per ORM step; the PRM reads twice as "
+                        "many solutions per step, so both see the same number of solutions.")
+    parser.add_argument("--train", type=int, default=3000, help="ORM pairs; the PRM gets twice as many solutions "
+                        "(the solutions those pairs hold).")
+    parser.add_argument("--problems", type=int, default=300, help="Held-out problems.")
+    parser.add_argument("--n", type=int, default=8, help="Samples per problem.")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default="runs/prm_bon")
+    parser.add_argument("--reuse-orm", action="store_true", help="Score with OUT/orm from an earlier run (to study "
+                        "PRM variants; the figures to report come from a run that trains both).")
+    args = parser.parse_args()
+    model = args.model
+    if model is None:
+        from tests.pretrained_tiny import pretrained_tiny_dir
+
+        model = str(pretrained_tiny_dir())
+    out = Path(args.out)
+    shared = {"model": model, "threads": args.threads, "fresh": True,
+              "schedule": {"max_steps": args.steps, "warmup_steps": 20}, "logging": {"eval_every": args.steps},
+              "checkpoint": {"checkpoint_every": args.steps}}
+    quiet = lambda message: None  # noqa: E731
+    start = time.time()
+    prm_summary = train_prm(PRMConfig.from_dict({**shared, "out": str(out / "prm"),
+                                                 "batch": {"batch_size": 2 * args.batch_size},
+                                                 "data": {"train_solutions": 2 * args.train}}), log=quiet)
+    prm_s = time.time() - start
+    start = time.time()
+    if args.reuse_orm:
+        orm_summary = json.loads((out / "orm" / "summary.json").read_text())
+    else:
+        pairs_file = out / "orm_pairs.jsonl"
+        pairs_file.write_text("".join(json.dumps(p) + "\n" for p in outcome_pairs(args.train, 0, args.n)))
+        orm_summary = train_reward_model(RewardConfig.from_dict({**shared, "out": str(out / "orm"),
+                                                                "batch": {"batch_size": args.batch_size},
+                                                                "data": {"data": str(pairs_file),
+                                                                         "train_pairs": args.train,
+                                                                         "max_len": 128}}), log=quiet)
+    orm_s = time.time() - start
+    prm, orm = load_prm(out / "prm" / "prm"), load_reward_model(out / "orm" / "reward_model")
+    figures = best_of_n_figures(prm, orm, heldout_problems(args.problems), args.n)
+    acc = figures["accuracy"]
     best_baseline = max(acc["orm"], acc["majority"])
     report = {"benchmark": "prm_best_of_n", "policy": "synthetic sampler (prm_data.StepSampler defaults)",
-              "backbone": model, "n": args.n, "heldout_problems": len(problems), "accuracy": acc,
-              "right_process": {k: v / len(problems) for k, v in clean.items()},
+              "backbone": model, "n": args.n, "heldout_problems": args.problems, **figures,
               "ours": acc["prm_min"], "baseline": best_baseline, "ratio": acc["prm_min"] / max(best_baseline, 1e-9),
               "prm_heldout_step_accuracy": prm_summary.get("step_accuracy_after"),
               "prm_heldout_error_recall": prm_summary.get("error_recall_after"),
               "orm_heldout_pairwise_accuracy": orm_summary.get("accuracy_after"),
-              "train_steps": args.steps, "prm_train_s": round(prm_s, 1), "orm_train_s": round(orm_s, 1)}
+              "train_steps": args.steps, "prm_train_solutions": 2 * args.train, "orm_train_pairs": args.train,
+              "prm_train_s": round(prm_s, 1), "orm_train_s": None if args.reuse_orm else round(orm_s, 1)}
     print(json.dumps(report, indent=1))
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
 

@@ -1,9 +1,10 @@
 """SFT data selection against a random pick at the same budget: the embedded instruction task with planted
 low-quality rows (wrong answers, truncated answers, duplicated rows), the small pretrained model of
 tests/pretrained_tiny.py fine-tuned on the top share chosen by `lmforge data select` and on a random share, scored by
-exact match on the embedded held-out split. The selector's quality score is the perplexity of each row's answer under
-a reference model fine-tuned on the whole noisy pool (small-loss selection: the rule most rows follow is learned
-first, so rows that break it — wrong or cut answers — stay unlikely), ranked inside k-means clusters (--strata).
+exact match on the embedded held-out split. The selector: exact copies dropped first (--dedup), then the perplexity of
+each row's answer under a reference model fine-tuned on the whole noisy pool (small-loss selection: the rule most
+rows follow is learned first, so rows that break it — wrong or cut answers — stay unlikely), ranked inside k-means
+clusters (--strata) of sentence embeddings (--embedder, all-MiniLM-L6-v2), so every kind of task keeps its share.
 Each finished arm is reused by a rerun; --arms runs one arm per process.
 
     python benchmarks/sft_selection.py --seeds 0 1 2 --by perplexity --out runs/sft_selection
@@ -80,8 +81,12 @@ def heldout_exact_match(model_dir: Path, seed: int, n: int) -> float:
 
 
 def planted_share(path: Path, pool: list[dict]) -> dict:
-    kept = [json.loads(line)["planted"] for line in path.read_text().splitlines()]
-    return {k: round(kept.count(k) / len(kept), 3) for k in ("clean", "wrong", "truncated", "duplicate")}
+    """The share of each planted kind among the kept rows, and of distinct conversations (a copy counts once)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    kept = [r["planted"] for r in rows]
+    distinct = len({json.dumps(r["messages"], sort_keys=True) for r in rows})
+    return {**{k: round(kept.count(k) / len(kept), 3) for k in ("clean", "wrong", "truncated", "duplicate")},
+            "distinct": round(distinct / len(kept), 3)}
 
 
 def run_seed(seed: int, args, base: str) -> dict:
@@ -94,7 +99,8 @@ def run_seed(seed: int, args, base: str) -> dict:
     reference = sft(base, data, root / "reference", args, seed)  # fine-tuned on everything, noise included
     picks = {"random": ("--by", "random", "--seed", seed),
              args.by: ("--by", args.by, "--model", reference, "--strata", args.strata, "--max-similarity",
-                       args.max_similarity)}
+                       args.max_similarity, *(("--embedder", args.embedder) if args.embedder else ()),
+                       *(("--dedup",) if args.dedup else ()))}
     out = {"pool": len(pool), "keep": args.keep}
     for arm, how in picks.items():
         if arm not in args.arms and not (arm != "random" and "selector" in args.arms):
@@ -124,6 +130,10 @@ def main() -> None:
     p.add_argument("--keep", type=float, default=0.3)
     p.add_argument("--strata", type=int, default=8, help="k-means clusters the selector ranks inside (0: off)")
     p.add_argument("--max-similarity", type=float, default=0.99, help="quality-diversity's cosine cap")
+    p.add_argument("--embedder", default="all-minilm-l6-v2", help="embeddings of --strata / diversity ('': the "
+                   "reference model's mean-pooled states)")
+    p.add_argument("--dedup", action=argparse.BooleanOptionalAction, default=True, help="selector drops exact "
+                   "copies first")
     p.add_argument("--clean", type=int, default=1500)
     p.add_argument("--wrong", type=int, default=600)
     p.add_argument("--truncated", type=int, default=300)
@@ -141,9 +151,11 @@ def main() -> None:
     if set(args.arms) != {"random", "selector"}:
         return
     gaps = [r["gap"] for r in runs]
-    print(json.dumps({"benchmark": "sft_selection", "by": args.by, "seeds": args.seeds,
-                      "selector_exact_match": [r[f"{args.by}_exact_match"] for r in runs],
-                      "random_exact_match": [r["random_exact_match"] for r in runs],
+    ours, random_ = [r[f"{args.by}_exact_match"] for r in runs], [r["random_exact_match"] for r in runs]
+    print(json.dumps({"benchmark": "sft_selection", "by": args.by, "dedup": args.dedup, "embedder": args.embedder,
+                      "seeds": args.seeds, "selector_exact_match": ours, "random_exact_match": random_,
+                      "ours": round(sum(ours) / len(ours), 4), "baseline": round(sum(random_) / len(random_), 4),
+                      "ratio": round(sum(ours) / max(sum(random_), 1e-9), 3),
                       "mean_gap": round(sum(gaps) / len(gaps), 4), "selector_wins": sum(g > 0 for g in gaps)}))
 
 

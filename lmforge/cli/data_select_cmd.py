@@ -19,9 +19,10 @@ from lmforge.common.threads import set_threads
 METHODS = ("reward", "perplexity", "kcenter", "quality-diversity", "random")
 
 
-def _text(messages: list[dict]) -> str:
-    """What is embedded: every turn's content, one per line (the embedder cuts it to its window)."""
-    return "\n".join(m["content"] for m in messages)
+def _text(messages: list[dict], roles: bool = False) -> str:
+    """What is embedded (every turn's content, one per line; the embedder cuts it to its window), or with roles
+    what --dedup compares."""
+    return "\n".join(f"{m['role']}: {m['content']}" if roles else m["content"] for m in messages)
 
 
 def _check(by: str, keep: float, model: str | None, reward_model: Path | None, embedder: str | None) -> None:
@@ -83,6 +84,9 @@ def select(
                                         "lmforge model. Default: --model, mean-pooled.", show_default=False),
     max_similarity: float = typer.Option(0.9, "--max-similarity", help="quality-diversity: a row whose cosine "
                                          "similarity to a kept row exceeds this is skipped."),
+    dedup: bool = typer.Option(False, "--dedup", help="Drop exact copies of a conversation (same turns after "
+                               "Unicode NFKC and whitespace collapsing; case kept) before selecting: a copy adds "
+                               "nothing but takes a place. The budget stays --keep of the input's rows."),
     strata: int = typer.Option(0, "--strata", min=0, help="reward, perplexity, quality-diversity: k-means the "
                                "embeddings into this many clusters and keep the same share of each, ranked inside it "
                                "(a pool-wide ranking drifts to the easiest kind of row). 0: off."),
@@ -106,13 +110,29 @@ def select(
     set_threads(threads)
     import numpy as np
 
-    from lmforge.data.select import k_center_greedy, keep_count, kmeans, quality_diversity, random_k, stratified, top_k
+    from lmforge.data.select import (
+        first_copies,
+        k_center_greedy,
+        keep_count,
+        kmeans,
+        quality_diversity,
+        random_k,
+        stratified,
+        top_k,
+    )
     from lmforge.train.post.sft_data import read_chat_records
 
     records = read_chat_records(input, format)  # data mistakes surface before any model loads
-    convs = [c for _, c in records]
-    k = keep_count(len(records), keep)
-    values, note = None, ""
+    k = keep_count(len(records), keep)  # the budget is a share of the input, copies included
+    pool, copies, note = np.arange(len(records)), {}, ""
+    if dedup:
+        pool, copies = first_copies([_text(c, roles=True) for _, c in records])
+        note = f"; {len(copies)} exact copies dropped first"
+        if len(pool) < k:
+            note += f" (only {len(pool)} distinct rows: fewer than the {k} asked)"
+    convs = [records[i][1] for i in pool]
+    k = min(k, len(pool))
+    values = None
     with _Bar(quiet) as bar:
         if by in ("reward", "quality-diversity") and reward_model is not None:
             from lmforge.train.post.reward_model import load_reward_model
@@ -137,21 +157,21 @@ def select(
         if by == "kcenter":
             chosen = k_center_greedy(vectors, k, bar.task("k-center", k - 1))
         elif by == "random":
-            chosen = random_k(len(records), k, seed)
+            chosen = random_k(len(pool), k, seed)
         elif strata:
             chosen = stratified(kmeans(vectors, strata, seed), k, pick)
-            note = f"; {strata} strata"
+            note += f"; {strata} strata"
         else:
-            chosen = pick(np.arange(len(records)), k)
+            chosen = pick(np.arange(len(pool)), k)
         if sum(filled):
             note += f"; {sum(filled)} near-duplicate rows filled the budget"
-    kept = sorted(int(i) for i in chosen)
+    kept = sorted(int(pool[i]) for i in chosen)  # row numbers of the input
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(records[i][0], ensure_ascii=False) + "\n" for i in kept))
     if scores is not None:
-        _write_scores(scores, values, set(kept))
-    print(f"kept {len(kept)} of {len(records)} rows of {input} by {by}{_score_note(by, values, kept, reward_model)}"
-          f"{note}; wrote {out}")
+        _write_scores(scores, values, pool, copies, set(kept))
+    print(f"kept {len(kept)} of {len(records)} rows of {input} by {by}"
+          f"{_score_note(by, values, sorted(int(i) for i in chosen), reward_model)}{note}; wrote {out}")
 
 
 def _perplexities(model: str, convs, max_len: int, batch_size: int, dtype: str, progress) -> list[float]:
@@ -187,12 +207,16 @@ def _score_note(by: str, values, kept: list[int], reward_model) -> str:
             f"{max(values):.3g})")
 
 
-def _write_scores(path: Path, values, kept: set[int]) -> None:
+def _write_scores(path: Path, values, pool, copies: dict[int, int], kept: set[int]) -> None:
+    """One line per input row: its score (None for inf / nan, and for a copy --dedup dropped: copy_of its first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    n = len(values) if values is not None else 0
+    scored = {int(row): v for row, v in zip(pool, values, strict=True)} if values is not None else {}
     with path.open("w") as f:
-        for i in range(n):
-            score = values[i] if math.isfinite(values[i]) else None  # JSON has no inf
+        for i in range(len(scored) + len(copies) if values is not None else 0):
+            if i in copies:
+                f.write(json.dumps({"row": i, "score": None, "kept": False, "copy_of": copies[i]}) + "\n")
+                continue
+            score = scored[i] if math.isfinite(scored[i]) else None  # JSON has no inf
             f.write(json.dumps({"row": i, "score": score, "kept": i in kept}) + "\n")
     if values is None:
         print(f"note: --by gives no per-row score; {path} is empty", file=sys.stderr)

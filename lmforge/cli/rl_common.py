@@ -44,6 +44,10 @@ def run_command(cfg, *, model: str, out: str | None, task: str, max_operand: int
     run = RunConfig(out=out or f"runs/{algo_name(cfg)}", eval_prompts=eval_prompts, eval_every=eval_every,
                     export_hf=export_hf, threads=threads, **run_settings)
     check_out(run)  # a rerun over checkpoints without --resume / --fresh is refused before anything loads
+    if getattr(cfg, "process_reward_model", None) is not None:
+        from lmforge.train.post.prm_train import check_prm_dir
+
+        check_prm_dir(cfg.process_reward_model)
     if prompts:
         from lmforge.train.post.prompt_set import PromptSet
         from lmforge.train.post.rewards import parse_reward

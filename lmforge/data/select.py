@@ -1,7 +1,8 @@
 """SFT data selection on scores and embeddings already computed: top-k by a score, K-Center-Greedy coverage of the
 embedding space (Sener & Savarese, 2018, "Active Learning for Convolutional Neural Networks: A Core-Set Approach"),
-and DEITA's quality x diversity filter (Liu et al., 2024, "What Makes Good Data for Alignment?": rows in score order,
-each kept only if no kept row is a near neighbour). Numpy only and deterministic: ties go to the earlier row.
+DEITA's quality x diversity filter (Liu et al., 2024, "What Makes Good Data for Alignment?": rows in score order,
+each kept only if no kept row is a near neighbour), and exact deduplication before any of them (Lee et al., 2022: a
+copy adds no information but takes a place in the budget). Numpy only and deterministic: ties go to the earlier row.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from lmforge.common.errors import LmforgeError
+from lmforge.data.exact_dedup import ExactDedup, ExactDedupConfig
 
 
 def keep_count(n: int, keep: float) -> int:
@@ -19,6 +21,20 @@ def keep_count(n: int, keep: float) -> int:
         raise LmforgeError(f"--keep {keep:g} must be a fraction in (0, 1] or a whole number of rows >= 1")
     k = int(keep) if keep > 1 else max(1, round(keep * n))
     return min(k, n)
+
+
+def first_copies(texts: Sequence[str]) -> tuple[np.ndarray, dict[int, int]]:
+    """(indices of the first copy of every distinct text, {later copy: its first copy}). Texts are compared after
+    NFKC and whitespace collapsing but not lower-casing: in instruction data case is part of the answer ("HELLO"
+    answers "in capital letters", "hello" does not)."""
+    dedup, first, copies = ExactDedup(ExactDedupConfig(lowercase=False)), {}, {}
+    for i, text in enumerate(texts):
+        key = dedup.digest(text)
+        if key in first:
+            copies[i] = first[key]
+        else:
+            first[key] = i
+    return np.array(sorted(first.values()), dtype=np.int64), copies
 
 
 def _finite(scores: Sequence[float]) -> np.ndarray:

@@ -6,6 +6,7 @@ and after, and the model saved as a reward-model directory; `load_prm` gives bes
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -21,7 +22,7 @@ from lmforge.train.post.preference_data import PairLoader
 from lmforge.train.post.prm import EncodedSteps, aggregate, encode_steps, heldout_step_figures, step_loss, step_probs
 from lmforge.train.post.prm_config import PRMConfig
 from lmforge.train.post.prm_data import read_step_jsonl, split_records, step_solutions
-from lmforge.train.post.reward_model import load_reward_model, save_reward_model
+from lmforge.train.post.reward_model import HEAD_FILE, META_FILE, load_reward_model, save_reward_model
 from lmforge.train.post.run_log import heldout_warning, write_run_report
 from lmforge.train.post.value_head import ScalarHead
 from lmforge.train.pretrain import seed_everything
@@ -129,7 +130,20 @@ class ProcessRewardModel:
         return aggregate(self.step_scores(prompt, steps), how)
 
 
+def check_prm_dir(directory: str | Path) -> None:
+    """A process reward model directory (its reward_model.json says "process": true), or a one-line error; reads
+    no weights, so a command can check it before loading anything."""
+    path = Path(directory)
+    if not (path / HEAD_FILE).is_file() or not (path / META_FILE).is_file():
+        raise LmforgeError(f"{directory} is not a process reward model directory ({HEAD_FILE} and {META_FILE} "
+                           f"expected); train one with `lmforge prm train` and pass its OUT/prm")
+    if not json.loads((path / META_FILE).read_text()).get("process"):
+        raise LmforgeError(f"{directory} is an outcome reward model (`lmforge rm`: one score per answer), not a "
+                           f"process reward model; train one with `lmforge prm train` (or use --reward-model)")
+
+
 def load_prm(directory: str | Path) -> ProcessRewardModel:
     """A PRM saved by `lmforge prm train` (OUT/prm: the backbone, score_head.safetensors, reward_model.json)."""
+    check_prm_dir(directory)
     rm = load_reward_model(directory)
     return ProcessRewardModel(rm.head, rm.tokenizer, rm.max_len)

@@ -81,10 +81,18 @@ class GRPOConfig:
     overlong_penalty: float = setting(1.0, "The penalty at max_new_tokens.")
     grad_clip: float = setting(1.0, "Gradient norm clipping (0 = off).")
     seed: int = setting(0, "Seed of the rollouts and minibatch order.")
+    process_reward_model: str | None = setting(
+        None, "Process supervision (DeepSeekMath): a process reward model (`lmforge prm train`'s OUT/prm) scores every "
+        "line of a completion as a step; the outcome reward is added to the last step, the step rewards are "
+        "normalised over the group and a token's advantage sums those of the steps ending at or after it.",
+        flag=("--process-reward-model", "--process"))
 
     def __post_init__(self):
         check_ints(self, 1, "steps", "prompts_per_step", "group_size", "iterations", "minibatch_size",
                    "max_new_tokens", "resample_rounds")
+        if self.process_reward_model is not None and self.advantage != "grpo":
+            raise ConfigError(f"--process-reward-model normalises step rewards over each group (--advantage grpo), "
+                              f"got --advantage {self.advantage}")
         if self.advantage not in GROUP_ADVANTAGES:
             raise ConfigError(f"advantage must be one of {', '.join(GROUP_ADVANTAGES)}, got {self.advantage!r}")
         if self.loss_agg not in LOSS_AGGREGATIONS:

@@ -55,10 +55,16 @@ def build_algorithm(cfg: AlgoConfig, lm, reference: ReferenceFn, reward_fn: Rewa
                           lambda i, _r: task.records(cfg.batch_size, "train", start=i * cfg.batch_size), grad_accum)
     if isinstance(cfg, GRPOConfig):
         per_step = cfg.prompts_per_step * (1 + cfg.resample_rounds)
-        return GRPOTrainer(cfg, lm.model, reference if cfg.beta > 0 else None, reward_fn, generate_fn, lm.tokenizer,
-                           pad_id, lambda i, r: task.records(cfg.prompts_per_step, "train",
-                                                             start=i * per_step + r * cfg.prompts_per_step),
-                           grad_accum)
+        algo, extra = GRPOTrainer, {}
+        if cfg.process_reward_model is not None:  # dense per-step rewards (prm_grpo.py)
+            from lmforge.train.post.prm_grpo import ProcessGRPOTrainer
+            from lmforge.train.post.prm_train import load_prm
+
+            algo, extra = ProcessGRPOTrainer, {"prm": load_prm(cfg.process_reward_model)}
+        return algo(cfg, lm.model, reference if cfg.beta > 0 else None, reward_fn, generate_fn, lm.tokenizer,
+                    pad_id, lambda i, r: task.records(cfg.prompts_per_step, "train",
+                                                      start=i * per_step + r * cfg.prompts_per_step),
+                    grad_accum, **extra)
     return RejectionSampling(cfg, lm.model, lm.tokenizer, generate_fn, reward_fn, pad_id,
                              lambda i, _r: task.records(cfg.prompts_per_round, "train",
                                                         start=i * cfg.prompts_per_round), grad_accum)

@@ -123,6 +123,26 @@ def test_perplexity_cli_keeps_the_lowest(model_dir, tmp_path, capsys):
     assert [s["row"] for s in scores if s["kept"]] == lowest
 
 
+def test_dedup_drops_copies_before_selecting_and_keeps_case(model_dir, tmp_path, capsys):
+    from lmforge.formats.loader import load
+
+    upper = {"messages": [{"role": "user", "content": "Say dog 2 times."}, {"role": "assistant", "content": "DOG DOG"}]}
+    distinct = [_conv(i) for i in range(6)] + [upper]  # "DOG DOG" is not a copy of "dog dog": case is the answer
+    rows = distinct[:3] + [_conv(0)] * 3 + distinct[3:] + [{"messages": [{**m, "content": f" {m['content']}  "}
+                                                            for m in _conv(4)["messages"]]}]  # spaces only differ
+    src = _write(tmp_path / "in.jsonl", rows)
+    result = run_main(capsys, "data", "select", src, "--by", "perplexity", "--keep", "5", "--model", model_dir,
+                      "--dedup", "--out", tmp_path / "out.jsonl", "--scores", tmp_path / "s.jsonl", "-q")
+    assert result.returncode == 0, result.stderr
+    assert "kept 5 of 11 rows" in result.stdout and "4 exact copies dropped first" in result.stdout
+    lm = load(str(model_dir))
+    reference = [_perplexity_alone(lm, r["messages"]) for r in distinct]
+    kept = _read(tmp_path / "out.jsonl")
+    assert kept == [distinct[i] for i in sorted(np.argsort(reference)[:5].tolist())]  # the 5 lowest distinct rows
+    scores = _read(tmp_path / "s.jsonl")
+    assert len(scores) == 11 and [s["copy_of"] for s in scores if "copy_of" in s] == [0, 0, 0, 7]
+
+
 def test_reward_cli_keeps_the_highest_reward(model_dir, tmp_path, capsys):
     from lmforge.formats.loader import load
     from lmforge.train.post.reward_model import load_reward_model, save_reward_model

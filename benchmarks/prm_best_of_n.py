@@ -16,13 +16,15 @@ import argparse
 import bisect
 import json
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from lmforge.train.post.pair_config import RewardConfig
 from lmforge.train.post.prm import aggregate, best_of_n, majority_vote
 from lmforge.train.post.prm_config import PRMConfig
-from lmforge.train.post.prm_data import heldout_problems, sample_solution, step_problem
+from lmforge.train.post.prm_data import StepSampler, heldout_problems, sample_solution, step_problem, step_solutions
 from lmforge.train.post.prm_train import load_prm, train_prm
 from lmforge.train.post.reward_model import load_reward_model
 from lmforge.train.post.reward_train import train_reward_model
@@ -42,6 +44,29 @@ def outcome_pairs(n_pairs: int, seed: int, n: int) -> list[dict]:
             pairs.append({"prompt": problem["prompt"], "chosen": "\n".join(g["steps"]),
                           "rejected": "\n".join(b["steps"])})
     return pairs[:n_pairs]
+
+
+def adapt_backbone(model: str, out: Path, steps: int, threads: int | None) -> str:
+    """The reward models' shared starting point: the backbone fine-tuned (language-model loss, `lmforge sft`) on
+    correct step-wise solutions of training problems, as Lightman et al.'s reward models start from a base fine-tuned
+    on math text (MathMix): a verifier has to have seen right sums to tell a wrong one. No labels, no wrong steps."""
+    hf = out / "adapt" / "hf"
+    data = out / "textbook.jsonl"
+    rows = step_solutions(6000, "train", seed=7, sampler=StepSampler(0.0, 0.0, 0.0))
+    text = "".join(json.dumps({"instruction": r["prompt"], "output": "\n".join(r["steps"])}) + "\n" for r in rows)
+    if (hf / "model.safetensors").is_file() and data.is_file() and data.read_text() == text \
+            and (out / "adapt" / "steps").is_file() and (out / "adapt" / "steps").read_text() == str(steps):
+        return str(hf)  # made by an earlier run with the same data and steps
+    data.write_text(text)
+    command = [sys.executable, "-m", "lmforge", "sft", "--model", model, "--data", str(data), "--out",
+               str(out / "adapt"), "--max-steps", str(steps), "--batch-size", "16", "--lr", "3e-3", "--seq-len", "128",
+               "--eval-examples", "1", "--seed", "0", "--device", "cpu", "--precision", "fp32", "--no-progress",
+               "--fresh", *(("--threads", str(threads)) if threads else ())]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"lmforge sft (backbone adaptation) failed:\n{result.stderr[-3000:]}")
+    (out / "adapt" / "steps").write_text(str(steps))
+    return str(hf)
 
 
 def error_kinds(problem: dict, steps: list[str]) -> list[str]:
@@ -115,6 +140,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8, help="Samples per problem.")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="runs/prm_bon")
+    parser.add_argument("--adapt-steps", type=int, default=400, help="SFT steps of the shared backbone on correct "
+                        "step-wise solutions before either reward model trains (0: the backbone as it is).")
     parser.add_argument("--reuse-orm", action="store_true", help="Score with OUT/orm from an earlier run (to study "
                         "PRM variants; the figures to report come from a run that trains both).")
     args = parser.parse_args()
@@ -124,7 +151,11 @@ def main() -> None:
 
         model = str(pretrained_tiny_dir())
     out = Path(args.out)
-    shared = {"model": model, "threads": args.threads, "fresh": True,
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    backbone = adapt_backbone(model, out, args.adapt_steps, args.threads) if args.adapt_steps else model
+    adapt_s = time.time() - start
+    shared = {"model": backbone, "threads": args.threads, "fresh": True,
               "schedule": {"max_steps": args.steps, "warmup_steps": 20}, "logging": {"eval_every": args.steps},
               "checkpoint": {"checkpoint_every": args.steps}}
     quiet = lambda message: None  # noqa: E731
@@ -150,13 +181,15 @@ def main() -> None:
     acc = figures["accuracy"]
     best_baseline = max(acc["orm"], acc["majority"])
     report = {"benchmark": "prm_best_of_n", "policy": "synthetic sampler (prm_data.StepSampler defaults)",
-              "backbone": model, "n": args.n, "heldout_problems": args.problems, **figures,
+              "backbone": model, "adapt_steps": args.adapt_steps, "n": args.n, "heldout_problems": args.problems,
+              **figures,
               "ours": acc["prm_min"], "baseline": best_baseline, "ratio": acc["prm_min"] / max(best_baseline, 1e-9),
               "prm_heldout_step_accuracy": prm_summary.get("step_accuracy_after"),
               "prm_heldout_error_recall": prm_summary.get("error_recall_after"),
               "orm_heldout_pairwise_accuracy": orm_summary.get("accuracy_after"),
               "train_steps": args.steps, "prm_train_solutions": 2 * args.train, "orm_train_pairs": args.train,
-              "prm_train_s": round(prm_s, 1), "orm_train_s": None if args.reuse_orm else round(orm_s, 1)}
+              "adapt_s": round(adapt_s, 1), "prm_train_s": round(prm_s, 1),
+              "orm_train_s": None if args.reuse_orm else round(orm_s, 1)}
     print(json.dumps(report, indent=1))
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
 

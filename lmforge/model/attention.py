@@ -28,14 +28,18 @@ class Attention(nn.Module):
         self.k_norm = make_norm(qk_norm, self.head_dim, cfg.norms.eps) if cfg.attention.qk_norm else None
         # None = SDPA's 1/sqrt(head_dim); Gemma scales by query_pre_attn_scalar^-0.5 instead.
         self.scale = cfg.attention.query_pre_attn_scalar ** -0.5 if cfg.attention.query_pre_attn_scalar else None
-        # For inference, model/inference.py may replace q/k/v_proj by one projection (qkv_proj) and `rope` by a
-        # kernel that rotates in place; both compute what the code below computes.
+        # For inference, model/inference.py may replace q/k/v_proj by one projection (qkv_proj), `rope` by a
+        # kernel that rotates in place, and set `fused` to a kernel running the whole forward for the calls it takes
+        # (a decode step: attention_kernel.py; None for the others); all compute what the code below computes.
         self.qkv_proj = None
         self.rope = apply_rope
+        self.fused = None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
                 is_causal: bool, backend: AttentionBackend = SDPA, q_scale: torch.Tensor | None = None) -> torch.Tensor:
         """cos/sin None: no RoPE (absolute or no positions); q_scale [B, 1, T, 1]: LogN factors for the queries."""
+        if self.fused is not None and (y := self.fused(self, x, cos, sin, mask, backend, q_scale)) is not None:
+            return y
         B, T, _ = x.shape
         if self.qkv_proj is not None:
             q_width, kv_width = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim

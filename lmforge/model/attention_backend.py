@@ -27,6 +27,12 @@ class AttentionBackend:
     def end(self, num_tokens: int) -> None:
         """After the last layer: the new tokens are stored (a cache advances)."""
 
+    def kv_buffers(self) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        """(keys, values, start) for a kernel that writes the new entries and attends in place (attention_kernel.py):
+        the cache's buffers [layers, 1, H_kv, max_len, D] of a batch-1 contiguous cache and the position this pass's
+        first new token goes to; None (here) where the backend keeps another layout."""
+        return None
+
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                is_causal: bool, scale: float | None) -> torch.Tensor:
         """Queries q [B, Hq, T, D], the new keys/values k, v [B, H_kv, T, D] -> output [B, Hq, T, D]. mask /

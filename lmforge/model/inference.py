@@ -10,10 +10,12 @@ than in their arithmetic. `prepare_for_inference`:
    product applied before anything is written), oneDNN's packed linear (packed_linear.py) or F.linear. On AMX CPUs
    a bf16 kernel linear also holds its weight packed for oneDNN, which runs prompt-sized calls on AMX tiles (the
    bf16 projections' weights twice in memory there);
-3. where lmforge's C++ CPU kernels build (lmforge.kernels), replaces RMSNorm, RoPE and SiLU-times-up by one-pass
-   kernels (18 rows: 120 -> 40 us per layer). They round where the eager code rounds: in bfloat16, RoPE and SiLU
+3. where lmforge's C++ CPU kernels build (lmforge.kernels), replaces RMSNorm (with the residual add before the MLP's
+   norm: norms.add_and_norm), RoPE and SiLU-times-up by one-pass kernels (18 rows: 120 -> 40 us per layer), and
+   runs a batch-1 decode step's attention (RoPE, the cache write, attention over the cache) in one call
+   (attention_kernel.py). They round where the eager code rounds: in bfloat16, RoPE, the residual add and SiLU
    give the eager results bit for bit and RMSNorm within one unit in the last place (its mean sums in another
-   order); float32 results differ by float rounding only (~1e-7 relative);
+   order); the decode attention is float32 throughout; float32 results differ by float rounding only (~1e-7);
 4. a bf16 / fp16 LM head that no kernel took becomes a float32 copy (Float32Head): logits are float32 sums.
 Everything computes what the unprepared model computes; it is for inference only (no gradients, and the fused or
 packed weights are not in the state dict: save a model before preparing it).
@@ -27,6 +29,7 @@ from lmforge.kernels import onednn
 from lmforge.kernels.backend_table import DECODE_ROWS, Backend, Capability, detect_capability, linear_plan
 from lmforge.kernels.cpu_kernels import cpu_ops
 from lmforge.model.attention import Attention
+from lmforge.model.attention_kernel import CachedAttentionKernel
 from lmforge.model.mlp import SwiGLU
 from lmforge.model.norms import RMSNorm
 from lmforge.model.packed_linear import PackedLinear, replace_module
@@ -208,12 +211,19 @@ class FusedRMSNorm(RMSNorm):
     def __init__(self, norm: RMSNorm, ops):
         super().__init__(norm.weight.shape[0], norm.eps)
         self.weight = norm.weight
-        self.kernel = ops.rms_norm
+        self.kernel, self.add_kernel = ops.rms_norm, ops.add_rms_norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _kernel_fits(x, self.weight):
             return self.kernel(x, self.weight, self.eps)
         return super().forward(x)
+
+    def add_forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x + h, self(x + h)) in one pass (torch.ops.lmforge.add_rms_norm; norms.add_and_norm calls it)."""
+        if _kernel_fits(x, h, self.weight) and x.shape == h.shape:
+            return self.add_kernel(x, h, self.weight, self.eps)
+        x = x + h
+        return x, self(x)
 
 
 class InplaceRope:
@@ -257,14 +267,14 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True,
 
     kernels=False skips lmforge's kernels (its linears and step 3). capability: the backend table's input, detected
     on this machine by default (tests pass others). Returns counts: {"fused_projections", "kernel_linears",
-    "packed_linears", "fused_kernels"}."""
+    "packed_linears", "fused_kernels", "fused_attention"}."""
     on_cpu = next(model.parameters()).device.type == "cpu"
     ops = cpu_ops() if kernels and on_cpu else None
     cap = None
     if on_cpu:
         cap = detect_capability(kernels=ops is not None) if capability is None else capability
         cap = cap if ops is not None else cap.without_kernels()
-    fused = n_kernels = n_gated = 0
+    fused = n_kernels = n_gated = n_attention = 0
     for name, module in list(model.named_modules()):
         if type(module) is Attention and module.qkv_proj is None:
             qkv = _fused_linear([module.q_proj, module.k_proj, module.v_proj])
@@ -275,6 +285,9 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True,
             if ops is not None:
                 module.rope = InplaceRope(ops)
                 n_kernels += 1
+                if CachedAttentionKernel.applies_to(module):
+                    module.fused = CachedAttentionKernel(ops)
+                    n_attention += 1
         elif type(module) is SwiGLU:
             gated = _silu_gated(module, cap, ops)
             gate_up = gated or _fused_linear([module.gate_proj, module.up_proj])
@@ -288,4 +301,4 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True,
             n_kernels += 1
     n_linears, n_packed = _install_linears(model, cap, ops)
     return {"fused_projections": fused, "kernel_linears": n_gated + n_linears, "packed_linears": n_packed,
-            "fused_kernels": n_kernels}
+            "fused_kernels": n_kernels, "fused_attention": n_attention}

@@ -38,6 +38,16 @@ class GemmaRMSNorm(RMSNorm):
         nn.init.zeros_(self.weight)
 
 
+def add_and_norm(norm: nn.Module, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x + h, norm(x + h)): a residual add and the norm that reads it; one kernel call where the norm has one
+    (`add_forward`: model/inference.py's FusedRMSNorm)."""
+    add_forward = getattr(norm, "add_forward", None)
+    if add_forward is not None:
+        return add_forward(x, h)
+    x = x + h
+    return x, norm(x)
+
+
 def make_norm(kind: str, dim: int, eps: float) -> nn.Module:
     if kind == "rmsnorm":
         return RMSNorm(dim, eps)

@@ -19,7 +19,7 @@ from lmforge.model.encoder import InputExtras, MLMTransform
 from lmforge.model.layer_inputs import layer_inputs, needs_input_extras
 from lmforge.model.mla import MLAttention
 from lmforge.model.moe import make_ffn, moe_aux_loss
-from lmforge.model.norms import make_norm
+from lmforge.model.norms import add_and_norm, make_norm
 from lmforge.model.segments import check_segment_ids, segment_positions
 
 
@@ -66,8 +66,8 @@ class Block(nn.Module):
         if self.norm_position == "sandwich":
             x = x + self.attn_post_norm(h)
             return x + self.mlp_post_norm(self.mlp(self.mlp_norm(x)))
-        x = x + h
-        return x + self.mlp(self.mlp_norm(x))
+        x, h = add_and_norm(self.mlp_norm, x, h)  # x = x + h; h = mlp_norm(x) (one kernel call once prepared)
+        return x + self.mlp(h)
 
 
 class Transformer(nn.Module):

@@ -59,6 +59,10 @@ class ContiguousBackend(AttentionBackend):
     def end(self, num_tokens: int) -> None:
         self.cache.advance(num_tokens)
 
+    def kv_buffers(self):
+        cache = self.cache  # a batch-1 KVCache: its buffers (MLA's latent and peft's prefixes keep other layouts)
+        return (cache.k, cache.v, cache.length) if type(cache) is KVCache and cache.k.shape[1] == 1 else None
+
     def attend(self, layer, q, k, v, mask, is_causal, scale):
         k, v = self.cache.update(layer, k, v)
         return sdpa(q, k, v, mask, is_causal, scale)

@@ -14,8 +14,10 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <tuple>
 
 #include "float_vec.h"
+#include "rope_row.h"
 
 namespace {
 
@@ -28,53 +30,92 @@ constexpr int64_t kGrain = 16384;  // numbers per thread below which an op runs 
 
 inline int64_t grain_rows(int64_t width) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, width)); }
 
-// RMSNorm (norms.py): y = weight * to_dtype(x * rsqrt(mean(x^2) + eps)), x in float32.
+// RMSNorm (norms.py) of one row: y = weight * to_dtype(x * rsqrt(mean(x^2) + eps)), x in float32.
 template <typename T>
-void rms_norm_rows(const T* x, const T* weight, T* y, int64_t rows, int64_t D, float eps) {
+inline void rms_norm_row(const T* x, const T* weight, T* y, int64_t D, float eps) {
+  const int64_t W = Vec::size(), Dv = D - D % W;
+  Vec acc(0.f);
+  for (int64_t d = 0; d < Dv; d += W) {
+    Vec v = load(x + d);
+    acc = at::vec::fmadd(v, v, acc);
+  }
+  float sum = at::vec::vec_reduce_all([](Vec& a, Vec& b) { return a + b; }, acc);
+  for (int64_t d = Dv; d < D; ++d) sum += static_cast<float>(x[d]) * static_cast<float>(x[d]);
+  const float scale = 1.f / std::sqrt(sum / static_cast<float>(D) + eps);
+  for (int64_t d = 0; d < Dv; d += W) store(y + d, load(weight + d) * round_to<T>(load(x + d) * Vec(scale)));
+  for (int64_t d = Dv; d < D; ++d)
+    y[d] = static_cast<T>(static_cast<float>(weight[d]) * round_to<T>(static_cast<float>(x[d]) * scale));
+}
+
+// With `h`: the residual add before the norm, s = to_dtype(x + h) written to `sum`, then the norm of s (as the eager
+// `x = x + h; norm(x)` computes it).
+template <typename T>
+void rms_norm_rows(const T* x, const T* h, T* sum, const T* weight, T* y, int64_t rows, int64_t D, float eps) {
   const int64_t W = Vec::size(), Dv = D - D % W;
   at::parallel_for(0, rows, grain_rows(D), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = x + r * D;
-      T* yr = y + r * D;
-      Vec acc(0.f);
-      for (int64_t d = 0; d < Dv; d += W) {
-        Vec v = load(xr + d);
-        acc = at::vec::fmadd(v, v, acc);
+      if (h != nullptr) {
+        const T* hr = h + r * D;
+        T* sr = sum + r * D;
+        for (int64_t d = 0; d < Dv; d += W) store(sr + d, load(xr + d) + load(hr + d));
+        for (int64_t d = Dv; d < D; ++d) sr[d] = static_cast<T>(static_cast<float>(xr[d]) + static_cast<float>(hr[d]));
+        xr = sr;
       }
-      float sum = at::vec::vec_reduce_all([](Vec& a, Vec& b) { return a + b; }, acc);
-      for (int64_t d = Dv; d < D; ++d) sum += static_cast<float>(xr[d]) * static_cast<float>(xr[d]);
-      const float scale = 1.f / std::sqrt(sum / static_cast<float>(D) + eps);
-      for (int64_t d = 0; d < Dv; d += W)
-        store(yr + d, load(weight + d) * round_to<T>(load(xr + d) * Vec(scale)));
-      for (int64_t d = Dv; d < D; ++d)
-        yr[d] = static_cast<T>(static_cast<float>(weight[d]) * round_to<T>(static_cast<float>(xr[d]) * scale));
+      rms_norm_row(xr, weight, y + r * D, D, eps);
     }
   });
 }
 
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+template <typename T>
+void rms_norm_typed(const at::Tensor& x, const at::Tensor& h, const at::Tensor& sum, const at::Tensor& weight,
+                    const at::Tensor& y, float eps) {
+  const int64_t D = x.size(-1), rows = D == 0 ? 0 : x.numel() / D;
+  rms_norm_rows(x.data_ptr<T>(), h.defined() ? h.data_ptr<T>() : nullptr, sum.defined() ? sum.data_ptr<T>() : nullptr,
+                weight.data_ptr<T>(), y.data_ptr<T>(), rows, D, eps);
+}
+
+void rms_norm_dispatch(const at::Tensor& x, const at::Tensor& h, const at::Tensor& sum, const at::Tensor& weight,
+                       const at::Tensor& y, double eps) {
+  if (x.scalar_type() == at::kFloat) {
+    rms_norm_typed<float>(x, h, sum, weight, y, static_cast<float>(eps));
+  } else {
+    TORCH_CHECK(x.scalar_type() == at::kBFloat16, "rms_norm supports float32 and bfloat16, not ", x.scalar_type());
+    rms_norm_typed<at::BFloat16>(x, h, sum, weight, y, static_cast<float>(eps));
+  }
+}
+
+void check_norm_args(const at::Tensor& x, const at::Tensor& weight) {
   TORCH_CHECK(x.dim() >= 1 && weight.dim() == 1 && x.size(-1) == weight.size(0),
               "rms_norm: x [..., D] and weight [D], got ", x.sizes(), " and ", weight.sizes());
   TORCH_CHECK(x.scalar_type() == weight.scalar_type(), "rms_norm: x and weight need one dtype");
-  const at::Tensor xc = x.contiguous(), wc = weight.contiguous();
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  check_norm_args(x, weight);
+  const at::Tensor xc = x.contiguous();
   at::Tensor y = at::empty_like(xc);
-  const int64_t D = x.size(-1), rows = D == 0 ? 0 : xc.numel() / D;
-  if (x.scalar_type() == at::kFloat) {
-    rms_norm_rows(xc.data_ptr<float>(), wc.data_ptr<float>(), y.data_ptr<float>(), rows, D, static_cast<float>(eps));
-  } else {
-    TORCH_CHECK(x.scalar_type() == at::kBFloat16, "rms_norm supports float32 and bfloat16, not ", x.scalar_type());
-    rms_norm_rows(xc.data_ptr<at::BFloat16>(), wc.data_ptr<at::BFloat16>(), y.data_ptr<at::BFloat16>(), rows, D,
-                  static_cast<float>(eps));
-  }
+  rms_norm_dispatch(xc, at::Tensor(), at::Tensor(), weight.contiguous(), y, eps);
   return y;
+}
+
+// The residual add and the RMSNorm after it in one pass: (x + h, rms_norm(x + h)), as the eager ops round them.
+std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& h, const at::Tensor& weight,
+                                                double eps) {
+  check_norm_args(x, weight);
+  TORCH_CHECK(h.sizes() == x.sizes() && h.scalar_type() == x.scalar_type(),
+              "add_rms_norm: x and h need one shape and dtype, got ", x.sizes(), " and ", h.sizes());
+  const at::Tensor xc = x.contiguous(), hc = h.contiguous();
+  at::Tensor sum = at::empty_like(xc), y = at::empty_like(xc);
+  rms_norm_dispatch(xc, hc, sum, weight.contiguous(), y, eps);
+  return {sum, y};
 }
 
 // RoPE in place (rope.py): x * cos + rotate_half(x) * sin, with rotate_half(x) = cat(-x2, x1); each product and the
 // sum rounded to the dtype as the eager ops do. x [B, H, T, D] (any strides, contiguous rows), cos/sin [B, T, D].
 template <typename T>
 void rope_rows(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  const int64_t B = x.size(0), H = x.size(1), T_ = x.size(2), D = x.size(3), half = D / 2;
-  const int64_t W = Vec::size(), hv = half - half % W;
+  const int64_t B = x.size(0), H = x.size(1), T_ = x.size(2), D = x.size(3);
   const int64_t sb = x.stride(0), sh = x.stride(1), st = x.stride(2);
   T* xp = x.data_ptr<T>();
   const T* cp = cos.data_ptr<T>();
@@ -82,20 +123,8 @@ void rope_rows(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin
   at::parallel_for(0, B * H * T_, grain_rows(D), [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / (H * T_), h = i / T_ % H, t = i % T_;
-      T* x1 = xp + b * sb + h * sh + t * st;
-      T* x2 = x1 + half;
-      const T *c1 = cp + (b * T_ + t) * D, *s1 = sp + (b * T_ + t) * D;
-      const T *c2 = c1 + half, *s2 = s1 + half;
-      for (int64_t d = 0; d < hv; d += W) {
-        const Vec a = load(x1 + d), z = load(x2 + d);
-        store(x1 + d, round_to<T>(a * load(c1 + d)) - round_to<T>(z * load(s1 + d)));
-        store(x2 + d, round_to<T>(z * load(c2 + d)) + round_to<T>(a * load(s2 + d)));
-      }
-      for (int64_t d = hv; d < half; ++d) {
-        const float a = static_cast<float>(x1[d]), z = static_cast<float>(x2[d]);
-        x1[d] = static_cast<T>(round_to<T>(a * static_cast<float>(c1[d])) - round_to<T>(z * static_cast<float>(s1[d])));
-        x2[d] = static_cast<T>(round_to<T>(z * static_cast<float>(c2[d])) + round_to<T>(a * static_cast<float>(s2[d])));
-      }
+      T* row = xp + b * sb + h * sh + t * st;
+      lmforge::rope_row(row, row, cp + (b * T_ + t) * D, sp + (b * T_ + t) * D, D);
     }
   });
 }
@@ -197,6 +226,7 @@ at::Tensor argmax_rows(const at::Tensor& x) {
 
 TORCH_LIBRARY_FRAGMENT(lmforge, m) {
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
+  m.def("add_rms_norm(Tensor x, Tensor h, Tensor weight, float eps) -> (Tensor, Tensor)");
   m.def("rope_(Tensor(a!) x, Tensor cos, Tensor sin) -> ()");
   m.def("silu_mul(Tensor x) -> Tensor");
   m.def("argmax_rows(Tensor x) -> Tensor");
@@ -204,6 +234,7 @@ TORCH_LIBRARY_FRAGMENT(lmforge, m) {
 
 TORCH_LIBRARY_IMPL(lmforge, CPU, m) {
   m.impl("rms_norm", &rms_norm);
+  m.impl("add_rms_norm", &add_rms_norm);
   m.impl("rope_", &rope_);
   m.impl("silu_mul", &silu_mul);
   m.impl("argmax_rows", &argmax_rows);

@@ -121,3 +121,20 @@ def test_the_sampler_draws_the_same_tokens_with_the_kernel_argmax(ops, monkeypat
     with_kernel = Sampler(params, 1000)(logits, generators=make_generators(params, "cpu")).tokens
     monkeypatch.setattr("lmforge.generation.sampling.loaded_ops", lambda: None)
     assert torch.equal(Sampler(params, 1000)(logits, generators=make_generators(params, "cpu")).tokens, with_kernel)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 576), (1, 18, 576), (3, 40), (2, 5, 7), (0, 64)])
+def test_add_rms_norm_is_the_residual_add_then_the_norm(ops, dtype, shape):
+    torch.manual_seed(0)
+    weight = torch.randn(shape[-1]).to(dtype)
+    x, h = (torch.randn(shape) * 3).to(dtype), torch.randn(shape).to(dtype)
+    total, normed = ops.add_rms_norm(x, h, weight, 1e-5)
+    assert torch.equal(total, x + h)  # rounded once to the dtype, as the eager add
+    assert torch.equal(normed, ops.rms_norm(x + h, weight, 1e-5))  # the norm kernel's numbers bit for bit
+    norm = RMSNorm(shape[-1], eps=1e-5).to(dtype)
+    norm.weight.data = weight
+    with torch.inference_mode():
+        close(normed, norm(x + h), dtype)
+    with pytest.raises(RuntimeError, match="one shape and dtype"):
+        ops.add_rms_norm(x, h.float() if dtype == torch.bfloat16 else h.bfloat16(), weight, 1e-5)

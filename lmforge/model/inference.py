@@ -59,7 +59,7 @@ def _fused_linear(linears: list[nn.Module]) -> nn.Module | None:
 
 
 def _kernel_fits(x: torch.Tensor, *others: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype in KERNEL_DTYPES and all(t.dtype == x.dtype for t in others)
+    return x.is_cpu and x.dtype in KERNEL_DTYPES and all(t.dtype == x.dtype for t in others)
 
 
 class KernelLinear(nn.Module):

@@ -138,7 +138,7 @@ at::Tensor run(const char* name, const at::Tensor& x, const at::Tensor& packed, 
     rows_block_dispatch<Gated, Y>(rows, xr, K, wp + nb * K * kOut, bb, yb, width, std::min(kOut, N - nb * kOut));
   };
   return lmforge::linear_by_blocks<at::BFloat16, decltype(block), Y>(
-      x, K, NB, kOut, kRows, width, Gated ? kOut / 2 : kOut, b, block);  // outputs a block writes
+      x, K, NB, kOut, kRows, width, Gated ? kOut / 2 : kOut, b, K * kOut * 2, block);  // outputs a block writes
 }
 
 at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,

@@ -117,7 +117,7 @@ at::Tensor run(const char* name, const at::Tensor& x, const at::Tensor& packed, 
   const float* wp = packed.data_ptr<float>();
   return lmforge::linear_by_blocks<float>(
       x, K, NB, kOut, kRows, width, Gated ? kW : kOut,  // outputs a block writes
-      b, [&](int64_t rows, const float* xr, int64_t nb, const float* bb, float* yb) {
+      b, K * kOut * 4, [&](int64_t rows, const float* xr, int64_t nb, const float* bb, float* yb) {
         rows_block_dispatch<Gated>(rows, xr, K, wp + nb * K * kOut, bb, yb, width, std::min(kOut, N - nb * kOut));
       });
 }

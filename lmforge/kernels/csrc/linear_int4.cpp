@@ -16,6 +16,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -226,7 +227,8 @@ at::Tensor run_isa(QuantIsa isa, const at::Tensor& x, const at::Tensor& packed, 
     for (int64_t m = 0; m < rows; ++m)
       lmforge::write_row(out[m], nullptr, bb, yb + m * N, std::min(kOut, N - nb * kOut));
   };
-  return lmforge::linear_by_blocks<T, decltype(block), Y>(x, K, NB, kOut, kRows, N, kOut, b, block);
+  const int64_t block_bytes = (packed.numel() * 4 + sz.numel() * 2) / NB;  // codes and (s, z) pairs
+  return lmforge::linear_by_blocks<T, decltype(block), Y>(x, K, NB, kOut, kRows, N, kOut, b, block_bytes, block);
 }
 
 template <typename Y>
@@ -256,7 +258,14 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& 
   at::Tensor xsum = at::empty({M, groups}, x.options().dtype(at::kFloat));  // [M, K/G]: each group's sum of x
   const at::BFloat16* xp = xc.data_ptr<at::BFloat16>();
   float* xs = xsum.data_ptr<float>();
-  for (int64_t i = 0; i < M * groups; ++i) {
+  int64_t i = 0;  // each group's sum in channel order, 8 groups at a time: 8 chains of additions instead of one
+  for (; i + 8 <= M * groups; i += 8) {
+    float total[8] = {};
+    for (int64_t k = 0; k < G; ++k)
+      for (int64_t j = 0; j < 8; ++j) total[j] += static_cast<float>(xp[(i + j) * G + k]);
+    std::copy_n(total, 8, xs + i);
+  }
+  for (; i < M * groups; ++i) {
     float total = 0.f;
     for (int64_t k = 0; k < G; ++k) total += static_cast<float>(xp[i * G + k]);
     xs[i] = total;

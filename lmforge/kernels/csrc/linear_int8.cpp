@@ -177,7 +177,7 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& 
                                std::min(kOut, N - nb * kOut));
   };
   at::Tensor y = lmforge::linear_by_blocks<float, decltype(block), Y>(xf, K, NB, kOut, rows_per_pass, N, kOut, b,
-                                                                       block);
+                                                                       K * kOut, block);
   return y;
 }
 

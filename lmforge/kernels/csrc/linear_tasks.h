@@ -1,7 +1,13 @@
-// The task loop shared by lmforge's linear kernels (linear_bf16.cpp, linear_f32.cpp): y [..., width] for x [..., K]
-// from a weight packed in blocks of out_per_block outputs. Tasks are the blocks, split over the threads; each runs
-// its rows in passes of up to `rows` (the accumulators a pass keeps in registers):
+// The task loop shared by lmforge's linear kernels (linear_bf16.cpp, linear_f32.cpp, linear_int8.cpp,
+// linear_int4.cpp): y [..., width] for x [..., K] from a weight packed in blocks of out_per_block outputs, each
+// `block_bytes` of it. Tasks are the blocks, split over the threads; each runs its rows in passes of up to `rows` (the
+// accumulators a pass keeps in registers):
 // block(rows in the pass, their first x row, block index, the block's float32 bias or null, its first output).
+// A thread is given at least kThreadWork bytes of weights times rows (half a megabyte: 15-25 us of one core's
+// stream): below that, waking it costs about what it saves on an idle machine, and on a loaded one a parallel region
+// can wait milliseconds for its second thread (measured at load 13 on 2 cores, one 576 x 576 int8 layer at one row:
+// 38 us median on one thread, 197 us split over two). So a decode step's small layers (SmolLM2's 576 x 576 o_proj:
+// 0.2 MB int4, 0.3 MB int8) run on the calling thread, and the larger ones on at most one thread per half megabyte.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -13,10 +19,13 @@
 
 namespace lmforge {
 
+constexpr int64_t kThreadWork = 512 * 1024;
+
 // T: the input's element type; Y: the output's (T, or float for float32 results of bf16 inputs).
 template <typename T, typename Block, typename Y = T>
 at::Tensor linear_by_blocks(const at::Tensor& x, int64_t K, int64_t blocks, int64_t out_per_block, int64_t rows,
-                            int64_t width, int64_t written_per_block, const at::Tensor& bias, Block block) {
+                            int64_t width, int64_t written_per_block, const at::Tensor& bias, int64_t block_bytes,
+                            Block block) {
   const at::Tensor xc = x.contiguous();
   const int64_t M = K == 0 ? 0 : xc.numel() / K;
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
@@ -25,7 +34,8 @@ at::Tensor linear_by_blocks(const at::Tensor& x, int64_t K, int64_t blocks, int6
   const T* xp = xc.data_ptr<T>();
   const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
   Y* yp = y.data_ptr<Y>();
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+  const int64_t grain = std::max<int64_t>(1, kThreadWork / std::max<int64_t>(1, block_bytes * M));
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t nb = b0; nb < b1; ++nb)
       for (int64_t m0 = 0; m0 < M; m0 += rows)
         block(std::min(rows, M - m0), xp + m0 * K, nb, bp ? bp + nb * out_per_block : nullptr,

@@ -7,7 +7,7 @@ import torch
 
 from lmforge.model.rope import apply_rope, rope_cos_sin, rope_inv_freq
 
-LAYERS, MAX_LEN = 3, 96
+LAYERS, MAX_LEN = 2, 80
 
 
 def eager(qkv, cos, sin, k_cache, v_cache, layer, start, heads):
@@ -37,9 +37,8 @@ def same(got, want, exact):
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-@pytest.mark.parametrize("heads, kv_heads, width", [(9, 3, 64), (4, 2, 16), (8, 1, 32), (4, 4, 128), (2, 1, 80)])
-@pytest.mark.parametrize("start, tokens", [(0, 1), (1, 1), (40, 1), (70, 1), (5, 3)])
-@pytest.mark.parametrize("rope", [True, False])
+@pytest.mark.parametrize("heads, kv_heads, width", [(9, 3, 64), (4, 2, 16), (2, 1, 80)])
+@pytest.mark.parametrize("start, tokens, rope", [(0, 1, True), (70, 1, True), (5, 3, True), (40, 1, False)])
 def test_kernel_matches_the_eager_attention_and_cache_write(ops, dtype, tol, heads, kv_heads, width, start, tokens,
                                                             rope):
     gen = torch.Generator().manual_seed(0)

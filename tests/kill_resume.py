@@ -36,7 +36,7 @@ def lmforge(*args) -> list[str]:
     return [sys.executable, "-m", "lmforge", *map(str, args)]
 
 
-def _run(command: list[str], timeout: float, on_start=None) -> subprocess.CompletedProcess:
+def run_command(command: list[str], timeout: float = 300, on_start=None) -> subprocess.CompletedProcess:
     """`command` to the end: forked from the tests' warm server when it is `python -m lmforge ...` (tests/cli_fork.py),
     else a plain subprocess. `on_start(pid)` once it runs."""
     if command[:3] == lmforge() and os.environ.get("LMFORGE_TEST_FORK", "1") != "0":
@@ -50,28 +50,43 @@ def _run(command: list[str], timeout: float, on_start=None) -> subprocess.Comple
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
+class Killable:
+    """`command` running in the background (run_command in a thread) until the test SIGKILLs it."""
+
+    def __init__(self, command: list[str], timeout: float = 300):
+        started, self._finished = queue.Queue(), queue.Queue()
+        self._runner = threading.Thread(target=lambda: self._finished.put(
+            run_command(command, timeout, on_start=started.put)))
+        self._runner.start()
+        self.pid = started.get(timeout=60)
+
+    def running(self) -> bool:
+        return self._finished.empty()
+
+    def kill(self) -> None:
+        """SIGKILL it (it must still be running) and wait until it is gone."""
+        assert self.running(), "the run finished before it could be killed"
+        os.kill(self.pid, signal.SIGKILL)
+        self._runner.join()
+        assert self._finished.get().returncode == -signal.SIGKILL
+
+
 def kill_resume_and_compare(command: list[str], ref_out: Path, out: Path, steps: int, kill_range: tuple[int, int],
                             timeout: float = 300) -> int:
     """Run `command` (which writes to ref_out) to the end; run it again with ref_out replaced by `out`, SIGKILL it
     after a random step in kill_range, rerun with --resume; assert both metrics logs are equal and every step was
     logged once. Returns the step after which the run was killed."""
-    ref = _run(command, timeout)
+    ref = run_command(command, timeout)
     assert ref.returncode == 0, ref.stderr
     killed_cmd = [str(out) if arg == str(ref_out) else arg for arg in command]
     kill_after = random.Random(time.time_ns()).randint(*kill_range)
-    started, finished = queue.Queue(), queue.Queue()
-    runner = threading.Thread(target=lambda: finished.put(_run(killed_cmd, timeout, on_start=started.put)))
-    runner.start()
-    pid, deadline = started.get(timeout=60), time.time() + timeout
-    while time.time() < deadline and finished.empty() and max(train_steps(out) or [0]) < kill_after:
+    run, deadline = Killable(killed_cmd, timeout), time.time() + timeout
+    while time.time() < deadline and run.running() and max(train_steps(out) or [0]) < kill_after:
         time.sleep(0.01)
-    assert finished.empty(), "the run finished before it could be killed"
-    os.kill(pid, signal.SIGKILL)
-    runner.join()
-    assert finished.get().returncode == -signal.SIGKILL
+    run.kill()
     killed_at = max(train_steps(out))
     assert killed_at < steps
-    resumed = _run([*killed_cmd, "--resume"], timeout)
+    resumed = run_command([*killed_cmd, "--resume"], timeout)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout, resumed.stdout
     assert sorted(train_steps(out)) == list(range(1, steps + 1))

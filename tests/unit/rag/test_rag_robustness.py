@@ -1,10 +1,7 @@
 """A RAG index survives SIGKILL mid-build (re-running ends identical to an uninterrupted build), and a corrupt or
 foreign index is a one-line error, while a damaged vector file is rebuilt from the catalogue."""
 
-import os
-import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,6 +9,7 @@ from pathlib import Path
 from lmforge.rag.index import RagIndex
 from lmforge.rag.retrieval import Retriever
 from tests.cli_util import assert_user_error, run_cli
+from tests.kill_resume import Killable, run_command
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -42,20 +40,15 @@ def committed_sources(out: Path) -> int:
 def test_sigkill_mid_build_then_rerun_equals_uninterrupted(tmp_path):
     docs = tmp_path / "docs"
     write_docs(docs, 160)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
-    ref = subprocess.run(index_cmd(docs, tmp_path / "ref"), env=env, capture_output=True, text=True, timeout=300)
+    ref = run_command(index_cmd(docs, tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
-    proc = subprocess.Popen(index_cmd(docs, tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while proc.poll() is None and committed_sources(tmp_path / "killed") < 40 and time.time() < deadline:
+    build, deadline = Killable(index_cmd(docs, tmp_path / "killed")), time.time() + 120
+    while build.running() and committed_sources(tmp_path / "killed") < 40 and time.time() < deadline:
         time.sleep(0.005)
-    assert proc.poll() is None, "the build finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    build.kill()
     killed_at = committed_sources(tmp_path / "killed")
     assert 0 < killed_at < 160
-    rerun = subprocess.run(index_cmd(docs, tmp_path / "killed"), env=env, capture_output=True, text=True, timeout=300)
+    rerun = run_command(index_cmd(docs, tmp_path / "killed"))
     assert rerun.returncode == 0, rerun.stderr
     ref_index, resumed = RagIndex.open(tmp_path / "ref"), RagIndex.open(tmp_path / "killed")
     assert resumed.catalog.count() == ref_index.catalog.count() > 160

@@ -1,10 +1,7 @@
 """Exact resume across processes: `lmforge pretrain` killed with SIGKILL at a random step and resumed with
 --resume logs per-step losses bitwise equal to an uninterrupted run (CPU, with gradient accumulation)."""
 
-import os
 import random
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -12,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lmforge.train.metrics import read_metrics
+from tests.kill_resume import Killable, run_command
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -25,10 +23,6 @@ def _command(out, data, tok, *extra):
             "--set", "warmup_steps=2", "--precision", "fp32", *extra]
 
 
-def _env():
-    return {**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
-
-
 def _losses(out):
     return {r["step"]: r["loss"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"}
 
@@ -36,22 +30,16 @@ def _losses(out):
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_exact(tmp_path, packed):
     data, tok, _ = packed
-    ref = subprocess.run(_command(tmp_path / "ref", data, tok), env=_env(), capture_output=True, text=True)
+    ref = run_command(_command(tmp_path / "ref", data, tok))
     assert ref.returncode == 0, ref.stderr
     kill_after = random.Random(time.time_ns()).randint(3, 10)
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_command(out, data, tok), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if max(_losses(out) or {0: 0}) >= kill_after:
-            break
+    run, deadline = Killable(_command(out, data, tok)), time.time() + 300
+    while time.time() < deadline and run.running() and max(_losses(out) or {0: 0}) < kill_after:
         time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    run.kill()
     killed_at = max(_losses(out))
-    resumed = subprocess.run(_command(out, data, tok, "--resume"), env=_env(), capture_output=True, text=True)
+    resumed = run_command(_command(out, data, tok, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout, resumed.stdout
     want, got = _losses(tmp_path / "ref"), _losses(out)

@@ -11,6 +11,7 @@ generation, and rebuilt whenever the stamp does not match (a build killed before
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
@@ -19,7 +20,19 @@ import numpy as np
 from lmforge.common.errors import LmforgeError
 
 EXACT_BELOW = 20_000  # chunks: under this, search is exhaustive (exact); above it, HNSW
-CONNECTIVITY, EXPANSION_ADD, EXPANSION_SEARCH = 16, 128, 128
+CONNECTIVITY, EXPANSION_ADD = 16, 128
+# HNSW's search beam for k results in n vectors: EXPANSION_AT_REF at (REF_SIZE, REF_K), growing as sqrt(n * k).
+EXPANSION_AT_REF, REF_SIZE, REF_K = 128, EXACT_BELOW, 10
+
+
+def search_expansion(size: int, k: int) -> int:
+    """HNSW's search beam (usearch `expansion_search`, "ef") for k results in an index of `size` vectors.
+
+    Measured (benchmarks/rag_ann_sweep.py, docs/rag.md): the beam that just reaches recall 0.95 against exact grows
+    as ~sqrt(size * k) between 20k and 100k vectors and k = 10..50 (62 at 20k / k=10, 135 at 100k / k=10, 290 at
+    100k / k=50). The rule keeps twice that beam (recall 0.98-0.99 where measured). Past the measured sizes sqrt
+    grows faster than HNSW's search cost is expected to (polylogarithmic), so it errs toward recall, not speed."""
+    return max(k, math.ceil(EXPANSION_AT_REF * math.sqrt(size / REF_SIZE * k / REF_K)))
 
 
 def _usearch():
@@ -34,7 +47,7 @@ class VectorIndex:
     def __init__(self, dim: int):
         self.dim = dim
         self.index = _usearch()(ndim=dim, metric="ip", dtype="f32", connectivity=CONNECTIVITY,
-                                expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_SEARCH)
+                                expansion_add=EXPANSION_ADD, expansion_search=EXPANSION_AT_REF)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -47,12 +60,16 @@ class VectorIndex:
         if ids:
             self.index.remove(np.asarray(ids, dtype=np.uint64))
 
-    def search(self, queries: np.ndarray, k: int, exact: bool | None = None) -> list[list[tuple[int, float]]]:
-        """For each query row, up to k (chunk id, cosine similarity), best first."""
+    def search(self, queries: np.ndarray, k: int, exact: bool | None = None,
+               expansion: int | None = None) -> list[list[tuple[int, float]]]:
+        """For each query row, up to k (chunk id, cosine similarity), best first. `expansion`: HNSW's search beam
+        (default `search_expansion(len(self), k)`)."""
         if len(self.index) == 0:
             return [[] for _ in range(len(queries))]
         exact = len(self.index) < EXACT_BELOW if exact is None else exact
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        if not exact:
+            self.index.expansion_search = expansion or search_expansion(len(self.index), k)
         found = self.index.search(queries, min(k, len(self.index)), exact=exact)
         out = []
         for row in range(len(queries)):

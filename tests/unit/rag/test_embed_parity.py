@@ -66,6 +66,19 @@ def test_embedder_one_at_a_time_equals_reference(minilm, reference):
     assert minilm.pooling == "mean" and minilm.normalize and minilm.max_length == 256
 
 
+def test_embedder_runs_on_the_inference_path(minilm):
+    """load_embedder prepares its model for inference (fused q/k/v, lmforge's CPU linears where the kernels build):
+    the unprepared model embedded the benchmark's chunks about half as fast (docs/rag.md); the vectors are those of
+    the parity tests above."""
+    from lmforge.kernels.cpu_kernels import cpu_ops
+    from lmforge.model.attention import Attention
+
+    attentions = [m for m in minilm.model.modules() if isinstance(m, Attention)]
+    assert len(attentions) == 6 and all(a.qkv_proj is not None for a in attentions)
+    if cpu_ops() is not None:
+        assert not any(type(m) is torch.nn.Linear for m in minilm.model.modules()), "a linear left on F.linear"
+
+
 def test_embed_cli_mistakes_are_one_line_errors(tmp_path):
     assert_user_error(run_cli("embed", "all-minilm-l6-v2", "hi", "--pooling", "median"), "median", "mean")
     assert_user_error(run_cli("embed", "all-minilm-l6-v2"), "nothing to embed")

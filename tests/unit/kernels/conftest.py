@@ -2,6 +2,7 @@
 collects, so `pytest --collect-only` compiles nothing. A test that needs a kernel this machine cannot have skips."""
 
 import pytest
+import torch
 
 from lmforge.kernels import cpu_kernels
 
@@ -64,3 +65,12 @@ def quant_isa(request, quant_ops):
         pytest.skip(f"no {request.param} path in this build")
     yield request.param
     quant_linear.set_isa("default")
+
+
+@pytest.fixture
+def one_thread():
+    """One thread: on the loaded 2-core CI machine a tiny layer's parallel region waits ms for its second thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

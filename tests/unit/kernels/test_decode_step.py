@@ -17,12 +17,7 @@ PROMPT = [5, 17, 42, 9, 101, 3, 77]
 BF16_TIE = 0.15  # as tests/unit/test_inference_prepare.py: bf16 decoding picks tokens <= 0.031 below the argmax
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ops_per_step(model) -> float:

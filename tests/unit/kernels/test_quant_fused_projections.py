@@ -10,14 +10,7 @@ from lmforge.model.inference import FusedSwiGLU, prepare_for_inference
 from lmforge.quant.int_linear import Int4Linear, Int8Linear, quantize_model
 from tests.context_lm import assert_context_dependent, context_model, naive_greedy
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on the loaded 2-core CI machine a tiny layer's parallel region waits ms for its second thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("bias", [False, True])

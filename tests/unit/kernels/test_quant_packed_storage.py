@@ -10,14 +10,7 @@ from lmforge.formats.weights import load_weights_file
 from lmforge.model import Transformer, get_preset
 from lmforge.quant.int_linear import Int4Linear, Int8Linear, quantize_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: on the loaded 2-core CI machine a tiny layer's parallel region waits ms for its second thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def resident_bytes(module: torch.nn.Module, kinds=(torch.nn.Module,)) -> int:

@@ -20,6 +20,7 @@ from lmforge.train.config_sections import (
     check_ints,
     check_run,
 )
+from lmforge.train.post.sft_config import AdapterConfig
 
 LOSSES = ("dpo", "ipo", "cdpo", "simpo", "orpo")
 DEFAULT_BETA = {"dpo": 0.1, "cdpo": 0.1, "ipo": 0.1, "simpo": 2.0, "orpo": 0.1}
@@ -88,7 +89,11 @@ class DPOConfig(PairRunConfig):
     label_smoothing: float = setting(0.1, "cDPO: probability a label is flipped.")
     gamma: float = setting(1.0, "SimPO: target reward margin.")
     orpo_lambda: float = setting(0.1, "ORPO: weight of the odds-ratio term.")
-    export_hf: bool = setting(True, "Save the trained policy to out/hf.")
+    sft_weight: float = setting(0.0, "Add this times the chosen answer's NLL per token to the loss (RPO; TRL's "
+                                "rpo_alpha): keeps the chosen answers likely, where DPO alone lowers both. 0: off.")
+    export_hf: bool = setting(True, "Save the trained policy to out/hf (with LoRA: merged; the adapter in "
+                              "out/adapter).")
+    lora: AdapterConfig = section(AdapterConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -99,6 +104,10 @@ class DPOConfig(PairRunConfig):
         check_between(self, "label_smoothing", 0, 0.5)
         check_between(self, "gamma", 0)
         check_between(self, "orpo_lambda", 0)
+        check_between(self, "sft_weight", 0)
+        if self.lora.base_bits:
+            raise ConfigError(f"base_bits={self.lora.base_bits} is for `lmforge sft`; dpo trains LoRA over a float "
+                              "base (base_bits 0)")
 
     @property
     def beta_value(self) -> float:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from lmforge.common.errors import LmforgeError
-from lmforge.train.post.logprobs import masked_sum, target_mask, token_logprobs
+from lmforge.train.post.logprobs import gather_logprobs, masked_sum, target_mask
 
 END_OF_TURN = "<|im_end|>"
 
@@ -92,7 +92,13 @@ def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int = 0) -> Batch:
 
 def sequence_logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """([B] summed completion log-prob, [B] completion token count). Right padding never reaches a real token
-    under causal attention, so the model runs without a mask (its fastest path)."""
-    logp = token_logprobs(model, batch.ids)
+    under causal attention, so the model runs without a mask (its fastest path). The LM head (and its float32
+    [rows x positions x vocab] logits, the largest tensors of a step) runs only from the first position any row
+    scores (the end of the shortest prompt) on: no logits for the prompts' shared part."""
     mask = target_mask(batch.completion_mask)
-    return masked_sum(logp, mask), mask.sum(-1)
+    scored = mask.any(0).nonzero()
+    first = int(scored[0]) if len(scored) else mask.shape[1] - 1
+    positions = torch.arange(first, mask.shape[1], device=batch.ids.device)
+    logits = model(batch.ids, logit_indices=positions)
+    logp = gather_logprobs(logits, batch.ids[:, first + 1:])
+    return masked_sum(logp, mask[:, first:]), mask.sum(-1)

@@ -1,7 +1,9 @@
 """The DPO family as pure functions of sequence log-probabilities (summed over the completion's tokens):
 DPO (Rafailov et al., 2023), conservative DPO / label smoothing (Mitchell, 2023), IPO (Azar et al., 2023),
 SimPO (Meng et al., 2024: length-normalised, a target margin, no reference) and ORPO (Hong et al., 2024: SFT
-loss plus an odds-ratio term, no reference). Each returns per-pair losses and implicit rewards.
+loss plus an odds-ratio term, no reference). Each returns per-pair losses and implicit rewards. Any of them can add
+an SFT term, the chosen answer's NLL per token (RPO, Pang et al. 2024; TRL's `rpo_alpha`): DPO alone may lower
+both likelihoods as long as their gap grows, and the term keeps the chosen one up.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class PreferenceOutput:
     loss: torch.Tensor
     chosen_rewards: torch.Tensor
     rejected_rewards: torch.Tensor
+    chosen_nll: torch.Tensor | None = None  # [B] per-token NLL of the chosen answers, where an SFT term was added
 
     @property
     def margins(self) -> torch.Tensor:
@@ -32,7 +35,8 @@ class PreferenceOutput:
         m = self.margins.detach()
         return {"loss": float(self.loss.detach()), "reward_chosen": float(self.chosen_rewards.detach().mean()),
                 "reward_rejected": float(self.rejected_rewards.detach().mean()), "margin": float(m.mean()),
-                "reward_accuracy": float((m > 0).float().mean())}
+                "reward_accuracy": float((m > 0).float().mean()),
+                **({} if self.chosen_nll is None else {"chosen_nll": float(self.chosen_nll.detach().mean())})}
 
 
 def log_ratio_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected) -> torch.Tensor:
@@ -98,10 +102,23 @@ def orpo_loss(policy_chosen, policy_rejected, chosen_len, rejected_len, lam: flo
     return PreferenceOutput(losses.mean(), lam * chosen_mean.detach(), lam * rejected_mean.detach())
 
 
+def with_sft_term(out: PreferenceOutput, policy_chosen, chosen_len, weight: float) -> PreferenceOutput:
+    """loss + weight * mean over pairs of -log pi(y_w) / |y_w| (the chosen answer's NLL per token)."""
+    nll = -policy_chosen / chosen_len.clamp(min=1)
+    return PreferenceOutput(out.loss + weight * nll.mean(), out.chosen_rewards, out.rejected_rewards, nll.detach())
+
+
 def preference_loss(name: str, policy_chosen, policy_rejected, ref_chosen=None, ref_rejected=None, chosen_len=None,
                     rejected_len=None, *, beta: float = 0.1, label_smoothing: float = 0.0, gamma: float = 1.0,
-                    lam: float = 0.1) -> PreferenceOutput:
-    """Dispatch by name (one of LOSSES) with the arguments each loss uses."""
+                    lam: float = 0.1, sft_weight: float = 0.0) -> PreferenceOutput:
+    """Dispatch by name (one of LOSSES) with the arguments each loss uses; sft_weight > 0 adds the SFT term."""
+    out = _preference_loss(name, policy_chosen, policy_rejected, ref_chosen, ref_rejected, chosen_len, rejected_len,
+                           beta, label_smoothing, gamma, lam)
+    return with_sft_term(out, policy_chosen, chosen_len, sft_weight) if sft_weight else out
+
+
+def _preference_loss(name, policy_chosen, policy_rejected, ref_chosen, ref_rejected, chosen_len, rejected_len, beta,
+                     label_smoothing, gamma, lam) -> PreferenceOutput:
     if name == "dpo":
         return dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
     if name == "cdpo":

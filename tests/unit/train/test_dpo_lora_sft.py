@@ -1,0 +1,83 @@
+"""The safety DPO recipe's knobs (issue 26): the SFT term on the chosen answers (RPO; TRL's rpo_alpha) against its
+closed form, `lmforge dpo --lora-r` training only the adapters (the merged export differs from the base in the
+adapted projections alone), and the reference pass's length-sorted batches giving each pair its own log-probs."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from lmforge.data.tasks.preferences import preference_pairs
+from lmforge.train.metrics import read_metrics
+from lmforge.train.post.dpo import pair_logprobs
+from lmforge.train.post.pairs import collate_pairs, encode_pairs, sequence_logprobs
+from lmforge.train.post.preference_losses import dpo_loss, preference_loss
+from tests.cli_util import assert_user_error, run_cli
+from tests.tiny_lm import tiny_lm
+
+PC, PR, RC, RR = [-4.0, -7.5], [-6.0, -5.0], [-5.0, -7.0], [-5.5, -6.0]
+LC, LR = [4.0, 5.0], [6.0, 2.0]
+
+
+def t(values, grad=False):
+    return torch.tensor(values, dtype=torch.float64, requires_grad=grad)
+
+
+def test_sft_term_closed_form():
+    beta, alpha = 0.5, 0.7
+    out = preference_loss("dpo", t(PC), t(PR), t(RC), t(RR), t(LC), t(LR), beta=beta, sft_weight=alpha)
+    dpo = sum(math.log(1 + math.exp(-beta * ((PC[i] - RC[i]) - (PR[i] - RR[i])))) for i in range(2)) / 2
+    nll = sum(-PC[i] / LC[i] for i in range(2)) / 2  # the chosen answers' NLL per token, averaged over the pairs
+    assert float(out.loss) == pytest.approx(dpo + alpha * nll, rel=1e-12)
+    assert out.stats()["chosen_nll"] == pytest.approx(nll)
+    plain = dpo_loss(t(PC), t(PR), t(RC), t(RR), beta)  # the rewards are DPO's, and weight 0 is DPO itself
+    assert out.margins.tolist() == pytest.approx(plain.margins.tolist())
+    off = preference_loss("dpo", t(PC), t(PR), t(RC), t(RR), t(LC), t(LR), beta=beta)
+    assert float(off.loss) == float(plain.loss) and "chosen_nll" not in off.stats()
+    pc = t(PC, grad=True)  # d/d log pi(y_w): DPO's gradient plus -alpha / (2 |y_w|) for each pair
+    preference_loss("dpo", pc, t(PR), t(RC), t(RR), t(LC), t(LR), beta=beta, sft_weight=alpha).loss.backward()
+    pc0 = t(PC, grad=True)
+    dpo_loss(pc0, t(PR), t(RC), t(RR), beta).loss.backward()
+    assert (pc.grad - pc0.grad).tolist() == pytest.approx([-alpha / (2 * LC[i]) for i in range(2)])
+
+
+def test_reference_pass_batches_by_length_and_keeps_the_order():
+    lm = tiny_lm()
+    enc = encode_pairs(lm.tokenizer, preference_pairs(7, "train"))
+    chosen, rejected = pair_logprobs(lm.model, enc, batch_size=3)
+    with torch.no_grad():
+        for i, pair in enumerate(enc):
+            alone, _ = sequence_logprobs(lm.model, collate_pairs([pair]))
+            assert float(chosen[i]) == pytest.approx(float(alone[0]), abs=1e-4)
+            assert float(rejected[i]) == pytest.approx(float(alone[1]), abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny") / "hf"
+    tiny_lm().save(directory)
+    return directory
+
+
+def test_dpo_lora_with_sft_weight_trains_only_the_adapters(tiny_dir, tmp_path):
+    out = tmp_path / "dpo"
+    result = run_cli("dpo", "--model", str(tiny_dir), "--out", str(out), "--max-steps", "3", "--train-pairs", "8",
+                     "--heldout-pairs", "4", "--batch-size", "4", "--eval-every", "3", "--threads", "1",
+                     "--no-progress", "--lr", "1e-2", "--lora-r", "4", "--lora-target", "q_proj",
+                     "--lora-target", "v_proj", "--sft-weight", "0.5", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "LoRA r=4" in result.stdout
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 4
+    train = [r for r in read_metrics(out / "metrics.jsonl") if r.get("kind") == "train"]
+    assert len(train) == 3 and all(r["chosen_nll"] > 0 for r in train)
+    base, merged = load_file(tiny_dir / "model.safetensors"), load_file(out / "hf" / "model.safetensors")
+    changed = {name for name in base if not torch.equal(base[name], merged[name])}
+    assert changed and all(name.endswith(("q_proj.weight", "v_proj.weight")) for name in changed), changed
+
+
+def test_dpo_refuses_a_quantized_lora_base(tiny_dir, tmp_path):
+    result = run_cli("dpo", "--model", str(tiny_dir), "--out", str(tmp_path / "q"), "--lora-r", "4",
+                     "--base-bits", "4")
+    assert_user_error(result, "base_bits=4")

@@ -114,6 +114,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
+    ap.add_argument("--resume-dpo", action="store_true", help="continue lmforge dpo from the newest checkpoint in "
+                    "OUT/dpo (an interrupted run, same settings) instead of starting it over")
     ap.add_argument("--reuse", action="store_true", help="read the base model's red-team reports and pairs from "
                     "--out (left by an earlier run) instead of probing it again")
     args = ap.parse_args()
@@ -128,7 +130,8 @@ def main() -> None:
     if args.lora_r:
         lora = ["--lora-r", str(args.lora_r), "--lora-alpha", str(args.lora_alpha or 2 * args.lora_r)]
         lora += [x for target in args.lora_target or () for x in ("--lora-target", target)]
-    run("dpo", "--model", args.model, "--data", str(pairs), "--out", str(out / "dpo"), "--fresh",
+    run("dpo", "--model", args.model, "--data", str(pairs), "--out", str(out / "dpo"),
+        "--resume" if args.resume_dpo else "--fresh",
         "--max-steps", str(args.steps), "--warmup-steps", str(max(1, args.steps // 10)), "--lr", str(args.lr),
         "--beta", str(args.beta), "--batch-size", str(args.batch_size), "--max-len", "256", "--loss", args.loss,
         "--sft-weight", str(args.sft_weight), *lora, "--no-progress",

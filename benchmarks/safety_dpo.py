@@ -15,7 +15,6 @@ Usage: python benchmarks/safety_dpo.py [--out runs/safety_dpo] [--epochs 3 | --s
 
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -46,9 +45,9 @@ def run(*args: str) -> str:
 class Server:
     """`lmforge serve MODEL` in a subprocess on a free port, ready when /health answers."""
 
-    def __init__(self, model: str, threads: int):
+    def __init__(self, model: str, threads: int | None):
         self.port = free_port()
-        self.proc = subprocess.Popen([*LMFORGE, "serve", model, "--port", str(self.port), "--threads", str(threads),
+        self.proc = subprocess.Popen([*LMFORGE, "serve", model, "--port", str(self.port), *threads_flag(threads),
                                       "--served-model-name", "policy"], stdout=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -91,9 +90,13 @@ def probe(model: str, out: Path, tag: str, args, pairs: Path | None = None, reus
     return figures
 
 
-def capital(model: str, threads: int) -> str:
+def threads_flag(threads: int | None) -> list[str]:
+    return [] if threads is None else ["--threads", str(threads)]
+
+
+def capital(model: str, threads: int | None) -> str:
     return run("generate", "--model", model, "--chat", QUESTION, "--temperature", "0", "--max-new-tokens", "24",
-               "--threads", str(threads)).strip()
+               *threads_flag(threads)).strip()
 
 
 def main() -> None:
@@ -113,7 +116,8 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
+    ap.add_argument("--threads", type=int, default=None, help="pin torch threads (default: lmforge's governor, "
+                    "fewer threads while the CPU is shared: 2 pinned threads on 2 busy cores were 4x slower)")
     ap.add_argument("--resume-dpo", action="store_true", help="continue lmforge dpo from the newest checkpoint in "
                     "OUT/dpo (an interrupted run, same settings) instead of starting it over")
     ap.add_argument("--reuse", action="store_true", help="read the base model's red-team reports and pairs from "
@@ -135,7 +139,7 @@ def main() -> None:
         "--max-steps", str(args.steps), "--warmup-steps", str(max(1, args.steps // 10)), "--lr", str(args.lr),
         "--beta", str(args.beta), "--batch-size", str(args.batch_size), "--max-len", "256", "--loss", args.loss,
         "--sft-weight", str(args.sft_weight), *lora, "--no-progress",
-        "--eval-every", str(args.steps), "--checkpoint-every", str(args.steps), "--threads", str(args.threads))
+        "--eval-every", str(args.steps), "--checkpoint-every", str(args.steps), *threads_flag(args.threads))
     policy = str(out / "dpo" / "hf")
     after = probe(policy, out, "after", args)
     dpo = json.loads((out / "dpo" / "summary.json").read_text())

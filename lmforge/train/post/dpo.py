@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from lmforge.common.threads import set_threads, tick
 from lmforge.formats.loader import load
 from lmforge.peft.lora import LoraConfig, apply_lora, unload_lora
 from lmforge.peft.peft_io import save_adapter
@@ -37,12 +38,16 @@ def completion_lengths(pairs: Sequence[EncodedPair]) -> tuple[torch.Tensor, torc
 def pair_logprobs(model, pairs: Sequence[EncodedPair], batch_size: int = 8,
                   pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """([N] chosen, [N] rejected) summed completion log-probs, without gradients (the reference's, or an eval), in
-    the pairs' order. Batches of `batch_size` pairs of similar length (sorted), so few rows are padding."""
+    the pairs' order. Batches of `batch_size` pairs of similar length (sorted), so few rows are padding. On a
+    shared CPU the thread governor (common/threads.py) drops to fewer OpenMP threads: two threads on two busy cores
+    spin at each operator's barrier (SmolLM2, LoRA step of 4 pairs at load ~5: 32-34 s with 2 threads, 8-9 s with
+    1)."""
     was_training = model.training
     model.eval()
     order = sorted(range(len(pairs)), key=lambda i: max(len(pairs[i].chosen.ids), len(pairs[i].rejected.ids)))
     chosen = rejected = torch.zeros(0)
     for i in range(0, len(order), batch_size):
+        tick()  # fewer OpenMP threads while other processes use the CPU, unless --threads pinned them
         part = order[i:i + batch_size]
         logp, _ = sequence_logprobs(model, collate_pairs([pairs[j] for j in part], pad_id))
         if i == 0:
@@ -67,8 +72,7 @@ def win_figures(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.
 def train_dpo(cfg: DPOConfig, log=print) -> dict:
     """Optimise the policy on the train pairs in the Trainer loop (resumable); held-out win rate of the reference
     (before) and the policy (after)."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)  # pinned, or (None) governed by the load at each batch and step
     check_pair_out(cfg)
     seed_everything(cfg.seed)
     run_dir, beta = Path(cfg.out), cfg.beta_value

@@ -127,8 +127,8 @@ class Transformer(nn.Module):
         """
         x = self.hidden_states(input_ids, attention_mask, positions, kv_cache, token_type_ids,
                                inputs_embeds=inputs_embeds, segment_ids=segment_ids)
-        if last_only and x.shape[1] > 1:  # (a decode step's one token: no slicing op)
-            x = x[:, -1:]
+        if last_only:
+            x = x[:, -1:] if x.shape[1] > 1 else x  # (a decode step's one token: no slicing op)
         elif logit_indices is not None:
             x = x[:, logit_indices]
         if self.config.heads.mlm:

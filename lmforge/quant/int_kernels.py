@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from lmforge.kernels.quant_linear import quant_linear_ops
+from lmforge.quant.int_codes import KERNEL_DTYPE
 
 PACKED = ("kernel_codes", "kernel_scales")  # non-persistent buffers holding the kernel's layout once packed
 
@@ -19,6 +20,7 @@ class KernelPacked(nn.Module):
     """A quantized linear whose storage is either its saved layout (`SAVED` buffers) or its kernel's (`PACKED`)."""
 
     SAVED: dict[str, int] = {}  # saved-layout buffer -> its output dimension (concat_outputs joins along it)
+    kernel_linear = None  # subclasses: the kernel's call, staticmethod(quant_linear.int8_linear / int4_linear)
     in_features: int
     out_features: int
 
@@ -36,6 +38,17 @@ class KernelPacked(nn.Module):
 
     def _like(self, out_features: int) -> "KernelPacked":
         raise NotImplementedError
+
+    def _kernel_forward(self, x: torch.Tensor) -> torch.Tensor | None:
+        """forward on lmforge's kernel, or None where it does not run (the subclass then runs PyTorch's op)."""
+        if self.kernel_pack is not None and x.dtype == KERNEL_DTYPE and x.device.type == "cpu":  # decode: lean
+            return self.kernel_linear(x, self.kernel_pack, self.bias, self.out_features)
+        pack = self._kernel_pack(x)
+        if pack is None:
+            return None
+        # float32 sums for float32 callers (no bf16 rounding of the output)
+        return self.kernel_linear(x.to(KERNEL_DTYPE), pack, self.bias, self.out_features,
+                                  float_out=x.dtype != KERNEL_DTYPE).to(x.dtype)
 
     def is_packed(self) -> bool:
         return self._buffers.get("kernel_codes") is not None

@@ -48,6 +48,7 @@ class Int8Linear(KernelPacked):
     """y = x @ (q * s).T (+ bias): int8 weights [out, in], bf16 per-channel scales [out]."""
 
     SAVED = {"weight": 0, "scales": 0}
+    kernel_linear = staticmethod(int8_linear)
 
     def __init__(self, in_features: int, out_features: int, bias: bool = False):
         super().__init__()
@@ -82,12 +83,9 @@ class Int8Linear(KernelPacked):
         return Int8Linear(self.in_features, out_features, bias=self.bias is not None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel_pack is not None and x.dtype == KERNEL_DTYPE and x.device.type == "cpu":  # decode: lean
-            return int8_linear(x, self.kernel_pack, self.bias, self.out_features)
-        pack = self._kernel_pack(x)
-        if pack is not None:  # float32 sums for float32 callers (no bf16 rounding of the output)
-            return int8_linear(x.to(KERNEL_DTYPE), pack, self.bias, self.out_features,
-                               float_out=x.dtype != KERNEL_DTYPE).to(x.dtype)
+        y = self._kernel_forward(x)
+        if y is not None:
+            return y
         flat = x.reshape(-1, self.in_features).to(self.scales.dtype)
         y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
         y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
@@ -137,6 +135,7 @@ class Int4Linear(KernelPacked):
     """
 
     SAVED = {"weight": 0, "scales_and_zeros": 1}
+    kernel_linear = staticmethod(int4_linear)
 
     def __init__(self, in_features: int, out_features: int, group_size: int = 32, bias: bool = False):
         super().__init__()
@@ -211,12 +210,9 @@ class Int4Linear(KernelPacked):
         return dequantize_int4(unpack_nibbles(self.weight), sz[..., 0], sz[..., 1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel_pack is not None and x.dtype == KERNEL_DTYPE and x.device.type == "cpu":  # decode: lean
-            return int4_linear(x, self.kernel_pack, self.bias, self.out_features)
-        pack = self._kernel_pack(x)
-        if pack is not None:  # float32 sums for float32 callers (no bf16 rounding of the output)
-            return int4_linear(x.to(KERNEL_DTYPE), pack, self.bias, self.out_features,
-                               float_out=x.dtype != KERNEL_DTYPE).to(x.dtype)
+        y = self._kernel_forward(x)
+        if y is not None:
+            return y
         flat = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype)
         y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self._aten_packed(), self.group_size,
                                                         self.scales_and_zeros)

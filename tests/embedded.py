@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from lmforge.common.paths import INSTALL_HINT, embedded_model_path
+from tests.machine_cache import cached_dir
 
 
 def embedded_gguf() -> Path:
@@ -22,38 +23,29 @@ def transformers_reference_dir() -> Path:
     dequantization, fp32), saved once per machine as a plain Hugging Face directory. Reading the GGUF costs ~16 s
     of CPU (transformers dequantizes Q4_1 in numpy); the parity tests load this copy instead, which holds exactly
     the tensors, config and tokenizer that read produced."""
-    import fcntl
-    import hashlib
     import json
-    import os
-    import tempfile
+
+    import torch
+    import transformers
+    from safetensors.torch import save_file
 
     gguf = embedded_gguf()
+
+    def build(root: Path) -> None:
+        tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                                  dtype=torch.float32)
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)  # a plain fp32 checkpoint now
+        (root / "config.json").write_text(json.dumps(config, indent=2))
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        if config.get("tie_word_embeddings"):
+            state.pop("lm_head.weight", None)
+        save_file(state, root / "model.safetensors", metadata={"format": "pt"})
+        tok.save_pretrained(root)
+
     stat = gguf.stat()
-    import transformers
-
-    key = hashlib.sha256(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}:{transformers.__version__}".encode()).hexdigest()
-    root = Path(os.environ.get("LMFORGE_TEST_CACHE", tempfile.gettempdir())) / f"lmforge-smollm2-hf-ref-{key[:12]}"
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / "lock", "w") as lock:  # concurrent test processes build it once
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (root / "done").exists():
-            import torch
-            from safetensors.torch import save_file
-
-            tok = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model = transformers.AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                                      dtype=torch.float32)
-            config = model.config.to_dict()
-            config.pop("quantization_config", None)  # a plain fp32 checkpoint now
-            (root / "config.json").write_text(json.dumps(config, indent=2))
-            state = {k: v.contiguous() for k, v in model.state_dict().items()}
-            if config.get("tie_word_embeddings"):
-                state.pop("lm_head.weight", None)
-            save_file(state, root / "model.safetensors", metadata={"format": "pt"})
-            tok.save_pretrained(root)
-            (root / "done").write_text("ok\n")
-    return root
+    return cached_dir("smollm2-hf-ref", f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}:{transformers.__version__}", build)
 
 
 def transformers_reference():

@@ -5,6 +5,7 @@ optimizer, learning-rate schedule, batch shape, checkpoints and logging. A train
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from lmforge.common.config_fields import setting
@@ -40,11 +41,11 @@ def check_ints(section: object, minimum: int, *names: str) -> None:
 
 
 def check_between(section: object, name: str, lo: float, hi: float | None = None) -> None:
-    """lo <= field <= hi (hi None: no upper bound)."""
+    """lo <= field <= hi, a finite number (hi None: no upper bound)."""
     value = getattr(section, name)
-    if not lo <= value or (hi is not None and value > hi):
-        raise ConfigError(f"{type(section).__name__}.{name}={value!r}: must be in [{lo}, "
-                          f"{'inf' if hi is None else hi}]")
+    if not (math.isfinite(value) and lo <= value) or (hi is not None and value > hi):
+        bound = f"{hi}]" if hi is not None else "inf), finite"
+        raise ConfigError(f"{type(section).__name__}.{name}={value!r}: must be in [{lo}, {bound}")
 
 
 @dataclass(frozen=True)

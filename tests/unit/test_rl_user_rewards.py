@@ -78,6 +78,19 @@ def test_a_raising_function_costs_only_its_samples(tmp_path):
     assert errors.count == 3
 
 
+def test_reward_error_file_stays_bounded(tmp_path, monkeypatch):
+    from lmforge.train.post import rewards
+
+    monkeypatch.setattr(rewards, "FILED_ERRORS", 3)
+    lines = []
+    errors = RewardErrors(tmp_path / "reward_errors.jsonl", lines.append)
+    for i in range(10):
+        errors.add("r", "p", str(i), "ValueError")
+    filed = [json.loads(line)["completion"] for line in (tmp_path / "reward_errors.jsonl").read_text().splitlines()]
+    assert filed == ["0", "1", "2"] and errors.count == 10
+    assert any("further ones are only counted" in line for line in lines)
+
+
 @pytest.mark.parametrize("spec,message", [("nosuch", "neither a built-in"), ("no_such_module_xyz:f", "cannot import"),
                                           ("length=0", "positive integer"), ("regex=(", "not a valid regular")])
 def test_bad_reward_specs_are_one_line_errors(spec, message):

@@ -24,6 +24,7 @@ from lmforge.data.tasks.verifiable import END_MARKERS
 # fn(prompts=[...], completions=[...], **columns) -> one float (or None: no opinion, counted as 0) per completion
 RewardFunction = Callable[..., Sequence[float | None]]
 SHOWN_ERRORS = 5  # errors printed in full on the log; the rest only in reward_errors.jsonl and the count
+FILED_ERRORS = 1000  # errors written to reward_errors.jsonl; past these, only counted (the file stays bounded)
 
 
 def answer_of(completion: str) -> str:
@@ -172,10 +173,12 @@ class RewardErrors:
 
     def add(self, name: str, prompt: str, completion: str, error: str) -> None:
         self.count += 1
-        if self.path is not None:
+        if self.path is not None and self.count <= FILED_ERRORS:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:
                 f.write(json.dumps({"reward": name, "prompt": prompt, "completion": completion, "error": error}) + "\n")
+            if self.count == FILED_ERRORS:
+                self.log(f"warning: {FILED_ERRORS} reward errors written to {self.path}; further ones are only counted")
         if self.count <= SHOWN_ERRORS:
             more = "; further ones only in the file" if self.count == SHOWN_ERRORS else ""
             where = f" (logged in {self.path}{more})" if self.path is not None else ""

@@ -80,3 +80,11 @@ def test_dpo_lora_with_sft_weight_trains_only_the_adapters(tiny_dir, tmp_path):
                                            (("--sft-weight", "-1"), "sft_weight=-1")])
 def test_dpo_flag_errors_name_the_value(tiny_dir, tmp_path, flags, needle):
     assert_user_error(run_cli("dpo", "--model", str(tiny_dir), "--out", str(tmp_path / "q"), *flags), needle)
+
+
+@pytest.mark.parametrize("weight", [math.inf, math.nan, -0.5])
+def test_sft_weight_must_be_finite_and_non_negative(weight):
+    from lmforge.common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sft_weight"):
+        DPOConfig(model="m", sft_weight=weight)

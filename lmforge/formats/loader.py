@@ -56,6 +56,17 @@ class LM:
             ids += [self.tokenizer.eos_token_id, self.tokenizer.token_to_id("<|im_end|>")]
         return sorted({i for i in ids if i is not None})
 
+    def _generation_config_to_save(self) -> dict:
+        """The generation config, its eos_token_id naming every stop id when a chat template ends turns with another
+        token than EOS (a chat fine-tune of a base model: transformers' generate would otherwise run past
+        `<|im_end|>` into the next turn, as lm-eval's hf model did)."""
+        generation = dict(self.generation_config)
+        chat = self.tokenizer is not None and getattr(self.tokenizer, "chat_template", None)
+        stops = self.stop_token_ids()
+        if chat and len(stops) > 1:
+            generation["eos_token_id"] = stops
+        return generation
+
     def embed(self, texts: Sequence[str] | Sequence[Sequence[int]], batch_size: int = 32,
               normalize: bool = True) -> torch.Tensor:
         """[N, d] sentence embeddings: mean of the final hidden states over real tokens, L2-normalised.
@@ -74,12 +85,13 @@ class LM:
     def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> None:
         """Write a Hugging Face directory that transformers loads (Llama / Qwen2 / Qwen3 / Mistral / Gemma3 / Bert /
         DeepSeek-V3 / Qwen3-MoE / BLOOM / T5); an int8/int4 model is written in lmforge's quantized layout instead."""
+        generation = self._generation_config_to_save()
         if getattr(self.model, "is_encoder_decoder", False):
-            save_t5_dir(self.model, directory, self.generation_config, dtype=dtype)
+            save_t5_dir(self.model, directory, generation, dtype=dtype)
         elif getattr(self.model, "quant_config", None) is not None:
-            save_quantized(self.model, directory, self.generation_config)
+            save_quantized(self.model, directory, generation)
         else:
-            save_hf_model(self.model, directory, self.generation_config, dtype=dtype)
+            save_hf_model(self.model, directory, generation, dtype=dtype)
         if self.mtp is not None:
             save_mtp(self.mtp, directory, dtype=dtype)
         if self.tokenizer is not None:

@@ -13,7 +13,7 @@ from lmforge.model.rope_scaling import llama3_from_freq_factors
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_ARCHITECTURES: tuple[str, ...] = tuple(HF_CLASSES)
+SUPPORTED_ARCHITECTURES: tuple[str, ...] = (*HF_CLASSES, "t5")  # t5: gguf_arch_t5
 _SIZE_KEYS = ("embedding_length", "attention.head_count", "attention.head_count_kv", "attention.key_length",
               "rope.dimension_count", "vocab_size", "feed_forward_length", "block_count", "context_length")
 

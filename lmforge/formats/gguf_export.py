@@ -24,6 +24,7 @@ from lmforge.formats.gguf_arch import (
     gguf_name,
 )
 from lmforge.formats.gguf_arch_bloom import add_bloom_metadata, bloom_qkv_rows
+from lmforge.formats.gguf_arch_t5 import add_t5_metadata, t5_export_state, t5_gguf_name
 from lmforge.formats.gguf_kquant import QK_K, quantize_q4_k
 from lmforge.formats.gguf_tokenizer import (
     _DIGITS_THEN_GPT2,
@@ -37,7 +38,7 @@ from lmforge.formats.gguf_tokenizer import (
 from lmforge.formats.hf import config_to_hf, state_dict_to_hf
 from lmforge.formats.hf_deepseek import stack_experts
 
-EXPORT_ARCHITECTURES = tuple(GGUF_ARCH)  # lmforge families
+EXPORT_ARCHITECTURES = (*GGUF_ARCH, "t5")  # lmforge families
 Q = GGMLQuantizationType
 # --type name -> (GGML type of 2-D weights, llama.cpp file type)
 EXPORT_TYPES = {
@@ -67,12 +68,17 @@ def write_gguf(model: torch.nn.Module, tokenizer, path: str | Path, qtype: str =
     """
     cfg = model.config
     check_export(cfg.family, qtype)
+    if getattr(model, "quant_config", None) is not None:
+        raise LmforgeError("cannot export an int8/int4 lmforge model to GGUF; load it in float first")
+    if cfg.family == "t5":
+        state = t5_export_state(model)
+        tensors = {t5_gguf_name(hf_name): tensor.numpy() for hf_name, tensor in state.items()}
+        return _write(path, "t5", name or "t5", qtype, lambda writer: add_t5_metadata(writer, cfg), tensors,
+                      tokenizer, cfg.vocab_size, generation_config)
     name = name or GGUF_ARCH[cfg.family]
     # transformers' GGUF loader turns a `llama` file named exactly "mistral" into model_type mistral, which gguf-py
     # has no tensor map for: it then cannot read the file at all.
     name = "Mistral" if name == "mistral" else name
-    if getattr(model, "quant_config", None) is not None:
-        raise LmforgeError("cannot export an int8/int4 lmforge model to GGUF; load it in float first")
     hf = config_to_hf(cfg)
     arch = GGUF_ARCH[cfg.family]
     window = cfg.attention.sliding_window
@@ -81,6 +87,21 @@ def write_gguf(model: torch.nn.Module, tokenizer, path: str | Path, qtype: str =
                            "GGUF: llama.cpp writes Mistral as llama, which attends to the whole context")
     state = state_dict_to_hf({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, cfg)
     state = stack_experts(state, cfg) if arch == "qwen3moe" else state  # llama.cpp's ffn_*_exps: [E, out, in]
+
+    def add_metadata(writer: GGUFWriter) -> None:
+        if arch == "bloom":
+            add_bloom_metadata(writer, hf)
+        else:
+            _add_model_metadata(writer, hf, cfg)
+        add_arch_metadata(writer, arch, cfg, hf)
+
+    tensors = {gguf_name(hf_name, arch): _to_gguf_rows(hf_name, tensor, hf, arch) for hf_name, tensor in state.items()}
+    return _write(path, arch, name, qtype, add_metadata, tensors, tokenizer, cfg.vocab_size, generation_config)
+
+
+def _write(path: str | Path, arch: str, name: str, qtype: str, add_metadata, tensors: dict[str, np.ndarray],
+           tokenizer, vocab_size: int, generation_config: dict | None) -> dict[str, int]:
+    """Write the file next to `path` and rename it into place (never a half-written file at `path`)."""
     path = Path(path)
     staging = path.with_name(f".{path.name}.partial-{os.getpid()}")
     writer = GGUFWriter(staging, arch)
@@ -88,17 +109,14 @@ def write_gguf(model: torch.nn.Module, tokenizer, path: str | Path, qtype: str =
         writer.add_name(name)
         writer.add_file_type(EXPORT_TYPES[qtype][1])
         writer.add_quantization_version(2)
-        if arch == "bloom":
-            add_bloom_metadata(writer, hf)
-        else:
-            _add_model_metadata(writer, hf, cfg)
-        add_arch_metadata(writer, arch, cfg, hf)
+        add_metadata(writer)
         if tokenizer is not None:
-            add_tokenizer_metadata(writer, tokenizer, cfg.vocab_size, generation_config or {})
+            add_tokenizer_metadata(writer, tokenizer, vocab_size, generation_config or {})
         counts: dict[str, int] = {}
-        for hf_name, tensor in state.items():
-            data, kind = _encode(_to_gguf_rows(hf_name, tensor, hf, arch), EXPORT_TYPES[qtype][0])
-            writer.add_tensor(gguf_name(hf_name, arch), data, raw_dtype=kind)
+        for gguf_tensor, values in tensors.items():
+            # llama.cpp's quantizer keeps T5's relative position biases in F32 (they are added to every score)
+            data, kind = _encode(values, Q.F32 if ".attn_rel_b." in gguf_tensor else EXPORT_TYPES[qtype][0])
+            writer.add_tensor(gguf_tensor, data, raw_dtype=kind)
             counts[kind.name] = counts.get(kind.name, 0) + 1
         writer.write_header_to_file()
         writer.write_kv_data_to_file()

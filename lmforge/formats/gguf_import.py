@@ -26,6 +26,7 @@ from lmforge.formats.gguf_arch import (
     hf_layer_name,
 )
 from lmforge.formats.gguf_arch_bloom import bloom_qkv_rows, bloom_shapes
+from lmforge.formats.gguf_arch_t5 import t5_hf_config, t5_hf_names
 from lmforge.formats.gguf_config import SUPPORTED_ARCHITECTURES, gguf_hf_config
 from lmforge.formats.gguf_file import GGUFFile, GGUFTensor, dequantize_tensor
 from lmforge.formats.gguf_tokenizer import build_tokenizer
@@ -81,16 +82,21 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32,
             f"unsupported GGUF architecture {architecture!r} in {path}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
     tensors = {tensor.name: tensor for tensor in reader.tensors}
-    hf_config = gguf_hf_config(architecture, fields, tensors)
-    _check_block_count(tensors, hf_config["num_hidden_layers"], architecture)
-    names = _hf_names(tensors, hf_config, architecture)
+    if architecture == "t5":  # the encoder-decoder: its own names and config (gguf_arch_t5)
+        hf_config = t5_hf_config(fields, tensors)
+        names = t5_hf_names(tensors, hf_config)
+    else:
+        hf_config = gguf_hf_config(architecture, fields, tensors)
+        _check_block_count(tensors, hf_config["num_hidden_layers"], architecture)
+        names = _hf_names(tensors, hf_config, architecture)
     for name, tensor in tensors.items():
         if tensor.tensor_type.name not in SUPPORTED_QUANT_TYPES:
             raise LmforgeError(
                 f"tensor {name!r} uses GGML type {tensor.tensor_type.name}, which lmforge cannot dequantize; "
                 f"supported: {', '.join(SUPPORTED_QUANT_TYPES)}"
             )
-    _check_shapes(tensors, names, hf_config)
+    if architecture != "t5":
+        _check_shapes(tensors, names, hf_config)
 
     def rope_heads(hf_name: str) -> int | None:
         permuted = architecture in PERMUTED_ARCHITECTURES and hf_name.split(".")[-2] in ("q_proj", "k_proj")

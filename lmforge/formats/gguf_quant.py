@@ -113,6 +113,9 @@ def read_gguf_int4(path: str | Path, cfg: QuantConfig,
     """(int4 model, checkpoint) from a GGUF file: Q4_0 / Q4_1 linear layers straight from their blocks (never
     dequantized), everything else dequantized to `dtype` and quantized as `quantize_model` does (`cfg`)."""
     ckpt = read_gguf(path, keep_blocks=keep_q4_projections)
+    if ckpt.architecture == "t5":
+        raise LmforgeError(f"{path}: int4 straight from GGUF blocks reads decoder-only models; this file is t5 "
+                           "(load it without gguf_int4 / --from-gguf-blocks)")
     model_cfg = config_from_hf(ckpt.hf_config)
     placeholders = {hf: ckpt.state_dict[hf] for hf in ckpt.blocks}
     hf_of = {id(tensor): hf for hf, tensor in placeholders.items()}  # renaming keeps the tensor objects

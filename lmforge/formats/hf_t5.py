@@ -91,16 +91,29 @@ def t5_config_to_hf(cfg: T5Config, dtype: torch.dtype) -> dict:
 
 def load_t5_dir(directory: Path, hf: dict, dtype: torch.dtype = torch.float32) -> T5Model:
     """A T5Model from a transformers T5 directory whose config.json dict is `hf`."""
-    state = load_weights_dir(directory)
+    return t5_model_from_hf_state(load_weights_dir(directory), hf, dtype, source=str(directory))
+
+
+def t5_model_from_hf_state(state: dict[str, torch.Tensor], hf: dict, dtype: torch.dtype = torch.float32,
+                           source: str = "checkpoint") -> T5Model:
+    """A T5Model from transformers-named tensors and a config.json dict (a directory's or a GGUF's)."""
     cfg = t5_config_from_hf(hf, untied_head="lm_head.weight" in state)
     ours = _names(cfg.gated).from_hf(state, "t5")
     if cfg.tie_embeddings and "shared.weight" in ours:
         ours["lm_head.weight"] = ours["shared.weight"]
     with on_meta():
         model = T5Model(cfg)
-    assign_state_dict(model, ours, source=str(directory))
+    assign_state_dict(model, ours, source=source)
     model.tie_weights()
     return model.to(dtype).eval()
+
+
+def t5_hf_state(model: T5Model, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """transformers-named tensors of `model` (a tied head not repeated: it is shared.weight)."""
+    tied = model.config.tie_embeddings
+    state = {k: v.detach().to(dtype).cpu() for k, v in model.state_dict().items()
+             if not (tied and k == "lm_head.weight")}
+    return _names(model.config.gated).to_hf_state(state, "t5")
 
 
 def save_t5_dir(model: T5Model, directory: str | Path, generation_config: dict | None = None,
@@ -110,9 +123,7 @@ def save_t5_dir(model: T5Model, directory: str | Path, generation_config: dict |
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.config
     dtype = dtype or model.shared.weight.dtype
-    tied = cfg.tie_embeddings  # the head is shared.weight: not written twice
-    state = {k: v.to(dtype) for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
-    save_weights_file(_names(cfg.gated).to_hf_state(state, "t5"), directory / "model.safetensors")
+    save_weights_file(t5_hf_state(model, dtype), directory / "model.safetensors")
     (directory / "config.json").write_text(json.dumps(t5_config_to_hf(cfg, dtype), indent=2) + "\n")
     gen = {"decoder_start_token_id": cfg.decoder_start_token_id, "eos_token_id": cfg.eos_token_id,
            "pad_token_id": cfg.pad_token_id, **(generation_config or {})}

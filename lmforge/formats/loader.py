@@ -14,7 +14,7 @@ from lmforge.common.errors import LmforgeError
 from lmforge.common.paths import INSTALL_HINT, embedded_model_path
 from lmforge.formats.hf import config_from_hf
 from lmforge.formats.hf_dir import build_model, load_hf_model, read_json, save_hf_model
-from lmforge.formats.hf_t5 import is_t5_config, load_t5_dir, save_t5_dir
+from lmforge.formats.hf_t5 import is_t5_config, load_t5_dir, save_t5_dir, t5_model_from_hf_state
 from lmforge.formats.mtp_io import load_mtp, save_mtp
 from lmforge.formats.quant_io import is_quantized_dir, load_quantized, save_quantized
 from lmforge.model.config import ModelConfig
@@ -136,7 +136,10 @@ def load_gguf(path: Path, dtype: torch.dtype, int4: QuantConfig | None = None) -
         model, ckpt = read_gguf_int4(path, int4, dtype)
     else:
         ckpt = read_gguf(path)
-        model = build_model(config_from_hf(ckpt.hf_config), ckpt.state_dict, source=str(path), dtype=dtype)
+        if ckpt.architecture == "t5":  # the encoder-decoder (formats/gguf_arch_t5.py)
+            model = t5_model_from_hf_state(ckpt.state_dict, ckpt.hf_config, dtype, source=str(path))
+        else:
+            model = build_model(config_from_hf(ckpt.hf_config), ckpt.state_dict, source=str(path), dtype=dtype)
     tokenizer = Tokenizer(ckpt.tokenizer, **ckpt.tokenizer_config)
     generation = {k: ckpt.hf_config.get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
     return LM(model=model, tokenizer=tokenizer, source=str(path), generation_config=generation)

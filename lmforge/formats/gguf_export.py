@@ -35,6 +35,7 @@ from lmforge.formats.gguf_tokenizer import (
     TOKEN_UNUSED,
     TOKEN_USER_DEFINED,
 )
+from lmforge.formats.gguf_tokenizer_t5 import add_unigram_metadata
 from lmforge.formats.hf import config_to_hf, state_dict_to_hf
 from lmforge.formats.hf_deepseek import stack_experts
 
@@ -191,11 +192,18 @@ def _encode(values: np.ndarray, kind: GGMLQuantizationType) -> tuple[np.ndarray,
 
 
 def add_tokenizer_metadata(writer: GGUFWriter, tokenizer, vocab_size: int, generation_config: dict) -> None:
-    """`tokenizer.ggml.*` keys for a byte-level BPE tokenizer (GPT-2 / SmolLM / Llama 3 / Qwen2 style)."""
+    """`tokenizer.ggml.*` keys for a byte-level BPE tokenizer (GPT-2 / SmolLM / Llama 3 / Qwen2 style) or a Unigram
+    one (T5's SentencePiece, gguf_tokenizer_t5)."""
     spec = json.loads(tokenizer.backend.to_str())
     model = spec["model"]
+    if model.get("type") == "Unigram":  # T5's SentencePiece
+        add_unigram_metadata(writer, tokenizer, vocab_size)
+        if tokenizer.chat_template:
+            writer.add_chat_template(tokenizer.chat_template)
+        return
     if model.get("type") != "BPE" or model.get("byte_fallback"):
-        raise LmforgeError(f"GGUF export writes byte-level BPE tokenizers only; this one is {model.get('type')!r}"
+        raise LmforgeError(f"GGUF export writes byte-level BPE and Unigram tokenizers only; this one is "
+                           f"{model.get('type')!r}"
                            f"{' with byte fallback (SentencePiece)' if model.get('byte_fallback') else ''}")
     by_id: dict[int, str] = {index: token for token, index in model["vocab"].items()}
     types = {index: TOKEN_NORMAL for index in by_id}

@@ -1,7 +1,8 @@
 """Rebuild a Hugging Face `tokenizers` tokenizer from the vocabulary stored in a GGUF file's metadata.
 
 A GGUF carries no tokenizer.json, only llama.cpp's keys (tokens, merges, scores, token types, pre-tokenizer
-name). Byte-level BPE (`gpt2`) and SentencePiece BPE (`llama`) are rebuilt as transformers' GGUF converter does.
+name). Byte-level BPE (`gpt2`), SentencePiece BPE (`llama`) and T5's Unigram (`t5`, gguf_tokenizer_t5.py) are
+rebuilt as transformers' GGUF converter does.
 """
 
 from collections.abc import Mapping, Sequence
@@ -11,11 +12,12 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_
 from tokenizers.models import BPE
 
 from lmforge.common.errors import LmforgeError
+from lmforge.formats.gguf_tokenizer_t5 import sentinel_names, unigram_backend
 
 # llama.cpp's `llama_token_type` values, as stored in tokenizer.ggml.token_type.
 TOKEN_NORMAL, TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_USER_DEFINED, TOKEN_UNUSED, TOKEN_BYTE = 1, 2, 3, 4, 5, 6
 
-SUPPORTED_TOKENIZER_MODELS = ("gpt2", "llama")
+SUPPORTED_TOKENIZER_MODELS = ("gpt2", "llama", "t5")
 
 _GPT2_DEFAULT = ("default", "gpt2")
 # SmolLM / StarCoder were trained with every digit split off before the GPT-2 regex runs.
@@ -69,14 +71,23 @@ def build_tokenizer(fields: Mapping[str, Any]) -> tuple[Tokenizer, dict]:
         raise LmforgeError(
             f"tokenizer.ggml.token_type has {len(types)} entries but tokenizer.ggml.tokens has {len(tokens)}"
         )
-    config = tokenizer_config(fields, tokens, add_bos_default=kind == "llama")
-    builder = _byte_level_bpe if kind == "gpt2" else _sentencepiece_bpe
-    tokenizer = builder(fields, tokens, types)
+    if kind == "t5":  # T5's sentinels: llama.cpp's `[PADn]` placeholders, special tokens as transformers names them
+        named = sentinel_names(tokens)
+        types = [TOKEN_CONTROL if new != old else kind_ for new, old, kind_ in zip(named, tokens, types, strict=True)]
+        tokens = named
+    config = tokenizer_config(fields, tokens, add_bos_default=kind == "llama", add_eos_default=kind == "t5")
+    if kind == "t5":
+        tokenizer = unigram_backend(fields, tokens)
+        _add_special_tokens(tokenizer, tokens, types, keep=lambda token: True)
+    else:
+        builder = _byte_level_bpe if kind == "gpt2" else _sentencepiece_bpe
+        tokenizer = builder(fields, tokens, types)
     tokenizer.post_processor = _post_processor(fields, config, byte_level=kind == "gpt2")
     return tokenizer, config
 
 
-def tokenizer_config(fields: Mapping[str, Any], tokens: Sequence[str], add_bos_default: bool) -> dict:
+def tokenizer_config(fields: Mapping[str, Any], tokens: Sequence[str], add_bos_default: bool,
+                     add_eos_default: bool = False) -> dict:
     """Special token strings, chat template and BOS/EOS flags, as a tokenizer_config.json would hold them."""
     config: dict[str, Any] = {}
     for name, key in _SPECIAL_IDS.items():
@@ -86,7 +97,7 @@ def tokenizer_config(fields: Mapping[str, Any], tokens: Sequence[str], add_bos_d
         config[name] = tokens[token_id] if token_id is not None else None
     config["chat_template"] = fields.get("tokenizer.chat_template")
     config["add_bos_token"] = bool(fields.get("tokenizer.ggml.add_bos_token", add_bos_default))
-    config["add_eos_token"] = bool(fields.get("tokenizer.ggml.add_eos_token", False))
+    config["add_eos_token"] = bool(fields.get("tokenizer.ggml.add_eos_token", add_eos_default))
     return config
 
 

@@ -6,14 +6,20 @@ why), so its reading is given the config (`feed_forward_proj`) that llama.cpp's 
 are its own dequantization of the file.
 """
 
+import string
+
 import gguf
 import pytest
 import torch
 import transformers
+from tokenizers import Tokenizer as Backend
+from tokenizers import decoders, pre_tokenizers, processors
+from tokenizers.models import Unigram
 
 from lmforge.formats.gguf_export import write_gguf
 from lmforge.formats.gguf_file import GGUFFile
 from lmforge.formats.loader import load
+from lmforge.tokenizer.tokenizer import Tokenizer
 from tests.cli_util import assert_user_error, run_cli
 from tests.tiny_lm import tiny_tokenizer
 
@@ -21,8 +27,31 @@ IDS = torch.tensor([[5, 17, 42, 8, 99, 3, 250, 12, 1], [7, 7, 31, 200, 1, 0, 0, 
 MASK = (torch.arange(9) < torch.tensor([[9], [5]])).long()
 DECODER_IDS = torch.tensor([[0, 7, 9, 11, 300], [0, 4, 4, 19, 2]])
 # feed_forward_proj -> tie_word_embeddings: flan-t5 (gated GELU, own head, unscaled) and the original T5 (ReLU,
-# tied head scaled by d_model^-0.5, which the export folds into output.weight for llama.cpp)
+# tied head scaled by d_model^-0.5, which the export folds into output.weight for llama.cpp), with a byte-level BPE
+# tokenizer and T5's SentencePiece Unigram (tokenizer.ggml.model "t5") respectively
 VARIANTS = {"gated-gelu": False, "relu": True}
+TEXTS = ["the cat sat on the mat.", "hello  world!", " leading and trailing ", "xyz QQ 42 <extra_id_0> end",
+         "<extra_id_99> ünï 东京 🙂", ""]
+
+
+def unigram_tokenizer() -> Tokenizer:
+    """A T5-style SentencePiece Unigram tokenizer (as transformers' T5Tokenizer builds one): <pad> </s> <unk>, scored
+    pieces, then the 100 sentinels <extra_id_99> ... <extra_id_0>; every encoding ends with </s>."""
+    words = ["the", "cat", "sat", "on", "mat", "hello", "world", "in", "and", "he", "llo", "wor", "ld", "at", "th"]
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(c, -5.0 - i / 100) for i, c in enumerate(string.ascii_lowercase + string.digits + ".,!?'")]
+    pieces += [("▁" + w, -3.0 - i / 10) for i, w in enumerate(words)] + [(w, -4 - i / 10) for i, w in enumerate(words)]
+    sentinels = [f"<extra_id_{i}>" for i in reversed(range(100))]
+    backend = Backend(Unigram(pieces + [(s, 0.0) for s in sentinels], unk_id=2, byte_fallback=False))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
+    backend.decoder = decoders.Metaspace()
+    backend.add_special_tokens(["<pad>", "</s>", "<unk>", *sentinels])
+    backend.post_processor = processors.TemplateProcessing(single=["$A", "</s>"], pair=["$A", "</s>", "$B", "</s>"],
+                                                           special_tokens=[("</s>", 1)])
+    return Tokenizer(backend, eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+
+
+TOKENIZERS = {"gated-gelu": tiny_tokenizer, "relu": unigram_tokenizer}  # byte-level BPE, and T5's Unigram
 
 
 def t5_dir(root, feed_forward: str, tie: bool, max_distance: int = 128):
@@ -39,7 +68,7 @@ def t5_dir(root, feed_forward: str, tie: bool, max_distance: int = 128):
                 p.normal_(0, 0.5 if "relative_attention_bias" in name else 0.1)
     path = root / f"{feed_forward}-{max_distance}"
     model.save_pretrained(path)
-    tiny_tokenizer().save(path)
+    TOKENIZERS[feed_forward]().save(path)
     return path, model
 
 
@@ -93,9 +122,17 @@ def test_t5_gguf_logits_equal_the_original_and_transformers(t5_files, feed_forwa
     fields = GGUFFile(f32).fields
     assert fields["general.architecture"] == "t5" and fields["t5.decoder_block_count"] == 2
     assert fields["t5.attention.relative_buckets_count"] == 8
-    for text in ("hello world, the cat sat on the mat.", "东京 and 你好 🙂"):  # the tokenizer round-trips
-        assert lm.tokenizer.encode(text) == tiny_tokenizer().encode(text)
-        assert lm.tokenizer.decode(lm.tokenizer.encode(text)) == text
+    assert fields["tokenizer.ggml.model"] == ("t5" if feed_forward == "relu" else "gpt2")
+    source = TOKENIZERS[feed_forward]()
+    # transformers reads a t5 file's tokenizer with its T5Tokenizer class, which always appends </s> and adds 100
+    # sentinels: right for T5's Unigram vocabulary only, so only that one is compared with it
+    theirs = transformers.AutoTokenizer.from_pretrained(f32.parent, gguf_file=f32.name) if feed_forward == "relu" \
+        else None
+    for text in TEXTS:  # the tokenizer round-trips: same ids as the source, and as transformers reads the file
+        ids = source.encode(text)
+        assert lm.tokenizer.encode(text) == ids, text
+        assert theirs is None or theirs.encode(text) == ids, text
+        assert lm.tokenizer.decode(ids, skip_special_tokens=True) == source.decode(ids, skip_special_tokens=True)
 
 
 def test_t5_gguf_generates_like_the_hf_directory(t5_files):

@@ -8,6 +8,7 @@ F32, F16, Q8_0, Q4_0 or Q4_K blocks with `gguf.quants` (the same block layouts t
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ def write_gguf(model: torch.nn.Module, tokenizer, path: str | Path, qtype: str =
         raise LmforgeError("cannot export an int8/int4 lmforge model to GGUF; load it in float first")
     if cfg.family == "t5":
         state = t5_export_state(model)
-        tensors = {t5_gguf_name(hf_name): tensor.numpy() for hf_name, tensor in state.items()}
+        tensors = ((t5_gguf_name(hf_name), tensor.numpy()) for hf_name, tensor in state.items())
         return _write(path, "t5", name or "t5", qtype, lambda writer: add_t5_metadata(writer, cfg), tensors,
                       tokenizer, cfg.vocab_size, generation_config)
     name = name or GGUF_ARCH[cfg.family]
@@ -96,11 +97,13 @@ def write_gguf(model: torch.nn.Module, tokenizer, path: str | Path, qtype: str =
             _add_model_metadata(writer, hf, cfg)
         add_arch_metadata(writer, arch, cfg, hf)
 
-    tensors = {gguf_name(hf_name, arch): _to_gguf_rows(hf_name, tensor, hf, arch) for hf_name, tensor in state.items()}
+    # lazily, after add_metadata's checks: a refused layout fails before any tensor is converted
+    tensors = ((gguf_name(hf_name, arch), _to_gguf_rows(hf_name, tensor, hf, arch))
+               for hf_name, tensor in state.items())
     return _write(path, arch, name, qtype, add_metadata, tensors, tokenizer, cfg.vocab_size, generation_config)
 
 
-def _write(path: str | Path, arch: str, name: str, qtype: str, add_metadata, tensors: dict[str, np.ndarray],
+def _write(path: str | Path, arch: str, name: str, qtype: str, add_metadata, tensors: Iterable[tuple[str, np.ndarray]],
            tokenizer, vocab_size: int, generation_config: dict | None) -> dict[str, int]:
     """Write the file next to `path` and rename it into place (never a half-written file at `path`)."""
     path = Path(path)
@@ -114,7 +117,7 @@ def _write(path: str | Path, arch: str, name: str, qtype: str, add_metadata, ten
         if tokenizer is not None:
             add_tokenizer_metadata(writer, tokenizer, vocab_size, generation_config or {})
         counts: dict[str, int] = {}
-        for gguf_tensor, values in tensors.items():
+        for gguf_tensor, values in tensors:
             # llama.cpp's quantizer keeps T5's relative position biases in F32 (they are added to every score)
             data, kind = _encode(values, Q.F32 if ".attn_rel_b." in gguf_tensor else EXPORT_TYPES[qtype][0])
             writer.add_tensor(gguf_tensor, data, raw_dtype=kind)

@@ -5,6 +5,8 @@ which llama.cpp's converter writes as `llama`), qwen2, qwen3, qwen3moe (stacked 
 (sandwich norms stored as 1 + w, as llama.cpp's converter adds its norm shift) and bloom (gguf_arch_bloom.py).
 """
 
+import logging
+
 from lmforge.common.errors import LmforgeError
 from lmforge.formats.gguf_arch_bloom import BLOOM_GLOBALS, BLOOM_LAYERS
 
@@ -22,6 +24,11 @@ NORM_SHIFT_ARCHITECTURES = ("gemma3",)
 # llama.cpp's Gemma 3: 5 sliding-window layers then a global one, local RoPE base 10000, attention scaled by
 # head_dim^-0.5 (transformers' Gemma3TextConfig defaults say the same for the sliding pattern and local base).
 GEMMA3_SLIDING_PATTERN, GEMMA3_LOCAL_THETA = 6, 10000.0
+# transformers' GGUF loader (5.x) maps no qwen3.attention.key_length: it builds every qwen3 file with
+# Qwen3Config's default head_dim, 128 (that of every released Qwen3). llama.cpp and lmforge's import read the key.
+TRANSFORMERS_QWEN3_HEAD_DIM = 128
+
+logger = logging.getLogger(__name__)
 
 GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
 _DENSE = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
@@ -98,7 +105,7 @@ def check_gemma3_export(cfg) -> None:
 
 
 def add_arch_metadata(writer, arch: str, cfg, hf: dict) -> None:
-    """The `{arch}.*` keys convert_hf_to_gguf.py adds for MoE and Gemma 3 models."""
+    """The `{arch}.*` keys convert_hf_to_gguf.py adds for MoE and Gemma 3 models (and a qwen3 caveat)."""
     if arch == "qwen3moe":
         if hf["mlp_only_layers"] or hf["decoder_sparse_step"] != 1:
             raise LmforgeError("cannot export qwen3_moe with dense layers to GGUF: llama.cpp's qwen3moe has experts "
@@ -113,3 +120,7 @@ def add_arch_metadata(writer, arch: str, cfg, hf: dict) -> None:
     if arch == "gemma3":
         check_gemma3_export(cfg)
         writer.add_sliding_window(hf["sliding_window"])
+    if arch == "qwen3" and hf["head_dim"] != TRANSFORMERS_QWEN3_HEAD_DIM:
+        logger.warning("qwen3 head_dim %d is written as qwen3.attention.key_length, which llama.cpp and lmforge read "
+                       "but transformers' GGUF loader ignores (it assumes %d): transformers cannot load this file",
+                       hf["head_dim"], TRANSFORMERS_QWEN3_HEAD_DIM)

@@ -13,7 +13,7 @@ from tests.tiny_lm import tiny_tokenizer
 from tests.unit.test_gguf_import import tiny_model
 
 SENTENCES = ["hello world, the cat sat on the mat.", "東京 and 你好，世界！", "emoji 🙂🎉 too", "café naïve\n\tEND"]
-# qwen3 keeps head_dim = hidden / heads: transformers' GGUF loader ignores qwen3.attention.key_length
+# qwen3 keeps transformers' default head_dim 128: its GGUF loader ignores qwen3.attention.key_length (see below)
 ARCHS = {"llama": dict(tied=False), "qwen2": dict(tied=True), "qwen3": dict(tied=True)}
 
 
@@ -82,3 +82,16 @@ def test_convert_gguf_user_errors(tmp_path):
     result = run_cli("convert", str(tmp_path / "bert"), "--to", "gguf", "--out", str(tmp_path / "m.gguf"))
     assert_user_error(result, "'bert'", "llama, mistral, qwen2, qwen3, qwen3_moe, gemma3")
     assert not list(tmp_path.glob("*.gguf")) and not list(tmp_path.glob(".*partial*"))
+
+
+def test_qwen3_head_dim_transformers_cannot_read_is_written_and_warned(tmp_path, caplog):
+    """llama.cpp and lmforge read qwen3.attention.key_length; transformers' loader assumes 128: the export says so."""
+    model = tiny_model("qwen3", vocab_size=320, head_dim=32)
+    model.save_pretrained(tmp_path / "hf")
+    lm = load(tmp_path / "hf")
+    with caplog.at_level("WARNING", logger="lmforge.formats.gguf_arch"):
+        write_gguf(lm.model, tiny_tokenizer(), tmp_path / "m.gguf", "f32")
+    assert "head_dim 32" in caplog.text and "transformers cannot load this file" in caplog.text
+    assert GGUFFile(tmp_path / "m.gguf").fields["qwen3.attention.key_length"] == 32
+    ids = [1, 5, 9, 20]
+    assert (logits(load(tmp_path / "m.gguf").model, ids) - logits(model, ids)).abs().max() < 1e-4

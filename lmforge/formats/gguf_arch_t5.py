@@ -109,6 +109,11 @@ def t5_hf_config(fields: dict, tensors: dict[str, GGUFTensor]) -> dict:
 def t5_hf_names(tensors: dict[str, GGUFTensor], config: dict) -> dict[str, str]:
     """GGUF name -> transformers name for every tensor, after checking names, layer counts and shapes."""
     gated = config["feed_forward_proj"].startswith("gated")
+    for short, key in (("enc", "num_layers"), ("dec", "num_decoder_layers")):  # before anything of that size
+        held = {int(m[2]) for name in tensors if (m := _LAYER.fullmatch(name)) and m[1] == short}
+        if any(i not in held for i in range(config[key])):
+            raise LmforgeError(f"GGUF metadata gives {config[key]} {short} layers ({key}) but the file holds "
+                               f"{len(held)} {short}.blk.N block(s)")
     shapes = t5_shapes(config)
     names = {}
     for name, tensor in tensors.items():

@@ -2,7 +2,8 @@
 
 One table per llama.cpp architecture that lmforge and transformers' GGUF loader both read: llama (also Mistral,
 which llama.cpp's converter writes as `llama`), qwen2, qwen3, qwen3moe (stacked `ffn_*_exps` experts) and gemma3
-(sandwich norms stored as 1 + w, as llama.cpp's converter adds its norm shift) and bloom (gguf_arch_bloom.py).
+(sandwich norms stored as 1 + w, as llama.cpp's converter adds its norm shift), bloom (gguf_arch_bloom.py) and the
+encoder-decoder t5 (gguf_arch_t5.py).
 """
 
 import logging

@@ -1,15 +1,17 @@
 """T5 in GGUF (llama.cpp's `t5` architecture): `enc.blk.N.*` / `dec.blk.N.*` tensor names, the `t5.*` keys, and
-the two ways llama.cpp's T5 graph reads a file that a transformers config would say otherwise.
+how llama.cpp's T5 graph runs a file, which a transformers config would describe otherwise.
 
 llama.cpp runs the feed-forward as gated GELU (tanh form) when `ffn_gate` tensors exist and as ReLU otherwise, never
-scales the decoder output by d_model^-0.5, and takes the LM head from `output.weight` (the token embedding when that
-is absent); relative positions use 32-ish buckets over a fixed max distance of 128. The import reads a file that
-way; the export writes a model so that llama.cpp computes the same logits: a scaled head is stored as `output.weight`
-= embedding * d_model^-0.5, and a layout llama.cpp cannot run (another activation, max distance) is refused.
+scales the decoder output by d_model^-0.5, takes the LM head from `output.weight` (the token embedding when that is
+absent), and buckets relative positions up to a fixed max distance of 128 (t5.attention.relative_buckets_count
+buckets). The import reads a file that way; the export writes a model so that llama.cpp computes the same logits:
+the head is always written as `output.weight`, a scaled one as embedding * d_model^-0.5, and a layout llama.cpp
+cannot run (another activation, another max distance) is refused.
 
 transformers' GGUF loader (5.x) reads every t5 file as gated with a ReLU activation (it sets is_gated_act and leaves
-feed_forward_proj "relu"), so for a flan-t5 style file it computes other logits than llama.cpp and the original
-model; given the config (`feed_forward_proj="gated-gelu"`) it loads the same weights and agrees.
+feed_forward_proj "relu") and ignores t5.decoder_block_count, so for a flan-t5 style file it computes other logits
+than llama.cpp and the original model; given the config (`feed_forward_proj="gated-gelu"`) it loads the same weights
+and agrees.
 """
 
 import re

@@ -4,7 +4,7 @@ import json
 
 import typer
 
-from lmforge.cli.dtype_warning import warn_if_slow_dtype
+from lmforge.cli.device_option import DEVICE, pick_device, place
 from lmforge.common.errors import LmforgeError
 
 app = typer.Typer(help="Speed measurements (lmforge only; benchmarks/decode.py compares with transformers).",
@@ -19,6 +19,7 @@ def decode(
     group_size: int = typer.Option(32, "--group-size", help="int4 group size (32, 64, 128, 256)."),
     tokens: int = typer.Option(128, "--tokens", "-n", min=1, help="New tokens per timed run."),
     repeat: int = typer.Option(3, "--repeat", min=1, help="Timed runs; the best is reported."),
+    device: str = DEVICE,
 ) -> None:
     """Print one JSON line: tokens/s, read bandwidth (GB/s), the bandwidth bound (tokens/s) and the speed of the
     projections alone (every linear once on one row: what this machine's matmul kernels allow)."""
@@ -35,8 +36,8 @@ def decode(
     from lmforge.model.inference import prepare_for_inference
     from lmforge.quant.int_linear import quantize_model
 
-    warn_if_slow_dtype(dtype)
-    lm = load(model, dtype=dtype)
+    where = pick_device(device, dtype)
+    lm = place(load(model, dtype=dtype), where)
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer (tokenizer.json); cannot encode the prompt")
     if bits is not None:
@@ -47,14 +48,14 @@ def decode(
     prompt = lm.tokenizer.encode(PROMPT)
     if len(prompt) + tokens + 8 > lm.config.max_seq_len:
         raise LmforgeError(f"--tokens {tokens} exceeds the model's context of {lm.config.max_seq_len}")
-    bandwidth = read_bandwidth_gb_s()
+    bandwidth = read_bandwidth_gb_s(device=where)  # the memory the weights stream from: DRAM or the GPU's
     weight_bytes = bytes_read_per_token(lm.model)
     speed, _ = decode_tokens_per_s(lm.model, prompt, tokens, repeat)
     kernels = projections_only_tokens_per_s(lm.model)
     quant = getattr(lm.model, "quant_config", None)
     bound = bandwidth * 1e9 / weight_bytes
     print(json.dumps({
-        "benchmark": "greedy_decode", "model": model, "dtype": dtype,
+        "benchmark": "greedy_decode", "model": model, "dtype": dtype, "device": str(where),
         "quantization": quant.to_dict() if quant else None, "tokens": tokens, "threads": torch.get_num_threads(),
         "tok_per_s": round(speed, 1), "weight_mb_per_token": round(weight_bytes / 1e6, 1),
         "read_bandwidth_gb_s": round(bandwidth, 1), "bound_tok_per_s": round(bound, 1),

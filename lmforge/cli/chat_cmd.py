@@ -13,7 +13,7 @@ import typer
 
 from lmforge.cli import image_input
 from lmforge.cli import sampling_options as opt
-from lmforge.cli.dtype_warning import warn_if_slow_dtype
+from lmforge.cli.device_option import DEVICE, pick_device, place
 from lmforge.cli.safety_cmd import SAFETY, load_rails
 from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import set_threads
@@ -160,6 +160,7 @@ def chat(
     sampling: dict = opt.SAMPLING,
     seed: int = opt.SEED,
     dtype: str = opt.DTYPE,
+    device: str = DEVICE,
     safety: str = SAFETY,
     threads: int = opt.THREADS,
     image: list[Path] = typer.Option(None, "--image", metavar="PATH", help="An image file for a LLaVA model "
@@ -171,13 +172,13 @@ def chat(
     params = opt.sampling_params(**sampling, seed=seed)
     image_input.check_files(image)
     rails = load_rails(safety)
-    warn_if_slow_dtype(dtype)
     set_threads(threads)
+    where = pick_device(device, dtype)
     print(f"loading {model} …", file=sys.stderr, flush=True)  # seconds of torch import and weights: say so
     from lmforge.formats.loader import load
     from lmforge.model.inference import prepare_for_inference
 
-    lm = load(model, dtype=dtype)
+    lm = place(load(model, dtype=dtype), where)
     prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
     if lm.tokenizer is None or lm.tokenizer.chat_template is None:
         raise LmforgeError(f"{model} has no tokenizer with a chat template; use `lmforge generate` for raw text")

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
-from lmforge.cli.dtype_warning import warn_if_slow_dtype
+from lmforge.cli.device_option import DEVICE, pick_device, place
 from lmforge.common.errors import LmforgeError
 
 
@@ -31,17 +31,13 @@ app = typer.Typer(cls=_TasksByDefault, no_args_is_help=True,
 
 
 def _load(model: str, dtype: str, device: str):
-    import torch
-
     import lmforge
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    warn_if_slow_dtype(dtype, device)
+    where = pick_device(device, dtype)
     lm = lmforge.load(model, dtype=dtype)
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer; evaluation needs one")
-    lm.model.to(device).eval()
+    place(lm, where).model.eval()
     return lm
 
 
@@ -68,7 +64,7 @@ def ppl(
                                "tokens of context."),
     batch: int = typer.Option(1, "--batch", help="Windows per forward pass."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    device: str = DEVICE,
 ) -> None:
     """Perplexity of MODEL on --text (sliding windows, every token scored once); prints JSON."""
     from lmforge.train.eval_ppl import perplexity
@@ -91,7 +87,7 @@ def needle(
     seed: int = typer.Option(0, "--seed", help="Seed of the random keys."),
     out: Path = typer.Option(Path("needle"), "--out", "-o", help="Output directory (needle.json, needle.png)."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    device: str = DEVICE,
 ) -> None:
     """Passkey retrieval (Mohtashami & Jaggi 2023): accuracy heatmap over --lengths x --depths."""
     from lmforge.train.needle import model_answer, run_passkey, write_heatmap, write_result
@@ -128,7 +124,7 @@ def run(
     max_batch_tokens: int = typer.Option(2048, "--max-batch-tokens", min=16, help="Rows x padded length of one "
                                          "log-likelihood batch."),
     dtype: str = typer.Option("float32", "--dtype", help="float32 | bfloat16 | float16."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    device: str = DEVICE,
 ) -> None:
     """Run lm-evaluation-harness tasks from local YAML + data files on MODEL; prints a markdown table, writes JSON.
 
@@ -137,7 +133,7 @@ def run(
     """
     from lmforge.eval.run_tasks import run_tasks  # torch loads after the task files are checked
 
-    warn_if_slow_dtype(dtype, "cpu" if device == "auto" else device)
+    device = str(pick_device(device, dtype))  # --device cuda without a GPU: refused before the tasks load
     specs = [t.strip() for t in tasks.split(",") if t.strip()]
     summary = run_tasks(model, specs, include=list(include_path), num_fewshot=num_fewshot,
                         limit=int(limit) if limit is not None and limit >= 1 else limit, chat_template=chat_template,

@@ -11,7 +11,7 @@ import typer
 from lmforge.cli import generate_extras as extra
 from lmforge.cli import image_input as images
 from lmforge.cli import sampling_options as opt
-from lmforge.cli.dtype_warning import warn_if_slow_dtype
+from lmforge.cli.device_option import DEVICE, pick_device, place
 from lmforge.cli.safety_cmd import SAFETY, load_rails
 from lmforge.cli.stream_summary import stream_summary
 from lmforge.common.errors import LmforgeError
@@ -39,6 +39,7 @@ def generate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (text, token counts, timings, "
                                                        "finish_reason, threads) instead of streaming."),
     dtype: str = opt.DTYPE,
+    device: str = DEVICE,
     draft: str = extra.DRAFT,
     num_draft: int = extra.NUM_DRAFT,
     rope_scaling: str = extra.ROPE_SCALING,
@@ -76,12 +77,12 @@ def generate(
             refuse(rails.refusal, verdict.categories, as_json)
             return
         chat, prompt = (verdict.texts[0], prompt) if chat is not None else (chat, verdict.texts[0])
-    warn_if_slow_dtype(dtype)
     set_threads(threads)
+    where = pick_device(device, dtype)  # torch loads here, after the argument checks
     from lmforge.formats.loader import load
     from lmforge.model.inference import prepare_for_inference  # torch loads here, after the argument checks
 
-    lm = load(model, dtype=dtype)
+    lm = place(load(model, dtype=dtype), where)
     if getattr(lm.model, "is_encoder_decoder", False):  # T5: encoder input -> decoder output
         from lmforge.cli.generate_seq2seq import check_seq2seq_options, run_seq2seq
 
@@ -107,7 +108,7 @@ def generate(
     if draft is not None:
         if num_beams > 1:
             raise LmforgeError("--draft (speculative decoding) cannot be combined with --num-beams")
-        result = extra.run_speculative(lm, ids, params, draft, num_draft, dtype, echo=not as_json)
+        result = extra.run_speculative(lm, ids, params, draft, num_draft, dtype, echo=not as_json, device=where)
     elif num_beams > 1:
         result = run_beams(lm, ids, params, num_beams, length_penalty, sampling["temperature"])
         if not as_json:

@@ -29,8 +29,10 @@ def apply_context_options(lm, rope_scaling: str | None, rope_factor: float | Non
         extend_context(lm.model, rope_scaling, rope_factor, original_max_len, max_context)
 
 
-def run_speculative(lm, ids: list[int], params, draft: str, num_draft: int, dtype: str, echo: bool) -> dict:
-    """Speculative generation (batch 1); the JSON summary includes the acceptance figures."""
+def run_speculative(lm, ids: list[int], params, draft: str, num_draft: int, dtype: str, echo: bool,
+                    device=None) -> dict:
+    """Speculative generation (batch 1); the JSON summary includes the acceptance figures. A draft model loads
+    on `device` (the target's; None: the CPU)."""
     from lmforge.formats.loader import load
     from lmforge.generation.speculative import speculative_generate
 
@@ -41,7 +43,7 @@ def run_speculative(lm, ids: list[int], params, draft: str, num_draft: int, dtyp
         raise LmforgeError(f"--draft mtp needs multi-token-prediction modules (mtp.safetensors, written by a pretrain "
                            f"with n_mtp_modules > 0); {lm.source} has none")
     named = {"ngram": "ngram", "mtp": lm.mtp}
-    draft_model = named[draft] if draft in named else load(draft, dtype=dtype).model
+    draft_model = named[draft] if draft in named else load(draft, dtype=dtype).model.to(device or "cpu")
     start = time.perf_counter()
     out = speculative_generate(lm.model, ids, draft_model, params, num_draft=num_draft)
     total = time.perf_counter() - start

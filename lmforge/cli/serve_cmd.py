@@ -6,7 +6,7 @@ from pathlib import Path
 import typer
 
 from lmforge.cli import sampling_options as opt
-from lmforge.cli.dtype_warning import warn_if_slow_dtype
+from lmforge.cli.device_option import DEVICE, pick_device, place
 from lmforge.cli.safety_cmd import SAFETY, load_rails
 from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import set_threads
@@ -31,6 +31,7 @@ def serve(
                                      "API from a browser (CORS); none by default."),
     served_name: str = typer.Option(None, "--served-model-name", help="Model id clients send (default: MODEL)."),
     dtype: str = typer.Option("float32", help="Compute dtype: float32 or bfloat16."),
+    device: str = DEVICE,
     kv_cache_gb: float = typer.Option(1.0, "--kv-cache-gb", min=0.01, help="Memory for the paged KV cache."),
     block_size: int = typer.Option(16, min=1, help="Tokens per KV cache block."),
     max_num_seqs: int = typer.Option(32, min=1, help="Most sequences decoded together."),
@@ -67,10 +68,10 @@ def serve(
     from lmforge.server.served import ServedModel
 
     rails = load_rails(safety)
-    warn_if_slow_dtype(dtype)
     set_threads(threads)
+    where = pick_device(device, dtype)
     embedder, retriever = _rag_parts(embedding_model, rag)
-    lm = load(model, dtype=dtype)
+    lm = place(load(model, dtype=dtype), where)
     prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer (tokenizer.json); the server needs one")

@@ -18,6 +18,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, has_bos_prefix, normalize_gen_kwargs, postprocess_generated_text
 from tqdm import tqdm
 
+from lmforge.common.device import resolve_device
 from lmforge.common.errors import LmforgeError
 from lmforge.eval.loglikelihood import score_continuations
 
@@ -35,17 +36,15 @@ class LmforgeLM(TemplateLM):
                  kv_cache_gb: float = 1.0, prepare: bool | str = True, add_bos_token: bool | str | None = None,
                  batch_size=None, max_batch_size=None, **unused) -> None:
         super().__init__()
-        import torch
 
         from lmforge.formats.loader import load
         from lmforge.model.inference import prepare_for_inference
 
-        if device in (None, "auto"):
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        where = resolve_device(device or "auto", "device")
         lm = load(pretrained, dtype=dtype)
         if lm.tokenizer is None:
             raise LmforgeError(f"{pretrained} has no tokenizer (tokenizer.json); lm-eval needs one")
-        lm.model.to(torch.device(device)).eval()
+        lm.model.to(where).eval()
         if _flag(prepare):
             prepare_for_inference(lm.model)
         self.lm, self.model, self.tokenizer = lm, lm.model, lm.tokenizer

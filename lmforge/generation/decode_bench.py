@@ -21,11 +21,14 @@ from lmforge.quant.int_linear import Int4Linear, Int8Linear
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 
 
-def read_bandwidth_gb_s(size_mb: int = 1024, repeat: int = 5, clock=time.perf_counter) -> float:
-    """Best-of-`repeat` read bandwidth (GB/s) of summing a float32 tensor much larger than the caches."""
-    x = torch.ones(size_mb * 2**20 // 4)
-    x.sum()
-    best, _ = best_time(x.sum, repeat, clock)
+def read_bandwidth_gb_s(size_mb: int = 1024, repeat: int = 5, clock=time.perf_counter,
+                        device: torch.device | str = "cpu") -> float:
+    """Best-of-`repeat` read bandwidth (GB/s) of summing a float32 tensor much larger than the caches, in the
+    memory of `device` (a GPU's: each sum waits for the kernel)."""
+    x = torch.ones(size_mb * 2**20 // 4, device=device)
+    total = x.sum if x.device.type == "cpu" else lambda: (x.sum(), torch.cuda.synchronize(x.device))
+    total()
+    best, _ = best_time(total, repeat, clock)
     return x.numel() * 4 / best / 1e9
 
 
@@ -50,12 +53,15 @@ def projections_only_tokens_per_s(model: nn.Module, repeat: int = 5, clock=time.
     a real step, so this is the ceiling that the matmul kernels allow."""
     kinds = (nn.Linear, PackedLinear, KernelLinear, Int8Linear, Int4Linear)
     projections = [m for m in model.modules() if isinstance(m, kinds)]
-    dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
-    inputs = [torch.randn(1, m.in_features, dtype=dtype) for m in projections]
+    weight = next(p for p in model.parameters() if p.is_floating_point())
+    inputs = [torch.randn(1, m.in_features, dtype=weight.dtype, device=weight.device) for m in projections]
+    on_gpu = weight.device.type == "cuda"
 
     def step():
         for m, x in zip(projections, inputs, strict=True):
             m(x)
+        if on_gpu:  # the kernels run asynchronously: time them, not their launches
+            torch.cuda.synchronize(weight.device)
 
     step()
     best, _ = best_time(step, repeat, clock)

@@ -22,7 +22,9 @@ from lmforge.train.config_sections import (
     OptimConfig,
     ScheduleConfig,
     check_between,
+    check_device,
     check_ints,
+    device_setting,
 )
 from lmforge.train.parallel.config import PARALLEL, ParallelConfig
 
@@ -30,7 +32,7 @@ __all__ = ["SCHEDULES", "PRECISIONS", "DEVICES", "PARALLEL", "TrainConfig", "Cor
            "TrainLoggingConfig"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")  # check_device (config_sections.py) validates
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class TrainConfig(ConfigIO):
     fresh: bool = setting(False, "Start from step 0 even where --out holds checkpoints: they move to "
                           "OUT/checkpoints.old (nothing is deleted).")
     threads: int | None = setting(None, "torch CPU threads (default: torch's).")
-    device: str = setting("auto", "auto | cpu | cuda.")
+    device: str = device_setting()
     # fp32 | bf16 (autocast, CPU or GPU) | fp16 (autocast + loss scaling, GPU only) | auto: bf16 where the
     # hardware has it (CUDA with bf16, or a CPU with AMX / AVX512-BF16), else fp32
     precision: str = setting("auto", "auto | fp32 | bf16 (autocast) | fp16 (GPU only, loss scaling); auto: bf16 "
@@ -143,9 +145,9 @@ class TrainConfig(ConfigIO):
     def __post_init__(self) -> None:
         check_ints(self, 0, "seed")
         check_ints(self, 1, "max_nonfinite")
-        for name, allowed in (("precision", PRECISIONS), ("device", DEVICES)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"TrainConfig.{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"TrainConfig.precision={self.precision!r}; allowed: {', '.join(PRECISIONS)}")
+        check_device(self)
         check_between(self, "router_bias_rate", 0)
         if not 0 < self.mlm_probability < 1:
             raise ConfigError(f"TrainConfig.mlm_probability must be in (0, 1), got {self.mlm_probability!r}")

@@ -9,7 +9,8 @@ import math
 from dataclasses import dataclass
 
 from lmforge.common.config_fields import setting
-from lmforge.common.errors import ConfigError
+from lmforge.common.device import DEVICE_HELP, check_device_name
+from lmforge.common.errors import ConfigError, LmforgeError
 
 SCHEDULES = ("cosine", "wsd", "constant")
 
@@ -29,6 +30,20 @@ def check_threads_and_resume(config: object) -> None:
         check_ints(config, 1, "threads")
     if config.resume and config.fresh:
         raise ConfigError("resume and fresh exclude each other: continue the run, or start over")
+
+
+def check_device(config: object, name: str = "device") -> None:
+    """The field is a device name: auto | cpu | cuda | cuda:N (lmforge.common.device; CUDA's presence is checked
+    when the run resolves it)."""
+    try:
+        check_device_name(getattr(config, name), f"{type(config).__name__}.{name}")
+    except LmforgeError as err:
+        raise ConfigError(str(err)) from None
+
+
+def device_setting() -> str:
+    """The `device` field every trainer's config carries (--device)."""
+    return setting("auto", DEVICE_HELP)
 
 
 def check_ints(section: object, minimum: int, *names: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lmforge.common.errors import LmforgeError
+from lmforge.common.device import resolve_device as common_resolve_device
 from lmforge.common.hardware import cpu_has_native_bf16
 from lmforge.train.master_weights import trains_every_weight
 
@@ -16,11 +16,8 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LmforgeError("device='cuda' but no CUDA device is available; use device='cpu' or 'auto'")
-    return torch.device(name)
+    """The training device (lmforge.common.device: auto | cpu | cuda | cuda:N; CUDA without a GPU is refused)."""
+    return common_resolve_device(name, "device")
 
 
 def resolve_precision(name: str, device: torch.device) -> str:

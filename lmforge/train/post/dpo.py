@@ -20,7 +20,7 @@ from lmforge.peft.lora import LoraConfig, apply_lora, unload_lora
 from lmforge.peft.peft_io import save_adapter
 from lmforge.train.objectives import Objective
 from lmforge.train.post.pair_config import DPOConfig
-from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_objective, train_pairs
+from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_objective, run_device, train_pairs
 from lmforge.train.post.pairs import EncodedPair, collate_pairs, sequence_logprobs
 from lmforge.train.post.preference_data import load_preference_data
 from lmforge.train.post.preference_losses import NEEDS_REFERENCE, preference_loss
@@ -77,7 +77,7 @@ def train_dpo(cfg: DPOConfig, log=print) -> dict:
     seed_everything(cfg.seed)
     run_dir, beta = Path(cfg.out), cfg.beta_value
     lm = load(cfg.model)
-    policy = lm.model
+    policy = lm.model.to(run_device(cfg))
     lora = _apply_lora(policy, cfg, log)
     train, heldout, train_enc, held_enc = load_preference_data(lm.tokenizer, **asdict(cfg.data))
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
@@ -139,7 +139,7 @@ def dpo_objective(cfg: DPOConfig, policy, train_enc: Sequence[EncodedPair], held
     """The DPO-family loss of a batch of pair indices (summed over its pairs) and the held-out win rate and
     implicit reward margin against the precomputed reference, as a Trainer objective."""
     beta, stats = cfg.beta_value, StepStats()
-    chosen_len, rejected_len = completion_lengths(train_enc)
+    chosen_len, rejected_len = (t.to(next(policy.parameters()).device) for t in completion_lengths(train_enc))
 
     def batch_loss(model, batch: tuple) -> torch.Tensor:
         idx = batch[0].cpu()

@@ -17,8 +17,10 @@ from lmforge.train.config_sections import (
     OptimConfig,
     ScheduleConfig,
     check_between,
+    check_device,
     check_ints,
     check_run,
+    device_setting,
 )
 from lmforge.train.post.sft_config import AdapterConfig
 
@@ -50,6 +52,7 @@ class PairRunConfig(ConfigIO):
     out: str = setting("runs/pairs", "Run directory (metrics, curves, report).", short="-o")
     seed: int = setting(0, "Seed of the batch order (and of a reward head's init).")
     threads: int | None = setting(None, "torch CPU threads (default: torch's).")
+    device: str = device_setting()
     resume: bool = setting(False, "Continue from the newest checkpoint in --out (only corrupt ones: refused, see "
                            "--fresh).")
     fresh: bool = setting(False, "Start from step 0 even where --out holds checkpoints: they are moved aside to "
@@ -63,6 +66,7 @@ class PairRunConfig(ConfigIO):
 
     def __post_init__(self) -> None:
         check_run(self)
+        check_device(self)
 
 
 @dataclass(frozen=True)

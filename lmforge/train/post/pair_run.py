@@ -15,6 +15,7 @@ from lmforge.common.config_io import flat_dict
 from lmforge.train.config import TrainConfig
 from lmforge.train.objectives import Objective
 from lmforge.train.post.preference_data import PairLoader
+from lmforge.train.precision import resolve_device
 from lmforge.train.trainer import Trainer
 from lmforge.train.trainer_checkpoints import check_fresh_start
 
@@ -25,12 +26,17 @@ def check_pair_out(cfg) -> None:
         check_fresh_start(cfg.out, cfg.fresh)
 
 
+def run_device(cfg) -> torch.device:
+    """The device of a pair run (--device): the model goes there before its reference / held-out figures."""
+    return resolve_device(cfg.device)
+
+
 def pair_train_config(cfg) -> TrainConfig:
-    """The Trainer's view of a RewardConfig / DPOConfig: CPU fp32 (the reference log-probs and the held-out
-    evaluations run on the CPU model), cosine schedule, a train record every step, no samples, no export."""
+    """The Trainer's view of a RewardConfig / DPOConfig: fp32 on --device (the reference log-probs and the held-out
+    evaluations run on the same model), cosine schedule, a train record every step, no samples, no export."""
     knobs = flat_dict(cfg)
     shared = {name: knobs[name] for name in leaves(TrainConfig) if name in knobs and name != "export_hf"}
-    return TrainConfig.from_dict({**shared, "device": "cpu", "precision": "fp32", "seq_len": cfg.data.max_len,
+    return TrainConfig.from_dict({**shared, "device": cfg.device, "precision": "fp32", "seq_len": cfg.data.max_len,
                                   "eval_batches": 1, "sample_prompts": (), "sample_every": cfg.schedule.max_steps,
                                   "peak_tflops": 1.0, "export_hf": False})
 

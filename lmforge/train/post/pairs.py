@@ -98,7 +98,9 @@ def sequence_logprobs(model, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     mask = target_mask(batch.completion_mask)
     scored = mask.any(0).nonzero()
     first = int(scored[0]) if len(scored) else mask.shape[1] - 1
-    positions = torch.arange(first, mask.shape[1], device=batch.ids.device)
-    logits = model(batch.ids, logit_indices=positions)
-    logp = gather_logprobs(logits, batch.ids[:, first + 1:])
+    ids = batch.ids.to(next(model.parameters()).device)  # collated on the CPU; the model may sit on a GPU
+    mask = mask.to(ids.device)
+    positions = torch.arange(first, mask.shape[1], device=ids.device)
+    logits = model(ids, logit_indices=positions)
+    logp = gather_logprobs(logits, ids[:, first + 1:])
     return masked_sum(logp, mask[:, first:]), mask.sum(-1)

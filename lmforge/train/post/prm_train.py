@@ -17,7 +17,7 @@ from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import torch_threads
 from lmforge.formats.loader import load
 from lmforge.train.objectives import Objective
-from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_train_config
+from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_train_config, run_device
 from lmforge.train.post.preference_data import PairLoader
 from lmforge.train.post.prm import EncodedSteps, aggregate, encode_steps, heldout_step_figures, step_loss, step_probs
 from lmforge.train.post.prm_config import PRMConfig
@@ -78,7 +78,7 @@ def _train(cfg: PRMConfig, log) -> dict:
     if lm.tokenizer is None:
         raise LmforgeError(f"{cfg.model} has no tokenizer; a process reward model needs one")
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
-    head = ScalarHead(lm.model)  # init from the seeded RNG; a resumed run restores it from the checkpoint
+    head = ScalarHead(lm.model).to(run_device(cfg))  # init from the seeded RNG; a resumed run restores it
     rows = [encode_steps(lm.tokenizer, r["prompt"], r["steps"], r["labels"], cfg.data.max_len) for r in train]
     held = [encode_steps(lm.tokenizer, r["prompt"], r["steps"], r["labels"], cfg.data.max_len) for r in heldout]
     before = heldout_step_figures(head, held, pad_id) if held else {}

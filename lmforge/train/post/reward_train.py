@@ -15,7 +15,7 @@ import torch
 from lmforge.formats.loader import load
 from lmforge.train.objectives import Objective
 from lmforge.train.post.pair_config import RewardConfig
-from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_objective, train_pairs
+from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_objective, run_device, train_pairs
 from lmforge.train.post.pairs import EncodedPair
 from lmforge.train.post.preference_data import load_preference_data
 from lmforge.train.post.reward_model import bradley_terry_loss, pair_scores, pairwise_accuracy, save_reward_model
@@ -35,7 +35,7 @@ def train_reward_model(cfg: RewardConfig, log=print) -> dict:
     lm = load(cfg.model)
     train, heldout, train_enc, heldout_enc = load_preference_data(lm.tokenizer, **asdict(cfg.data))
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
-    head = ScalarHead(lm.model)  # its init draws from the seeded RNG; a resumed run restores it from the checkpoint
+    head = ScalarHead(lm.model).to(run_device(cfg))  # init from the seeded RNG; a resumed run restores it
     kinds = [p.kind for p in heldout]
     before = pairwise_accuracy(head, heldout_enc, pad_id=pad_id, kinds=kinds)
     log(f"reward model on {cfg.model} ({lm.config.num_params() / 1e6:.2f}M): {len(train)} train / {len(heldout)} "

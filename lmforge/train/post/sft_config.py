@@ -12,7 +12,7 @@ from lmforge.common.config_fields import leaves, section, setting
 from lmforge.common.config_io import ConfigIO, flat_dict
 from lmforge.common.errors import ConfigError
 from lmforge.data.mixing import parse_mix_entry
-from lmforge.train.config import DEVICES, PRECISIONS, TrainConfig
+from lmforge.train.config import PRECISIONS, TrainConfig
 from lmforge.train.config_sections import (
     BatchConfig,
     CheckpointConfig,
@@ -20,7 +20,9 @@ from lmforge.train.config_sections import (
     OptimConfig,
     ScheduleConfig,
     check_between,
+    check_device,
     check_ints,
+    device_setting,
 )
 from lmforge.train.post.sft_data import FORMATS
 
@@ -93,7 +95,7 @@ class SFTConfig(ConfigIO):
     fresh: bool = setting(False, "Start from step 0 even where --out holds checkpoints: they move to "
                           "OUT/checkpoints.old (nothing is deleted).")
     threads: int | None = setting(None, "torch CPU threads (default: torch's).")
-    device: str = setting("auto", "auto | cpu | cuda.")
+    device: str = device_setting()
     precision: str = setting("auto", "auto | fp32 | bf16 | fp16.")
     neftune_alpha: float = setting(0.0, "NEFTune embedding noise (e.g. 5); 0 disables it.")
     # evaluation: exact match of greedy answers on held-out conversations, before and after
@@ -114,9 +116,9 @@ class SFTConfig(ConfigIO):
             raise ConfigError("SFTConfig.model is required: a model directory, .gguf file or embedded model name")
         check_ints(self, 1, "eval_examples", "max_new_tokens")
         check_ints(self, 0, "seed")
-        for name, allowed in (("precision", PRECISIONS), ("device", DEVICES)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"SFTConfig.{name}={getattr(self, name)!r}; allowed: {', '.join(allowed)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"SFTConfig.precision={self.precision!r}; allowed: {', '.join(PRECISIONS)}")
+        check_device(self)
         check_between(self, "neftune_alpha", 0)
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"SFTConfig.threads must be >= 1 or unset, got {self.threads!r}")

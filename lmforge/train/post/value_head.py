@@ -27,11 +27,13 @@ class ScalarHead(nn.Module):
         nn.init.zeros_(self.score.bias)
 
     def forward(self, ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, T] a scalar per position."""
+        """[B, T] a scalar per position (ids and mask move to the head's device: batches collate on the CPU)."""
+        ids = ids.to(self.score.weight.device)
+        attention_mask = attention_mask.to(ids.device) if attention_mask is not None else None
         hidden = self.backbone.hidden_states(ids, attention_mask)
         return self.score(hidden).squeeze(-1).float()
 
     def last_token_scores(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[B] the scalar at each row's last real token (a reward model's score of the whole sequence)."""
         values = self(ids, attention_mask)
-        return values.gather(1, last_token_index(attention_mask)[:, None]).squeeze(1)
+        return values.gather(1, last_token_index(attention_mask.to(values.device))[:, None]).squeeze(1)

@@ -45,6 +45,21 @@ class DeviceTrace(TorchFunctionMode):
         for module in modules:
             self.place(module)
 
+    def __enter__(self):
+        original = self._deepcopy = torch.nn.Parameter.__deepcopy__
+
+        def deepcopy(param, memo):  # a copied parameter (a reference model) stays on its device
+            out = original(param, memo)
+            _mark(out, on_device(param))
+            return out
+
+        torch.nn.Parameter.__deepcopy__ = deepcopy
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        torch.nn.Parameter.__deepcopy__ = self._deepcopy
+        return super().__exit__(*exc)
+
     def place(self, module: torch.nn.Module) -> None:
         """Put a module on the simulated device (its parameters and buffers)."""
         for t in (*module.parameters(), *module.buffers()):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import typer
 
-from lmforge.cli.dtype_warning import warn_if_slow_dtype
+from lmforge.cli.device_option import pick_device, place
 from lmforge.cli.options_from_config import config_command, toml_epilog
 from lmforge.train.post.rl_config import rl_command_config
 
@@ -63,8 +63,8 @@ def run_command(cfg, *, model: str, out: str | None, task: str, max_operand: int
                 name = split.replace("heldout", "held-out")
                 raise LmforgeError(f"--task {task} --max-operand {max_operand} has no {name} problems (it holds "
                                    f"{sum(sizes.values())}); raise --max-operand")
-    warn_if_slow_dtype(dtype)
-    lm = load(model, dtype=dtype)
+    where = pick_device(run.device, dtype)
+    lm = place(load(model, dtype=dtype), where)  # the policy, its reference copy and the rollouts live there
     if lm.tokenizer is None:
         raise LmforgeError(f"{model} has no tokenizer; RL needs one to decode completions for the reward")
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
@@ -73,6 +73,7 @@ def run_command(cfg, *, model: str, out: str | None, task: str, max_operand: int
         from lmforge.train.post.reward_model import load_reward_model
 
         scorer = load_reward_model(reward_model)
+        scorer.head.to(where)
 
         def reward_fn(records, texts):  # the reward model scores the prompt text + the completion
             return scorer.score([r["prompt"] for r in records], list(texts))

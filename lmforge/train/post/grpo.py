@@ -14,7 +14,16 @@ from lmforge.train.post.advantages import group_advantages, same_reward_groups
 from lmforge.train.post.kl import k3
 from lmforge.train.post.logprobs import entropy_from_logits, gather_logprobs, masked_mean
 from lmforge.train.post.rl_config import GRPOConfig
-from lmforge.train.post.rollout import GenerateFn, ReferenceFn, RewardFn, Rollout, RolloutParams, pack, sample_rollout
+from lmforge.train.post.rollout import (
+    GenerateFn,
+    ReferenceFn,
+    RewardFn,
+    Rollout,
+    RolloutParams,
+    device_of,
+    pack,
+    sample_rollout,
+)
 from lmforge.train.post.rollout_objective import Prompts, RolloutAlgorithm, minibatch_updates
 
 
@@ -81,7 +90,7 @@ class GRPOTrainer(RolloutAlgorithm):
         repeated = [r for r in records for _ in range(cfg.group_size)]
         return sample_rollout(repeated, self.tokenizer, self.generate_fn,
                               RolloutParams(cfg.max_new_tokens, cfg.temperature, seed=seed), self.reward_fn,
-                              self.pad_id)
+                              self.pad_id, device_of(self.policy))
 
     @torch.no_grad()
     def sample_groups(self, records: list[dict], seed: int) -> tuple[Rollout, torch.Tensor]:
@@ -93,7 +102,8 @@ class GRPOTrainer(RolloutAlgorithm):
         baseline = None
         if cfg.advantage == "remax":  # the greedy completion's reward is each prompt's baseline
             greedy = sample_rollout(records, self.tokenizer, self.generate_fn,
-                                    RolloutParams(cfg.max_new_tokens, 0.0), self.reward_fn, self.pad_id)
+                                    RolloutParams(cfg.max_new_tokens, 0.0), self.reward_fn, self.pad_id,
+                                    device_of(self.policy))
             baseline = greedy.rewards + overlong_penalty(greedy.lengths(), cfg.max_new_tokens, cfg.overlong_buffer,
                                                          cfg.overlong_penalty)
         return batch, group_advantages(rewards, cfg.group_size, cfg.advantage, baseline)
@@ -178,6 +188,6 @@ def _concat(parts: list[Rollout], pad_id: int) -> Rollout:
         return parts[0]
     prompts = [p for b in parts for p in b.prompt_ids]
     completions = [c for b in parts for c in b.completion_ids]
-    ids, attention, mask = pack(prompts, completions, pad_id)
+    ids, attention, mask = pack(prompts, completions, pad_id, parts[0].ids.device)
     return Rollout([r for b in parts for r in b.records], prompts, completions, [t for b in parts for t in b.texts],
                    torch.cat([b.rewards for b in parts]), ids, attention, mask)

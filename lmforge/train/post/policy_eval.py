@@ -11,7 +11,7 @@ import torch
 
 from lmforge.train.post.kl import k3
 from lmforge.train.post.logprobs import masked_mean, masked_sum, token_logprobs
-from lmforge.train.post.rollout import GenerateFn, ReferenceFn, RewardFn, RolloutParams, sample_rollout
+from lmforge.train.post.rollout import GenerateFn, ReferenceFn, RewardFn, RolloutParams, device_of, sample_rollout
 
 
 @torch.no_grad()
@@ -25,9 +25,11 @@ def evaluate_policy(policy: torch.nn.Module, reference: ReferenceFn, records: Se
     NAME_greedy: the mean of each extra reward on the greedy completions (e.g. exact match beside a shaped reward)."""
     was_training = policy.training
     policy.eval()
-    greedy = sample_rollout(records, tokenizer, generate_fn, RolloutParams(max_new_tokens, 0.0), reward_fn, pad_id)
+    device = device_of(policy)
+    greedy = sample_rollout(records, tokenizer, generate_fn, RolloutParams(max_new_tokens, 0.0), reward_fn, pad_id,
+                            device)
     sampled = sample_rollout([r for r in records for _ in range(samples_per_prompt)], tokenizer, generate_fn,
-                             RolloutParams(max_new_tokens, 1.0, seed=seed), reward_fn, pad_id)
+                             RolloutParams(max_new_tokens, 1.0, seed=seed), reward_fn, pad_id, device)
     logp = token_logprobs(policy, sampled.ids, sampled.attention_mask)
     ref = reference(sampled.ids, sampled.attention_mask)
     log_ratio = (logp - ref) * sampled.mask

@@ -16,7 +16,15 @@ from lmforge.train.post.advantages import gae, whiten
 from lmforge.train.post.kl import k1, k2
 from lmforge.train.post.logprobs import entropy_from_logits, gather_logprobs, masked_mean
 from lmforge.train.post.rl_config import PPOConfig
-from lmforge.train.post.rollout import GenerateFn, ReferenceFn, RewardFn, Rollout, RolloutParams, sample_rollout
+from lmforge.train.post.rollout import (
+    GenerateFn,
+    ReferenceFn,
+    RewardFn,
+    Rollout,
+    RolloutParams,
+    device_of,
+    sample_rollout,
+)
 from lmforge.train.post.rollout_objective import Prompts, RolloutAlgorithm, minibatch_updates
 from lmforge.train.post.value_head import ScalarHead, last_token_index
 
@@ -97,7 +105,8 @@ class PPOTrainer(RolloutAlgorithm):
                                seed=self.cfg.seed * 1_000_003 + step * 10_007)
         self.module.eval()
         with torch.no_grad():
-            return sample_rollout(records, self.tokenizer, self.generate_fn, params, self.reward_fn, self.pad_id)
+            return sample_rollout(records, self.tokenizer, self.generate_fn, params, self.reward_fn, self.pad_id,
+                                  device_of(self.module))
 
     @torch.no_grad()
     def score(self, batch: Rollout) -> dict[str, torch.Tensor]:
@@ -109,7 +118,7 @@ class PPOTrainer(RolloutAlgorithm):
         kl = k1(old_logp, ref_logp) * batch.mask
         rewards = -self.kl_ctl.beta * kl
         last = last_token_index(batch.mask)  # the final completion token, in the [B, T-1] alignment
-        rewards[torch.arange(len(batch)), last] += batch.rewards
+        rewards[torch.arange(len(batch), device=rewards.device), last] += batch.rewards
         advantages, returns = gae(rewards, values, batch.mask, self.cfg.gamma, self.cfg.lam)
         if self.cfg.whiten_advantages:
             advantages = whiten(advantages, batch.mask)

@@ -142,8 +142,10 @@ def check_prm_dir(directory: str | Path) -> None:
                            f"process reward model; train one with `lmforge prm train` (or use --reward-model)")
 
 
-def load_prm(directory: str | Path) -> ProcessRewardModel:
-    """A PRM saved by `lmforge prm train` (OUT/prm: the backbone, score_head.safetensors, reward_model.json)."""
+def load_prm(directory: str | Path, device: torch.device | str = "cpu") -> ProcessRewardModel:
+    """A PRM saved by `lmforge prm train` (OUT/prm: the backbone, score_head.safetensors, reward_model.json), on
+    `device` (the policy's, in RL)."""
     check_prm_dir(directory)
     rm = load_reward_model(directory)
+    rm.head.to(device)
     return ProcessRewardModel(rm.head, rm.tokenizer, rm.max_len)

@@ -11,7 +11,13 @@ from dataclasses import dataclass
 
 from lmforge.common.config_fields import section, setting
 from lmforge.common.errors import ConfigError
-from lmforge.train.config_sections import check_between, check_ints, check_threads_and_resume
+from lmforge.train.config_sections import (
+    check_between,
+    check_device,
+    check_ints,
+    check_threads_and_resume,
+    device_setting,
+)
 
 GROUP_ADVANTAGES = ("grpo", "drgrpo", "rloo", "remax")
 LOSS_AGGREGATIONS = ("sequence", "token", "constant")
@@ -144,6 +150,7 @@ class RunConfig:
     eval_every: int = setting(20, "Steps between held-out evaluations (0: before and after only).")
     export_hf: bool = setting(True, "Write the trained policy to OUT/hf.")
     threads: int | None = setting(None, "torch CPU threads (default: torch's).")
+    device: str = device_setting()
     checkpoint_every: int = setting(10, "Checkpoint (OUT/checkpoints) every N steps and at the end; a step ends at "
                                     "a rollout boundary.")
     keep_checkpoints: int = setting(2, "Newest checkpoints kept.")
@@ -160,6 +167,7 @@ class RunConfig:
         check_ints(self, 1, "eval_prompts", "checkpoint_every", "keep_checkpoints", "grad_accum")
         check_ints(self, 0, "eval_every")
         check_threads_and_resume(self)
+        check_device(self)
 
 
 @dataclass(frozen=True)

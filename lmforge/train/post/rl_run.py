@@ -60,7 +60,8 @@ def build_algorithm(cfg: AlgoConfig, lm, reference: ReferenceFn, reward_fn: Rewa
             from lmforge.train.post.prm_grpo import ProcessGRPOTrainer
             from lmforge.train.post.prm_train import load_prm
 
-            algo, extra = ProcessGRPOTrainer, {"prm": load_prm(cfg.process_reward_model)}
+            algo, extra = ProcessGRPOTrainer, {"prm": load_prm(cfg.process_reward_model,
+                                                                   next(lm.model.parameters()).device)}
         return algo(cfg, lm.model, reference if cfg.beta > 0 else None, reward_fn, generate_fn, lm.tokenizer,
                     pad_id, lambda i, r: task.records(cfg.prompts_per_step, "train",
                                                       start=i * per_step + r * cfg.prompts_per_step),
@@ -72,11 +73,11 @@ def build_algorithm(cfg: AlgoConfig, lm, reference: ReferenceFn, reward_fn: Rewa
 
 def train_config(cfg: AlgoConfig, run: RunConfig) -> TrainConfig:
     """The Trainer's view of an RL run: the algorithm's constant lr, AdamW without weight decay (torch's betas),
-    a train record every step, CPU fp32 (no autocast: a bfloat16 policy trains in its dtype), no samples."""
+    a train record every step, fp32 on --device (no autocast: a bfloat16 policy trains in its dtype), no samples."""
     total = n_steps(cfg)
     return TrainConfig.from_dict({
         "out": run.out, "seed": cfg.seed, "resume": run.resume, "fresh": run.fresh, "threads": run.threads,
-        "device": "cpu", "precision": "fp32", "max_steps": total, "lr": cfg.lr, "lr_schedule": "constant",
+        "device": run.device, "precision": "fp32", "max_steps": total, "lr": cfg.lr, "lr_schedule": "constant",
         "warmup_steps": 0, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999, "grad_clip": cfg.grad_clip,
         "grad_accum": run.grad_accum, "eval_every": run.eval_every or total, "log_every": 1,
         "checkpoint_every": run.checkpoint_every, "keep_checkpoints": run.keep_checkpoints, "sample_prompts": (),

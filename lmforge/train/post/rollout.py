@@ -80,7 +80,8 @@ def reward_from_scalar_head(reward_model: torch.nn.Module, tokenizer, pad_id: in
         answers = [tokenizer.encode(c, add_special_tokens=False) or [pad_id] for c in completions]
         scores = []
         for start in range(0, len(prompts), batch_size):
-            ids, attention, _ = pack(prompts[start:start + batch_size], answers[start:start + batch_size], pad_id)
+            ids, attention, _ = pack(prompts[start:start + batch_size], answers[start:start + batch_size], pad_id,
+                                     device_of(reward_model))
             scores.append(reward_model.last_token_scores(ids, attention).float())
         return torch.cat(scores)
     return reward_fn
@@ -104,7 +105,7 @@ class Rollout:
         return len(self.records)
 
     def lengths(self) -> torch.Tensor:
-        return torch.tensor([len(c) for c in self.completion_ids], dtype=torch.float32)
+        return torch.tensor([len(c) for c in self.completion_ids], dtype=torch.float32, device=self.rewards.device)
 
     def select(self, rows: torch.Tensor | list[int]) -> Rollout:
         rows = torch.as_tensor(rows, dtype=torch.long)
@@ -114,9 +115,15 @@ class Rollout:
                        self.ids[rows], self.attention_mask[rows], self.mask[rows])
 
 
+def device_of(module: torch.nn.Module) -> torch.device:
+    """Where a model's weights are (its rollouts' tensors go there)."""
+    return next(module.parameters()).device
+
+
 def pack(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
-         pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ids [B, T], attention_mask [B, T], completion target mask [B, T-1]) of prompt + completion, right-padded."""
+         pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids [B, T], attention_mask [B, T], completion target mask [B, T-1]) of prompt + completion, right-padded;
+    built on the CPU row by row, then moved to `device` in one copy each."""
     width = max(len(p) + len(c) for p, c in zip(prompts, completions, strict=True))
     B = len(prompts)
     ids = torch.full((B, width), pad_id, dtype=torch.long)
@@ -126,20 +133,21 @@ def pack(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
         ids[row, :len(p) + len(c)] = torch.tensor(list(p) + list(c), dtype=torch.long)
         attention[row, :len(p) + len(c)] = 1
         scored[row, len(p):len(p) + len(c)] = 1.0
-    return ids, attention, scored[:, 1:]
+    return ids.to(device), attention.to(device), scored[:, 1:].to(device)
 
 
 def sample_rollout(records: Sequence[dict], tokenizer, generate_fn: GenerateFn, params: RolloutParams,
-                   reward_fn: RewardFn, pad_id: int) -> Rollout:
-    """Generate one completion per record, decode (special tokens kept: the checker sees the stop), score, pack."""
+                   reward_fn: RewardFn, pad_id: int, device: torch.device | str = "cpu") -> Rollout:
+    """Generate one completion per record, decode (special tokens kept: the checker sees the stop), score, pack;
+    the rewards and packed tensors on `device` (the policy's)."""
     prompts = [tokenizer.encode(r["prompt"], add_special_tokens=False) for r in records]
     completions = [list(c) for c in generate_fn(prompts, params)]
     if len(completions) != len(prompts):
         raise ValueError(f"generate_fn returned {len(completions)} completions for {len(prompts)} prompts")
     completions = [c if c else [pad_id] for c in completions]  # an empty completion still needs a scored token
     texts = [tokenizer.decode(c, skip_special_tokens=False) for c in completions]
-    rewards = torch.as_tensor(reward_fn(list(records), texts), dtype=torch.float32).reshape(-1)
-    ids, attention, mask = pack(prompts, completions, pad_id)
+    rewards = torch.as_tensor(reward_fn(list(records), texts), dtype=torch.float32).reshape(-1).to(device)
+    ids, attention, mask = pack(prompts, completions, pad_id, device)
     return Rollout(list(records), prompts, completions, texts, rewards, ids, attention, mask)
 
 

@@ -16,8 +16,10 @@ from lmforge.train.config_sections import (
     LoggingConfig,
     OptimConfig,
     ScheduleConfig,
+    check_device,
     check_ints,
     check_run,
+    device_setting,
 )
 
 TASKS = ("sequence", "token")
@@ -56,6 +58,7 @@ class ClassifyConfig(ConfigIO):
     out: str = setting("runs/classify", "Run directory (metrics, curves, report, hf/).", short="-o")
     seed: int = setting(0, "Seed of the batch order and of the head's init.")
     threads: int | None = setting(None, "torch CPU threads (default: torch's).")
+    device: str = device_setting()
     resume: bool = setting(False, "Continue from the newest checkpoint in --out (only corrupt ones: refused, see "
                            "--fresh).")
     fresh: bool = setting(False, "Start from step 0 even where --out holds checkpoints: they are moved aside to "
@@ -70,5 +73,6 @@ class ClassifyConfig(ConfigIO):
 
     def __post_init__(self) -> None:
         check_run(self)
+        check_device(self)
         if self.task not in TASKS:
             raise ConfigError(f"task={self.task!r} is not allowed; use one of {', '.join(TASKS)}")

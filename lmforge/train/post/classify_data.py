@@ -89,8 +89,10 @@ def encode(tokenizer, record: dict, task: str, label_ids: dict[str, int] | None,
     return Encoded(ids, labels, starts)
 
 
-def collate(rows: Sequence[Encoded], pad_id: int, task: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ids [B, T], attention_mask [B, T], labels [B] or [B, T]) right-padded."""
+def collate(rows: Sequence[Encoded], pad_id: int, task: str,
+            device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids [B, T], attention_mask [B, T], labels [B] or [B, T]) right-padded, built on the CPU and moved to
+    `device` (the model's)."""
     width = max(len(r.ids) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -102,7 +104,7 @@ def collate(rows: Sequence[Encoded], pad_id: int, task: str) -> tuple[torch.Tens
             labels[i, :len(row.labels)] = torch.tensor(row.labels)
     if task == "sequence":
         labels = torch.tensor([r.labels[0] if r.labels else IGNORE for r in rows], dtype=torch.long)
-    return ids, mask, labels
+    return ids.to(device), mask.to(device), labels.to(device)
 
 
 def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:

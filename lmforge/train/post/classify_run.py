@@ -32,8 +32,9 @@ from lmforge.train.post.classify_data import (
     split_heldout,
 )
 from lmforge.train.post.classify_task import labelled_examples
-from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_train_config
+from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_train_config, run_device
 from lmforge.train.post.preference_data import PairLoader
+from lmforge.train.post.rollout import device_of
 from lmforge.train.post.run_log import heldout_warning, write_run_report
 from lmforge.train.pretrain import seed_everything
 from lmforge.train.trainer import Trainer
@@ -88,7 +89,7 @@ def logits_of(model: Classifier, rows: Sequence[Encoded], batch_size: int = 64) 
     out = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        ids, mask, _ = collate(chunk, pad_id_of(model), model.task)
+        ids, mask, _ = collate(chunk, pad_id_of(model), model.task, device_of(model))
         logits = model(ids, attention_mask=mask)
         out += [logits[i] if model.task == "sequence" else logits[i, :len(r.ids)] for i, r in enumerate(chunk)]
     model.train(was_training)
@@ -107,7 +108,8 @@ def evaluate(model: Classifier, records: Sequence[dict], rows: Sequence[Encoded]
         return {}
     logits = logits_of(model, rows)
     if model.task == "sequence":
-        stacked, gold = torch.stack(logits), torch.tensor([r.labels[0] for r in rows])
+        stacked = torch.stack(logits)
+        gold = torch.tensor([r.labels[0] for r in rows], device=stacked.device)
         return {"accuracy": float((stacked.argmax(-1) == gold).float().mean()),
                 "loss": float(F.cross_entropy(stacked, gold))}
     predicted = [word_tags(model, r, x, len(rec["tokens"])) for rec, r, x in zip(records, rows, logits, strict=True)]
@@ -125,7 +127,7 @@ def classify_objective(model: Classifier, rows: Sequence[Encoded], records: Sequ
 
     def batch_loss(module, batch: tuple) -> torch.Tensor:
         chunk = [rows[i] for i in batch[0].tolist()]
-        ids, mask, labels = collate(chunk, pad_id_of(model), task)
+        ids, mask, labels = collate(chunk, pad_id_of(model), task, device_of(module))
         logits = module(ids, attention_mask=mask)
         flat = logits.reshape(-1, logits.shape[-1])
         loss = F.cross_entropy(flat, labels.reshape(-1), ignore_index=IGNORE, reduction="sum")
@@ -160,6 +162,7 @@ def _train(cfg: ClassifyConfig, log) -> dict:
         raise LmforgeError(f"the data has a single label {labels}; a classifier needs at least 2")
     seed_everything(cfg.seed)  # the head's init; a resumed run restores it from the checkpoint
     model, tokenizer = load_model(cfg.model, cfg.task, labels)
+    model.to(run_device(cfg))
     label_ids = {label: i for i, label in enumerate(model.labels)}
     rows = [encode(tokenizer, r, cfg.task, label_ids, cfg.data.max_len) for r in train]
     held_rows = [encode(tokenizer, r, cfg.task, label_ids, cfg.data.max_len) for r in heldout]

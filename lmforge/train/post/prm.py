@@ -66,7 +66,7 @@ def step_logits(head: ScalarHead, rows: Sequence[EncodedSteps], pad_id: int) -> 
 def step_loss(head: ScalarHead, rows: Sequence[EncodedSteps], pad_id: int) -> tuple[torch.Tensor, int, float]:
     """(summed BCE over all steps, step count, step accuracy) of a batch of labelled solutions."""
     logits = torch.cat(step_logits(head, rows, pad_id))
-    labels = torch.tensor([v for r in rows for v in r.labels], dtype=torch.float32)
+    labels = torch.tensor([v for r in rows for v in r.labels], dtype=torch.float32, device=logits.device)
     loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum")
     return loss, len(labels), float(((logits > 0).float() == labels).float().mean())
 
@@ -133,4 +133,4 @@ def process_advantages(step_rewards: Sequence[Sequence[float]], step_ends: Seque
         for i in range(g, g + group_size):
             for reward, end in zip(step_rewards[i], step_ends[i], strict=True):
                 out[i, :end + 1] += (reward - mean) / (std + eps)
-    return out * mask.float()
+    return out.to(mask.device) * mask.float()  # built on the CPU step by step; moved in one copy

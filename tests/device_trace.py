@@ -25,7 +25,8 @@ ROOT = str(Path(__file__).resolve().parents[1] / "lmforge")
 FACTORIES = {torch.tensor, torch.as_tensor, torch.zeros, torch.ones, torch.empty, torch.full, torch.arange,
              torch.rand, torch.randn, torch.randint, torch.linspace, torch.eye, torch.randperm, torch.tril_indices,
              torch.triu_indices, torch.scalar_tensor}
-CROSS_DEVICE_OK = {torch.Tensor.__setitem__, torch.Tensor.__getitem__, torch.Tensor.copy_}
+CROSS_DEVICE_OK = {torch.Tensor.__setitem__, torch.Tensor.__getitem__, torch.Tensor.copy_,
+                   torch._has_compatible_shallow_copy_type}  # the last: Module.to / .cpu() swapping a parameter
 
 
 def on_device(t: torch.Tensor) -> bool:
@@ -87,7 +88,8 @@ class DeviceTrace(TorchFunctionMode):
         else:
             device = [t for t in inputs if on_device(t)]
             host = [t for t in inputs if not on_device(t) and t.dim() > 0]
-            if device and host and func not in CROSS_DEVICE_OK:
+            attribute = getattr(func, "__name__", "") in ("__get__", "__set__")  # e.g. p.grad = ...: no compute
+            if device and host and func not in CROSS_DEVICE_OK and not attribute:
                 self.faults.append(f"{getattr(func, '__qualname__', func)} mixes device and host tensors "
                                    f"{[tuple(t.shape) for t in host]} at {caller()}")
             where = bool(device)

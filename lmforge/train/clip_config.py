@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from lmforge.common.config_fields import setting
 from lmforge.common.errors import ConfigError
-from lmforge.train.config_sections import check_ints
+from lmforge.train.config_sections import check_device, check_ints, device_setting
 
 N_CLASSES = 20  # 4 shapes x 5 colours (data/drawn_images.py)
 
@@ -29,8 +29,10 @@ class ClipTrainConfig:
     test_per_class: int = setting(10, "Held-out images drawn per class (a different seed).")
     seed: int = setting(0, "Seed of the drawings, the initialisation and the batches.")
     threads: int = setting(1, "torch CPU threads: 1 is fastest for these tiny towers (0: torch's default).")
+    device: str = device_setting()
 
     def __post_init__(self):
+        check_device(self)
         check_ints(self, 1, "steps", "batch_size", "image_size", "patch_size", "dim", "layers", "heads",
                    "train_per_class", "test_per_class")
         if not 2 <= self.batch_size <= N_CLASSES:

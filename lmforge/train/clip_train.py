@@ -21,6 +21,7 @@ from lmforge.formats.hf_vision import save_clip
 from lmforge.model.vision.clip import CLIPConfig, CLIPModel, TextTowerConfig
 from lmforge.model.vision.vit import ViTConfig
 from lmforge.train.clip_config import ClipTrainConfig
+from lmforge.train.precision import resolve_device
 
 PAD, EOS = 0, 1
 
@@ -75,7 +76,9 @@ def train_clip(cfg: ClipTrainConfig, log=print) -> dict:
     train_x, train_y = _pixels(draw_set(cfg.train_per_class, cfg.image_size, cfg.seed), processor)
     test_x, test_y = _pixels(draw_set(cfg.test_per_class, cfg.image_size, cfg.seed + 10_000), processor)
     prompts = vocab.encode([caption(shape, colour) for shape, colour in classes()])
-    model = build_model(cfg, vocab)
+    device = resolve_device(cfg.device)  # the drawn set is small: all of it moves to the device once
+    train_x, train_y, test_x, test_y, prompts = (t.to(device) for t in (train_x, train_y, test_x, test_y, prompts))
+    model = build_model(cfg, vocab).to(device)
     before = zero_shot_accuracy(model, test_x, test_y, prompts)
     log(f"zero-shot accuracy before training: {before:.1%} ({len(test_y)} held-out images, {len(prompts)} classes "
         f"of {len(SHAPES)} shapes x {len(prompts) // len(SHAPES)} colours; chance {1 / len(prompts):.1%})")
@@ -103,7 +106,7 @@ def train_clip(cfg: ClipTrainConfig, log=print) -> dict:
     after = zero_shot_accuracy(model, test_x, test_y, prompts)
     log(f"zero-shot accuracy after training: {after:.1%} ({seconds:.1f} s, "
         f"{cfg.steps * cfg.batch_size / seconds:.0f} images/s)")
-    save_clip(model, out / "model")
+    save_clip(model.cpu(), out / "model")
     summary = {"before": before, "after": after, "seconds": seconds, "config": asdict(cfg)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

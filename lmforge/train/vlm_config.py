@@ -13,7 +13,7 @@ from pathlib import Path
 from lmforge.common.config_fields import setting
 from lmforge.common.config_io import ConfigIO
 from lmforge.common.errors import ConfigError, LmforgeError
-from lmforge.train.config_sections import check_ints, check_run
+from lmforge.train.config_sections import check_device, check_ints, check_run, device_setting
 
 INTERFACES = ("projector", "qformer", "cross-attention")
 EMBEDDED = ("smollm2-135m", "smollm2-135m-instruct")  # formats/loader.py's EMBEDDED_NAMES (that module loads torch)
@@ -53,12 +53,14 @@ class VlmConfig(ConfigIO):
     clip_patch_size: int = setting(8, "Without --vision: its patch side (visual tokens = (image/patch)^2).")
     seed: int = setting(0, "Seed of the scenes, the initialisation and the batches.")
     threads: int | None = setting(None, "torch CPU threads (default: torch's).")
+    device: str = device_setting()
     resume: bool = setting(False, "Continue each stage from its newest checkpoint in --out.")
     fresh: bool = setting(False, "Start over where --out holds checkpoints (they are moved aside).")
     progress: bool = setting(True, "Progress bar / lines.")
 
     def __post_init__(self) -> None:
         check_run(self)
+        check_device(self)
         if self.interface not in INTERFACES:
             raise ConfigError(f"interface {self.interface!r} is not supported; supported: {', '.join(INTERFACES)}")
         if self.stages not in STAGES:

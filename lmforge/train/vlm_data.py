@@ -98,6 +98,7 @@ def greedy_answers(model, examples: list[Example], pixels: torch.Tensor, stop_id
         for r, e in enumerate(chunk):
             ids[r, width - len(e.prompt):] = torch.tensor(e.prompt)
             mask[r, width - len(e.prompt):] = 1
+        ids, mask = ids.to(pixels.device), mask.to(pixels.device)  # built on the CPU; the model sits with pixels
         lm = model.language_model
         cache = new_kv_cache(lm, len(chunk), width + max_new)
         features = model.patch_features(pixels[[e.image for e in chunk]])

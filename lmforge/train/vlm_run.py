@@ -26,6 +26,7 @@ from lmforge.model.resize import resize_token_embeddings
 from lmforge.peft.lora import LoraConfig, apply_lora, unload_lora
 from lmforge.train.clip_config import ClipTrainConfig
 from lmforge.train.config import TrainConfig
+from lmforge.train.precision import resolve_device
 from lmforge.train.pretrain import seed_everything
 from lmforge.train.trainer_checkpoints import check_fresh_start
 from lmforge.train.vlm_config import VlmConfig, check_paths
@@ -53,7 +54,8 @@ def vision_tower(cfg: VlmConfig, log):
         log(f"no --vision: training a CLIP tower first ({cfg.clip_steps} steps, {cfg.clip_image_size}px images, "
             f"{cfg.clip_patch_size}px patches)")
         train_clip(ClipTrainConfig(out=str(directory.parent), steps=cfg.clip_steps, image_size=cfg.clip_image_size,
-                                   patch_size=cfg.clip_patch_size, seed=cfg.seed, threads=cfg.threads or 1), log=log)
+                                   patch_size=cfg.clip_patch_size, seed=cfg.seed, threads=cfg.threads or 1,
+                                   device=cfg.device), log=log)
     tower = load_clip(directory).vision_model
     size = tower.config.image_size
     if size % 2:
@@ -64,7 +66,7 @@ def vision_tower(cfg: VlmConfig, log):
 def stage_train_config(cfg: VlmConfig, stage: int, steps: int, seq_len: int) -> TrainConfig:
     return TrainConfig.from_dict({
         "out": str(Path(cfg.out) / f"stage{stage}"), "seed": cfg.seed + stage, "resume": cfg.resume,
-        "fresh": cfg.fresh, "threads": cfg.threads, "device": "cpu", "precision": "fp32", "seq_len": seq_len,
+        "fresh": cfg.fresh, "threads": cfg.threads, "device": cfg.device, "precision": "fp32", "seq_len": seq_len,
         "max_steps": steps, "warmup_steps": min(20, steps // 10), "lr": cfg.lr, "weight_decay": 0.0,
         "batch_size": cfg.batch_size, "checkpoint_every": steps, "log_every": max(1, steps // 50),
         "eval_every": steps, "progress": cfg.progress, "sample_prompts": (), "sample_every": steps,
@@ -96,7 +98,8 @@ def _train(cfg: VlmConfig, log) -> dict:
     if tokenizer is None:
         raise LmforgeError(f"{cfg.model} has no tokenizer; lmforge vlm needs one with a chat template")
     stop_ids = llm.stop_token_ids()
-    lm = llm.model
+    device = resolve_device(cfg.device)
+    lm = llm.model.to(device)  # on the device from the first (text-only) answer on
     text_before = text_answer(lm, tokenizer, stop_ids)
     image_token_id = add_image_token(tokenizer)
     if image_token_id >= lm.config.vocab_size:  # SmolLM2: 49152 -> 49153; the new row is zero (logit 0, unused)
@@ -105,11 +108,12 @@ def _train(cfg: VlmConfig, log) -> dict:
             lm.embed.weight[image_token_id:] = 0
     seed_everything(cfg.seed)
     model = VisionLanguageModel(tower, lm, cfg.interface, image_token_id, qformer_queries=cfg.qformer_queries,
-                                cross_every=cfg.cross_every).train()
+                                cross_every=cfg.cross_every).train().to(device)  # the new interface's weights
     size = tower.config.image_size
     train_scenes = scene_set(cfg.train_images, size, cfg.seed)
     held_scenes = scene_set(cfg.heldout_images, size, cfg.seed + 10_000, exclude=scene_keys(train_scenes))
-    train_px, held_px = processor([s.image for s in train_scenes]), processor([s.image for s in held_scenes])
+    train_px, held_px = (processor([s.image for s in scenes]).to(next(model.parameters()).device)
+                         for scenes in (train_scenes, held_scenes))
     n = model.tokens_per_image
     captions = caption_examples(tokenizer, train_scenes, image_token_id, n)
     questions = vqa_examples(tokenizer, train_scenes, image_token_id, n, cfg.answer_format)
@@ -149,7 +153,7 @@ def _train(cfg: VlmConfig, log) -> dict:
     hf = None
     if cfg.interface == "projector":
         hf = out / "hf"
-        save_llava(model.to_llava(), hf)
+        save_llava(model.cpu().to_llava(), hf)
         tokenizer.save(hf)
         (hf / "preprocessor_config.json").write_text(json.dumps(processor.to_hf(), indent=2) + "\n")
         if llm.generation_config:

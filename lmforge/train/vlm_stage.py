@@ -26,6 +26,7 @@ from lmforge.train.vlm_data import IGNORE, Example, collate
 def answer_loss_sum(model: nn.Module, examples: list[Example], pixels: torch.Tensor, pad_id: int) -> tuple:
     """(summed cross-entropy over the answer tokens, their count)."""
     ids, targets, images = collate(examples, pad_id)
+    ids, targets = ids.to(pixels.device), targets.to(pixels.device)  # collated on the CPU; pixels sit on the device
     where = targets != IGNORE
     logits = model(ids, pixels[images], where)
     return F.cross_entropy(logits, targets[where], reduction="sum"), int(where.sum())

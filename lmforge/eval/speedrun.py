@@ -131,6 +131,7 @@ class Speedrun:
         s, steps = self.sizes, self._steps()["pretrain"]
         cfg = TrainConfig.from_dict({
             "out": str(self.dir("pretrain")), "seed": self.cfg.seed, "threads": self.cfg.threads, "resume": True,
+            "device": self.cfg.device,
             "precision": "fp32", "preset": s["preset"], "data_dir": str(self.data_dir),
             "tokenizer_dir": str(self.dir("tokenizer") / "tokenizer"), "seq_len": s["seq_len"],
             "batch_size": s["batch_size"], "max_steps": steps, "lr": s["pretrain_lr"],
@@ -149,7 +150,7 @@ class Speedrun:
         s, steps = self.sizes, self._steps()["sft"]
         cfg = SFTConfig.from_dict({
             "model": str(self.dir("pretrain") / "hf"), "out": str(self.dir("sft")), "seed": self.cfg.seed,
-            "threads": self.cfg.threads, "resume": True, "precision": "fp32",
+            "threads": self.cfg.threads, "device": self.cfg.device, "resume": True, "precision": "fp32",
             "eval_examples": min(s["eval_examples"], 20), "seq_len": s["seq_len"], "train_examples": s["sft_examples"],
             "task_seed": self.cfg.seed, "lr": s["sft_lr"], "max_steps": steps, "warmup_steps": min(10, steps // 10),
             "batch_size": s["batch_size"], **_cadence(steps)})
@@ -167,7 +168,7 @@ class Speedrun:
         s, steps = self.sizes, self._steps()["dpo"]
         cfg = DPOConfig.from_dict({
             "model": str(self.dir("sft") / "hf"), "out": str(self.dir("dpo")), "seed": self.cfg.seed,
-            "threads": self.cfg.threads, "resume": True, "train_pairs": s["train_pairs"],
+            "threads": self.cfg.threads, "device": self.cfg.device, "resume": True, "train_pairs": s["train_pairs"],
             "heldout_pairs": s["heldout_pairs"], "task_seed": self.cfg.seed, "lr": s["dpo_lr"],
             "beta": s["dpo_beta"], "max_steps": steps, "warmup_steps": min(10, steps // 10),
             "batch_size": s["batch_size"], **_cadence(steps), "eval_every": max(steps // 3, 1), "log_every": 1})
@@ -188,7 +189,7 @@ class Speedrun:
                 continue
             t0 = time.perf_counter()
             scores[stage] = stage_scores(self.dir(stage) / "hf", self.data_dir, self.sizes, self.cfg.seed,
-                                         self.dir("eval") / f"tasks-{stage}")
+                                         self.dir("eval") / f"tasks-{stage}", self.cfg.device)
             _write_json(path, scores[stage])
             self.log(f"  {stage}: {_score_line(scores[stage])} ({time.perf_counter() - t0:.0f} s)")
         return {"scores": scores, "line": "; ".join(f"{s}: {_score_line(v)}" for s, v in scores.items())}

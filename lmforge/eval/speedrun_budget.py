@@ -10,6 +10,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from lmforge.common.device import resolve_device
 from lmforge.common.threads import tick as tick_threads
 from lmforge.model import Transformer, get_preset
 
@@ -20,13 +21,15 @@ TRAIN_STAGES = ("pretrain", "sft", "dpo")
 
 
 def step_seconds(preset: str, vocab_size: int, seq_len: int, batch_size: int, threads: int | None,
-                 repeats: int = 3) -> float:
+                 repeats: int = 3, device: str = "cpu") -> float:
     """Seconds of one AdamW step (forward, backward, update) of the preset model on [batch_size, seq_len] random
-    tokens, after one warm-up step."""
+    tokens on `device` (the run's), after one warm-up step."""
+    where = resolve_device(device)
     base = get_preset(preset)
-    model = Transformer(base.replace(vocab_size=vocab_size, max_seq_len=max(base.max_seq_len, seq_len)))
+    model = Transformer(base.replace(vocab_size=vocab_size, max_seq_len=max(base.max_seq_len, seq_len))).to(where)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     ids = torch.randint(0, vocab_size, (batch_size, seq_len + 1), generator=torch.Generator().manual_seed(0))
+    ids = ids.to(where)
     times = []
     for _ in range(repeats + 1):
         tick_threads(threads)  # the Trainer's thread policy: pinned by --threads, else fewer while the CPU is shared
@@ -35,6 +38,8 @@ def step_seconds(preset: str, vocab_size: int, seq_len: int, batch_size: int, th
         F.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten()).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if where.type == "cuda":  # the step's kernels are queued: wait for them before reading the clock
+            torch.cuda.synchronize(where)
         times.append(time.perf_counter() - t0)
     return min(times[1:])
 
@@ -56,7 +61,8 @@ def fit_steps(recipe: dict[str, int], step_s: float, budget_s: float) -> tuple[d
 def make_plan(cfg, sizes: dict, vocab_size: int, seconds_left: float, log) -> dict:
     """{"steps": {stage: steps}, "share", "step_s", ...}: the recipe's steps, cut where they do not fit."""
     recipe = {stage: sizes[f"{stage}_steps"] for stage in TRAIN_STAGES}
-    step_s = step_seconds(sizes["preset"], vocab_size, sizes["seq_len"], sizes["batch_size"], cfg.threads)
+    step_s = step_seconds(sizes["preset"], vocab_size, sizes["seq_len"], sizes["batch_size"], cfg.threads,
+                          device=getattr(cfg, "device", "cpu"))
     steps, share = fit_steps(recipe, step_s, TRAIN_SHARE * max(seconds_left, 0.0))
     need = sum(recipe.values()) * step_s
     head = (f"plan: one training step takes {step_s * 1000:.0f} ms here; the recipe's "

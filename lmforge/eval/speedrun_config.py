@@ -11,7 +11,7 @@ from pathlib import Path
 from lmforge.common.config_fields import setting
 from lmforge.common.config_io import ConfigIO
 from lmforge.common.errors import ConfigError
-from lmforge.train.config_sections import check_ints
+from lmforge.train.config_sections import check_device, check_ints, device_setting
 
 # The sizes of each recipe. default: the 1M-parameter model of tests/pretrained_tiny.py and the SFT of
 # docs/benchmarks.md (300 steps, batch 16, lr 3e-3, seq 128: held-out exact match 0.00 -> 0.60); DPO at lr 1e-4 (at
@@ -45,6 +45,7 @@ class SpeedrunConfig(ConfigIO):
     tiny: bool = setting(False, "The tiny recipe: a seconds-long smoke run (tiny model, a few steps per stage).")
     seed: int = setting(0, "Seed of the weights, the data order and the task generators.")
     threads: int | None = setting(None, "torch CPU threads (default: torch's).")
+    device: str = device_setting()
     # sizes: unset = the recipe's value (RECIPES)
     preset: str | None = setting(None, "Model preset (lmforge info lists them).")
     corpus_documents: int | None = setting(None, "Documents of the embedded corpus.")
@@ -70,6 +71,7 @@ class SpeedrunConfig(ConfigIO):
         if not self.minutes > 0:
             raise ConfigError(f"SpeedrunConfig.minutes must be > 0, got {self.minutes!r}")
         check_ints(self, 0, "seed")
+        check_device(self)
         if self.threads is not None:
             check_ints(self, 1, "threads")
         if isinstance(self.tasks, str | list):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lmforge.common.device import resolve_device
 from lmforge.data.corpus import unigram_entropy
 from lmforge.data.pack import INDEX_FILE
 from lmforge.data.tasks.instructions import instruction_split
@@ -56,7 +57,7 @@ def corpus_scores(model, tokenizer, data_dir: Path, batch_size: int = 32) -> dic
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(rows), batch_size):
-        batch = rows[i:i + batch_size]
+        batch = rows[i:i + batch_size].to(next(model.parameters()).device)
         logits = model(batch[:, :-1]).float()
         total += float(F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum"))
         count += batch[:, 1:].numel()
@@ -84,12 +85,12 @@ def preference_scores(model, tokenizer, n: int, seed: int, pad_id: int) -> dict:
     return {"accuracy": float((chosen > rejected).float().mean())}
 
 
-def task_scores(model_dir: Path, tasks: tuple[str, ...], limit: int | None, out: Path) -> dict:
+def task_scores(model_dir: Path, tasks: tuple[str, ...], limit: int | None, out: Path, device: str = "cpu") -> dict:
     """{"<task> <metric>": value} of lm-eval tasks on the model (0-shot), results JSON under `out`."""
     from lmforge.eval.run_tasks import run_tasks
 
     results = run_tasks(str(model_dir), list(tasks), limit=limit, out=out, log=lambda message: None,
-                        model_args={"device": "cpu", "kv_cache_gb": 0.05, "prepare": False})
+                        model_args={"device": device, "kv_cache_gb": 0.05, "prepare": False})
     scores = {}
     for task, metrics in results["results"].items():
         for key, value in metrics.items():
@@ -99,14 +100,14 @@ def task_scores(model_dir: Path, tasks: tuple[str, ...], limit: int | None, out:
     return scores
 
 
-def stage_scores(model_dir: Path, data_dir: Path, sizes: dict, seed: int, out: Path) -> dict:
-    """Every score of the card for the model in model_dir (an hf/ export of a stage)."""
+def stage_scores(model_dir: Path, data_dir: Path, sizes: dict, seed: int, out: Path, device: str = "cpu") -> dict:
+    """Every score of the card for the model in model_dir (an hf/ export of a stage), run on `device`."""
     lm = load(model_dir)
-    model, tokenizer = lm.model.eval(), lm.tokenizer
+    model, tokenizer = lm.model.to(resolve_device(device)).eval(), lm.tokenizer
     pad = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
     scores = {"corpus": corpus_scores(model, tokenizer, data_dir),
               "instruct": instruct_scores(model, tokenizer, sizes["eval_examples"], seed),
               "preference": preference_scores(model, tokenizer, sizes["heldout_pairs"], seed, pad)}
     if sizes["tasks"]:
-        scores["tasks"] = task_scores(model_dir, tuple(sizes["tasks"]), sizes["task_limit"], out)
+        scores["tasks"] = task_scores(model_dir, tuple(sizes["tasks"]), sizes["task_limit"], out, device)
     return scores

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from lmforge.cli.device_option import DEVICE, pick_device, place
 from lmforge.common.errors import LmforgeError
 
 
@@ -33,6 +34,7 @@ def rlaif(
     judge_model: str = typer.Option(None, "--judge-model", help="Model id at --endpoint (default: the first of "
                                     "GET /models).", show_default=False),
     judge_tokens: int = typer.Option(256, "--judge-tokens", help="Judgment length (greedy)."),
+    device: str = DEVICE,
 ) -> None:
     """Make DPO preference pairs with AI feedback (RLAIF): K samples per prompt, every two compared by a judge in
     both orders; a pair is kept only when both orders agree (position-inconsistent verdicts and ties are dropped)."""
@@ -44,15 +46,17 @@ def rlaif(
         raise LmforgeError("--max-new-tokens and --judge-tokens must be >= 1")
     if not temperature > 0:
         raise LmforgeError(f"--temperature must be > 0 (K greedy samples would be equal), got {temperature}")
+    where = pick_device(device)  # the policy and a local judge run there
     from lmforge.train.post.rlaif import judge_pairs, read_prompts, write_pairs
 
     rows = read_prompts(prompts)
     need = [i for i, r in enumerate(rows) if r["responses"] is None]
     if need and model is None:
         raise LmforgeError(f"{len(need)} prompt(s) in {prompts} have no responses; pass --model to sample them")
-    compare = _compare(judge, endpoint, api_key, judge_model, judge_tokens)  # refuses a bad endpoint before sampling
+    # refuses a bad endpoint before sampling
+    compare = _compare(judge, endpoint, api_key, judge_model, judge_tokens, where)
     if need:
-        sampled = _sample(model, [rows[i]["prompt"] for i in need], k, max_new_tokens, temperature, seed)
+        sampled = _sample(model, [rows[i]["prompt"] for i in need], k, max_new_tokens, temperature, seed, where)
         for i, answers in zip(need, sampled, strict=True):
             rows[i]["responses"] = answers
     pairs, stats = judge_pairs(compare, [r["prompt"] for r in rows], [r["responses"] for r in rows])
@@ -64,7 +68,7 @@ def rlaif(
 
 
 def _compare(judge: str | None, endpoint: str | None, api_key: str | None, judge_model: str | None,
-             max_tokens: int):
+             max_tokens: int, device=None):
     """A rlaif Compare on lmforge's pairwise judge prompt: each item one conversation, its verdict parsed."""
     from lmforge.eval.judge import pair_messages, parse_verdict
     from lmforge.eval.judge_backends import endpoint_judge, engine_judge
@@ -75,7 +79,7 @@ def _compare(judge: str | None, endpoint: str | None, api_key: str | None, judge
         from lmforge.formats.loader import load
         from lmforge.model.inference import prepare_for_inference
 
-        lm = load(judge)
+        lm = place(load(judge), device or "cpu")
         prepare_for_inference(lm.model)
         ask = engine_judge(lm, max_tokens)
 
@@ -87,12 +91,12 @@ def _compare(judge: str | None, endpoint: str | None, api_key: str | None, judge
 
 
 def _sample(model: str, prompts: list[str], k: int, max_new_tokens: int, temperature: float,
-            seed: int) -> list[list[str]]:
+            seed: int, device=None) -> list[list[str]]:
     from lmforge.formats.loader import load
     from lmforge.train.post.rlaif import sample_responses
     from lmforge.train.post.rollout import RolloutParams, policy_generate_fn
 
-    lm = load(model)
+    lm = place(load(model), device or "cpu")
     if lm.tokenizer is None or lm.tokenizer.chat_template is None:
         raise LmforgeError(f"{model} needs a tokenizer with a chat template to be sampled from")
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0

@@ -38,7 +38,10 @@ def config_command(cls: type, run: Callable[[Any], None], doc: str, name: str) -
         config_file, assignments = values.pop("config"), values.pop("set_")
         flags = {key: _from_flag(knobs[key], value) for key, value in values.items() if value not in (None, [])}
         flags.update(parse_assignment(cls, text) for text in assignments or ())
-        run(load_config(cls, config_file, flags))
+        config = load_config(cls, config_file, flags)
+        if "device" in knobs:  # --device cuda without a GPU: one line now, not after the model has loaded
+            check_device_available(config, knobs["device"].path)
+        run(config)
 
     params = [
         inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Path | None, default=typer.Option(
@@ -54,6 +57,17 @@ def config_command(cls: type, run: Callable[[Any], None], doc: str, name: str) -
     command.__doc__ = doc
     command.__name__ = command.__qualname__ = f"{name}_command"
     return command
+
+
+def check_device_available(config: Any, path: tuple[str, ...]) -> None:
+    """Resolve the config's device setting once (lmforge.common.device; torch loads here): CUDA asked for on a
+    machine without it is an LmforgeError before the command does anything slow."""
+    from lmforge.common.device import resolve_device
+
+    value = config
+    for part in path:
+        value = getattr(value, part)
+    resolve_device(value)
 
 
 def toml_epilog(cls: type) -> str:

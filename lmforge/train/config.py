@@ -110,10 +110,10 @@ class TrainConfig(ConfigIO):
                           "OUT/checkpoints.old (nothing is deleted).")
     threads: int | None = setting(None, "torch CPU threads (default: torch's).")
     device: str = device_setting()
-    # fp32 | bf16 (autocast, CPU or GPU) | fp16 (autocast + loss scaling, GPU only) | auto: bf16 where the
+    # fp32 | bf16 (autocast, CPU or GPU) | fp16 (autocast + loss scaling; on a CPU emulated) | auto: bf16 where the
     # hardware has it (CUDA with bf16, or a CPU with AMX / AVX512-BF16), else fp32
-    precision: str = setting("auto", "auto | fp32 | bf16 (autocast) | fp16 (GPU only, loss scaling); auto: bf16 "
-                             "where the hardware has it, else fp32.")
+    precision: str = setting("auto", "auto | fp32 | bf16 (autocast) | fp16 (autocast + GradScaler loss scaling; "
+                             "for GPUs); auto: bf16 where the hardware has it, else fp32.")
     activation_checkpointing: bool = setting(False, "Recompute each block in backward (torch.utils.checkpoint).")
     compile: bool = setting(False, "torch.compile the model.")
     # model

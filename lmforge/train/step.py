@@ -116,6 +116,7 @@ class StepResult:
     grad_norm: float | None
     tokens: int
     skipped: bool  # True when the loss or the gradients were non-finite: no update happened
+    overflow: bool = False  # fp16: the loss scaler found inf / NaN gradients, skipped the update and lowered the scale
 
 
 def merge_results(results: Sequence[StepResult]) -> StepResult:
@@ -127,7 +128,8 @@ def merge_results(results: Sequence[StepResult]) -> StepResult:
         return StepResult(loss=None, grad_norm=None, tokens=0, skipped=False)
     n = len(results)
     return StepResult(loss=sum(r.loss for r in results) / n, grad_norm=sum(r.grad_norm for r in results) / n,
-                      tokens=sum(r.tokens for r in results), skipped=any(r.skipped for r in results))
+                      tokens=sum(r.tokens for r in results), skipped=any(r.skipped for r in results),
+                      overflow=any(r.overflow for r in results))
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: float, tokens: int,
@@ -137,7 +139,8 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: flo
     torch's clip_grad_norm_ (a layout whose gradients span meshes and pipeline stages: parallel/grad_norm.py).
 
     With fp16 loss scaling an inf gradient is the scaler's normal overflow signal: it skips the update and
-    lowers the scale itself; only a non-finite loss counts as a fault then.
+    lowers the scale itself (StepResult.overflow: read as a drop of the scale, one sync per step); only a non-finite
+    loss counts as a fault then.
     """
     # the optimizer's parameters: with bf16 master weights (master_weights.py) the gradients sit on the fp32 masters
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -149,13 +152,16 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: flo
         norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
         grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor under FSDP2
     bad = not math.isfinite(loss) or (scaler is None and not math.isfinite(grad_norm))
+    overflow = False
     if scaler is not None:
         if bad:
             scaler.update()  # records nothing new; the step is skipped below
         else:
-            scaler.step(optimizer)
-            scaler.update()
+            scale = scaler.get_scale()
+            scaler.step(optimizer)  # skips optimizer.step() when the unscaled gradients hold inf / NaN
+            scaler.update()  # ... and then halves the scale (backoff_factor): the only public sign of the skip
+            overflow = scaler.get_scale() < scale
     elif not bad:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(loss=loss, grad_norm=grad_norm, tokens=tokens, skipped=bad)
+    return StepResult(loss=loss, grad_norm=grad_norm, tokens=tokens, skipped=bad, overflow=overflow)

@@ -32,7 +32,7 @@ from lmforge.train.metrics import MetricsLogger, flops_per_token, measure_peak_f
 from lmforge.train.objectives import Objective
 from lmforge.train.optim import build_optimizer
 from lmforge.train.parallel.model_states import ModelStateMeter, gradient_bytes, model_state_record
-from lmforge.train.precision import DTYPES, resolve_device, resolve_precision, uses_master_weights
+from lmforge.train.precision import DTYPES, grad_scaler, resolve_device, resolve_precision, uses_master_weights
 from lmforge.train.progress import TrainProgress
 from lmforge.train.schedule import lr_at
 from lmforge.train.signals import StopRequest
@@ -66,8 +66,9 @@ class Trainer(TrainerCheckpoints):
         self.is_main = is_main and self.parallel.is_main
         self.device = self.parallel.device
         self.precision = resolve_precision(cfg.precision, self.device)
-        if self.precision == "fp16" and self.device.type != "cuda":
-            raise LmforgeError("precision='fp16' (with loss scaling) needs a CUDA device; use 'bf16' on CPU")
+        if self.precision == "fp16" and self.device.type == "cpu" and self.is_main:
+            log("warning: precision fp16 on the CPU: autocast and loss scaling run, emulated and slow (a check of "
+                "the GPU path); bf16 or fp32 train faster here")
         if self.precision == "bf16" and self.device.type == "cpu" and not cpu_has_native_bf16() and self.is_main:
             log(f"warning: precision bf16: {slow_bf16_note()}; precision fp32 (or auto) is faster here")
         if self.objective.rollout is None and len(train_loader) == 0:
@@ -92,7 +93,8 @@ class Trainer(TrainerCheckpoints):
         self.optimizer = self.parallel.shard_optimizer(self.optimizer)  # ZeRO-1: states sharded over the ranks
         # the bytes of parameters, gradients and optimizer states a rank holds, recorded at the first update
         self.meter = ModelStateMeter(self.model) if self.parallel.distributed else None
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.scaler = grad_scaler(self.precision, self.device,
+                                  "layered" if self.parallel.layout is not None else self.parallel.mode)
         self.train_loader, self.val_loader, self.tokenizer = train_loader, val_loader, tokenizer
         self.extra_losses = extra_losses or self.objective.extra_losses
         self.token_count_reduce = token_count_reduce
@@ -101,7 +103,7 @@ class Trainer(TrainerCheckpoints):
             self.token_count_reduce = lambda n: int(self.parallel.sum(token_count_reduce(n)))
         self.run_dir = Path(run_dir or cfg.out)
         self.ckpt_dir = self.run_dir / "checkpoints"
-        self.step = self.tokens_seen = self.nonfinite_in_row = self.nonfinite_total = 0
+        self.step = self.tokens_seen = self.nonfinite_in_row = self.nonfinite_total = self.overflow_total = 0
         self.elapsed = 0.0
         self.last_val: float | None = None
         self.last_checkpoint: Path | None = None  # the newest checkpoint this run wrote (every rank knows it)
@@ -231,6 +233,8 @@ class Trainer(TrainerCheckpoints):
                     self._log({"kind": "train", "step": self.step, "loss": result.loss, "lr": lr,
                                "grad_norm": result.grad_norm, "skipped": result.skipped, unit: self.tokens_seen,
                                f"{unit}_per_s": tok_s, **mfu, "memory_mb": memory_bytes(self.device) / 2**20,
+                               **({"loss_scale": self.scaler.get_scale(), "scaler_skipped": self.overflow_total}
+                                  if self.scaler is not None else {}),
                                "elapsed_s": self.elapsed, **self.objective.stats()})
                 if self.step % cfg.logging.eval_every == 0 or self.step == last:
                     figures = self._eval_figures()
@@ -258,7 +262,8 @@ class Trainer(TrainerCheckpoints):
             self.masters.restore(self.optimizer)
             self.masters = None
         return {"status": status, "step": self.step, "tokens": self.tokens_seen, "elapsed_s": self.elapsed,
-                "val_loss": self.last_val, "nonfinite_steps": self.nonfinite_total}
+                "val_loss": self.last_val, "nonfinite_steps": self.nonfinite_total,
+                "scaler_skipped_steps": self.overflow_total}
 
     def _update(self, micro: list[tuple]) -> StepResult:
         """One optimizer update over `micro` (its micro-batches): backward, clip, finite check, step or skip."""
@@ -284,6 +289,10 @@ class Trainer(TrainerCheckpoints):
         return result
 
     def _count_nonfinite(self, result) -> None:
+        if result.overflow:  # fp16's loss scaler skipped the update: expected now and then, not a fault
+            self.overflow_total += 1
+            self.log(f"step {self.step}: fp16 gradients overflowed; update skipped by the loss scaler, scale now "
+                     f"{self.scaler.get_scale():g} ({self.overflow_total} skipped so far)")
         if not result.skipped:
             self.nonfinite_in_row = 0
             return

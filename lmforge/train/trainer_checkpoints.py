@@ -20,6 +20,7 @@ class TrainerCheckpoints:
         rng_tensors, rng_meta = st.rng_state()
         state = {"step": self.step, "tokens_seen": self.tokens_seen, "elapsed_s": self.elapsed,
                  "nonfinite_in_row": self.nonfinite_in_row, "nonfinite_total": self.nonfinite_total,
+                 "overflow_total": self.overflow_total,
                  "last_val": self.last_val, "rng": rng_meta,
                  "loader": None if self.train_loader is None else self.train_loader.state_dict(),
                  "objective": None if self.objective.state_dict is None else self.objective.state_dict(),
@@ -89,6 +90,7 @@ class TrainerCheckpoints:
         st.set_rng_state(ckpt.tensors["rng"], s["rng"])
         self.step, self.tokens_seen, self.elapsed = s["step"], s["tokens_seen"], s["elapsed_s"]
         self.nonfinite_in_row, self.nonfinite_total = s["nonfinite_in_row"], s["nonfinite_total"]
+        self.overflow_total = s.get("overflow_total", 0)  # fp16 loss-scaler skips (absent in older checkpoints)
         self.last_val = s["last_val"]
 
     def start_fresh(self) -> None:

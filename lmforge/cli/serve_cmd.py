@@ -56,6 +56,9 @@ def serve(
 
     POST bodies must be 'Content-Type: application/json'; the Host header must name this server (--allowed-hosts).
     """
+    rails = load_rails(safety)
+    set_threads(threads)
+    where = pick_device(device, dtype)  # a missing GPU answers before the server's imports
     import uvicorn
 
     from lmforge.engine.llm import LLM, EngineConfig
@@ -67,9 +70,6 @@ def serve(
     from lmforge.server.guard import allowed_host_names
     from lmforge.server.served import ServedModel
 
-    rails = load_rails(safety)
-    set_threads(threads)
-    where = pick_device(device, dtype)
     embedder, retriever = _rag_parts(embedding_model, rag)
     lm = place(load(model, dtype=dtype), where)
     prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)

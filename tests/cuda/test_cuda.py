@@ -3,7 +3,7 @@ prepared script benchmarks/cuda_check.py runs them (with the figures) on a lent 
 
 Tolerances: fp32 greedy tokens identical; bf16 logits on CUDA vs fp32 on the CPU: cosine >= 0.98 at every position
 and the same argmax on >= 90% of positions (bf16 on the CPU against fp32 measured min cosine 0.9896, argmax agreement
-0.973, max |dlogit| 1.55 over the 36 positions of the chat prompt: bf16 keeps 8 mantissa bits through 30 layers); a
+0.973, max |dlogit| 1.55 over the 37 positions of the chat prompt: bf16 keeps 8 mantissa bits through 30 layers); a
 training step's loss (fp32) equal within 1e-4 relative (cuBLAS and PyTorch's CPU kernels sum in different orders;
 TF32 is off for fp32 matmuls by PyTorch's default).
 """

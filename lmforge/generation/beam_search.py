@@ -111,7 +111,7 @@ def beam_search(model, prompt: Sequence[int], params: BeamSearchParams | None = 
         # assumes it grows to max_new_tokens; otherwise it is scored at the current length)
         best_len = max_new if p.early_stopping == "never" and p.length_penalty > 0 else step + 1
         best_possible = running_scores[0] / (best_len ** p.length_penalty)
-        worst_finished = finished_scores.min() if bool(is_finished.all()) else torch.tensor(NEG)
+        worst_finished = finished_scores.min() if bool(is_finished.all()) else torch.tensor(NEG, device=device)
         improvable = improvable and bool(best_possible > worst_finished)
         if not improvable or (bool(is_finished.all()) and p.early_stopping is True) or bool(ends.all()):
             break

@@ -50,6 +50,9 @@ def train(
     pattern: str = typer.Option(
         "gpt2", "--pattern", help=f"byte-bpe pre-tokenization regex: {', '.join(BYTE_BPE_PATTERNS)}."
     ),
+    split_digits: bool = typer.Option(
+        False, "--split-digits", help="Every digit a token of its own (as Llama/SmolLM/Qwen): models see the digits."
+    ),
 ) -> None:
     """Train a tokenizer on text files and save it as a Hugging Face tokenizer directory."""
     paths = expand_inputs([*(input or []), *(files or [])])
@@ -61,6 +64,7 @@ def train(
         min_frequency=min_frequency,
         show_progress=True,
         pattern=pattern,
+        split_digits=split_digits,
     )
     tokenizer.save(out)
     typer.echo(

@@ -57,6 +57,7 @@ def train_tokenizer(
     show_progress: bool = False,
     files: list[str | os.PathLike] | None = None,
     pattern: str = "gpt2",
+    split_digits: bool = False,
 ) -> Tokenizer:
     """Train a new tokenizer of `type` ("bpe", "byte-bpe", "wordpiece", "unigram") with `vocab_size` entries.
 
@@ -73,6 +74,9 @@ def train_tokenizer(
       - "wordpiece": BERT-style, cased; x with whitespace collapsed to single spaces and no space before
         punctuation (the WordPiece decoder's clean-up), again if no character is unknown.
     `min_frequency` is the BPE/WordPiece merge threshold; Unigram has none and does not use it.
+    `split_digits`: every digit is a token of its own ("2026" -> "2", "0", "2", "6"), as the Llama, SmolLM and Qwen
+    tokenizers split numbers, so a model sees the digits it has to add; decode(encode(x)) is unchanged (not for
+    wordpiece, refused).
     """
     if type not in TOKENIZER_TYPES:
         raise LmforgeError(f"unknown tokenizer type {type!r}; allowed: {', '.join(TOKENIZER_TYPES)}")
@@ -88,6 +92,10 @@ def train_tokenizer(
         )
     if isinstance(min_frequency, bool) or not isinstance(min_frequency, int) or min_frequency < 1:
         raise LmforgeError(f"min_frequency must be an integer >= 1, got {min_frequency!r}")
+    if not isinstance(split_digits, bool):
+        raise LmforgeError(f"split_digits must be True or False, got {split_digits!r}")
+    if split_digits and type == "wordpiece":  # its decoder would join the digits of a number with spaces
+        raise LmforgeError("split_digits needs type bpe, byte-bpe or unigram (wordpiece decodes 12 as '1 2')")
     if pattern not in BYTE_BPE_PATTERNS:
         raise LmforgeError(f"unknown byte-bpe pattern {pattern!r}; allowed: {', '.join(BYTE_BPE_PATTERNS)}")
     roles = {role: next((t for t in special_tokens if t in names), None) for role, names in _ROLE_CANDIDATES.items()}
@@ -98,6 +106,10 @@ def train_tokenizer(
         )
 
     backend, trainer = _build(type, vocab_size, special_tokens, min_frequency, show_progress, roles, pattern)
+    if split_digits:  # isolate each digit before the type's own pre-tokenizer (which never joins pre-tokens again)
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), backend.pre_tokenizer]
+        )
     texts, paths = _split_inputs(texts_or_files, files)
     if paths is not None:
         try:

@@ -1,13 +1,16 @@
 """Best-of-8 on held-out step-wise problems (issue 30, item 5): a process reward model (`lmforge prm train`, min or
 product of its step scores) against an outcome reward model (`lmforge rm`, Bradley-Terry on final-answer
 correctness: a solution with the right final answer preferred to one with a wrong one) and majority vote. Both
-reward models share the backbone (the tests' small pretrained model unless --model) and the optimizer steps.
-The policy is the synthetic sampler with known error rates (prm_data.StepSampler: forgotten carries, so wrong
-answers agree; slips; compensating slips that make a wrong process end right) — the 1M model cannot do the sums.
-Prints JSON: the final-answer accuracy of each selector (and of PRM-weighted majority vote), pass@1 (a random
-sample), pass@8 (an oracle), the share of picks whose every step is right, and PRM (min) / the best baseline.
+reward models share the backbone and the optimizer steps: by default a 0.8M Llama pretrained here on the task's
+correct solutions with a digit-splitting tokenizer (--backbone tiny: the tests' 1M model, which reads "65" as one
+token and cannot tell 57+8=66 from 57+8=65). The policy is the synthetic sampler with known error rates
+(prm_data.StepSampler: forgotten carries, so wrong answers agree; slips; compensating slips that make a wrong process
+end right). Prints JSON: the final-answer accuracy of each selector (and of PRM-weighted majority vote), pass@1,
+pass@8 (an oracle), the share of picks whose every step is right, the PRM's recall / AUC per planted error, paired
+bootstrap 95% intervals of PRM - ORM and PRM - majority (same problems, same samples), and PRM (min) / the best
+baseline.
 
-    python benchmarks/prm_best_of_n.py --steps 300 --problems 300 --out runs/prm_bon
+    python benchmarks/prm_best_of_n.py --steps 400 --problems 1000 --threads 1 --out runs/prm_bon
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from pathlib import Path
 
 from lmforge.train.post.pair_config import RewardConfig
-from lmforge.train.post.prm import aggregate, best_of_n, majority_vote
+from lmforge.train.post.prm import aggregate, best_of_n, majority_vote, paired_bootstrap
 from lmforge.train.post.prm_config import PRMConfig
 from lmforge.train.post.prm_data import StepSampler, heldout_problems, sample_solution, step_problem, step_solutions
 from lmforge.train.post.prm_train import load_prm, train_prm
@@ -69,6 +72,43 @@ def adapt_backbone(model: str, out: Path, steps: int, threads: int | None) -> st
     return str(hf)
 
 
+DIGIT_BACKBONE = {"documents": 20000, "vocab_size": 300, "preset": "pretrain-1m", "seq_len": 128, "lr": 3e-3,
+                  "batch_size": 16}
+
+
+def digit_backbone(out: Path, steps: int, threads: int | None) -> str:
+    """The reward models' shared backbone: a 0.8M Llama that lmforge pretrains (`lmforge tokenizer train
+    --split-digits`, `data pack`, `pretrain`) on correct step-by-step solutions of training problems only, with a
+    tokenizer that gives every digit its own token (as Llama/SmolLM/Qwen do), so "57+8=66" and "57+8=65" differ in a
+    digit it can check. Built once per OUT and settings (OUT/digit_backbone/stamp), reused after."""
+    root, settings = out / "digit_backbone", json.dumps({**DIGIT_BACKBONE, "steps": steps})
+    hf = root / "pretrain" / "hf"
+    if (root / "stamp").is_file() and (root / "stamp").read_text() == settings and (hf / "model.safetensors").is_file():
+        return str(hf)
+    root.mkdir(parents=True, exist_ok=True)
+    cfg = DIGIT_BACKBONE
+    rows = step_solutions(cfg["documents"], "train", seed=7, sampler=StepSampler(0.0, 0.0, 0.0))
+    docs = [r["prompt"] + "\n" + "\n".join(r["steps"]) + "\n" for r in rows]
+    (root / "textbook.txt").write_text("".join(docs))
+    (root / "textbook.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    threads_flag = ("--threads", str(threads)) if threads else ()
+    for command in (
+            ["tokenizer", "train", str(root / "textbook.txt"), "--vocab-size", str(cfg["vocab_size"]),
+             "--split-digits", "--out", str(root / "tokenizer")],
+            ["data", "pack", "--tokenizer", str(root / "tokenizer"), "--input", str(root / "textbook.jsonl"),
+             "--out", str(root / "packed"), "--seq-len", str(cfg["seq_len"])],
+            ["pretrain", "--preset", cfg["preset"], "--data-dir", str(root / "packed"), "--tokenizer",
+             str(root / "tokenizer"), "--max-steps", str(steps), "--lr", str(cfg["lr"]), "--batch-size",
+             str(cfg["batch_size"]), "--warmup-steps", "50", "--out", str(root / "pretrain"), "--device", "cpu",
+             "--precision", "fp32", "--no-progress", "--fresh", "--sample-every", str(10 * steps), "--eval-every",
+             str(steps), "--checkpoint-every", str(steps), *threads_flag]):
+        result = subprocess.run([sys.executable, "-m", "lmforge", *command], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"lmforge {command[0]} (digit backbone) failed:\n{result.stderr[-3000:]}")
+    (root / "stamp").write_text(settings)
+    return str(hf)
+
+
 def error_kinds(problem: dict, steps: list[str]) -> list[str]:
     """Each step's planted error (the sampler's, read back from the text): ok, miscopy (the running sum copied with
     its carry dropped), recover (a later copy adding the 10 back), slip (a sum off by one), or two joined by +."""
@@ -98,7 +138,8 @@ def best_of_n_figures(prm, orm, problems: list[dict], n: int) -> dict:
     """Every selector's final-answer accuracy on n samples per problem (the same samples for all), the share of
     picks whose every step is right, and how the PRM scores each kind of planted error (recall at 0.5, AUC)."""
     rng = random.Random("prm-bench-samples")
-    right = {k: 0 for k in ("prm_min", "prm_prod", "orm", "majority", "prm_weighted_vote", "pass@1", f"pass@{n}")}
+    right: dict[str, list[float]] = {k: [] for k in ("prm_min", "prm_prod", "orm", "majority", "prm_weighted_vote",
+                                                     "pass@1", f"pass@{n}")}  # per problem, for the bootstrap
     clean = {k: 0 for k in ("prm_min", "prm_prod", "orm")}  # picks whose every step is right (not just the answer)
     by_kind: dict[str, list[float]] = {}
     for problem in problems:
@@ -109,51 +150,69 @@ def best_of_n_figures(prm, orm, problems: list[dict], n: int) -> dict:
         picks = {"prm_min": best_of_n([aggregate(p, "min") for p in probs]),
                  "prm_prod": best_of_n([aggregate(p, "prod") for p in probs]), "orm": best_of_n(orm_scores)}
         for name, i in picks.items():
-            right[name] += samples[i]["correct"]
+            right[name].append(float(samples[i]["correct"]))
             clean[name] += all(samples[i]["labels"])
         votes: dict[int, float] = {}
         for s, p in zip(samples, probs, strict=True):  # Math-Shepherd / Lightman: majority vote weighted by the PRM
             votes[s["final"]] = votes.get(s["final"], 0.0) + aggregate(p, "min")
             for kind, score in zip(error_kinds(problem, s["steps"]), p, strict=True):
                 by_kind.setdefault(kind, []).append(score)
-        right["prm_weighted_vote"] += max(votes, key=votes.get) == problem["answer"]
-        right["majority"] += majority_vote(finals) == problem["answer"]
-        right["pass@1"] += sum(s["correct"] for s in samples) / n
-        right[f"pass@{n}"] += any(s["correct"] for s in samples)
+        right["prm_weighted_vote"].append(float(max(votes, key=votes.get) == problem["answer"]))
+        right["majority"].append(float(majority_vote(finals) == problem["answer"]))
+        right["pass@1"].append(sum(s["correct"] for s in samples) / n)
+        right[f"pass@{n}"].append(float(any(s["correct"] for s in samples)))
     ok = by_kind.get("ok", [])
     kinds = {k: {"steps": len(v), "recall@0.5": round(sum(x <= 0.5 for x in v) / len(v), 3),
                  "auc_vs_right_steps": round(auc(v, ok), 3)} for k, v in sorted(by_kind.items()) if k != "ok"}
-    return {"accuracy": {k: round(v / len(problems), 4) for k, v in right.items()},
-            "right_process": {k: round(v / len(problems), 4) for k, v in clean.items()}, "prm_by_error": kinds}
+    paired = {f"prm_min_minus_{k}": {key: round(v, 4) for key, v in paired_bootstrap(right["prm_min"],
+                                                                                     right[k]).items()}
+              for k in ("orm", "majority", "prm_prod")}  # the same problems and samples: a paired 95% interval
+    return {"accuracy": {k: round(sum(v) / len(problems), 4) for k, v in right.items()},
+            "right_process": {k: round(v / len(problems), 4) for k, v in clean.items()}, "prm_by_error": kinds,
+            "paired_bootstrap_95": paired}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="Backbone of both reward models (default: the tests' small "
-                        "pretrained model).")
+    parser.add_argument("--backbone", choices=("digits", "tiny"), default="digits", help="Shared backbone of both "
+                        "reward models: digits (default) = a 0.8M Llama lmforge pretrains on the task's correct "
+                        "solutions with a digit-splitting tokenizer; tiny = the tests' pretrained 1M Llama (reads "
+                        "two-digit numbers as one token), adapted by --adapt-steps of SFT.")
+    parser.add_argument("--model", default=None, help="Backbone of both reward models instead of --backbone (an HF "
+                        "directory), adapted by --adapt-steps of SFT.")
+    parser.add_argument("--pretrain-steps", type=int, default=1500, help="Pretraining steps of the digit backbone.")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=16, help="Pairs per ORM step; the PRM reads twice as "
                         "many solutions per step, so both see the same number of solutions.")
     parser.add_argument("--train", type=int, default=3000, help="ORM pairs; the PRM gets twice as many solutions "
                         "(the solutions those pairs hold).")
-    parser.add_argument("--problems", type=int, default=300, help="Held-out problems.")
+    parser.add_argument("--problems", type=int, default=1000, help="Held-out problems.")
     parser.add_argument("--n", type=int, default=8, help="Samples per problem.")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="runs/prm_bon")
-    parser.add_argument("--adapt-steps", type=int, default=400, help="SFT steps of the shared backbone on correct "
-                        "step-wise solutions before either reward model trains (0: the backbone as it is).")
+    parser.add_argument("--adapt-steps", type=int, default=None, help="SFT steps of the shared backbone on correct "
+                        "step-wise solutions before either reward model trains (0: the backbone as it is; default 400 "
+                        "for --backbone tiny or --model, 0 for the digit backbone, pretrained on those solutions).")
     parser.add_argument("--reuse-orm", action="store_true", help="Score with OUT/orm from an earlier run (to study "
                         "PRM variants; the figures to report come from a run that trains both).")
     args = parser.parse_args()
-    model = args.model
-    if model is None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cpu_start, start = time.process_time(), time.time()
+    wall_start = start  # CPU: this process's (the backbone's commands not counted)
+    digits = args.model is None and args.backbone == "digits"
+    if digits:
+        model = digit_backbone(out, args.pretrain_steps, args.threads)
+    elif args.model is None:
         from tests.pretrained_tiny import pretrained_tiny_dir
 
         model = str(pretrained_tiny_dir())
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    else:
+        model = args.model
+    backbone_s = time.time() - start
+    adapt_steps = args.adapt_steps if args.adapt_steps is not None else 0 if digits else 400
     start = time.time()
-    backbone = adapt_backbone(model, out, args.adapt_steps, args.threads) if args.adapt_steps else model
+    backbone = adapt_backbone(model, out, adapt_steps, args.threads) if adapt_steps else model
     adapt_s = time.time() - start
     shared = {"model": backbone, "threads": args.threads, "fresh": True,
               "schedule": {"max_steps": args.steps, "warmup_steps": 20}, "logging": {"eval_every": args.steps},
@@ -177,19 +236,23 @@ def main() -> None:
                                                                          "max_len": 128}}), log=quiet)
     orm_s = time.time() - start
     prm, orm = load_prm(out / "prm" / "prm"), load_reward_model(out / "orm" / "reward_model")
+    start = time.time()
     figures = best_of_n_figures(prm, orm, heldout_problems(args.problems), args.n)
+    score_s = time.time() - start
     acc = figures["accuracy"]
     best_baseline = max(acc["orm"], acc["majority"])
     report = {"benchmark": "prm_best_of_n", "policy": "synthetic sampler (prm_data.StepSampler defaults)",
-              "backbone": model, "adapt_steps": args.adapt_steps, "n": args.n, "heldout_problems": args.problems,
+              "backbone": model, "digit_backbone": digits, "pretrain_steps": args.pretrain_steps if digits else None,
+              "adapt_steps": adapt_steps, "n": args.n, "heldout_problems": args.problems,
               **figures,
               "ours": acc["prm_min"], "baseline": best_baseline, "ratio": acc["prm_min"] / max(best_baseline, 1e-9),
               "prm_heldout_step_accuracy": prm_summary.get("step_accuracy_after"),
               "prm_heldout_error_recall": prm_summary.get("error_recall_after"),
               "orm_heldout_pairwise_accuracy": orm_summary.get("accuracy_after"),
               "train_steps": args.steps, "prm_train_solutions": 2 * args.train, "orm_train_pairs": args.train,
-              "adapt_s": round(adapt_s, 1), "prm_train_s": round(prm_s, 1),
-              "orm_train_s": None if args.reuse_orm else round(orm_s, 1)}
+              "backbone_s": round(backbone_s, 1), "adapt_s": round(adapt_s, 1), "prm_train_s": round(prm_s, 1),
+              "orm_train_s": None if args.reuse_orm else round(orm_s, 1), "score_s": round(score_s, 1),
+              "wall_s": round(time.time() - wall_start, 1), "process_cpu_s": round(time.process_time() - cpu_start, 1)}
     print(json.dumps(report, indent=1))
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lmforge.common.errors import LmforgeError
-from lmforge.train.post.prm import aggregate, best_of_n, majority_vote, process_advantages
+from lmforge.train.post.prm import aggregate, best_of_n, majority_vote, paired_bootstrap, process_advantages
 from lmforge.train.post.prm_data import (
     StepSampler,
     final_answer,
@@ -65,6 +65,21 @@ def test_selectors():
         aggregate([0.5], "mean")
 
 
+def test_paired_bootstrap_interval_matches_the_normal_approximation():
+    rng = random.Random(3)
+    a = [float(rng.random() < 0.8) for _ in range(1000)]
+    b = [x if rng.random() < 0.85 else 1 - x for x in a]  # mostly the same items right: a paired comparison
+    out = paired_bootstrap(a, b, iters=3000, seed=3)
+    diffs = torch.tensor(a) - torch.tensor(b)
+    half = 1.96 * float(diffs.std()) / len(a) ** 0.5  # the CLT interval of a mean of 1000 differences
+    assert out["diff"] == pytest.approx(float(diffs.mean()), abs=1e-9)
+    assert out["low"] == pytest.approx(out["diff"] - half, abs=0.15 * half)
+    assert out["high"] == pytest.approx(out["diff"] + half, abs=0.15 * half)
+    assert paired_bootstrap(a, a) == {"diff": 0.0, "low": 0.0, "high": 0.0}  # the same picks: no difference at all
+    with pytest.raises(LmforgeError, match="equally long"):
+        paired_bootstrap([1.0], [1.0, 0.0])
+
+
 def test_process_advantages_sum_the_normalised_rewards_of_the_steps_ahead():
     mask = torch.ones(2, 6)
     rewards, ends = [[1.0, 0.0], [1.0, 1.0]], [[1, 4], [2, 5]]
@@ -104,7 +119,7 @@ def test_process_grpo_puts_the_step_reward_into_the_token_advantages():
     trainer = ProcessGRPOTrainer(cfg, lm.model, None, lambda records, texts: torch.zeros(len(texts)), generate_fn,
                                  tok, 0, lambda step, round_: [{"prompt": "Start at 18, add 7, then add 3."}],
                                  prm=ArithmeticPRM())
-    batch, adv = trainer.sample_groups([{"prompt": "Start at 18, add 7, then add 3."}], seed=0)
+    batch, adv = trainer.sample_groups([{"prompt": "Start at 18, add 7, then add 3."}], seed=3)
     assert adv.shape == batch.mask.shape
     right, wrong = adv[0][batch.mask[0] > 0], adv[1][batch.mask[1] > 0]
     first = len(tok.encode_plain("18+7=15\n"))  # the first step's tokens, then the second's

@@ -116,6 +116,26 @@ def majority_vote(answers: Sequence[object]) -> object:
     return max(answers, key=lambda a: (counts[a], -answers.index(a)))
 
 
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], iters: int = 10_000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, float]:
+    """mean(a - b) over items both were scored on (the same problems, the same samples) and its percentile bootstrap
+    interval (Efron & Tibshirani 1993): the items are resampled with replacement, so what both selectors find hard
+    cancels and only their disagreements make the interval wide. {"diff", "low", "high"}."""
+    if len(a) != len(b) or not len(a):
+        raise LmforgeError(f"paired_bootstrap needs two equally long non-empty score lists, got {len(a)} and {len(b)}")
+    if not 0 < level < 1 or iters < 1:
+        raise LmforgeError(f"paired_bootstrap needs 0 < level < 1 and iters >= 1, got level={level}, iters={iters}")
+    diffs = torch.tensor(a, dtype=torch.float64) - torch.tensor(b, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    means = torch.empty(iters, dtype=torch.float64)
+    for start in range(0, iters, 1000):  # 1000 resamples at a time: [1000, n] indices, not [iters, n]
+        rows = min(1000, iters - start)
+        means[start:start + rows] = diffs[torch.randint(len(diffs), (rows, len(diffs)), generator=generator)].mean(1)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return {"diff": float(diffs.mean()), "low": low, "high": high}
+
+
 def process_advantages(step_rewards: Sequence[Sequence[float]], step_ends: Sequence[Sequence[int]],
                        mask: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
     """[B, T] token advantages of GRPO with process supervision (DeepSeekMath, Shao et al., 2024, section 4.1.3):

@@ -24,6 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from lmforge.formats.loader import load
 from lmforge.train.post.pair_config import RewardConfig
 from lmforge.train.post.prm import aggregate, best_of_n, majority_vote, paired_bootstrap
 from lmforge.train.post.prm_config import PRMConfig
@@ -134,10 +137,27 @@ def auc(wrong: list[float], right: list[float]) -> float:
     return (above + 0.5 * ties) / (len(wrong) * len(ranked))
 
 
-def best_of_n_figures(prm, orm, problems: list[dict], n: int) -> dict:
+@torch.no_grad()
+def result_logprobs(lm, prompt: str, steps: list[str]) -> list[float]:
+    """Per step, the backbone language model's own log-probability of the step's result (the tokens after "=",
+    teacher-forced): no training, no labels — a diagnostic of whether the backbone knows the sums at all."""
+    ids, spans = lm.tokenizer.encode_plain(prompt + "\n"), []
+    for step in steps:
+        piece = lm.tokenizer.encode_plain(step + "\n")
+        cut = max(i for i, t in enumerate(piece) if "=" in lm.tokenizer.decode([t])) + 1
+        spans.append((len(ids) + cut, len(ids) + len(piece) - 1))  # the result's tokens, not the newline
+        ids += piece
+    logp = torch.log_softmax(lm.model(torch.tensor([ids]))[0].float(), -1)
+    return [sum(logp[j - 1, ids[j]].item() for j in range(a, b)) for a, b in spans]
+
+
+def best_of_n_figures(prm, orm, problems: list[dict], n: int, lm=None) -> dict:
     """Every selector's final-answer accuracy on n samples per problem (the same samples for all), the share of
-    picks whose every step is right, and how the PRM scores each kind of planted error (recall at 0.5, AUC)."""
+    picks whose every step is right, and how the PRM scores each kind of planted error (recall at 0.5, AUC); with
+    lm (the shared backbone), also best-of-n by its own result log-probability (min over steps) and that score's AUC
+    per planted error."""
     rng = random.Random("prm-bench-samples")
+    lm_kind: dict[str, list[float]] = {}
     right: dict[str, list[float]] = {k: [] for k in ("prm_min", "prm_prod", "orm", "majority", "prm_weighted_vote",
                                                      "pass@1", f"pass@{n}")}  # per problem, for the bootstrap
     clean = {k: 0 for k in ("prm_min", "prm_prod", "orm")}  # picks whose every step is right (not just the answer)
@@ -149,9 +169,15 @@ def best_of_n_figures(prm, orm, problems: list[dict], n: int) -> dict:
         finals = [s["final"] for s in samples]
         picks = {"prm_min": best_of_n([aggregate(p, "min") for p in probs]),
                  "prm_prod": best_of_n([aggregate(p, "prod") for p in probs]), "orm": best_of_n(orm_scores)}
+        if lm is not None:
+            checks = [result_logprobs(lm, problem["prompt"], s["steps"]) for s in samples]
+            picks["backbone_logprob_min"] = best_of_n([min(c) for c in checks])
+            for s, c in zip(samples, checks, strict=True):
+                for kind, score in zip(error_kinds(problem, s["steps"]), c, strict=True):
+                    lm_kind.setdefault(kind, []).append(score)
         for name, i in picks.items():
-            right[name].append(float(samples[i]["correct"]))
-            clean[name] += all(samples[i]["labels"])
+            right.setdefault(name, []).append(float(samples[i]["correct"]))
+            clean[name] = clean.get(name, 0) + all(samples[i]["labels"])
         votes: dict[int, float] = {}
         for s, p in zip(samples, probs, strict=True):  # Math-Shepherd / Lightman: majority vote weighted by the PRM
             votes[s["final"]] = votes.get(s["final"], 0.0) + aggregate(p, "min")
@@ -167,9 +193,10 @@ def best_of_n_figures(prm, orm, problems: list[dict], n: int) -> dict:
     paired = {f"prm_min_minus_{k}": {key: round(v, 4) for key, v in paired_bootstrap(right["prm_min"],
                                                                                      right[k]).items()}
               for k in ("orm", "majority", "prm_prod")}  # the same problems and samples: a paired 95% interval
+    lm_auc = {k: round(auc(v, lm_kind["ok"]), 3) for k, v in sorted(lm_kind.items()) if k != "ok"}
     return {"accuracy": {k: round(sum(v) / len(problems), 4) for k, v in right.items()},
             "right_process": {k: round(v / len(problems), 4) for k, v in clean.items()}, "prm_by_error": kinds,
-            "paired_bootstrap_95": paired}
+            "paired_bootstrap_95": paired, **({"backbone_logprob_auc_by_error": lm_auc} if lm_kind else {})}
 
 
 def main() -> None:
@@ -193,6 +220,9 @@ def main() -> None:
     parser.add_argument("--adapt-steps", type=int, default=None, help="SFT steps of the shared backbone on correct "
                         "step-wise solutions before either reward model trains (0: the backbone as it is; default 400 "
                         "for --backbone tiny or --model, 0 for the digit backbone, pretrained on those solutions).")
+    parser.add_argument("--backbone-check", action=argparse.BooleanOptionalAction, default=True, help="Also pick by "
+                        "the backbone's own log-probability of each step's result (no training): does it know the "
+                        "sums the PRM has to check?")
     parser.add_argument("--reuse-orm", action="store_true", help="Score with OUT/orm from an earlier run (to study "
                         "PRM variants; the figures to report come from a run that trains both).")
     args = parser.parse_args()
@@ -237,7 +267,8 @@ def main() -> None:
     orm_s = time.time() - start
     prm, orm = load_prm(out / "prm" / "prm"), load_reward_model(out / "orm" / "reward_model")
     start = time.time()
-    figures = best_of_n_figures(prm, orm, heldout_problems(args.problems), args.n)
+    figures = best_of_n_figures(prm, orm, heldout_problems(args.problems), args.n,
+                                lm=load(backbone) if args.backbone_check else None)
     score_s = time.time() - start
     acc = figures["accuracy"]
     best_baseline = max(acc["orm"], acc["majority"])

@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from lmforge.common.errors import LmforgeError
 from lmforge.tokenizer import Tokenizer, train_tokenizer
-from tests.cli_util import assert_user_error, run_cli
+from tests.cli_util import assert_user_error
+from tests.inprocess_cli import run_main
 
 # Sums to merge: without split_digits, "57", "+8=65" and the like become tokens of their own.
 CORPUS = [f"Start at {a}, add {b}.\n{a}+{b}={a + b}\n{a + b}+{b}={a + 2 * b}\n" for a in range(10, 90) for b in (3, 8)]
@@ -53,12 +54,13 @@ def test_wordpiece_and_a_non_bool_are_refused():
         train_tokenizer(CORPUS, type="bpe", vocab_size=400, split_digits="yes")
 
 
-def test_the_command_splits_digits(tmp_path):
+def test_the_command_splits_digits(tmp_path, capsys):
     corpus = tmp_path / "sums.txt"
     corpus.write_text("".join(CORPUS * 3))
-    result = run_cli("tokenizer", "train", str(corpus), "--vocab-size", "420", "--split-digits", "-o", tmp_path / "t")
+    result = run_main(capsys, "tokenizer", "train", corpus, "--vocab-size", "420", "--split-digits", "-o",
+                      tmp_path / "t")
     assert result.returncode == 0, result.stderr
     tok = Tokenizer.from_dir(tmp_path / "t")
     assert [tok.decode([i]) for i in tok.encode_plain("57+8=65")] == ["5", "7", "+", "8", "=", "6", "5"]
-    assert_user_error(run_cli("tokenizer", "train", str(corpus), "--vocab-size", "420", "--split-digits", "-t",
-                              "wordpiece", "-o", tmp_path / "w"), "wordpiece")
+    assert_user_error(run_main(capsys, "tokenizer", "train", corpus, "--vocab-size", "420", "--split-digits", "-t",
+                               "wordpiece", "-o", tmp_path / "w"), "wordpiece")

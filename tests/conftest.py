@@ -51,3 +51,14 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if item.nodeid.startswith(PURE_PATHS) and not any(word in item.name for word in NOT_PURE):
             item.add_marker(pytest.mark.pure)
+
+
+@pytest.fixture
+def weight_only_activations():
+    """Quantized layers on the weight-only path (bf16 activations, LMFORGE_INT8_ACTIVATIONS=0) for the test: for
+    tests comparing them with the dequantized product or PyTorch's weight-only ops (kernels/quant_linear.py)."""
+    from lmforge.kernels import quant_linear
+
+    previous = quant_linear.set_int8_activations(False)
+    yield
+    quant_linear.set_int8_activations(previous)

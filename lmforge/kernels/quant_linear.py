@@ -9,7 +9,15 @@ AVX2 path (tests), as does `ATEN_CPU_CAPABILITY=avx2`, the switch of the float k
 the layers keep PyTorch's ops at AVX2 width, where the kernels measured slower (Zen 5, one thread, a 3072 x 576
 layer: AVX-512 path int8 36 / int4 23 us at 1 row vs PyTorch's 54 / 51, 3756 / 2633 vs 6055 / 5532 at 256 rows;
 AVX2 path 57 / 70 at 1 row, 8831 / 16792 at 256).
+
+Int8 activations: where the build has AVX512-VNNI (`vnni()`), the layers quantize each input row per block of 32
+channels to int8 (one float scale per block, as llama.cpp's Q8_0 / Q8_1) and multiply int8 by int8 in registers
+(csrc/int8_dot.h), int32 per block; the int8 weights are then packed as `pack_linear_int8_vnni`'s layout. This changes
+results against weight-only quantization as llama.cpp's does (docs/benchmarks.md measures it on SmolLM2):
+LMFORGE_INT8_ACTIVATIONS=0 keeps the weight-only path (bf16 inputs times the dequantized codes).
 """
+
+import os
 
 import torch
 
@@ -18,6 +26,15 @@ from lmforge.kernels.cpu_kernels import loaded_ops
 ISAS = ("avx512", "avx2", "default")
 LAYER_ISA = "avx512"  # the path the layers use the kernels on
 _isa: dict[int, str] = {}  # id(ops) -> the instruction set its quantized linears run on
+INT8_ACTIVATIONS_ENV = "LMFORGE_INT8_ACTIVATIONS"  # "0": weight-only (bf16 activations); else int8 where VNNI runs
+
+
+def int8_activations_requested(environ=os.environ) -> bool:
+    """LMFORGE_INT8_ACTIVATIONS: "0" asks for weight-only layers; unset or anything else for int8 activations."""
+    return environ.get(INT8_ACTIVATIONS_ENV, "1").strip() != "0"
+
+
+_int8_activations = int8_activations_requested()
 
 
 def isa() -> str:
@@ -48,11 +65,43 @@ def set_isa(name: str) -> str:
     if ops is None or isa() == "none":
         raise RuntimeError("lmforge's quantized linear kernels are not loaded on this machine")
     _isa[id(ops)] = ops.quant_linear_isa(name)
+    _int4_x[0] = None
     return _isa[id(ops)]
 
 
+def vnni() -> bool:
+    """Whether the kernels run the int8 x int8 path (AVX512-VNNI in this build, the AVX-512 path running)."""
+    ops = loaded_ops()
+    if ops is None or isa() != "avx512":
+        return False
+    try:
+        return bool(ops.quant_linear_vnni())
+    except (AttributeError, RuntimeError):  # a library built from older sources
+        return False
+
+
+def int8_activations() -> bool:
+    """Whether the layers quantize their inputs to int8 (LMFORGE_INT8_ACTIVATIONS, default on) and the kernels can."""
+    return _int8_activations and vnni()
+
+
+def set_int8_activations(enabled: bool) -> bool:
+    """Turn int8 activations on or off for this process (as LMFORGE_INT8_ACTIVATIONS); returns the previous setting.
+    int8 layers keep the layout they were packed in until repacked; int4 layers follow at once."""
+    global _int8_activations
+    previous, _int8_activations = _int8_activations, bool(enabled)
+    _int4_x[0] = None
+    return previous
+
+
+_int4_x: list[bool | None] = [None]  # int8_activations() cached for int4_linear's per-call flag
+
+
 def pack_int8(weight: torch.Tensor) -> torch.Tensor:
-    """int8 [N, K] codes -> the int8 kernel's [N/32, K, 32] layout."""
+    """int8 [N, K] codes -> the int8 kernel's layout: [N/32, K/32 * 8, 32, 4] unsigned bytes (q + 128) for int8
+    activations, else [N/32, K, 32]."""
+    if int8_activations():
+        return torch.ops.lmforge.pack_linear_int8_vnni(weight)
     return torch.ops.lmforge.pack_linear_int8(weight)
 
 
@@ -71,12 +120,18 @@ def int8_linear(x: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor], bias
 
 def int4_linear(x: torch.Tensor, packed: tuple[torch.Tensor, torch.Tensor], bias: torch.Tensor | None,
                 out_features: int, float_out: bool = False) -> torch.Tensor:
-    """(x @ ((q - 8) * s + z).T + bias) for bf16 x [..., K], from `pack_int4`'s pair."""
-    return torch.ops.lmforge.linear_int4.default(x, *packed, bias, out_features, float_out)
+    """(x @ ((q - 8) * s + z).T + bias) for bf16 x [..., K], from `pack_int4`'s pair; x quantized to int8 per block
+    of 32 where `int8_activations()` and the group size is a multiple of 32."""
+    if _int4_x[0] is None:
+        _int4_x[0] = int8_activations()
+    return torch.ops.lmforge.linear_int4.default(x, *packed, bias, out_features, float_out, _int4_x[0])
 
 
-def unpack_int8(packed: torch.Tensor, out_features: int) -> torch.Tensor:
-    """pack_int8's [N/32, K, 32] layout -> the int8 [N, K] codes it was packed from (the saved layout)."""
+def unpack_int8(packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
+    """pack_int8's layout -> the int8 [N, K] codes it was packed from (the saved layout)."""
+    if packed.dim() == 4:  # [N/32, K/4, 32, 4] of q + 128
+        codes = (packed.view(torch.int8) ^ -128).permute(0, 2, 1, 3).reshape(-1, packed.shape[1] * 4)
+        return codes[:out_features, :in_features].contiguous()
     return packed.permute(0, 2, 1).reshape(-1, packed.shape[1])[:out_features].contiguous()
 
 

@@ -77,7 +77,8 @@ class Int8Linear(KernelPacked):
 
     def _unpack(self, pack: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         codes, scales = pack
-        return {"weight": unpack_int8(codes, self.out_features), "scales": scales[:self.out_features].to(KERNEL_DTYPE)}
+        return {"weight": unpack_int8(codes, self.out_features, self.in_features),
+                "scales": scales[:self.out_features].to(KERNEL_DTYPE)}
 
     def _like(self, out_features: int) -> "Int8Linear":
         return Int8Linear(self.in_features, out_features, bias=self.bias is not None)

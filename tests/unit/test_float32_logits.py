@@ -111,6 +111,7 @@ def test_bf16_kernel_float_output_is_the_unrounded_sum(rows):
 
 @pytest.mark.parametrize("head_bits", [8, 4])
 @pytest.mark.parametrize("kernel", [True, False])
+@pytest.mark.usefixtures("weight_only_activations")  # the exact product of the bf16 input (not int8 activations)
 def test_quantized_heads_return_unrounded_sums(monkeypatch, head_bits, kernel):
     lm = tiny_lm()
     quantize_model(lm.model, bits=4, group_size=32, head_bits=head_bits)

@@ -57,6 +57,7 @@ def outlier_inputs(n=2048, k=128, seed=0):
     return x
 
 
+@pytest.mark.usefixtures("weight_only_activations")  # the layer against its dequantized weight
 def test_awq_scales_up_the_channels_with_large_activations_and_beats_rtn():
     x, w = outlier_inputs(), torch.randn(48, 128)
     stats = stats_of(x)
@@ -82,6 +83,7 @@ def test_awq_without_outliers_keeps_rtn_when_nothing_helps():
     assert min(errors) <= errors[0]
 
 
+@pytest.mark.usefixtures("weight_only_activations")
 def test_int3_codes_run_through_the_int4_kernel():
     w, x = torch.randn(48, 128), torch.randn(5, 128)
     q, scales, zeros = quantize_groups(w, 3, 64)

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "int8_dot.h"
 #include "linear_tasks.h"
 #include "quant_linear.h"
 
@@ -231,9 +232,50 @@ at::Tensor run_isa(QuantIsa isa, const at::Tensor& x, const at::Tensor& packed, 
   return lmforge::linear_by_blocks<T, decltype(block), Y>(x, K, NB, kOut, kRows, N, kOut, b, block_bytes, block);
 }
 
+#if defined(LMFORGE_QUANT_VNNI)
+template <int R>
+void rows_vnni(const lmforge::Int8Rows& xq, int64_t rows, int64_t m0, const float* xsum, int64_t groups, int64_t G,
+               const uint32_t* w, const uint32_t* sz, float (*out)[kOut]) {
+  if constexpr (R > 1) {
+    if (rows < R) return rows_vnni<R - 1>(xq, rows, m0, xsum, groups, G, w, sz, out);
+  }
+  lmforge::int4_block_vnni<R>(xq, m0, xsum + m0 * groups, groups, G, w, sz, out);
+}
+
+// Int8 activations (int8_dot.h): x [M, K] quantized once in blocks of 32, in the nibbles' channel order.
+template <typename Y>
+at::Tensor run_vnni(const at::Tensor& xc, const at::Tensor& packed, const at::Tensor& sz, const at::Tensor& b,
+                    int64_t K, int64_t G, int64_t N) {
+  constexpr int64_t kRowsVnni = 6;  // 2 x 6 int32 and 2 x 6 float32 accumulators
+  const int64_t NB = packed.size(0), groups = K / G, M = xc.numel() / K;
+  const at::BFloat16* x0 = xc.data_ptr<at::BFloat16>();
+  const lmforge::Int8Rows xq = lmforge::quantize_rows(x0, M, K, true);
+  thread_local std::vector<float> xsum_buffer;  // [M, groups]: sum_b scale_b sum(xq_b) over the group's blocks
+  xsum_buffer.assign(M * groups, 0.f);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t b = 0; b < xq.blocks; ++b) {
+      const int64_t i = m * xq.blocks + b;
+      xsum_buffer[m * groups + b * lmforge::kXBlock / G] += xq.scale[i] * float(xq.sum[i]);
+    }
+  const float* xs = xsum_buffer.data();
+  const uint32_t* wp = reinterpret_cast<const uint32_t*>(packed.data_ptr<int32_t>());
+  const uint32_t* sp = reinterpret_cast<const uint32_t*>(sz.data_ptr<at::BFloat16>());
+  auto block = [&](int64_t rows, const at::BFloat16* xr, int64_t nb, const float* bb, Y* yb) {
+    alignas(64) float out[kRowsVnni][kOut] = {};
+    rows_vnni<kRowsVnni>(xq, rows, (xr - x0) / K, xs, groups, G, wp + nb * (K / 8) * kOut, sp + nb * groups * kOut,
+                         out);
+    for (int64_t m = 0; m < rows; ++m)
+      lmforge::write_row(out[m], nullptr, bb, yb + m * N, std::min(kOut, N - nb * kOut));
+  };
+  const int64_t block_bytes = (packed.numel() * 4 + sz.numel() * 2) / NB;
+  return lmforge::linear_by_blocks<at::BFloat16, decltype(block), Y>(xc, K, NB, kOut, kRowsVnni, N, kOut, b,
+                                                                      block_bytes, block);
+}
+#endif
+
 template <typename Y>
 at::Tensor run(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& sz,
-               const c10::optional<at::Tensor>& bias, int64_t out_features) {
+               const c10::optional<at::Tensor>& bias, int64_t out_features, bool int8_x) {
   const QuantIsa isa = lmforge::quant_isa();
   TORCH_CHECK(isa != QuantIsa::kNone, "linear_int4 needs an x86 CPU with AVX2 and FMA (this build has neither)");
   TORCH_CHECK(packed.dim() == 3 && packed.size(2) == kOut && packed.is_contiguous() &&
@@ -254,6 +296,10 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& 
   }
   const int64_t groups = sz.size(1), G = K / groups;
   const at::Tensor xc = x.contiguous();
+#if defined(LMFORGE_QUANT_VNNI)
+  if (int8_x && isa == QuantIsa::kAvx512 && G % lmforge::kXBlock == 0 && xc.numel() > 0)
+    return run_vnni<Y>(xc, packed, sz, b, K, G, N);
+#endif
   const int64_t M = xc.numel() / K;
   at::Tensor xsum = at::empty({M, groups}, x.options().dtype(at::kFloat));  // [M, K/G]: each group's sum of x
   const at::BFloat16* xp = xc.data_ptr<at::BFloat16>();
@@ -274,10 +320,12 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& 
   return run_isa<float, Y>(isa, xc.to(at::kFloat), packed, sz, xsum, b, K, G, N);
 }
 
+// int8_x: int8 activations (int8_dot.h) where this build has AVX512-VNNI, the AVX-512 path runs and the group size
+// is a multiple of 32; else (and when false) the bf16 inputs times the codes as above.
 at::Tensor linear_int4(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales_and_zeros,
-                       const c10::optional<at::Tensor>& bias, int64_t out_features, bool float_out) {
-  return float_out ? run<float>(x, packed, scales_and_zeros, bias, out_features)
-                   : run<at::BFloat16>(x, packed, scales_and_zeros, bias, out_features);
+                       const c10::optional<at::Tensor>& bias, int64_t out_features, bool float_out, bool int8_x) {
+  return float_out ? run<float>(x, packed, scales_and_zeros, bias, out_features, int8_x)
+                   : run<at::BFloat16>(x, packed, scales_and_zeros, bias, out_features, int8_x);
 }
 
 }  // namespace
@@ -286,7 +334,7 @@ TORCH_LIBRARY_FRAGMENT(lmforge, m) {
   m.def("pack_linear_int4(Tensor weight) -> Tensor");
   m.def("pack_int4_scales(Tensor scales_and_zeros) -> Tensor");
   m.def("linear_int4(Tensor x, Tensor packed, Tensor scales_and_zeros, Tensor? bias, int out_features, "
-        "bool float_out=False) -> Tensor");
+        "bool float_out=False, bool int8_x=False) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(lmforge, CPU, m) {

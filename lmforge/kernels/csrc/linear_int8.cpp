@@ -17,6 +17,7 @@
 #include <cstring>
 #include <string>
 
+#include "int8_dot.h"
 #include "linear_tasks.h"
 #include "quant_linear.h"
 
@@ -32,6 +33,26 @@ constexpr int64_t kOut = 32;  // outputs per block
 constexpr int64_t kRows512 = 12;  // rows per pass: 2 x 12 accumulators
 constexpr int64_t kRows256 = 2;  // AVX2: 4 x 2 accumulators in 16 registers
 constexpr int64_t kAhead = 16;  // input channels of codes prefetched ahead (512 bytes)
+constexpr int64_t kRowsVnni = 6;  // int8 x int8 path: 2 x 6 int32 and 2 x 6 float32 accumulators
+
+// The int8 x int8 layout (int8_dot.h): uint8 [N/32][K/32 * 8][32][4], q + 128 of 4 consecutive input channels of one
+// output per 32-bit lane; channels past K (up to a multiple of 32) and outputs past N hold q = 0.
+at::Tensor pack_linear_int8_vnni(const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kChar, "pack_linear_int8_vnni: an int8 [N, K] weight");
+  const int64_t N = weight.size(0), K = weight.size(1), NB = (N + kOut - 1) / kOut;
+  const int64_t K4 = (K + lmforge::kXBlock - 1) / lmforge::kXBlock * lmforge::kXBlock / 4;
+  at::Tensor packed = at::full({NB, K4, kOut, 4}, 128, weight.options().dtype(at::kByte));
+  const at::Tensor w = weight.contiguous();
+  const int8_t* src = w.data_ptr<int8_t>();
+  uint8_t* dst = packed.data_ptr<uint8_t>();
+  at::parallel_for(0, NB, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t nb = b0; nb < b1; ++nb)
+      for (int64_t j = 0; j < kOut && nb * kOut + j < N; ++j)
+        for (int64_t k = 0; k < K; ++k)
+          dst[((nb * K4 + k / 4) * kOut + j) * 4 + k % 4] = uint8_t(src[(nb * kOut + j) * K + k] + 128);
+  });
+  return packed;
+}
 
 at::Tensor pack_linear_int8(const at::Tensor& weight) {
   TORCH_CHECK(weight.dim() == 2 && weight.scalar_type() == at::kChar, "pack_linear_int8: an int8 [N, K] weight");
@@ -149,11 +170,64 @@ void rows_dispatch(QuantIsa isa, int64_t rows, const float* x, int64_t K, const 
 #endif
 }
 
+#if defined(LMFORGE_QUANT_VNNI)
+template <int R>
+void rows_vnni(const lmforge::Int8Rows& xq, int64_t rows, int64_t m0, const uint8_t* w, float (*sums)[kOut]) {
+  if constexpr (R > 1) {
+    if (rows < R) return rows_vnni<R - 1>(xq, rows, m0, w, sums);
+  }
+  lmforge::int8_block_vnni<R>(xq, m0, w, sums);
+}
+#endif
+
+// x [..., K] by the int8 x int8 layout: the rows quantized once (int8_dot.h), then per block of 32 outputs.
+template <typename Y>
+at::Tensor run_vnni(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& s, const at::Tensor& b,
+                    int64_t K, int64_t N) {
+#if defined(LMFORGE_QUANT_VNNI)
+  const at::Tensor xc = x.contiguous();
+  const at::BFloat16* x0 = xc.data_ptr<at::BFloat16>();
+  const int64_t M = K == 0 ? 0 : xc.numel() / K, Kb = packed.size(1) * 4;
+  const lmforge::Int8Rows xq = lmforge::quantize_rows(x0, M, K, false);
+  const uint8_t* wp = packed.data_ptr<uint8_t>();
+  const float* sp = s.data_ptr<float>();
+  auto block = [&](int64_t rows, const at::BFloat16* xr, int64_t nb, const float* bb, Y* yb) {
+    alignas(64) float sums[kRowsVnni][kOut];
+    rows_vnni<kRowsVnni>(xq, rows, (xr - x0) / K, wp + nb * Kb * kOut, sums);
+    for (int64_t m = 0; m < rows; ++m)
+      lmforge::write_row(sums[m], sp + nb * kOut, bb, yb + m * N, std::min(kOut, N - nb * kOut));
+  };
+  return lmforge::linear_by_blocks<at::BFloat16, decltype(block), Y>(xc, K, packed.size(0), kOut, kRowsVnni, N,
+                                                                      kOut, b, Kb * kOut, block);
+#else
+  TORCH_CHECK(false, "linear_int8: this build has no AVX512-VNNI path for the int8 x int8 layout");
+#endif
+}
+
 template <typename Y>
 at::Tensor run(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                const c10::optional<at::Tensor>& bias, int64_t out_features) {
   const QuantIsa isa = lmforge::quant_isa();
   TORCH_CHECK(isa != QuantIsa::kNone, "linear_int8 needs an x86 CPU with AVX2 and FMA (this build has neither)");
+  if (packed.dim() == 4) {  // pack_linear_int8_vnni's layout: int8 activations
+    TORCH_CHECK(packed.size(2) == kOut && packed.size(3) == 4 && packed.is_contiguous() &&
+                    packed.scalar_type() == at::kByte,
+                "linear_int8: the weight must come from pack_linear_int8_vnni");
+    TORCH_CHECK(isa == QuantIsa::kAvx512, "linear_int8: the int8 x int8 layout runs on the AVX-512 path only");
+    const int64_t N = out_features, NB = packed.size(0);
+    TORCH_CHECK(N > (NB - 1) * kOut && N <= NB * kOut, "linear_int8: out_features ", N, " does not match the weight");
+    TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() >= 1 &&
+                    (x.size(-1) + lmforge::kXBlock - 1) / lmforge::kXBlock * lmforge::kXBlock == packed.size(1) * 4,
+                "linear_int8: x must be bf16 [..., K] with K up to ", packed.size(1) * 4, ", got ", x.scalar_type(),
+                " ", x.sizes());
+    TORCH_CHECK(scales.dim() == 1 && scales.size(0) == N, "linear_int8: scales must be [", N, "]");
+    at::Tensor b;
+    if (bias.has_value() && bias->defined()) {
+      TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, "linear_int8: bias must be [", N, "]");
+      b = bias->to(at::kFloat).contiguous();
+    }
+    return run_vnni<Y>(x, packed, scales.to(at::kFloat).contiguous(), b, x.size(-1), N);
+  }
   TORCH_CHECK(packed.dim() == 3 && packed.size(2) == kOut && packed.is_contiguous() &&
                   packed.scalar_type() == at::kChar,
               "linear_int8: the weight must come from pack_linear_int8");
@@ -188,6 +262,10 @@ at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& packed, const at::
                    : run<at::BFloat16>(x, packed, scales, bias, out_features);
 }
 
+// Whether the int8 x int8 path (dynamic int8 activations, int8_dot.h) runs: this build has AVX512-VNNI and the
+// kernels run on their AVX-512 path.
+bool quant_linear_vnni() { return lmforge::vnni_compiled() && lmforge::quant_isa() == QuantIsa::kAvx512; }
+
 // The instruction set of the quantized linears: `isa` "" reads it; "avx512", "avx2" or "default" sets it.
 std::string quant_linear_isa(const std::string& isa) {
   if (isa == "default") {
@@ -215,12 +293,15 @@ std::string quant_linear_isa(const std::string& isa) {
 
 TORCH_LIBRARY_FRAGMENT(lmforge, m) {
   m.def("pack_linear_int8(Tensor weight) -> Tensor");
+  m.def("pack_linear_int8_vnni(Tensor weight) -> Tensor");
   m.def("linear_int8(Tensor x, Tensor packed, Tensor scales, Tensor? bias, int out_features, bool float_out=False) "
         "-> Tensor");
   m.def("quant_linear_isa(str isa=\"\") -> str", &quant_linear_isa);  // no tensor: one kernel for every key
+  m.def("quant_linear_vnni() -> bool", &quant_linear_vnni);
 }
 
 TORCH_LIBRARY_IMPL(lmforge, CPU, m) {
   m.impl("pack_linear_int8", &pack_linear_int8);
+  m.impl("pack_linear_int8_vnni", &pack_linear_int8_vnni);
   m.impl("linear_int8", &linear_int8);
 }

@@ -19,6 +19,7 @@ def _layers(bias):
 
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.usefixtures("weight_only_activations")  # int8 activations: test_int8_activations.py
 def test_quantized_layers_run_on_the_kernels_and_match_pytorchs(quant_layer_ops, monkeypatch, bias, dtype):
     x = torch.randn(2, 3, 96, dtype=dtype)
     for layer in _layers(bias):

@@ -246,7 +246,7 @@ void rows_vnni(const lmforge::Int8Rows& xq, int64_t rows, int64_t m0, const floa
 template <typename Y>
 at::Tensor run_vnni(const at::Tensor& xc, const at::Tensor& packed, const at::Tensor& sz, const at::Tensor& b,
                     int64_t K, int64_t G, int64_t N) {
-  constexpr int64_t kRowsVnni = 6;  // 2 x 6 int32 and 2 x 6 float32 accumulators
+  constexpr int64_t kRowsVnni = 4;  // 2 x 4 int32, 2 x 4 float32 sums per group, 2 x 4 totals
   const int64_t NB = packed.size(0), groups = K / G, M = xc.numel() / K;
   const at::BFloat16* x0 = xc.data_ptr<at::BFloat16>();
   const lmforge::Int8Rows xq = lmforge::quantize_rows(x0, M, K, true);

@@ -60,7 +60,7 @@ def test_dot_products_are_exact(vnni):
     assert torch.equal(y4.long(), x.long() @ (q4.long() - 8).T)
 
 
-@pytest.mark.parametrize("out_features,in_features", [(80, 48), (33, 100), (1, 7), (576, 576)])
+@pytest.mark.parametrize("out_features,in_features", [(80, 48), (33, 100), (1, 7), (64, 576)])
 def test_int8_kernel_equals_the_reference(vnni, out_features, in_features):
     """Measured (Zen 5, 2026-12-07): float32 outputs within 3e-7 of the largest output; bound: float32 rounding of
     one multiply-add per block of 32 and the scale, relative to the sum of the terms' magnitudes."""
@@ -137,11 +137,12 @@ def test_tiny_model_decodes_with_int8_activations(vnni, bits):
     tokens = decode(model, prompt, 16)
     assert len(set(tokens)) >= 3
     assert_greedy_up_to_ties(model, prompt, tokens, tol=0.15)  # as bf16 decoding (test_decode_step.py)
-    quant_linear.set_int8_activations(False)
-    prepare_for_inference(twin)
     with torch.no_grad():
-        logits, weight_only = model(torch.tensor([prompt])).float(), twin(torch.tensor([prompt])).float()
-    # measured (Zen 5): int8 0.65, int4 0.40 against logits up to 7.7 (this model's std-0.3 weights amplify any error)
+        logits = model(torch.tensor([prompt])).float()
+        quant_linear.set_int8_activations(False)  # (int4 layers follow at once: model's too from here)
+        prepare_for_inference(twin)
+        weight_only = twin(torch.tensor([prompt])).float()
+    # measured (Zen 5): int8 0.65, int4 0.69 against logits up to 7.7 (this model's std-0.3 weights amplify any error)
     err = (logits - weight_only).abs().max().item()
     assert 0 < err <= 0.2 * weight_only.abs().max().item(), err
     assert (logits.argmax(-1) == weight_only.argmax(-1)).float().mean() >= 0.5

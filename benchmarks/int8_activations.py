@@ -4,7 +4,7 @@ variant's mean KL to the fp32 model's next-token distribution, mean |logit error
 held-out perplexity; then greedy tokens of both modes after two prompts (where they part, and the two candidates'
 logit gap there in a full forward of the weight-only model). int8: quantize_model (int8 lm_head); int4: the GGUF
 file's Q4_1 codes (int8 lm_head). Needs the kernels' AVX512-VNNI path. Prints one JSON object.
-Usage: python benchmarks/int8_activations.py [--tokens 512] [--new 64] [--threads 2]
+Usage: python benchmarks/int8_activations.py [--tokens 0] [--new 64] [--threads 2]
 """
 
 import argparse
@@ -35,13 +35,13 @@ def variant(bits: int, int8_x: bool):
 @torch.no_grad()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument("--tokens", type=int, default=0, help="tokens of the text to score (0: all of it)")
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     fp32 = load("smollm2-135m", dtype=torch.float32)
-    ids = torch.tensor([fp32.tokenizer.encode(TEXT.read_text())[:args.tokens]])
+    ids = torch.tensor([fp32.tokenizer.encode(TEXT.read_text())[:args.tokens or None]])
     ref = fp32.model(ids)[0, :-1].float().log_softmax(-1)
     targets = ids[0, 1:]
     out = {"tokens": int(ids.shape[1]), "fp32_ppl": float(torch.exp(-ref.gather(1, targets[:, None]).mean()))}

@@ -8,7 +8,8 @@ so quantized layers compute in bf16 and return the caller's dtype. As an LM head
 float32 sums unrounded: logits rounded to bf16 tie tokens (transformer.float32_logits). Where lmforge's C++ kernels
 are loaded, the layers run on its own int8 / int4 linears instead (lmforge/kernels/quant_linear.py: codes dequantized
 in registers, packed from the saved layout on first use), which stream the codes at the memory's speed; the packed
-layout is then their only copy of the weights (quant/int_kernels.py).
+layout is then their only copy of the weights (quant/int_kernels.py). With AVX512-VNNI they also quantize their inputs
+to int8 per block of 32 (int8 x int8 dot products, as llama.cpp; LMFORGE_INT8_ACTIVATIONS=0: weight-only).
 """
 
 import fnmatch

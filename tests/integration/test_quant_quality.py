@@ -36,6 +36,7 @@ def kl_to(reference: torch.Tensor, logits: torch.Tensor) -> float:
     return F.kl_div(logits.log_softmax(-1), reference.log_softmax(-1), log_target=True, reduction="batchmean").item()
 
 
+@pytest.mark.usefixtures("weight_only_activations")  # int8 activations: benchmarks/int8_activations.py
 def test_int8_and_int4_perplexity_close_to_fp32():
     from lmforge import load
 

@@ -152,3 +152,21 @@ def test_the_environment_variable_turns_int8_activations_off():
     env = quant_linear.INT8_ACTIVATIONS_ENV
     assert not quant_linear.int8_activations_requested({env: "0"})
     assert quant_linear.int8_activations_requested({}) and quant_linear.int8_activations_requested({env: "1"})
+
+
+def test_threads_split_the_outputs_without_changing_them(vnni):
+    """A 3072 x 576 layer (1.8 MB int8, 1.1 MB int4) splits over threads at half a megabyte each: the same bits."""
+    torch.manual_seed(1)
+    q, scales = quantize_int8(torch.randn(3072, 576))
+    q4, s4, z4 = quantize_int4(torch.randn(3072, 576), 32)
+    p8 = vnni.pack_linear_int8_vnni(q)
+    p4 = vnni.pack_linear_int4(pack_nibbles(q4)), vnni.pack_int4_scales(to_kernel_scales_and_zeros(s4, z4))
+    x = torch.randn(5, 576).bfloat16()
+    threads, out = torch.get_num_threads(), {}
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            out[n] = vnni.linear_int8(x, p8, scales, None, 3072), vnni.linear_int4(x, *p4, None, 3072, False, True)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(out[1], out[2], strict=True))

@@ -25,112 +25,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.kernels import onednn
 from lmforge.kernels.backend_table import DECODE_ROWS, Backend, Capability, detect_capability, linear_plan
 from lmforge.kernels.cpu_kernels import cpu_ops
 from lmforge.model.attention import Attention
 from lmforge.model.attention_kernel import CachedAttentionKernel
+from lmforge.model.decode_stack import DecodeStack, config_allows
+from lmforge.model.kernel_linear import KernelLinear, SiluGatedKernelLinear, fused_linear
 from lmforge.model.mlp import SwiGLU
 from lmforge.model.norms import RMSNorm
 from lmforge.model.packed_linear import PackedLinear, replace_module
 from lmforge.model.rope import apply_rope
+from lmforge.model.transformer import Block, Transformer
 
 KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 
 
-def _fused_linear(linears: list[nn.Module]) -> nn.Module | None:
-    """One linear computing the given ones side by side, or None when they cannot be fused. Quantized layers that
-    know how (lmforge.quant's Int8Linear / Int4Linear: `concat_outputs`) give one quantized layer of their kind."""
-    concat_outputs = getattr(type(linears[0]), "concat_outputs", None)
-    if concat_outputs is not None:
-        return concat_outputs(linears)
-    if any(type(m) is not nn.Linear for m in linears):  # e.g. LoRA-wrapped: leave them alone
-        return None
-    first = linears[0].weight
-    if any(m.weight.dtype != first.dtype or m.weight.device != first.device for m in linears) or \
-            len({m.bias is None for m in linears}) > 1:
-        return None
-    fused = nn.Linear(first.shape[1], sum(m.out_features for m in linears), bias=linears[0].bias is not None,
-                      device="meta")
-    fused.weight = nn.Parameter(torch.cat([m.weight.detach() for m in linears]), requires_grad=False)
-    if linears[0].bias is not None:
-        fused.bias = nn.Parameter(torch.cat([m.bias.detach() for m in linears]), requires_grad=False)
-    return fused
-
-
 def _kernel_fits(x: torch.Tensor, *others: torch.Tensor) -> bool:
     return x.is_cpu and x.dtype in KERNEL_DTYPES and all(t.dtype == x.dtype for t in others)
-
-
-class KernelLinear(nn.Module):
-    """A linear on lmforge's kernel, its weight packed once: bf16 by the AVX512-BF16 dot product
-    (torch.ops.lmforge.linear_bf16, weight in pairs of input channels), float32 by FMA (linear_f32). Inference only;
-    the weight is not a parameter (as with PackedLinear). With `prompt_rows`, calls of more rows run on oneDNN's
-    packed linear instead (the backend table's rule for AMX CPUs), from a second copy of the weight."""
-
-    gate_block = None  # gated: the outputs alternate this many gate and up rows in the oneDNN copy (None: halves)
-
-    def __init__(self, linear: nn.Linear, ops, gated: bool = False, prompt_rows: int | None = None):
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach()
-        if weight.dtype == torch.bfloat16:
-            self.packed = ops.pack_linear_bf16(weight)
-            self.kernel = ops.silu_gated_linear_bf16 if gated else ops.linear_bf16
-        else:
-            self.packed = ops.pack_linear_f32(weight, gated=gated)
-            self.kernel = ops.silu_gated_linear_f32 if gated else ops.linear_f32
-        self.bias = None if linear.bias is None else linear.bias.detach()
-        self.gated, self.prompt_rows = gated, prompt_rows
-        self.onednn = None if prompt_rows is None else onednn.pack(weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.onednn is not None and x.numel() > self.prompt_rows * self.in_features:
-            return self._onednn_forward(x)
-        return self.kernel(x, self.packed, self.bias, self.out_features)
-
-    def _onednn_forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = onednn.linear(x, self.onednn, self.bias)
-        if not self.gated:
-            return y
-        if self.gate_block is None:
-            gate, up = y.chunk(2, dim=-1)
-            return F.silu(gate) * up
-        blocks = y.unflatten(-1, (-1, 2, self.gate_block))  # rounded where the eager SwiGLU rounds
-        return (F.silu(blocks[..., 0, :]) * blocks[..., 1, :]).flatten(-2)
-
-    def float_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """float32 outputs, not rounded to bf16 (an LM head's logits: transformer.float32_logits)."""
-        if self.packed.dtype == torch.bfloat16:
-            return torch.ops.lmforge.linear_bf16_float(x, self.packed, self.bias, self.out_features)
-        return self(x)  # the float32 kernel's
-
-    def weight_bytes(self) -> int:  # what one call reads (the packed weight holds whole blocks of outputs)
-        return self.packed.nbytes + (0 if self.bias is None else self.bias.nbytes)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
-
-
-class SiluGatedKernelLinear(KernelLinear):
-    """silu(x gate^T) * (x up^T), SwiGLU's first half, in one pass of lmforge's kernel
-    (torch.ops.lmforge.silu_gated_linear_bf16 / _f32): each block of the packed weight holds some gate rows and the
-    same up rows, so that a task holds both halves of its outputs and the [.., 2 * hidden] projection is never
-    written."""
-
-    def __init__(self, gate: nn.Linear, up: nn.Linear, ops, prompt_rows: int | None = None):
-        hidden = gate.out_features
-        both = _fused_linear([gate, up])  # [gate; up] rows
-        if both.weight.dtype == torch.bfloat16:  # interleaved here in blocks of 16 rows (the bf16 kernel's half block);
-            # the float32 packing interleaves the halves itself, and its kernel the bias
-            interleaved = both.weight.view(2, hidden // 16, 16, -1).transpose(0, 1).reshape(2 * hidden, -1)
-            both.weight = nn.Parameter(interleaved, requires_grad=False)
-            if both.bias is not None:
-                both.bias = nn.Parameter(both.bias.view(2, hidden // 16, 16).transpose(0, 1).reshape(-1),
-                                         requires_grad=False)
-            self.gate_block = 16
-        super().__init__(both, ops, gated=True, prompt_rows=prompt_rows)
-        self.out_features = hidden
 
 
 def _plan(m: nn.Module, cap: Capability | None) -> tuple[Backend, Backend] | None:
@@ -259,6 +170,38 @@ class Float32Head(nn.Module):
     float_logits = forward
 
 
+def _decode_stack(model: nn.Module, ops) -> DecodeStack | None:
+    """The whole batch-1 decode step in one kernel call (decode_stack.py) for a Transformer whose every layer the
+    steps above put on lmforge's float kernels (fused q/k/v, the attention kernel, RMSNorm kernels, the one-pass
+    SwiGLU gate/up, kernel linears, all of one dtype); None for any other model."""
+    if ops is None or type(model) is not Transformer or not config_allows(model.config) or \
+            type(model.embed) is not nn.Embedding or type(model.norm) is not FusedRMSNorm:
+        return None
+    dtype, empty = model.embed.weight.dtype, torch.empty(0)
+    tensors, eps, scales = [], [], set()
+    for block in model.layers:
+        attn, mlp, norms = block.attn, block.mlp, (block.attn_norm, block.mlp_norm)
+        if type(block) is not Block or type(attn) is not Attention or type(attn.fused) is not CachedAttentionKernel or \
+                any(type(n) is not FusedRMSNorm for n in norms) or type(mlp) is not FusedSwiGLU or \
+                type(mlp.gate_up_proj) is not SiluGatedKernelLinear or \
+                any(type(m) is not KernelLinear for m in (attn.qkv_proj, attn.o_proj, mlp.down_proj)):
+            return None
+        linears = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
+        if any(m.packed.dtype != dtype for m in linears) or any(n.weight.dtype != dtype for n in norms):
+            return None
+        (a, b), (q, o, g, d) = norms, ([m.packed, empty if m.bias is None else m.bias] for m in linears)
+        tensors += [a.weight.detach(), *q, *o, b.weight.detach(), *g, *d]
+        eps += [a.eps, b.eps]
+        scales.add(attn.head_dim ** -0.5 if attn.scale is None else attn.scale)
+    if len(scales) != 1 or model.norm.weight.dtype != dtype:
+        return None
+    first = model.layers[0]
+    stack = torch.classes.lmforge.DecodeStack(
+        model.embed.weight.detach(), tensors, model.norm.weight.detach(), [*eps, model.norm.eps], first.attn.n_heads,
+        first.attn.n_kv_heads, first.attn.head_dim, first.mlp.gate_up_proj.out_features, scales.pop())
+    return DecodeStack(model.config, stack, dtype)
+
+
 @torch.no_grad()
 def prepare_for_inference(model: nn.Module, kernels: bool = True,
                           capability: Capability | None = None) -> dict[str, int]:
@@ -267,7 +210,7 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True,
 
     kernels=False skips lmforge's kernels (its linears and step 3). capability: the backend table's input, detected
     on this machine by default (tests pass others). Returns counts: {"fused_projections", "kernel_linears",
-    "packed_linears", "fused_kernels", "fused_attention"}."""
+    "packed_linears", "fused_kernels", "fused_attention", "fused_decode"}."""
     on_cpu = next(model.parameters()).device.type == "cpu"
     ops = cpu_ops() if kernels and on_cpu else None
     cap = None
@@ -277,7 +220,7 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True,
     fused = n_kernels = n_gated = n_attention = 0
     for name, module in list(model.named_modules()):
         if type(module) is Attention and module.qkv_proj is None:
-            qkv = _fused_linear([module.q_proj, module.k_proj, module.v_proj])
+            qkv = fused_linear([module.q_proj, module.k_proj, module.v_proj])
             if qkv is not None:
                 module.qkv_proj = qkv
                 del module.q_proj, module.k_proj, module.v_proj
@@ -290,7 +233,7 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True,
                     n_attention += 1
         elif type(module) is SwiGLU:
             gated = _silu_gated(module, cap, ops)
-            gate_up = gated or _fused_linear([module.gate_proj, module.up_proj])
+            gate_up = gated or fused_linear([module.gate_proj, module.up_proj])
             if gate_up is not None:
                 replace_module(model, name, FusedSwiGLU(module, gate_up, ops))
                 fused += 1
@@ -300,5 +243,8 @@ def prepare_for_inference(model: nn.Module, kernels: bool = True,
             replace_module(model, name, FusedRMSNorm(module, ops))
             n_kernels += 1
     n_linears, n_packed = _install_linears(model, cap, ops)
+    stack = _decode_stack(model, ops)
+    if stack is not None:
+        model.fused_decode = stack
     return {"fused_projections": fused, "kernel_linears": n_gated + n_linears, "packed_linears": n_packed,
-            "fused_kernels": n_kernels, "fused_attention": n_attention}
+            "fused_kernels": n_kernels, "fused_attention": n_attention, "fused_decode": int(stack is not None)}

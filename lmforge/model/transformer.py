@@ -85,6 +85,9 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab_size, bias=cfg.heads.mlm)
         self.tie_weights()
         self.init_weights()
+        # model/inference.py may set this to a kernel running a whole batch-1 decode step (decode_stack.py): it
+        # returns hidden_states' result for the calls it takes and None for the others.
+        self.fused_decode = None
 
     def tie_weights(self) -> None:
         if self.config.tie_embeddings:
@@ -158,6 +161,10 @@ class Transformer(nn.Module):
         if self.config.positions.kind == "alibi" and not backend.needs_mask and backend.alibi_slopes is None:
             raise LmforgeError(f"{type(kv_cache).__name__} masks attention by itself and adds no ALiBi biases: an "
                                "ALiBi model decodes with the default (contiguous) KV cache or without a cache")
+        plain = attention_mask is None and positions is None and token_type_ids is None and inputs_embeds is None
+        if self.fused_decode is not None and plain and segment_ids is None and \
+                (x := self.fused_decode(input_ids, backend)) is not None:
+            return x
         start = backend.begin(T)  # cache offset of the first new token (int, or a tensor for a static cache)
         if segment_ids is not None:
             check_segment_ids(segment_ids, input_ids, attention_mask, kv_cache)

@@ -13,53 +13,23 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <cstdint>
-#include <numeric>
-#include <vector>
 
-#include "attention_tiles.h"
-#include "rope_row.h"
+#include "cached_attention.h"
 
 namespace {
 
 using lmforge::Vec;
 
-constexpr int64_t kBlock = 64;  // the cache seen as blocks 0, 1, 2, ... of this many entries (the tiles' unit)
-
 template <typename T>
 at::Tensor attend(const at::Tensor& qkv, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& k_cache,
                   const at::Tensor& v_cache, int64_t layer, int64_t start, int64_t H, double scale) {
-  const int64_t T_ = qkv.size(1), width = qkv.size(2), H_kv = k_cache.size(2), S = k_cache.size(3);
-  const int64_t D = k_cache.size(4), head_len = S * D;
-  T* rows = qkv.data_ptr<T>();
-  T* keys = k_cache.data_ptr<T>() + layer * H_kv * head_len;
-  T* values = v_cache.data_ptr<T>() + layer * H_kv * head_len;
-  const T* cp = cos.defined() ? cos.data_ptr<T>() : nullptr;
-  const T* sp = sin.defined() ? sin.data_ptr<T>() : nullptr;
-  for (int64_t t = 0; t < T_; ++t) {  // [q heads | k heads | v heads] per token row
-    T* q = rows + t * width;
-    const T *k = q + H * D, *v = k + H_kv * D;
-    for (int64_t h = 0; h < H_kv; ++h) {
-      T* k_dst = keys + h * head_len + (start + t) * D;
-      if (cp != nullptr) {
-        lmforge::rope_row(k + h * D, k_dst, cp + t * D, sp + t * D, D);
-      } else {
-        std::copy_n(k + h * D, D, k_dst);
-      }
-      std::copy_n(v + h * D, D, values + h * head_len + (start + t) * D);
-    }
-    if (cp != nullptr)
-      for (int64_t h = 0; h < H; ++h) lmforge::rope_row(q + h * D, q + h * D, cp + t * D, sp + t * D, D);
-  }
+  const int64_t T_ = qkv.size(1), H_kv = k_cache.size(2), S = k_cache.size(3), D = k_cache.size(4);
   at::Tensor out = at::empty({1, T_, H * D}, qkv.options());
-  const int64_t L = start + T_;  // entries the last row sees
-  std::vector<int64_t> table((L + kBlock - 1) / kBlock);
-  std::iota(table.begin(), table.end(), 0);
-  const int64_t first = 0, length = start + 1;
-  lmforge::tiles::attend_tiles<T>(rows, D, width, keys, values, head_len, &first, &T_, table.data(),
-                                  static_cast<int64_t>(table.size()), &length, 1, H, H_kv, D, kBlock,
-                                  static_cast<float>(scale), out.data_ptr<T>(), D, H * D);
+  lmforge::cached_attention_into<T>(qkv.data_ptr<T>(), T_, cos.defined() ? cos.data_ptr<T>() : nullptr,
+                                    sin.defined() ? sin.data_ptr<T>() : nullptr, k_cache.data_ptr<T>(),
+                                    v_cache.data_ptr<T>(), layer, start, H, H_kv, S, D, static_cast<float>(scale),
+                                    out.data_ptr<T>());
   return out;
 }
 

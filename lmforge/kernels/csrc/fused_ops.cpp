@@ -17,6 +17,7 @@
 #include <tuple>
 
 #include "float_vec.h"
+#include "norm_row.h"
 #include "rope_row.h"
 
 namespace {
@@ -30,39 +31,18 @@ constexpr int64_t kGrain = 16384;  // numbers per thread below which an op runs 
 
 inline int64_t grain_rows(int64_t width) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, width)); }
 
-// RMSNorm (norms.py) of one row: y = weight * to_dtype(x * rsqrt(mean(x^2) + eps)), x in float32.
-template <typename T>
-inline void rms_norm_row(const T* x, const T* weight, T* y, int64_t D, float eps) {
-  const int64_t W = Vec::size(), Dv = D - D % W;
-  Vec acc(0.f);
-  for (int64_t d = 0; d < Dv; d += W) {
-    Vec v = load(x + d);
-    acc = at::vec::fmadd(v, v, acc);
-  }
-  float sum = at::vec::vec_reduce_all([](Vec& a, Vec& b) { return a + b; }, acc);
-  for (int64_t d = Dv; d < D; ++d) sum += static_cast<float>(x[d]) * static_cast<float>(x[d]);
-  const float scale = 1.f / std::sqrt(sum / static_cast<float>(D) + eps);
-  for (int64_t d = 0; d < Dv; d += W) store(y + d, load(weight + d) * round_to<T>(load(x + d) * Vec(scale)));
-  for (int64_t d = Dv; d < D; ++d)
-    y[d] = static_cast<T>(static_cast<float>(weight[d]) * round_to<T>(static_cast<float>(x[d]) * scale));
-}
-
 // With `h`: the residual add before the norm, s = to_dtype(x + h) written to `sum`, then the norm of s (as the eager
 // `x = x + h; norm(x)` computes it).
 template <typename T>
 void rms_norm_rows(const T* x, const T* h, T* sum, const T* weight, T* y, int64_t rows, int64_t D, float eps) {
-  const int64_t W = Vec::size(), Dv = D - D % W;
   at::parallel_for(0, rows, grain_rows(D), [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const T* xr = x + r * D;
       if (h != nullptr) {
-        const T* hr = h + r * D;
-        T* sr = sum + r * D;
-        for (int64_t d = 0; d < Dv; d += W) store(sr + d, load(xr + d) + load(hr + d));
-        for (int64_t d = Dv; d < D; ++d) sr[d] = static_cast<T>(static_cast<float>(xr[d]) + static_cast<float>(hr[d]));
-        xr = sr;
+        lmforge::add_row(xr, h + r * D, sum + r * D, D);
+        xr = sum + r * D;
       }
-      rms_norm_row(xr, weight, y + r * D, D, eps);
+      lmforge::rms_norm_row(xr, weight, y + r * D, D, eps);
     }
   });
 }

@@ -18,7 +18,9 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
+#include "float_linears.h"
 #include "float_vec.h"
 #include "linear_tasks.h"
 
@@ -114,8 +116,21 @@ void rows_block_dispatch(int64_t, const at::BFloat16*, int64_t, const at::BFloat
                          int64_t) {}
 #endif
 
-// Shared by both ops: tasks are blocks of 32 packed outputs, all rows each; `width` outputs per row are written
-// (out_features, or the hidden size when gated), of type Y.
+// Tasks are blocks of 32 packed outputs, all M rows each; `width` outputs per row are written (out_features, or the
+// hidden size when gated), of type Y. bias: float32 [N] or null.
+template <bool Gated, typename Y>
+void run_into(const at::BFloat16* x, int64_t M, const at::Tensor& packed, const float* bias, Y* y, int64_t width) {
+  const int64_t K = packed.size(1) * 2, NB = packed.size(0), N = Gated ? 2 * width : width;
+  const at::BFloat16* wp = packed.data_ptr<at::BFloat16>();
+  auto block = [&](int64_t rows, const at::BFloat16* xr, int64_t nb, const float* bb, Y* yb) {
+    rows_block_dispatch<Gated, Y>(rows, xr, K, wp + nb * K * kOut, bb, yb, width, std::min(kOut, N - nb * kOut));
+  };
+  lmforge::linear_blocks_into<at::BFloat16, decltype(block), Y>(x, M, K, NB, kOut, kRows, width,
+                                                                Gated ? kOut / 2 : kOut,  // outputs a block writes
+                                                                bias, y, K * kOut * 2, block);
+}
+
+// Shared by the ops: the checks, and the output tensor.
 template <bool Gated, typename Y = at::BFloat16>
 at::Tensor run(const char* name, const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
                int64_t width) {
@@ -133,12 +148,13 @@ at::Tensor run(const char* name, const at::Tensor& x, const at::Tensor& packed, 
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, name, ": bias must be [", N, "]");
     b = bias->to(at::kFloat).contiguous();
   }
-  const at::BFloat16* wp = packed.data_ptr<at::BFloat16>();
-  auto block = [&](int64_t rows, const at::BFloat16* xr, int64_t nb, const float* bb, Y* yb) {
-    rows_block_dispatch<Gated, Y>(rows, xr, K, wp + nb * K * kOut, bb, yb, width, std::min(kOut, N - nb * kOut));
-  };
-  return lmforge::linear_by_blocks<at::BFloat16, decltype(block), Y>(
-      x, K, NB, kOut, kRows, width, Gated ? kOut / 2 : kOut, b, K * kOut * 2, block);  // outputs a block writes
+  const at::Tensor xc = x.contiguous();
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = width;
+  at::Tensor y = at::empty(shape, x.options().dtype(c10::CppTypeToScalarType<Y>::value));
+  run_into<Gated, Y>(xc.data_ptr<at::BFloat16>(), K == 0 ? 0 : xc.numel() / K, packed,
+                     b.defined() ? b.data_ptr<float>() : nullptr, y.data_ptr<Y>(), width);
+  return y;
 }
 
 at::Tensor linear_bf16(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
@@ -160,6 +176,13 @@ at::Tensor silu_gated_linear_bf16(const at::Tensor& x, const at::Tensor& packed,
 }
 
 }  // namespace
+
+void lmforge::linear_bf16_into(const at::BFloat16* x, int64_t M, const at::Tensor& packed, const float* bias,
+                               at::BFloat16* y, int64_t width, bool gated) {
+  TORCH_CHECK(kAvailable, "linear_bf16 needs a CPU with AVX512-BF16 (this build has no such instructions)");
+  gated ? run_into<true, at::BFloat16>(x, M, packed, bias, y, width)
+        : run_into<false, at::BFloat16>(x, M, packed, bias, y, width);
+}
 
 TORCH_LIBRARY_FRAGMENT(lmforge, m) {
   m.def("pack_linear_bf16(Tensor weight) -> Tensor");

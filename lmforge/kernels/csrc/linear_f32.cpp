@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "float_linears.h"
 #include "float_vec.h"
 #include "linear_tasks.h"
 
@@ -95,8 +96,20 @@ void rows_block_dispatch(int64_t rows, const float* x, int64_t K, const float* w
   rows_block<R, Gated>(x, K, w, bias, y, y_stride, valid);
 }
 
-// Shared by both ops: tasks are blocks of kOut packed outputs, all rows each; `width` outputs per row are written
-// (out_features, or the hidden size when gated).
+// Tasks are blocks of kOut packed outputs, all M rows each; `width` outputs per row are written (out_features, or the
+// hidden size when gated). bias: float32 in block order (kernel_bias) or null.
+template <bool Gated>
+void run_into(const float* x, int64_t M, const at::Tensor& packed, const float* bias, float* y, int64_t width) {
+  const int64_t K = packed.size(1), NB = packed.size(0), N = Gated ? 2 * width : width;
+  const float* wp = packed.data_ptr<float>();
+  auto block = [&](int64_t rows, const float* xr, int64_t nb, const float* bb, float* yb) {
+    rows_block_dispatch<Gated>(rows, xr, K, wp + nb * K * kOut, bb, yb, width, std::min(kOut, N - nb * kOut));
+  };
+  lmforge::linear_blocks_into<float>(x, M, K, NB, kOut, kRows, width, Gated ? kW : kOut,  // outputs a block writes
+                                     bias, y, K * kOut * 4, block);
+}
+
+// Shared by both ops: the checks, and the output tensor.
 template <bool Gated>
 at::Tensor run(const char* name, const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
                int64_t width) {
@@ -109,17 +122,17 @@ at::Tensor run(const char* name, const at::Tensor& x, const at::Tensor& packed, 
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() >= 1 && x.size(-1) == K, name, ": x must be float32 [..., ", K,
               "], got ", x.scalar_type(), " ", x.sizes());
   at::Tensor b;
-  if (bias.has_value() && bias->defined()) {  // gated: [gate bias; up bias], reordered like the weight's rows
+  if (bias.has_value() && bias->defined()) {
     TORCH_CHECK(bias->dim() == 1 && bias->size(0) == N, name, ": bias must be [", N, "]");
-    b = bias->to(at::kFloat).contiguous();
-    if (Gated) b = b.view({2, NB, kW}).transpose(0, 1).contiguous();
+    b = lmforge::kernel_bias(*bias, packed, Gated);
   }
-  const float* wp = packed.data_ptr<float>();
-  return lmforge::linear_by_blocks<float>(
-      x, K, NB, kOut, kRows, width, Gated ? kW : kOut,  // outputs a block writes
-      b, K * kOut * 4, [&](int64_t rows, const float* xr, int64_t nb, const float* bb, float* yb) {
-        rows_block_dispatch<Gated>(rows, xr, K, wp + nb * K * kOut, bb, yb, width, std::min(kOut, N - nb * kOut));
-      });
+  const at::Tensor xc = x.contiguous();
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = width;
+  at::Tensor y = at::empty(shape, x.options());
+  run_into<Gated>(xc.data_ptr<float>(), K == 0 ? 0 : xc.numel() / K, packed, b.defined() ? b.data_ptr<float>() : nullptr,
+                  y.data_ptr<float>(), width);
+  return y;
 }
 
 at::Tensor linear_f32(const at::Tensor& x, const at::Tensor& packed, const c10::optional<at::Tensor>& bias,
@@ -133,6 +146,19 @@ at::Tensor silu_gated_linear_f32(const at::Tensor& x, const at::Tensor& packed, 
 }
 
 }  // namespace
+
+void lmforge::linear_f32_into(const float* x, int64_t M, const at::Tensor& packed, const float* bias, float* y,
+                              int64_t width, bool gated) {
+  gated ? run_into<true>(x, M, packed, bias, y, width) : run_into<false>(x, M, packed, bias, y, width);
+}
+
+// float32; a gated float32 weight's [gate bias; up bias] reordered like its rows (block b: kW gate outputs, then the
+// same kW up outputs).
+at::Tensor lmforge::kernel_bias(const at::Tensor& bias, const at::Tensor& packed, bool gated) {
+  at::Tensor b = bias.to(at::kFloat).contiguous();
+  if (gated && packed.scalar_type() == at::kFloat) b = b.view({2, packed.size(0), kW}).transpose(0, 1).contiguous();
+  return b;
+}
 
 TORCH_LIBRARY_FRAGMENT(lmforge, m) {
   m.def("pack_linear_f32(Tensor weight, bool gated=False) -> Tensor");

@@ -21,6 +21,20 @@ namespace lmforge {
 
 constexpr int64_t kThreadWork = 512 * 1024;
 
+// The tasks of one call on raw pointers: y [M, width] for x [M, K] (contiguous), bias bp (float32, or null).
+template <typename T, typename Block, typename Y = T>
+void linear_blocks_into(const T* xp, int64_t M, int64_t K, int64_t blocks, int64_t out_per_block, int64_t rows,
+                        int64_t width, int64_t written_per_block, const float* bp, Y* yp, int64_t block_bytes,
+                        Block& block) {
+  const int64_t grain = std::max<int64_t>(1, kThreadWork / std::max<int64_t>(1, block_bytes * M));
+  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t nb = b0; nb < b1; ++nb)
+      for (int64_t m0 = 0; m0 < M; m0 += rows)
+        block(std::min(rows, M - m0), xp + m0 * K, nb, bp ? bp + nb * out_per_block : nullptr,
+              yp + m0 * width + nb * written_per_block);
+  });
+}
+
 // T: the input's element type; Y: the output's (T, or float for float32 results of bf16 inputs).
 template <typename T, typename Block, typename Y = T>
 at::Tensor linear_by_blocks(const at::Tensor& x, int64_t K, int64_t blocks, int64_t out_per_block, int64_t rows,
@@ -31,16 +45,9 @@ at::Tensor linear_by_blocks(const at::Tensor& x, int64_t K, int64_t blocks, int6
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = width;
   at::Tensor y = at::empty(shape, x.options().dtype(c10::CppTypeToScalarType<Y>::value));
-  const T* xp = xc.data_ptr<T>();
-  const float* bp = bias.defined() ? bias.data_ptr<float>() : nullptr;
-  Y* yp = y.data_ptr<Y>();
-  const int64_t grain = std::max<int64_t>(1, kThreadWork / std::max<int64_t>(1, block_bytes * M));
-  at::parallel_for(0, blocks, grain, [&](int64_t b0, int64_t b1) {
-    for (int64_t nb = b0; nb < b1; ++nb)
-      for (int64_t m0 = 0; m0 < M; m0 += rows)
-        block(std::min(rows, M - m0), xp + m0 * K, nb, bp ? bp + nb * out_per_block : nullptr,
-              yp + m0 * width + nb * written_per_block);
-  });
+  linear_blocks_into<T, Block, Y>(xc.data_ptr<T>(), M, K, blocks, out_per_block, rows, width, written_per_block,
+                                  bias.defined() ? bias.data_ptr<float>() : nullptr, y.data_ptr<Y>(), block_bytes,
+                                  block);
   return y;
 }
 

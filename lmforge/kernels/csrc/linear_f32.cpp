@@ -56,8 +56,24 @@ at::Tensor pack_linear_f32(const at::Tensor& weight, bool gated) {
   return packed;
 }
 
-// kOut outputs (`valid` of them real) of R rows of x (row stride K) from one block. Gated: kW values
-// silu(gate) * up are written instead.
+// Writes R rows of a block's kOut outputs (`valid` of them real) from their sums acc[m][0..1], bias added. Gated: kW
+// values silu(gate) * up instead.
+template <int R, bool Gated>
+void store_block(const Vec (*acc)[2], const float* bias, float* y, int64_t y_stride, int64_t valid) {
+  const int64_t lo = std::min<int64_t>(valid, kW), hi = std::max<int64_t>(0, valid - kW);
+  const Vec b0 = bias ? Vec::loadu(bias, lo) : Vec(0.f), b1 = bias && hi > 0 ? Vec::loadu(bias + kW, hi) : Vec(0.f);
+  for (int m = 0; m < R; ++m) {
+    const Vec y0 = acc[m][0] + b0, y1 = acc[m][1] + b1;
+    if constexpr (Gated) {
+      (y0 / (Vec(1.f) + y0.neg().exp()) * y1).store(y + m * y_stride);  // silu(gate) * up
+    } else {
+      y0.store(y + m * y_stride, lo);
+      if (hi > 0) y1.store(y + m * y_stride + kW, hi);
+    }
+  }
+}
+
+// kOut outputs (`valid` of them real) of R rows of x (row stride K) from one block.
 template <int R, bool Gated>
 void rows_block(const float* x, int64_t K, const float* w, const float* bias, float* y, int64_t y_stride,
                 int64_t valid) {
@@ -74,17 +90,24 @@ void rows_block(const float* x, int64_t K, const float* w, const float* bias, fl
       acc[m][1] = at::vec::fmadd(w1, xb, acc[m][1]);
     }
   }
-  const int64_t lo = std::min<int64_t>(valid, kW), hi = std::max<int64_t>(0, valid - kW);
-  const Vec b0 = bias ? Vec::loadu(bias, lo) : Vec(0.f), b1 = bias && hi > 0 ? Vec::loadu(bias + kW, hi) : Vec(0.f);
-  for (int m = 0; m < R; ++m) {
-    const Vec y0 = acc[m][0] + b0, y1 = acc[m][1] + b1;
-    if constexpr (Gated) {
-      (y0 / (Vec(1.f) + y0.neg().exp()) * y1).store(y + m * y_stride);  // silu(gate) * up
-    } else {
-      y0.store(y + m * y_stride, lo);
-      if (hi > 0) y1.store(y + m * y_stride + kW, hi);
-    }
+  store_block<R, Gated>(acc, bias, y, y_stride, valid);
+}
+
+// One row (a decode step's), two blocks a and b at once: the sums of rows_block<1> for each, the weights streaming
+// from two places in memory (lmforge::for_block_pairs).
+template <bool Gated>
+void row_two_blocks(const float* x, int64_t K, const float* wa, const float* wb, const float* bias_a,
+                    const float* bias_b, float* ya, float* yb, int64_t valid_a, int64_t valid_b) {
+  Vec a[1][2] = {{Vec(0.f), Vec(0.f)}}, b[1][2] = {{Vec(0.f), Vec(0.f)}};
+  for (int64_t k = 0; k < K; ++k) {
+    const Vec xb(x[k]);
+    a[0][0] = at::vec::fmadd(Vec::loadu(wa + k * kOut), xb, a[0][0]);
+    a[0][1] = at::vec::fmadd(Vec::loadu(wa + k * kOut + kW), xb, a[0][1]);
+    b[0][0] = at::vec::fmadd(Vec::loadu(wb + k * kOut), xb, b[0][0]);
+    b[0][1] = at::vec::fmadd(Vec::loadu(wb + k * kOut + kW), xb, b[0][1]);
   }
+  store_block<1, Gated>(a, bias_a, ya, 0, valid_a);
+  store_block<1, Gated>(b, bias_b, yb, 0, valid_b);
 }
 
 template <bool Gated, int R = kRows>
@@ -102,11 +125,20 @@ template <bool Gated>
 void run_into(const float* x, int64_t M, const at::Tensor& packed, const float* bias, float* y, int64_t width) {
   const int64_t K = packed.size(1), NB = packed.size(0), N = Gated ? 2 * width : width;
   const float* wp = packed.data_ptr<float>();
+  const int64_t written = Gated ? kW : kOut;  // outputs a block writes
   auto block = [&](int64_t rows, const float* xr, int64_t nb, const float* bb, float* yb) {
     rows_block_dispatch<Gated>(rows, xr, K, wp + nb * K * kOut, bb, yb, width, std::min(kOut, N - nb * kOut));
   };
-  lmforge::linear_blocks_into<float>(x, M, K, NB, kOut, kRows, width, Gated ? kW : kOut,  // outputs a block writes
-                                     bias, y, K * kOut * 4, block);
+  if (M == 1) {  // a decode step: blocks in pairs, two streams of weights
+    auto pair = [&](int64_t na, int64_t nb) {
+      row_two_blocks<Gated>(x, K, wp + na * K * kOut, wp + nb * K * kOut, bias ? bias + na * kOut : nullptr,
+                            bias ? bias + nb * kOut : nullptr, y + na * written, y + nb * written,
+                            std::min(kOut, N - na * kOut), std::min(kOut, N - nb * kOut));
+    };
+    auto one = [&](int64_t nb) { block(1, x, nb, bias ? bias + nb * kOut : nullptr, y + nb * written); };
+    return lmforge::for_block_pairs(NB, K * kOut * 4, pair, one);
+  }
+  lmforge::linear_blocks_into<float>(x, M, K, NB, kOut, kRows, width, written, bias, y, K * kOut * 4, block);
 }
 
 // Shared by both ops: the checks, and the output tensor.

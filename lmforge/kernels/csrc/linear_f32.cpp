@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <vector>
 
+#include <immintrin.h>
+
 #include "float_linears.h"
 #include "float_vec.h"
 #include "linear_tasks.h"
@@ -94,13 +96,17 @@ void rows_block(const float* x, int64_t K, const float* w, const float* bias, fl
 }
 
 // One row (a decode step's), two blocks a and b at once: the sums of rows_block<1> for each, the weights streaming
-// from two places in memory (lmforge::for_block_pairs).
+// from two places in memory (lmforge::for_block_pairs), prefetched non-temporally (see linear_bf16.cpp).
 template <bool Gated>
 void row_two_blocks(const float* x, int64_t K, const float* wa, const float* wb, const float* bias_a,
                     const float* bias_b, float* ya, float* yb, int64_t valid_a, int64_t valid_b) {
   Vec a[1][2] = {{Vec(0.f), Vec(0.f)}}, b[1][2] = {{Vec(0.f), Vec(0.f)}};
   for (int64_t k = 0; k < K; ++k) {
     const Vec xb(x[k]);
+    _mm_prefetch(reinterpret_cast<const char*>(wa + (k + 8) * kOut), _MM_HINT_NTA);
+    _mm_prefetch(reinterpret_cast<const char*>(wa + (k + 8) * kOut + kW), _MM_HINT_NTA);
+    _mm_prefetch(reinterpret_cast<const char*>(wb + (k + 8) * kOut), _MM_HINT_NTA);
+    _mm_prefetch(reinterpret_cast<const char*>(wb + (k + 8) * kOut + kW), _MM_HINT_NTA);
     a[0][0] = at::vec::fmadd(Vec::loadu(wa + k * kOut), xb, a[0][0]);
     a[0][1] = at::vec::fmadd(Vec::loadu(wa + k * kOut + kW), xb, a[0][1]);
     b[0][0] = at::vec::fmadd(Vec::loadu(wb + k * kOut), xb, b[0][0]);

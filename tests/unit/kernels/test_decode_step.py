@@ -1,8 +1,9 @@
 """A prepared model's batch-1 decode step: the attention runs in one kernel call per layer (cached_attention) and the
 residual add before the MLP's norm in one pass with it (add_rms_norm); the greedy tokens are those of the unprepared
 model (float32: also of a full forward per token; bfloat16: up to near-ties, as the kernel's float32 attention sums
-differ from SDPA's), and a step makes a handful of operator calls per layer (the eager step ~30: counted with the
-torch profiler, which is deterministic where timings are not)."""
+differ from SDPA's), and a step makes a handful of operator calls per layer (the eager step ~30), none once the whole
+step runs in one call (decode_stack.py): counted with the torch profiler, which is deterministic where timings are
+not."""
 
 import pytest
 import torch

@@ -41,7 +41,7 @@ class DecodeStack:
         self.cos = self.sin = torch.empty(0, cfg.resolved_head_dim, dtype=dtype)
 
     def __call__(self, input_ids: torch.Tensor, backend: AttentionBackend) -> torch.Tensor | None:
-        if input_ids.shape != (1, 1) or input_ids.device.type != "cpu":
+        if input_ids.shape != (1, 1) or input_ids.device.type != "cpu" or input_ids.dtype != torch.long:
             return None
         buffers = backend.kv_buffers()
         if buffers is None or buffers[0].dtype != self.dtype:

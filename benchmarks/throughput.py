@@ -3,7 +3,10 @@
 bf16 and fp32, same process. Prints one JSON line with generated tokens/s, `ratio` (bf16) and the achieved model
 FLOP/s against the matmul peak measured in this run. On a CPU without native bf16 (no AMX / AVX512-BF16) bf16 is
 skipped and `ratio` is the fp32 one (`ratio_dtype` says which). --device cuda runs both on a GPU (the card's name
-in the JSON). Usage: python benchmarks/throughput.py [--requests 32] [--device auto|cpu|cuda]
+in the JSON). --w8a8 adds lmforge with SmoothQuant W8A8 linears (int8 weights and per-token int8 activations on
+torch._int_mm, calibrated on 16 windows of the embedded corpus, in a bf16 model) on the same requests in the same
+run, against lmforge bf16 (`w8a8_vs_bf16`; CPU).
+Usage: python benchmarks/throughput.py [--requests 32] [--device auto|cpu|cuda] [--w8a8]
 """
 
 import argparse
@@ -21,6 +24,7 @@ from lmforge.common.hardware import cpu_has_native_bf16, slow_bf16_note
 from lmforge.common.paths import embedded_model_path
 from lmforge.common.threads import set_threads
 from lmforge.engine.llm import LLM, EngineConfig
+from lmforge.generation.decode_bench import bytes_read_per_token
 from lmforge.generation.sampling_params import SamplingParams
 from lmforge.model.inference import prepare_for_inference
 
@@ -83,10 +87,27 @@ def run_hf(hf, requests, pad_id: int) -> float:
     return time.perf_counter() - start
 
 
+def w8a8_model(dtype: torch.dtype):
+    """SmolLM2 with SmoothQuant W8A8 block linears (its LM head int8 weight-only), as `lmforge quantize --method
+    smoothquant` makes it, calibrated on 16 windows of 128 tokens of the embedded corpus."""
+    from lmforge.data.corpus import document_text
+    from lmforge.quant.calibrated import quantize_calibrated
+    from lmforge.quant.calibration import calibration_windows
+    from lmforge.quant.int_linear import QuantConfig
+
+    lm = load("smollm2-135m", dtype=dtype)
+    text = "\n\n".join(document_text(1, i)[1] for i in range(100))
+    windows = calibration_windows(text, lm.tokenizer, 16)
+    quantize_calibrated(lm.model, QuantConfig(bits=8, method="smoothquant"), windows)
+    return lm
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--skip-fp32", action="store_true", help="only measure bf16")
+    parser.add_argument("--w8a8", action="store_true",
+                        help="also lmforge with SmoothQuant W8A8 linears (vs its bf16; CPU)")
     parser.add_argument("--force-bf16", action="store_true",
                         help="measure bf16 even on a CPU without native bf16 (emulated there: very slow)")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -133,6 +154,14 @@ def main() -> None:
                    f"ours_{name}_gflops": round(model_flops(n_params, requests) / t_ours / 1e9, 1),
                    f"matmul_peak_{name}_gflops": round(peak / 1e9, 1),
                    f"ours_{name}_share_of_peak": round(model_flops(n_params, requests) / t_ours / peak, 3)}
+        if args.w8a8 and name == "bf16" and device.type == "cpu":
+            w8a8 = w8a8_model(dtype)
+            result["ours_w8a8_weight_mb_per_token"] = round(bytes_read_per_token(w8a8.model) / 1e6, 1)
+            result["ours_bf16_weight_mb_per_token"] = round(bytes_read_per_token(lm.model) / 1e6, 1)
+            result |= {f"ours_w8a8_{key}": count for key, count in prepare_for_inference(w8a8.model).items()}
+            run_ours(w8a8, requests[:4])  # warm-up
+            t_w8a8 = run_ours(w8a8, requests)
+            result |= {"ours_w8a8_tok_per_s": round(generated / t_w8a8, 1), "w8a8_vs_bf16": round(t_ours / t_w8a8, 2)}
     # `ratio` is the bf16 one; on a CPU that only emulates bf16 it is the fp32 one, and ratio_dtype says so
     result["ratio_dtype"] = "bf16" if run_bf16 else "fp32"
     result["ratio"] = result[f"ratio_{result['ratio_dtype']}"]

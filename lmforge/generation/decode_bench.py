@@ -17,6 +17,7 @@ from lmforge.generation.generate import decode
 from lmforge.model.inference import KernelLinear
 from lmforge.model.packed_linear import PackedLinear
 from lmforge.quant.int_linear import Int4Linear, Int8Linear
+from lmforge.quant.smoothquant import W8A8Linear
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 
@@ -39,7 +40,7 @@ def bytes_read_per_token(model: nn.Module) -> int:
     """
     total = 0
     for module in model.modules():
-        if isinstance(module, (PackedLinear, KernelLinear, Int4Linear, Int8Linear)):
+        if isinstance(module, (PackedLinear, KernelLinear, Int4Linear, Int8Linear, W8A8Linear)):
             total += module.weight_bytes()  # in the layout its kernel reads
         elif not isinstance(module, nn.Embedding) and not list(module.children()):  # float linears and norms
             total += sum(t.numel() * t.element_size() for t in module.parameters(recurse=False))

@@ -68,5 +68,10 @@ class W8A8Linear(nn.Module):
     def dequantize(self) -> torch.Tensor:
         return self.weight.float() * self.weight_scales[:, None] * self.input_scale[None, :]
 
+    def weight_bytes(self) -> int:
+        """What one call reads: the int8 codes, the per-channel weight scales, the smoothing scales and the bias."""
+        tensors = (self.weight, self.weight_scales, self.input_scale) + (() if self.bias is None else (self.bias,))
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, w8a8"

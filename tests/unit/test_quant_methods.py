@@ -181,3 +181,11 @@ def test_awq_layer_output_error_is_at_most_rtn_on_its_calibration_inputs(bits):
         awq = awq_linear(layer, stats_of(x), bits, 32).dequantize()
         assert err(x, w, awq) <= err(x, w, rtn) * 1.0001
     assert err(x, w, awq) < 0.8 * err(x, w, rtn)
+
+
+def test_bytes_read_per_token_counts_the_w8a8_codes_and_scales():
+    """A W8A8 layer's weight is an int8 buffer, not a parameter: the decode benchmark's byte count reads it too."""
+    from lmforge.generation.decode_bench import bytes_read_per_token
+
+    layer = W8A8Linear.from_linear(nn.Linear(128, 64), None)
+    assert bytes_read_per_token(nn.Sequential(layer)) == 64 * 128 + 4 * (64 + 128 + 64)

@@ -82,11 +82,15 @@ def pretrained_dir(name: str) -> Path:
 def variants(args):
     """(name, function(model, windows) -> model) of every row of the table."""
     rows = [("fp32", lambda m, w: m)]
+    if args.only == "prune":
+        return rows + [(name, lambda m, w, c=cfg: (prune_model(m, c, w), m)[1]) for name, cfg in PRUNE.items()]
     for bits in (4, 3):
         for method in QUANT:
             cfg = QuantConfig(bits=bits, group_size=args.group_size, method=method)
             rows.append((f"{method}_int{bits}_g{args.group_size}", lambda m, w, c=cfg: quantize_calibrated(m, c, w)))
     rows.append(("smoothquant_w8a8", lambda m, w: quantize_calibrated(m, QuantConfig(bits=8, method="smoothquant"), w)))
+    if args.only == "quant":
+        return rows
     for name, cfg in PRUNE.items():
         rows.append((name, lambda m, w, c=cfg: (prune_model(m, c, w), m)[1]))
     return rows
@@ -121,8 +125,9 @@ def noise(nll: dict[str, torch.Tensor], g: int, draws: int = 2000) -> dict:
     pairs["wanda_beats_magnitude_2:4"] = ("wanda_2:4", "magnitude_2:4")
     out["share_of_draws_holding"] = {k: round(float((means[a] < means[b]).float().mean()), 4)
                                      for k, (a, b) in pairs.items() if a in means and b in means}
-    out["smoothquant_within_1pct_share"] = round(float(((means["smoothquant_w8a8"] - means["fp32"]).exp() <= 1.01)
-                                                       .float().mean()), 4)
+    if "smoothquant_w8a8" in means:
+        out["smoothquant_within_1pct_share"] = round(float(((means["smoothquant_w8a8"] - means["fp32"]).exp() <= 1.01)
+                                                           .float().mean()), 4)
     return out
 
 
@@ -163,7 +168,8 @@ def lm_table(args) -> dict:
         if name.startswith("awq"):
             alphas[name] = awq_alphas(model)
     recover_loss = {}
-    for name, cfg in (("fp32", None), ("magnitude_2:4", PRUNE["magnitude_2:4"]), ("wanda_2:4", PRUNE["wanda_2:4"])):
+    recovered = (("fp32", None), ("magnitude_2:4", PRUNE["magnitude_2:4"]), ("wanda_2:4", PRUNE["wanda_2:4"]))
+    for name, cfg in recovered if args.only != "quant" else ():
         model = copy.deepcopy(lm.model)  # fp32 + the same fine-tune: what the recovery steps give an unpruned model
         masks = prune_model(model, cfg, windows) if cfg is not None else {}
         losses = recover(model, masks, windows, steps=args.recover_steps, lr=3e-4)
@@ -244,15 +250,18 @@ def minilm_table(args) -> dict | None:
 
 
 def checks(table: dict, g: int, lower_is_better: bool) -> dict:
-    """The issue's acceptance, as booleans (perplexity: lower is better; cosine: higher)."""
+    """The issue's acceptance, as booleans (perplexity: lower is better; cosine: higher), for the rows measured."""
     better = (lambda a, b: a < b) if lower_is_better else (lambda a, b: a > b)
-    gap = {b: abs(table[f"rtn_int{b}_g{g}"] - (min if lower_is_better else max)(
-        table[f"awq_int{b}_g{g}"], table[f"gptq_int{b}_g{g}"])) for b in (4, 3)}
-    out = {f"{m}_beats_rtn_int{b}": better(table[f"{m}_int{b}_g{g}"], table[f"rtn_int{b}_g{g}"])
-           for b in (4, 3) for m in ("awq", "gptq")}
-    out["int3_gap_larger_than_int4"] = gap[3] > gap[4]
-    out["wanda_beats_magnitude_50"] = better(table["wanda_50"], table["magnitude_50"])
-    if lower_is_better and table["fp32"] > 0:
+    out = {}
+    if f"rtn_int4_g{g}" in table:
+        gap = {b: abs(table[f"rtn_int{b}_g{g}"] - (min if lower_is_better else max)(
+            table[f"awq_int{b}_g{g}"], table[f"gptq_int{b}_g{g}"])) for b in (4, 3)}
+        out = {f"{m}_beats_rtn_int{b}": better(table[f"{m}_int{b}_g{g}"], table[f"rtn_int{b}_g{g}"])
+               for b in (4, 3) for m in ("awq", "gptq")}
+        out["int3_gap_larger_than_int4"] = gap[3] > gap[4]
+    if "wanda_50" in table:
+        out["wanda_beats_magnitude_50"] = better(table["wanda_50"], table["magnitude_50"])
+    if lower_is_better and table["fp32"] > 0 and "smoothquant_w8a8" in table:
         out["smoothquant_within_1pct"] = table["smoothquant_w8a8"] <= 1.01 * table["fp32"]
         out["smoothquant_vs_fp32"] = round(table["smoothquant_w8a8"] / table["fp32"], 5)
     return out
@@ -269,6 +278,8 @@ def main():
     parser.add_argument("--kl-windows", type=int, default=128, help="held-out windows the KL to fp32 is read on")
     parser.add_argument("--sentences", type=int, default=256)
     parser.add_argument("--recover-steps", type=int, default=100)
+    parser.add_argument("--only", choices=("all", "quant", "prune"), default="all",
+                        help="only the quantization rows or only the pruning rows (fp32 in both: two processes)")
     parser.add_argument("--no-minilm", action="store_true")
     parser.add_argument("--no-lm", action="store_true", help="only the MiniLM table")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

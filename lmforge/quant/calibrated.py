@@ -22,21 +22,42 @@ from lmforge.quant.int_linear import (
     quantized_linear,
     set_submodule,
 )
-from lmforge.quant.smoothquant import ALPHA, W8A8Linear
+from lmforge.quant.smoothquant import ALPHA, W8A8Linear, smoothing_scales
 
 
 def is_block_linear(name: str) -> bool:
     return name.startswith("layers.")
 
 
+def shared_smoothing(linears: dict[str, nn.Linear], stats: dict[str, LinearStats],
+                     alpha: float = ALPHA) -> dict[str, torch.Tensor]:
+    """SmoothQuant's s for each of a block's linears, one s shared by the linears that read the same input (equal
+    input statistics: q/k/v, gate/up), from the largest |W_:,j| over all of them (smoothquant/smooth.py)."""
+    groups: list[list[str]] = []
+    for name in linears:
+        same = next((g for g in groups if stats[g[0]].count == stats[name].count
+                     and torch.equal(stats[g[0]].abs_max, stats[name].abs_max)
+                     and torch.equal(stats[g[0]].abs_sum, stats[name].abs_sum)), None)
+        if same is None:
+            groups.append([name])
+        else:
+            same.append(name)
+    out = {}
+    for group in groups:
+        weight = torch.cat([linears[name].weight.detach().float().cpu() for name in group])
+        s = smoothing_scales(stats[group[0]].abs_max, weight, alpha)
+        out |= {name: s for name in group}
+    return out
+
+
 def calibrated_linear(linear: nn.Linear, stats: LinearStats, cfg: QuantConfig, name: str,
-                      alpha: float = ALPHA) -> nn.Module:
+                      alpha: float = ALPHA, smoothing: torch.Tensor | None = None) -> nn.Module:
     if cfg.method == "awq":
         return awq_linear(linear, stats, cfg.bits, cfg.group_size, clip=not name.endswith(NO_CLIP))
     if cfg.method == "gptq":
         q, scales, zeros = gptq_quantize(linear.weight, stats.hessian(), cfg.bits, cfg.group_size)
         return Int4Linear.from_codes(q, scales, zeros, cfg.group_size, linear.bias).to(linear.weight.device)
-    return W8A8Linear.from_linear(linear, stats, alpha)
+    return W8A8Linear.from_linear(linear, stats, alpha, smoothing)
 
 
 def empty_linear(linear: nn.Linear, cfg: QuantConfig, name: str) -> nn.Module:
@@ -65,8 +86,11 @@ def quantize_calibrated(model: nn.Module, cfg: QuantConfig, windows: torch.Tenso
         for i, prefix in enumerate(prefixes):
             names = [name for name in targets if in_block(name, prefix)]
             stats = inputs.stats(i, names) if names else {}
+            smoothing = shared_smoothing({n: targets[n] for n in names}, stats, alpha) \
+                if cfg.method == "smoothquant" else {}
             for name in names:
-                set_submodule(model, name, calibrated_linear(targets.pop(name), stats[name], cfg, name, alpha))
+                set_submodule(model, name, calibrated_linear(targets.pop(name), stats[name], cfg, name, alpha,
+                                                             smoothing.get(name)))
             if i + 1 < len(prefixes):
                 inputs.advance(i)
             if log is not None:

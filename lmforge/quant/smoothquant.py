@@ -6,7 +6,10 @@ Dividing channel j of x by s_j = max|x_j|^a / max|W_:,j|^(1-a) (migration streng
 weight's column j by s_j moves that difficulty to the weights, which absorb it easily (smoothquant/smooth.py in
 github.com/mit-han-lab/smoothquant). Weights: int8 per output channel; activations: int8 per token, computed on the
 fly (the paper's dynamic per-token setting); the int8 x int8 -> int32 product runs on torch._int_mm (oneDNN: VNNI or
-AMX where the CPU has them). The 1/s stays an explicit input scale, applied in the same pass that quantizes x.
+AMX where the CPU has them). The 1/s stays an explicit input scale, applied in the same pass that quantizes x. Layers
+that read the same input (q/k/v, gate/up) share one s, from the largest |W_:,j| over all of them, as the reference's
+smooth_ln_fcs does: that is what folding s into their common norm requires, and it lets prepare_for_inference fuse
+them into one W8A8 projection (`concat_outputs`).
 """
 
 import torch
@@ -43,11 +46,16 @@ class W8A8Linear(nn.Module):
 
     @classmethod
     @torch.no_grad()
-    def from_linear(cls, linear: nn.Linear, stats: LinearStats | None, alpha: float = ALPHA) -> "W8A8Linear":
-        """stats None: no smoothing (plain W8A8, for comparison)."""
+    def from_linear(cls, linear: nn.Linear, stats: LinearStats | None, alpha: float = ALPHA,
+                    smoothing: torch.Tensor | None = None) -> "W8A8Linear":
+        """stats None: no smoothing (plain W8A8, for comparison). smoothing: s [in] given (shared with the other
+        layers that read the same input), instead of computed from this layer's weight alone."""
         module = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
         W = linear.weight.detach().float().cpu()
-        s = smoothing_scales(stats.abs_max, W, alpha) if stats is not None else torch.ones(linear.in_features)
+        if smoothing is not None:
+            s = smoothing.float().cpu()
+        else:
+            s = smoothing_scales(stats.abs_max, W, alpha) if stats is not None else torch.ones(linear.in_features)
         q, scales = quantize_per_row(W * s)
         module.weight.copy_(q)
         module.weight_scales.copy_(scales)
@@ -67,6 +75,22 @@ class W8A8Linear(nn.Module):
 
     def dequantize(self) -> torch.Tensor:
         return self.weight.float() * self.weight_scales[:, None] * self.input_scale[None, :]
+
+    @classmethod
+    def concat_outputs(cls, layers: list[nn.Module]) -> "W8A8Linear | None":
+        """One W8A8 layer computing `layers` side by side, or None unless they share their input size, smoothing
+        scales and bias-ness (prepare_for_inference's q/k/v and gate/up fusion)."""
+        first = layers[0]
+        if any(type(m) is not cls or m.in_features != first.in_features or (m.bias is None) != (first.bias is None)
+               or not torch.equal(m.input_scale, first.input_scale) for m in layers):
+            return None
+        fused = cls(first.in_features, sum(m.out_features for m in layers), bias=first.bias is not None)
+        fused.weight = torch.cat([m.weight for m in layers])
+        fused.weight_scales = torch.cat([m.weight_scales for m in layers])
+        fused.input_scale = first.input_scale.clone()
+        if first.bias is not None:
+            fused.bias = nn.Parameter(torch.cat([m.bias.detach() for m in layers]), requires_grad=False)
+        return fused.to(first.weight.device)
 
     def weight_bytes(self) -> int:
         """What one call reads: the int8 codes, the per-channel weight scales, the smoothing scales and the bias."""

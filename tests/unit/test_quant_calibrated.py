@@ -103,3 +103,24 @@ def test_pruning_sparsity_patterns_and_recovery_keeps_the_zeros(tiny):
         assert (w[~mask] == 0).all(), name
         assert (w != 0).reshape(w.shape[0], -1, 4).sum(-1).le(2).all(), name
     assert losses[-1] < losses[0] and after < before, (losses[0], losses[-1], before, after)
+
+
+def test_smoothquant_shares_one_scale_per_input_and_prepare_for_inference_fuses_it(tiny):
+    """q/k/v (and gate/up) read one input: they get one smoothing scale, as the reference folds it into their norm,
+    so prepare_for_inference fuses them into one W8A8 projection that computes what the separate layers did."""
+    from lmforge.model.inference import prepare_for_inference
+
+    lm, windows, heldout, _ = tiny
+    model = quantize_calibrated(load(lm.source).model, QuantConfig(bits=8, method="smoothquant"), windows)
+    attn, mlp = model.layers[0].attn, model.layers[0].mlp
+    assert torch.equal(attn.q_proj.input_scale, attn.k_proj.input_scale)
+    assert torch.equal(attn.q_proj.input_scale, attn.v_proj.input_scale)
+    assert torch.equal(mlp.gate_proj.input_scale, mlp.up_proj.input_scale)
+    assert not torch.equal(attn.q_proj.input_scale, attn.o_proj.input_scale)
+    with torch.no_grad():
+        before = model(heldout[:2])
+        counts = prepare_for_inference(model, kernels=False)  # the fusion alone (the kernels round differently)
+        after = model(heldout[:2])
+    assert counts["fused_projections"] == 2 * len(model.layers)
+    assert isinstance(model.layers[0].attn.qkv_proj, W8A8Linear)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)

@@ -1,6 +1,7 @@
 """A prepared decoder's batch-1 decode step in one kernel call, from the new token's id to the final norm's output
 (torch.classes.lmforge.DecodeStack, csrc/decode_stack.cpp), installed by `prepare_for_inference` as
-`Transformer.fused_decode` on models whose every layer it put on lmforge's float kernels.
+`Transformer.fused_decode` on models whose every layer it put on lmforge's float kernels or on its int8 / int4
+quantized kernels (a bf16 model's Int8Linear / Int4Linear layers: the quantized ops' own functions, called directly).
 
 Layer by layer, a prepared step makes 8 operator calls and about 8 module calls per layer, plus a dozen to build the
 step's RoPE cos/sin: on SmolLM2 (30 layers, bf16, one thread) 2-2.5 ms of Python and dispatch against the ~8 ms in
@@ -14,6 +15,7 @@ None and the layers run one by one.
 
 import torch
 
+from lmforge.kernels.quant_linear import int8_activations
 from lmforge.model.attention_backend import AttentionBackend
 from lmforge.model.config import ModelConfig
 from lmforge.model.config_attention import layer_window
@@ -34,17 +36,20 @@ def config_allows(cfg: ModelConfig) -> bool:
 
 class DecodeStack:
     """`Transformer.fused_decode`: hidden_states of a batch-1 decode step, or None where the layers run one by one.
-    `stack`: the DecodeStack custom class built over the model's packed weights."""
+    `stack`: the DecodeStack custom class built over the model's packed weights. int8_x: for a model with int4
+    layers, whether they quantized their inputs to int8 when it was built (quant_linear.int8_activations()); a step
+    taken after that changed runs the layers, which follow the new setting."""
 
-    def __init__(self, cfg: ModelConfig, stack, dtype: torch.dtype):
-        self.cfg, self.stack, self.dtype = cfg, stack, dtype
+    def __init__(self, cfg: ModelConfig, stack, dtype: torch.dtype, int8_x: bool | None = None):
+        self.cfg, self.stack, self.dtype, self.int8_x = cfg, stack, dtype, int8_x
         self.cos = self.sin = torch.empty(0, cfg.resolved_head_dim, dtype=dtype)
 
     def __call__(self, input_ids: torch.Tensor, backend: AttentionBackend) -> torch.Tensor | None:
         if input_ids.shape != (1, 1) or input_ids.device.type != "cpu" or input_ids.dtype != torch.long:
             return None
         buffers = backend.kv_buffers()
-        if buffers is None or buffers[0].dtype != self.dtype:
+        if buffers is None or buffers[0].dtype != self.dtype or \
+                (self.int8_x is not None and int8_activations() != self.int8_x):
             return None
         keys, values, _ = buffers
         start = backend.begin(1)

@@ -27,6 +27,7 @@ from torch import nn
 
 from lmforge.kernels.backend_table import DECODE_ROWS, Backend, Capability, detect_capability, linear_plan
 from lmforge.kernels.cpu_kernels import cpu_ops
+from lmforge.kernels.quant_linear import int4_linear, int8_activations, int8_linear
 from lmforge.model.attention import Attention
 from lmforge.model.attention_kernel import CachedAttentionKernel
 from lmforge.model.decode_stack import DecodeStack, config_allows
@@ -170,36 +171,57 @@ class Float32Head(nn.Module):
     float_logits = forward
 
 
+def _projection(m: nn.Module, dtype: torch.dtype, gated: bool) -> list[torch.Tensor] | None:
+    """A projection as DecodeStack takes it (weight, scales, bias): a kernel linear of the model's dtype (gate/up:
+    the one-pass gated one), or an int8 / int4 quantized layer on lmforge's kernels in a bf16 model (packed now, as
+    its first call would); None for any other."""
+    empty = torch.empty(0)
+    bias = empty if m.bias is None else m.bias.detach()
+    if type(m) is (SiluGatedKernelLinear if gated else KernelLinear):
+        return [m.packed, empty, bias] if m.packed.dtype == dtype else None
+    if getattr(type(m), "kernel_linear", None) not in (int8_linear, int4_linear) or dtype != torch.bfloat16:
+        return None
+    pack = m._kernel_pack(empty)
+    return None if pack is None else [*pack, bias]
+
+
 def _decode_stack(model: nn.Module, ops) -> DecodeStack | None:
     """The whole batch-1 decode step in one kernel call (decode_stack.py) for a Transformer whose every layer the
-    steps above put on lmforge's float kernels (fused q/k/v, the attention kernel, RMSNorm kernels, the one-pass
-    SwiGLU gate/up, kernel linears, all of one dtype); None for any other model."""
+    steps above put on lmforge's kernels (fused q/k/v, the attention kernel, RMSNorm kernels, the one-pass SwiGLU
+    gate/up or a quantized one with silu_mul, kernel linears of the model's dtype or int8 / int4 layers packed for
+    lmforge's quantized kernels in a bf16 model); None for any other model."""
     if ops is None or type(model) is not Transformer or not config_allows(model.config) or \
             type(model.embed) is not nn.Embedding or type(model.norm) is not FusedRMSNorm:
         return None
-    dtype, empty = model.embed.weight.dtype, torch.empty(0)
-    tensors, eps, scales = [], [], set()
+    dtype = model.embed.weight.dtype
+    tensors, eps, scales, quantized = [], [], set(), set()
     for block in model.layers:
         attn, mlp, norms = block.attn, block.mlp, (block.attn_norm, block.mlp_norm)
         if type(block) is not Block or type(attn) is not Attention or type(attn.fused) is not CachedAttentionKernel or \
                 any(type(n) is not FusedRMSNorm for n in norms) or type(mlp) is not FusedSwiGLU or \
-                type(mlp.gate_up_proj) is not SiluGatedKernelLinear or \
-                any(type(m) is not KernelLinear for m in (attn.qkv_proj, attn.o_proj, mlp.down_proj)):
+                any(n.weight.dtype != dtype for n in norms):
             return None
-        linears = (attn.qkv_proj, attn.o_proj, mlp.gate_up_proj, mlp.down_proj)
-        if any(m.packed.dtype != dtype for m in linears) or any(n.weight.dtype != dtype for n in norms):
+        gate_up = mlp.gate_up_proj
+        if not mlp.gated and mlp.silu_mul is None:
             return None
-        (a, b), (q, o, g, d) = norms, ([m.packed, empty if m.bias is None else m.bias] for m in linears)
+        projections = [_projection(m, dtype, False) for m in (attn.qkv_proj, attn.o_proj)]
+        projections += [_projection(gate_up, dtype, mlp.gated), _projection(mlp.down_proj, dtype, False)]
+        if any(p is None for p in projections):
+            return None
+        (a, b), (q, o, g, d) = norms, projections
         tensors += [a.weight.detach(), *q, *o, b.weight.detach(), *g, *d]
         eps += [a.eps, b.eps]
         scales.add(attn.head_dim ** -0.5 if attn.scale is None else attn.scale)
+        quantized.update(getattr(type(m), "kernel_linear", None) for m in (attn.qkv_proj, attn.o_proj, gate_up,
+                                                                           mlp.down_proj))
     if len(scales) != 1 or model.norm.weight.dtype != dtype:
         return None
     first = model.layers[0]
+    int8_x = int8_activations() if int4_linear in quantized else None  # the int4 layers' activations, as they run
     stack = torch.classes.lmforge.DecodeStack(
         model.embed.weight.detach(), tensors, model.norm.weight.detach(), [*eps, model.norm.eps], first.attn.n_heads,
-        first.attn.n_kv_heads, first.attn.head_dim, first.mlp.gate_up_proj.out_features, scales.pop())
-    return DecodeStack(model.config, stack, dtype)
+        first.attn.n_kv_heads, first.attn.head_dim, first.mlp.down_proj.in_features, scales.pop(), bool(int8_x))
+    return DecodeStack(model.config, stack, dtype, int8_x)
 
 
 @torch.no_grad()

@@ -125,24 +125,12 @@ void rope_(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
   }
 }
 
-// SwiGLU's activation on a fused gate/up projection (mlp.py): x [..., 2F] -> silu(x[..., :F]) * x[..., F:], the
-// SiLU rounded to the dtype before the product as the eager ops do.
+// SwiGLU's activation on a fused gate/up projection (mlp.py): x [..., 2F] -> silu(x[..., :F]) * x[..., F:]
+// (norm_row.h's silu_mul_row per row).
 template <typename T>
 void silu_mul_rows(const T* x, T* y, int64_t rows, int64_t F) {
-  const int64_t W = Vec::size(), Fv = F - F % W;
   at::parallel_for(0, rows, grain_rows(2 * F), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const T *gate = x + r * 2 * F, *up = gate + F;
-      T* yr = y + r * F;
-      for (int64_t d = 0; d < Fv; d += W) {
-        const Vec g = load(gate + d);
-        store(yr + d, round_to<T>(g / (Vec(1.f) + g.neg().exp_u20())) * load(up + d));
-      }
-      for (int64_t d = Fv; d < F; ++d) {
-        const float g = static_cast<float>(gate[d]);
-        yr[d] = static_cast<T>(round_to<T>(g / (1.f + std::exp(-g))) * static_cast<float>(up[d]));
-      }
-    }
+    for (int64_t r = begin; r < end; ++r) lmforge::silu_mul_row(x + r * 2 * F, y + r * F, F);
   });
 }
 

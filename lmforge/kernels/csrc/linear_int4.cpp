@@ -320,6 +320,10 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& 
   return run_isa<float, Y>(isa, xc.to(at::kFloat), packed, sz, xsum, b, K, G, N);
 }
 
+}  // namespace
+
+namespace lmforge {
+
 // int8_x: int8 activations (int8_dot.h) where this build has AVX512-VNNI, the AVX-512 path runs and the group size
 // is a multiple of 32; else (and when false) the bf16 inputs times the codes as above.
 at::Tensor linear_int4(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales_and_zeros,
@@ -328,7 +332,7 @@ at::Tensor linear_int4(const at::Tensor& x, const at::Tensor& packed, const at::
                    : run<at::BFloat16>(x, packed, scales_and_zeros, bias, out_features, int8_x);
 }
 
-}  // namespace
+}  // namespace lmforge
 
 TORCH_LIBRARY_FRAGMENT(lmforge, m) {
   m.def("pack_linear_int4(Tensor weight) -> Tensor");
@@ -340,5 +344,5 @@ TORCH_LIBRARY_FRAGMENT(lmforge, m) {
 TORCH_LIBRARY_IMPL(lmforge, CPU, m) {
   m.impl("pack_linear_int4", &pack_linear_int4);
   m.impl("pack_int4_scales", &pack_int4_scales);
-  m.impl("linear_int4", &linear_int4);
+  m.impl("linear_int4", &lmforge::linear_int4);
 }

@@ -255,12 +255,20 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& 
   return y;
 }
 
+}  // namespace
+
+namespace lmforge {
+
 // float_out: the float32 sums (times the scales, plus the bias) unrounded, for an LM head's logits.
 at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                        const c10::optional<at::Tensor>& bias, int64_t out_features, bool float_out) {
   return float_out ? run<float>(x, packed, scales, bias, out_features)
                    : run<at::BFloat16>(x, packed, scales, bias, out_features);
 }
+
+}  // namespace lmforge
+
+namespace {
 
 // Whether the int8 x int8 path (dynamic int8 activations, int8_dot.h) runs: this build has AVX512-VNNI and the
 // kernels run on their AVX-512 path.
@@ -303,5 +311,5 @@ TORCH_LIBRARY_FRAGMENT(lmforge, m) {
 TORCH_LIBRARY_IMPL(lmforge, CPU, m) {
   m.impl("pack_linear_int8", &pack_linear_int8);
   m.impl("pack_linear_int8_vnni", &pack_linear_int8_vnni);
-  m.impl("linear_int8", &linear_int8);
+  m.impl("linear_int8", &lmforge::linear_int8);
 }

@@ -40,6 +40,12 @@ inline const char* quant_isa_name(QuantIsa isa) {
   return isa == QuantIsa::kAvx512 ? "avx512" : isa == QuantIsa::kAvx2 ? "avx2" : "none";
 }
 
+// The quantized linears' ops (linear_int8.cpp, linear_int4.cpp), also called directly by decode_stack.cpp.
+at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
+                       const c10::optional<at::Tensor>& bias, int64_t out_features, bool float_out);
+at::Tensor linear_int4(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales_and_zeros,
+                       const c10::optional<at::Tensor>& bias, int64_t out_features, bool float_out, bool int8_x);
+
 // y[j] = v[j] (* scale[j]) (+ bias[j]) for the `valid` real outputs of a block, rounded to Y (bf16: to nearest even).
 template <typename Y>
 inline void write_row(const float* v, const float* scale, const float* bias, Y* y, int64_t valid) {

@@ -104,3 +104,55 @@ def test_a_batch_runs_the_layers(request, second):
     assert len(calls) == (6 if len(second) == len(PROMPT) else 0) and not any(calls)  # (padded: a mask, no call)
     model.fused_decode = None
     assert generate(model, [PROMPT, second], max_new_tokens=6) == tokens
+
+
+@pytest.fixture
+def int8_activations(request):
+    """Set quant_linear's int8 activations for the test (request.param), then restore them."""
+    from lmforge.kernels import quant_linear
+
+    previous = quant_linear.set_int8_activations(request.param)
+    yield request.param
+    quant_linear.set_int8_activations(previous)
+
+
+@pytest.mark.parametrize("int8_activations", [True, False], indirect=True, ids=["int8_x", "weight_only"])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_layers_run_in_the_stack_as_they_do_one_by_one(request, bits, int8_activations):
+    from lmforge.quant.int_linear import quantize_model
+
+    request.getfixturevalue("quant_layer_ops")
+    request.getfixturevalue("bf16_ops")
+    model = context_model("tiny-qwen2", max_seq_len=64).to(torch.bfloat16)  # q/k/v biases
+    quantize_model(model, bits=bits, group_size=32)
+    assert prepare_for_inference(model)["fused_decode"] == 1
+    calls = counted(model)
+    tokens = decode(model, PROMPT, max_new_tokens=12)
+    assert calls == [False] + [True] * 11
+    assert_not_constant(tokens)
+    fused = step_logits(model, tokens)
+    model.fused_decode = None
+    assert decode(model, PROMPT, max_new_tokens=12) == tokens
+    assert torch.equal(fused, step_logits(model, tokens))
+
+
+def test_int4_layers_follow_a_change_of_int8_activations(request):
+    from lmforge.kernels import quant_linear
+    from lmforge.quant.int_linear import quantize_model
+
+    request.getfixturevalue("quant_layer_ops")
+    request.getfixturevalue("bf16_ops")
+    if not quant_linear.vnni():
+        pytest.skip("no int8 activations here (AVX512-VNNI)")
+    model = context_model("tiny-llama", max_seq_len=64).to(torch.bfloat16)
+    quantize_model(model, bits=4, group_size=32)
+    assert prepare_for_inference(model)["fused_decode"] == 1
+    calls = counted(model)
+    previous = quant_linear.set_int8_activations(not quant_linear.int8_activations())
+    try:
+        fused = step_logits(model, [3, 8])
+        assert calls == [False, False, False]  # the stack was built for the other setting: the layers run
+        model.fused_decode = None
+        assert torch.equal(fused, step_logits(model, [3, 8]))
+    finally:
+        quant_linear.set_int8_activations(previous)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from lmforge.common.threads import torch_threads
 from lmforge.formats.loader import load
 from lmforge.train.post.pair_config import RewardConfig
 from lmforge.train.post.prm import aggregate, best_of_n, majority_vote, paired_bootstrap
@@ -267,8 +268,9 @@ def main() -> None:
     orm_s = time.time() - start
     prm, orm = load_prm(out / "prm" / "prm"), load_reward_model(out / "orm" / "reward_model")
     start = time.time()
-    figures = best_of_n_figures(prm, orm, heldout_problems(args.problems), args.n,
-                                lm=load(backbone) if args.backbone_check else None)
+    with torch_threads(args.threads):  # scoring too, not only training (at torch's default count it oversubscribes)
+        figures = best_of_n_figures(prm, orm, heldout_problems(args.problems), args.n,
+                                    lm=load(backbone) if args.backbone_check else None)
     score_s = time.time() - start
     acc = figures["accuracy"]
     best_baseline = max(acc["orm"], acc["majority"])

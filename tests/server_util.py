@@ -1,10 +1,14 @@
 """Run the lmforge HTTP server in a background thread of the test process, on a free 127.0.0.1 port."""
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
 
+import httpx
 import uvicorn
 
 from lmforge.engine.llm import LLM, EngineConfig
@@ -45,3 +49,26 @@ def live_server(lm, name="smollm2-135m", api_key=None, config: EngineConfig | No
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def serve_subprocess(*args: str, timeout: float = 300, cwd=None):
+    """`python -m lmforge serve *args --port P` in a child process; yields P once /health answers 200 (fails with the
+    server's stderr if it exits first or `timeout` passes), and stops the server after the block."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "serve", *args, "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ}, cwd=cwd)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError(f"serve {' '.join(args)} did not come up: {proc.stderr.read()[-1500:]}")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

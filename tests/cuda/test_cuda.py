@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -90,31 +89,15 @@ def test_engine_on_cuda_equals_cpu_greedy(smollm2):
 
 
 def test_serve_device_cuda_answers_the_openai_client(smollm2):
-    import httpx
     import openai
 
-    from tests.server_util import free_port
+    from tests.server_util import serve_subprocess
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "serve", "smollm2-135m", "--device", "cuda", "--port",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ}, cwd=ROOT)
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        assert proc.poll() is None, proc.stderr.read()
+    with serve_subprocess("smollm2-135m", "--device", "cuda", timeout=180, cwd=ROOT) as port:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
         r = client.chat.completions.create(model="smollm2-135m", messages=QUESTION, temperature=0, max_tokens=24)
         answer = [t for t in _greedy(smollm2, smollm2.model, 24) if t not in smollm2.stop_token_ids()]
         assert r.choices[0].message.content == smollm2.tokenizer.decode(answer)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _pretrain(out: Path, *flags: str) -> list[float]:

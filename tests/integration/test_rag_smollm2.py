@@ -53,32 +53,16 @@ def test_rag_ask_prints_answer_and_sources(facts_index):
 def test_lmforge_serve_embeddings_and_rag_through_the_openai_client(facts_index):
     """The real command: `lmforge serve --embedding-model all-minilm-l6-v2 --rag INDEX`."""
     import base64
-    import os
-    import subprocess
-    import sys
-    import time
 
     import httpx
     import numpy as np
     import openai
 
     from lmforge.rag.embedder import load_embedder
-    from tests.server_util import free_port
+    from tests.server_util import serve_subprocess
 
     index, questions = facts_index
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "serve", "--embedding-model", "all-minilm-l6-v2",
-                             "--rag", str(index), "--port", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ})
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        assert proc.poll() is None, proc.stderr.read()
+    with serve_subprocess("--embedding-model", "all-minilm-l6-v2", "--rag", str(index)) as port:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
         want = load_embedder("all-minilm-l6-v2").embed(["a town on a river"]).numpy()[0]
         as_float = client.embeddings.create(model="all-minilm-l6-v2", input=["a town on a river"],
@@ -95,6 +79,3 @@ def test_lmforge_serve_embeddings_and_rag_through_the_openai_client(facts_index)
             "messages": [{"role": "user", "content": question["question"]}]}).json()
         assert r["choices"][0]["message"]["content"].startswith("According to source [")
         assert any(s["source"].endswith(question["source"]) for s in r["sources"])
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

@@ -112,6 +112,11 @@ class Transformer(nn.Module):
         """The MoE load-balancing loss of the last forward (0 for dense models or aux_loss_coef=0)."""
         return moe_aux_loss(self)
 
+    def _hooked(self) -> bool:
+        """Whether a forward hook sits on the embedding, a layer or the final norm (MTP reads the norm's output,
+        gated cross-attention hooks layers): the one-call decode step would run past it, so the layers run."""
+        return any(m._forward_hooks or m._forward_pre_hooks for m in (self.embed, self.norm, *self.layers))
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 positions: torch.Tensor | None = None, kv_cache=None,
                 last_only: bool = False, token_type_ids: torch.Tensor | None = None,
@@ -162,7 +167,7 @@ class Transformer(nn.Module):
             raise LmforgeError(f"{type(kv_cache).__name__} masks attention by itself and adds no ALiBi biases: an "
                                "ALiBi model decodes with the default (contiguous) KV cache or without a cache")
         plain = attention_mask is None and positions is None and token_type_ids is None and inputs_embeds is None
-        if self.fused_decode is not None and plain and segment_ids is None and \
+        if self.fused_decode is not None and plain and segment_ids is None and not self._hooked() and \
                 (x := self.fused_decode(input_ids, backend)) is not None:
             return x
         start = backend.begin(T)  # cache offset of the first new token (int, or a tensor for a static cache)

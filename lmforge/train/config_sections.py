@@ -59,8 +59,8 @@ def check_between(section: object, name: str, lo: float, hi: float | None = None
     """lo <= field <= hi, a finite number (hi None: no upper bound)."""
     value = getattr(section, name)
     if not (math.isfinite(value) and lo <= value) or (hi is not None and value > hi):
-        bound = f"{hi}]" if hi is not None else "inf), finite"
-        raise ConfigError(f"{type(section).__name__}.{name}={value!r}: must be in [{lo}, {bound}")
+        raise ConfigError(f"{type(section).__name__}.{name}={value!r}: must be in [{lo}, "
+                          f"{'inf' if hi is None else hi}]" + (", a finite number" if hi is None else ""))
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,12 @@ greedy decoding follows the float32 logits of the quantized weights. The questio
 weights dequantized and run in fp32 give "The" -1.9265 and "L" -1.9295 (nats) as the answer's first token, 0.003
 apart, and the quantized layers' bf16 activations move each by ~0.04 (PyTorch's int4 op picks "The", lmforge's int4
 kernel "L"). So the test asserts what the layers promise, against that fp32 reference: float32 log-probs within
-0.1 nats of it for the top candidates, and a greedy first token from the reference's near-tie set — not which side
-of a 0.003-nat tie bf16 rounding lands on."""
+0.1 nats of it for the top candidates (0.25 with int8 activations, the default where AVX512-VNNI runs: "The" moves
+to -2.141, 0.215 from the reference), and a greedy first token from the reference's near-tie set — not which side of
+a 0.003-nat tie rounding lands on."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -55,6 +57,8 @@ def test_int4_smollm2_greedy_follows_the_float32_reference(tmp_path):
     best = max(reference.values())
     near_tie = {i for i, lp in reference.items() if lp >= best - 0.1}
     assert first["id"] in near_tie, (first, sorted(near_tie))
+    tolerance = 0.1 if os.environ.get("LMFORGE_INT8_ACTIVATIONS") == "0" else 0.25
     for candidate in first["top_logprobs"][:2]:
-        assert abs(candidate["logprob"] - reference[candidate["id"]]) < 0.1, (candidate, reference[candidate["id"]])
+        want = reference[candidate["id"]]
+        assert abs(candidate["logprob"] - want) < tolerance, (candidate, want)
     assert len(near_tie) < 5  # the reference is not flat: "The" / "L" only

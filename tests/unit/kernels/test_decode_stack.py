@@ -156,3 +156,16 @@ def test_int4_layers_follow_a_change_of_int8_activations(request):
         assert torch.equal(fused, step_logits(model, [3, 8]))
     finally:
         quant_linear.set_int8_activations(previous)
+
+
+def test_a_forward_hook_makes_the_layers_run(request):
+    """The stack runs past module hooks (MTP reads the final norm's output with one; gated cross-attention hooks
+    layers): with one on the norm, each step runs the layers and the hook sees it; without, the stack runs again."""
+    _, model = prepared(request, "tiny-llama", torch.float32)
+    calls, seen = counted(model), []
+    handle = model.norm.register_forward_hook(lambda _m, _i, out: seen.append(out.shape))
+    step_logits(model, [4, 8, 15])
+    handle.remove()
+    assert calls == [] and len(seen) == 4  # the prefill and 3 decode steps, all through the layers
+    step_logits(model, [4, 8, 15])
+    assert calls == [False, True, True, True]  # the prefill is not one token: the layers take it

@@ -62,25 +62,12 @@ def part_generate(smollm2) -> None:
 
 def part_serve(smollm2) -> None:
     """`lmforge serve --device cuda`: the openai client's greedy answer vs the CPU's, and 16 concurrent requests."""
-    import httpx
     import openai
 
     from lmforge.generation.generate import generate
-    from tests.server_util import free_port
+    from tests.server_util import serve_subprocess
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "lmforge", "serve", "smollm2-135m", "--device", "cuda", "--port",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        if proc.poll() is not None:
-            raise RuntimeError(f"serve exited: {proc.stderr.read()[-1500:]}")
+    with serve_subprocess("smollm2-135m", "--device", "cuda", timeout=120, cwd=ROOT) as port:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
         r = client.chat.completions.create(model="smollm2-135m", messages=QUESTION, temperature=0, max_tokens=32)
         stops = smollm2.stop_token_ids()
@@ -107,9 +94,6 @@ def part_serve(smollm2) -> None:
         seconds = time.perf_counter() - t0
         say(f"serve: 16 concurrent chat requests: {sum(tokens)} tokens in {seconds:.2f} s = "
             f"{sum(tokens) / seconds:.1f} tok/s ({len(errors)} errors{': ' + errors[0] if errors else ''})")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def part_throughput() -> None:

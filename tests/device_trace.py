@@ -55,10 +55,20 @@ class DeviceTrace(TorchFunctionMode):
             return out
 
         torch.nn.Parameter.__deepcopy__ = deepcopy
+        self._new = torch.nn.Parameter.__dict__["__new__"]
+        new = self._new.__func__
+
+        def parameter(cls, data=None, requires_grad=True):  # nn.Parameter(t) is where t was (e.g. a fused q/k/v)
+            out = new(cls, data, requires_grad)
+            _mark(out, data is not None and on_device(data))
+            return out
+
+        torch.nn.Parameter.__new__ = staticmethod(parameter)
         return super().__enter__()
 
     def __exit__(self, *exc):
         torch.nn.Parameter.__deepcopy__ = self._deepcopy
+        torch.nn.Parameter.__new__ = self._new  # the staticmethod itself, as it was
         return super().__exit__(*exc)
 
     def place(self, module: torch.nn.Module) -> None:

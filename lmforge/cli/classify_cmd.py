@@ -10,6 +10,7 @@ from pathlib import Path
 
 import typer
 
+from lmforge.cli.device_option import DEVICE, pick_device
 from lmforge.cli.options_from_config import config_command, toml_epilog
 from lmforge.common.errors import LmforgeError
 from lmforge.train.post.classify_config import ClassifyConfig
@@ -44,6 +45,7 @@ def predict(
     out: Path = typer.Option(None, "--out", "-o", help="Write the predictions here as JSONL (default: stdout).",
                              show_default=False),
     max_len: int = typer.Option(512, help="Tokens per input (longer ones are cut)."),
+    device: str = DEVICE,
 ) -> None:
     """Label texts or tag words with a classifier; one JSON object per input, with "label" and "score" (sequence)
     or "tags" and "entities" (token)."""
@@ -53,7 +55,8 @@ def predict(
         raise LmforgeError(f"--input {input_file} does not exist")
     from lmforge.train.post.classify_predict import predict_inputs
 
-    rows = predict_inputs(model, list(text or ()), str(input_file) if input_file else None, max_len)
+    rows = predict_inputs(model, list(text or ()), str(input_file) if input_file else None, max_len,
+                          pick_device(device))
     lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     if out is None:
         typer.echo(lines, nl=False)

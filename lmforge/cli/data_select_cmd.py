@@ -13,6 +13,7 @@ from pathlib import Path
 import typer
 
 from lmforge.cli import sampling_options as opt
+from lmforge.cli.device_option import DEVICE, pick_device, place
 from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import set_threads
 
@@ -99,6 +100,7 @@ def select(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     dtype: str = opt.DTYPE,
     threads: int = opt.THREADS,
+    device: str = DEVICE,
 ) -> None:
     """Select the best share of SFT data (deterministic); prints what was kept and the score range."""
     _check(by, keep, model, reward_model, embedder)
@@ -108,6 +110,7 @@ def select(
                            f"--strata does not apply to --by {by}; it ranks reward, perplexity or quality-diversity "
                            f"inside clusters")
     set_threads(threads)
+    where = pick_device(device, dtype)
     import numpy as np
 
     from lmforge.data.select import (
@@ -139,11 +142,12 @@ def select(
             from lmforge.train.post.select_scores import reward_scores
 
             rm = load_reward_model(reward_model, dtype=dtype)
+            rm.head.to(where)
             values = reward_scores(rm, convs, batch_size, bar.task("reward", len(convs)))
         elif by in ("perplexity", "quality-diversity"):
-            values = _perplexities(model, convs, max_len, batch_size, dtype, bar.task("perplexity", len(convs)))
+            values = _perplexities(model, convs, max_len, batch_size, dtype, where, bar.task("perplexity", len(convs)))
         if by in ("kcenter", "quality-diversity") or strata:
-            vectors = _embed(embedder or model, convs, batch_size, dtype, bar.task("embed", len(convs)))
+            vectors = _embed(embedder or model, convs, batch_size, dtype, where, bar.task("embed", len(convs)))
         quality = None if values is None else np.array(values if reward_model is not None else [-v for v in values])
         filled = []
 
@@ -174,22 +178,22 @@ def select(
           f"{_score_note(by, values, sorted(int(i) for i in chosen), reward_model)}{note}; wrote {out}")
 
 
-def _perplexities(model: str, convs, max_len: int, batch_size: int, dtype: str, progress) -> list[float]:
+def _perplexities(model: str, convs, max_len: int, batch_size: int, dtype: str, device, progress) -> list[float]:
     from lmforge.formats.loader import load
     from lmforge.train.post.select_scores import answer_perplexities
 
-    lm = load(model, dtype=dtype)
+    lm = place(load(model, dtype=dtype), device)
     if lm.tokenizer is None or lm.tokenizer.chat_template is None:
         raise LmforgeError(f"--model {model} needs a tokenizer with a chat template to score conversations")
     return answer_perplexities(lm.model, lm.tokenizer, convs, max_len, batch_size, progress)
 
 
-def _embed(name: str, convs, batch_size: int, dtype: str, progress):
+def _embed(name: str, convs, batch_size: int, dtype: str, device, progress):
     import torch
 
     from lmforge.rag.embedder import load_embedder
 
-    embedder = load_embedder(name, dtype=dtype)
+    embedder = load_embedder(name, dtype=dtype, device=device)
     texts = [_text(c) for c in convs]
     parts = []
     for start in range(0, len(texts), batch_size * 8):

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from lmforge.cli import sampling_options as opt
+from lmforge.cli.device_option import DEVICE, pick_device
 from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import set_threads
 
@@ -28,6 +29,7 @@ def embed(
     batch_size: int = typer.Option(32, min=1, help="Texts per forward pass (sorted by length first)."),
     dtype: str = opt.DTYPE,
     threads: int = opt.THREADS,
+    device: str = DEVICE,
 ) -> None:
     """Embed TEXTS (or --input) into vectors; cosine similarity is a dot product of normalised vectors."""
     items = list(texts or []) + (_read_texts(input) if input is not None else [])
@@ -36,9 +38,11 @@ def embed(
     if out is not None and out.suffix not in (".npy", ".jsonl"):
         raise LmforgeError(f"--out {out}: expected a .npy or .jsonl file")
     set_threads(threads)
+    where = pick_device(device, dtype)
     from lmforge.rag.embedder import load_embedder
 
-    embedder = load_embedder(model, pooling=pooling, normalize=False if no_normalize else None, dtype=dtype)
+    embedder = load_embedder(model, pooling=pooling, normalize=False if no_normalize else None, dtype=dtype,
+                             device=where)
     vectors = embedder.embed(items, batch_size=batch_size).numpy()
     if out is not None and out.suffix == ".npy":
         import numpy as np

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from lmforge.cli import sampling_options as opt
+from lmforge.cli.device_option import DEVICE, pick_device, place
 from lmforge.common.errors import LmforgeError
 from lmforge.common.threads import set_threads
 
@@ -30,6 +31,7 @@ def index(
     commit_every: int = typer.Option(64, "--commit-every", min=1, help="Source files per transaction (a killed "
                                      "build loses at most this many; re-running it finishes the job)."),
     threads: int = opt.THREADS,
+    device: str = DEVICE,
 ) -> None:
     """Index DOCS into OUT: chunk, embed, store. Unchanged files are skipped, changed ones replaced."""
     from lmforge.rag.chunking import ChunkSpec
@@ -38,10 +40,11 @@ def index(
     spec = ChunkSpec(chunk_size, chunk_overlap)
     sources = find_sources(docs)
     set_threads(threads)
+    where = pick_device(device)
     from lmforge.rag.embedder import load_embedder
     from lmforge.rag.index import RagIndex
 
-    embedder = load_embedder(embedding_model)
+    embedder = load_embedder(embedding_model, device=where)
     rag = RagIndex.create_or_open(out, embedder, spec)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -91,13 +94,14 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Print the answer and its sources as one JSON object."),
     dtype: str = opt.DTYPE,
     threads: int = opt.THREADS,
+    device: str = DEVICE,
 ) -> None:
     """Answer QUESTION from INDEX with citations [n] (greedy decoding); the sources are printed after it."""
     from lmforge.rag.index import RagIndex
 
     rag = RagIndex.open(index)
     set_threads(threads)
-    llm, lm, retriever = _answering(rag, model, dtype)
+    llm, lm, retriever = _answering(rag, model, dtype, pick_device(device, dtype))
     from lmforge.rag.answer import answer_questions
 
     hits = retriever.retrieve(question, top_k, mode)
@@ -113,15 +117,15 @@ def ask(
               f"{source['text'][:80]!r}")
 
 
-def _answering(rag, model: str, dtype: str):
+def _answering(rag, model: str, dtype: str, device):
     from lmforge.engine.llm import LLM, EngineConfig
     from lmforge.formats.loader import load
     from lmforge.model.inference import prepare_for_inference
     from lmforge.rag.embedder import load_embedder
     from lmforge.rag.retrieval import Retriever
 
-    retriever = Retriever(rag, load_embedder(rag.embedding_model))
-    lm = load(model, dtype=dtype)
+    retriever = Retriever(rag, load_embedder(rag.embedding_model, device=device))
+    lm = place(load(model, dtype=dtype), device)
     if lm.tokenizer is None or lm.tokenizer.chat_template is None:
         raise LmforgeError(f"{model} has no tokenizer with a chat template; rag ask needs a chat model")
     prepare_for_inference(lm.model)
@@ -162,6 +166,7 @@ def evaluate(
                                          "(the gold one last): do the citations follow the content?"),
     dtype: str = opt.DTYPE,
     threads: int = opt.THREADS,
+    device: str = DEVICE,
 ) -> None:
     """Recall@5 of dense, BM25 and hybrid retrieval; answer accuracy with and without RAG; citations of gold chunks."""
     from lmforge.rag.evaluate import answer_accuracy, gold_chunks, recall_at_k
@@ -171,7 +176,7 @@ def evaluate(
     qs = read_questions(questions)
     rag = RagIndex.open(index)
     set_threads(threads)
-    llm, lm, retriever = _answering(rag, model, dtype)
+    llm, lm, retriever = _answering(rag, model, dtype, pick_device(device, dtype))
     gold = [gold_chunks(rag, q, questions.parent / "corpus") for q in qs]
     if not all(gold):
         raise LmforgeError(f"{index} holds no chunk covering the gold sentence of {sum(not g for g in gold)} "

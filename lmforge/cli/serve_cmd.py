@@ -70,7 +70,7 @@ def serve(
     from lmforge.server.guard import allowed_host_names
     from lmforge.server.served import ServedModel
 
-    embedder, retriever = _rag_parts(embedding_model, rag)
+    embedder, retriever = _rag_parts(embedding_model, rag, where)
     lm = place(load(model, dtype=dtype), where)
     prepare_for_inference(lm.model)  # fused projections, packed linears, CPU kernels (inference only)
     if lm.tokenizer is None:
@@ -99,12 +99,12 @@ def serve(
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
-def _rag_parts(embedding_model: str | None, rag: Path | None):
+def _rag_parts(embedding_model: str | None, rag: Path | None, device):
     """(embedder for /v1/embeddings or None, retriever for --rag or None); the index's own embedding model is
     reused when it is the same as --embedding-model."""
     from lmforge.rag.embedder import load_embedder
 
-    embedder = load_embedder(embedding_model) if embedding_model else None
+    embedder = load_embedder(embedding_model, device=device) if embedding_model else None
     if rag is None:
         return embedder, None
     from lmforge.rag.index import RagIndex
@@ -112,4 +112,4 @@ def _rag_parts(embedding_model: str | None, rag: Path | None):
 
     index = RagIndex.open(rag)
     same = embedder is not None and embedder.name == index.embedding_model
-    return embedder, Retriever(index, embedder if same else load_embedder(index.embedding_model))
+    return embedder, Retriever(index, embedder if same else load_embedder(index.embedding_model, device=device))

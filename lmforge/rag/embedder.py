@@ -103,9 +103,10 @@ class Embedder:
 
 
 def load_embedder(name_or_path: str, pooling: str | None = None, normalize: bool | None = None,
-                  dtype: str = "float32") -> Embedder:
+                  dtype: str = "float32", device: torch.device | str = "cpu") -> Embedder:
     """A sentence-transformers directory (its own pooling, normalisation, max length), the embedded
-    all-minilm-l6-v2, or anything `lmforge.load` reads (pooling default mean, L2-normalised)."""
+    all-minilm-l6-v2, or anything `lmforge.load` reads (pooling default mean, L2-normalised); its model on
+    `device` (the vectors come back on the CPU)."""
     text = str(name_or_path)
     if pooling is not None and pooling not in POOLINGS:  # before loading anything
         raise LmforgeError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
@@ -117,7 +118,7 @@ def load_embedder(name_or_path: str, pooling: str | None = None, normalize: bool
         path = resolve_source(text)
     if is_st_dir(path):
         pipe = read_st_pipeline(path)
-        model = load_headless_encoder(pipe.encoder_dir, resolve_dtype(dtype))
+        model = load_headless_encoder(pipe.encoder_dir, resolve_dtype(dtype)).to(device)
         backend_file = pipe.encoder_dir / "tokenizer.json"
         if not backend_file.is_file():
             raise LmforgeError(f"{pipe.encoder_dir} has no tokenizer.json; lmforge reads fast-tokenizer files only")
@@ -130,6 +131,7 @@ def load_embedder(name_or_path: str, pooling: str | None = None, normalize: bool
     if lm.tokenizer is None:
         raise LmforgeError(f"{text} has no tokenizer (tokenizer.json); an embedder needs one")
     pad = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
+    lm.model.to(device)
     prepare_for_inference(lm.model)
     return Embedder(lm.model, lm.tokenizer.backend, text, pooling or "mean", True if normalize is None else normalize,
                     pad_id=pad)

@@ -19,11 +19,15 @@ COMMANDS = {
     "prm train": ["prm", "train", "-m", "m"], "distill": ["distill", "--teacher", "m"], "clip": ["clip"],
     "vlm": ["vlm"], "speedrun": ["speedrun"], "rlaif": ["rlaif", "--prompts", "p.jsonl", "-o", "o.jsonl",
                                                           "--endpoint", "http://127.0.0.1:9/v1"],
+    "embed": ["embed", "m", "hi"], "classify predict": ["classify", "predict", "m", "--text", "hi"],
+    "rag index": ["rag", "index", "d", "-o", "o"], "rag ask": ["rag", "ask", "o", "hi"],
+    "rag eval": ["rag", "eval", "o", "q.jsonl"],
+    "data select": ["data", "select", "i.jsonl", "-o", "o", "--by", "random"],
 }
 # one per code path: the hand-written inference commands (chat and bench share generate's pick_device), the
 # config-generated trainers (TrainConfig, a pair run's config, an RL command's [run] section) whose check is one
 # (options_from_config.py), and rlaif's own flag
-THROUGH_CLI = ["generate", "serve", "eval run", "pretrain", "dpo", "grpo", "rlaif"]
+THROUGH_CLI = ["generate", "serve", "eval run", "pretrain", "dpo", "grpo", "rlaif", "embed", "classify predict"]
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: --device cuda is valid here")
 
 

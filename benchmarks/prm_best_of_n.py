@@ -1,16 +1,18 @@
 """Best-of-8 on held-out step-wise problems (issue 30, item 5): a process reward model (`lmforge prm train`, min or
-product of its step scores) against an outcome reward model (`lmforge rm`, Bradley-Terry on final-answer
-correctness: a solution with the right final answer preferred to one with a wrong one) and majority vote. Both
-reward models share the backbone and the optimizer steps: by default a 0.8M Llama pretrained here on the task's
-correct solutions with a digit-splitting tokenizer (--backbone tiny: the tests' 1M model, which reads "65" as one
-token and cannot tell 57+8=66 from 57+8=65). The policy is the synthetic sampler with known error rates
-(prm_data.StepSampler: forgotten carries, so wrong answers agree; slips; compensating slips that make a wrong process
-end right). Prints JSON: the final-answer accuracy of each selector (and of PRM-weighted majority vote), pass@1,
-pass@8 (an oracle), the share of picks whose every step is right, the PRM's recall / AUC per planted error, paired
-bootstrap 95% intervals of PRM - ORM and PRM - majority (same problems, same samples), and PRM (min) / the best
-baseline.
+product of its step scores) against two outcome reward models — `lmforge rm` (Bradley-Terry on final-answer
+correctness: a solution with the right final answer preferred to one with a wrong one) and the PRM's own head and
+code trained with BCE on one label per solution, the final answer's correctness, read at its last newline
+(`lmforge prm train --outcome-labels`: Lightman et al.'s ORM) — and majority vote, each by argmax and by RM-weighted
+majority vote (Math-Shepherd's "verification" and "SC + reward model"). All reward models share the backbone and the
+optimizer steps; the PRM and the BCE ORM also the solutions and batches. The backbone: by default a 0.8M Llama
+pretrained here on the task's correct solutions with a digit-splitting tokenizer (--backbone tiny: the tests' 1M
+model, which reads "65" as one token and cannot tell 57+8=66 from 57+8=65). The policy is the synthetic sampler with
+known error rates (prm_data.StepSampler: forgotten carries, so wrong answers agree; slips; compensating slips that
+make a wrong process end right). Prints JSON: the final-answer accuracy of each selector, pass@1, pass@8 (an
+oracle), the share of picks whose every step is right, the PRM's recall / AUC per planted error, and paired bootstrap
+95% intervals (same problems, same samples) of PRM (min) - each baseline, by argmax and by weighted vote.
 
-    python benchmarks/prm_best_of_n.py --steps 400 --problems 1000 --threads 1 --out runs/prm_bon
+    python benchmarks/prm_best_of_n.py --steps 400 --train 3000 --problems 1000 --threads 1 --out runs/prm_bon
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
+import math
 import random
 import subprocess
 import sys
@@ -29,7 +32,7 @@ import torch
 from lmforge.common.threads import torch_threads
 from lmforge.formats.loader import load
 from lmforge.train.post.pair_config import RewardConfig
-from lmforge.train.post.prm import aggregate, best_of_n, majority_vote, paired_bootstrap
+from lmforge.train.post.prm import aggregate, best_of_n, majority_vote, paired_bootstrap, weighted_vote
 from lmforge.train.post.prm_config import PRMConfig
 from lmforge.train.post.prm_data import StepSampler, heldout_problems, sample_solution, step_problem, step_solutions
 from lmforge.train.post.prm_train import load_prm, train_prm
@@ -152,24 +155,42 @@ def result_logprobs(lm, prompt: str, steps: list[str]) -> list[float]:
     return [sum(logp[j - 1, ids[j]].item() for j in range(a, b)) for a, b in spans]
 
 
-def best_of_n_figures(prm, orm, problems: list[dict], n: int, lm=None) -> dict:
-    """Every selector's final-answer accuracy on n samples per problem (the same samples for all), the share of
-    picks whose every step is right, and how the PRM scores each kind of planted error (recall at 0.5, AUC); with
-    lm (the shared backbone), also best-of-n by its own result log-probability (min over steps) and that score's AUC
-    per planted error."""
+def selector_scores(prm, orm_bt, orm_bce, problem: dict, samples: list[dict]) -> tuple[dict, dict, list]:
+    """Per selector, the samples' scores (argmax best-of-n) and their vote weights (RM-weighted majority vote:
+    Math-Shepherd's "SC + reward model", Lightman et al.'s PRM-weighted vote), and the PRM's step probabilities.
+    PRM and BCE ORM: P(correct), a probability, is its own weight. The Bradley-Terry ORM's reward is defined only up to
+    an additive constant (its loss sees only differences r_chosen - r_rejected), so its weight has to be
+    shift-invariant: exp(r - max r) over the problem's samples (the softmax of the rewards, as the BT model's
+    P(a preferred to b) = e^ra / (e^ra + e^rb)); sigmoid(r) would read the arbitrary offset as a probability."""
+    items = [(problem["prompt"], s["steps"]) for s in samples]
+    probs = prm.step_scores_batch(items)
+    bt = orm_bt.score([problem["prompt"]] * len(samples), ["\n".join(s["steps"]) for s in samples]).tolist()
+    bce = [p[-1] for p in orm_bce.step_scores_batch(items)]  # read at the solution's last newline
+    scores = {"prm_min": [aggregate(p, "min") for p in probs], "prm_prod": [aggregate(p, "prod") for p in probs],
+              "orm_bt": bt, "orm_bce": bce}
+    weights = {**scores, "orm_bt": [math.exp(r - max(bt)) for r in bt]}
+    return scores, weights, probs
+
+
+PAIRED = {"argmax": ("orm_bt", "orm_bce", "majority", "prm_prod"),
+          "vote": ("orm_bt_vote", "orm_bce_vote", "majority", "prm_prod_vote")}
+
+
+def best_of_n_figures(prm, orm_bt, orm_bce, problems: list[dict], n: int, lm=None) -> dict:
+    """Every selector's final-answer accuracy on n samples per problem (the same samples for all), by argmax and by
+    RM-weighted vote, the share of argmax picks whose every step is right, and how the PRM scores each kind of planted
+    error (recall at 0.5, AUC); with lm (the shared backbone), also best-of-n by its own result log-probability (min
+    over steps) and that score's AUC per planted error."""
     rng = random.Random("prm-bench-samples")
     lm_kind: dict[str, list[float]] = {}
-    right: dict[str, list[float]] = {k: [] for k in ("prm_min", "prm_prod", "orm", "majority", "prm_weighted_vote",
-                                                     "pass@1", f"pass@{n}")}  # per problem, for the bootstrap
-    clean = {k: 0 for k in ("prm_min", "prm_prod", "orm")}  # picks whose every step is right (not just the answer)
+    right: dict[str, list[float]] = {"majority": [], "pass@1": [], f"pass@{n}": []}  # per problem, for the bootstrap
+    clean: dict[str, int] = {}  # argmax picks whose every step is right (not just the answer)
     by_kind: dict[str, list[float]] = {}
     for problem in problems:
         samples = [sample_solution(problem, rng) for _ in range(n)]
-        probs = prm.step_scores_batch([(problem["prompt"], s["steps"]) for s in samples])
-        orm_scores = orm.score([problem["prompt"]] * n, ["\n".join(s["steps"]) for s in samples]).tolist()
+        scores, weights, probs = selector_scores(prm, orm_bt, orm_bce, problem, samples)
         finals = [s["final"] for s in samples]
-        picks = {"prm_min": best_of_n([aggregate(p, "min") for p in probs]),
-                 "prm_prod": best_of_n([aggregate(p, "prod") for p in probs]), "orm": best_of_n(orm_scores)}
+        picks = {name: best_of_n(v) for name, v in scores.items()}
         if lm is not None:
             checks = [result_logprobs(lm, problem["prompt"], s["steps"]) for s in samples]
             picks["backbone_logprob_min"] = best_of_n([min(c) for c in checks])
@@ -179,25 +200,26 @@ def best_of_n_figures(prm, orm, problems: list[dict], n: int, lm=None) -> dict:
         for name, i in picks.items():
             right.setdefault(name, []).append(float(samples[i]["correct"]))
             clean[name] = clean.get(name, 0) + all(samples[i]["labels"])
-        votes: dict[int, float] = {}
-        for s, p in zip(samples, probs, strict=True):  # Math-Shepherd / Lightman: majority vote weighted by the PRM
-            votes[s["final"]] = votes.get(s["final"], 0.0) + aggregate(p, "min")
+        for name, w in weights.items():
+            right.setdefault(f"{name}_vote", []).append(float(weighted_vote(finals, w) == problem["answer"]))
+        for s, p in zip(samples, probs, strict=True):
             for kind, score in zip(error_kinds(problem, s["steps"]), p, strict=True):
                 by_kind.setdefault(kind, []).append(score)
-        right["prm_weighted_vote"].append(float(max(votes, key=votes.get) == problem["answer"]))
         right["majority"].append(float(majority_vote(finals) == problem["answer"]))
         right["pass@1"].append(sum(s["correct"] for s in samples) / n)
         right[f"pass@{n}"].append(float(any(s["correct"] for s in samples)))
     ok = by_kind.get("ok", [])
     kinds = {k: {"steps": len(v), "recall@0.5": round(sum(x <= 0.5 for x in v) / len(v), 3),
                  "auc_vs_right_steps": round(auc(v, ok), 3)} for k, v in sorted(by_kind.items()) if k != "ok"}
-    paired = {f"prm_min_minus_{k}": {key: round(v, 4) for key, v in paired_bootstrap(right["prm_min"],
-                                                                                     right[k]).items()}
-              for k in ("orm", "majority", "prm_prod")}  # the same problems and samples: a paired 95% interval
+    paired = {f"{ours}_minus_{k}": {key: round(v, 4) for key, v in paired_bootstrap(right[ours], right[k]).items()}
+              for ours, setting in (("prm_min", "argmax"), ("prm_min_vote", "vote")) for k in PAIRED[setting]}
     lm_auc = {k: round(auc(v, lm_kind["ok"]), 3) for k, v in sorted(lm_kind.items()) if k != "ok"}
     return {"accuracy": {k: round(sum(v) / len(problems), 4) for k, v in right.items()},
             "right_process": {k: round(v / len(problems), 4) for k, v in clean.items()}, "prm_by_error": kinds,
             "paired_bootstrap_95": paired, **({"backbone_logprob_auc_by_error": lm_auc} if lm_kind else {})}
+
+
+REUSABLE = {"prm": "prm", "orm_bce": "orm_bce", "orm_bt": "orm"}  # reward model -> its run directory in OUT
 
 
 def main() -> None:
@@ -224,8 +246,10 @@ def main() -> None:
     parser.add_argument("--backbone-check", action=argparse.BooleanOptionalAction, default=True, help="Also pick by "
                         "the backbone's own log-probability of each step's result (no training): does it know the "
                         "sums the PRM has to check?")
-    parser.add_argument("--reuse-orm", action="store_true", help="Score with OUT/orm from an earlier run (to study "
-                        "PRM variants; the figures to report come from a run that trains both).")
+    parser.add_argument("--reuse", nargs="*", default=[], choices=REUSABLE, help="Score with these reward models "
+                        "from an earlier run in OUT instead of training them (to study one model's variants; the "
+                        "figures to report come from a run that trains all three).")
+    parser.add_argument("--reuse-orm", action="store_true", help="The same as --reuse orm_bt.")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -249,43 +273,47 @@ def main() -> None:
               "schedule": {"max_steps": args.steps, "warmup_steps": 20}, "logging": {"eval_every": args.steps},
               "checkpoint": {"checkpoint_every": args.steps}}
     quiet = lambda message: None  # noqa: E731
-    start = time.time()
-    prm_summary = train_prm(PRMConfig.from_dict({**shared, "out": str(out / "prm"),
-                                                 "batch": {"batch_size": 2 * args.batch_size},
-                                                 "data": {"train_solutions": 2 * args.train}}), log=quiet)
-    prm_s = time.time() - start
-    start = time.time()
-    if args.reuse_orm:
-        orm_summary = json.loads((out / "orm" / "summary.json").read_text())
-    else:
-        pairs_file = out / "orm_pairs.jsonl"
-        pairs_file.write_text("".join(json.dumps(p) + "\n" for p in outcome_pairs(args.train, 0, args.n)))
-        orm_summary = train_reward_model(RewardConfig.from_dict({**shared, "out": str(out / "orm"),
-                                                                "batch": {"batch_size": args.batch_size},
-                                                                "data": {"data": str(pairs_file),
-                                                                         "train_pairs": args.train,
-                                                                         "max_len": 128}}), log=quiet)
-    orm_s = time.time() - start
-    prm, orm = load_prm(out / "prm" / "prm"), load_reward_model(out / "orm" / "reward_model")
+    reuse = set(args.reuse) | ({"orm_bt"} if args.reuse_orm else set())
+    seconds, summaries = {}, {}
+    for name in REUSABLE:  # the PRM, the same code trained on outcome labels, the Bradley-Terry ORM
+        start, run_dir = time.time(), out / REUSABLE[name]
+        if name in reuse:
+            summaries[name] = json.loads((run_dir / "summary.json").read_text())
+            continue
+        if name == "orm_bt":
+            pairs_file = out / "orm_pairs.jsonl"
+            pairs_file.write_text("".join(json.dumps(p) + "\n" for p in outcome_pairs(args.train, 0, args.n)))
+            summaries[name] = train_reward_model(RewardConfig.from_dict({
+                **shared, "out": str(run_dir), "batch": {"batch_size": args.batch_size},
+                "data": {"data": str(pairs_file), "train_pairs": args.train, "max_len": 128}}), log=quiet)
+        else:  # the same solutions, steps and batches; orm_bce: one label per solution (final answer right)
+            summaries[name] = train_prm(PRMConfig.from_dict({
+                **shared, "out": str(run_dir), "batch": {"batch_size": 2 * args.batch_size},
+                "data": {"train_solutions": 2 * args.train, "outcome_labels": name == "orm_bce"}}), log=quiet)
+        seconds[f"{name}_train_s"] = round(time.time() - start, 1)
+    prm, orm_bce = load_prm(out / "prm" / "prm"), load_prm(out / "orm_bce" / "prm")
+    orm_bt = load_reward_model(out / "orm" / "reward_model")
     start = time.time()
     with torch_threads(args.threads):  # scoring too, not only training (at torch's default count it oversubscribes)
-        figures = best_of_n_figures(prm, orm, heldout_problems(args.problems), args.n,
+        figures = best_of_n_figures(prm, orm_bt, orm_bce, heldout_problems(args.problems), args.n,
                                     lm=load(backbone) if args.backbone_check else None)
     score_s = time.time() - start
     acc = figures["accuracy"]
-    best_baseline = max(acc["orm"], acc["majority"])
+    baselines = {"argmax": max(acc["orm_bt"], acc["orm_bce"], acc["majority"]),
+                 "vote": max(acc["orm_bt_vote"], acc["orm_bce_vote"], acc["majority"])}
     report = {"benchmark": "prm_best_of_n", "policy": "synthetic sampler (prm_data.StepSampler defaults)",
               "backbone": model, "digit_backbone": digits, "pretrain_steps": args.pretrain_steps if digits else None,
               "adapt_steps": adapt_steps, "n": args.n, "heldout_problems": args.problems,
               **figures,
-              "ours": acc["prm_min"], "baseline": best_baseline, "ratio": acc["prm_min"] / max(best_baseline, 1e-9),
-              "prm_heldout_step_accuracy": prm_summary.get("step_accuracy_after"),
-              "prm_heldout_error_recall": prm_summary.get("error_recall_after"),
-              "orm_heldout_pairwise_accuracy": orm_summary.get("accuracy_after"),
+              "ours": {"argmax": acc["prm_min"], "vote": acc["prm_min_vote"]}, "best_baseline": baselines,
+              "prm_heldout_step_accuracy": summaries["prm"].get("step_accuracy_after"),
+              "prm_heldout_error_recall": summaries["prm"].get("error_recall_after"),
+              "orm_bce_heldout_outcome_accuracy": summaries["orm_bce"].get("step_accuracy_after"),
+              "orm_bt_heldout_pairwise_accuracy": summaries["orm_bt"].get("accuracy_after"),
               "train_steps": args.steps, "prm_train_solutions": 2 * args.train, "orm_train_pairs": args.train,
-              "backbone_s": round(backbone_s, 1), "adapt_s": round(adapt_s, 1), "prm_train_s": round(prm_s, 1),
-              "orm_train_s": None if args.reuse_orm else round(orm_s, 1), "score_s": round(score_s, 1),
-              "wall_s": round(time.time() - wall_start, 1), "process_cpu_s": round(time.process_time() - cpu_start, 1)}
+              "reused": sorted(reuse), "backbone_s": round(backbone_s, 1), "adapt_s": round(adapt_s, 1), **seconds,
+              "score_s": round(score_s, 1), "wall_s": round(time.time() - wall_start, 1),
+              "process_cpu_s": round(time.process_time() - cpu_start, 1)}
     print(json.dumps(report, indent=1))
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
 

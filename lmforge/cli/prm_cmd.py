@@ -28,7 +28,8 @@ def _train(cfg: PRMConfig) -> None:
 app.command("train", epilog=toml_epilog(PRMConfig))(config_command(
     PRMConfig, _train, name="train", doc="Train a process reward model on step-labelled solutions ({\"prompt\", "
     "\"steps\": [...], \"labels\": [1, 0, ...]} JSONL); report held-out step accuracy and error recall before and "
-    "after; save OUT/prm."))
+    "after; save OUT/prm. --outcome-labels trains the same head on one label per solution instead (its \"correct\" "
+    "field): an outcome reward model to compare with."))
 
 
 @app.command("generate")
@@ -40,7 +41,7 @@ def generate(
 ) -> None:
     """Write multi-step additions solved by a synthetic sampler with known error rates (forgotten carries, slips,
     and compensating slips that make the final answer right by accident); each step labelled 1 when its own
-    arithmetic is right."""
+    arithmetic is right, and "correct" 1 when the final answer is (for `prm train --outcome-labels`)."""
     from lmforge.train.post.prm_data import step_solutions
 
     if n < 1:
@@ -49,6 +50,7 @@ def generate(
         raise LmforgeError(f"--split {split!r} is not allowed; use train or heldout")
     rows = step_solutions(n, split, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("".join(json.dumps({k: r[k] for k in ("prompt", "steps", "labels")}) + "\n" for r in rows))
+    keep = ("prompt", "steps", "labels")
+    out.write_text("".join(json.dumps({**{k: r[k] for k in keep}, "correct": int(r["correct"])}) + "\n" for r in rows))
     wrong = sum(0 in r["labels"] for r in rows)
     typer.echo(f"wrote {len(rows)} solutions ({wrong} with a wrong step) to {out}")

@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from lmforge.common.errors import LmforgeError
-from lmforge.train.post.prm import aggregate, best_of_n, majority_vote, paired_bootstrap, process_advantages
+from lmforge.train.post.prm import (
+    aggregate,
+    best_of_n,
+    majority_vote,
+    paired_bootstrap,
+    process_advantages,
+    weighted_vote,
+)
 from lmforge.train.post.prm_data import (
     StepSampler,
     final_answer,
@@ -63,6 +70,18 @@ def test_selectors():
     assert majority_vote([3, 5, 5, 3, 7]) == 3  # a tie goes to the answer seen first
     with pytest.raises(LmforgeError):
         aggregate([0.5], "mean")
+
+
+def test_weighted_vote_lets_a_trusted_minority_beat_a_doubted_majority():
+    answers, weights = [7, 7, 7, 5, 5], [0.1, 0.2, 0.1, 0.9, 0.8]
+    assert majority_vote(answers) == 7 and weighted_vote(answers, weights) == 5  # 0.4 for 7 against 1.7 for 5
+    assert weighted_vote([3, 5, 5, 3], [1.0, 0.5, 0.5, 0.0]) == 3  # a tie (1.0 each) goes to the answer seen first
+    assert weighted_vote([3, 5], [0.0, 0.0]) == 3
+    for bad in (float("nan"), float("inf"), -0.1):
+        with pytest.raises(LmforgeError, match="finite and >= 0"):
+            weighted_vote([1, 2], [0.5, bad])
+    with pytest.raises(LmforgeError, match="as many weights"):
+        weighted_vote([1, 2], [0.5])
 
 
 def test_paired_bootstrap_interval_matches_the_normal_approximation():
@@ -171,4 +190,36 @@ def test_prm_user_errors(tmp_path, capsys):
                       "--split", "heldout")
     result = run_main(capsys, "prm", "generate", "--out", tmp_path / "g.jsonl", "--n", "5")
     rows = [json.loads(line) for line in (tmp_path / "g.jsonl").read_text().splitlines()]
-    assert result.returncode == 0 and len(rows) == 5 and set(rows[0]) == {"prompt", "steps", "labels"}
+    assert result.returncode == 0 and len(rows) == 5 and set(rows[0]) == {"prompt", "steps", "labels", "correct"}
+    no_outcome = tmp_path / "steps_only.jsonl"
+    no_outcome.write_text(json.dumps({"prompt": "p", "steps": ["1+1=2"], "labels": [1]}) + "\n")
+    assert_user_error(run_main(capsys, "prm", "train", "--model", model, "--out", tmp_path / "c", "--data", no_outcome,
+                               "--heldout", no_outcome, "--outcome-labels"), "--outcome-labels", "correct")
+    half = tmp_path / "half.jsonl"
+    half.write_text(json.dumps({"prompt": "p", "steps": ["1+1=2"], "labels": [1], "correct": 0.5}) + "\n")
+    assert_user_error(run_main(capsys, "prm", "train", "--model", model, "--out", tmp_path / "d", "--data", half,
+                               "--outcome-labels"), "half.jsonl:1", "correct")
+
+
+def test_outcome_labels_train_the_prm_head_on_one_final_answer_label(tmp_path, capsys):
+    from lmforge.formats.loader import load
+    from lmforge.train.post.prm_config import PRMConfig
+    from lmforge.train.post.prm_train import encode_records, load_prm
+
+    tok = load(str(pretrained_tiny_dir())).tokenizer
+    records = step_solutions(40, "train")
+    lucky = next(r for r in records if r["correct"] and 0 in r["labels"])  # wrong process, right answer
+    cfg = PRMConfig.from_dict({"model": "m", "data": {"outcome_labels": True}})
+    process = encode_records(tok, [lucky], PRMConfig.from_dict({"model": "m"}))[0]
+    outcome = encode_records(tok, [lucky], cfg)[0]
+    assert process.labels == lucky["labels"] and 0 in process.labels
+    assert outcome.ids == process.ids and outcome.ends == process.ends[-1:] and outcome.labels == [1]
+    assert tok.decode([outcome.ids[outcome.ends[0]]]).endswith("\n") and outcome.ends[0] == len(outcome.ids) - 1
+    out = tmp_path / "orm"
+    result = run_main(capsys, "prm", "train", "--model", str(pretrained_tiny_dir()), "--out", out, "--outcome-labels",
+                      *TINY)
+    assert result.returncode == 0, result.stderr
+    assert "Outcome reward model" in result.stdout and "24 train solutions (24 final answers" in result.stdout
+    assert json.loads((out / "prm" / "reward_model.json").read_text())["outcome_labels"] is True
+    scores = load_prm(out / "prm").step_scores("Start at 18, add 7.", ["18+7=25", "25+1=26"])
+    assert len(scores) == 2 and all(0 < s < 1 for s in scores)

@@ -7,6 +7,7 @@ process supervision, where a token's advantage is the sum of the group-normalise
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +45,16 @@ def encode_steps(tokenizer, prompt: str, steps: Sequence[str], labels: Sequence[
     if not ends:
         raise LmforgeError(f"a solution's first step does not fit in max_len={max_len} tokens")
     return EncodedSteps(ids, ends, list(labels or [])[:len(ends)])
+
+
+def outcome_row(row: EncodedSteps, n_steps: int, correct: int, max_len: int) -> EncodedSteps:
+    """The same tokens with ONE label, the final answer's correctness, read at the solution's last newline: an
+    outcome reward model with the PRM's head and loss (Lightman et al.'s ORM: a classifier on final-answer
+    correctness, not a pairwise model). A solution cut by max_len has no last newline to read: an error."""
+    if len(row.ends) < n_steps:
+        raise LmforgeError(f"a solution's last step does not fit in max_len={max_len} tokens, so its outcome "
+                           f"label has nowhere to be read; raise --max-len")
+    return EncodedSteps(row.ids, row.ends[-1:], [int(correct)])
 
 
 def collate_steps(rows: Sequence[EncodedSteps], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,6 +125,21 @@ def majority_vote(answers: Sequence[object]) -> object:
     """The most frequent answer (self-consistency, Wang et al., 2023); ties go to the one seen first."""
     counts = Counter(answers)
     return max(answers, key=lambda a: (counts[a], -answers.index(a)))
+
+
+def weighted_vote(answers: Sequence[object], weights: Sequence[float]) -> object:
+    """The answer with the largest summed weight (reward-model-weighted self-consistency: Math-Shepherd's "SC +
+    reward model", Lightman et al.'s PRM-weighted vote); ties go to the one seen first. Weights: finite, >= 0."""
+    if len(answers) != len(weights) or not len(answers):
+        raise LmforgeError(f"weighted_vote needs as many weights as answers (>= 1), got {len(answers)} answers and "
+                           f"{len(weights)} weights")
+    bad = [w for w in weights if not math.isfinite(w) or w < 0]
+    if bad:
+        raise LmforgeError(f"weighted_vote weights must be finite and >= 0, got {bad[0]!r}")
+    totals: dict[object, float] = {}
+    for answer, weight in zip(answers, weights, strict=True):
+        totals[answer] = totals.get(answer, 0.0) + float(weight)
+    return max(totals, key=lambda a: totals[a])  # max keeps the first of equal totals: dicts keep insertion order
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], iters: int = 10_000, seed: int = 0,

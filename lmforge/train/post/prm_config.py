@@ -30,6 +30,9 @@ class StepDataConfig:
     heldout_solutions: int = setting(300, "Held-out solutions for the evaluation (at most).")
     task_seed: int = setting(0, "Seed of the embedded task.")
     max_len: int = setting(128, "Tokens per prompt + steps (the prompt's start is cut).")
+    outcome_labels: bool = setting(False, "Train an OUTCOME reward model with the same head and loss: one label per "
+                                   "solution, its \"correct\" field (final answer right), read at its last step's "
+                                   "end (Lightman et al.'s ORM baseline); the step labels are not used.")
 
     def __post_init__(self) -> None:
         check_ints(self, 1, "train_solutions", "heldout_solutions")

@@ -88,7 +88,8 @@ def heldout_problems(n: int, seed: int = 0) -> list[dict]:
 
 
 def validate_step_record(row: object, where: str) -> dict:
-    """A {"prompt": str, "steps": [str, ...], "labels": [0|1, ...]} record of the same lengths, or a one-line error."""
+    """A {"prompt": str, "steps": [str, ...], "labels": [0|1, ...]} record of the same lengths (and an optional
+    "correct": 0|1, the final answer's correctness, for outcome labels), or a one-line error."""
     if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
         raise LmforgeError(f"{where}: needs a string field \"prompt\"")
     steps, labels = row.get("steps"), row.get("labels")
@@ -97,7 +98,12 @@ def validate_step_record(row: object, where: str) -> dict:
     if not isinstance(labels, list) or len(labels) != len(steps) or not all(v in (0, 1) for v in labels) \
             or any(isinstance(v, float) for v in labels):
         raise LmforgeError(f"{where}: \"labels\" must be a list of 0/1, one per step ({len(steps)}), got {labels!r}")
-    return {"prompt": row["prompt"], "steps": [s.strip() for s in steps], "labels": [int(v) for v in labels]}
+    correct = row.get("correct")
+    if (correct is not None and correct not in (0, 1)) or isinstance(correct, float):
+        raise LmforgeError(f"{where}: \"correct\" (the final answer is right) must be 0/1 or true/false, "
+                           f"got {correct!r}")
+    out = {"prompt": row["prompt"], "steps": [s.strip() for s in steps], "labels": [int(v) for v in labels]}
+    return out if correct is None else {**out, "correct": int(correct)}
 
 
 def read_step_jsonl(path: str | Path) -> list[dict]:

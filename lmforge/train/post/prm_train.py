@@ -19,7 +19,15 @@ from lmforge.formats.loader import load
 from lmforge.train.objectives import Objective
 from lmforge.train.post.pair_run import StepStats, check_pair_out, pair_train_config, run_device
 from lmforge.train.post.preference_data import PairLoader
-from lmforge.train.post.prm import EncodedSteps, aggregate, encode_steps, heldout_step_figures, step_loss, step_probs
+from lmforge.train.post.prm import (
+    EncodedSteps,
+    aggregate,
+    encode_steps,
+    heldout_step_figures,
+    outcome_row,
+    step_loss,
+    step_probs,
+)
 from lmforge.train.post.prm_config import PRMConfig
 from lmforge.train.post.prm_data import read_step_jsonl, split_records, step_solutions
 from lmforge.train.post.reward_model import HEAD_FILE, META_FILE, load_reward_model, save_reward_model
@@ -39,6 +47,20 @@ def load_step_records(cfg: PRMConfig) -> tuple[list[dict], list[dict]]:
     if not train:
         raise LmforgeError(f"{data.data} leaves no training solutions after the held-out split")
     return train[:data.train_solutions], heldout[:data.heldout_solutions]
+
+
+def encode_records(tokenizer, records: Sequence[dict], cfg: PRMConfig) -> list[EncodedSteps]:
+    """Each record's tokens and step ends with its step labels, or (--outcome-labels) only its "correct" label at
+    its last step's end."""
+    max_len = cfg.data.max_len
+    rows = [encode_steps(tokenizer, r["prompt"], r["steps"], r["labels"], max_len) for r in records]
+    if not cfg.data.outcome_labels:
+        return rows
+    missing = next((r for r in records if "correct" not in r), None)
+    if missing is not None:
+        raise LmforgeError(f"--outcome-labels needs a \"correct\" field (0/1: the final answer is right) in every "
+                           f"record; the one with prompt {missing['prompt'][:60]!r} has none")
+    return [outcome_row(e, len(r["steps"]), r["correct"], max_len) for e, r in zip(rows, records, strict=True)]
 
 
 def prm_objective(head: ScalarHead, rows: Sequence[EncodedSteps], held: Sequence[EncodedSteps], pad_id: int,
@@ -79,12 +101,15 @@ def _train(cfg: PRMConfig, log) -> dict:
         raise LmforgeError(f"{cfg.model} has no tokenizer; a process reward model needs one")
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
     head = ScalarHead(lm.model).to(run_device(cfg))  # init from the seeded RNG; a resumed run restores it
-    rows = [encode_steps(lm.tokenizer, r["prompt"], r["steps"], r["labels"], cfg.data.max_len) for r in train]
-    held = [encode_steps(lm.tokenizer, r["prompt"], r["steps"], r["labels"], cfg.data.max_len) for r in heldout]
+    rows, held = encode_records(lm.tokenizer, train, cfg), encode_records(lm.tokenizer, heldout, cfg)
     before = heldout_step_figures(head, held, pad_id) if held else {}
     n_steps = sum(len(r.ends) for r in rows)
-    log(f"process reward model on {cfg.model} ({lm.config.num_params() / 1e6:.2f}M): {len(rows)} train solutions "
-        f"({n_steps} steps, {sum(v == 0 for r in rows for v in r.labels)} wrong) / {len(held)} held-out; held-out "
+    outcome = cfg.data.outcome_labels  # one label per solution: an outcome reward model with the PRM's head
+    title = "Outcome reward model (BCE on the final answer, the PRM's head)" if outcome else \
+        "Process reward model (per-step BCE)"
+    log(f"{title} on {cfg.model} ({lm.config.num_params() / 1e6:.2f}M): {len(rows)} train solutions "
+        f"({n_steps} {'final answers' if outcome else 'steps'}, {sum(v == 0 for r in rows for v in r.labels)} wrong) "
+        f"/ {len(held)} held-out; held-out "
         f"step accuracy before {before.get('step_accuracy', float('nan')):.3f}")
     warning = heldout_warning(len(held), "solutions", "held-out step accuracy")
     if warning:
@@ -97,14 +122,15 @@ def _train(cfg: PRMConfig, log) -> dict:
         return run
     after = heldout_step_figures(head, held, pad_id) if held else {}
     out_dir = save_reward_model(head, lm.tokenizer, Path(cfg.out) / "prm", {"max_len": cfg.data.max_len,
-                                                                           "base": cfg.model, "process": True})
+                                                                           "base": cfg.model, "process": True,
+                                                                           "outcome_labels": outcome})
     summary = {"config": asdict(cfg), "train_solutions": len(rows), "heldout_solutions": len(held),
                **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()},
                "steps": run["step"], "skipped_steps": run["nonfinite_steps"], "elapsed_s": run["elapsed_s"],
                "prm": str(out_dir)}
     figures = {f"held-out {k.replace('_', ' ')}, {len(held)} solutions": (before[k], after[k])
                for k in ("step_accuracy", "error_recall", "solution_accuracy")} if held else {}
-    report = write_run_report(Path(cfg.out), "Process reward model (per-step BCE)", summary, figures, [warning])
+    report = write_run_report(Path(cfg.out), title, summary, figures, [warning])
     log(f"held-out step accuracy {before.get('step_accuracy', float('nan')):.3f} -> "
         f"{after.get('step_accuracy', float('nan')):.3f}, error recall {before.get('error_recall', float('nan')):.3f}"
         f" -> {after.get('error_recall', float('nan')):.3f} on {len(held)} solutions in {run['elapsed_s']:.0f} s; "

@@ -291,7 +291,7 @@ def main() -> None:
                 **shared, "out": str(run_dir), "batch": {"batch_size": 2 * args.batch_size},
                 "data": {"train_solutions": 2 * args.train, "outcome_labels": name == "orm_bce"}}), log=quiet)
         seconds[f"{name}_train_s"] = round(time.time() - start, 1)
-    prm, orm_bce = load_prm(out / "prm" / "prm"), load_prm(out / "orm_bce" / "prm")
+    prm, orm_bce = load_prm(out / "prm" / "prm"), load_prm(out / "orm_bce" / "prm", outcome_ok=True)
     orm_bt = load_reward_model(out / "orm" / "reward_model")
     start = time.time()
     with torch_threads(args.threads):  # scoring too, not only training (at torch's default count it oversubscribes)

@@ -221,5 +221,7 @@ def test_outcome_labels_train_the_prm_head_on_one_final_answer_label(tmp_path, c
     assert result.returncode == 0, result.stderr
     assert "Outcome reward model" in result.stdout and "24 train solutions (24 final answers" in result.stdout
     assert json.loads((out / "prm" / "reward_model.json").read_text())["outcome_labels"] is True
-    scores = load_prm(out / "prm").step_scores("Start at 18, add 7.", ["18+7=25", "25+1=26"])
-    assert len(scores) == 2 and all(0 < s < 1 for s in scores)
+    scores = load_prm(out / "prm", outcome_ok=True).step_scores("Start at 18, add 7.", ["18+7=25", "25+1=26"])
+    assert len(scores) == 2 and all(0 < s < 1 for s in scores)  # the last one is the outcome score
+    with pytest.raises(LmforgeError, match="--outcome-labels"):  # not a dense per-step reward for GRPO
+        load_prm(out / "prm")

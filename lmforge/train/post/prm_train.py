@@ -156,22 +156,27 @@ class ProcessRewardModel:
         return aggregate(self.step_scores(prompt, steps), how)
 
 
-def check_prm_dir(directory: str | Path) -> None:
+def check_prm_dir(directory: str | Path, outcome_ok: bool = False) -> None:
     """A process reward model directory (its reward_model.json says "process": true), or a one-line error; reads
-    no weights, so a command can check it before loading anything."""
+    no weights, so a command can check it before loading anything. One trained with --outcome-labels is refused
+    unless outcome_ok (its scores before the last step were never trained: no dense reward)."""
     path = Path(directory)
     if not (path / HEAD_FILE).is_file() or not (path / META_FILE).is_file():
         raise LmforgeError(f"{directory} is not a process reward model directory ({HEAD_FILE} and {META_FILE} "
                            f"expected); train one with `lmforge prm train` and pass its OUT/prm")
-    if not json.loads((path / META_FILE).read_text()).get("process"):
+    meta = json.loads((path / META_FILE).read_text())
+    if not meta.get("process"):
         raise LmforgeError(f"{directory} is an outcome reward model (`lmforge rm`: one score per answer), not a "
                            f"process reward model; train one with `lmforge prm train` (or use --reward-model)")
+    if meta.get("outcome_labels") and not outcome_ok:
+        raise LmforgeError(f"{directory} was trained with --outcome-labels (one score per solution, at its last "
+                           f"step), not per step; train a process reward model without that flag")
 
 
-def load_prm(directory: str | Path, device: torch.device | str = "cpu") -> ProcessRewardModel:
+def load_prm(directory: str | Path, device: torch.device | str = "cpu", outcome_ok: bool = False) -> ProcessRewardModel:
     """A PRM saved by `lmforge prm train` (OUT/prm: the backbone, score_head.safetensors, reward_model.json), on
-    `device` (the policy's, in RL)."""
-    check_prm_dir(directory)
+    `device` (the policy's, in RL); outcome_ok: also one trained with --outcome-labels (read its last step's score)."""
+    check_prm_dir(directory, outcome_ok)
     rm = load_reward_model(directory)
     rm.head.to(device)
     return ProcessRewardModel(rm.head, rm.tokenizer, rm.max_len)

@@ -250,6 +250,8 @@ def main() -> None:
                         "from an earlier run in OUT instead of training them (to study one model's variants; the "
                         "figures to report come from a run that trains all three).")
     parser.add_argument("--reuse-orm", action="store_true", help="The same as --reuse orm_bt.")
+    parser.add_argument("--step-surprisal", action="store_true", help="The PRM and ORM-BCE (the same architecture) "
+                        "also read the backbone's own surprise at each step's tokens (`prm train --step-surprisal`).")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -289,6 +291,7 @@ def main() -> None:
         else:  # the same solutions, steps and batches; orm_bce: one label per solution (final answer right)
             summaries[name] = train_prm(PRMConfig.from_dict({
                 **shared, "out": str(run_dir), "batch": {"batch_size": 2 * args.batch_size},
+                "step_surprisal": args.step_surprisal,
                 "data": {"train_solutions": 2 * args.train, "outcome_labels": name == "orm_bce"}}), log=quiet)
         seconds[f"{name}_train_s"] = round(time.time() - start, 1)
     prm, orm_bce = load_prm(out / "prm" / "prm"), load_prm(out / "orm_bce" / "prm", outcome_ok=True)
@@ -304,7 +307,7 @@ def main() -> None:
     report = {"benchmark": "prm_best_of_n", "policy": "synthetic sampler (prm_data.StepSampler defaults)",
               "backbone": model, "digit_backbone": digits, "pretrain_steps": args.pretrain_steps if digits else None,
               "adapt_steps": adapt_steps, "n": args.n, "heldout_problems": args.problems,
-              **figures,
+              "step_surprisal": args.step_surprisal, **figures,
               "ours": {"argmax": acc["prm_min"], "vote": acc["prm_min_vote"]}, "best_baseline": baselines,
               "prm_heldout_step_accuracy": summaries["prm"].get("step_accuracy_after"),
               "prm_heldout_error_recall": summaries["prm"].get("error_recall_after"),

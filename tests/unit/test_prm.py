@@ -225,3 +225,41 @@ def test_outcome_labels_train_the_prm_head_on_one_final_answer_label(tmp_path, c
     assert len(scores) == 2 and all(0 < s < 1 for s in scores)  # the last one is the outcome score
     with pytest.raises(LmforgeError, match="--outcome-labels"):  # not a dense per-step reward for GRPO
         load_prm(out / "prm")
+
+
+def test_step_surprisal_head_adds_the_gated_log_probabilities_of_each_steps_tokens(tmp_path, capsys):
+    from lmforge.formats.loader import load
+    from lmforge.train.post.prm import encode_steps, step_logits
+    from lmforge.train.post.prm_surprisal import SurprisalHead
+    from lmforge.train.post.prm_train import load_prm
+    from lmforge.train.post.value_head import ScalarHead
+
+    lm = load(str(pretrained_tiny_dir()))
+    prompt, steps = "Start at 18, add 7, then add 3.", ["18+7=25", "25+3=27"]
+    row = encode_steps(lm.tokenizer, prompt, steps, [1, 0])
+    assert lm.tokenizer.decode(row.ids[row.start:row.ends[0] + 1]) == "18+7=25\n"
+    torch.manual_seed(0)
+    plain = ScalarHead(lm.model)
+    torch.manual_seed(0)
+    head = SurprisalHead(lm.model)
+    with torch.no_grad():
+        assert torch.allclose(step_logits(head, [row], 0)[0], step_logits(plain, [row], 0)[0])  # w = c = 0: unchanged
+        head.mix.copy_(torch.tensor([0.5, 0.25]))
+        ids = torch.tensor([row.ids])
+        hidden = lm.model.hidden_states(ids, torch.ones_like(ids))
+        logp = torch.log_softmax(lm.model.lm_head(hidden)[0].float(), -1)
+        gate = torch.sigmoid(head.gate(hidden)[0, :, 0])
+        value = head.score(hidden)[0, :, 0]
+        bounds = [(row.start, row.ends[0]), (row.ends[0] + 1, row.ends[1])]
+        want = [value[b] + 0.5 * sum(gate[t] * logp[t - 1, row.ids[t]] for t in range(a, b + 1)) + 0.25
+                for a, b in bounds]
+        assert torch.allclose(step_logits(head, [row], 0)[0], torch.stack(want), atol=1e-5)
+    out = tmp_path / "sur"
+    result = run_main(capsys, "prm", "train", "--model", str(pretrained_tiny_dir()), "--out", out, "--step-surprisal",
+                      *TINY)
+    assert result.returncode == 0, result.stderr
+    saved = json.loads((out / "prm" / "reward_model.json").read_text())
+    assert saved["step_surprisal"] is True and (out / "prm" / "surprisal_head.safetensors").is_file()
+    prm = load_prm(out / "prm")
+    assert isinstance(prm.head, SurprisalHead) and prm.head.mix.abs().sum() > 0  # trained, and read back
+    assert len(prm.step_scores(prompt, steps)) == 2

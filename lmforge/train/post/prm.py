@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.common.errors import LmforgeError
+from lmforge.train.post.prm_surprisal import SurprisalHead
 from lmforge.train.post.value_head import ScalarHead
 
 AGGREGATES = ("min", "prod")
@@ -26,6 +27,7 @@ class EncodedSteps:
     ids: list[int]
     ends: list[int]  # the position of each step's closing newline, in step order
     labels: list[int]
+    start: int = 0  # where the first step's tokens begin (the prompt's end)
 
 
 def encode_steps(tokenizer, prompt: str, steps: Sequence[str], labels: Sequence[int] | None = None,
@@ -36,7 +38,7 @@ def encode_steps(tokenizer, prompt: str, steps: Sequence[str], labels: Sequence[
     pieces = [tokenizer.encode_plain(step + "\n") for step in steps]
     room = max_len - sum(len(p) for p in pieces)
     head = head[-room:] if room > 0 else head[-8:]
-    ids, ends = list(head), []
+    ids, ends, start = list(head), [], len(head)
     for piece in pieces:
         if len(ids) + len(piece) > max_len:
             break
@@ -44,7 +46,7 @@ def encode_steps(tokenizer, prompt: str, steps: Sequence[str], labels: Sequence[
         ends.append(len(ids) - 1)
     if not ends:
         raise LmforgeError(f"a solution's first step does not fit in max_len={max_len} tokens")
-    return EncodedSteps(ids, ends, list(labels or [])[:len(ends)])
+    return EncodedSteps(ids, ends, list(labels or [])[:len(ends)], start)
 
 
 def outcome_row(row: EncodedSteps, n_steps: int, correct: int, max_len: int) -> EncodedSteps:
@@ -54,7 +56,7 @@ def outcome_row(row: EncodedSteps, n_steps: int, correct: int, max_len: int) -> 
     if len(row.ends) < n_steps:
         raise LmforgeError(f"a solution's last step does not fit in max_len={max_len} tokens, so its outcome "
                            f"label has nowhere to be read; raise --max-len")
-    return EncodedSteps(row.ids, row.ends[-1:], [int(correct)])
+    return EncodedSteps(row.ids, row.ends[-1:], [int(correct)], row.start)  # with --step-surprisal: all steps' tokens
 
 
 def collate_steps(rows: Sequence[EncodedSteps], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,6 +72,8 @@ def collate_steps(rows: Sequence[EncodedSteps], pad_id: int) -> tuple[torch.Tens
 def step_logits(head: ScalarHead, rows: Sequence[EncodedSteps], pad_id: int) -> list[torch.Tensor]:
     """Per row: [n_steps] logits of P(step correct), read at the step ends (one forward pass for the batch)."""
     ids, mask = collate_steps(rows, pad_id)
+    if isinstance(head, SurprisalHead):  # --step-surprisal: plus the backbone's own surprise at the step's tokens
+        return head.step_logits(ids, mask, rows)
     values = head(ids, mask)
     return [values[i, r.ends] for i, r in enumerate(rows)]
 

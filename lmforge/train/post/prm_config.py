@@ -47,6 +47,8 @@ class PRMConfig(PairRunConfig):
 
     model: str = setting(help="Backbone to start from: an HF dir, a .gguf or smollm2-135m.", short="-m")
     out: str = setting("runs/prm", "Run directory (metrics, curves, report, prm/).", short="-o")
+    step_surprisal: bool = setting(False, "Also read the backbone's own surprise at each step's tokens (a learned "
+                                   "gate over log p(token), added to the head's logit: prm_surprisal.py).")
     data: StepDataConfig = section(StepDataConfig)
     optim: OptimConfig = section(OptimConfig, lr=1e-3, weight_decay=0.0)
     schedule: ScheduleConfig = section(ScheduleConfig, max_steps=300, warmup_steps=20)

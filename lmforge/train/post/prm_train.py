@@ -30,6 +30,7 @@ from lmforge.train.post.prm import (
 )
 from lmforge.train.post.prm_config import PRMConfig
 from lmforge.train.post.prm_data import read_step_jsonl, split_records, step_solutions
+from lmforge.train.post.prm_surprisal import SurprisalHead, save_surprisal, with_surprisal
 from lmforge.train.post.reward_model import HEAD_FILE, META_FILE, load_reward_model, save_reward_model
 from lmforge.train.post.run_log import heldout_warning, write_run_report
 from lmforge.train.post.value_head import ScalarHead
@@ -100,7 +101,8 @@ def _train(cfg: PRMConfig, log) -> dict:
     if lm.tokenizer is None:
         raise LmforgeError(f"{cfg.model} has no tokenizer; a process reward model needs one")
     pad_id = lm.config.pad_token_id if lm.config.pad_token_id is not None else 0
-    head = ScalarHead(lm.model).to(run_device(cfg))  # init from the seeded RNG; a resumed run restores it
+    head_class = SurprisalHead if cfg.step_surprisal else ScalarHead
+    head = head_class(lm.model).to(run_device(cfg))  # init from the seeded RNG; a resumed run restores it
     rows, held = encode_records(lm.tokenizer, train, cfg), encode_records(lm.tokenizer, heldout, cfg)
     before = heldout_step_figures(head, held, pad_id) if held else {}
     n_steps = sum(len(r.ends) for r in rows)
@@ -123,7 +125,10 @@ def _train(cfg: PRMConfig, log) -> dict:
     after = heldout_step_figures(head, held, pad_id) if held else {}
     out_dir = save_reward_model(head, lm.tokenizer, Path(cfg.out) / "prm", {"max_len": cfg.data.max_len,
                                                                            "base": cfg.model, "process": True,
-                                                                           "outcome_labels": outcome})
+                                                                           "outcome_labels": outcome,
+                                                                           "step_surprisal": cfg.step_surprisal})
+    if cfg.step_surprisal:
+        save_surprisal(head, out_dir)
     summary = {"config": asdict(cfg), "train_solutions": len(rows), "heldout_solutions": len(held),
                **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()},
                "steps": run["step"], "skipped_steps": run["nonfinite_steps"], "elapsed_s": run["elapsed_s"],
@@ -178,5 +183,7 @@ def load_prm(directory: str | Path, device: torch.device | str = "cpu", outcome_
     `device` (the policy's, in RL); outcome_ok: also one trained with --outcome-labels (read its last step's score)."""
     check_prm_dir(directory, outcome_ok)
     rm = load_reward_model(directory)
-    rm.head.to(device)
-    return ProcessRewardModel(rm.head, rm.tokenizer, rm.max_len)
+    head = rm.head
+    if json.loads((Path(directory) / META_FILE).read_text()).get("step_surprisal"):
+        head = with_surprisal(head, directory)
+    return ProcessRewardModel(head.to(device), rm.tokenizer, rm.max_len)

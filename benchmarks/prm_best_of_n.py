@@ -165,7 +165,7 @@ def selector_scores(prm, orm_bt, orm_bce, problem: dict, samples: list[dict]) ->
     items = [(problem["prompt"], s["steps"]) for s in samples]
     probs = prm.step_scores_batch(items)
     bt = orm_bt.score([problem["prompt"]] * len(samples), ["\n".join(s["steps"]) for s in samples]).tolist()
-    bce = [p[-1] for p in orm_bce.step_scores_batch(items)]  # read at the solution's last newline
+    bce = orm_bce.outcome_scores_batch(items)  # as it was trained: at the last newline, over the whole solution
     scores = {"prm_min": [aggregate(p, "min") for p in probs], "prm_prod": [aggregate(p, "prod") for p in probs],
               "orm_bt": bt, "orm_bce": bce}
     weights = {**scores, "orm_bt": [math.exp(r - max(bt)) for r in bt]}

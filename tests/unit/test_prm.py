@@ -231,7 +231,7 @@ def test_step_surprisal_head_adds_the_gated_log_probabilities_of_each_steps_toke
     from lmforge.formats.loader import load
     from lmforge.train.post.prm import encode_steps, step_logits
     from lmforge.train.post.prm_surprisal import SurprisalHead
-    from lmforge.train.post.prm_train import load_prm
+    from lmforge.train.post.prm_train import ProcessRewardModel, load_prm
     from lmforge.train.post.value_head import ScalarHead
 
     lm = load(str(pretrained_tiny_dir()))
@@ -254,6 +254,13 @@ def test_step_surprisal_head_adds_the_gated_log_probabilities_of_each_steps_toke
         want = [value[b] + 0.5 * sum(gate[t] * logp[t - 1, row.ids[t]] for t in range(a, b + 1)) + 0.25
                 for a, b in bounds]
         assert torch.allclose(step_logits(head, [row], 0)[0], torch.stack(want), atol=1e-5)
+        # an outcome model (--outcome-labels) trains on one reading at the last newline over the whole solution, and
+        # is scored the same way (the last step's reading alone would miss a wrong first step)
+        whole = value[row.ends[1]] + 0.5 * sum(gate[t] * logp[t - 1, row.ids[t]]
+                                               for t in range(row.start, row.ends[1] + 1)) + 0.25
+        scorer = ProcessRewardModel(head, lm.tokenizer, 256)
+        assert abs(scorer.outcome_scores_batch([(prompt, steps)])[0] - torch.sigmoid(whole).item()) < 1e-5
+        assert abs(scorer.step_scores(prompt, steps)[1] - torch.sigmoid(want[1]).item()) < 1e-5
     out = tmp_path / "sur"
     result = run_main(capsys, "prm", "train", "--model", str(pretrained_tiny_dir()), "--out", out, "--step-surprisal",
                       *TINY)

@@ -157,6 +157,13 @@ class ProcessRewardModel:
     def step_scores(self, prompt: str, steps: Sequence[str]) -> list[float]:
         return self.step_scores_batch([(prompt, steps)])[0]
 
+    def outcome_scores_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[float]:
+        """P(final answer right) per solution, read as an --outcome-labels model was trained: at the solution's
+        last newline, with --step-surprisal its surprise summed over the whole solution (not the last step's)."""
+        rows = [outcome_row(encode_steps(self.tokenizer, p, s, None, self.max_len), len(s), 1, self.max_len)
+                for p, s in items]
+        return [p[0] for p in step_probs(self.head, rows, self.pad_id)]
+
     def score(self, prompt: str, steps: Sequence[str], how: str = "min") -> float:
         return aggregate(self.step_scores(prompt, steps), how)
 

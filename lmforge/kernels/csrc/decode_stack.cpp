@@ -57,7 +57,7 @@ enum class Kind { kFloat, kInt8, kInt4 };
 // pack (codes, scales) and its bias as the layer holds it.
 struct Proj {
   Kind kind = Kind::kFloat;
-  at::Tensor w, aux, bias;
+  at::Tensor w, aux, bias, bias_f32;  // bias_f32: a quantized layer's bias as its kernel adds it (or undefined)
   int64_t inputs = 0, width = 0;
   bool gated = false;  // a float gate/up packed gated: its kernel writes silu(gate) * up
 };
@@ -208,9 +208,14 @@ class DecodeStack : public torch::CustomClassHolder {
     TORCH_CHECK(K == inputs || (wt == at::kByte && K >= inputs && K - inputs < 32),
                 "DecodeStack: a quantized projection takes ", K, " inputs, the model ", inputs);
     p.kind = wt == at::kInt ? Kind::kInt4 : Kind::kInt8;
+    if (p.kind == Kind::kInt4) check_int4_pack(w, aux, width);
     p.w = w;
     p.aux = aux;
-    if (b.numel() > 0) p.bias = b;
+    if (b.numel() > 0) {
+      TORCH_CHECK(b.dim() == 1 && b.size(0) == width, "DecodeStack: a bias must be [", width, "]");
+      p.bias = b;
+      p.bias_f32 = b.to(at::kFloat).contiguous();
+    }
     return p;
   }
 
@@ -222,6 +227,9 @@ class DecodeStack : public torch::CustomClassHolder {
       return;
     }
     if constexpr (std::is_same_v<T, at::BFloat16>) {
+      // int4 with int8 activations: straight into y (a tensor made and copied per projection cost ~0.2 ms a step)
+      const float* bias_f32 = p.bias_f32.defined() ? p.bias_f32.data_ptr<float>() : nullptr;
+      if (p.kind == Kind::kInt4 && linear_int4_row(x, p.w, p.aux, bias_f32, p.width, int8_x_, y)) return;
       const at::Tensor xt = at::from_blob(const_cast<T*>(x), {1, p.inputs}, at::TensorOptions().dtype(at::kBFloat16));
       const c10::optional<at::Tensor> bias = p.bias.defined() ? c10::optional<at::Tensor>(p.bias) : c10::nullopt;
       const at::Tensor r = p.kind == Kind::kInt8 ? linear_int8(xt, p.w, p.aux, bias, p.width, false)

@@ -242,13 +242,14 @@ void rows_vnni(const lmforge::Int8Rows& xq, int64_t rows, int64_t m0, const floa
   lmforge::int4_block_vnni<R>(xq, m0, xsum + m0 * groups, groups, G, w, sz, out);
 }
 
-// Int8 activations (int8_dot.h): x [M, K] quantized once in blocks of 32, in the nibbles' channel order.
+// Int8 activations (int8_dot.h): y [M, N] for x [M, K] (bf16, contiguous), quantized once in blocks of 32, in the
+// nibbles' channel order; bias: float32 or null. One row (a decode step) runs its blocks two at a time
+// (int4_two_blocks_vnni: the same sums as one by one). Called on raw pointers by the op and by decode_stack.cpp.
 template <typename Y>
-at::Tensor run_vnni(const at::Tensor& xc, const at::Tensor& packed, const at::Tensor& sz, const at::Tensor& b,
-                    int64_t K, int64_t G, int64_t N) {
+void vnni_into(const at::BFloat16* x0, int64_t M, const uint32_t* wp, const uint32_t* sp, int64_t NB, int64_t K,
+               int64_t G, const float* bias, Y* y, int64_t N) {
   constexpr int64_t kRowsVnni = 4;  // 2 x 4 int32, 2 x 4 float32 sums per group, 2 x 4 totals
-  const int64_t NB = packed.size(0), groups = K / G, M = xc.numel() / K;
-  const at::BFloat16* x0 = xc.data_ptr<at::BFloat16>();
+  const int64_t groups = K / G;
   const lmforge::Int8Rows xq = lmforge::quantize_rows(x0, M, K, true);
   thread_local std::vector<float> xsum_buffer;  // [M, groups]: sum_b scale_b sum(xq_b) over the group's blocks
   xsum_buffer.assign(M * groups, 0.f);
@@ -258,18 +259,48 @@ at::Tensor run_vnni(const at::Tensor& xc, const at::Tensor& packed, const at::Te
       xsum_buffer[m * groups + b * lmforge::kXBlock / G] += xq.scale[i] * float(xq.sum[i]);
     }
   const float* xs = xsum_buffer.data();
-  const uint32_t* wp = reinterpret_cast<const uint32_t*>(packed.data_ptr<int32_t>());
-  const uint32_t* sp = reinterpret_cast<const uint32_t*>(sz.data_ptr<at::BFloat16>());
-  auto block = [&](int64_t rows, const at::BFloat16* xr, int64_t nb, const float* bb, Y* yb) {
-    alignas(64) float out[kRowsVnni][kOut] = {};
-    rows_vnni<kRowsVnni>(xq, rows, (xr - x0) / K, xs, groups, G, wp + nb * (K / 8) * kOut, sp + nb * groups * kOut,
-                         out);
-    for (int64_t m = 0; m < rows; ++m)
-      lmforge::write_row(out[m], nullptr, bb, yb + m * N, std::min(kOut, N - nb * kOut));
+  const int64_t block_bytes = K / 8 * kOut * 4 + groups * kOut * 4;  // codes and (s, z) pairs
+  auto write = [&](const float* out, int64_t m, int64_t nb) {
+    lmforge::write_row(out, nullptr, bias ? bias + nb * kOut : nullptr, y + m * N + nb * kOut,
+                       std::min(kOut, N - nb * kOut));
   };
-  const int64_t block_bytes = (packed.numel() * 4 + sz.numel() * 2) / NB;
-  return lmforge::linear_by_blocks<at::BFloat16, decltype(block), Y>(xc, K, NB, kOut, kRowsVnni, N, kOut, b,
-                                                                      block_bytes, block);
+  if (M == 1) {
+    auto pair = [&](int64_t a, int64_t b) {
+      alignas(64) float out[2][kOut];
+      const uint32_t* const w[2] = {wp + a * (K / 8) * kOut, wp + b * (K / 8) * kOut};
+      const uint32_t* const sz[2] = {sp + a * groups * kOut, sp + b * groups * kOut};
+      lmforge::int4_two_blocks_vnni(xq, 0, xs, groups, G, w, sz, out);
+      write(out[0], 0, a);
+      write(out[1], 0, b);
+    };
+    auto one = [&](int64_t nb) {
+      alignas(64) float out[1][kOut];
+      rows_vnni<1>(xq, 1, 0, xs, groups, G, wp + nb * (K / 8) * kOut, sp + nb * groups * kOut, out);
+      write(out[0], 0, nb);
+    };
+    lmforge::for_block_pairs(NB, block_bytes, pair, one);
+    return;
+  }
+  auto block = [&](int64_t rows, const at::BFloat16* xr, int64_t nb, const float*, Y*) {
+    alignas(64) float out[kRowsVnni][kOut] = {};
+    const int64_t m0 = (xr - x0) / K;
+    rows_vnni<kRowsVnni>(xq, rows, m0, xs, groups, G, wp + nb * (K / 8) * kOut, sp + nb * groups * kOut, out);
+    for (int64_t m = 0; m < rows; ++m) write(out[m], m0 + m, nb);
+  };
+  lmforge::linear_blocks_into<at::BFloat16, decltype(block), Y>(x0, M, K, NB, kOut, kRowsVnni, N, kOut, bias, y,
+                                                                block_bytes, block);
+}
+
+template <typename Y>
+at::Tensor run_vnni(const at::Tensor& xc, const at::Tensor& packed, const at::Tensor& sz, const at::Tensor& b,
+                    int64_t K, int64_t G, int64_t N) {
+  std::vector<int64_t> shape(xc.sizes().begin(), xc.sizes().end());
+  shape.back() = N;
+  at::Tensor y = at::empty(shape, xc.options().dtype(c10::CppTypeToScalarType<Y>::value));
+  vnni_into<Y>(xc.data_ptr<at::BFloat16>(), xc.numel() / K, reinterpret_cast<const uint32_t*>(packed.data_ptr<int32_t>()),
+               reinterpret_cast<const uint32_t*>(sz.data_ptr<at::BFloat16>()), packed.size(0), K, G,
+               b.defined() ? b.data_ptr<float>() : nullptr, y.data_ptr<Y>(), N);
+  return y;
 }
 #endif
 
@@ -278,15 +309,8 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& 
                const c10::optional<at::Tensor>& bias, int64_t out_features, bool int8_x) {
   const QuantIsa isa = lmforge::quant_isa();
   TORCH_CHECK(isa != QuantIsa::kNone, "linear_int4 needs an x86 CPU with AVX2 and FMA (this build has neither)");
-  TORCH_CHECK(packed.dim() == 3 && packed.size(2) == kOut && packed.is_contiguous() &&
-                  packed.scalar_type() == at::kInt,
-              "linear_int4: the weight must come from pack_linear_int4");
-  const int64_t NB = packed.size(0), K = packed.size(1) * 8, N = out_features;
-  TORCH_CHECK(N > (NB - 1) * kOut && N <= NB * kOut, "linear_int4: out_features ", N, " does not match the weight");
-  TORCH_CHECK(sz.dim() == 4 && sz.size(0) == NB && sz.size(2) == kOut && sz.size(3) == 2 && sz.is_contiguous() &&
-                  sz.scalar_type() == at::kBFloat16 && sz.size(1) > 0 && K % sz.size(1) == 0 &&
-                  (K / sz.size(1)) % 8 == 0,
-              "linear_int4: the scales must come from pack_int4_scales, for the same weight");
+  lmforge::check_int4_pack(packed, sz, out_features);
+  const int64_t K = packed.size(1) * 8, N = out_features;
   TORCH_CHECK(x.scalar_type() == at::kBFloat16 && x.dim() >= 1 && x.size(-1) == K,
               "linear_int4: x must be bf16 [..., ", K, "], got ", x.scalar_type(), " ", x.sizes());
   at::Tensor b;
@@ -323,6 +347,32 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& 
 }  // namespace
 
 namespace lmforge {
+
+void check_int4_pack(const at::Tensor& packed, const at::Tensor& sz, int64_t out_features) {
+  TORCH_CHECK(packed.dim() == 3 && packed.size(2) == kOut && packed.is_contiguous() &&
+                  packed.scalar_type() == at::kInt,
+              "linear_int4: the weight must come from pack_linear_int4");
+  const int64_t NB = packed.size(0), K = packed.size(1) * 8, N = out_features;
+  TORCH_CHECK(N > (NB - 1) * kOut && N <= NB * kOut, "linear_int4: out_features ", N, " does not match the weight");
+  TORCH_CHECK(sz.dim() == 4 && sz.size(0) == NB && sz.size(2) == kOut && sz.size(3) == 2 && sz.is_contiguous() &&
+                  sz.scalar_type() == at::kBFloat16 && sz.size(1) > 0 && K % sz.size(1) == 0 &&
+                  (K / sz.size(1)) % 8 == 0,
+              "linear_int4: the scales must come from pack_int4_scales, for the same weight");
+}
+
+bool linear_int4_row(const at::BFloat16* x, const at::Tensor& packed, const at::Tensor& sz, const float* bias,
+                     int64_t out_features, bool int8_x, at::BFloat16* y) {
+#if defined(LMFORGE_QUANT_VNNI)
+  const int64_t K = packed.size(1) * 8, G = K / sz.size(1);
+  if (!int8_x || quant_isa() != QuantIsa::kAvx512 || G % kXBlock != 0) return false;
+  vnni_into<at::BFloat16>(x, 1, reinterpret_cast<const uint32_t*>(packed.data_ptr<int32_t>()),
+                          reinterpret_cast<const uint32_t*>(sz.data_ptr<at::BFloat16>()), packed.size(0), K, G, bias,
+                          y, out_features);
+  return true;
+#else
+  return false;
+#endif
+}
 
 // int8_x: int8 activations (int8_dot.h) where this build has AVX512-VNNI, the AVX-512 path runs and the group size
 // is a multiple of 32; else (and when false) the bf16 inputs times the codes as above.

@@ -243,8 +243,8 @@ void rows_vnni(const lmforge::Int8Rows& xq, int64_t rows, int64_t m0, const floa
 }
 
 // Int8 activations (int8_dot.h): y [M, N] for x [M, K] (bf16, contiguous), quantized once in blocks of 32, in the
-// nibbles' channel order; bias: float32 or null. One row (a decode step) runs its blocks two at a time
-// (int4_two_blocks_vnni: the same sums as one by one). Called on raw pointers by the op and by decode_stack.cpp.
+// nibbles' channel order; bias: float32 or null. One row (a decode step) runs its blocks four at a time
+// (int4_blocks_vnni: the same sums as one by one). Called on raw pointers by the op and by decode_stack.cpp.
 template <typename Y>
 void vnni_into(const at::BFloat16* x0, int64_t M, const uint32_t* wp, const uint32_t* sp, int64_t NB, int64_t K,
                int64_t G, const float* bias, Y* y, int64_t N) {
@@ -264,21 +264,27 @@ void vnni_into(const at::BFloat16* x0, int64_t M, const uint32_t* wp, const uint
     lmforge::write_row(out, nullptr, bias ? bias + nb * kOut : nullptr, y + m * N + nb * kOut,
                        std::min(kOut, N - nb * kOut));
   };
-  if (M == 1) {
-    auto pair = [&](int64_t a, int64_t b) {
-      alignas(64) float out[2][kOut];
-      const uint32_t* const w[2] = {wp + a * (K / 8) * kOut, wp + b * (K / 8) * kOut};
-      const uint32_t* const sz[2] = {sp + a * groups * kOut, sp + b * groups * kOut};
-      lmforge::int4_two_blocks_vnni(xq, 0, xs, groups, G, w, sz, out);
-      write(out[0], 0, a);
-      write(out[1], 0, b);
+  if (M == 1) {  // a thread's blocks four at a time from the four quarters of its range, then two, then one
+    auto blocks = [&](auto... nb) {
+      constexpr int O = sizeof...(nb);
+      alignas(64) float out[O][kOut];
+      const uint32_t* const w[O] = {(wp + nb * (K / 8) * kOut)...};
+      const uint32_t* const sz[O] = {(sp + nb * groups * kOut)...};
+      lmforge::int4_blocks_vnni<O>(xq, 0, xs, groups, G, w, sz, out);
+      const int64_t index[O] = {nb...};
+      for (int o = 0; o < O; ++o) write(out[o], 0, index[o]);
     };
-    auto one = [&](int64_t nb) {
-      alignas(64) float out[1][kOut];
-      rows_vnni<1>(xq, 1, 0, xs, groups, G, wp + nb * (K / 8) * kOut, sp + nb * groups * kOut, out);
-      write(out[0], 0, nb);
-    };
-    lmforge::for_block_pairs(NB, block_bytes, pair, one);
+    const int64_t grain = std::max<int64_t>(1, lmforge::kThreadWork / std::max<int64_t>(1, block_bytes));
+    at::parallel_for(0, NB, grain, [&](int64_t b0, int64_t b1) {
+      const int64_t q = (b1 - b0) / 4;
+      for (int64_t i = b0; i < b0 + q; ++i) blocks(i, i + q, i + 2 * q, i + 3 * q);
+      int64_t nb = b0 + 4 * q;
+      if (b1 - nb >= 2) {
+        blocks(nb, nb + 1);
+        nb += 2;
+      }
+      if (nb < b1) blocks(nb);
+    });
     return;
   }
   auto block = [&](int64_t rows, const at::BFloat16* xr, int64_t nb, const float*, Y*) {

@@ -133,6 +133,38 @@ inline void int8_block_vnni(const Int8Rows& x, int64_t m0, const uint8_t* w, flo
   }
 }
 
+// One row, O blocks of 32 outputs at once (a decode step's call, lmforge::for_block_quads): each block's sums are
+// int8_block_vnni<1>'s, bit for bit (exact int32 dot products, the same float32 operations in the same order), the
+// codes read from O places in memory and each of x's codes loaded once for all O; O blocks are O independent chains.
+template <int O>
+inline void int8_blocks_vnni(const Int8Rows& x, int64_t m0, const uint8_t* const (&w)[O], float (&sums)[O][32]) {
+  __m512 acc[O][2];
+  for (int o = 0; o < O; ++o) acc[o][0] = acc[o][1] = _mm512_setzero_ps();
+  const int8_t* row = x.q + m0 * x.stride;
+  for (int64_t b = 0; b < x.blocks; ++b) {
+    __m512i dot[O][2];
+    const __m512i offset = _mm512_set1_epi32(-128 * x.sum[m0 * x.blocks + b]);
+    for (int o = 0; o < O; ++o) dot[o][0] = dot[o][1] = offset;
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; ++t) {
+      const __m512i xb = _mm512_set1_epi32(load4(row + b * kXBlock + 4 * t));
+#pragma GCC unroll 4
+      for (int o = 0; o < O; ++o) {
+        const uint8_t* wb = w[o] + b * kXBlock * 32 + t * 128;
+        dot[o][0] = _mm512_dpbusd_epi32(dot[o][0], _mm512_loadu_si512(wb), xb);
+        dot[o][1] = _mm512_dpbusd_epi32(dot[o][1], _mm512_loadu_si512(wb + 64), xb);
+      }
+    }
+    const __m512 s = _mm512_set1_ps(x.scale[m0 * x.blocks + b]);
+    for (int o = 0; o < O; ++o)
+      for (int h = 0; h < 2; ++h) acc[o][h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[o][h]), s, acc[o][h]);
+  }
+  for (int o = 0; o < O; ++o) {
+    _mm512_storeu_ps(sums[o], acc[o][0]);
+    _mm512_storeu_ps(sums[o] + 16, acc[o][1]);
+  }
+}
+
 // int4 weights (linear_int4.cpp's lanes: 8 nibbles of one output per 32-bit lane, [K/8][32]) and (s, z) pairs
 // [groups][32]; G a multiple of 32. out[m][j] = sum over groups g of s (sum_b scale_b dot_bj) + (z - 8 s) xsum[m][g],
 // with xsum the group's sum_b scale_b sum(xq_b) (the quantized input's sum, as llama.cpp's Q8_1 block sum).

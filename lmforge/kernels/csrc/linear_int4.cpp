@@ -264,7 +264,7 @@ void vnni_into(const at::BFloat16* x0, int64_t M, const uint32_t* wp, const uint
     lmforge::write_row(out, nullptr, bias ? bias + nb * kOut : nullptr, y + m * N + nb * kOut,
                        std::min(kOut, N - nb * kOut));
   };
-  if (M == 1) {  // a thread's blocks four at a time from the four quarters of its range, then two, then one
+  if (M == 1) {  // four blocks at a time (for_block_quads)
     auto blocks = [&](auto... nb) {
       constexpr int O = sizeof...(nb);
       alignas(64) float out[O][kOut];
@@ -274,17 +274,7 @@ void vnni_into(const at::BFloat16* x0, int64_t M, const uint32_t* wp, const uint
       const int64_t index[O] = {nb...};
       for (int o = 0; o < O; ++o) write(out[o], 0, index[o]);
     };
-    const int64_t grain = std::max<int64_t>(1, lmforge::kThreadWork / std::max<int64_t>(1, block_bytes));
-    at::parallel_for(0, NB, grain, [&](int64_t b0, int64_t b1) {
-      const int64_t q = (b1 - b0) / 4;
-      for (int64_t i = b0; i < b0 + q; ++i) blocks(i, i + q, i + 2 * q, i + 3 * q);
-      int64_t nb = b0 + 4 * q;
-      if (b1 - nb >= 2) {
-        blocks(nb, nb + 1);
-        nb += 2;
-      }
-      if (nb < b1) blocks(nb);
-    });
+    lmforge::for_block_quads(NB, block_bytes, blocks);
     return;
   }
   auto block = [&](int64_t rows, const at::BFloat16* xr, int64_t nb, const float*, Y*) {

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "int8_dot.h"
 #include "linear_tasks.h"
@@ -191,6 +192,25 @@ at::Tensor run_vnni(const at::Tensor& x, const at::Tensor& packed, const at::Ten
   const lmforge::Int8Rows xq = lmforge::quantize_rows(x0, M, K, false);
   const uint8_t* wp = packed.data_ptr<uint8_t>();
   const float* sp = s.data_ptr<float>();
+  if (M == 1) {  // a decode step's row: four blocks at a time (for_block_quads)
+    std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+    shape.back() = N;
+    at::Tensor y = at::empty(shape, x.options().dtype(c10::CppTypeToScalarType<Y>::value));
+    Y* yp = y.data_ptr<Y>();
+    const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
+    auto blocks = [&](auto... nb) {
+      constexpr int O = sizeof...(nb);
+      alignas(64) float sums[O][kOut];
+      const uint8_t* const w[O] = {(wp + nb * Kb * kOut)...};
+      lmforge::int8_blocks_vnni<O>(xq, 0, w, sums);
+      const int64_t index[O] = {nb...};
+      for (int o = 0; o < O; ++o)
+        lmforge::write_row(sums[o], sp + index[o] * kOut, bp ? bp + index[o] * kOut : nullptr, yp + index[o] * kOut,
+                           std::min(kOut, N - index[o] * kOut));
+    };
+    lmforge::for_block_quads(packed.size(0), Kb * kOut, blocks);
+    return y;
+  }
   auto block = [&](int64_t rows, const at::BFloat16* xr, int64_t nb, const float* bb, Y* yb) {
     alignas(64) float sums[kRowsVnni][kOut];
     rows_vnni<kRowsVnni>(xq, rows, (xr - x0) / K, wp + nb * Kb * kOut, sums);

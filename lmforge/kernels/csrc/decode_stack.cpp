@@ -57,7 +57,8 @@ enum class Kind { kFloat, kInt8, kInt4 };
 // pack (codes, scales) and its bias as the layer holds it.
 struct Proj {
   Kind kind = Kind::kFloat;
-  at::Tensor w, aux, bias, bias_f32;  // bias_f32: a quantized layer's bias as its kernel adds it (or undefined)
+  at::Tensor w, aux, bias;
+  at::Tensor aux_f32, bias_f32;  // a quantized layer's scales (int8) and bias as its kernel reads them (or undefined)
   int64_t inputs = 0, width = 0;
   bool gated = false;  // a float gate/up packed gated: its kernel writes silu(gate) * up
 };
@@ -216,6 +217,9 @@ class DecodeStack : public torch::CustomClassHolder {
       p.bias = b;
       p.bias_f32 = b.to(at::kFloat).contiguous();
     }
+    if (p.kind == Kind::kInt8 && w.dim() == 4 && w.is_contiguous() && w.size(2) == 32 && w.size(3) == 4 &&
+        width > (w.size(0) - 1) * 32 && width <= w.size(0) * 32 && aux.dim() == 1 && aux.size(0) == width)
+      p.aux_f32 = aux.to(at::kFloat).contiguous();  // the int8 x int8 layout, as linear_int8 checks it: its row call
     return p;
   }
 
@@ -227,9 +231,16 @@ class DecodeStack : public torch::CustomClassHolder {
       return;
     }
     if constexpr (std::is_same_v<T, at::BFloat16>) {
-      // int4 with int8 activations: straight into y (a tensor made and copied per projection cost ~0.2 ms a step)
-      const float* bias_f32 = p.bias_f32.defined() ? p.bias_f32.data_ptr<float>() : nullptr;
-      if (p.kind == Kind::kInt4 && linear_int4_row(x, p.w, p.aux, bias_f32, p.width, int8_x_, y)) return;
+      // int8 activations: straight into y (a tensor made and copied per projection cost ~0.2 ms a step)
+      const float* bias_f32 = p.bias_f32.defined() ? p.bias_f32.const_data_ptr<float>() : nullptr;
+      if (p.kind == Kind::kInt4 &&
+          linear_int4_row(x, p.w.const_data_ptr<int32_t>(), p.aux.const_data_ptr<at::BFloat16>(), p.w.size(0),
+                          p.w.size(1) * 8, p.aux.size(1), bias_f32, p.width, int8_x_, y))
+        return;
+      if (p.kind == Kind::kInt8 && p.aux_f32.defined() &&
+          linear_int8_row(x, p.inputs, p.w.const_data_ptr<uint8_t>(), p.w.size(0), p.w.size(1) * 4,
+                          p.aux_f32.const_data_ptr<float>(), bias_f32, p.width, y))
+        return;
       const at::Tensor xt = at::from_blob(const_cast<T*>(x), {1, p.inputs}, at::TensorOptions().dtype(at::kBFloat16));
       const c10::optional<at::Tensor> bias = p.bias.defined() ? c10::optional<at::Tensor>(p.bias) : c10::nullopt;
       const at::Tensor r = p.kind == Kind::kInt8 ? linear_int8(xt, p.w, p.aux, bias, p.width, false)

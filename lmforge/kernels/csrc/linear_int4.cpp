@@ -356,14 +356,13 @@ void check_int4_pack(const at::Tensor& packed, const at::Tensor& sz, int64_t out
               "linear_int4: the scales must come from pack_int4_scales, for the same weight");
 }
 
-bool linear_int4_row(const at::BFloat16* x, const at::Tensor& packed, const at::Tensor& sz, const float* bias,
-                     int64_t out_features, bool int8_x, at::BFloat16* y) {
+bool linear_int4_row(const at::BFloat16* x, const int32_t* codes, const at::BFloat16* scales_and_zeros, int64_t blocks,
+                     int64_t K, int64_t groups, const float* bias, int64_t out_features, bool int8_x, at::BFloat16* y) {
 #if defined(LMFORGE_QUANT_VNNI)
-  const int64_t K = packed.size(1) * 8, G = K / sz.size(1);
+  const int64_t G = K / groups;
   if (!int8_x || quant_isa() != QuantIsa::kAvx512 || G % kXBlock != 0) return false;
-  vnni_into<at::BFloat16>(x, 1, reinterpret_cast<const uint32_t*>(packed.data_ptr<int32_t>()),
-                          reinterpret_cast<const uint32_t*>(sz.data_ptr<at::BFloat16>()), packed.size(0), K, G, bias,
-                          y, out_features);
+  vnni_into<at::BFloat16>(x, 1, reinterpret_cast<const uint32_t*>(codes),
+                          reinterpret_cast<const uint32_t*>(scales_and_zeros), blocks, K, G, bias, y, out_features);
   return true;
 #else
   return false;

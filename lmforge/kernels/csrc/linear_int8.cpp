@@ -181,6 +181,27 @@ void rows_vnni(const lmforge::Int8Rows& xq, int64_t rows, int64_t m0, const uint
 }
 #endif
 
+#if defined(LMFORGE_QUANT_VNNI)
+// One bf16 row x [K] by the int8 x int8 layout (NB blocks of Kb >= K inputs) into y [N]: a decode step's, four
+// blocks at a time (for_block_quads). Called on raw pointers by the op and by decode_stack.cpp.
+template <typename Y>
+void vnni_row_into(const at::BFloat16* x, int64_t K, const uint8_t* wp, int64_t NB, int64_t Kb, const float* sp,
+                   const float* bp, Y* y, int64_t N) {
+  const lmforge::Int8Rows xq = lmforge::quantize_rows(x, 1, K, false);
+  auto blocks = [&](auto... nb) {
+    constexpr int O = sizeof...(nb);
+    alignas(64) float sums[O][kOut];
+    const uint8_t* const w[O] = {(wp + nb * Kb * kOut)...};
+    lmforge::int8_blocks_vnni<O>(xq, 0, w, sums);
+    const int64_t index[O] = {nb...};
+    for (int o = 0; o < O; ++o)
+      lmforge::write_row(sums[o], sp + index[o] * kOut, bp ? bp + index[o] * kOut : nullptr, y + index[o] * kOut,
+                         std::min(kOut, N - index[o] * kOut));
+  };
+  lmforge::for_block_quads(NB, Kb * kOut, blocks);
+}
+#endif
+
 // x [..., K] by the int8 x int8 layout: the rows quantized once (int8_dot.h), then per block of 32 outputs.
 template <typename Y>
 at::Tensor run_vnni(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& s, const at::Tensor& b,
@@ -189,28 +210,17 @@ at::Tensor run_vnni(const at::Tensor& x, const at::Tensor& packed, const at::Ten
   const at::Tensor xc = x.contiguous();
   const at::BFloat16* x0 = xc.data_ptr<at::BFloat16>();
   const int64_t M = K == 0 ? 0 : xc.numel() / K, Kb = packed.size(1) * 4;
-  const lmforge::Int8Rows xq = lmforge::quantize_rows(x0, M, K, false);
   const uint8_t* wp = packed.data_ptr<uint8_t>();
   const float* sp = s.data_ptr<float>();
-  if (M == 1) {  // a decode step's row: four blocks at a time (for_block_quads)
+  if (M == 1) {
     std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
     shape.back() = N;
     at::Tensor y = at::empty(shape, x.options().dtype(c10::CppTypeToScalarType<Y>::value));
-    Y* yp = y.data_ptr<Y>();
-    const float* bp = b.defined() ? b.data_ptr<float>() : nullptr;
-    auto blocks = [&](auto... nb) {
-      constexpr int O = sizeof...(nb);
-      alignas(64) float sums[O][kOut];
-      const uint8_t* const w[O] = {(wp + nb * Kb * kOut)...};
-      lmforge::int8_blocks_vnni<O>(xq, 0, w, sums);
-      const int64_t index[O] = {nb...};
-      for (int o = 0; o < O; ++o)
-        lmforge::write_row(sums[o], sp + index[o] * kOut, bp ? bp + index[o] * kOut : nullptr, yp + index[o] * kOut,
-                           std::min(kOut, N - index[o] * kOut));
-    };
-    lmforge::for_block_quads(packed.size(0), Kb * kOut, blocks);
+    vnni_row_into<Y>(x0, K, wp, packed.size(0), Kb, sp, b.defined() ? b.data_ptr<float>() : nullptr, y.data_ptr<Y>(),
+                     N);
     return y;
   }
+  const lmforge::Int8Rows xq = lmforge::quantize_rows(x0, M, K, false);
   auto block = [&](int64_t rows, const at::BFloat16* xr, int64_t nb, const float* bb, Y* yb) {
     alignas(64) float sums[kRowsVnni][kOut];
     rows_vnni<kRowsVnni>(xq, rows, (xr - x0) / K, wp + nb * Kb * kOut, sums);
@@ -278,6 +288,17 @@ at::Tensor run(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& 
 }  // namespace
 
 namespace lmforge {
+
+bool linear_int8_row(const at::BFloat16* x, int64_t K, const uint8_t* codes, int64_t blocks, int64_t padded_K,
+                     const float* scales, const float* bias, int64_t out_features, at::BFloat16* y) {
+#if defined(LMFORGE_QUANT_VNNI)
+  if (quant_isa() != QuantIsa::kAvx512) return false;
+  vnni_row_into<at::BFloat16>(x, K, codes, blocks, padded_K, scales, bias, y, out_features);
+  return true;
+#else
+  return false;
+#endif
+}
 
 // float_out: the float32 sums (times the scales, plus the bias) unrounded, for an LM head's logits.
 at::Tensor linear_int8(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,

@@ -51,12 +51,16 @@ at::Tensor linear_int4(const at::Tensor& x, const at::Tensor& packed, const at::
                        const c10::optional<at::Tensor>& bias, int64_t out_features, bool float_out, bool int8_x);
 // linear_int4's checks of its packed weight and scales (pack_linear_int4, pack_int4_scales) for out_features outputs.
 void check_int4_pack(const at::Tensor& packed, const at::Tensor& scales_and_zeros, int64_t out_features);
-// The decode stack's call: y [out_features] (bf16) for one bf16 row x, as linear_int4 with int8_x computes it, on raw
-// pointers (no tensor made; the pack checked by check_int4_pack once; bias float32 or null). Returns false, writing
-// nothing, where linear_int4 would not run int8 activations (int8_x false, not the AVX-512 path, a group size not a
-// multiple of 32, a build without AVX512-VNNI): the caller runs the op.
-bool linear_int4_row(const at::BFloat16* x, const at::Tensor& packed, const at::Tensor& scales_and_zeros,
-                     const float* bias, int64_t out_features, bool int8_x, at::BFloat16* y);
+// The decode stack's calls, on raw pointers into tensors it checked once (no tensor made per call): y [out_features]
+// (bf16) for one bf16 row x, as the ops compute it; bias float32 or null. linear_int4_row: pack_linear_int4's codes
+// ([blocks, K/8, 32]) and pack_int4_scales' pairs ([blocks, groups, 32, 2]), int8 activations. linear_int8_row:
+// pack_linear_int8_vnni's codes ([blocks, padded_K/4, 32, 4]) and float32 scales. Each returns false, writing nothing,
+// where its op would not run that path (int8_x false, not the AVX-512 path, an int4 group size not a multiple of 32, a
+// build without AVX512-VNNI): the caller runs the op.
+bool linear_int4_row(const at::BFloat16* x, const int32_t* codes, const at::BFloat16* scales_and_zeros, int64_t blocks,
+                     int64_t K, int64_t groups, const float* bias, int64_t out_features, bool int8_x, at::BFloat16* y);
+bool linear_int8_row(const at::BFloat16* x, int64_t K, const uint8_t* codes, int64_t blocks, int64_t padded_K,
+                     const float* scales, const float* bias, int64_t out_features, at::BFloat16* y);
 
 // y[j] = v[j] (* scale[j]) (+ bias[j]) for the `valid` real outputs of a block, rounded to Y (bf16: to nearest even).
 // AVX-512 builds: 16 outputs per instruction, the same numbers (c10::BFloat16's rounding: nearest even, NaN 0x7FC0)

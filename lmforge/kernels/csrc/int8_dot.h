@@ -231,11 +231,13 @@ inline void int4_block_vnni(const Int8Rows& x, int64_t m0, const float* xsum, in
 // are 16 times the products', divided back exactly by a shift per block. Zen 5, one thread, SmolLM2's int4 projections
 // from a cold cache (loaded machine, alternating runs): blocks one by one 34 GB/s in an idle minute; two at a time with
 // shifts 1.95-2.12 ms, four without 1.77-1.92 ms, against 1.54-1.65 ms for reading the same bytes in two streams.
-template <int O>
+// OneBlock: G == 32 (llama.cpp's Q4_1 groups), one block per group: its float32 sum needs no register across blocks
+// (with O = 4 the general loop's 8 sums, 8 totals and 16 dot products spilled to the stack every block).
+template <int O, bool OneBlock = false>
 inline void int4_blocks_vnni(const Int8Rows& x, int64_t m0, const float* xsum, int64_t groups, int64_t G,
                              const uint32_t* const (&w)[O], const uint32_t* const (&sz)[O], float (&out)[O][32]) {
   const __m512i low = _mm512_set1_epi8(0x0F), high = _mm512_set1_epi8(int8_t(0xF0));
-  const int64_t per_group = G / kXBlock;
+  const int64_t per_group = OneBlock ? 1 : G / kXBlock;
   const int8_t* row = x.q + m0 * x.stride;
   const float* scale = x.scale + m0 * x.blocks;
   __m512 total[O][2];

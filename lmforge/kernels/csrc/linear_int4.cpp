@@ -270,7 +270,11 @@ void vnni_into(const at::BFloat16* x0, int64_t M, const uint32_t* wp, const uint
       alignas(64) float out[O][kOut];
       const uint32_t* const w[O] = {(wp + nb * (K / 8) * kOut)...};
       const uint32_t* const sz[O] = {(sp + nb * groups * kOut)...};
-      lmforge::int4_blocks_vnni<O>(xq, 0, xs, groups, G, w, sz, out);
+      if (G == lmforge::kXBlock) {
+        lmforge::int4_blocks_vnni<O, true>(xq, 0, xs, groups, G, w, sz, out);
+      } else {
+        lmforge::int4_blocks_vnni<O>(xq, 0, xs, groups, G, w, sz, out);
+      }
       const int64_t index[O] = {nb...};
       for (int o = 0; o < O; ++o) write(out[o], 0, index[o]);
     };

@@ -297,7 +297,8 @@ at::Tensor run_vnni(const at::Tensor& xc, const at::Tensor& packed, const at::Te
   std::vector<int64_t> shape(xc.sizes().begin(), xc.sizes().end());
   shape.back() = N;
   at::Tensor y = at::empty(shape, xc.options().dtype(c10::CppTypeToScalarType<Y>::value));
-  vnni_into<Y>(xc.data_ptr<at::BFloat16>(), xc.numel() / K, reinterpret_cast<const uint32_t*>(packed.data_ptr<int32_t>()),
+  vnni_into<Y>(xc.data_ptr<at::BFloat16>(), xc.numel() / K,
+               reinterpret_cast<const uint32_t*>(packed.data_ptr<int32_t>()),
                reinterpret_cast<const uint32_t*>(sz.data_ptr<at::BFloat16>()), packed.size(0), K, G,
                b.defined() ? b.data_ptr<float>() : nullptr, y.data_ptr<Y>(), N);
   return y;

@@ -73,7 +73,8 @@ inline void write_row(const float* v, const float* scale, const float* bias, Y* 
     const __m512 sums = _mm512_maskz_loadu_ps(mask, v + j);
     const __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + j) : _mm512_setzero_ps();
     // v * scale + bias fused, as the compiler contracts the scalar loop's
-    const __m512 out = scale ? _mm512_fmadd_ps(sums, _mm512_maskz_loadu_ps(mask, scale + j), b) : _mm512_add_ps(sums, b);
+    const __m512 out =
+        scale ? _mm512_fmadd_ps(sums, _mm512_maskz_loadu_ps(mask, scale + j), b) : _mm512_add_ps(sums, b);
     if constexpr (std::is_same_v<Y, float>) {
       _mm512_mask_storeu_ps(y + j, mask, out);
     } else {

@@ -49,7 +49,7 @@ at::Tensor pack_linear_bf16(const at::Tensor& weight) {
   return packed;
 }
 
-#if defined(__AVX512BF16__)
+#if defined(__AVX512BF16__) && defined(CPU_CAPABILITY_AVX512)  // the store helpers take 16-float Vecs
 constexpr bool kAvailable = true;
 
 // Writes R rows of a block's 32 outputs (`valid` of them real) from their float32 sums acc[m][0..1], bias added.

@@ -63,13 +63,17 @@ def test_a_decode_step_makes_a_handful_of_operator_calls(ops):
     (decode_stack.py): no operator call per layer, 11 per step (the head, the sampler's finiteness check and argmax,
     the loop's glue; the stack's call is a custom class's method, not an operator), where the layer-by-layer step
     makes 48 on 2 layers. Layer by layer (as quantized models decode): norm, q/k/v, attention, o, add + norm,
-    gate/up, down, add: 8 per layer (30 before the attention kernel and the fused add + norm)."""
+    gate/up, down, add: 8 per layer (30 before the attention kernel and the fused add + norm; 9 on AVX2 CPUs, where
+    SwiGLU's gate/up is oneDNN's and silu_mul a second call)."""
     steps, layered = {}, {}
     for n_layers in (2, 4):
         model = context_model(max_seq_len=64, n_layers=n_layers)
         prepare_for_inference(model)
+        stacked = model.fused_decode is not None  # the one-call step needs AVX-512-wide kernels (not on AVX2 CPUs)
         steps[n_layers] = ops_per_step(model)
         model.fused_decode = None
         layered[n_layers] = ops_per_step(model)
-    assert steps[4] == steps[2] <= 11
-    assert (layered[4] - layered[2]) / 2 <= 8
+    if stacked:
+        assert steps[4] == steps[2] <= 11
+    per_layer = 8 if model.layers[0].mlp.gated else 9  # AVX2: gate/up on oneDNN, then silu_mul (no one-pass kernel)
+    assert (layered[4] - layered[2]) / 2 <= per_layer, layered

@@ -98,8 +98,9 @@ def _assert_same_run(got_dir, want_dir, steps):
     want, got = _records(want_dir, "train"), _records(got_dir, "train")
     for step in steps:
         assert got[step]["loss"] == pytest.approx(want[step]["loss"], rel=1e-5), (step, got[step], want[step])
-        # the gradient norm (before clipping) catches a factor that Adam's scale invariance would hide
-        assert got[step]["grad_norm"] == pytest.approx(want[step]["grad_norm"], rel=1e-4), (step, got, want)
+        # the gradient norm (before clipping) catches a factor that Adam's scale invariance would hide; 3e-4: ATen's
+        # 8-wide (AVX2) reductions moved the MoE pp2-dp2 run's step-14 norm by 1.4e-4 (a factor bug moves it >= 1e-2)
+        assert got[step]["grad_norm"] == pytest.approx(want[step]["grad_norm"], rel=3e-4), (step, got, want)
 
 
 RESUME_IN = {("dense", "tp2-fsdp2"): "pp2-dp2", ("moe", "tp2-pp2"): "single"}  # saved in one layout, resumed in another

@@ -18,6 +18,7 @@ LMFORGE_INT8_ACTIVATIONS=0 keeps the weight-only path (bf16 inputs times the deq
 """
 
 import os
+import sys
 
 import torch
 
@@ -29,9 +30,17 @@ _isa: dict[int, str] = {}  # id(ops) -> the instruction set its quantized linear
 INT8_ACTIVATIONS_ENV = "LMFORGE_INT8_ACTIVATIONS"  # "0": weight-only (bf16 activations); else int8 where VNNI runs
 
 
+_OFF, _ON = ("0", "false", "off", "no"), ("", "1", "true", "on", "yes")
+
+
 def int8_activations_requested(environ=os.environ) -> bool:
-    """LMFORGE_INT8_ACTIVATIONS: "0" asks for weight-only layers; unset or anything else for int8 activations."""
-    return environ.get(INT8_ACTIVATIONS_ENV, "1").strip() != "0"
+    """LMFORGE_INT8_ACTIVATIONS: 0 / false / off / no ask for weight-only layers; unset, 1 / true / on / yes for int8
+    activations; anything else warns (a typo must not pass for a choice) and keeps them on."""
+    value = environ.get(INT8_ACTIVATIONS_ENV, "1").strip().lower()
+    if value not in _OFF + _ON:
+        print(f"warning: {INT8_ACTIVATIONS_ENV}={value!r} is none of 0/1, false/true, off/on, no/yes; int8 "
+              f"activations stay on", file=sys.stderr)
+    return value not in _OFF
 
 
 _int8_activations = int8_activations_requested()

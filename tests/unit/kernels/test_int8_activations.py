@@ -148,10 +148,13 @@ def test_tiny_model_decodes_with_int8_activations(vnni, bits):
     assert (logits.argmax(-1) == weight_only.argmax(-1)).float().mean() >= 0.5
 
 
-def test_the_environment_variable_turns_int8_activations_off():
+def test_the_environment_variable_turns_int8_activations_off(capsys):
     env = quant_linear.INT8_ACTIVATIONS_ENV
-    assert not quant_linear.int8_activations_requested({env: "0"})
-    assert quant_linear.int8_activations_requested({}) and quant_linear.int8_activations_requested({env: "1"})
+    assert not any(quant_linear.int8_activations_requested({env: v}) for v in ("0", "false", " Off ", "no"))
+    assert all(quant_linear.int8_activations_requested({env: v}) for v in ("1", "true", "ON", "yes"))
+    assert quant_linear.int8_activations_requested({}) and capsys.readouterr().err == ""
+    assert quant_linear.int8_activations_requested({env: "fasle"})  # a typo keeps the default, and says so
+    assert "LMFORGE_INT8_ACTIVATIONS='fasle' is none of" in capsys.readouterr().err
 
 
 def test_threads_split_the_outputs_without_changing_them(vnni):
